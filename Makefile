@@ -1,0 +1,33 @@
+# make demo: venv + synthetic iSeg-2017 dataset + train a 3D U-Net + test the best checkpoint.
+# make test: the test suite (what CI runs).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DEMO_DATA := data/demo/iSeg-2017-Training
+DEMO_CKPT := runs/demo/checkpoints/best.ckpt
+
+.PHONY: demo test lint venv clean-demo
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+demo: venv
+	@echo "== demo data (cached in $(DEMO_DATA)) =="
+	$(PY) -m demo.synthetic_iseg --out $(DEMO_DATA)
+	@echo "== training (configs/demo.yaml) =="
+	$(PY) train.py fit --config configs/demo.yaml
+	@echo "== evaluating the best checkpoint on the held-out test subjects =="
+	$(PY) train.py test --config configs/demo.yaml --ckpt_path $(DEMO_CKPT)
+
+test: venv
+	$(PY) -m pytest -q tests
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+clean-demo:
+	rm -rf runs/demo data/demo

@@ -1,0 +1,128 @@
+"""Callbacks that turn evaluation and prediction into files on disk."""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import BasePredictionWriter
+from pytorch_lightning.utilities import rank_zero_info
+
+from lightning_modules.figures import save_comparison_png
+
+
+def _default_output_dir(trainer: pl.Trainer, name: str) -> Path:
+    """``<run>/<name>`` next to the evaluated checkpoint's folder, else under the root dir."""
+    if trainer.ckpt_path:
+        return Path(trainer.ckpt_path).resolve().parent.parent / name
+    return Path(trainer.default_root_dir) / name
+
+
+def format_dice_table(rows: Sequence[tuple[str, Sequence[float]]], regions: Sequence[str]) -> str:
+    """A fixed-width table: one row per subject, one column per region plus their mean, and
+    a final row of per-region means. NaN (region absent from the ground truth) is skipped
+    in the means."""
+    header = f"{'subject':<16}" + "".join(f"{r:>9}" for r in regions) + f"{'mean':>9}"
+    lines = [header, "-" * len(header)]
+    scores = np.array([s for _, s in rows], dtype=float).reshape(len(rows), len(regions))
+    for (subject, _), values in zip(rows, scores, strict=True):
+        lines.append(f"{subject:<16}" + "".join(f"{v:9.4f}" for v in values) + f"{np.nanmean(values):9.4f}")
+    means = np.nanmean(scores, axis=0)
+    lines += ["-" * len(header), f"{'mean':<16}" + "".join(f"{v:9.4f}" for v in means) + f"{np.nanmean(means):9.4f}"]
+    return "\n".join(lines)
+
+
+class TestReport(pl.Callback):
+    """After ``test``: prints the per-subject, per-region Dice table, writes it as
+    ``dice.csv`` and writes one ``<subject>.png`` (image, ground truth, prediction) per subject.
+
+    Args:
+        output_dir: where to write; default ``test/`` beside the checkpoint's folder.
+        save_png: whether to draw the pictures.
+    """
+
+    def __init__(self, output_dir: str | None = None, save_png: bool = True) -> None:
+        self.output_dir = output_dir
+        self.save_png = save_png
+        self.rows: list[tuple[str, list[float]]] = []
+
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.rows = []
+        self.directory = Path(self.output_dir) if self.output_dir else _default_output_dir(trainer, "test")
+
+    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
+                          batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        subject = batch["subject"][0]
+        self.rows.append((subject, outputs["dice"].tolist()))
+        if self.save_png and trainer.is_global_zero:
+            save_comparison_png(
+                batch["image"][0, 0].float().cpu().numpy(),
+                batch["label"][0, 0].cpu().numpy(),
+                outputs["prediction"][0, 0].cpu().numpy(),
+                pl_module.class_names,
+                self.directory / f"{subject}.png",
+                title=subject,
+            )
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero or not self.rows:
+            return
+        regions = pl_module.region_names
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with open(self.directory / "dice.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["subject", *regions])
+            writer.writerows([subject, *(f"{v:.6f}" for v in values)] for subject, values in self.rows)
+        rank_zero_info("\nDice per subject and region (whole volumes, hard labels, background excluded)\n"
+                       + format_dice_table(self.rows, regions) + f"\nwritten to {self.directory}\n")
+
+
+def save_nifti_atomically(array: np.ndarray, affine: np.ndarray, path: Path) -> Path:
+    """Write a NIfTI file under a temporary name in the same folder, then rename it, so a
+    crash never leaves a half-written segmentation behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".nii.gz")
+    os.close(handle)
+    try:
+        nib.save(nib.Nifti1Image(array, affine), tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+class SegmentationWriter(BasePredictionWriter):
+    """During ``predict``: writes ``<subject>_seg.nii.gz`` per subject with the input's
+    affine and shape, in the dataset's own label values (e.g. 10/150/250 for iSeg).
+
+    Args:
+        output_dir: folder for the segmentations; default ``predictions/`` beside the
+            checkpoint's folder.
+    """
+
+    def __init__(self, output_dir: str | None = None) -> None:
+        super().__init__(write_interval="batch")
+        self.output_dir = output_dir
+
+    def write_on_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prediction: Any,
+                           batch_indices: Sequence[int] | None, batch: Any, batch_idx: int,
+                           dataloader_idx: int) -> None:
+        directory = Path(self.output_dir) if self.output_dir else _default_output_dir(trainer, "predictions")
+        values = pl_module.hparams.get("label_values") or list(range(pl_module.hparams.num_classes))
+        lookup = np.asarray(values)
+        dtype = np.uint8 if lookup.min() >= 0 and lookup.max() < 256 else np.int16
+        outputs = zip(prediction["subject"], prediction["prediction"], prediction["affine"], strict=True)
+        for subject, classes, affine in outputs:
+            segmentation = lookup[classes.cpu().numpy()].astype(dtype)
+            path = save_nifti_atomically(segmentation, affine.cpu().numpy().astype(np.float64),
+                                         directory / f"{subject}_seg.nii.gz")
+            rank_zero_info(f"wrote {path}")

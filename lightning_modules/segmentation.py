@@ -1,0 +1,151 @@
+"""One LightningModule that trains and evaluates any registered network."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+from monai.inferers import sliding_window_inference
+from monai.metrics import DiceMetric
+from monai.networks.utils import one_hot
+
+from lightning_modules.losses import build_loss
+from networks import build_network
+
+
+class SegmentationModule(pl.LightningModule):
+    """Trains on patches; validates and tests on whole volumes by Gaussian-weighted
+    sliding-window inference; reports hard-label Dice per region, background excluded.
+
+    Every constructor argument is saved in the checkpoint, so
+    ``SegmentationModule.load_from_checkpoint(path)`` rebuilds network and settings alone.
+
+    Args:
+        network: registered network name (``networks.list_networks()``).
+        network_kwargs: extra arguments for that network (e.g. ``base_features``).
+        in_channels, num_classes, class_names, modalities, label_values: filled in from the
+            DataModule by ``train.py``; ``label_values`` are the dataset's own values per class.
+        loss: ``dice``, ``ce`` or ``dice_ce``.
+        optimizer, lr, weight_decay, momentum: ``momentum`` is used by SGD only.
+        lr_schedule: ``constant``, ``poly`` (nnU-Net's (1 - t)^0.9) or ``cosine``, per step.
+        roi_size: sliding-window size (``train.py`` sets it to the training patch size).
+        sw_batch_size: windows per forward pass at inference.
+        sw_overlap: overlap of neighbouring windows at inference.
+    """
+
+    def __init__(
+        self,
+        network: str = "unet3d",
+        network_kwargs: dict[str, Any] | None = None,
+        in_channels: int = 1,
+        num_classes: int = 2,
+        class_names: list[str] | None = None,
+        modalities: list[str] | None = None,
+        label_values: list[int] | None = None,
+        loss: Literal["dice", "ce", "dice_ce"] = "dice_ce",
+        optimizer: Literal["adamw", "adam", "sgd"] = "adamw",
+        lr: float = 1e-3,
+        weight_decay: float = 1e-5,
+        momentum: float = 0.9,
+        lr_schedule: Literal["constant", "poly", "cosine"] = "poly",
+        roi_size: tuple[int, int, int] = (64, 64, 64),
+        sw_batch_size: int = 2,
+        sw_overlap: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.network = build_network(network, in_channels=in_channels, num_classes=num_classes,
+                                     **(network_kwargs or {}))
+        if class_names is None:
+            class_names = ["background"] + [f"class{i}" for i in range(1, num_classes)]
+        if len(class_names) != num_classes:
+            raise ValueError(f"{len(class_names)} class names for {num_classes} classes: {class_names}")
+        self.class_names = list(class_names)
+        self.loss_fn = build_loss(loss)
+        # Hard-label Dice per subject and foreground class; NaN where a class is absent from
+        # the ground truth (MONAI's ignore_empty), left out of the means.
+        self.val_dice = DiceMetric(include_background=False, reduction="none", ignore_empty=True)
+        self.test_dice = DiceMetric(include_background=False, reduction="none", ignore_empty=True)
+
+    @property
+    def region_names(self) -> list[str]:
+        """The foreground classes, in the order of the Dice columns."""
+        return self.class_names[1:]
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.network(image)
+
+    def predict_logits(self, image: torch.Tensor) -> torch.Tensor:
+        """Logits for whole volumes (B, C, D, H, W) by Gaussian-weighted sliding windows."""
+        return sliding_window_inference(
+            image,
+            roi_size=tuple(self.hparams.roi_size),
+            sw_batch_size=self.hparams.sw_batch_size,
+            predictor=self.network,
+            overlap=self.hparams.sw_overlap,
+            mode="gaussian",
+        )
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        logits = self(batch["image"])
+        loss = self.loss_fn(logits.float(), batch["label"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
+        return loss
+
+    def _evaluate_volume(self, batch: dict[str, Any], metric: DiceMetric, stage: str) -> dict[str, Any]:
+        logits = self.predict_logits(batch["image"]).float()
+        label = batch["label"]
+        self.log(f"{stage}/loss", self.loss_fn(logits, label), batch_size=1, sync_dist=True)
+        prediction = logits.argmax(dim=1, keepdim=True)
+        dice = metric(y_pred=one_hot(prediction, self.hparams.num_classes),
+                      y=one_hot(label, self.hparams.num_classes))
+        return {"prediction": prediction, "dice": dice[0]}
+
+    def _log_dice(self, metric: DiceMetric, stage: str) -> torch.Tensor:
+        scores = metric.aggregate()  # (subjects, regions), gathered over DDP ranks
+        metric.reset()
+        per_region = scores.nanmean(dim=0)
+        for name, value in zip(self.region_names, per_region, strict=True):
+            self.log(f"{stage}/dice_{name}", value)
+        self.log(f"{stage}/dice_mean", per_region.nanmean(), prog_bar=True)
+        return scores
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate_volume(batch, self.val_dice, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_dice(self.val_dice, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        return self._evaluate_volume(batch, self.test_dice, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_dice(self.test_dice, "test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        prediction = self.predict_logits(batch["image"]).argmax(dim=1)
+        return {"subject": batch["subject"], "prediction": prediction, "affine": batch["affine"]}
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        if hp.optimizer == "sgd":
+            optimizer = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum,
+                                        weight_decay=hp.weight_decay)
+        elif hp.optimizer == "adam":
+            optimizer = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        elif hp.optimizer == "adamw":
+            optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        else:
+            raise ValueError(f"unknown optimizer {hp.optimizer!r}; choose adamw, adam or sgd")
+        if hp.lr_schedule == "constant":
+            return optimizer
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        if hp.lr_schedule == "poly":
+            scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda step: max(0.0, 1.0 - step / total) ** 0.9)
+        elif hp.lr_schedule == "cosine":
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+        else:
+            raise ValueError(f"unknown lr_schedule {hp.lr_schedule!r}; choose constant, poly or cosine")
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

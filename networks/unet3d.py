@@ -1,0 +1,89 @@
+"""3D U-Net (Cicek et al., MICCAI 2016), as chapter 3.7 of the thesis describes it."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from networks.registry import register_network
+
+
+def _conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv3d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+        nn.BatchNorm3d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class _Level(nn.Sequential):
+    """Two 3x3x3 convolutions, each followed by batch norm and ReLU."""
+
+    def __init__(self, in_channels: int, mid_channels: int, out_channels: int) -> None:
+        super().__init__(_conv_bn_relu(in_channels, mid_channels), _conv_bn_relu(mid_channels, out_channels))
+
+
+@register_network("unet3d")
+class UNet3D(nn.Module):
+    """Four resolution steps; channels double before each 2x2x2 max pooling (32->64 on the
+    first step with ``base_features=32``, as in the paper), 2x2x2 transposed convolutions
+    that keep the channel count, skip connections by concatenation, a final 1x1x1 convolution.
+
+    Convolutions are padded, so the output has the input's spatial size; every spatial size
+    must be divisible by 8 (three poolings).
+    """
+
+    depth = 4
+
+    def __init__(self, in_channels: int = 2, num_classes: int = 4, base_features: int = 32) -> None:
+        super().__init__()
+        if in_channels < 1 or num_classes < 2 or base_features < 1:
+            raise ValueError(
+                f"UNet3D needs in_channels >= 1, num_classes >= 2 and base_features >= 1 "
+                f"(got {in_channels}, {num_classes}, {base_features})"
+            )
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        f = base_features
+        # Analysis path: level i takes c_in, outputs 2 * f * 2**i after doubling.
+        self.encoder = nn.ModuleList()
+        c_in = in_channels
+        for i in range(self.depth):
+            mid = f * 2**i
+            self.encoder.append(_Level(c_in, mid, 2 * mid))
+            c_in = 2 * mid
+        self.pool = nn.MaxPool3d(kernel_size=2, stride=2)
+        # Synthesis path: upsample keeps channels, concat with the skip, then two convolutions.
+        self.upsamplers = nn.ModuleList()
+        self.decoder = nn.ModuleList()
+        for i in reversed(range(self.depth - 1)):
+            skip = 2 * f * 2**i
+            self.upsamplers.append(nn.ConvTranspose3d(c_in, c_in, kernel_size=2, stride=2))
+            self.decoder.append(_Level(c_in + skip, skip, skip))
+            c_in = skip
+        self.head = nn.Conv3d(c_in, num_classes, kernel_size=1)
+
+    @property
+    def size_divisor(self) -> int:
+        return 2 ** (self.depth - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 5 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"UNet3D expects input of shape (batch, {self.in_channels}, D, H, W), got {tuple(x.shape)}"
+            )
+        spatial = tuple(x.shape[2:])
+        if any(s % self.size_divisor for s in spatial):
+            raise ValueError(
+                f"UNet3D needs every spatial size divisible by {self.size_divisor}, got {spatial}; "
+                f"pad the input or choose another patch size"
+            )
+        skips = []
+        for i, level in enumerate(self.encoder):
+            x = level(x)
+            if i < self.depth - 1:
+                skips.append(x)
+                x = self.pool(x)
+        for up, level, skip in zip(self.upsamplers, self.decoder, reversed(skips), strict=True):
+            x = level(torch.cat([up(x), skip], dim=1))
+        return self.head(x)

@@ -1,0 +1,74 @@
+"""Fixtures that write small datasets in the real on-disk layouts."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+ISEG_VALUES = (0, 10, 150, 250)
+
+
+def write_analyze(array: np.ndarray, path: Path, zooms: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> None:
+    image = nib.AnalyzeImage(array, affine=np.diag([*zooms, 1.0]))
+    image.header.set_zooms(zooms)
+    nib.save(image, str(path))
+
+
+def iseg_label(shape: tuple[int, int, int], seed: int) -> np.ndarray:
+    """A blocky iSeg label map (values 0/10/150/250): background border, three tissue slabs."""
+    rng = np.random.default_rng(seed)
+    label = np.zeros(shape, dtype=np.uint8)
+    d = shape[0]
+    inner = (slice(2, d - 2), slice(2, shape[1] - 2), slice(2, shape[2] - 2))
+    label[inner] = 150
+    label[2 : d // 3, 2 : shape[1] - 2, 2 : shape[2] - 2] = 10
+    label[2 * d // 3 : d - 2, 2 : shape[1] - 2, 2 : shape[2] - 2] = 250
+    flip = rng.random(shape) < 0.02
+    label[flip & (label > 0)] = 150
+    return label
+
+
+def write_iseg_subject(folder: Path, n: int, shape: tuple[int, int, int] = (16, 20, 24), seed: int = 0,
+                       zooms: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> dict[str, np.ndarray]:
+    """Write ``subject-n-{T1,T2,label}.hdr/.img``: T1 bright in WM, T2 bright in CSF (int16)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed + n)
+    label = iseg_label(shape, seed + n)
+    t1_means = {0: 0, 10: 300, 150: 600, 250: 900}
+    t2_means = {0: 0, 10: 900, 150: 600, 250: 400}
+    arrays = {"label": label}
+    for name, means in (("T1", t1_means), ("T2", t2_means)):
+        image = np.zeros(shape, dtype=np.float32)
+        for value, mean in means.items():
+            image[label == value] = mean
+        image[label > 0] += rng.normal(0, 20, size=int((label > 0).sum()))
+        arrays[name] = np.clip(image, 0, None).astype(np.int16)
+    for name, array in arrays.items():
+        write_analyze(array, folder / f"subject-{n}-{name}.hdr", zooms)
+    return arrays
+
+
+@pytest.fixture
+def iseg_dir(tmp_path: Path) -> Path:
+    """Five labelled iSeg subjects numbered 1, 2, 3, 4, 10 (10 sorts before 2 as a string)."""
+    folder = tmp_path / "iSeg-2017-Training"
+    for n in (1, 2, 3, 4, 10):
+        write_iseg_subject(folder, n)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 4-subject synthetic demo dataset at 6 mm (small volumes, real template anatomy)."""
+    from demo.synthetic_iseg import SynthesisSettings, build_dataset
+
+    out = tmp_path_factory.mktemp("demo") / "iSeg-2017-Training"
+    return build_dataset(out, SynthesisSettings(subjects=4, seed=3, spacing=6.0))

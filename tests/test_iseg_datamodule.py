@@ -1,0 +1,149 @@
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from conftest import write_analyze, write_iseg_subject
+
+from datamodules import DataError, ISeg2017DataModule
+
+
+def make_dm(folder: Path, **kwargs) -> ISeg2017DataModule:
+    args = {"val_subjects": ["subject-10"], "test_subjects": ["subject-2"], "patch_size": (8, 8, 8),
+            "batch_size": 2, "samples_per_volume": 3}
+    args.update(kwargs)
+    return ISeg2017DataModule(str(folder), **args)
+
+
+def test_subjects_are_sorted_by_number(iseg_dir: Path) -> None:
+    dm = make_dm(iseg_dir)
+    assert list(dm.subjects()) == ["subject-1", "subject-2", "subject-3", "subject-4", "subject-10"]
+    split = dm.split()
+    assert [s.subject_id for s in split["train"]] == ["subject-1", "subject-3", "subject-4"]
+    assert [s.subject_id for s in split["val"]] == ["subject-10"]
+    assert [s.subject_id for s in split["test"]] == ["subject-2"]
+
+
+def test_whole_volumes_stack_modalities_in_order_and_map_labels(iseg_dir: Path) -> None:
+    dm = make_dm(iseg_dir)
+    dm.setup("fit")
+    item = dm.val_set[0]
+    assert item["subject"] == "subject-10"
+    image, label = item["image"].numpy(), item["label"][0].numpy()
+    assert image.shape == (2, 16, 20, 24) and label.shape == (16, 20, 24)
+    raw = nib.load(str(iseg_dir / "subject-10-label.hdr")).get_fdata()
+    expected = np.select([raw == 10, raw == 150, raw == 250], [1, 2, 3], 0)
+    np.testing.assert_array_equal(label, expected)
+    # Channel 0 is T1 (WM brightest), channel 1 is T2 (CSF brightest); both z-scored.
+    t1_wm, t1_csf = image[0][label == 3].mean(), image[0][label == 1].mean()
+    t2_wm, t2_csf = image[1][label == 3].mean(), image[1][label == 1].mean()
+    assert t1_wm > t1_csf and t2_csf > t2_wm
+    for channel in image:
+        brain = channel[channel != 0]
+        assert abs(brain.mean()) < 1e-4 and abs(brain.std() - 1) < 1e-4
+    assert dm.in_channels == 2 and dm.num_classes == 4
+    assert dm.class_names == ["background", "CSF", "GM", "WM"] and dm.class_values == [0, 10, 150, 250]
+
+
+def test_modalities_are_selectable(iseg_dir: Path) -> None:
+    dm = make_dm(iseg_dir, modalities=["T2"])
+    dm.setup("validate")
+    assert dm.val_set[0]["image"].shape[0] == 1 and dm.in_channels == 1
+    with pytest.raises(ValueError, match=r"unknown modalities \['FLAIR'\]"):
+        make_dm(iseg_dir, modalities=["T1", "FLAIR"])
+
+
+def test_training_patches_hold_foreground(iseg_dir: Path) -> None:
+    dm = make_dm(iseg_dir)
+    dm.setup("fit")
+    assert len(dm.train_set) == 3 * 3
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (2, 2, 8, 8, 8) and batch["label"].shape == (2, 1, 8, 8, 8)
+    assert batch["image"].dtype == torch.float32 and batch["label"].dtype == torch.int64
+    assert all((label > 0).any() for label in batch["label"])
+    assert set(batch["label"].unique().tolist()) <= {0, 1, 2, 3}
+
+
+def test_test_and_predict_use_the_held_out_subjects(iseg_dir: Path, tmp_path: Path) -> None:
+    dm = make_dm(iseg_dir)
+    dm.setup("test")
+    assert [dm.test_set[i]["subject"] for i in range(len(dm.test_set))] == ["subject-2"]
+    unlabelled = tmp_path / "iSeg-2017-Testing"
+    write_iseg_subject(unlabelled, 11)
+    (unlabelled / "subject-11-label.hdr").unlink()
+    (unlabelled / "subject-11-label.img").unlink()
+    dm = make_dm(iseg_dir, predict_dir=str(unlabelled))
+    dm.setup("predict")
+    item = dm.predict_set[0]
+    assert item["subject"] == "subject-11" and "label" not in item
+
+
+# Bad input: each case names the file and the problem.
+
+def test_missing_modality(iseg_dir: Path) -> None:
+    (iseg_dir / "subject-3-T2.hdr").unlink()
+    with pytest.raises(DataError, match=r"subject-3-T2\.hdr: file not found"):
+        make_dm(iseg_dir).subjects()
+
+
+def test_missing_img_half_of_an_analyze_pair(iseg_dir: Path) -> None:
+    (iseg_dir / "subject-4-label.img").unlink()
+    with pytest.raises(DataError, match=r"subject-4-label\.img: file not found \(Analyze needs"):
+        make_dm(iseg_dir).subjects()
+
+
+def test_modality_shape_mismatch(iseg_dir: Path) -> None:
+    write_analyze(np.ones((16, 20, 23), np.int16), iseg_dir / "subject-10-T2.hdr")
+    with pytest.raises(DataError, match=r"subject-10-T2\.hdr: shape \(16, 20, 23\) differs from subject-10-T1"):
+        make_dm(iseg_dir).setup("validate")
+
+
+def test_label_shape_mismatch(iseg_dir: Path) -> None:
+    write_analyze(np.zeros((16, 20, 20), np.uint8), iseg_dir / "subject-10-label.hdr")
+    with pytest.raises(DataError, match=r"subject-10-label\.hdr: shape"):
+        make_dm(iseg_dir).setup("validate")
+
+
+def test_affine_mismatch(iseg_dir: Path) -> None:
+    t2 = nib.load(str(iseg_dir / "subject-10-T2.hdr")).get_fdata().astype(np.int16)
+    write_analyze(t2, iseg_dir / "subject-10-T2.hdr", zooms=(1.0, 1.0, 2.0))
+    with pytest.raises(DataError, match=r"subject-10-T2\.hdr: affine differs"):
+        make_dm(iseg_dir).setup("validate")
+
+
+def test_label_values_outside_the_map(iseg_dir: Path) -> None:
+    label = nib.load(str(iseg_dir / "subject-10-label.hdr")).get_fdata().astype(np.uint8)
+    label[5, 5, 5] = 200
+    write_analyze(label, iseg_dir / "subject-10-label.hdr")
+    with pytest.raises(DataError, match=r"subject-10-label\.hdr: label values \[200\] are not in"):
+        make_dm(iseg_dir).setup("validate")
+
+
+def test_nan_voxels(iseg_dir: Path) -> None:
+    t1 = nib.load(str(iseg_dir / "subject-10-T1.hdr")).get_fdata().astype(np.float32)
+    t1[3, 3, 3] = np.nan
+    write_analyze(t1, iseg_dir / "subject-10-T1.hdr")
+    with pytest.raises(DataError, match=r"subject-10-T1\.hdr: 1 voxels are NaN or infinite"):
+        make_dm(iseg_dir).setup("validate")
+
+
+def test_truncated_image(iseg_dir: Path) -> None:
+    path = iseg_dir / "subject-10-T1.img"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(DataError, match=r"subject-10-T1\.hdr: cannot read the image"):
+        make_dm(iseg_dir).setup("validate")
+
+
+def test_empty_or_wrong_folder(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no iSeg subjects found"):
+        make_dm(tmp_path).subjects()
+    with pytest.raises(DataError, match="dataset folder not found"):
+        make_dm(tmp_path / "missing").subjects()
+
+
+def test_unknown_held_out_subject_and_leaked_test_subject(iseg_dir: Path) -> None:
+    with pytest.raises(DataError, match=r"validation subjects \['9'\] not found; available"):
+        make_dm(iseg_dir, val_subjects=["9"]).split()
+    with pytest.raises(DataError, match=r"\['subject-2'\] are in both the training and the test set"):
+        make_dm(iseg_dir, train_subjects=["subject-1", "subject-2"]).split()

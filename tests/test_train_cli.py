@@ -1,0 +1,91 @@
+"""End to end through train.py's LightningCLI on a tiny synthetic demo set."""
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from datamodules import VolumeSegmentationDataModule
+from lightning_modules import SegmentationModule
+from train import TRAINER_DEFAULTS, SegmentationCLI
+
+
+def cli(subcommand: str, data_dir: Path, run_dir: Path, *extra: str) -> SegmentationCLI:
+    args = [
+        subcommand, "--config", "configs/demo.yaml",
+        "--data.init_args.data_dir", str(data_dir),
+        "--data.init_args.val_subjects", "[subject-3]",
+        "--data.init_args.test_subjects", "[subject-4]",
+        "--data.init_args.patch_size", "[16, 16, 16]",
+        "--data.init_args.samples_per_volume", "2",
+        "--model.network_kwargs", "{base_features: 2}",
+        "--trainer.logger", "pytorch_lightning.loggers.CSVLogger",
+        "--trainer.logger.save_dir", str(run_dir / "logs"),
+        "--trainer.enable_progress_bar", "false",
+        "--checkpoint.dirpath", str(run_dir / "checkpoints"),
+        *extra,
+    ]
+    return SegmentationCLI(SegmentationModule, VolumeSegmentationDataModule, subclass_mode_data=True,
+                           trainer_defaults=TRAINER_DEFAULTS, args=args, save_config_callback=None)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("run")
+    cli("fit", tiny_demo_dir, run_dir, "--trainer.max_epochs", "1", "--trainer.check_val_every_n_epoch", "1",
+        "--trainer.log_every_n_steps", "1")
+    return run_dir
+
+
+def test_fit_writes_best_and_last_checkpoints_with_the_data_settings(trained: Path) -> None:
+    assert (trained / "checkpoints" / "best.ckpt").is_file()
+    assert (trained / "checkpoints" / "last.ckpt").is_file()
+    model = SegmentationModule.load_from_checkpoint(trained / "checkpoints" / "best.ckpt")
+    assert model.hparams.in_channels == 2 and model.hparams.num_classes == 4
+    assert model.hparams.class_names == ["background", "CSF", "GM", "WM"]
+    assert model.hparams.modalities == ["T1", "T2"] and model.hparams.label_values == [0, 10, 150, 250]
+    assert tuple(model.hparams.roi_size) == (16, 16, 16)
+    metrics = (next((trained / "logs").rglob("metrics.csv"))).read_text()
+    for name in ("val/dice_CSF", "val/dice_GM", "val/dice_WM", "val/dice_mean", "train/loss"):
+        assert name in metrics
+
+
+def test_checkpoint_reload_gives_identical_predictions(trained: Path) -> None:
+    path = trained / "checkpoints" / "last.ckpt"
+    first = SegmentationModule.load_from_checkpoint(path).eval()
+    second = SegmentationModule.load_from_checkpoint(path).eval()
+    image = torch.randn(1, 2, 20, 18, 17)
+    with torch.no_grad():
+        a, b = first.predict_logits(image), second.predict_logits(image)
+    assert torch.equal(a, b)
+    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    assert all(torch.equal(state[k], v) for k, v in first.state_dict().items())
+
+
+def test_test_reports_dice_per_subject_and_draws_a_png(trained: Path, tiny_demo_dir: Path) -> None:
+    ckpt = trained / "checkpoints" / "best.ckpt"
+    out = trained / "report"
+    run = cli("test", tiny_demo_dir, trained, "--ckpt_path", str(ckpt), "--test_report.output_dir", str(out))
+    logged = run.trainer.callback_metrics
+    rows = (out / "dice.csv").read_text().splitlines()
+    assert rows[0] == "subject,CSF,GM,WM"
+    assert rows[1].startswith("subject-4,")
+    per_region = [float(v) for v in rows[1].split(",")[1:]]
+    for name, value in zip(("CSF", "GM", "WM"), per_region, strict=True):
+        assert logged[f"test/dice_{name}"].item() == pytest.approx(value, abs=1e-5)
+        assert 0.0 <= value <= 1.0
+    assert (out / "subject-4.png").stat().st_size > 10_000
+
+
+def test_predict_writes_segmentations_in_the_input_space(trained: Path, tiny_demo_dir: Path) -> None:
+    out = trained / "predictions"
+    cli("predict", tiny_demo_dir, trained, "--ckpt_path", str(trained / "checkpoints" / "best.ckpt"),
+        "--prediction_writer.output_dir", str(out))
+    written = nib.load(str(out / "subject-4_seg.nii.gz"))
+    source = nib.load(str(tiny_demo_dir / "subject-4-T1.hdr"))
+    assert written.shape == source.shape
+    np.testing.assert_allclose(written.affine, source.affine)
+    assert set(np.unique(np.asarray(written.dataobj)).tolist()) <= {0, 10, 150, 250}
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary leftovers

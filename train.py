@@ -1,0 +1,85 @@
+"""LightningCLI entry point: ``python train.py {fit,validate,test,predict} --config <yaml>``.
+
+W&B logs offline under ``runs/`` unless the environment says otherwise
+(``WANDB_MODE=online`` with a key logs live; ``wandb sync`` uploads offline runs later).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from jsonargparse import lazy_instance
+from pytorch_lightning import LightningModule, Trainer
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from pytorch_lightning.loggers import WandbLogger
+
+from datamodules import VolumeSegmentationDataModule
+from lightning_modules import SegmentationModule
+from lightning_modules.callbacks import SegmentationWriter, TestReport
+
+TRAINER_DEFAULTS = {
+    "logger": lazy_instance(WandbLogger, save_dir="runs", project="brain-mri-segmentation"),
+    "callbacks": [lazy_instance(LearningRateMonitor, logging_interval="step")],
+    "log_every_n_steps": 10,
+}
+
+
+class RunConfigSaver(SaveConfigCallback):
+    """Saves the run's full config beside each logger's files (the W&B run folder, which
+    ``wandb sync`` uploads, or the TensorBoard/CSV version folder) and into the W&B config."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **{**kwargs, "save_to_log_dir": False})
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        folders = []
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                folders.append(Path(logger.experiment.dir))
+                logger.experiment.config.update({"cli": self.parser.dump(self.config, skip_unset=False)},
+                                                allow_val_change=True)
+            elif logger.log_dir:
+                folders.append(Path(logger.log_dir))
+        for folder in folders or [Path(trainer.default_root_dir)]:
+            folder.mkdir(parents=True, exist_ok=True)
+            self.parser.save(self.config, str(folder / f"{stage}-{self.config_filename}"),
+                             skip_unset=False, overwrite=True, multifile=self.multifile)
+
+
+class SegmentationCLI(LightningCLI):
+    """The CLI: any DataModule by class path; the network, its size and the data's channels,
+    classes and patch size flow into the model without being repeated in the config."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({
+            "checkpoint.monitor": "val/dice_mean",
+            "checkpoint.mode": "max",
+            "checkpoint.filename": "best",
+            "checkpoint.save_last": True,
+            "checkpoint.auto_insert_metric_name": False,
+        })
+        parser.add_lightning_class_args(TestReport, "test_report")
+        parser.add_lightning_class_args(SegmentationWriter, "prediction_writer")
+        parser.link_arguments("data.init_args.patch_size", "model.roi_size")
+        for source, target in (("in_channels", "in_channels"), ("num_classes", "num_classes"),
+                               ("class_names", "class_names"), ("modality_names", "modalities"),
+                               ("class_values", "label_values")):
+            parser.link_arguments(f"data.{source}", f"model.{target}", apply_on="instantiate")
+
+
+def main() -> None:
+    os.environ.setdefault("WANDB_MODE", "offline")
+    SegmentationCLI(
+        SegmentationModule,
+        VolumeSegmentationDataModule,
+        subclass_mode_data=True,
+        save_config_callback=RunConfigSaver,
+        trainer_defaults=TRAINER_DEFAULTS,
+    )
+
+
+if __name__ == "__main__":
+    main()
