@@ -11,17 +11,17 @@ from pathlib import Path
 
 from jsonargparse import lazy_instance
 from pytorch_lightning import LightningModule, Trainer
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import WandbLogger
 
 from datamodules import VolumeSegmentationDataModule
 from lightning_modules import SegmentationModule
-from lightning_modules.callbacks import SegmentationWriter, TestReport
+from lightning_modules.callbacks import OptionalLearningRateMonitor, SegmentationWriter, TestReport
 
 TRAINER_DEFAULTS = {
     "logger": lazy_instance(WandbLogger, save_dir="runs", project="brain-mri-segmentation"),
-    "callbacks": [lazy_instance(LearningRateMonitor, logging_interval="step")],
+    "callbacks": [lazy_instance(OptionalLearningRateMonitor, logging_interval="step")],
     "log_every_n_steps": 10,
 }
 

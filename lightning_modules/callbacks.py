@@ -12,10 +12,27 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import BasePredictionWriter
+from pytorch_lightning.callbacks import BasePredictionWriter, LearningRateMonitor
 from pytorch_lightning.utilities import rank_zero_info
 
 from lightning_modules.figures import save_comparison_png
+
+
+class OptionalLearningRateMonitor(LearningRateMonitor):
+    """Lightning's learning-rate monitor, silent instead of failing when a run has no
+    logger (``--trainer.logger false``)."""
+
+    def on_train_start(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
+        if trainer.loggers:
+            super().on_train_start(trainer, *args, **kwargs)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
+        if trainer.loggers:
+            super().on_train_batch_start(trainer, *args, **kwargs)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
+        if trainer.loggers:
+            super().on_train_epoch_start(trainer, *args, **kwargs)
 
 
 def _default_output_dir(trainer: pl.Trainer, name: str) -> Path:
