@@ -1,5 +1,6 @@
 # make demo: venv + synthetic iSeg-2017 dataset + train a 3D U-Net + test the best checkpoint.
 # make test: the test suite (what CI runs).
+SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -11,19 +12,21 @@ DEMO_CKPT := runs/demo/checkpoints/best.ckpt
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt
+	@echo "== install (.venv, requirements.txt) =="
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	time $(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	@touch $@
 
 demo: venv
 	@echo "== demo data (cached in $(DEMO_DATA)) =="
-	$(PY) -m demo.synthetic_iseg --out $(DEMO_DATA)
+	time $(PY) -m demo.synthetic_iseg --out $(DEMO_DATA)
 	@echo "== training (configs/demo.yaml) =="
-	$(PY) train.py fit --config configs/demo.yaml
+	time $(PY) train.py fit --config configs/demo.yaml
 	@echo "== evaluating the best checkpoint on the held-out test subjects =="
-	$(PY) train.py test --config configs/demo.yaml --ckpt_path $(DEMO_CKPT)
+	time $(PY) train.py test --config configs/demo.yaml --ckpt_path $(DEMO_CKPT)
 
 test: venv
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q tests
 
 lint: venv

@@ -42,6 +42,7 @@ class RunConfigSaver(SaveConfigCallback):
                                                 allow_val_change=True)
             elif logger.log_dir:
                 folders.append(Path(logger.log_dir))
+        stage = getattr(stage, "value", stage)  # Lightning passes a TrainerFn enum: "fit", "test", ...
         for folder in folders or [Path(trainer.default_root_dir)]:
             folder.mkdir(parents=True, exist_ok=True)
             self.parser.save(self.config, str(folder / f"{stage}-{self.config_filename}"),

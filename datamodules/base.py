@@ -106,11 +106,15 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
         """
 
     # Splits.
+    def _find(self, folder: Path, require_labels: bool) -> list[Subject]:
+        if not folder.is_dir():
+            raise DataError(f"{folder}: dataset folder not found")
+        return self.find_subjects(folder, require_labels)
+
     def subjects(self) -> dict[str, Subject]:
+        """The labelled subjects of ``data_dir`` by id, in the dataset's natural order."""
         if self._subjects is None:
-            if not self.data_dir.is_dir():
-                raise DataError(f"{self.data_dir}: dataset folder not found")
-            self._subjects = {s.subject_id: s for s in self.find_subjects(self.data_dir, require_labels=True)}
+            self._subjects = {s.subject_id: s for s in self._find(self.data_dir, require_labels=True)}
         return self._subjects
 
     def _select(self, ids: Sequence[str], role: str) -> list[Subject]:
@@ -158,7 +162,7 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
             if self.predict_dir is None:
                 subjects = split["test"]
             else:
-                subjects = self.find_subjects(self.predict_dir, require_labels=False)
+                subjects = self._find(self.predict_dir, require_labels=False)
             self.predict_set = VolumeDataset(self._load(subjects, with_labels=False))
 
     # Loaders.

@@ -77,6 +77,8 @@ def test_test_and_predict_use_the_held_out_subjects(iseg_dir: Path, tmp_path: Pa
     dm.setup("predict")
     item = dm.predict_set[0]
     assert item["subject"] == "subject-11" and "label" not in item
+    with pytest.raises(DataError, match="Testing2: dataset folder not found"):
+        make_dm(iseg_dir, predict_dir=str(tmp_path / "Testing2")).setup("predict")
 
 
 # Bad input: each case names the file and the problem.
@@ -138,7 +140,7 @@ def test_truncated_image(iseg_dir: Path) -> None:
 def test_empty_or_wrong_folder(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no iSeg subjects found"):
         make_dm(tmp_path).subjects()
-    with pytest.raises(DataError, match="dataset folder not found"):
+    with pytest.raises(DataError, match="missing: dataset folder not found"):
         make_dm(tmp_path / "missing").subjects()
 
 

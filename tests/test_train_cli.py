@@ -9,7 +9,7 @@ import torch
 
 from datamodules import VolumeSegmentationDataModule
 from lightning_modules import SegmentationModule
-from train import TRAINER_DEFAULTS, SegmentationCLI
+from train import TRAINER_DEFAULTS, RunConfigSaver, SegmentationCLI
 
 
 def cli(subcommand: str, data_dir: Path, run_dir: Path, *extra: str) -> SegmentationCLI:
@@ -89,3 +89,36 @@ def test_predict_writes_segmentations_in_the_input_space(trained: Path, tiny_dem
     np.testing.assert_allclose(written.affine, source.affine)
     assert set(np.unique(np.asarray(written.dataobj)).tolist()) <= {0, 10, 150, 250}
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary leftovers
+
+
+def test_default_logger_is_offline_wandb_with_the_config_saved(tiny_demo_dir: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    args = [
+        "fit", "--config", "configs/demo.yaml",
+        "--data.init_args.data_dir", str(tiny_demo_dir),
+        "--data.init_args.val_subjects", "[subject-3]",
+        "--data.init_args.test_subjects", "[subject-4]",
+        "--data.init_args.patch_size", "[16, 16, 16]",
+        "--model.network_kwargs", "{base_features: 2}",
+        "--trainer.logger.save_dir", str(tmp_path / "runs"),
+        "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1",
+        "--trainer.enable_progress_bar", "false",
+        "--checkpoint.dirpath", str(tmp_path / "checkpoints"),
+    ]
+    SegmentationCLI(SegmentationModule, VolumeSegmentationDataModule, subclass_mode_data=True,
+                    trainer_defaults=TRAINER_DEFAULTS, args=args, save_config_callback=RunConfigSaver)
+    runs = list((tmp_path / "runs" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    saved = runs[0] / "files" / "fit-config.yaml"
+    assert "ISeg2017DataModule" in saved.read_text()
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_bf16_mixed_precision_trains_and_validates(tiny_demo_dir: Path, tmp_path: Path) -> None:
+    run = cli("fit", tiny_demo_dir, tmp_path, "--trainer.precision", "bf16-mixed", "--trainer.max_epochs", "1",
+              "--trainer.limit_train_batches", "2", "--trainer.check_val_every_n_epoch", "1")
+    assert run.trainer.precision == "bf16-mixed"
+    assert torch.isfinite(run.trainer.callback_metrics["val/dice_mean"])
+    assert (tmp_path / "checkpoints" / "best.ckpt").is_file()
