@@ -102,14 +102,13 @@ class SegmentationModule(pl.LightningModule):
                       y=one_hot(label, self.hparams.num_classes))
         return {"prediction": prediction, "dice": dice[0]}
 
-    def _log_dice(self, metric: DiceMetric, stage: str) -> torch.Tensor:
+    def _log_dice(self, metric: DiceMetric, stage: str) -> None:
         scores = metric.aggregate()  # (subjects, regions), gathered over DDP ranks
         metric.reset()
         per_region = scores.nanmean(dim=0)
         for name, value in zip(self.region_names, per_region, strict=True):
-            self.log(f"{stage}/dice_{name}", value)
-        self.log(f"{stage}/dice_mean", per_region.nanmean(), prog_bar=True)
-        return scores
+            self.log(f"{stage}/dice_{name}", value, sync_dist=True)  # identical on every rank
+        self.log(f"{stage}/dice_mean", per_region.nanmean(), prog_bar=True, sync_dist=True)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate_volume(batch, self.val_dice, "val")
