@@ -65,6 +65,8 @@ class TestReport(pl.Callback):
         save_png: whether to draw the pictures.
     """
 
+    __test__ = False  # a Lightning callback, not a pytest class
+
     def __init__(self, output_dir: str | None = None, save_png: bool = True) -> None:
         self.output_dir = output_dir
         self.save_png = save_png
