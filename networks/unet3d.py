@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from networks.checks import check_input
 from networks.registry import register_network
 
 
@@ -68,16 +69,7 @@ class UNet3D(nn.Module):
         return 2 ** (self.depth - 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 5 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"UNet3D expects input of shape (batch, {self.in_channels}, D, H, W), got {tuple(x.shape)}"
-            )
-        spatial = tuple(x.shape[2:])
-        if any(s % self.size_divisor for s in spatial):
-            raise ValueError(
-                f"UNet3D needs every spatial size divisible by {self.size_divisor}, got {spatial}; "
-                f"pad the input or choose another patch size"
-            )
+        check_input("UNet3D", x, self.in_channels, self.size_divisor)
         skips = []
         for i, level in enumerate(self.encoder):
             x = level(x)

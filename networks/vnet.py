@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from networks.checks import check_input
 from networks.registry import register_network
 
 
@@ -107,13 +108,7 @@ class _VNetBase(nn.Module):
         return 2 ** len(self.down_stages)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        name = type(self).__name__
-        if x.ndim != 5 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"{name} expects input of shape (batch, {self.in_channels}, D, H, W), got {tuple(x.shape)}")
-        if any(s % self.size_divisor for s in x.shape[2:]):
-            raise ValueError(f"{name} needs every spatial size divisible by {self.size_divisor}, "
-                             f"got {tuple(x.shape[2:])}; pad the input or choose another patch size")
+        check_input(type(self).__name__, x, self.in_channels, self.size_divisor)
         skips = [self.input_stage(x)]
         for down in self.down:
             skips.append(down(skips[-1]))

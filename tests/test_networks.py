@@ -9,6 +9,7 @@ SMALL = {
     "unet3d": ({"base_features": 4}, (16, 24, 32)),
     "vnet": ({}, (16, 16, 32)),
     "vnet_light": ({}, (8, 16, 24)),
+    "segresnet": ({"init_filters": 8}, (8, 16, 24)),
 }
 
 
@@ -44,7 +45,7 @@ def test_unet3d_follows_the_paper_channel_plan() -> None:
     assert sum(p.numel() for p in net.parameters()) == pytest.approx(19.07e6, rel=0.01)
 
 
-@pytest.mark.parametrize(("name", "divisor"), [("unet3d", 8), ("vnet", 16), ("vnet_light", 8)])
+@pytest.mark.parametrize(("name", "divisor"), [("unet3d", 8), ("vnet", 16), ("vnet_light", 8), ("segresnet", 8)])
 def test_networks_reject_sizes_they_cannot_take(name: str, divisor: int) -> None:
     net = build_network(name, in_channels=2, num_classes=4, **SMALL[name][0])
     with pytest.raises(ValueError, match=f"divisible by {divisor}"):

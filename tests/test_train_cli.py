@@ -124,10 +124,11 @@ def test_bf16_mixed_precision_trains_and_validates(tiny_demo_dir: Path, tmp_path
     assert (tmp_path / "checkpoints" / "best.ckpt").is_file()
 
 
-@pytest.mark.parametrize("name", ["vnet", "vnet_light"])
-def test_model_presets_train_through_the_cli(name: str, tiny_demo_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("name", "kwargs"), [("vnet", "{dropout: 0.2}"), ("vnet_light", "{dropout: 0.2}"),
+                                            ("segresnet", "{init_filters: 8}")])
+def test_model_presets_train_through_the_cli(name: str, kwargs: str, tiny_demo_dir: Path, tmp_path: Path) -> None:
     run = cli("fit", tiny_demo_dir, tmp_path, "--config", f"configs/models/{name}.yaml",
-              "--model.network_kwargs", "{dropout: 0.2}", "--trainer.max_epochs", "1",
+              "--model.network_kwargs", kwargs, "--trainer.max_epochs", "1",
               "--trainer.limit_train_batches", "2", "--trainer.check_val_every_n_epoch", "1",
               "--trainer.log_every_n_steps", "1")
     assert run.model.hparams.network == name
