@@ -71,16 +71,19 @@ class SegmentationCLI(LightningCLI):
             parser.link_arguments(f"data.{source}", f"model.{target}", apply_on="instantiate")
 
 
-def main() -> None:
+def run_cli(args: list[str] | None = None, save_config: bool = True) -> SegmentationCLI:
+    """Parse ``args`` (default: the command line), build model, data and trainer, run the
+    subcommand. W&B logs offline unless ``WANDB_MODE`` says otherwise."""
     os.environ.setdefault("WANDB_MODE", "offline")
-    SegmentationCLI(
+    return SegmentationCLI(
         SegmentationModule,
         VolumeSegmentationDataModule,
         subclass_mode_data=True,
-        save_config_callback=RunConfigSaver,
+        save_config_callback=RunConfigSaver if save_config else None,
         trainer_defaults=TRAINER_DEFAULTS,
+        args=args,
     )
 
 
 if __name__ == "__main__":
-    main()
+    run_cli()

@@ -167,6 +167,7 @@ def build_dataset(out_dir: Path, settings: SynthesisSettings = SynthesisSettings
             _write_analyze(label, settings.spacing, tmp_dir / f"subject-{n}-label.hdr")
             print(f"demo dataset: subject-{n} {label.shape}")
         (tmp_dir / "synthesis.json").write_text(json.dumps(asdict(settings), indent=2))
+        tmp_dir.chmod(0o755)  # mkdtemp makes it private; the dataset is an ordinary folder
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp_dir.rename(out_dir)

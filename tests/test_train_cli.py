@@ -7,12 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules import VolumeSegmentationDataModule
 from lightning_modules import SegmentationModule
-from train import TRAINER_DEFAULTS, RunConfigSaver, SegmentationCLI
+from train import SegmentationCLI, run_cli
 
 
-def cli(subcommand: str, data_dir: Path, run_dir: Path, *extra: str) -> SegmentationCLI:
+def cli(subcommand: str, data_dir: Path, run_dir: Path, *extra: str, wandb: bool = False) -> SegmentationCLI:
+    """Run train.py's CLI on the tiny demo set: CSV logs under ``run_dir/logs`` or, with
+    ``wandb``, the default offline W&B logger under ``run_dir/runs`` with the config saved."""
+    logger = (["--trainer.logger.save_dir", str(run_dir / "runs")] if wandb else
+              ["--trainer.logger", "pytorch_lightning.loggers.CSVLogger",
+               "--trainer.logger.save_dir", str(run_dir / "logs")])
     args = [
         subcommand, "--config", "configs/demo.yaml",
         "--data.init_args.data_dir", str(data_dir),
@@ -21,14 +25,12 @@ def cli(subcommand: str, data_dir: Path, run_dir: Path, *extra: str) -> Segmenta
         "--data.init_args.patch_size", "[16, 16, 16]",
         "--data.init_args.samples_per_volume", "2",
         "--model.network_kwargs", "{base_features: 2}",
-        "--trainer.logger", "pytorch_lightning.loggers.CSVLogger",
-        "--trainer.logger.save_dir", str(run_dir / "logs"),
+        *logger,
         "--trainer.enable_progress_bar", "false",
         "--checkpoint.dirpath", str(run_dir / "checkpoints"),
         *extra,
     ]
-    return SegmentationCLI(SegmentationModule, VolumeSegmentationDataModule, subclass_mode_data=True,
-                           trainer_defaults=TRAINER_DEFAULTS, args=args, save_config_callback=None)
+    return run_cli(args, save_config=wandb)
 
 
 @pytest.fixture(scope="module")
@@ -95,20 +97,8 @@ def test_default_logger_is_offline_wandb_with_the_config_saved(tiny_demo_dir: Pa
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    args = [
-        "fit", "--config", "configs/demo.yaml",
-        "--data.init_args.data_dir", str(tiny_demo_dir),
-        "--data.init_args.val_subjects", "[subject-3]",
-        "--data.init_args.test_subjects", "[subject-4]",
-        "--data.init_args.patch_size", "[16, 16, 16]",
-        "--model.network_kwargs", "{base_features: 2}",
-        "--trainer.logger.save_dir", str(tmp_path / "runs"),
-        "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1",
-        "--trainer.enable_progress_bar", "false",
-        "--checkpoint.dirpath", str(tmp_path / "checkpoints"),
-    ]
-    SegmentationCLI(SegmentationModule, VolumeSegmentationDataModule, subclass_mode_data=True,
-                    trainer_defaults=TRAINER_DEFAULTS, args=args, save_config_callback=RunConfigSaver)
+    cli("fit", tiny_demo_dir, tmp_path, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1",
+        wandb=True)
     runs = list((tmp_path / "runs" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     saved = runs[0] / "files" / "fit-config.yaml"
