@@ -6,12 +6,15 @@ from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from monai.inferers import sliding_window_inference
+from monai.losses import DeepSupervisionLoss
 from monai.metrics import DiceMetric
 from monai.networks.utils import one_hot
 
 from lightning_modules.losses import build_loss
 from networks import build_network
+from networks.outputs import TrainingOutput, as_training_output, network_border
 
 
 class SegmentationModule(pl.LightningModule):
@@ -30,8 +33,16 @@ class SegmentationModule(pl.LightningModule):
         optimizer, lr, weight_decay, momentum: ``momentum`` is used by SGD only.
         lr_schedule: ``constant``, ``poly`` (nnU-Net's (1 - t)^0.9) or ``cosine``, per step.
         roi_size: sliding-window size (``train.py`` sets it to the training patch size).
+        inference_roi_size: a different window for validation/test/predict, e.g. larger
+            windows for unpadded networks, which waste less of each window on its border.
         sw_batch_size: windows per forward pass at inference.
-        sw_overlap: overlap of neighbouring windows at inference.
+        sw_overlap: overlap of neighbouring windows at inference (raised where an unpadded
+            network needs more to cover every voxel with a window's valid centre).
+
+    Networks with unpadded convolutions (``network.border > 0``) are trained against the
+    target's centre and evaluated on the volume padded by the border, so output and target
+    always line up. Networks that return a ``TrainingOutput`` in training have their
+    deep-supervision heads and regularisers trained too.
     """
 
     def __init__(
@@ -50,6 +61,7 @@ class SegmentationModule(pl.LightningModule):
         momentum: float = 0.9,
         lr_schedule: Literal["constant", "poly", "cosine"] = "poly",
         roi_size: tuple[int, int, int] = (64, 64, 64),
+        inference_roi_size: tuple[int, int, int] | None = None,
         sw_batch_size: int = 2,
         sw_overlap: float = 0.5,
     ) -> None:
@@ -63,6 +75,8 @@ class SegmentationModule(pl.LightningModule):
             raise ValueError(f"{len(class_names)} class names for {num_classes} classes: {class_names}")
         self.class_names = list(class_names)
         self.loss_fn = build_loss(loss)
+        self.deep_supervision_loss = DeepSupervisionLoss(self.loss_fn, weight_mode="exp")
+        self.border = network_border(self.network)
         # Hard-label Dice per subject and foreground class; NaN where a class is absent from
         # the ground truth (MONAI's ignore_empty), left out of the means.
         self.val_dice = DiceMetric(include_background=False, reduction="none", ignore_empty=True)
@@ -78,20 +92,64 @@ class SegmentationModule(pl.LightningModule):
 
     def predict_logits(self, image: torch.Tensor) -> torch.Tensor:
         """Logits for whole volumes (B, C, D, H, W) by Gaussian-weighted sliding windows."""
-        return sliding_window_inference(
-            image,
-            roi_size=tuple(self.hparams.roi_size),
-            sw_batch_size=self.hparams.sw_batch_size,
-            predictor=self.network,
-            overlap=self.hparams.sw_overlap,
-            mode="gaussian",
-        )
+        roi = tuple(self.hparams.inference_roi_size or self.hparams.roi_size)
+        if self.border == 0:
+            return sliding_window_inference(image, roi_size=roi, sw_batch_size=self.hparams.sw_batch_size,
+                                            predictor=self.network, overlap=self.hparams.sw_overlap, mode="gaussian")
+        return self._predict_unpadded(image, roi)
+
+    def _predict_unpadded(self, image: torch.Tensor, roi: tuple[int, ...]) -> torch.Tensor:
+        """Sliding windows for a network whose output is its input minus ``b`` voxels a side.
+
+        The volume is padded by ``b`` (zero, the z-scored background) so every voxel can be a
+        window's centre. Each window's output is put back in the window's frame together with a
+        mask of where it is valid; MONAI blends both with the same Gaussian weights, and their
+        ratio is the weighted mean over the windows whose valid centre covers the voxel. The
+        overlap is raised so that the window step never exceeds the valid centre.
+        """
+        b = self.border
+        if min(roi) <= 2 * b:
+            raise ValueError(f"inference windows {roi} leave nothing of {self.hparams.network}'s output: "
+                             f"it loses {b} voxels a side, so every side must exceed {2 * b}")
+
+        def predictor(window: torch.Tensor) -> torch.Tensor:
+            logits = self.network(window)
+            valid = torch.ones_like(logits[:, :1])
+            return F.pad(torch.cat([logits, valid], dim=1), [b] * 6)
+
+        overlap = max(self.hparams.sw_overlap, 2 * b / min(roi))
+        blended = sliding_window_inference(F.pad(image, [b] * 6), roi_size=roi, predictor=predictor,
+                                           sw_batch_size=self.hparams.sw_batch_size, overlap=overlap,
+                                           mode="gaussian")
+        blended = blended[..., b:-b, b:-b, b:-b]
+        return blended[:, :-1] / blended[:, -1:].clamp_min(torch.finfo(blended.dtype).tiny)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        logits = self(batch["image"])
-        loss = self.loss_fn(logits.float(), batch["label"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
+        image, label = batch["image"], batch["label"]
+        output = as_training_output(self(image))
+        label = self._target_for(output, image, label)
+        logits = [output.logits, *output.deep_supervision]
+        segmentation = (self.deep_supervision_loss(logits, label) if output.deep_supervision
+                        else self.loss_fn(output.logits.float(), label))
+        loss = segmentation + sum(output.regularisers.values())
+        batch_size = image.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        if output.regularisers:
+            self.log("train/loss_segmentation", segmentation, batch_size=batch_size)
+            for name, value in output.regularisers.items():
+                self.log(f"train/loss_{name}", value, batch_size=batch_size)
         return loss
+
+    def _target_for(self, output: TrainingOutput, image: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        """The label cropped to the network's output: its centre for unpadded networks. Any other
+        mismatch is an error, never a silent misalignment."""
+        b = self.border
+        expected = tuple(s - 2 * b for s in image.shape[2:])
+        got = tuple(output.logits.shape[2:])
+        if got != expected:
+            raise RuntimeError(f"{self.hparams.network} returned spatial size {got} for input "
+                               f"{tuple(image.shape[2:])}; with border {b} it should be {expected}")
+        return label[..., b:-b, b:-b, b:-b] if b else label
 
     def _evaluate_volume(self, batch: dict[str, Any], metric: DiceMetric, stage: str) -> dict[str, Any]:
         logits = self.predict_logits(batch["image"]).float()

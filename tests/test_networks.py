@@ -1,36 +1,56 @@
 import pytest
 import torch
+from network_cases import MULTI_STREAM, SMALL
 
 from networks import build_network, list_networks
+from networks.outputs import as_training_output, network_border
 from networks.unet3d import UNet3D
 
-# name -> (small constructor arguments, an input size the network takes)
-SMALL = {
-    "unet3d": ({"base_features": 4}, (16, 24, 32)),
-    "vnet": ({}, (16, 16, 32)),
-    "vnet_light": ({}, (8, 16, 24)),
-    "segresnet": ({"init_filters": 8}, (8, 16, 24)),
-}
+
+def channel_cases() -> list[tuple[str, int]]:
+    return [(name, c) for name in sorted(SMALL) for c in (1, 2, 3, 4) if not (name in MULTI_STREAM and c == 1)]
+
+
+def output_size(name: str, net: torch.nn.Module) -> tuple[int, ...]:
+    b = network_border(net)
+    return tuple(s - 2 * b for s in SMALL[name][1])
 
 
 def test_every_registered_network_is_tested() -> None:
     assert sorted(SMALL) == list_networks()
 
 
-@pytest.mark.parametrize("in_channels", [1, 2, 3, 4])
-@pytest.mark.parametrize("name", sorted(SMALL))
+@pytest.mark.parametrize(("name", "in_channels"), channel_cases())
 def test_output_shape_and_finite_gradients(name: str, in_channels: int) -> None:
     torch.manual_seed(0)
     kwargs, size = SMALL[name]
     net = build_network(name, in_channels=in_channels, num_classes=4, **kwargs)
-    x = torch.randn(2, in_channels, *size)
-    out = net(x)
-    assert out.shape == (2, 4, *size)
-    out.square().mean().backward()
-    for name, parameter in net.named_parameters():
-        assert parameter.grad is not None, name
-        assert torch.isfinite(parameter.grad).all(), name
+    x = torch.randn(1 if name == "swinunetr" else 2, in_channels, *size)
+    out = as_training_output(net(x))
+    assert out.logits.shape == (x.shape[0], 4, *output_size(name, net))
+    # Every output is trained: main logits, deep-supervision heads and regularisers.
+    loss = out.logits.square().mean() + sum(h.square().mean() for h in out.deep_supervision)
+    (loss + sum(out.regularisers.values())).backward()
+    for parameter_name, parameter in net.named_parameters():
+        assert parameter.grad is not None, parameter_name
+        assert torch.isfinite(parameter.grad).all(), parameter_name
     assert any(p.grad.abs().sum() > 0 for p in net.parameters())
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_eval_mode_returns_plain_logits(name: str) -> None:
+    kwargs, size = SMALL[name]
+    net = build_network(name, in_channels=2, num_classes=3, **kwargs).eval()
+    with torch.no_grad():
+        out = net(torch.randn(1, 2, *size))
+    assert isinstance(out, torch.Tensor)
+    assert out.shape == (1, 3, *output_size(name, net))
+
+
+@pytest.mark.parametrize("name", sorted(MULTI_STREAM))
+def test_multi_stream_networks_need_two_modalities(name: str) -> None:
+    with pytest.raises(ValueError, match="one stream per modality"):
+        build_network(name, in_channels=1, num_classes=4)
 
 
 def test_unet3d_follows_the_paper_channel_plan() -> None:
@@ -45,13 +65,33 @@ def test_unet3d_follows_the_paper_channel_plan() -> None:
     assert sum(p.numel() for p in net.parameters()) == pytest.approx(19.07e6, rel=0.01)
 
 
-@pytest.mark.parametrize(("name", "divisor"), [("unet3d", 8), ("vnet", 16), ("vnet_light", 8), ("segresnet", 8)])
+@pytest.mark.parametrize(("name", "divisor"), [("unet3d", 8), ("vnet", 16), ("vnet_light", 8), ("segresnet", 8),
+                                               ("resnet3d_vae", 8), ("dynunet", 16), ("swinunetr", 32),
+                                               ("densevoxelnet", 4), ("skipdensenet3d", 16), ("med3d", 8),
+                                               ("unet2d", 16)])
 def test_networks_reject_sizes_they_cannot_take(name: str, divisor: int) -> None:
     net = build_network(name, in_channels=2, num_classes=4, **SMALL[name][0])
     with pytest.raises(ValueError, match=f"divisible by {divisor}"):
-        net(torch.zeros(1, 2, 16, 16, divisor + 4))
+        net(torch.zeros(1, 2, 16, 16, divisor + 2))
     with pytest.raises(ValueError, match=r"\(batch, 2, D, H, W\)"):
         net(torch.zeros(1, 3, 16, 16, 16))
+
+
+@pytest.mark.parametrize("name", ["densenet3d", "hyperdensenet"])
+def test_unpadded_networks_reject_inputs_smaller_than_their_border(name: str) -> None:
+    net = build_network(name, in_channels=2, num_classes=4)
+    assert network_border(net) == 9  # nine unpadded 3x3x3 convolutions
+    with pytest.raises(ValueError, match="at least 19"):
+        net(torch.zeros(1, 2, 18, 30, 30))
+
+
+def test_resnet3d_vae_rejects_training_patches_its_vae_was_not_built_for() -> None:
+    net = build_network("resnet3d_vae", in_channels=1, num_classes=2, init_filters=8, input_image_size=(16, 16, 16))
+    with pytest.raises(ValueError, match="input_image_size"):
+        net(torch.zeros(1, 1, 16, 16, 32))
+    with pytest.raises(ValueError, match="divisible by 16"):
+        build_network("resnet3d_vae", input_image_size=(16, 16, 24))
+    assert net.eval()(torch.zeros(1, 1, 16, 16, 32)).shape == (1, 2, 16, 16, 32)  # inference takes any size
 
 
 def test_vnet_parameter_counts() -> None:
@@ -63,6 +103,28 @@ def test_vnet_parameter_counts() -> None:
     assert sum(p.numel() for p in light.parameters()) == pytest.approx(12.25e6, rel=0.005)
     assert all(c.kernel_size == (5, 5, 5) for c in vnet.modules()
                if isinstance(c, torch.nn.Conv3d) and c.stride == (1, 1, 1) and c.kernel_size != (1, 1, 1))
+
+
+@pytest.mark.parametrize(("name", "in_channels", "ours", "thesis"), [
+    ("densenet3d", 1, 2.686e6, 2.7e6),
+    ("densenet3d_late_fusion", 2, 5.372e6, 5.2e6),
+    ("densenet3d_early_fusion", 2, 2.996e6, 2.9e6),
+    ("densenet3d_early_fusion", 3, 3.306e6, 3.4e6),
+])
+def test_densenet_parameter_counts_match_the_thesis(name: str, in_channels: int, ours: float, thesis: float) -> None:
+    # Table 1 of the thesis, 4 classes (iSeg: background, CSF, GM, WM); within 15 % as required.
+    net = build_network(name, in_channels=in_channels, num_classes=4)
+    count = sum(p.numel() for p in net.parameters())
+    assert count == pytest.approx(ours, rel=0.001)
+    assert count == pytest.approx(thesis, rel=0.15)
+
+
+def test_hyperdensenet_links_every_layer_to_all_earlier_layers_of_all_paths() -> None:
+    net = build_network("hyperdensenet", in_channels=2, num_classes=4)
+    first_convs = [layer[0][2] for layer in net.layers]  # path 0's BN-ReLU-Conv, its convolution
+    # Layer l sees both paths' maps of layers 1..l-1: 2 x (25, 50, 75, 125, ...).
+    assert [c.in_channels for c in first_convs] == [1, 50, 100, 150, 250, 350, 450, 600, 750]
+    assert net.fully_connected[0].in_channels == 2 * 450
 
 
 def test_registry_names_networks_and_rejects_unknown_names() -> None:
