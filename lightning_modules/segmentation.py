@@ -124,21 +124,26 @@ class SegmentationModule(pl.LightningModule):
         blended = blended[..., b:-b, b:-b, b:-b]
         return blended[:, :-1] / blended[:, -1:].clamp_min(torch.finfo(blended.dtype).tiny)
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        image, label = batch["image"], batch["label"]
+    def training_losses(self, image: torch.Tensor, label: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The training loss of one batch (``loss``) and its parts: ``segmentation`` (main output
+        plus deep-supervision heads) and each regulariser the network returns."""
         output = as_training_output(self(image))
         label = self._target_for(output, image, label)
         logits = [output.logits, *output.deep_supervision]
-        segmentation = (self.deep_supervision_loss(logits, label) if output.deep_supervision
+        segmentation = (self.deep_supervision_loss(logits, label.float()) if output.deep_supervision
                         else self.loss_fn(output.logits.float(), label))
         loss = segmentation + sum(output.regularisers.values())
-        batch_size = image.shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
-        if output.regularisers:
-            self.log("train/loss_segmentation", segmentation, batch_size=batch_size)
-            for name, value in output.regularisers.items():
-                self.log(f"train/loss_{name}", value, batch_size=batch_size)
-        return loss
+        return {"loss": loss, "segmentation": segmentation, **output.regularisers}
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        losses = self.training_losses(batch["image"], batch["label"])
+        batch_size = batch["image"].shape[0]
+        self.log("train/loss", losses["loss"], prog_bar=True, batch_size=batch_size)
+        if len(losses) > 2:  # the network has regularisers: log every part
+            for name, value in losses.items():
+                if name != "loss":
+                    self.log(f"train/loss_{name}", value, batch_size=batch_size)
+        return losses["loss"]
 
     def _target_for(self, output: TrainingOutput, image: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         """The label cropped to the network's output: its centre for unpadded networks. Any other

@@ -3,6 +3,8 @@ interface and the same clear input checks as our own networks."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from monai.networks import nets
 
@@ -99,6 +101,9 @@ class DynUNet(nets.DynUNet):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | TrainingOutput:
         check_input("DynUNet", x, self.in_channels, self.size_divisor)
+        if self.training and all(s == self.size_divisor for s in x.shape[2:]):
+            raise ValueError(f"DynUNet's deepest level would be one voxel, which instance norm cannot normalise in "
+                             f"training; use patches larger than {self.size_divisor} on at least one side")
         out = super().forward(x)
         if self.training and self.deep_supervision:  # (B, 1 + heads, C, ...), heads upsampled to full size
             main, *heads = out.unbind(dim=1)
@@ -113,10 +118,12 @@ class SwinUNETR(nets.SwinUNETR):
     sizes divisible by 32 and at least 64."""
 
     def __init__(self, in_channels: int = 1, num_classes: int = 2, feature_size: int = 48,
-                 dropout_path_rate: float = 0.0, use_checkpoint: bool = False) -> None:
+                 depths: Sequence[int] = (2, 2, 2, 2), num_heads: Sequence[int] = (3, 6, 12, 24),
+                 window_size: int = 7, dropout_path_rate: float = 0.0, use_checkpoint: bool = False) -> None:
         if feature_size % 12:
             raise ValueError(f"SwinUNETR needs feature_size divisible by 12, got {feature_size}")
         super().__init__(in_channels=in_channels, out_channels=num_classes, feature_size=feature_size,
+                         depths=tuple(depths), num_heads=tuple(num_heads), window_size=window_size,
                          dropout_path_rate=dropout_path_rate, use_checkpoint=use_checkpoint, spatial_dims=3)
         self.in_channels = in_channels
         self.size_divisor = 32

@@ -1,10 +1,11 @@
 import pytest
 import torch
-from network_cases import MULTI_STREAM, SMALL
 
 from networks import build_network, list_networks
 from networks.outputs import as_training_output, network_border
 from networks.unet3d import UNet3D
+
+from network_cases import MULTI_STREAM, SMALL
 
 
 def channel_cases() -> list[tuple[str, int]]:

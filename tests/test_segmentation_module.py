@@ -1,10 +1,18 @@
 import pytest
 import torch
+import torch.nn.functional as F
 from monai.networks.utils import one_hot
 
 from lightning_modules import SegmentationModule
 from lightning_modules.callbacks import format_dice_table
 from lightning_modules.losses import build_loss
+from networks.outputs import TrainingOutput
+
+from network_cases import SMALL
+
+STEPS = {"vnet": 20, "swinunetr": 20}  # the slowest networks get fewer overfitting steps than 40
+# V-Net barely moves with Adam in tens of steps; with SGD and momentum (its paper's optimiser) it does.
+OPTIMIZER = {"vnet": {"optimizer": "sgd", "lr": 0.1}}
 
 
 def small_module(**kwargs) -> SegmentationModule:
@@ -77,3 +85,80 @@ def test_overfits_one_batch() -> None:
 def test_class_names_must_match_classes() -> None:
     with pytest.raises(ValueError, match="3 class names for 4 classes"):
         small_module(class_names=["a", "b", "c"])
+
+
+class TwoHeadsAndARegulariser(torch.nn.Module):
+    """A stand-in network with a main output, a half-size deep-supervision head and a regulariser."""
+
+    def __init__(self, main: torch.Tensor, head: torch.Tensor) -> None:
+        super().__init__()
+        self.main, self.head = torch.nn.Parameter(main), torch.nn.Parameter(head)
+
+    def forward(self, image: torch.Tensor) -> TrainingOutput:
+        return TrainingOutput(self.main, deep_supervision=[self.head], regularisers={"vae": torch.tensor(0.25)})
+
+
+def test_training_loss_adds_deep_supervision_and_regularisers() -> None:
+    torch.manual_seed(0)
+    module = small_module(loss="ce")
+    main, head = torch.randn(1, 4, 8, 8, 8), torch.randn(1, 4, 4, 4, 4)
+    module.network = TwoHeadsAndARegulariser(main, head)
+    label = torch.randint(0, 4, (1, 1, 8, 8, 8))
+    losses = module.training_losses(torch.zeros(1, 2, 8, 8, 8), label)
+    # The head is scored against the label subsampled by nearest neighbour, with weight 1/2.
+    expected_segmentation = (F.cross_entropy(main, label[:, 0])
+                             + 0.5 * F.cross_entropy(head, label[:, 0, ::2, ::2, ::2]))
+    assert losses["segmentation"].item() == pytest.approx(expected_segmentation.item(), rel=1e-5)
+    assert losses["vae"].item() == 0.25
+    assert losses["loss"].item() == pytest.approx(expected_segmentation.item() + 0.25, rel=1e-5)
+
+
+def test_an_output_that_does_not_line_up_with_the_target_is_an_error() -> None:
+    module = small_module()
+    module.network = torch.nn.Conv3d(2, 4, kernel_size=3)  # unpadded, but declares no border
+    with pytest.raises(RuntimeError, match=r"returned spatial size \(6, 6, 6\).*should be \(8, 8, 8\)"):
+        module.training_losses(torch.zeros(1, 2, 8, 8, 8), torch.zeros(1, 1, 8, 8, 8, dtype=torch.long))
+
+
+def test_unpadded_network_trains_on_the_target_centre_and_predicts_every_voxel() -> None:
+    torch.manual_seed(0)
+    kwargs = {"kernels": [4, 4, 8], "fully_connected": [8], "dropout": 0.0}
+    module = small_module(network="densenet3d", network_kwargs=kwargs, roi_size=(12, 12, 12), loss="ce")
+    assert module.border == 3
+    image, label = torch.randn(1, 2, 12, 12, 12), torch.randint(0, 4, (1, 1, 12, 12, 12))
+    logits = module.network(image)
+    loss = module.training_losses(image, label)["loss"]
+    assert loss.item() == pytest.approx(F.cross_entropy(logits, label[:, 0, 3:-3, 3:-3, 3:-3]).item(), rel=1e-5)
+    # Valid convolutions are translation-equivariant, so stitched windows over the zero-padded
+    # volume equal one pass over the whole padded volume: every voxel, exactly once in effect.
+    module.eval()
+    volume = torch.randn(1, 2, 23, 17, 30)
+    with torch.no_grad():
+        stitched = module.predict_logits(volume)
+        whole = module.network(F.pad(volume, [3] * 6))
+    assert stitched.shape == (1, 4, 23, 17, 30)
+    torch.testing.assert_close(stitched, whole, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="every side must exceed 6"):
+        small_module(network="densenet3d", network_kwargs=kwargs, roi_size=(6, 12, 12)).eval().predict_logits(volume)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_every_network_overfits_one_batch_through_the_module(name: str) -> None:
+    """Some tens of steps on one fixed batch must lower the training loss substantially."""
+    torch.manual_seed(0)
+    kwargs, size = SMALL[name]
+    optimizer_args = OPTIMIZER.get(name, {"optimizer": "adam", "lr": 1e-2})
+    module = small_module(network=name, network_kwargs=kwargs, roi_size=size, lr_schedule="constant", **optimizer_args)
+    optimizer = module.configure_optimizers()
+    # Smooth blobs, so that low-resolution deep-supervision heads can fit them too; four classes.
+    coarse = torch.randn(1 if name == "swinunetr" else 2, 2, *(max(2, s // 4) for s in size))
+    image = F.interpolate(coarse, size=size, mode="trilinear")
+    label = 2 * (image[:, :1] > 0).long() + (image[:, 1:] > 0).long()
+    losses = []
+    for _ in range(STEPS.get(name, 40)):
+        loss = module.training_losses(image, label)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses

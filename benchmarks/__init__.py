@@ -1,0 +1,1 @@
+"""Benchmarks of the registered networks (``python -m benchmarks.model_table``)."""
