@@ -71,9 +71,10 @@ class SegmentationCLI(LightningCLI):
             parser.link_arguments(f"data.{source}", f"model.{target}", apply_on="instantiate")
 
 
-def run_cli(args: list[str] | None = None, save_config: bool = True) -> SegmentationCLI:
-    """Parse ``args`` (default: the command line), build model, data and trainer, run the
-    subcommand. W&B logs offline unless ``WANDB_MODE`` says otherwise."""
+def run_cli(args: list[str] | None = None, save_config: bool = True, run: bool = True) -> SegmentationCLI:
+    """Parse ``args`` (default: the command line), build model, data and trainer, and run the
+    subcommand (unless ``run`` is false: then ``args`` hold no subcommand and nothing runs).
+    W&B logs offline unless ``WANDB_MODE`` says otherwise."""
     os.environ.setdefault("WANDB_MODE", "offline")
     return SegmentationCLI(
         SegmentationModule,
@@ -82,6 +83,7 @@ def run_cli(args: list[str] | None = None, save_config: bool = True) -> Segmenta
         save_config_callback=RunConfigSaver if save_config else None,
         trainer_defaults=TRAINER_DEFAULTS,
         args=args,
+        run=run,
     )
 
 

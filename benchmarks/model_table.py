@@ -138,10 +138,11 @@ def peak_rss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
 
 
-def measure_step(name: str, size: int, in_channels: int = IN_CHANNELS,
-                 overrides: dict[str, Any] | None = None) -> tuple[float, float]:
-    """Seconds per training step (mean of two after a warm-up) and the peak-RSS increase in GiB over
-    the RSS before the first step. Meaningful in a fresh process only (see ``measure_in_subprocess``)."""
+def measure_step(name: str, size: int, in_channels: int = IN_CHANNELS, overrides: dict[str, Any] | None = None,
+                 steps: int = 2, warmup: int = 1) -> tuple[float, float]:
+    """Seconds per training step (mean of ``steps`` after ``warmup`` steps) and the peak-RSS increase
+    in GiB over the RSS before the first step. Meaningful in a fresh process only (see
+    ``measure_in_subprocess``)."""
     from lightning_modules import SegmentationModule  # Lightning is slow to import: only where steps run
 
     torch.manual_seed(0)
@@ -154,22 +155,23 @@ def measure_step(name: str, size: int, in_channels: int = IN_CHANNELS,
     label = torch.randint(0, NUM_CLASSES, (1, 1, *patch))
     rss_before = current_rss_kib()
     seconds = []
-    for _ in range(3):
+    for _ in range(warmup + steps):
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         module.training_losses(image, label)["loss"].backward()
         optimizer.step()
         seconds.append(time.perf_counter() - start)
-    return statistics.mean(seconds[1:]), (peak_rss_kib() - rss_before) / 2**20
+    return statistics.mean(seconds[warmup:]), (peak_rss_kib() - rss_before) / 2**20
 
 
 def measure_in_subprocess(name: str, size: int, in_channels: int = IN_CHANNELS,
-                          overrides: dict[str, Any] | None = None, threads: int | None = None) -> tuple[float, float]:
+                          overrides: dict[str, Any] | None = None, threads: int | None = None,
+                          steps: int = 2, warmup: int = 1) -> tuple[float, float]:
     """``measure_step`` in a fresh Python process, so its peak RSS is this network's alone; it uses
     ``threads`` torch threads (default: as many as this process)."""
     command = [sys.executable, "-m", "benchmarks.model_table", "--measure-one", name, "--step-size", str(size),
                "--in-channels", str(in_channels), "--overrides", json.dumps(overrides or {}),
-               "--threads", str(threads or torch.get_num_threads())]
+               "--threads", str(threads or torch.get_num_threads()), "--steps", str(steps), "--warmup", str(warmup)]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"step measurement of {name} failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
@@ -204,7 +206,7 @@ def markdown_table(rows: Sequence[Row], step_size: int | None) -> str:
     return "\n".join(lines)
 
 
-def footnotes(rows: Sequence[Row], step_size: int | None) -> list[str]:
+def footnotes(rows: Sequence[Row], step_size: int | None, steps: int = 2, warmup: int = 1) -> list[str]:
     names = {row.network for row in rows}
     notes = ["Network arguments: each network's defaults (the papers' settings), 4 classes."]
     if "resnet3d_vae" in names:
@@ -217,7 +219,8 @@ def footnotes(rows: Sequence[Row], step_size: int | None) -> list[str]:
     unusual = [f"{row.network}: {row.counted_on}" for row in rows if row.counted_on != "meta"]
     notes.append("MACs counted on the meta device" + (f" ({'; '.join(unusual)})." if unusual else "."))
     if step_size is not None:
-        notes.append("Step: training_losses + backward + SGD step, fp32, batch 1, mean of 2 after 1 warm-up; "
+        notes.append(f"Step: training_losses + backward + SGD step, fp32, batch 1, mean of {steps} after {warmup} "
+                     "warm-up; "
                      "+RSS: peak RSS increase over the RSS before the first step, a fresh process per network.")
     return notes
 
@@ -229,6 +232,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-step", action="store_true", help="parameters and MACs only (fast)")
     parser.add_argument("--output", type=Path, help="also write the Markdown table to this file")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core)")
+    parser.add_argument("--steps", type=int, default=2, help="timed training steps per network")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed training steps before them")
     # Internal: measure one network's step in this (fresh) process and print the JSON result.
     parser.add_argument("--measure-one", help=argparse.SUPPRESS)
     parser.add_argument("--in-channels", type=int, default=IN_CHANNELS, help=argparse.SUPPRESS)
@@ -241,7 +246,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.measure_one:
-        print(json.dumps(measure_step(args.measure_one, args.step_size, args.in_channels, json.loads(args.overrides))))
+        print(json.dumps(measure_step(args.measure_one, args.step_size, args.in_channels, json.loads(args.overrides),
+                                      args.steps, args.warmup)))
         return
     names = args.networks.split(",") if args.networks else list_networks()
     unknown = sorted(set(names) - set(list_networks()))
@@ -255,10 +261,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"measuring a {step_size}^3 training step of {row.network} ({row.in_channels} ch) ...",
                   file=sys.stderr, flush=True)
             try:
-                row.step_seconds, row.step_gib = measure_in_subprocess(row.network, step_size, row.in_channels)
+                row.step_seconds, row.step_gib = measure_in_subprocess(row.network, step_size, row.in_channels,
+                                                                       steps=args.steps, warmup=args.warmup)
             except RuntimeError as error:
                 print(error, file=sys.stderr)
-    text = "\n".join([environment_line(), "", markdown_table(rows, step_size), "", *footnotes(rows, step_size)])
+            print(f"  {row.step_seconds} s, {row.step_gib} GiB", file=sys.stderr, flush=True)
+    notes = footnotes(rows, step_size, args.steps, args.warmup)
+    text = "\n".join([environment_line(), "", markdown_table(rows, step_size), "", *notes])
     print(text)
     if args.output:
         args.output.write_text(text + "\n")

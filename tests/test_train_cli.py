@@ -147,3 +147,27 @@ def test_densenet_preset_trains_on_32_cubes_and_infers_on_64_cubes(tiny_demo_dir
     assert run.datamodule.patch_size == (32, 32, 32)
     assert tuple(run.model.hparams.inference_roi_size) == (64, 64, 64)
     assert torch.isfinite(run.trainer.callback_metrics["val/dice_mean"])
+
+
+THESIS_NETWORKS = ["vnet", "vnet_light", "unet3d", "densenet3d", "densenet3d_late_fusion", "densenet3d_early_fusion"]
+
+
+@pytest.mark.parametrize("network", THESIS_NETWORKS)
+def test_thesis_experiment_configs_compose_with_every_thesis_network(network: str) -> None:
+    run = run_cli(["--config", "configs/experiments/iseg2017.yaml", "--config", f"configs/models/{network}.yaml",
+                   "--trainer.logger.init_args.name", network], save_config=False, run=False)
+    hp = run.model.hparams
+    assert hp.network == network and hp.in_channels == 2 and hp.modalities == ["T1", "T2"]
+    assert (hp.optimizer, hp.lr, hp.weight_decay, run.datamodule.batch_size) == ("sgd", 1e-3, 1e-8, 1)
+    patch = (32, 32, 32) if network.startswith("densenet") else (64, 128, 128)
+    assert run.datamodule.patch_size == patch and tuple(hp.roi_size) == patch
+    assert run.config.trainer.logger.init_args.name == network and run.trainer.logger.name == "brain-mri-segmentation"
+
+
+def test_mrbrains_experiment_config_states_the_thesis_setting() -> None:
+    import yaml
+
+    config = yaml.safe_load(Path("configs/experiments/mrbrains18.yaml").read_text())
+    data = config["data"]["init_args"]
+    assert data["modalities"] == ["T1", "IR", "FLAIR"] and data["patch_size"] == [128, 128, 32]
+    assert (config["model"]["optimizer"], config["model"]["lr"], config["model"]["weight_decay"]) == ("sgd", 1e-3, 1e-8)
