@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from networks.blocks import DoubleConv
 from networks.registry import register_network
 
 AXES = "DHW"
@@ -39,21 +40,6 @@ def check_slice_input(network: str, x: torch.Tensor, in_channels: int, size_divi
                          f"patch size")
 
 
-def _conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    )
-
-
-class _Level(nn.Sequential):
-    """Two 3x3 convolutions, each followed by batch norm and ReLU."""
-
-    def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__(_conv_bn_relu(in_channels, out_channels), _conv_bn_relu(out_channels, out_channels))
-
-
 class UNet2DCore(nn.Module):
     """The plain 2D U-Net on (batch, in_channels, H, W); five levels, four poolings."""
 
@@ -65,7 +51,7 @@ class UNet2DCore(nn.Module):
         self.encoder = nn.ModuleList()
         c_in = in_channels
         for i in range(self.depth):
-            self.encoder.append(_Level(c_in, f * 2**i))
+            self.encoder.append(DoubleConv(c_in, f * 2**i, f * 2**i, spatial_dims=2))
             c_in = f * 2**i
         self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
         self.upsamplers = nn.ModuleList()
@@ -73,7 +59,7 @@ class UNet2DCore(nn.Module):
         for i in reversed(range(self.depth - 1)):
             skip = f * 2**i
             self.upsamplers.append(nn.ConvTranspose2d(c_in, skip, kernel_size=2, stride=2))
-            self.decoder.append(_Level(2 * skip, skip))
+            self.decoder.append(DoubleConv(2 * skip, skip, skip, spatial_dims=2))
             c_in = skip
         self.head = nn.Conv2d(c_in, num_classes, kernel_size=1)
 

@@ -5,23 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from networks.blocks import DoubleConv
 from networks.checks import check_input
 from networks.registry import register_network
-
-
-def _conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv3d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
-        nn.BatchNorm3d(out_channels),
-        nn.ReLU(inplace=True),
-    )
-
-
-class _Level(nn.Sequential):
-    """Two 3x3x3 convolutions, each followed by batch norm and ReLU."""
-
-    def __init__(self, in_channels: int, mid_channels: int, out_channels: int) -> None:
-        super().__init__(_conv_bn_relu(in_channels, mid_channels), _conv_bn_relu(mid_channels, out_channels))
 
 
 @register_network("unet3d")
@@ -51,7 +37,7 @@ class UNet3D(nn.Module):
         c_in = in_channels
         for i in range(self.depth):
             mid = f * 2**i
-            self.encoder.append(_Level(c_in, mid, 2 * mid))
+            self.encoder.append(DoubleConv(c_in, mid, 2 * mid))
             c_in = 2 * mid
         self.pool = nn.MaxPool3d(kernel_size=2, stride=2)
         # Synthesis path: upsample keeps channels, concat with the skip, then two convolutions.
@@ -60,7 +46,7 @@ class UNet3D(nn.Module):
         for i in reversed(range(self.depth - 1)):
             skip = 2 * f * 2**i
             self.upsamplers.append(nn.ConvTranspose3d(c_in, c_in, kernel_size=2, stride=2))
-            self.decoder.append(_Level(c_in + skip, skip, skip))
+            self.decoder.append(DoubleConv(c_in + skip, skip, skip))
             c_in = skip
         self.head = nn.Conv3d(c_in, num_classes, kernel_size=1)
 

@@ -1,0 +1,25 @@
+"""Building blocks shared by the U-Nets (2D and 3D), so both use the same definition."""
+
+from __future__ import annotations
+
+from torch import nn
+
+_CONV = {2: nn.Conv2d, 3: nn.Conv3d}
+_NORM = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+
+
+def conv_bn_relu(in_channels: int, out_channels: int, spatial_dims: int = 3) -> nn.Sequential:
+    """A padded 3x3(x3) convolution without bias, batch norm, ReLU."""
+    return nn.Sequential(
+        _CONV[spatial_dims](in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+        _NORM[spatial_dims](out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class DoubleConv(nn.Sequential):
+    """One U-Net level: two convolutions, each followed by batch norm and ReLU."""
+
+    def __init__(self, in_channels: int, mid_channels: int, out_channels: int, spatial_dims: int = 3) -> None:
+        super().__init__(conv_bn_relu(in_channels, mid_channels, spatial_dims),
+                         conv_bn_relu(mid_channels, out_channels, spatial_dims))
