@@ -6,6 +6,7 @@ W&B logs offline under ``runs/`` unless the environment says otherwise
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -27,26 +28,32 @@ TRAINER_DEFAULTS = {
 
 
 class RunConfigSaver(SaveConfigCallback):
-    """Saves the run's full config beside each logger's files (the W&B run folder, which
+    """Saves the run's full config and its data split (``split.json``: subject ids per role
+    and the rule that chose them) beside each logger's files (the W&B run folder, which
     ``wandb sync`` uploads, or the TensorBoard/CSV version folder) and into the W&B config."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **{**kwargs, "save_to_log_dir": False})
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        stage = getattr(stage, "value", stage)  # Lightning passes a TrainerFn enum: "fit", "test", ...
+        datamodule = trainer.datamodule
+        split = (datamodule.split_summary()
+                 if isinstance(datamodule, VolumeSegmentationDataModule) and stage != "predict" else None)
         folders = []
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 folders.append(Path(logger.experiment.dir))
-                logger.experiment.config.update({"cli": self.parser.dump(self.config, skip_unset=False)},
-                                                allow_val_change=True)
+                logger.experiment.config.update({"cli": self.parser.dump(self.config, skip_unset=False),
+                                                 "split": split}, allow_val_change=True)
             elif logger.log_dir:
                 folders.append(Path(logger.log_dir))
-        stage = getattr(stage, "value", stage)  # Lightning passes a TrainerFn enum: "fit", "test", ...
         for folder in folders or [Path(trainer.default_root_dir)]:
             folder.mkdir(parents=True, exist_ok=True)
             self.parser.save(self.config, str(folder / f"{stage}-{self.config_filename}"),
                              skip_unset=False, overwrite=True, multifile=self.multifile)
+            if split is not None:
+                (folder / "split.json").write_text(json.dumps(split, indent=1))
 
 
 class SegmentationCLI(LightningCLI):
@@ -67,7 +74,8 @@ class SegmentationCLI(LightningCLI):
         parser.link_arguments("data.init_args.patch_size", "model.roi_size")
         for source, target in (("in_channels", "in_channels"), ("num_classes", "num_classes"),
                                ("class_names", "class_names"), ("modality_names", "modalities"),
-                               ("class_values", "label_values")):
+                               ("class_values", "label_values"), ("regions", "regions"),
+                               ("region_names", "region_names")):
             parser.link_arguments(f"data.{source}", f"model.{target}", apply_on="instantiate")
 
 

@@ -1,7 +1,23 @@
 """One LightningDataModule per dataset, all built on :class:`VolumeSegmentationDataModule`."""
 
 from datamodules.base import VolumeSegmentationDataModule
+from datamodules.brats import BraTSDataModule
+from datamodules.decathlon import DecathlonDataModule
 from datamodules.io import DataError
-from datamodules.iseg import ISeg2017DataModule
+from datamodules.iseg import ISeg2017DataModule, ISeg2019DataModule
+from datamodules.labels import IGNORE_INDEX, LabelMap
+from datamodules.mrbrains18 import MRBrainS18DataModule
+from datamodules.nifti import NiftiDataModule
 
-__all__ = ["DataError", "ISeg2017DataModule", "VolumeSegmentationDataModule"]
+__all__ = [
+    "IGNORE_INDEX",
+    "BraTSDataModule",
+    "DataError",
+    "DecathlonDataModule",
+    "ISeg2017DataModule",
+    "ISeg2019DataModule",
+    "LabelMap",
+    "MRBrainS18DataModule",
+    "NiftiDataModule",
+    "VolumeSegmentationDataModule",
+]

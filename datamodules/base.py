@@ -3,35 +3,60 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from datamodules.augmentation import build_augmentation
+from datamodules.cache import VolumeCache
+from datamodules.datasets import PatchDataset, VolumeDataset
 from datamodules.io import DataError
-from datamodules.volumes import PatchDataset, Subject, Volume, VolumeDataset, load_subject
+from datamodules.labels import LabelMap
+from datamodules.splits import make_split
+from datamodules.volumes import PreprocessingSettings, Subject, Volume
 
 
 class VolumeSegmentationDataModule(pl.LightningDataModule):
-    """Multi-modal 3D segmentation data: training on foreground patches, validation, test
-    and prediction on whole volumes.
+    """Multi-modal 3D segmentation data: training on random patches, validation, test and
+    prediction on whole volumes.
 
-    A dataset subclass sets ``available_modalities`` and ``label_values`` (dataset value ->
-    class name, background first) and implements :meth:`find_subjects`.
+    A dataset subclass sets ``available_modalities`` and either ``label_values`` (dataset
+    value -> class name, background first) or a ``label_map`` property, and implements
+    :meth:`find_subjects`.
 
     Args:
         data_dir: the dataset's labelled training folder, exactly as the challenge ships it.
         modalities: which modalities to stack as input channels, in this order.
-        val_subjects: subject ids held out for validation (model selection).
-        test_subjects: subject ids held out for the final test; never trained on.
-        train_subjects: subject ids to train on; default: every subject not held out.
+        val_subjects, test_subjects, train_subjects: explicit subject ids per role
+            (default training set: every subject not held out).
+        val_fraction, test_fraction: or hold out these fractions at random (``split_seed``).
+        num_folds, fold: or k-fold cross-validation: validate on fold ``fold`` of ``num_folds``
+            (drawn with ``split_seed`` from the subjects outside the test set).
+        split_seed: seed of the random split and of the folds.
         predict_dir: folder (same layout, labels not needed) to segment with ``predict``;
             default: the test subjects.
         patch_size: training patch, also the sliding-window size at inference.
         samples_per_volume: patches drawn from each training volume per epoch.
-        min_foreground_voxels: a training patch must hold at least this many labelled voxels.
+        sampling: ``foreground`` (uniform over patches holding at least
+            ``min_foreground_voxels`` labelled voxels; the thesis) or ``class_balanced``
+            (``class_balanced_fraction`` of patches centred on a random present class; nnU-Net).
+        canonical_orientation: reorient every volume to RAS+ (predictions are written back
+            in the scan's own orientation).
+        resample_to_first: resample modalities (and label) whose grid differs from the first
+            modality's onto it through the affines, instead of refusing them.
+        affine_tolerance: largest affine difference (mm) still counted as the same grid.
+        target_spacing: resample to this voxel spacing in mm (predictions go back to the
+            scan's own grid).
+        n4_bias_correction: N4 bias-field correction (SimpleITK) per modality; slow, cached.
+        clip_percentiles: clip each modality to these percentiles of its brain voxels.
+        augmentation: training augmentations, e.g. ``[{name: flip}, {name: elastic}]``
+            (see ``datamodules/augmentation.py`` and ``configs/augmentation/``).
+        cache_dir: preprocessed volumes are cached here and memory-mapped by the loaders;
+            ``null`` keeps them in memory only.
     """
 
     available_modalities: tuple[str, ...] = ()
@@ -44,58 +69,97 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
         val_subjects: Sequence[str] = (),
         test_subjects: Sequence[str] = (),
         train_subjects: Sequence[str] | None = None,
+        val_fraction: float = 0.0,
+        test_fraction: float = 0.0,
+        num_folds: int | None = None,
+        fold: int | None = None,
+        split_seed: int = 0,
         predict_dir: str | None = None,
         patch_size: tuple[int, int, int] = (64, 64, 64),
         batch_size: int = 2,
         samples_per_volume: int = 8,
+        sampling: Literal["foreground", "class_balanced"] = "foreground",
+        class_balanced_fraction: float = 0.33,
         min_foreground_voxels: int = 1,
+        canonical_orientation: bool = True,
+        resample_to_first: bool = False,
+        affine_tolerance: float = 1e-3,
+        target_spacing: tuple[float, float, float] | None = None,
+        n4_bias_correction: bool = False,
+        clip_percentiles: tuple[float, float] | None = None,
+        augmentation: list[dict[str, Any]] | None = None,
+        cache_dir: str | None = "cache",
         num_workers: int = 0,
     ) -> None:
         super().__init__()
         self.data_dir = Path(data_dir)
-        self.modalities = tuple(modalities) if modalities else self.available_modalities
+        self.modalities = tuple(modalities) if modalities else tuple(self.available_modalities)
         unknown = [m for m in self.modalities if m not in self.available_modalities]
         if unknown or not self.modalities:
             raise ValueError(
                 f"{type(self).__name__}: unknown modalities {unknown}; available: {list(self.available_modalities)}"
             )
-        self.val_subjects = list(val_subjects)
-        self.test_subjects = list(test_subjects)
-        self.train_subjects = None if train_subjects is None else list(train_subjects)
+        self.split_settings = {
+            "val_subjects": [str(s) for s in val_subjects], "test_subjects": [str(s) for s in test_subjects],
+            "train_subjects": None if train_subjects is None else [str(s) for s in train_subjects],
+            "val_fraction": val_fraction, "test_fraction": test_fraction, "num_folds": num_folds, "fold": fold,
+            "seed": split_seed,
+        }
         self.predict_dir = Path(predict_dir) if predict_dir else None
         self.patch_size = tuple(int(p) for p in patch_size)
         self.batch_size = batch_size
         self.samples_per_volume = samples_per_volume
+        self.sampling = sampling
+        self.class_balanced_fraction = class_balanced_fraction
         self.min_foreground_voxels = min_foreground_voxels
+        self.preprocessing = PreprocessingSettings(
+            canonical_orientation=canonical_orientation, resample_to_first=resample_to_first,
+            affine_tolerance=affine_tolerance,
+            target_spacing=None if target_spacing is None else tuple(float(s) for s in target_spacing),
+            n4_bias_correction=n4_bias_correction,
+            clip_percentiles=None if clip_percentiles is None else tuple(float(p) for p in clip_percentiles),
+        )
+        self.augment = build_augmentation(augmentation or [])
+        self.cache = VolumeCache(cache_dir)
         self.num_workers = num_workers
         self._volumes: dict[tuple[Subject, bool], Volume] = {}  # loaded once per process
         self._subjects: dict[str, Subject] | None = None
 
     # What the model needs to know (linked into SegmentationModule by train.py).
     @property
+    def label_map(self) -> LabelMap:
+        """Dataset label values -> classes (override for grouped, ignored or region labels)."""
+        return LabelMap.from_values(self.label_values)
+
+    @property
     def in_channels(self) -> int:
         return len(self.modalities)
 
     @property
     def num_classes(self) -> int:
-        return len(self.label_values)
+        return self.label_map.num_classes
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.label_values.values())
+        return list(self.label_map.class_names)
 
     @property
     def class_values(self) -> list[int]:
         """The dataset's own label value of each class (to write predictions back)."""
-        return list(self.label_values)
+        return list(self.label_map.class_values)
 
     @property
     def modality_names(self) -> list[str]:
         return list(self.modalities)
 
     @property
-    def value_to_class(self) -> dict[int, int]:
-        return {value: index for index, value in enumerate(self.label_values)}
+    def regions(self) -> list[list[int]] | None:
+        """Class indices of each region, for region-based (sigmoid) training; None otherwise."""
+        return [list(members) for _, members in self.label_map.regions] or None
+
+    @property
+    def region_names(self) -> list[str] | None:
+        return [name for name, _ in self.label_map.regions] or None
 
     @abstractmethod
     def find_subjects(self, folder: Path, require_labels: bool) -> list[Subject]:
@@ -107,7 +171,7 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
 
     # Splits.
     def _find(self, folder: Path, require_labels: bool) -> list[Subject]:
-        if not folder.is_dir():
+        if not folder.exists():
             raise DataError(f"{folder}: dataset folder not found")
         return self.find_subjects(folder, require_labels)
 
@@ -117,53 +181,51 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
             self._subjects = {s.subject_id: s for s in self._find(self.data_dir, require_labels=True)}
         return self._subjects
 
-    def _select(self, ids: Sequence[str], role: str) -> list[Subject]:
-        subjects = self.subjects()
-        unknown = [i for i in ids if str(i) not in subjects]
-        if unknown:
-            raise DataError(
-                f"{self.data_dir}: {role} subjects {unknown} not found; available: {list(subjects)}"
-            )
-        return [subjects[str(i)] for i in ids]
-
     def split(self) -> dict[str, list[Subject]]:
-        """``{"train", "val", "test"}`` subject lists; training never includes a test subject."""
-        val = self._select(self.val_subjects, "validation")
-        test = self._select(self.test_subjects, "test")
-        held_out = {s.subject_id for s in val + test}
-        if self.train_subjects is None:
-            train = [s for s in self.subjects().values() if s.subject_id not in held_out]
-        else:
-            train = self._select(self.train_subjects, "training")
-            leaked = sorted({s.subject_id for s in train} & {s.subject_id for s in test})
-            if leaked:
-                raise DataError(f"subjects {leaked} are in both the training and the test set")
-        return {"train": train, "val": val, "test": test}
+        """``{"train", "val", "test"}`` subject lists; training never includes a held-out subject."""
+        subjects = self.subjects()
+        ids = make_split(list(subjects), **self.split_settings, where=str(self.data_dir))
+        return {role: [subjects[i] for i in members] for role, members in ids.items()}
 
+    def split_summary(self) -> dict[str, Any]:
+        """The split as saved beside a run's config: subject ids per role and how they were chosen."""
+        return {"data_dir": str(self.data_dir), "rule": self.split_settings,
+                **{role: [s.subject_id for s in members] for role, members in self.split().items()}}
+
+    # Volumes.
     def _load(self, subjects: Sequence[Subject], with_labels: bool = True) -> list[Volume]:
-        value_to_class = self.value_to_class if with_labels else None
+        label_map = self.label_map if with_labels else None
         for s in subjects:
             if (s, with_labels) not in self._volumes:
-                self._volumes[(s, with_labels)] = load_subject(s, value_to_class)
+                self._volumes[(s, with_labels)] = self.cache.load(s, label_map, self.preprocessing)
         return [self._volumes[(s, with_labels)] for s in subjects]
 
+    def prepare_data(self) -> None:
+        """Fill the disk cache once (rank 0), so DDP ranks only memory-map it in ``setup``.
+        Prediction skips it: it may run where only the scans to segment exist."""
+        stage = getattr(getattr(self.trainer, "state", None), "fn", None)
+        if self.cache.directory is not None and getattr(stage, "value", stage) != "predict":
+            split = self.split()
+            self._load([*split["train"], *split["val"], *split["test"]])
+
     def setup(self, stage: str) -> None:
+        if stage == "predict":
+            subjects = (self.split()["test"] if self.predict_dir is None
+                        else self._find(self.predict_dir, require_labels=False))
+            self.predict_set = VolumeDataset(self._load(subjects, with_labels=False))
+            return
         split = self.split()
         if stage == "fit":
             if not split["train"]:
                 raise DataError(f"{self.data_dir}: no training subjects left after holding out val/test")
-            self.train_set = PatchDataset(self._load(split["train"]), self.patch_size,
-                                          self.samples_per_volume, self.min_foreground_voxels)
+            self.train_set = PatchDataset(
+                self._load(split["train"]), self.patch_size, self.samples_per_volume, sampling=self.sampling,
+                min_foreground_voxels=self.min_foreground_voxels,
+                class_balanced_fraction=self.class_balanced_fraction, augment=self.augment)
         if stage in ("fit", "validate"):
             self.val_set = VolumeDataset(self._load(split["val"]))
         if stage == "test":
             self.test_set = VolumeDataset(self._load(split["test"]))
-        if stage == "predict":
-            if self.predict_dir is None:
-                subjects = split["test"]
-            else:
-                subjects = self._find(self.predict_dir, require_labels=False)
-            self.predict_set = VolumeDataset(self._load(subjects, with_labels=False))
 
     # Loaders.
     def train_dataloader(self) -> DataLoader:
@@ -188,3 +250,10 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._whole_volumes(self.predict_set)
+
+
+def numeric_order(ids: Mapping[str, Any] | Sequence[str]) -> list[str]:
+    """Ids sorted by their number when they are numbers ("2" before "10", "070" as 70), else by name."""
+    def key(name: str) -> tuple[int, int | str]:
+        return (0, int(name)) if name.isdigit() else (1, name)
+    return sorted(ids, key=key)

@@ -12,19 +12,27 @@ class DataError(ValueError):
     """Raised for bad input data; the message names the file and what is wrong with it."""
 
 
-def load_volume(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def load_volume(path: Path, channel: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Load a 3D image (NIfTI or Analyze) as ``(float32 array, 4x4 affine)``.
 
-    A trailing singleton 4th axis is dropped; anything else that is not 3D is an error, as
-    are unreadable or truncated files and NaN or infinite voxels.
+    ``channel`` picks one volume of a 4D file (the Decathlon stores modalities on the 4th
+    axis). Without it, a trailing singleton 4th axis is dropped and anything else that is not
+    3D is an error, as are unreadable or truncated files and NaN or infinite voxels.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
         image = nib.load(str(path))
-        data = np.asarray(image.dataobj, dtype=np.float32)
-    except Exception as error:  # nibabel raises many types for corrupt or truncated files
+        if channel is not None and len(image.shape) == 4:
+            if not 0 <= channel < image.shape[3]:
+                raise DataError(f"{path}: has {image.shape[3]} volumes on its 4th axis, asked for volume {channel}")
+            data = np.asarray(image.dataobj[..., channel], dtype=np.float32)
+        else:
+            data = np.asarray(image.dataobj, dtype=np.float32)
+    except DataError:
+        raise
+    except Exception as error:  # nibabel and zlib raise many types for corrupt or truncated files
         raise DataError(f"{path}: cannot read the image ({type(error).__name__}: {error})") from error
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]

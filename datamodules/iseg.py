@@ -43,3 +43,11 @@ class ISeg2017DataModule(VolumeSegmentationDataModule):
                 label = _analyze_pair(folder, f"subject-{n}-label")
             subjects.append(Subject(f"subject-{n}", images, label))
         return subjects
+
+
+class ISeg2019DataModule(ISeg2017DataModule):
+    """iSeg-2019 (multi-site infant brains): the iSeg-2017 naming, modalities and label values.
+
+    Point ``data_dir`` at ``iSeg-2019-Training/`` (10 labelled subjects); ``predict_dir`` may
+    point at ``iSeg-2019-Validation/`` (13 subjects, no labels).
+    """

@@ -1,113 +1,135 @@
-"""Subjects on disk -> preprocessed in-memory volumes, and the datasets built on them."""
+"""Subjects on disk -> checked, preprocessed volumes: the one pipeline every dataset shares."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
-from datamodules.io import check_same_grid, load_volume
-from datamodules.patches import ForegroundPatchSampler, pad_to_patch, worker_rng
-from datamodules.preprocessing import map_labels, zscore_nonzero
+from datamodules.geometry import reorient_to_canonical, resample_onto, resample_to_spacing
+from datamodules.intensity import clip_percentiles, n4_bias_correction, zscore_nonzero
+from datamodules.io import DataError, load_volume
+from datamodules.labels import LabelMap
 
 
 @dataclass(frozen=True)
 class Subject:
-    """Where one subject's files are: one image per modality (in channel order), maybe a label."""
+    """Where one subject's files are: one image per modality (in channel order), maybe a label.
+
+    ``image_channels`` is set when modalities are volumes of 4D files (the Decathlon): the
+    4th-axis index of each image, which then may all be the same path.
+    """
 
     subject_id: str
     images: tuple[Path, ...]
     label: Path | None = None
+    image_channels: tuple[int, ...] | None = None
+
+    def files(self) -> list[Path]:
+        """Every source file (for cache keys), the ``.img`` half of Analyze pairs included."""
+        listed = [*dict.fromkeys(self.images), *([self.label] if self.label else [])]
+        return [f for p in listed for f in ([p, p.with_suffix(".img")] if p.suffix == ".hdr" else [p])]
+
+
+@dataclass(frozen=True)
+class PreprocessingSettings:
+    """What happens to a subject between disk and network, in this order: reorientation to
+    RAS+, resampling of the other modalities onto the first one's grid (only when allowed;
+    otherwise they must already share it), resampling to ``target_spacing``, N4 bias-field
+    correction, percentile clipping, and the z-score over non-zero voxels (the thesis).
+
+    Images are resampled linearly (no overshoot: the zero background stays exactly zero, which
+    the non-zero z-score relies on), labels by nearest neighbour."""
+
+    canonical_orientation: bool = True
+    resample_to_first: bool = False
+    affine_tolerance: float = 1e-3
+    target_spacing: tuple[float, float, float] | None = None
+    n4_bias_correction: bool = False
+    clip_percentiles: tuple[float, float] | None = None
+
+    def describe(self) -> dict:
+        return asdict(self)
 
 
 @dataclass
 class Volume:
-    """One subject, loaded and preprocessed: ``image`` (C, D, H, W) float32 z-scored,
-    ``label`` (D, H, W) int64 class indices or None, and the source affine."""
+    """One subject, preprocessed: ``image`` (C, D, H, W) float32, ``label`` (D, H, W) int16
+    class indices (``IGNORE_INDEX`` where ignored) or None, the grid they are on
+    (``affine``), and the scan's own grid to write predictions back onto."""
 
     subject_id: str
     image: np.ndarray
     label: np.ndarray | None
     affine: np.ndarray
+    original_affine: np.ndarray
+    original_shape: tuple[int, int, int]
 
 
-def load_subject(subject: Subject, value_to_class: Mapping[int, int] | None) -> Volume:
-    """Read, check and preprocess one subject.
+def _spacing(affine: np.ndarray) -> tuple[float, float, float]:
+    return tuple(float(s) for s in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
 
-    Every modality and the label must share the first modality's shape and affine; each
-    modality is z-scored over its non-zero voxels; label values are mapped to classes.
-    """
+
+def _check_grid(path: Path, shape: Sequence[int], affine: np.ndarray, ref_path: Path, ref_shape: Sequence[int],
+                ref_affine: np.ndarray, tolerance: float) -> None:
+    if tuple(shape) != tuple(ref_shape):
+        raise DataError(f"{path}: shape {tuple(shape)} differs from {ref_path.name} {tuple(ref_shape)}")
+    if not np.allclose(affine, ref_affine, atol=tolerance):
+        raise DataError(
+            f"{path}: affine differs from {ref_path.name}'s by up to "
+            f"{np.abs(affine - ref_affine).max():.4g} mm (tolerance {tolerance}; set resample_to_first "
+            f"to resample onto the first modality's grid)\n{np.round(affine, 4)}\nvs\n{np.round(ref_affine, 4)}"
+        )
+
+
+def _onto_reference(path: Path, data: np.ndarray, affine: np.ndarray, ref: tuple[Path, np.ndarray, np.ndarray],
+                    settings: PreprocessingSettings, order: int) -> np.ndarray:
+    """``data`` on the reference grid: checked to be there already, or resampled when allowed."""
+    ref_path, ref_data, ref_affine = ref
+    if settings.resample_to_first:
+        if data.shape == ref_data.shape and np.allclose(affine, ref_affine, atol=settings.affine_tolerance):
+            return data
+        return resample_onto(data, affine, ref_data.shape, ref_affine, order=order, path=path)
+    _check_grid(path, data.shape, affine, ref_path, ref_data.shape, ref_affine, settings.affine_tolerance)
+    return data
+
+
+def load_subject(subject: Subject, label_map: LabelMap | None, settings: PreprocessingSettings) -> Volume:
+    """Read, check and preprocess one subject (``label_map=None``: ignore its label)."""
+    channels = subject.image_channels or (None,) * len(subject.images)
     first_path = subject.images[0]
-    first, affine = load_volume(first_path)
-    reference = (first_path, first, affine)
-    channels = [zscore_nonzero(first, first_path)]
-    for path in subject.images[1:]:
-        data, data_affine = load_volume(path)
-        check_same_grid(reference, (path, data, data_affine))
-        channels.append(zscore_nonzero(data, path))
+    first, original_affine = load_volume(first_path, channels[0])
+    reference = (first_path, first, original_affine)
+    stack = [first]
+    for path, channel in zip(subject.images[1:], channels[1:], strict=True):
+        data, affine = load_volume(path, channel)
+        stack.append(_onto_reference(path, data, affine, reference, settings, order=1))
+    image = np.stack(stack)
     label = None
-    if subject.label is not None and value_to_class is not None:
+    if subject.label is not None and label_map is not None:
         raw, label_affine = load_volume(subject.label)
-        check_same_grid(reference, (subject.label, raw, label_affine))
-        label = map_labels(raw, value_to_class, subject.label)
-    return Volume(subject.subject_id, np.stack(channels), label, affine)
+        raw = _onto_reference(subject.label, raw, label_affine, reference, settings, order=0)
+        label = label_map.encode(raw, subject.label)
 
-
-class PatchDataset(Dataset):
-    """``samples_per_volume`` random foreground patches per volume and epoch (training)."""
-
-    def __init__(self, volumes: Sequence[Volume], patch_size: Sequence[int], samples_per_volume: int,
-                 min_foreground_voxels: int = 1) -> None:
-        if samples_per_volume < 1:
-            raise ValueError(f"samples_per_volume must be >= 1, got {samples_per_volume}")
-        missing = [v.subject_id for v in volumes if v.label is None]
-        if missing:
-            raise ValueError(f"training needs label maps; these subjects have none: {missing}")
-        self.patch_size = tuple(int(p) for p in patch_size)
-        self.samples_per_volume = samples_per_volume
-        self.images = [pad_to_patch(v.image, self.patch_size) for v in volumes]
-        self.labels = [pad_to_patch(v.label, self.patch_size) for v in volumes]
-        self.samplers = [
-            ForegroundPatchSampler(label, self.patch_size, min_foreground_voxels, name=v.subject_id)
-            for label, v in zip(self.labels, volumes, strict=True)
-        ]
-
-    def __len__(self) -> int:
-        return len(self.images) * self.samples_per_volume
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        v = index // self.samples_per_volume
-        z, y, x = self.samplers[v].sample(worker_rng())
-        pd, ph, pw = self.patch_size
-        window = (slice(z, z + pd), slice(y, y + ph), slice(x, x + pw))
-        image = self.images[v][(slice(None), *window)]
-        label = self.labels[v][window]
-        return {
-            "image": torch.from_numpy(np.ascontiguousarray(image)),
-            "label": torch.from_numpy(np.ascontiguousarray(label))[None],
-        }
-
-
-class VolumeDataset(Dataset):
-    """Whole volumes, one per item (validation, test, prediction)."""
-
-    def __init__(self, volumes: Sequence[Volume]) -> None:
-        self.volumes = list(volumes)
-
-    def __len__(self) -> int:
-        return len(self.volumes)
-
-    def __getitem__(self, index: int) -> dict[str, object]:
-        v = self.volumes[index]
-        item: dict[str, object] = {
-            "image": torch.from_numpy(v.image),
-            "subject": v.subject_id,
-            "affine": torch.from_numpy(v.affine),
-        }
-        if v.label is not None:
-            item["label"] = torch.from_numpy(v.label)[None]
-        return item
+    affine = original_affine
+    if settings.canonical_orientation:
+        image, affine = reorient_to_canonical(image, original_affine)
+        if label is not None:
+            label, _ = reorient_to_canonical(label, original_affine)
+    if settings.target_spacing is not None:
+        image, new_affine = resample_to_spacing(image, affine, settings.target_spacing, order=1)
+        if label is not None:
+            label, _ = resample_to_spacing(label, affine, settings.target_spacing, order=0)
+        affine = new_affine
+    processed = []
+    for path, channel in zip(subject.images, image, strict=True):
+        if settings.n4_bias_correction:
+            channel = n4_bias_correction(channel, _spacing(affine), path)
+        if settings.clip_percentiles is not None:
+            channel = clip_percentiles(channel, *settings.clip_percentiles, path)
+        processed.append(zscore_nonzero(channel, path))
+    return Volume(subject.subject_id, np.stack(processed).astype(np.float32, copy=False),
+                  None if label is None else np.ascontiguousarray(label, dtype=np.int16),
+                  affine, original_affine, tuple(int(s) for s in first.shape))

@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import BasePredictionWriter, LearningRateMonitor
 from pytorch_lightning.utilities import rank_zero_info
 
+from datamodules.geometry import resample_onto
 from lightning_modules.figures import save_comparison_png
 
 
@@ -120,8 +121,13 @@ def save_nifti_atomically(array: np.ndarray, affine: np.ndarray, path: Path) -> 
 
 
 class SegmentationWriter(BasePredictionWriter):
-    """During ``predict``: writes ``<subject>_seg.nii.gz`` per subject with the input's
-    affine and shape, in the dataset's own label values (e.g. 10/150/250 for iSeg).
+    """During ``predict``: writes ``<subject>_seg.nii.gz`` per subject in the scan's own
+    space (its shape, affine and orientation: a volume reoriented or resampled for the network
+    is mapped back, exactly for a pure reorientation, by nearest neighbour otherwise), in the
+    dataset's own label values (e.g. 10/150/250 for iSeg).
+
+    Region-based models predict class maps too (their regions painted back into classes by
+    ``SegmentationModule.predict_classes``), so BraTS' ET is written as 4, like any class.
 
     Args:
         output_dir: folder for the segmentations; default ``predictions/`` beside the
@@ -139,9 +145,14 @@ class SegmentationWriter(BasePredictionWriter):
         values = pl_module.hparams.get("label_values") or list(range(pl_module.hparams.num_classes))
         lookup = np.asarray(values)
         dtype = np.uint8 if lookup.min() >= 0 and lookup.max() < 256 else np.int16
-        outputs = zip(prediction["subject"], prediction["prediction"], prediction["affine"], strict=True)
-        for subject, classes, affine in outputs:
-            segmentation = lookup[classes.cpu().numpy()].astype(dtype)
-            path = save_nifti_atomically(segmentation, affine.cpu().numpy().astype(np.float64),
-                                         directory / f"{subject}_seg.nii.gz")
+        for i, subject in enumerate(prediction["subject"]):
+            segmentation = lookup[prediction["prediction"][i].cpu().numpy()].astype(dtype)
+            affine = prediction["affine"][i].cpu().numpy().astype(np.float64)
+            if "original_affine" in prediction:
+                original_affine = prediction["original_affine"][i].cpu().numpy().astype(np.float64)
+                original_shape = tuple(int(s) for s in prediction["original_shape"][i])
+                segmentation = resample_onto(segmentation, affine, original_shape, original_affine, order=0,
+                                             path=subject)
+                affine = original_affine
+            path = save_nifti_atomically(segmentation, affine, directory / f"{subject}_seg.nii.gz")
             rank_zero_info(f"wrote {path}")

@@ -1,30 +1,167 @@
-"""Segmentation losses by name. Targets are class-index maps of shape (B, 1, ...)."""
+"""Segmentation losses by name, and the conversions between class maps and regions.
+
+Two kinds of target:
+- softmax (multi-class) losses take class-index maps (B, 1, ...);
+- region (sigmoid, multi-label) losses take multi-hot region maps (B, R, ...) made by
+  :func:`region_targets`.
+
+In both, voxels marked ``IGNORE_INDEX`` count in no loss term. Targets may arrive as floats
+(MONAI's ``DeepSupervisionLoss`` resizes them by nearest neighbour, which keeps -1 exact).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
-from monai.losses import DiceCELoss, DiceLoss
+from monai.losses import DiceLoss
 from torch import nn
 
 LOSSES = ("dice", "ce", "dice_ce")
+IGNORE_INDEX = -1  # target voxels with this class count in no loss and no metric (e.g. MRBrainS18 labels 9, 10)
 
 
-class CrossEntropy(nn.Module):
-    """Cross-entropy on (B, C, ...) logits against a (B, 1, ...) class-index map."""
+def valid_mask(target: torch.Tensor) -> torch.Tensor:
+    """Where the target counts: a float mask of ``target``'s shape (1 = scored, 0 = ignored)."""
+    return (target != IGNORE_INDEX).to(torch.float32)
+
+
+def masked_one_hot(label: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """One-hot (B, C, ...) of a class map (B, 1, ...), all zeros at ignored voxels, so they
+    add to no intersection and no volume of any Dice."""
+    label = label.long()
+    valid = label != IGNORE_INDEX
+    hot = F.one_hot(torch.where(valid, label, 0)[:, 0], num_classes).movedim(-1, 1)
+    return (hot * valid).float()
+
+
+def _masked_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean over the valid elements; 0 (not NaN) when a patch has none."""
+    return (values * valid).sum() / valid.sum().clamp_min(1.0)
+
+
+class SoftmaxLoss(nn.Module):
+    """Soft Dice over the foreground classes (pooled over the batch, as nnU-Net) and/or
+    cross-entropy, for (B, C, ...) logits against a (B, 1, ...) class map.
+
+    Without ignored voxels this is MONAI's ``DiceLoss``/``DiceCELoss`` (``softmax``,
+    ``to_onehot_y``, ``include_background=False``, ``batch=True``). Ignored voxels are
+    left out of the cross-entropy mean, and both the softmax probabilities and the one-hot
+    target are zeroed there *after* the softmax, so they add nothing to the Dice.
+    """
+
+    def __init__(self, dice: bool = True, ce: bool = True) -> None:
+        super().__init__()
+        if not (dice or ce):
+            raise ValueError("a loss needs a Dice term, a cross-entropy term or both")
+        self.dice = DiceLoss(include_background=False, batch=True) if dice else None
+        self.ce = ce
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, target[:, 0].long())
+        if target.shape[1] != 1:
+            raise ValueError(f"expected a class-index map (B, 1, ...), got target of shape {tuple(target.shape)}")
+        target = target.long()  # DeepSupervisionLoss hands over resized float targets
+        loss = logits.new_zeros(())
+        if self.ce:
+            per_voxel = F.cross_entropy(logits, torch.where(target == IGNORE_INDEX, 0, target)[:, 0], reduction="none")
+            loss = loss + _masked_mean(per_voxel, valid_mask(target[:, 0]))
+        if self.dice is not None:
+            valid = valid_mask(target)
+            loss = loss + self.dice(torch.softmax(logits, dim=1) * valid, masked_one_hot(target, logits.shape[1]))
+        return loss
 
 
-def build_loss(name: str) -> nn.Module:
-    """``dice``: soft Dice over the foreground classes, pooled over the batch (as nnU-Net);
-    ``ce``: cross-entropy; ``dice_ce``: their sum (MONAI's DiceCELoss)."""
-    dice_args = {"include_background": False, "to_onehot_y": True, "softmax": True, "batch": True}
-    if name == "dice":
-        return DiceLoss(**dice_args)
-    if name == "ce":
-        return CrossEntropy()
-    if name == "dice_ce":
-        return DiceCELoss(**dice_args)
-    raise ValueError(f"unknown loss {name!r}; choose one of {LOSSES}")
+class RegionLoss(nn.Module):
+    """Soft Dice over every region channel (pooled over the batch) and/or binary
+    cross-entropy with logits, for (B, R, ...) logits against multi-hot region targets
+    (B, R, ...) from :func:`region_targets`.
+
+    Every channel counts: a region is foreground by definition, there is no background
+    channel to leave out. Ignored voxels (``IGNORE_INDEX`` in the target) are zeroed in both
+    the sigmoid probabilities and the targets for the Dice, and left out of the BCE mean.
+    """
+
+    def __init__(self, dice: bool = True, ce: bool = True) -> None:
+        super().__init__()
+        if not (dice or ce):
+            raise ValueError("a loss needs a Dice term, a cross-entropy term or both")
+        self.dice = DiceLoss(include_background=True, batch=True) if dice else None
+        self.ce = ce
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if target.shape[1] != logits.shape[1]:
+            raise ValueError(f"{logits.shape[1]} region outputs for {target.shape[1]} region targets; "
+                             "convert class maps with region_targets() first")
+        target = target.float()
+        valid = valid_mask(target)
+        target = target * valid  # -1 -> 0, so the ignored voxels are inert everywhere
+        loss = logits.new_zeros(())
+        if self.ce:
+            per_voxel = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+            loss = loss + _masked_mean(per_voxel, valid)
+        if self.dice is not None:
+            loss = loss + self.dice(torch.sigmoid(logits) * valid, target)
+        return loss
+
+
+class CrossEntropy(SoftmaxLoss):
+    """Cross-entropy on (B, C, ...) logits against a (B, 1, ...) class-index map."""
+
+    def __init__(self) -> None:
+        super().__init__(dice=False, ce=True)
+
+
+def build_loss(name: str, region_based: bool = False) -> nn.Module:
+    """``dice``: soft Dice; ``ce``: cross-entropy; ``dice_ce``: their sum, weight 1 each.
+
+    Softmax over classes by default (Dice over the foreground classes, as nnU-Net);
+    with ``region_based``, one sigmoid per region (Dice over every region, binary
+    cross-entropy). Either way, ``IGNORE_INDEX`` voxels of the target count nowhere.
+    """
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; choose one of {LOSSES}")
+    kind = RegionLoss if region_based else SoftmaxLoss
+    return kind(dice=name in ("dice", "dice_ce"), ce=name in ("ce", "dice_ce"))
+
+
+def region_targets(label: torch.Tensor, regions: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Class map (B, 1, ...) -> multi-hot region map (B, R, ...) as floats: 1 where the voxel's
+    class is in the region, 0 where not, ``IGNORE_INDEX`` in every channel where the voxel
+    is ignored (so the mark survives nearest-neighbour resizing for deep supervision)."""
+    label = label.long()
+    members = [torch.isin(label, torch.as_tensor(list(region), device=label.device)) for region in regions]
+    hot = torch.cat(members, dim=1).float()
+    return torch.where(label == IGNORE_INDEX, float(IGNORE_INDEX), hot)
+
+
+def region_paint_classes(regions: Sequence[Sequence[int]]) -> list[int]:
+    """The class each region paints when regions are turned back into a class map: the one
+    class in the region and in no later region (WT {1,2,3}, TC {1,3}, ET {3} -> 2, 1, 3).
+
+    Raises ValueError unless every region has exactly one such class, since otherwise the
+    painted map could not tell its classes apart.
+    """
+    paint = []
+    for index, region in enumerate(regions):
+        later = {c for other in regions[index + 1:] for c in other}
+        own = sorted(set(region) - later)
+        if len(own) != 1:
+            raise ValueError(
+                f"region {index} {sorted(set(region))} has {len(own)} classes in no later region ({own}); "
+                "each region needs exactly one, so that predicted regions map back to classes "
+                "(order regions from the largest to the smallest, e.g. WT, TC, ET)")
+        paint.append(own[0])
+    return paint
+
+
+def regions_to_classes(regions: torch.Tensor, paint: Sequence[int]) -> torch.Tensor:
+    """Binary region maps (B, R, ...) -> class map (B, 1, ...): background 0, then each region
+    painted with its class in order, later regions over earlier ones (nested BraTS regions
+    give back the classes exactly)."""
+    if regions.shape[1] != len(paint):
+        raise ValueError(f"{regions.shape[1]} region maps for {len(paint)} painting classes")
+    classes = torch.zeros_like(regions[:, :1], dtype=torch.long)
+    for channel, value in enumerate(paint):
+        classes = torch.where(regions[:, channel:channel + 1].bool(), value, classes)
+    return classes

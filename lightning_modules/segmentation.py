@@ -10,9 +10,15 @@ import torch.nn.functional as F
 from monai.inferers import sliding_window_inference
 from monai.losses import DeepSupervisionLoss
 from monai.metrics import DiceMetric
-from monai.networks.utils import one_hot
 
-from lightning_modules.losses import build_loss
+from lightning_modules.losses import (
+    build_loss,
+    masked_one_hot,
+    region_paint_classes,
+    region_targets,
+    regions_to_classes,
+    valid_mask,
+)
 from networks import build_network
 from networks.outputs import TrainingOutput, as_training_output, network_border
 
@@ -29,7 +35,8 @@ class SegmentationModule(pl.LightningModule):
         network_kwargs: extra arguments for that network (e.g. ``base_features``).
         in_channels, num_classes, class_names, modalities, label_values: filled in from the
             DataModule by ``train.py``; ``label_values`` are the dataset's own values per class.
-        loss: ``dice``, ``ce`` or ``dice_ce``.
+        loss: ``dice``, ``ce`` or ``dice_ce`` (softmax; with ``regions``, sigmoid Dice over every
+            region and binary cross-entropy).
         optimizer, lr, weight_decay, momentum: ``momentum`` is used by SGD only.
         lr_schedule: ``constant``, ``poly`` (nnU-Net's (1 - t)^0.9) or ``cosine``, per step.
         roi_size: sliding-window size (``train.py`` sets it to the training patch size).
@@ -38,6 +45,14 @@ class SegmentationModule(pl.LightningModule):
         sw_batch_size: windows per forward pass at inference.
         sw_overlap: overlap of neighbouring windows at inference (raised where an unpadded
             network needs more to cover every voxel with a window's valid centre).
+        regions: class indices forming each region (BraTS: ``[[1, 2, 3], [1, 3], [3]]``) for
+            region-based training: one sigmoid output per region, losses and Dice on the
+            (overlapping) regions, which is how such datasets are scored. None: softmax over
+            the classes. Predictions are class maps either way (regions painted back in order,
+            see :func:`~lightning_modules.losses.region_paint_classes`).
+        region_names: one name per region for the logs and tables (default ``region1``, ...).
+
+    Target voxels equal to ``IGNORE_INDEX`` count in no loss and no Dice.
 
     Networks with unpadded convolutions (``network.border > 0``) are trained against the
     target's centre and evaluated on the volume padded by the border, so output and target
@@ -64,28 +79,52 @@ class SegmentationModule(pl.LightningModule):
         inference_roi_size: tuple[int, int, int] | None = None,
         sw_batch_size: int = 2,
         sw_overlap: float = 0.5,
+        regions: list[list[int]] | None = None,
+        region_names: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.network = build_network(network, in_channels=in_channels, num_classes=num_classes,
-                                     **(network_kwargs or {}))
         if class_names is None:
             class_names = ["background"] + [f"class{i}" for i in range(1, num_classes)]
         if len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class names for {num_classes} classes: {class_names}")
         self.class_names = list(class_names)
-        self.loss_fn = build_loss(loss)
+        self.regions = self._check_regions(regions, num_classes)
+        if region_names is not None and self.regions is None:
+            raise ValueError(f"region_names {region_names} given without regions")
+        if self.regions is not None:
+            region_names = region_names or [f"region{i}" for i in range(1, len(self.regions) + 1)]
+            if len(region_names) != len(self.regions):
+                raise ValueError(f"{len(region_names)} region names for {len(self.regions)} regions: {region_names}")
+            self._region_names = list(region_names)
+            self.paint_classes = region_paint_classes(self.regions)
+        outputs = num_classes if self.regions is None else len(self.regions)
+        self.network = build_network(network, in_channels=in_channels, num_classes=outputs, **(network_kwargs or {}))
+        self.loss_fn = build_loss(loss, region_based=self.regions is not None)
         self.deep_supervision_loss = DeepSupervisionLoss(self.loss_fn, weight_mode="exp")
         self.border = network_border(self.network)
-        # Hard-label Dice per subject and foreground class; NaN where a class is absent from
-        # the ground truth (MONAI's ignore_empty), left out of the means.
-        self.val_dice = DiceMetric(include_background=False, reduction="none", ignore_empty=True)
-        self.test_dice = DiceMetric(include_background=False, reduction="none", ignore_empty=True)
+        # Hard-label Dice per subject and foreground class (or region: every channel); NaN
+        # where it is absent from the ground truth (MONAI's ignore_empty), left out of the means.
+        every_channel = self.regions is not None
+        self.val_dice = DiceMetric(include_background=every_channel, reduction="none", ignore_empty=True)
+        self.test_dice = DiceMetric(include_background=every_channel, reduction="none", ignore_empty=True)
+
+    @staticmethod
+    def _check_regions(regions: list[list[int]] | None, num_classes: int) -> list[list[int]] | None:
+        if regions is None:
+            return None
+        regions = [[int(c) for c in region] for region in regions]
+        if not regions:
+            raise ValueError("regions is empty; pass None for ordinary multi-class training")
+        for region in regions:
+            if not region or not set(region) <= set(range(1, num_classes)):
+                raise ValueError(f"region {region} must list foreground classes 1..{num_classes - 1}")
+        return regions
 
     @property
     def region_names(self) -> list[str]:
-        """The foreground classes, in the order of the Dice columns."""
-        return self.class_names[1:]
+        """The Dice columns: the regions in region mode, else the foreground classes."""
+        return list(self._region_names) if self.regions is not None else self.class_names[1:]
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.network(image)
@@ -128,10 +167,11 @@ class SegmentationModule(pl.LightningModule):
         """The training loss of one batch (``loss``) and its parts: ``segmentation`` (main output
         plus deep-supervision heads) and each regulariser the network returns."""
         output = as_training_output(self(image))
-        label = self._target_for(output, image, label)
+        target = self.loss_target(self._target_for(output, image, label))
         logits = [output.logits, *output.deep_supervision]
-        segmentation = (self.deep_supervision_loss(logits, label.float()) if output.deep_supervision
-                        else self.loss_fn(output.logits.float(), label))
+        # DeepSupervisionLoss resizes float targets by nearest neighbour: IGNORE_INDEX survives.
+        segmentation = (self.deep_supervision_loss(logits, target.float()) if output.deep_supervision
+                        else self.loss_fn(output.logits.float(), target))
         loss = segmentation + sum(output.regularisers.values())
         return {"loss": loss, "segmentation": segmentation, **output.regularisers}
 
@@ -156,14 +196,34 @@ class SegmentationModule(pl.LightningModule):
                                f"{tuple(image.shape[2:])}; with border {b} it should be {expected}")
         return label[..., b:-b, b:-b, b:-b] if b else label
 
+    def loss_target(self, label: torch.Tensor) -> torch.Tensor:
+        """What the loss compares the logits with: the class map (long), or in region mode
+        its multi-hot regions (float, ``IGNORE_INDEX`` kept at ignored voxels)."""
+        return label.long() if self.regions is None else region_targets(label, self.regions)
+
+    def predict_classes(self, logits: torch.Tensor) -> torch.Tensor:
+        """Class map (B, 1, ...) from logits: argmax, or in region mode the regions above
+        0.5 (logit 0) painted back to classes."""
+        if self.regions is None:
+            return logits.argmax(dim=1, keepdim=True)
+        return regions_to_classes(logits > 0, self.paint_classes)
+
+    def dice_inputs(self, logits: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Binary prediction and truth (B, C or R, ...) for the hard Dice, both zero at ignored
+        voxels so those add to no intersection and no volume."""
+        valid = valid_mask(label)
+        if self.regions is None:
+            prediction = masked_one_hot(logits.argmax(dim=1, keepdim=True), self.hparams.num_classes) * valid
+            return prediction, masked_one_hot(label, self.hparams.num_classes)
+        truth = region_targets(label, self.regions).clamp_min(0)
+        return (logits > 0).float() * valid, truth
+
     def _evaluate_volume(self, batch: dict[str, Any], metric: DiceMetric, stage: str) -> dict[str, Any]:
         logits = self.predict_logits(batch["image"]).float()
-        label = batch["label"]
-        self.log(f"{stage}/loss", self.loss_fn(logits, label), batch_size=1, sync_dist=True)
-        prediction = logits.argmax(dim=1, keepdim=True)
-        dice = metric(y_pred=one_hot(prediction, self.hparams.num_classes),
-                      y=one_hot(label, self.hparams.num_classes))
-        return {"prediction": prediction, "dice": dice[0]}
+        label = batch["label"].long()
+        self.log(f"{stage}/loss", self.loss_fn(logits, self.loss_target(label)), batch_size=1, sync_dist=True)
+        dice = metric(*self.dice_inputs(logits, label))
+        return {"prediction": self.predict_classes(logits), "dice": dice[0]}
 
     def _log_dice(self, metric: DiceMetric, stage: str) -> None:
         scores = metric.aggregate()  # (subjects, regions), gathered over DDP ranks
@@ -186,8 +246,9 @@ class SegmentationModule(pl.LightningModule):
         self._log_dice(self.test_dice, "test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        prediction = self.predict_logits(batch["image"]).argmax(dim=1)
-        return {"subject": batch["subject"], "prediction": prediction, "affine": batch["affine"]}
+        prediction = self.predict_classes(self.predict_logits(batch["image"]))[:, 0]
+        grids = {key: batch[key] for key in ("affine", "original_affine", "original_shape") if key in batch}
+        return {"subject": batch["subject"], "prediction": prediction, **grids}
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams

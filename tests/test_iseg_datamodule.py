@@ -11,7 +11,7 @@ from datamodules import DataError, ISeg2017DataModule
 
 def make_dm(folder: Path, **kwargs) -> ISeg2017DataModule:
     args = {"val_subjects": ["subject-10"], "test_subjects": ["subject-2"], "patch_size": (8, 8, 8),
-            "batch_size": 2, "samples_per_volume": 3}
+            "batch_size": 2, "samples_per_volume": 3, "cache_dir": None}
     args.update(kwargs)
     return ISeg2017DataModule(str(folder), **args)
 
@@ -32,7 +32,10 @@ def test_whole_volumes_stack_modalities_in_order_and_map_labels(iseg_dir: Path) 
     assert item["subject"] == "subject-10"
     image, label = item["image"].numpy(), item["label"][0].numpy()
     assert image.shape == (2, 16, 20, 24) and label.shape == (16, 20, 24)
-    raw = nib.load(str(iseg_dir / "subject-10-label.hdr")).get_fdata()
+    # Analyze stores no orientation; nibabel reads it as LAS and volumes come out RAS+.
+    stored = nib.load(str(iseg_dir / "subject-10-label.hdr"))
+    assert nib.aff2axcodes(stored.affine) == ("L", "A", "S")
+    raw = stored.get_fdata()[::-1]
     expected = np.select([raw == 10, raw == 150, raw == 250], [1, 2, 3], 0)
     np.testing.assert_array_equal(label, expected)
     # Channel 0 is T1 (WM brightest), channel 1 is T2 (CSF brightest); both z-scored.

@@ -4,7 +4,15 @@ import warnings
 import numpy as np
 import pytest
 
-from datamodules.patches import ForegroundPatchSampler, foreground_counts, pad_to_patch
+from datamodules.labels import IGNORE_INDEX
+from datamodules.patches import (
+    ClassBalancedPatchSampler,
+    ForegroundPatchSampler,
+    build_sampler,
+    crop_patch,
+    foreground_counts,
+    pad_to_patch,
+)
 
 
 def test_foreground_counts_match_brute_force() -> None:
@@ -56,3 +64,58 @@ def test_pad_to_patch_pads_small_volumes_at_the_end() -> None:
     padded = pad_to_patch(image, (4, 4, 4))
     assert padded.shape == (2, 4, 8, 5)
     assert padded[:, 3].sum() == 0 and padded[:, :3].sum() == 2 * 3 * 8 * 5
+
+
+def test_crop_patch_reads_inside_and_pads_past_the_end() -> None:
+    volume = np.arange(2 * 5 * 6 * 7, dtype=np.float32).reshape(2, 5, 6, 7)
+    np.testing.assert_array_equal(crop_patch(volume, (1, 2, 3), (3, 3, 3)), volume[:, 1:4, 2:5, 3:6])
+    patch = crop_patch(volume, (3, 0, 0), (4, 8, 7))  # runs past the end of two axes
+    assert patch.shape == (2, 4, 8, 7)
+    np.testing.assert_array_equal(patch[:, :2, :6], volume[:, 3:5])
+    assert patch[:, 2:].sum() == 0 and patch[:, :, 6:].sum() == 0
+
+
+def test_class_balanced_sampling_targets_rare_classes_equally_often() -> None:
+    label = np.ones((30, 30, 30), dtype=np.int16)  # class 1 everywhere ...
+    label[2, 2, 2] = 2  # ... one voxel of class 2
+    label[27, 27, 27] = 3  # ... one voxel of class 3
+    label[0, 0, 0] = IGNORE_INDEX  # never targeted
+    sampler = ClassBalancedPatchSampler(label, (8, 8, 8), fraction=1.0)
+    assert sampler.classes == [1, 2, 3]
+    rng = np.random.default_rng(0)
+    hits = {2: 0, 3: 0}
+    draws = 3000
+    for _ in range(draws):
+        z, y, x = sampler.sample(rng)
+        assert 0 <= min(z, y, x) and max(z, y, x) <= 22
+        patch = label[z : z + 8, y : y + 8, x : x + 8]
+        for c in hits:
+            hits[c] += bool((patch == c).any())
+    # Each class is drawn with probability 1/3: about 1000 patches each (binomial sd ~26).
+    assert all(abs(h - draws / 3) < 150 for h in hits.values()), hits
+
+
+def test_class_balanced_fraction_zero_is_uniform_over_every_position() -> None:
+    label = np.zeros((6, 6, 6), dtype=np.int16)
+    label[0, 0, 0] = 1
+    sampler = ClassBalancedPatchSampler(label, (4, 4, 4), fraction=0.0)
+    rng = np.random.default_rng(0)
+    corners = {sampler.sample(rng) for _ in range(1000)}
+    assert corners == set(itertools.product(range(3), repeat=3))
+
+
+def test_class_balanced_sampling_terminates_without_foreground_and_pads_small_volumes() -> None:
+    with pytest.warns(UserWarning, match="no foreground voxel"):
+        sampler = ClassBalancedPatchSampler(np.zeros((3, 5, 9), np.int16), (4, 4, 4), fraction=1.0)
+    rng = np.random.default_rng(0)
+    corners = {sampler.sample(rng) for _ in range(200)}
+    assert {c[0] for c in corners} == {0} and {c[1] for c in corners} == {0, 1}  # padded to 4 x 5 x 9
+    assert max(c[2] for c in corners) == 5
+
+
+def test_build_sampler_names_the_rules() -> None:
+    label = np.ones((4, 4, 4), np.int16)
+    assert isinstance(build_sampler("foreground", label, (2, 2, 2)), ForegroundPatchSampler)
+    assert isinstance(build_sampler("class_balanced", label, (2, 2, 2)), ClassBalancedPatchSampler)
+    with pytest.raises(ValueError, match="unknown sampling rule 'random'"):
+        build_sampler("random", label, (2, 2, 2))

@@ -27,6 +27,7 @@ def cli(subcommand: str, data_dir: Path, run_dir: Path, *extra: str, wandb: bool
         "--data.init_args.test_subjects", "[subject-4]",
         "--data.init_args.patch_size", "[16, 16, 16]",
         "--data.init_args.samples_per_volume", "2",
+        "--data.init_args.cache_dir", str(run_dir / "cache"),
         "--model.network_kwargs", "{base_features: 2}",
         *logger,
         "--trainer.enable_progress_bar", "false",

@@ -1,0 +1,373 @@
+"""Training-time augmentation of 3D patches: a configurable list of MONAI random transforms.
+
+A list of specs such as ``[{"name": "flip"}, {"name": "affine", "prob": 0.3}]`` becomes one
+``Augmentation`` that is called as ``augment(image, label, rng)`` on every training patch:
+image ``(C, D, H, W)`` float32 (z-scored, background exactly 0), label ``(1, D, H, W)`` int64
+(``-1`` marks ignored voxels). Steps run in list order, each with its own probability.
+
+Randomness comes only from ``rng``: each step draws whether it fires from it and, when it does,
+seeds its MONAI transform from it, so a seeded generator reproduces a patch exactly and
+DataLoader workers (different generators) draw different augmentations.
+
+- Spatial steps (``flip``, ``affine``, ``elastic``) draw one transform per patch and apply it to
+  every image channel (linear interpolation) and to the label (nearest neighbour, so label
+  values, ``-1`` included, stay in the input's set). What comes from outside the patch is 0 in
+  both (background).
+- Intensity steps (``gamma``, ``bias_field``, ``noise``) change the image inside the brain mask
+  only (voxels where any channel is non-zero), so the background stays exactly 0 as z-scoring
+  left it, and never touch the label.
+
+Units are the user's, not MONAI's: rotations in degrees, scaling as the fractional change of
+the anatomy's size, elastic displacements in voxels (MONAI's elastic ``magnitude`` multiplies a
+Gaussian-smoothed field whose amplitude shrinks like ``sigma**-1.5``; see ``Elastic``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.networks.layers.convutils import gaussian_1d
+from monai.transforms import (
+    Rand3DElasticd,
+    RandAdjustContrast,
+    RandAffined,
+    RandBiasField,
+    RandGaussianNoise,
+)
+
+AUGMENTATIONS: tuple[str, ...] = ("flip", "affine", "elastic", "gamma", "bias_field", "noise")
+
+_KEYS = ("image", "label")
+_MODES = ("bilinear", "nearest")
+_ELASTIC_TRUNCATION = 3.0  # MONAI's Rand3DElastic truncates its Gaussian at 3 sigma
+
+
+def _plain(tensor: torch.Tensor) -> torch.Tensor:
+    """A plain torch.Tensor (MONAI returns MetaTensors, which collate and pickle differently)."""
+    return tensor.as_tensor() if hasattr(tensor, "as_tensor") else torch.as_tensor(tensor)
+
+
+def _seed(rng: np.random.Generator) -> int:
+    return int(rng.integers(2**31))
+
+
+def _probability(value: float) -> float:
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"prob must be in [0, 1], got {value}")
+    return value
+
+
+def _range(name: str, value: Any, low: float | None = None) -> tuple[float, float]:
+    """A ``(min, max)`` pair; a single number ``x`` means ``(x, x)``."""
+    if isinstance(value, int | float):
+        value = (value, value)
+    pair = tuple(float(v) for v in value)
+    if len(pair) != 2 or pair[0] > pair[1]:
+        raise ValueError(f"{name} must be a (min, max) pair with min <= max, got {value!r}")
+    if low is not None and pair[0] <= low:
+        raise ValueError(f"{name} must be > {low}, got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+def _per_axis(name: str, value: Any) -> tuple[float, float, float]:
+    """One non-negative number per spatial axis; a single number applies to all three."""
+    if isinstance(value, int | float):
+        value = (value,) * 3
+    triple = tuple(float(v) for v in value)
+    if len(triple) != 3 or min(triple) < 0:
+        raise ValueError(f"{name} must be a number or 3 numbers, all >= 0, got {value!r}")
+    return triple  # type: ignore[return-value]
+
+
+def _brain_mask(image: torch.Tensor) -> torch.Tensor:
+    """Voxels where any channel is non-zero: z-scoring leaves the background exactly 0."""
+    return (image != 0).any(dim=0)
+
+
+class _Spatial:
+    """Applies a MONAI dictionary transform to image and label together (one draw for both)."""
+
+    def __init__(self, prob: float) -> None:
+        self.prob = _probability(prob)
+
+    def transform(self, rng: np.random.Generator, shape: tuple[int, ...]) -> Any:
+        """The MONAI dictionary transform for one patch of spatial ``shape``."""
+        raise NotImplementedError
+
+    def __call__(self, image: torch.Tensor, label: torch.Tensor,
+                 rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        if rng.random() >= self.prob:
+            return image, label
+        transform = self.transform(rng, tuple(image.shape[1:]))
+        transform.set_random_state(seed=_seed(rng))
+        out = transform({"image": image, "label": label.float()})
+        image = _plain(out["image"]).float()
+        label = torch.round(_plain(out["label"])).long()
+        return image, label
+
+
+class Flip:
+    """Mirror along each axis in ``axes`` (0, 1, 2 = D, H, W) independently with probability ``prob``.
+
+    The commonest augmentation (nnU-Net mirrors all axes); drop an axis from ``axes`` when the
+    classes are lateralised (left/right structures) along it."""
+
+    def __init__(self, prob: float = 0.5, axes: Sequence[int] = (0, 1, 2)) -> None:
+        self.prob = _probability(prob)
+        self.axes = tuple(int(a) for a in axes)
+        if any(a not in (0, 1, 2) for a in self.axes) or len(set(self.axes)) != len(self.axes):
+            raise ValueError(f"axes must be distinct spatial axes among 0, 1, 2, got {axes!r}")
+
+    def __call__(self, image: torch.Tensor, label: torch.Tensor,
+                 rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        # A flip is exact and needs no resampling, so it is drawn here rather than via MONAI.
+        dims = [a + 1 for a in self.axes if rng.random() < self.prob]
+        if not dims:
+            return image, label
+        return torch.flip(image, dims), torch.flip(label, dims)
+
+
+class Affine(_Spatial):
+    """Random rotation, per-axis scaling and translation, about the patch centre.
+
+    - ``rotate_degrees``: rotation about each axis (D, H, W) drawn from ``[-a, a]`` degrees
+      (one number for all axes, or three).
+    - ``scale``: ``(min, max)`` fractional change of the anatomy's size, drawn independently per
+      axis: ``0.1`` makes structures 10 % larger. MONAI's own ``scale_range`` scales the sampling
+      grid, i.e. the inverse (+0.1 there shrinks the anatomy); this converts.
+    - ``translate``: shift along each axis drawn from ``[-t, t]`` voxels.
+    """
+
+    def __init__(self, prob: float = 0.2, rotate_degrees: float | Sequence[float] = 15.0,
+                 scale: Sequence[float] = (-0.15, 0.15), translate: float | Sequence[float] = 0.0) -> None:
+        super().__init__(prob)
+        self.rotate_degrees = _per_axis("rotate_degrees", rotate_degrees)
+        self.scale = _range("scale", scale, low=-1.0)
+        self.translate = _per_axis("translate", translate)
+        # Anatomy zoom z corresponds to MONAI grid factor 1/z, i.e. scale_range value 1/z - 1.
+        grid_scale = (1.0 / (1.0 + self.scale[1]) - 1.0, 1.0 / (1.0 + self.scale[0]) - 1.0)
+        self._transform = RandAffined(
+            keys=_KEYS, mode=_MODES, padding_mode="zeros", prob=1.0,
+            rotate_range=[(-np.deg2rad(a), np.deg2rad(a)) for a in self.rotate_degrees],
+            scale_range=[grid_scale] * 3,
+            translate_range=[(-t, t) for t in self.translate],
+        )
+
+    def transform(self, rng: np.random.Generator, shape: tuple[int, ...]) -> RandAffined:
+        return self._transform
+
+
+def elastic_rms_per_unit(shape: Sequence[int], sigma: float) -> float:
+    """RMS (over the patch, per axis) of MONAI's Rand3DElastic displacement for ``magnitude=1``.
+
+    MONAI draws uniform(-1, 1) noise per voxel, smooths it with a zero-padded Gaussian
+    (``sigma`` voxels, truncated at 3 sigma) and multiplies by ``magnitude``. A smoothed white
+    noise has variance ``(1/3) * sum(kernel**2)``, about ``(2 sqrt(pi) sigma)**-3 / 3``, so at
+    ``sigma=8`` a magnitude of 1 moves voxels by only ~0.003 voxel. Computed exactly for the
+    discrete, truncated kernel, including the weaker field near the patch faces."""
+    kernel = gaussian_1d(float(sigma), truncated=_ELASTIC_TRUNCATION, approx="erf").double().numpy()
+    half = (len(kernel) - 1) // 2
+    mean_square = 1.0 / 3.0
+    for n in shape:
+        coverage = np.convolve(np.ones(n), kernel**2)[half : half + n]  # sum of in-patch kernel**2
+        mean_square *= float(coverage.mean())
+    return float(np.sqrt(mean_square))
+
+
+class Elastic(_Spatial):
+    """Smooth random deformation (MONAI Rand3DElastic), parametrised in voxels.
+
+    - ``sigma``: ``(min, max)`` smoothness of the displacement field in voxels (Gaussian std).
+    - ``magnitude``: ``(min, max)`` root-mean-square displacement along each axis in voxels,
+      averaged over the patch; the largest displacement in a patch is typically 4-5 times that.
+      Converted per patch to MONAI's unit-less ``magnitude``, which would need values in the
+      hundreds (and different ones per sigma) for the same effect.
+
+    Keep ``magnitude / sigma`` below about 0.3: beyond it the field starts to fold (negative
+    Jacobian determinant), tearing anatomy rather than bending it.
+
+    By far the costliest step: MONAI smooths a full-resolution noise field with torch's conv3d
+    (about 0.3-1.6 s per (2, 128, 128, 64) patch on one CPU thread, longer for larger sigma).
+    """
+
+    def __init__(self, prob: float = 0.2, sigma: Sequence[float] = (6.0, 9.0),
+                 magnitude: Sequence[float] = (1.0, 2.0)) -> None:
+        super().__init__(prob)
+        self.sigma = _range("sigma", sigma, low=0.0)
+        self.magnitude = _range("magnitude", magnitude)
+        if self.magnitude[0] < 0:
+            raise ValueError(f"magnitude must be >= 0, got {magnitude!r}")
+
+    def transform(self, rng: np.random.Generator, shape: tuple[int, ...]) -> Rand3DElasticd:
+        sigma = float(rng.uniform(*self.sigma))
+        voxels = float(rng.uniform(*self.magnitude))
+        magnitude = voxels / elastic_rms_per_unit(shape, sigma)
+        # Built per patch (cheap): sigma and the magnitude that gives ``voxels`` depend on each other.
+        return Rand3DElasticd(keys=_KEYS, mode=_MODES, padding_mode="zeros", prob=1.0,
+                              sigma_range=(sigma, sigma), magnitude_range=(magnitude, magnitude))
+
+
+class Gamma:
+    """Gamma contrast change inside the brain mask (nnU-Net's, via MONAI RandAdjustContrast).
+
+    Brain voxels of a channel are rescaled to [0, 1] by their min and max, raised to a power
+    drawn from ``gamma`` and mapped back, so negative z-scores are handled; with ``retain_stats``
+    their mean and std are then restored (the channel stays z-scored). The background stays 0.
+    ``per_channel`` draws one gamma per channel (modalities vary independently)."""
+
+    def __init__(self, prob: float = 0.3, gamma: Sequence[float] = (0.7, 1.5), retain_stats: bool = True,
+                 per_channel: bool = True) -> None:
+        self.prob = _probability(prob)
+        self.gamma = _range("gamma", gamma, low=0.0)
+        self.retain_stats = bool(retain_stats)
+        self.per_channel = bool(per_channel)
+        self._transform = RandAdjustContrast(prob=1.0, gamma=self.gamma, retain_stats=self.retain_stats)
+
+    def __call__(self, image: torch.Tensor, label: torch.Tensor,
+                 rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        if rng.random() >= self.prob:
+            return image, label
+        mask = _brain_mask(image)
+        if int(mask.sum()) < 2:
+            return image, label
+        self._transform.set_random_state(seed=_seed(rng))
+        out = image.clone()
+        for c in range(image.shape[0]):
+            values = image[c][mask]
+            if float(values.max() - values.min()) <= 0:
+                continue
+            adjusted = self._transform(values[None], randomize=self.per_channel or c == 0)
+            out[c][mask] = _plain(adjusted)[0].to(image.dtype)
+        return out, label
+
+
+class BiasField:
+    """Smooth multiplicative intensity inhomogeneity (MONAI RandBiasField) inside the brain mask.
+
+    The field is ``exp`` of a Legendre polynomial of ``degree`` over the patch, coefficients drawn
+    from ``coeff_range``. A bias multiplies the raw signal, but z-scored values are negative
+    below the mean, where multiplying by a field > 1 would darken them; so each channel's brain
+    voxels are shifted to start at 0 (their minimum), multiplied, and shifted back.
+    The field spans each patch whatever its size, so it is kept mild: with the default
+    ``coeff_range`` a patch's field typically runs from about 0.83 to 1.22. (MONAI's default
+    ``(0, 0.1)`` has only positive coefficients: every patch gets a field rising towards the same
+    corner, typically from 0.74 to 2.7.)"""
+
+    def __init__(self, prob: float = 0.3, degree: int = 3, coeff_range: Sequence[float] = (-0.05, 0.05)) -> None:
+        self.prob = _probability(prob)
+        self.degree = int(degree)
+        if self.degree < 1:
+            raise ValueError(f"degree must be >= 1, got {degree!r}")
+        self.coeff_range = _range("coeff_range", coeff_range)
+        self._transform = RandBiasField(prob=1.0, degree=self.degree, coeff_range=self.coeff_range)
+
+    def __call__(self, image: torch.Tensor, label: torch.Tensor,
+                 rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        if rng.random() >= self.prob:
+            return image, label
+        mask = _brain_mask(image)
+        if not bool(mask.any()):
+            return image, label
+        self._transform.set_random_state(seed=_seed(rng))
+        floor = torch.stack([image[c][mask].min() for c in range(image.shape[0])]).view(-1, 1, 1, 1)
+        shifted = torch.where(mask, image - floor, torch.zeros((), dtype=image.dtype))
+        biased = _plain(self._transform(shifted)).to(image.dtype)
+        return torch.where(mask, biased + floor, torch.zeros((), dtype=image.dtype)), label
+
+
+class Noise:
+    """Additive Gaussian noise inside the brain mask (MONAI RandGaussianNoise).
+
+    ``std`` is in z-score units (the brain's intensity std is 1). As in MONAI, with
+    ``sample_std`` the std of each patch is drawn from ``[0, std]``; without, it is ``std``."""
+
+    def __init__(self, prob: float = 0.15, std: float = 0.1, sample_std: bool = True) -> None:
+        self.prob = _probability(prob)
+        self.std = float(std)
+        if self.std < 0:
+            raise ValueError(f"std must be >= 0, got {std!r}")
+        self.sample_std = bool(sample_std)
+        self._transform = RandGaussianNoise(prob=1.0, mean=0.0, std=self.std, sample_std=self.sample_std)
+
+    def __call__(self, image: torch.Tensor, label: torch.Tensor,
+                 rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        if rng.random() >= self.prob:
+            return image, label
+        mask = _brain_mask(image)
+        if not bool(mask.any()):
+            return image, label
+        self._transform.set_random_state(seed=_seed(rng))
+        out = image.clone()
+        out[:, mask] = _plain(self._transform(image[:, mask])).to(image.dtype)
+        return out, label
+
+
+_STEPS: dict[str, type] = {
+    "flip": Flip, "affine": Affine, "elastic": Elastic, "gamma": Gamma, "bias_field": BiasField, "noise": Noise,
+}
+
+
+class Augmentation:
+    """A list of augmentation steps applied in order; see the module docstring."""
+
+    def __init__(self, steps: Sequence[Any]) -> None:
+        self.steps = list(steps)
+
+    def __call__(self, image: torch.Tensor, label: torch.Tensor,
+                 rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Augment one patch: image (C, D, H, W) float32, label (1, D, H, W) int64 (-1 = ignored).
+
+        Returns plain tensors of the same shapes and dtypes; all randomness comes from ``rng``."""
+        image = torch.as_tensor(image)
+        label = torch.as_tensor(label)
+        if image.ndim != 4 or label.ndim != 4 or label.shape[0] != 1 or image.shape[1:] != label.shape[1:]:
+            raise ValueError(f"expected image (C, D, H, W) and label (1, D, H, W), got {tuple(image.shape)} "
+                             f"and {tuple(label.shape)}")
+        image_dtype, label_dtype = image.dtype, label.dtype
+        image = _plain(image).float()
+        label = _plain(label)
+        for step in self.steps:
+            image, label = step(image, label, rng)
+        return image.to(image_dtype).contiguous(), label.to(label_dtype).contiguous()
+
+    def __repr__(self) -> str:
+        return f"Augmentation({[type(s).__name__ for s in self.steps]})"
+
+
+def _options(cls: type) -> list[str]:
+    return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+
+
+def build_augmentation(specs: Sequence[Mapping[str, Any]]) -> Augmentation | None:
+    """The augmentation a config asks for, or None for an empty list (no work per patch).
+
+    Each spec is ``{"name": <one of AUGMENTATIONS>, **options}``; an unknown name or option, or a
+    bad value, raises ValueError naming the spec and what is allowed, so config typos fail at
+    start-up rather than silently training without the augmentation."""
+    if isinstance(specs, Mapping | str):
+        raise ValueError(f"augmentation must be a list of specs like {{'name': 'flip'}}, got {specs!r}")
+    steps = []
+    for index, spec in enumerate(specs):
+        where = f"augmentation spec #{index} {dict(spec) if isinstance(spec, Mapping) else spec!r}"
+        if not isinstance(spec, Mapping) or "name" not in spec:
+            raise ValueError(f"{where}: each spec must be a mapping with a 'name' among {', '.join(AUGMENTATIONS)}")
+        name = spec["name"]
+        if name not in _STEPS:
+            raise ValueError(f"{where}: unknown augmentation {name!r}; allowed: {', '.join(AUGMENTATIONS)}")
+        cls = _STEPS[name]
+        options = {k: v for k, v in spec.items() if k != "name"}
+        allowed = _options(cls)
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            raise ValueError(f"{where}: unknown option(s) {', '.join(map(repr, unknown))} for {name!r}; "
+                             f"allowed: {', '.join(allowed)}")
+        try:
+            steps.append(cls(**options))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{where}: {error}") from error
+    return Augmentation(steps) if steps else None

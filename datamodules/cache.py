@@ -1,0 +1,101 @@
+"""A disk cache of preprocessed volumes, read back as memory-mapped arrays.
+
+Preprocessing (resampling, N4) can take longer than an epoch; done once, its result is saved
+as ``.npy`` files that DataLoader workers memory-map: patches are read from the page cache,
+not re-decoded from ``.nii.gz``, and workers share one copy of each volume.
+
+An entry's key hashes what determines its content: the source files (path, size,
+modification time), the 4D channels used, the label map and the preprocessing settings.
+Change any of them and a new entry is made; delete the folder to reclaim the space.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from datamodules.labels import LabelMap
+from datamodules.volumes import PreprocessingSettings, Subject, Volume, load_subject
+
+CACHE_FORMAT = 1  # bump when the preprocessing code changes what it produces
+
+
+def cache_key(subject: Subject, label_map: LabelMap | None, settings: PreprocessingSettings) -> str:
+    """A hash of everything that determines the preprocessed volume."""
+    sources = []
+    for path in subject.files():
+        stat = Path(path).stat()
+        sources.append([str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns])
+    description = {
+        "format": CACHE_FORMAT,
+        "images": [str(Path(p).resolve()) for p in subject.images],
+        "image_channels": subject.image_channels,
+        "label": str(Path(subject.label).resolve()) if subject.label and label_map else None,
+        "sources": sources,
+        "label_map": label_map.describe() if label_map else None,
+        "settings": settings.describe(),
+    }
+    return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:24]
+
+
+class VolumeCache:
+    """Preprocessed volumes by key under ``directory`` (None: no disk cache, always compute)."""
+
+    def __init__(self, directory: str | Path | None) -> None:
+        self.directory = Path(directory) if directory else None
+
+    def load(self, subject: Subject, label_map: LabelMap | None, settings: PreprocessingSettings) -> Volume:
+        """The preprocessed volume: memory-mapped from the cache, or computed (and cached)."""
+        if self.directory is None:
+            return load_subject(subject, label_map, settings)
+        for path in subject.files():  # missing sources: the dataset's own clear error first
+            if not Path(path).is_file():
+                return load_subject(subject, label_map, settings)
+        entry = self.directory / f"{subject.subject_id}-{cache_key(subject, label_map, settings)}"
+        if not (entry / "meta.json").is_file():
+            self._write(entry, load_subject(subject, label_map, settings))
+        return self._read(entry)
+
+    @staticmethod
+    def _write(entry: Path, volume: Volume) -> None:
+        """Write into a temporary folder and rename it: readers never see half an entry, and
+        two processes caching the same subject (DDP ranks) both end with a complete one."""
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{entry.name}."))
+        try:
+            np.save(tmp / "image.npy", volume.image)
+            if volume.label is not None:
+                np.save(tmp / "label.npy", volume.label)
+            meta = {
+                "subject_id": volume.subject_id,
+                "affine": volume.affine.tolist(),
+                "original_affine": volume.original_affine.tolist(),
+                "original_shape": list(volume.original_shape),
+            }
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+            try:
+                os.rename(tmp, entry)
+            except OSError:
+                if not (entry / "meta.json").is_file():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    @staticmethod
+    def _read(entry: Path) -> Volume:
+        meta = json.loads((entry / "meta.json").read_text())
+        label_path = entry / "label.npy"
+        return Volume(
+            subject_id=meta["subject_id"],
+            image=np.load(entry / "image.npy", mmap_mode="r"),
+            label=np.load(label_path, mmap_mode="r") if label_path.is_file() else None,
+            affine=np.asarray(meta["affine"], dtype=np.float64),
+            original_affine=np.asarray(meta["original_affine"], dtype=np.float64),
+            original_shape=tuple(meta["original_shape"]),
+        )

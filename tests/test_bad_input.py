@@ -1,0 +1,154 @@
+"""The bad-input matrix: every NIfTI layout, every defect, one clear error naming the file."""
+
+import gzip
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from layouts import write_brats, write_mrbrains18, write_nifti_folder
+
+from datamodules import BraTSDataModule, DataError, MRBrainS18DataModule, NiftiDataModule, VolumeSegmentationDataModule
+
+SMALL = {"patch_size": (8, 8, 8), "batch_size": 2, "samples_per_volume": 2, "cache_dir": None}
+
+
+@dataclass
+class Layout:
+    make: Callable[[Path], VolumeSegmentationDataModule]
+    folder: Path
+    subject: str  # the validation subject, whose files get damaged
+    image: Path  # its first modality
+    other: Path  # its second modality
+    label: Path
+
+
+def mrbrains(root: Path) -> Layout:
+    folder = write_mrbrains18(root)
+    s = folder / "148"
+    return Layout(lambda d: MRBrainS18DataModule(str(d), val_subjects=["148"], **SMALL), folder, "148",
+                  s / "pre/reg_T1.nii.gz", s / "pre/reg_IR.nii.gz", s / "segm.nii.gz")
+
+
+def brats(root: Path) -> Layout:
+    folder = write_brats(root, 2020)
+    case = "BraTS20_Training_003"
+    s = folder / case
+    return Layout(lambda d: BraTSDataModule(str(d), val_subjects=[case], **SMALL), folder, case,
+                  s / f"{case}_t1.nii.gz", s / f"{case}_t1ce.nii.gz", s / f"{case}_seg.nii.gz")
+
+
+def nifti(root: Path) -> Layout:
+    folder = write_nifti_folder(root / "data")
+    s = folder / "sub-02"
+    return Layout(lambda d: NiftiDataModule(str(d), modalities=["T1", "FLAIR"],
+                                            labels={0: "background", 1: "tissue", 2: "lesion"},
+                                            val_subjects=["sub-02"], **SMALL),
+                  folder, "sub-02", s / "T1.nii.gz", s / "FLAIR.nii.gz", s / "label.nii.gz")
+
+
+LAYOUTS = {"mrbrains18": mrbrains, "brats2020": brats, "nifti": nifti}
+
+
+@pytest.fixture(params=list(LAYOUTS))
+def layout(request: pytest.FixtureRequest, tmp_path: Path) -> Layout:
+    return LAYOUTS[request.param](tmp_path)
+
+
+def rewrite(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> None:
+    image = nib.load(str(path))
+    nib.save(nib.Nifti1Image(array, image.affine if affine is None else affine), str(path))
+
+
+def load_validation(layout: Layout) -> None:
+    layout.make(layout.folder).setup("validate")
+
+
+def expect(layout: Layout, path: Path, message: str) -> None:
+    with pytest.raises(DataError) as error:
+        load_validation(layout)
+    text = str(error.value)
+    assert str(path) in text or path.name in text, text
+    assert message in text, text
+
+
+def test_the_layout_loads_cleanly(layout: Layout) -> None:
+    load_validation(layout)
+
+
+def test_missing_modality(layout: Layout) -> None:
+    layout.other.unlink()
+    with pytest.raises(DataError, match=layout.other.name.replace(".", r"\.")) as error:
+        layout.make(layout.folder).subjects()
+    assert layout.subject in str(error.value)
+
+
+def test_modality_shapes_differ(layout: Layout) -> None:
+    data = np.asarray(nib.load(str(layout.other)).dataobj)
+    rewrite(layout.other, data[:-1])
+    expect(layout, layout.other, f"differs from {layout.image.name}")
+
+
+def test_modality_affines_differ(layout: Layout) -> None:
+    image = nib.load(str(layout.other))
+    shifted = image.affine.copy()
+    shifted[:3, 3] += 2.5
+    rewrite(layout.other, np.asarray(image.dataobj), shifted)
+    expect(layout, layout.other, "affine differs")
+
+
+def test_label_grid_differs(layout: Layout) -> None:
+    data = np.asarray(nib.load(str(layout.label)).dataobj)
+    rewrite(layout.label, data[:, :-2])
+    expect(layout, layout.label, "shape")
+
+
+def test_label_values_outside_the_map(layout: Layout) -> None:
+    data = np.asarray(nib.load(str(layout.label)).dataobj).copy()
+    data[1, 1, 1] = 37
+    rewrite(layout.label, data)
+    expect(layout, layout.label, "label values [37] are not in the label map")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_or_infinite_voxels(layout: Layout, bad: float) -> None:
+    data = np.asarray(nib.load(str(layout.image)).dataobj).astype(np.float32)
+    data[2, 3, 4] = bad
+    data[3, 3, 4] = -bad
+    rewrite(layout.image, data)
+    expect(layout, layout.image, "2 voxels are NaN or infinite")
+
+
+def test_all_zero_image(layout: Layout) -> None:
+    data = np.asarray(nib.load(str(layout.other)).dataobj)
+    rewrite(layout.other, np.zeros_like(data))
+    expect(layout, layout.other, "every voxel is zero")
+
+
+def test_4d_file_where_3d_is_expected(layout: Layout) -> None:
+    data = np.asarray(nib.load(str(layout.image)).dataobj)
+    rewrite(layout.image, np.stack([data, data], axis=-1))
+    expect(layout, layout.image, "expected a 3D volume, got shape")
+
+
+def test_truncated_gzip(layout: Layout) -> None:
+    content = layout.image.read_bytes()
+    assert content[:2] == b"\x1f\x8b"  # really gzip-compressed, as shipped
+    layout.image.write_bytes(content[: len(content) // 2])
+    expect(layout, layout.image, "cannot read the image")
+
+
+def test_corrupt_header(layout: Layout) -> None:
+    layout.image.write_bytes(gzip.compress(b"not a nifti file at all" * 20))
+    expect(layout, layout.image, "cannot read the image")
+
+
+def test_empty_and_wrong_folders(layout: Layout, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="no .*found"):
+        layout.make(empty).subjects()
+    with pytest.raises(DataError, match="nowhere: dataset folder not found"):
+        layout.make(tmp_path / "nowhere").subjects()

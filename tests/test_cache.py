@@ -1,0 +1,54 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import write_iseg_subject
+
+from datamodules.cache import VolumeCache, cache_key
+from datamodules.labels import LabelMap
+from datamodules.volumes import PreprocessingSettings, Subject, load_subject
+
+LABELS = LabelMap.from_values({0: "background", 10: "CSF", 150: "GM", 250: "WM"})
+
+
+@pytest.fixture
+def subject(tmp_path: Path) -> Subject:
+    folder = tmp_path / "iSeg-2017-Training"
+    write_iseg_subject(folder, 1)
+    return Subject("subject-1", (folder / "subject-1-T1.hdr", folder / "subject-1-T2.hdr"),
+                   folder / "subject-1-label.hdr")
+
+
+def test_cached_volume_is_memory_mapped_and_equal_to_a_fresh_load(subject: Subject, tmp_path: Path) -> None:
+    cache = VolumeCache(tmp_path / "cache")
+    settings = PreprocessingSettings()
+    first = cache.load(subject, LABELS, settings)
+    entries = list((tmp_path / "cache").iterdir())
+    assert len(entries) == 1 and entries[0].name.startswith("subject-1-")
+    assert sorted(p.name for p in entries[0].iterdir()) == ["image.npy", "label.npy", "meta.json"]
+    again = cache.load(subject, LABELS, settings)
+    assert isinstance(again.image, np.memmap) and isinstance(again.label, np.memmap)
+    fresh = load_subject(subject, LABELS, settings)
+    np.testing.assert_array_equal(again.image, fresh.image)
+    np.testing.assert_array_equal(again.label, fresh.label)
+    np.testing.assert_array_equal(first.affine, fresh.affine)
+    assert again.original_shape == fresh.original_shape == (16, 20, 24)
+
+
+def test_key_changes_with_sources_settings_and_label_map(subject: Subject) -> None:
+    settings = PreprocessingSettings()
+    key = cache_key(subject, LABELS, settings)
+    assert key == cache_key(subject, LABELS, PreprocessingSettings())
+    assert key != cache_key(subject, LABELS, PreprocessingSettings(clip_percentiles=(0.5, 99.5)))
+    assert key != cache_key(subject, None, settings)
+    assert key != cache_key(subject, LabelMap.from_values({0: "bg", 10: "a", 150: "b", 250: "c"}), settings)
+    data = subject.images[1].with_suffix(".img")  # the data half of an Analyze pair: rewritten scan
+    stat = data.stat()
+    os.utime(data, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert key != cache_key(subject, LABELS, settings)
+
+
+def test_no_cache_dir_keeps_volumes_in_memory(subject: Subject) -> None:
+    volume = VolumeCache(None).load(subject, LABELS, PreprocessingSettings())
+    assert not isinstance(volume.image, np.memmap) and volume.image.shape == (2, 16, 20, 24)

@@ -1,0 +1,206 @@
+"""Each DataModule on its real layout: subjects found, modalities stacked in order, labels mapped."""
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from layouts import (
+    BRATS_AFFINE,
+    write_brats,
+    write_brats_case,
+    write_csv,
+    write_decathlon,
+    write_mrbrains18,
+    write_nifti_folder,
+)
+
+from datamodules import (
+    IGNORE_INDEX,
+    BraTSDataModule,
+    DataError,
+    DecathlonDataModule,
+    ISeg2019DataModule,
+    MRBrainS18DataModule,
+    NiftiDataModule,
+)
+
+SMALL = {"patch_size": (8, 8, 8), "batch_size": 2, "samples_per_volume": 2, "cache_dir": None}
+
+
+def raw(path: Path) -> np.ndarray:
+    return np.asarray(nib.load(str(path)).dataobj)
+
+
+# MRBrainS18.
+
+def test_mrbrains18_subjects_modalities_and_full_labels(tmp_path: Path) -> None:
+    training = write_mrbrains18(tmp_path)
+    dm = MRBrainS18DataModule(str(training), val_subjects=["148"], **SMALL)
+    assert list(dm.subjects()) == ["1", "14", "070", "148"]  # by number; "070" keeps its name
+    subject = dm.subjects()["070"]
+    assert [p.relative_to(training).as_posix() for p in subject.images] == [
+        "070/pre/reg_T1.nii.gz", "070/pre/reg_IR.nii.gz", "070/pre/FLAIR.nii.gz"]
+    assert dm.class_names[1:3] == ["cortical_GM", "basal_ganglia"] and dm.num_classes == 9
+    dm.setup("validate")
+    item = dm.val_set[0]
+    assert item["image"].shape == (3, 24, 24, 12)
+    segm = raw(training / "148" / "segm.nii.gz")
+    label = item["label"][0].numpy()
+    np.testing.assert_array_equal(label[segm <= 8], segm[segm <= 8])
+    assert (label[segm >= 9] == IGNORE_INDEX).all() and (segm >= 9).any()
+
+
+def test_mrbrains18_thesis_labels(tmp_path: Path) -> None:
+    training = write_mrbrains18(tmp_path)
+    dm = MRBrainS18DataModule(str(training), label_mode="thesis", val_subjects=["1"], **SMALL)
+    assert dm.class_names == ["background", "CSF", "GM", "WM"] and dm.class_values == [0, 5, 1, 3]
+    dm.setup("validate")
+    segm = raw(training / "1" / "segm.nii.gz")
+    label = dm.val_set[0]["label"][0].numpy()
+    expected = np.select([segm == 0, np.isin(segm, [5, 6]), np.isin(segm, [1, 2]), np.isin(segm, [3, 4])],
+                         [0, 1, 2, 3], IGNORE_INDEX)
+    np.testing.assert_array_equal(label, expected)
+    assert (label[np.isin(segm, [7, 8, 9, 10])] == IGNORE_INDEX).all()
+
+
+def test_mrbrains18_experiment_config_names_match(tmp_path: Path) -> None:
+    import yaml
+
+    config = yaml.safe_load(Path("configs/experiments/mrbrains18.yaml").read_text())["data"]
+    assert config["class_path"] == "datamodules.MRBrainS18DataModule"
+    args = {k: v for k, v in config["init_args"].items() if k not in ("data_dir",)}
+    training = write_mrbrains18(tmp_path, ids=("1", "4", "148"))
+    dm = MRBrainS18DataModule(str(training), **{**args, "cache_dir": None})
+    assert [s.subject_id for s in dm.split()["test"]] == ["1"] and dm.modality_names == ["T1", "IR", "FLAIR"]
+
+
+# BraTS.
+
+@pytest.mark.parametrize("year", [2018, 2019, 2020, 2021])
+def test_brats_finds_cases_of_every_year(tmp_path: Path, year: int) -> None:
+    folder = write_brats(tmp_path, year)
+    dm = BraTSDataModule(str(folder), val_subjects=[], **SMALL)
+    subjects = dm.subjects()
+    assert len(subjects) == 4
+    for case_id, subject in subjects.items():
+        assert [p.name for p in subject.images] == [f"{case_id}_{m}.nii.gz" for m in ("t1", "t1ce", "t2", "flair")]
+        assert subject.label.parent.name == case_id
+    if year == 2020:  # the case whose segmentation is named differently
+        assert subjects["BraTS20_Training_002"].label.name == "W39_1998.09.19_Segm.nii"
+    if year == 2018:
+        assert {s.images[0].parent.parent.name for s in subjects.values()} == {"HGG", "LGG"}
+
+
+def test_brats_labels_reoriented_and_multiclass(tmp_path: Path) -> None:
+    folder = write_brats(tmp_path, 2021)
+    dm = BraTSDataModule(str(folder), val_subjects=["BraTS2021_00001"], **SMALL)
+    assert dm.class_values == [0, 1, 2, 4] and dm.regions is None
+    dm.setup("validate")
+    item = dm.val_set[0]
+    seg = raw(folder / "BraTS2021_00001" / "BraTS2021_00001_seg.nii.gz")
+    # The files are stored with the first two axes flipped; volumes come out RAS+.
+    expected = np.select([seg == 1, seg == 2, seg == 4], [1, 2, 3], 0)[::-1, ::-1, :]
+    np.testing.assert_array_equal(item["label"][0].numpy(), expected)
+    assert np.allclose(np.diag(item["affine"].numpy())[:3], [1, 1, 1])
+    np.testing.assert_array_equal(item["original_affine"].numpy(), BRATS_AFFINE)
+
+
+def test_brats_region_based(tmp_path: Path) -> None:
+    folder = write_brats(tmp_path, 2020)
+    dm = BraTSDataModule(str(folder), region_based=True, **SMALL)
+    assert dm.region_names == ["WT", "TC", "ET"] and dm.regions == [[1, 2, 3], [1, 3], [3]]
+
+
+def test_brats_case_without_segmentation(tmp_path: Path) -> None:
+    folder = write_brats(tmp_path, 2020)
+    write_brats_case(folder, "BraTS20_Training_099", seed=9, with_seg=False)
+    with pytest.raises(DataError, match=r"BraTS20_Training_099: case BraTS20_Training_099 has no segmentation"):
+        BraTSDataModule(str(folder), **SMALL).subjects()
+    # A validation folder (no segmentations) is fine for prediction, without a labelled data_dir.
+    validation = tmp_path / "MICCAI_BraTS2020_ValidationData"
+    write_brats_case(validation, "BraTS20_Validation_001", seed=1, with_seg=False)
+    dm = BraTSDataModule(str(tmp_path / "absent"), predict_dir=str(validation), **SMALL)
+    dm.setup("predict")
+    assert len(dm.predict_set) == 1 and "label" not in dm.predict_set[0]
+
+
+# Decathlon.
+
+def test_decathlon_reads_dataset_json_and_4d_images(tmp_path: Path) -> None:
+    task = write_decathlon(tmp_path)
+    dm = DecathlonDataModule(str(task), modalities=["T2w", "FLAIR"], val_subjects=["BRATS_002"], **SMALL)
+    assert dm.available_modalities == ("FLAIR", "T1w", "t1gd", "T2w")
+    assert dm.class_names == ["background", "edema", "non-enhancing tumor", "enhancing tumour"]
+    assert list(dm.subjects()) == ["BRATS_001", "BRATS_002", "BRATS_003", "BRATS_004"]
+    dm.setup("validate")
+    item = dm.val_set[0]
+    stack = raw(task / "imagesTr" / "BRATS_002.nii.gz")
+    assert item["image"].shape == (2, 20, 20, 16)
+    # Channel 0 is T2w (4th volume), channel 1 FLAIR (1st): their brightest tissue differs.
+    label = item["label"][0].numpy()
+    for channel, volume in ((0, 3), (1, 0)):
+        image = item["image"][channel].numpy()
+        brightest = max(range(1, 4), key=lambda c: image[label == c].mean())
+        seg = raw(task / "labelsTr" / "BRATS_002.nii.gz")
+        assert brightest == max(range(1, 4), key=lambda c: stack[..., volume][seg == c].mean())
+    dm = DecathlonDataModule(str(task), predict_dir=str(task), **SMALL)
+    dm.setup("predict")
+    assert [dm.predict_set[i]["subject"] for i in range(len(dm.predict_set))] == ["BRATS_005"]
+
+
+def test_decathlon_without_dataset_json(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"dataset\.json: file not found"):
+        DecathlonDataModule(str(tmp_path), **SMALL)
+
+
+# Generic NIfTI.
+
+LABELS = {0: "background", 1: "tissue", 2: "lesion"}
+
+
+def test_nifti_folder_flat_and_csv_layouts_agree(tmp_path: Path) -> None:
+    nested = write_nifti_folder(tmp_path / "nested")
+    flat = write_nifti_folder(tmp_path / "flat", flat=True)
+    table = write_csv(tmp_path, nested)
+    modules = [
+        NiftiDataModule(str(nested), modalities=["FLAIR", "T1"], labels=LABELS, val_subjects=["sub-03"], **SMALL),
+        NiftiDataModule(str(flat), modalities=["FLAIR", "T1"], labels=LABELS, val_subjects=["sub-03"],
+                        image_pattern="{subject}_{modality}.nii.gz", label_pattern="{subject}_label.nii.gz", **SMALL),
+        NiftiDataModule(str(table), modalities=["FLAIR", "T1"], labels=LABELS, val_subjects=["sub-03"], **SMALL),
+    ]
+    items = []
+    for dm in modules:
+        assert list(dm.subjects()) == ["sub-01", "sub-02", "sub-03", "sub-10"]
+        dm.setup("validate")
+        items.append(dm.val_set[0])
+    for item in items[1:]:
+        np.testing.assert_array_equal(item["image"], items[0]["image"])
+        np.testing.assert_array_equal(item["label"], items[0]["label"])
+    expected = raw(nested / "sub-03" / "label.nii.gz")
+    np.testing.assert_array_equal(items[0]["label"][0].numpy(), expected)
+    flair = raw(nested / "sub-03" / "FLAIR.nii.gz")
+    brain = flair != 0
+    assert np.corrcoef(items[0]["image"][0].numpy()[brain], flair[brain])[0, 1] > 0.999  # channel 0 = FLAIR
+
+
+def test_nifti_regions_and_ignored_labels(tmp_path: Path) -> None:
+    folder = write_nifti_folder(tmp_path)
+    dm = NiftiDataModule(str(folder), modalities=["T1"], labels={0: "background", 1: "tissue"}, ignore_labels=[2],
+                         regions={"all": [1]}, val_subjects=["sub-01"], **SMALL)
+    assert dm.num_classes == 2 and dm.regions == [[1]]
+    dm.setup("validate")
+    label = dm.val_set[0]["label"][0].numpy()
+    np.testing.assert_array_equal(label == IGNORE_INDEX, raw(folder / "sub-01" / "label.nii.gz") == 2)
+
+
+# iSeg-2019.
+
+def test_iseg2019_reads_the_iseg_layout(tmp_path: Path) -> None:
+    from conftest import write_iseg_subject
+
+    folder = tmp_path / "iSeg-2019-Training"
+    for n in (1, 2, 10):
+        write_iseg_subject(folder, n)
+    dm = ISeg2019DataModule(str(folder), val_subjects=["subject-10"], **SMALL)
+    assert list(dm.subjects()) == ["subject-1", "subject-2", "subject-10"] and dm.class_values == [0, 10, 150, 250]

@@ -1,0 +1,110 @@
+"""Percentile clipping and N4 bias-field correction (datamodules.intensity)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from datamodules.intensity import _to_sitk, clip_percentiles, n4_bias_correction, zscore_nonzero
+from datamodules.io import DataError
+
+TISSUE_INTENSITIES = np.array([0.0, 100.0, 200.0, 150.0])
+
+
+def phantom(shape: tuple[int, int, int], bias_axis: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(tissue map, biased image, bias field): three constant tissues in 6-voxel blocks inside a
+    sphere, 2% noise, times a linear multiplicative ramp 0.7..1.3 along ``bias_axis``."""
+    index = np.indices(shape)
+    centre = (np.array(shape)[:, None, None, None] - 1) / 2
+    radius = np.sqrt(((index - centre) ** 2).sum(axis=0))
+    tissue = (1 + (index // 6).sum(axis=0) % 3).astype(np.uint8)
+    tissue[radius > min(shape) / 2 - 2] = 0
+    rng = np.random.default_rng(seed)
+    clean = TISSUE_INTENSITIES[tissue] * (1 + 0.02 * rng.standard_normal(shape))
+    ramp_shape = [1, 1, 1]
+    ramp_shape[bias_axis] = -1
+    bias = np.broadcast_to(np.linspace(0.7, 1.3, shape[bias_axis]).reshape(ramp_shape), shape)
+    return tissue, (clean * bias).astype(np.float32), bias
+
+
+def coefficient_of_variation(image: np.ndarray, tissue: np.ndarray) -> np.ndarray:
+    return np.array([image[tissue == k].std() / image[tissue == k].mean() for k in (1, 2, 3)])
+
+
+@pytest.mark.parametrize("bias_axis", [0, 2])
+def test_n4_removes_linear_bias_and_keeps_background_zero(bias_axis):
+    tissue, image, _ = phantom((36, 40, 44), bias_axis)
+    corrected = n4_bias_correction(image, spacing=(1.2, 1.0, 1.0), path="phantom.nii.gz")
+
+    assert corrected.shape == image.shape and corrected.dtype == np.float32
+    np.testing.assert_array_equal(corrected[tissue == 0], 0)
+    assert (corrected[tissue > 0] > 0).all()
+    before, after = coefficient_of_variation(image, tissue), coefficient_of_variation(corrected, tissue)
+    assert (before > 0.09).all(), before  # the ramp dominates the 2% noise
+    assert (after <= before / 2).all(), (before, after)
+    # contrast between tissues survives: means keep the 100 : 200 : 150 ratios
+    means = np.array([corrected[tissue == k].mean() for k in (1, 2, 3)])
+    np.testing.assert_allclose(means / means[0], [1.0, 2.0, 1.5], rtol=0.05)
+
+
+def test_sitk_conversion_reverses_axes_and_spacing():
+    array = np.zeros((3, 4, 5), dtype=np.float32)
+    array[2, 1, 4] = 1.0
+    image = _to_sitk(array, (3.0, 2.0, 0.5))  # numpy (D, H, W) spacing
+    assert image.GetSize() == (5, 4, 3)
+    assert image.GetSpacing() == (0.5, 2.0, 3.0)
+    assert image.GetPixel(4, 1, 2) == 1.0
+    assert image.TransformIndexToPhysicalPoint((4, 1, 2)) == (2.0, 2.0, 6.0)
+
+
+def test_n4_rejects_negative_and_empty_images():
+    image = np.ones((8, 8, 8), dtype=np.float32)
+    image[0, 0, 0] = -1.0
+    with pytest.raises(DataError, match=r"^sub-07/t1\.nii: has negative intensities"):
+        n4_bias_correction(image, (1, 1, 1), path="sub-07/t1.nii")
+    with pytest.raises(DataError, match=r"^sub-07/t1\.nii: image is all zero"):
+        n4_bias_correction(np.zeros((8, 8, 8)), (1, 1, 1), path="sub-07/t1.nii")
+    with pytest.raises(DataError, match=r"^sub-07/t1\.nii: N4 needs a 3D volume"):
+        n4_bias_correction(np.ones((2, 8, 8, 8)), (1, 1, 1), path="sub-07/t1.nii")
+
+
+def test_clip_percentiles_hand_computed():
+    image = np.zeros((10, 10, 3), dtype=np.float32)
+    image[..., 1] = np.arange(1, 101, dtype=np.float32).reshape(10, 10)
+    # np.percentile of 1..100 (linear): 1st -> 1 + 0.99 * 1 = 1.99, 99th -> 99 + 0.01 * 1 = 99.01
+    clipped = clip_percentiles(image, 1, 99)
+    assert clipped.dtype == np.float32
+    np.testing.assert_array_equal(clipped[..., 0], 0)
+    np.testing.assert_array_equal(clipped[..., 2], 0)
+    expected = np.clip(np.arange(1, 101, dtype=np.float32), np.float32(1.99), np.float32(99.01)).reshape(10, 10)
+    np.testing.assert_allclose(clipped[..., 1], expected, rtol=1e-6)
+    assert clipped[0, 0, 1] == pytest.approx(1.99) and clipped[9, 9, 1] == pytest.approx(99.01)
+    np.testing.assert_array_equal(clipped[..., 1].ravel()[1:99], np.arange(2, 100))
+    # the input is untouched; the full range is the identity
+    assert image[9, 9, 1] == 100
+    np.testing.assert_array_equal(clip_percentiles(image, 0, 100), image)
+
+
+def test_clip_percentiles_integer_input_and_bad_arguments():
+    image = np.array([[[0, 5, 10, 0, 20]]], dtype=np.int16)
+    np.testing.assert_allclose(clip_percentiles(image, 25, 75), [[[0, 7.5, 10, 0, 15]]])
+    for low, high in [(50, 50), (60, 40), (-1, 99), (1, 101)]:
+        with pytest.raises(ValueError, match="percentiles"):
+            clip_percentiles(image, low, high)
+    with pytest.raises(DataError, match=r"^flair\.nii\.gz: image is all zero"):
+        clip_percentiles(np.zeros((4, 4, 4)), 1, 99, path="flair.nii.gz")
+
+
+def test_zscore_uses_non_zero_voxels_only_and_keeps_background_zero() -> None:
+    image = np.array([0.0, 0.0, 2.0, 4.0, 6.0], dtype=np.float32)
+    out = zscore_nonzero(image)
+    # mean 4, population std sqrt(8/3)
+    std = np.sqrt(8.0 / 3.0)
+    np.testing.assert_allclose(out, [0.0, 0.0, -2.0 / std, 0.0, 2.0 / std], rtol=1e-6)
+
+
+def test_zscore_rejects_all_zero_and_constant_images() -> None:
+    with pytest.raises(DataError, match="t1.hdr: every voxel is zero"):
+        zscore_nonzero(np.zeros((3, 3, 3), np.float32), "t1.hdr")
+    with pytest.raises(DataError, match="same value"):
+        zscore_nonzero(np.full((3, 3, 3), 5.0, np.float32), "t1.hdr")

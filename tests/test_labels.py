@@ -1,0 +1,44 @@
+import numpy as np
+import pytest
+
+from datamodules import IGNORE_INDEX, DataError, LabelMap
+
+
+def test_one_class_per_value_maps_iseg_values() -> None:
+    labels = LabelMap.from_values({0: "background", 10: "CSF", 150: "GM", 250: "WM"})
+    out = labels.encode(np.array([[0, 10], [150, 250]], dtype=np.float32))
+    np.testing.assert_array_equal(out, [[0, 1], [2, 3]])
+    assert labels.class_names == ("background", "CSF", "GM", "WM")
+    assert labels.class_values == (0, 10, 150, 250) and labels.num_classes == 4
+
+
+def test_grouped_classes_and_ignored_values() -> None:
+    labels = LabelMap.from_groups({"background": [0], "CSF": [5, 6], "GM": [1, 2], "WM": [3, 4]}, ignore=[7, 8, 9, 10])
+    out = labels.encode(np.arange(11, dtype=np.float32))
+    np.testing.assert_array_equal(out, [0, 2, 2, 3, 3, 1, 1, -1, -1, -1, -1])
+    assert IGNORE_INDEX == -1
+    assert labels.class_values == (0, 5, 1, 3)  # each class written back as its group's first value
+    assert labels.ignored_values == [7, 8, 9, 10]
+
+
+def test_regions_are_unions_of_classes() -> None:
+    labels = LabelMap.from_values({0: "background", 1: "NCR", 2: "ED", 4: "ET"})
+    regions = labels.with_regions({"WT": [1, 2, 4], "TC": [1, 4], "ET": [4]}).regions
+    assert regions == (("WT", (1, 2, 3)), ("TC", (1, 3)), ("ET", (3,)))
+    with pytest.raises(ValueError, match=r"region 'X': values \[3\] are not in the label map"):
+        labels.with_regions({"X": [3]})
+
+
+def test_encoding_names_the_file_and_the_bad_values() -> None:
+    labels = LabelMap.from_values({0: "background", 1: "lesion"})
+    with pytest.raises(DataError, match=r"seg\.nii\.gz: label values \[-3, 7\] are not in the label map \[0, 1\]"):
+        labels.encode(np.array([0, 1, 7, -3], np.float32), "seg.nii.gz")
+    with pytest.raises(DataError, match=r"seg\.nii\.gz: label map has non-integer values"):
+        labels.encode(np.array([0, 0.5], np.float32), "seg.nii.gz")
+
+
+def test_inconsistent_maps_are_refused() -> None:
+    with pytest.raises(ValueError, match="label value 2 is in two classes"):
+        LabelMap.from_groups({"background": [0], "a": [1, 2], "b": [2]})
+    with pytest.raises(ValueError, match=r"label values \[1\] are both classes and ignored"):
+        LabelMap.from_values({0: "background", 1: "a"}, ignore=[1])
