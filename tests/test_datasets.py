@@ -204,3 +204,55 @@ def test_iseg2019_reads_the_iseg_layout(tmp_path: Path) -> None:
         write_iseg_subject(folder, n)
     dm = ISeg2019DataModule(str(folder), val_subjects=["subject-10"], **SMALL)
     assert list(dm.subjects()) == ["subject-1", "subject-2", "subject-10"] and dm.class_values == [0, 10, 150, 250]
+
+
+# Grids: resampling onto the first modality, to a target spacing, and back.
+
+def test_resample_to_first_maps_a_shifted_modality_through_the_affines(tmp_path: Path) -> None:
+    folder = write_nifti_folder(tmp_path)
+    flair_path = folder / "sub-02" / "FLAIR.nii.gz"
+    flair = nib.load(str(flair_path))
+    data = np.asarray(flair.dataobj)
+    # The same anatomy on a grid starting two voxels further along x (world positions unchanged).
+    shifted_affine = flair.affine.copy()
+    shifted_affine[0, 3] += 2 * flair.affine[0, 0]
+    nib.save(nib.Nifti1Image(data[2:], shifted_affine), str(flair_path))
+    args = {"modalities": ["T1", "FLAIR"], "labels": LABELS, "val_subjects": ["sub-02"], **SMALL}
+    with pytest.raises(DataError, match=r"FLAIR\.nii\.gz: shape \(16, 20, 16\) differs from T1\.nii\.gz"):
+        NiftiDataModule(str(folder), **args).setup("validate")
+    resampled = NiftiDataModule(str(folder), resample_to_first=True, **args)
+    resampled.setup("validate")
+    nib.save(nib.Nifti1Image(data, flair.affine), str(flair_path))  # the original, on the first grid
+    reference = NiftiDataModule(str(folder), **args)
+    reference.setup("validate")
+    a, b = resampled.val_set[0]["image"][1].numpy(), reference.val_set[0]["image"][1].numpy()
+    assert a.shape == b.shape
+    raw_a = a[2:] != 0  # the two missing slabs are zero after resampling; elsewhere the same voxels
+    np.testing.assert_array_equal(raw_a, b[2:] != 0)
+    assert np.corrcoef(a[2:][raw_a], b[2:][raw_a])[0, 1] > 0.999
+
+
+def test_target_spacing_resamples_and_predictions_return_to_the_scan_grid(tmp_path: Path) -> None:
+    from lightning_modules.callbacks import SegmentationWriter
+
+    folder = write_nifti_folder(tmp_path / "data")  # 18 x 20 x 16 voxels of 1.2 x 1.2 x 1.5 mm
+    dm = NiftiDataModule(str(folder), modalities=["T1"], labels=LABELS, val_subjects=["sub-01"],
+                         target_spacing=(0.6, 0.6, 0.75), **SMALL)
+    dm.setup("validate")
+    item = dm.val_set[0]
+    assert item["image"].shape == (1, 36, 40, 32) and item["label"].shape == (1, 36, 40, 32)
+    np.testing.assert_allclose(np.diag(item["affine"].numpy())[:3], [0.6, 0.6, 0.75])
+    batch = {k: (v[None] if hasattr(v, "shape") else [v]) for k, v in item.items()}
+    prediction = {"subject": batch["subject"], "prediction": batch["label"][:, 0],
+                  **{k: batch[k] for k in ("affine", "original_affine", "original_shape")}}
+
+    class Module:
+        hparams = {"label_values": dm.class_values, "num_classes": dm.num_classes}
+
+    SegmentationWriter(str(tmp_path / "out")).write_on_batch_end(None, Module(), prediction, None, batch, 0, 0)
+    written = nib.load(str(tmp_path / "out" / "sub-01_seg.nii.gz"))
+    source = nib.load(str(folder / "sub-01" / "label.nii.gz"))
+    assert written.shape == source.shape
+    np.testing.assert_allclose(written.affine, source.affine)
+    # Halving the spacing and coming back by nearest neighbour lands on the original voxels.
+    np.testing.assert_array_equal(np.asarray(written.dataobj), np.asarray(source.dataobj))
