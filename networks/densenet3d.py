@@ -88,9 +88,9 @@ class _DenseNetBase(nn.Module):
                  fully_connected: Sequence[int]) -> None:
         super().__init__()
         name = type(self).__name__
-        if in_channels < self.min_streams or num_classes < 2 or not 0.0 <= dropout < 1.0:
+        if in_channels < self.min_streams or num_classes < 1 or not 0.0 <= dropout < 1.0:
             raise ValueError(
-                f"{name} needs in_channels >= {self.min_streams} (one stream per modality), num_classes >= 2 "
+                f"{name} needs in_channels >= {self.min_streams} (one stream per modality), num_classes >= 1 "
                 f"and 0 <= dropout < 1 (got {in_channels}, {num_classes}, {dropout})"
             )
         if len(kernels) < 2 or not fully_connected or min(*kernels, *fully_connected) < 1:

@@ -84,8 +84,8 @@ class DenseVoxelNet(nn.Module):
                  layers_per_block: int = 12, dropout: float = 0.2,
                  deconv_channels: tuple[int, int] = (128, 64)) -> None:
         super().__init__()
-        if in_channels < 1 or num_classes < 2:
-            raise ValueError(f"DenseVoxelNet needs in_channels >= 1 and num_classes >= 2 "
+        if in_channels < 1 or num_classes < 1:
+            raise ValueError(f"DenseVoxelNet needs in_channels >= 1 and num_classes >= 1 "
                              f"(got {in_channels}, {num_classes})")
         if init_features < 1 or growth_rate < 1 or layers_per_block < 1:
             raise ValueError(f"DenseVoxelNet needs init_features, growth_rate and layers_per_block >= 1 "

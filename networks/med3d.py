@@ -123,8 +123,8 @@ class Med3D(nn.Module):
         super().__init__()
         if depth not in DEPTHS:
             raise ValueError(f"Med3D depth must be one of {sorted(DEPTHS)}, got {depth!r}")
-        if in_channels < 1 or num_classes < 2 or base_features < 2:
-            raise ValueError(f"Med3D needs in_channels >= 1, num_classes >= 2 and base_features >= 2 "
+        if in_channels < 1 or num_classes < 1 or base_features < 2:
+            raise ValueError(f"Med3D needs in_channels >= 1, num_classes >= 1 and base_features >= 2 "
                              f"(got {in_channels}, {num_classes}, {base_features})")
         if shortcut not in (None, "A", "B"):
             raise ValueError(f"Med3D shortcut must be 'A', 'B' or None (MedicalNet's for the depth), got {shortcut!r}")

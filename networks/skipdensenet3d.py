@@ -91,8 +91,8 @@ class SkipDenseNet3D(nn.Module):
                  layers_per_block: int = 4, bottleneck_factor: int = 4, compression: float = 0.5,
                  dropout: float = 0.2, upsample_channels: int = 4) -> None:
         super().__init__()
-        if in_channels < 1 or num_classes < 2:
-            raise ValueError(f"SkipDenseNet3D needs in_channels >= 1 and num_classes >= 2 "
+        if in_channels < 1 or num_classes < 1:
+            raise ValueError(f"SkipDenseNet3D needs in_channels >= 1 and num_classes >= 1 "
                              f"(got {in_channels}, {num_classes})")
         if min(init_features, growth_rate, layers_per_block, bottleneck_factor, upsample_channels) < 1:
             raise ValueError(f"SkipDenseNet3D needs init_features, growth_rate, layers_per_block, bottleneck_factor "

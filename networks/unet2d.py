@@ -86,8 +86,8 @@ class UNet2D(nn.Module):
     def __init__(self, in_channels: int = 1, num_classes: int = 2, base_features: int = 64,
                  slice_axis: int = 2) -> None:
         super().__init__()
-        if in_channels < 1 or num_classes < 2 or base_features < 1:
-            raise ValueError(f"UNet2D needs in_channels >= 1, num_classes >= 2 and base_features >= 1 "
+        if in_channels < 1 or num_classes < 1 or base_features < 1:
+            raise ValueError(f"UNet2D needs in_channels >= 1, num_classes >= 1 and base_features >= 1 "
                              f"(got {in_channels}, {num_classes}, {base_features})")
         if isinstance(slice_axis, bool) or slice_axis not in (0, 1, 2):
             raise ValueError(f"UNet2D slice_axis must be 0, 1 or 2 (D, H, W), got {slice_axis!r}")

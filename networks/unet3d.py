@@ -24,9 +24,9 @@ class UNet3D(nn.Module):
 
     def __init__(self, in_channels: int = 2, num_classes: int = 4, base_features: int = 32) -> None:
         super().__init__()
-        if in_channels < 1 or num_classes < 2 or base_features < 1:
+        if in_channels < 1 or num_classes < 1 or base_features < 1:
             raise ValueError(
-                f"UNet3D needs in_channels >= 1, num_classes >= 2 and base_features >= 1 "
+                f"UNet3D needs in_channels >= 1, num_classes >= 1 and base_features >= 1 "
                 f"(got {in_channels}, {num_classes}, {base_features})"
             )
         self.in_channels = in_channels

@@ -84,8 +84,8 @@ class _VNetBase(nn.Module):
 
     def __init__(self, in_channels: int = 1, num_classes: int = 4, dropout: float = 0.2) -> None:
         super().__init__()
-        if in_channels < 1 or num_classes < 2:
-            raise ValueError(f"{type(self).__name__} needs in_channels >= 1 and num_classes >= 2, "
+        if in_channels < 1 or num_classes < 1:
+            raise ValueError(f"{type(self).__name__} needs in_channels >= 1 and num_classes >= 1, "
                              f"got {in_channels} and {num_classes}")
         self.in_channels = in_channels
         self.input_stage = _InputStage(in_channels, 16)

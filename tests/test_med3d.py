@@ -103,7 +103,7 @@ def test_rejects_wrong_sizes_and_channel_counts() -> None:
     ({"depth": 101}, r"depth must be one of \[10, 18, 34, 50\], got 101"),
     ({"depth": 0}, "depth must be one of"),
     ({"in_channels": 0}, "in_channels >= 1"),
-    ({"num_classes": 1}, "num_classes >= 2"),
+    ({"num_classes": 0}, "num_classes >= 1"),
     ({"shortcut": "C"}, "shortcut must be"),
 ])
 def test_rejects_bad_arguments(kwargs: dict, match: str) -> None:

@@ -48,6 +48,16 @@ def test_eval_mode_returns_plain_logits(name: str) -> None:
     assert out.shape == (1, 3, *output_size(name, net))
 
 
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_a_single_output_channel_works(name: str) -> None:
+    """One sigmoid region (e.g. a lesion-only NIfTI dataset with ``regions``) needs one output."""
+    kwargs, size = SMALL[name]
+    net = build_network(name, in_channels=2, num_classes=1, **kwargs).eval()
+    with torch.no_grad():
+        out = net(torch.randn(1, 2, *size))
+    assert out.shape == (1, 1, *output_size(name, net))
+
+
 @pytest.mark.parametrize("name", sorted(MULTI_STREAM))
 def test_multi_stream_networks_need_two_modalities(name: str) -> None:
     with pytest.raises(ValueError, match="one stream per modality"):

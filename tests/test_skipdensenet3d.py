@@ -52,7 +52,7 @@ def test_rejects_bad_inputs_and_arguments() -> None:
         net(torch.zeros(1, 2, 16, 16, 24))
     with pytest.raises(ValueError, match=r"\(batch, 2, D, H, W\)"):
         net(torch.zeros(1, 3, 16, 16, 16))
-    with pytest.raises(ValueError, match="num_classes >= 2"):
-        SkipDenseNet3D(num_classes=1)
+    with pytest.raises(ValueError, match="num_classes >= 1"):
+        SkipDenseNet3D(num_classes=0)
     with pytest.raises(ValueError, match="not divisible by upsample_channels=4"):
         SkipDenseNet3D(init_features=32, growth_rate=12)  # block widths 80, 88, 92, 94

@@ -86,7 +86,7 @@ def test_rejects_wrong_channel_counts_and_dimensions() -> None:
     ({"slice_axis": 3}, "slice_axis must be 0, 1 or 2"),
     ({"slice_axis": -1}, "slice_axis must be 0, 1 or 2"),
     ({"in_channels": 0}, "in_channels >= 1"),
-    ({"num_classes": 1}, "num_classes >= 2"),
+    ({"num_classes": 0}, "num_classes >= 1"),
     ({"base_features": 0}, "base_features >= 1"),
 ])
 def test_rejects_bad_arguments(kwargs: dict, match: str) -> None:
