@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
 from datamodules.augmentation import build_augmentation
@@ -57,6 +59,9 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
             (see ``datamodules/augmentation.py`` and ``configs/augmentation/``).
         cache_dir: preprocessed volumes are cached here and memory-mapped by the loaders;
             ``null`` keeps them in memory only.
+        preprocess_workers: processes that fill the cache in parallel (default: one per
+            CPU core).
+        num_workers: DataLoader worker processes for the training patches.
     """
 
     available_modalities: tuple[str, ...] = ()
@@ -89,6 +94,7 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
         clip_percentiles: tuple[float, float] | None = None,
         augmentation: list[dict[str, Any]] | None = None,
         cache_dir: str | None = "cache",
+        preprocess_workers: int | None = None,
         num_workers: int = 0,
     ) -> None:
         super().__init__()
@@ -121,6 +127,7 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
         )
         self.augment = build_augmentation(augmentation or [])
         self.cache = VolumeCache(cache_dir)
+        self.preprocess_workers = (os.cpu_count() or 1) if preprocess_workers is None else preprocess_workers
         self.num_workers = num_workers
         self._volumes: dict[tuple[Subject, bool], Volume] = {}  # loaded once per process
         self._subjects: dict[str, Subject] | None = None
@@ -206,7 +213,10 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
         stage = getattr(getattr(self.trainer, "state", None), "fn", None)
         if self.cache.directory is not None and getattr(stage, "value", stage) != "predict":
             split = self.split()
-            self._load([*split["train"], *split["val"], *split["test"]])
+            made = self.cache.fill([*split["train"], *split["val"], *split["test"]], self.label_map,
+                                   self.preprocessing, workers=self.preprocess_workers)
+            if made:
+                rank_zero_info(f"preprocessed and cached {made} subjects in {self.cache.directory}")
 
     def setup(self, stage: str) -> None:
         if stage == "predict":

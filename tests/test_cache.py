@@ -6,6 +6,7 @@ import pytest
 from conftest import write_iseg_subject
 
 from datamodules.cache import VolumeCache, cache_key
+from datamodules.io import DataError
 from datamodules.labels import LabelMap
 from datamodules.volumes import PreprocessingSettings, Subject, load_subject
 
@@ -52,3 +53,28 @@ def test_key_changes_with_sources_settings_and_label_map(subject: Subject) -> No
 def test_no_cache_dir_keeps_volumes_in_memory(subject: Subject) -> None:
     volume = VolumeCache(None).load(subject, LABELS, PreprocessingSettings())
     assert not isinstance(volume.image, np.memmap) and volume.image.shape == (2, 16, 20, 24)
+
+
+def test_fill_preprocesses_in_parallel_processes_and_reports_errors(tmp_path: Path) -> None:
+    folder = tmp_path / "iSeg-2017-Training"
+    subjects = []
+    for n in (1, 2, 3):
+        write_iseg_subject(folder, n)
+        subjects.append(Subject(f"subject-{n}", (folder / f"subject-{n}-T1.hdr", folder / f"subject-{n}-T2.hdr"),
+                                folder / f"subject-{n}-label.hdr"))
+    cache = VolumeCache(tmp_path / "cache")
+    settings = PreprocessingSettings()
+    assert cache.fill(subjects[:2], LABELS, settings, workers=2) == 2
+    assert cache.fill(subjects, LABELS, settings, workers=2) == 1  # only the new one
+    for subject in subjects:
+        cached = cache.load(subject, LABELS, settings)
+        assert isinstance(cached.image, np.memmap)
+        np.testing.assert_array_equal(cached.label, load_subject(subject, LABELS, settings).label)
+    broken = tmp_path / "broken"
+    write_iseg_subject(broken, 4)
+    write_iseg_subject(broken, 5)
+    (broken / "subject-5-T2.img").write_bytes(b"\x00" * 10)  # truncated
+    bad = [Subject(f"subject-{n}", (broken / f"subject-{n}-T1.hdr", broken / f"subject-{n}-T2.hdr"),
+                   broken / f"subject-{n}-label.hdr") for n in (4, 5)]
+    with pytest.raises(DataError, match=r"subject-5-T2\.hdr: cannot read the image"):
+        cache.fill(bad, LABELS, settings, workers=2)
