@@ -38,24 +38,15 @@ def test_output_shape_and_finite_gradients(name: str, in_channels: int) -> None:
     assert any(p.grad.abs().sum() > 0 for p in net.parameters())
 
 
+@pytest.mark.parametrize("num_classes", [3, 1])  # 1: a single sigmoid region (e.g. lesion only)
 @pytest.mark.parametrize("name", sorted(SMALL))
-def test_eval_mode_returns_plain_logits(name: str) -> None:
+def test_eval_mode_returns_plain_logits(name: str, num_classes: int) -> None:
     kwargs, size = SMALL[name]
-    net = build_network(name, in_channels=2, num_classes=3, **kwargs).eval()
+    net = build_network(name, in_channels=2, num_classes=num_classes, **kwargs).eval()
     with torch.no_grad():
         out = net(torch.randn(1, 2, *size))
     assert isinstance(out, torch.Tensor)
-    assert out.shape == (1, 3, *output_size(name, net))
-
-
-@pytest.mark.parametrize("name", sorted(SMALL))
-def test_a_single_output_channel_works(name: str) -> None:
-    """One sigmoid region (e.g. a lesion-only NIfTI dataset with ``regions``) needs one output."""
-    kwargs, size = SMALL[name]
-    net = build_network(name, in_channels=2, num_classes=1, **kwargs).eval()
-    with torch.no_grad():
-        out = net(torch.randn(1, 2, *size))
-    assert out.shape == (1, 1, *output_size(name, net))
+    assert out.shape == (1, num_classes, *output_size(name, net))
 
 
 @pytest.mark.parametrize("name", sorted(MULTI_STREAM))
