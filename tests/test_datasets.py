@@ -256,3 +256,24 @@ def test_target_spacing_resamples_and_predictions_return_to_the_scan_grid(tmp_pa
     np.testing.assert_allclose(written.affine, source.affine)
     # Halving the spacing and coming back by nearest neighbour lands on the original voxels.
     np.testing.assert_array_equal(np.asarray(written.dataobj), np.asarray(source.dataobj))
+
+
+def test_n4_and_clipping_run_once_then_come_from_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import datamodules.volumes as volumes
+
+    folder = write_nifti_folder(tmp_path / "data", shape=(24, 24, 20))
+    calls = []
+    n4 = volumes.n4_bias_correction
+    monkeypatch.setattr(volumes, "n4_bias_correction", lambda *a, **k: calls.append(a[2]) or n4(*a, **k))
+    args = {"modalities": ["T1", "FLAIR"], "labels": LABELS, "val_subjects": ["sub-02"], "n4_bias_correction": True,
+            "clip_percentiles": (1.0, 99.0), **{**SMALL, "cache_dir": str(tmp_path / "cache")}}
+    first = NiftiDataModule(str(folder), **args)
+    first.setup("validate")
+    assert [Path(p).name for p in calls] == ["T1.nii.gz", "FLAIR.nii.gz"]
+    image = first.val_set[0]["image"].numpy()
+    brain = image[0] != 0
+    assert abs(image[0][brain].mean()) < 1e-4 and abs(image[0][brain].std() - 1) < 1e-3
+    second = NiftiDataModule(str(folder), **args)
+    second.setup("validate")
+    assert len(calls) == 2  # the second run read the cache
+    np.testing.assert_array_equal(second.val_set[0]["image"].numpy(), image)
