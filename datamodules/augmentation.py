@@ -30,20 +30,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.networks.layers.convutils import gaussian_1d
+import torch.nn.functional as F
 from monai.transforms import (
-    Rand3DElasticd,
     RandAdjustContrast,
     RandAffined,
     RandBiasField,
     RandGaussianNoise,
 )
+from scipy import ndimage
 
 AUGMENTATIONS: tuple[str, ...] = ("flip", "affine", "elastic", "gamma", "bias_field", "noise")
 
 _KEYS = ("image", "label")
 _MODES = ("bilinear", "nearest")
-_ELASTIC_TRUNCATION = 3.0  # MONAI's Rand3DElastic truncates its Gaussian at 3 sigma
+_ELASTIC_TRUNCATION = 3.0  # as MONAI's Rand3DElastic: the Gaussian is truncated at 3 sigma
 
 
 def _plain(tensor: torch.Tensor) -> torch.Tensor:
@@ -162,54 +162,65 @@ class Affine(_Spatial):
         return self._transform
 
 
-def elastic_rms_per_unit(shape: Sequence[int], sigma: float) -> float:
-    """RMS (over the patch, per axis) of MONAI's Rand3DElastic displacement for ``magnitude=1``.
-
-    MONAI draws uniform(-1, 1) noise per voxel, smooths it with a zero-padded Gaussian
-    (``sigma`` voxels, truncated at 3 sigma) and multiplies by ``magnitude``. A smoothed white
-    noise has variance ``(1/3) * sum(kernel**2)``, about ``(2 sqrt(pi) sigma)**-3 / 3``, so at
-    ``sigma=8`` a magnitude of 1 moves voxels by only ~0.003 voxel. Computed exactly for the
-    discrete, truncated kernel, including the weaker field near the patch faces."""
-    kernel = gaussian_1d(float(sigma), truncated=_ELASTIC_TRUNCATION, approx="erf").double().numpy()
-    half = (len(kernel) - 1) // 2
-    mean_square = 1.0 / 3.0
-    for n in shape:
-        coverage = np.convolve(np.ones(n), kernel**2)[half : half + n]  # sum of in-patch kernel**2
-        mean_square *= float(coverage.mean())
-    return float(np.sqrt(mean_square))
+def elastic_field(shape: Sequence[int], sigma: float, rms: float, rng: np.random.Generator) -> np.ndarray:
+    """A smooth random displacement field (3, D, H, W) in voxels: uniform(-1, 1) noise per axis,
+    smoothed by a Gaussian of ``sigma`` voxels (zero-padded, truncated at 3 sigma, as MONAI's
+    Rand3DElastic), then scaled so its root-mean-square along each axis is exactly ``rms``."""
+    field = rng.uniform(-1.0, 1.0, (3, *shape)).astype(np.float32)
+    for axis in range(3):
+        ndimage.gaussian_filter(field[axis], sigma, mode="constant", truncate=_ELASTIC_TRUNCATION,
+                                output=field[axis])
+        root_mean_square = float(np.sqrt(np.mean(field[axis].astype(np.float64) ** 2)))
+        field[axis] *= rms / max(root_mean_square, 1e-12)
+    return field
 
 
-class Elastic(_Spatial):
-    """Smooth random deformation (MONAI Rand3DElastic), parametrised in voxels.
+def warp(image: torch.Tensor, label: torch.Tensor, displacement: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample image (linear) and label (nearest) at ``voxel + displacement`` (voxels, per spatial
+    axis), one grid for both; outside the patch is 0."""
+    shape = image.shape[1:]
+    axes = [torch.arange(n, dtype=torch.float32) for n in shape]
+    base = torch.meshgrid(*axes, indexing="ij")
+    moved = torch.from_numpy(displacement)
+    # grid_sample wants (x, y, z) = (W, H, D) in [-1, 1] (align_corners: -1 and 1 are voxel centres).
+    grid = torch.stack([2 * (base[a] + moved[a]) / max(shape[a] - 1, 1) - 1 for a in (2, 1, 0)], dim=-1)[None]
+    image = F.grid_sample(image[None], grid, mode="bilinear", padding_mode="zeros", align_corners=True)[0]
+    label = F.grid_sample(label[None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=True)[0]
+    return image, torch.round(label).long()
+
+
+class Elastic:
+    """Smooth random deformation, parametrised in voxels.
 
     - ``sigma``: ``(min, max)`` smoothness of the displacement field in voxels (Gaussian std).
     - ``magnitude``: ``(min, max)`` root-mean-square displacement along each axis in voxels,
-      averaged over the patch; the largest displacement in a patch is typically 4-5 times that.
-      Converted per patch to MONAI's unit-less ``magnitude``, which would need values in the
-      hundreds (and different ones per sigma) for the same effect.
+      over the patch; the largest displacement in a patch is typically 4-5 times that. (MONAI's
+      Rand3DElastic ``magnitude`` has no usable unit: its smoothed field shrinks like
+      ``sigma**-1.5``, so the same number moves anatomy by very different amounts.)
 
     Keep ``magnitude / sigma`` below about 0.3: beyond it the field starts to fold (negative
     Jacobian determinant), tearing anatomy rather than bending it.
 
-    By far the costliest step: MONAI smooths a full-resolution noise field with torch's conv3d
-    (about 0.3-1.6 s per (2, 128, 128, 64) patch on one CPU thread, longer for larger sigma).
+    The field is the same as MONAI's Rand3DElastic (smoothed uniform noise, 3-sigma Gaussian,
+    zero padding), but smoothed with SciPy's separable filter instead of a full 3D convolution:
+    5-12x faster on one CPU thread, which is what a DataLoader worker has.
     """
 
     def __init__(self, prob: float = 0.2, sigma: Sequence[float] = (6.0, 9.0),
                  magnitude: Sequence[float] = (1.0, 2.0)) -> None:
-        super().__init__(prob)
+        self.prob = _probability(prob)
         self.sigma = _range("sigma", sigma, low=0.0)
         self.magnitude = _range("magnitude", magnitude)
         if self.magnitude[0] < 0:
             raise ValueError(f"magnitude must be >= 0, got {magnitude!r}")
 
-    def transform(self, rng: np.random.Generator, shape: tuple[int, ...]) -> Rand3DElasticd:
+    def __call__(self, image: torch.Tensor, label: torch.Tensor,
+                 rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        if rng.random() >= self.prob:
+            return image, label
         sigma = float(rng.uniform(*self.sigma))
-        voxels = float(rng.uniform(*self.magnitude))
-        magnitude = voxels / elastic_rms_per_unit(shape, sigma)
-        # Built per patch (cheap): sigma and the magnitude that gives ``voxels`` depend on each other.
-        return Rand3DElasticd(keys=_KEYS, mode=_MODES, padding_mode="zeros", prob=1.0,
-                              sigma_range=(sigma, sigma), magnitude_range=(magnitude, magnitude))
+        rms = float(rng.uniform(*self.magnitude))
+        return warp(image, label, elastic_field(tuple(image.shape[1:]), sigma, rms, rng))
 
 
 class Gamma:

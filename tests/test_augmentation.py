@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from datamodules.augmentation import AUGMENTATIONS, Augmentation, build_augmentation, elastic_rms_per_unit
+from datamodules.augmentation import AUGMENTATIONS, Augmentation, build_augmentation, elastic_field
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (32, 32, 32)
@@ -201,8 +201,16 @@ def test_elastic_magnitude_is_the_rms_displacement_in_voxels() -> None:
         inside = out[3] > 0.9999
         rms.append(float((out[:3] - image[:3])[:, inside].pow(2).mean().sqrt()))
     assert np.mean(rms) == pytest.approx(2.0, rel=0.25)
-    # MONAI's own magnitude is in units of a smoothed uniform(-1, 1) field: ~1/300 voxel at sigma 8
-    assert 0.002 < elastic_rms_per_unit((64, 64, 64), 8.0) < 0.005
+
+
+def test_elastic_field_has_the_requested_rms_and_is_smooth() -> None:
+    field = elastic_field((32, 40, 24), sigma=6.0, rms=1.5, rng=np.random.default_rng(0))
+    assert field.shape == (3, 32, 40, 24) and field.dtype == np.float32
+    np.testing.assert_allclose(np.sqrt((field.astype(np.float64) ** 2).mean(axis=(1, 2, 3))), 1.5, rtol=1e-5)
+    # Smooth: neighbouring displacements nearly equal (white noise would correlate ~0).
+    neighbours = np.corrcoef(field[0, :-1].ravel(), field[0, 1:].ravel())[0, 1]
+    assert neighbours > 0.95
+    assert not np.allclose(field[0], field[1])  # independent per axis
 
 
 # --- intensity transforms --------------------------------------------------------------------
