@@ -1,4 +1,5 @@
-"""Training-time augmentation of 3D patches: a configurable list of MONAI random transforms.
+"""Training-time augmentation of 3D patches: a configurable list of random transforms (MONAI's,
+and an elastic deformation of our own, built like MONAI's but several times faster).
 
 A list of specs such as ``[{"name": "flip"}, {"name": "affine", "prob": 0.3}]`` becomes one
 ``Augmentation`` that is called as ``augment(image, label, rng)`` on every training patch:
@@ -6,7 +7,7 @@ image ``(C, D, H, W)`` float32 (z-scored, background exactly 0), label ``(1, D, 
 (``-1`` marks ignored voxels). Steps run in list order, each with its own probability.
 
 Randomness comes only from ``rng``: each step draws whether it fires from it and, when it does,
-seeds its MONAI transform from it, so a seeded generator reproduces a patch exactly and
+seeds its MONAI transform (or draws its elastic field) from it, so a seeded generator reproduces a patch exactly and
 DataLoader workers (different generators) draw different augmentations.
 
 - Spatial steps (``flip``, ``affine``, ``elastic``) draw one transform per patch and apply it to
@@ -19,7 +20,8 @@ DataLoader workers (different generators) draw different augmentations.
 
 Units are the user's, not MONAI's: rotations in degrees, scaling as the fractional change of
 the anatomy's size, elastic displacements in voxels (MONAI's elastic ``magnitude`` multiplies a
-Gaussian-smoothed field whose amplitude shrinks like ``sigma**-1.5``; see ``Elastic``).
+Gaussian-smoothed field whose amplitude shrinks like ``sigma**-1.5``: it has no usable unit; see
+``Elastic``).
 """
 
 from __future__ import annotations
