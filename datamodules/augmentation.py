@@ -168,11 +168,14 @@ def elastic_field(shape: Sequence[int], sigma: float, rms: float, rng: np.random
     """A smooth random displacement field (3, D, H, W) in voxels: uniform(-1, 1) noise per axis,
     smoothed by a Gaussian of ``sigma`` voxels (zero-padded, truncated at 3 sigma, as MONAI's
     Rand3DElastic), then scaled so its root-mean-square along each axis is exactly ``rms``."""
-    field = rng.uniform(-1.0, 1.0, (3, *shape)).astype(np.float32)
+    field = rng.random((3, *shape), dtype=np.float32)  # float32 directly: half the time of uniform()
+    field *= 2.0
+    field -= 1.0
     for axis in range(3):
         ndimage.gaussian_filter(field[axis], sigma, mode="constant", truncate=_ELASTIC_TRUNCATION,
                                 output=field[axis])
-        root_mean_square = float(np.sqrt(np.mean(field[axis].astype(np.float64) ** 2)))
+        flat = field[axis].ravel()
+        root_mean_square = float(np.sqrt(np.dot(flat, flat) / flat.size))
         field[axis] *= rms / max(root_mean_square, 1e-12)
     return field
 
@@ -180,12 +183,15 @@ def elastic_field(shape: Sequence[int], sigma: float, rms: float, rng: np.random
 def warp(image: torch.Tensor, label: torch.Tensor, displacement: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample image (linear) and label (nearest) at ``voxel + displacement`` (voxels, per spatial
     axis), one grid for both; outside the patch is 0."""
-    shape = image.shape[1:]
-    axes = [torch.arange(n, dtype=torch.float32) for n in shape]
-    base = torch.meshgrid(*axes, indexing="ij")
+    shape = tuple(image.shape[1:])
     moved = torch.from_numpy(displacement)
-    # grid_sample wants (x, y, z) = (W, H, D) in [-1, 1] (align_corners: -1 and 1 are voxel centres).
-    grid = torch.stack([2 * (base[a] + moved[a]) / max(shape[a] - 1, 1) - 1 for a in (2, 1, 0)], dim=-1)[None]
+    # grid_sample wants (x, y, z) = (W, H, D) in [-1, 1] (align_corners: -1 and 1 are voxel centres),
+    # written straight into the grid: voxel index and displacement, both scaled by 2 / (n - 1).
+    grid = torch.empty((1, *shape, 3), dtype=torch.float32)
+    for axis, n in enumerate(shape):
+        scale = 2.0 / max(n - 1, 1)
+        index = (torch.arange(n, dtype=torch.float32) * scale - 1.0).view([n if a == axis else 1 for a in range(3)])
+        torch.add(index, moved[axis], alpha=scale, out=grid[0, ..., 2 - axis])
     image = F.grid_sample(image[None], grid, mode="bilinear", padding_mode="zeros", align_corners=True)[0]
     label = F.grid_sample(label[None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=True)[0]
     return image, torch.round(label).long()
