@@ -79,7 +79,10 @@ class VolumeCache:
             for subject in missing:
                 self.load(subject, label_map, settings)
             return len(missing)
-        context = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
+        # Fork where there is fork (as DataLoader workers do): a spawned worker spends seconds
+        # importing torch before its first subject.
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
         with ProcessPoolExecutor(min(workers, len(missing)), mp_context=context) as pool:
             for future in [pool.submit(_cache_one, self.directory, s, label_map, settings) for s in missing]:
                 future.result()  # re-raises the first DataError with its message
