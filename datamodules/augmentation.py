@@ -231,7 +231,29 @@ class Elastic:
         return warp(image, label, elastic_field(tuple(image.shape[1:]), sigma, rms, rng))
 
 
-class Gamma:
+class _BrainIntensity:
+    """An intensity step: fires with ``prob``, seeds its MONAI transform from the call's
+    generator and changes the image inside the brain mask only (the label never)."""
+
+    prob: float
+    _transform: Any
+    min_brain_voxels = 1
+
+    def __call__(self, image: torch.Tensor, label: torch.Tensor,
+                 rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        if rng.random() >= self.prob:
+            return image, label
+        mask = _brain_mask(image)
+        if int(mask.sum()) < self.min_brain_voxels:
+            return image, label
+        self._transform.set_random_state(seed=_seed(rng))
+        return self.apply(image, mask), label
+
+    def apply(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class Gamma(_BrainIntensity):
     """Gamma contrast change inside the brain mask (nnU-Net's, via MONAI RandAdjustContrast).
 
     Brain voxels of a channel are rescaled to [0, 1] by their min and max, raised to a power
@@ -247,14 +269,9 @@ class Gamma:
         self.per_channel = bool(per_channel)
         self._transform = RandAdjustContrast(prob=1.0, gamma=self.gamma, retain_stats=self.retain_stats)
 
-    def __call__(self, image: torch.Tensor, label: torch.Tensor,
-                 rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        if rng.random() >= self.prob:
-            return image, label
-        mask = _brain_mask(image)
-        if int(mask.sum()) < 2:
-            return image, label
-        self._transform.set_random_state(seed=_seed(rng))
+    min_brain_voxels = 2  # a min-max rescale needs two values
+
+    def apply(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         out = image.clone()
         for c in range(image.shape[0]):
             values = image[c][mask]
@@ -262,10 +279,10 @@ class Gamma:
                 continue
             adjusted = self._transform(values[None], randomize=self.per_channel or c == 0)
             out[c][mask] = _plain(adjusted)[0].to(image.dtype)
-        return out, label
+        return out
 
 
-class BiasField:
+class BiasField(_BrainIntensity):
     """Smooth multiplicative intensity inhomogeneity (MONAI RandBiasField) inside the brain mask.
 
     The field is ``exp`` of a Legendre polynomial of ``degree`` over the patch, coefficients drawn
@@ -285,21 +302,14 @@ class BiasField:
         self.coeff_range = _range("coeff_range", coeff_range)
         self._transform = RandBiasField(prob=1.0, degree=self.degree, coeff_range=self.coeff_range)
 
-    def __call__(self, image: torch.Tensor, label: torch.Tensor,
-                 rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        if rng.random() >= self.prob:
-            return image, label
-        mask = _brain_mask(image)
-        if not bool(mask.any()):
-            return image, label
-        self._transform.set_random_state(seed=_seed(rng))
+    def apply(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         floor = torch.stack([image[c][mask].min() for c in range(image.shape[0])]).view(-1, 1, 1, 1)
         shifted = torch.where(mask, image - floor, torch.zeros((), dtype=image.dtype))
         biased = _plain(self._transform(shifted)).to(image.dtype)
-        return torch.where(mask, biased + floor, torch.zeros((), dtype=image.dtype)), label
+        return torch.where(mask, biased + floor, torch.zeros((), dtype=image.dtype))
 
 
-class Noise:
+class Noise(_BrainIntensity):
     """Additive Gaussian noise inside the brain mask (MONAI RandGaussianNoise).
 
     ``std`` is in z-score units (the brain's intensity std is 1). As in MONAI, with
@@ -313,17 +323,10 @@ class Noise:
         self.sample_std = bool(sample_std)
         self._transform = RandGaussianNoise(prob=1.0, mean=0.0, std=self.std, sample_std=self.sample_std)
 
-    def __call__(self, image: torch.Tensor, label: torch.Tensor,
-                 rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        if rng.random() >= self.prob:
-            return image, label
-        mask = _brain_mask(image)
-        if not bool(mask.any()):
-            return image, label
-        self._transform.set_random_state(seed=_seed(rng))
+    def apply(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         out = image.clone()
         out[:, mask] = _plain(self._transform(image[:, mask])).to(image.dtype)
-        return out, label
+        return out
 
 
 _STEPS: dict[str, type] = {
