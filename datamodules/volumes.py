@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.geometry import reorient_to_canonical, resample_onto, resample_to_spacing
+from datamodules.geometry import reorient_to_canonical, resample_onto, resample_to_spacing, voxel_spacing
 from datamodules.intensity import clip_percentiles, n4_bias_correction, zscore_nonzero
 from datamodules.io import DataError, load_volume
 from datamodules.labels import LabelMap
@@ -68,10 +68,6 @@ class Volume:
     original_shape: tuple[int, int, int]
 
 
-def _spacing(affine: np.ndarray) -> tuple[float, float, float]:
-    return tuple(float(s) for s in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
-
-
 def _check_grid(path: Path, shape: Sequence[int], affine: np.ndarray, ref_path: Path, ref_shape: Sequence[int],
                 ref_affine: np.ndarray, tolerance: float) -> None:
     if tuple(shape) != tuple(ref_shape):
@@ -126,7 +122,7 @@ def load_subject(subject: Subject, label_map: LabelMap | None, settings: Preproc
     processed = []
     for path, channel in zip(subject.images, image, strict=True):
         if settings.n4_bias_correction:
-            channel = n4_bias_correction(channel, _spacing(affine), path)
+            channel = n4_bias_correction(channel, voxel_spacing(affine), path)
         if settings.clip_percentiles is not None:
             channel = clip_percentiles(channel, *settings.clip_percentiles, path)
         processed.append(zscore_nonzero(channel, path))
