@@ -50,7 +50,8 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
             in the scan's own orientation).
         resample_to_first: resample modalities (and label) whose grid differs from the first
             modality's onto it through the affines, instead of refusing them.
-        affine_tolerance: largest affine difference (mm) still counted as the same grid.
+        affine_tolerance: largest distance (mm) between the world positions of the same voxel
+            in two files still counted as the same grid.
         target_spacing: resample to this voxel spacing in mm (predictions go back to the
             scan's own grid).
         n4_bias_correction: N4 bias-field correction (SimpleITK) per modality; slow, cached.

@@ -42,19 +42,3 @@ def load_volume(path: Path, channel: int | None = None) -> tuple[np.ndarray, np.
         bad = int((~np.isfinite(data)).sum())
         raise DataError(f"{path}: {bad} voxels are NaN or infinite")
     return data, np.asarray(image.affine, dtype=np.float64)
-
-
-def check_same_grid(
-    reference: tuple[Path, np.ndarray, np.ndarray],
-    other: tuple[Path, np.ndarray, np.ndarray],
-    affine_tolerance: float = 1e-3,
-) -> None:
-    """Raise unless two volumes share shape and (within ``affine_tolerance``) affine."""
-    ref_path, ref_data, ref_affine = reference
-    path, data, affine = other
-    if data.shape != ref_data.shape:
-        raise DataError(f"{path}: shape {data.shape} differs from {ref_path.name} {ref_data.shape}")
-    if not np.allclose(affine, ref_affine, atol=affine_tolerance):
-        raise DataError(
-            f"{path}: affine differs from {ref_path.name}'s\n{np.round(affine, 4)}\nvs\n{np.round(ref_affine, 4)}"
-        )

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from datamodules.geometry import reorient_to_canonical, resample_onto, resample_to_spacing, voxel_spacing
+from datamodules.geometry import reorient_to_canonical, resample_onto, resample_to_spacing, same_grid, voxel_spacing
 from datamodules.intensity import clip_percentiles, n4_bias_correction, zscore_nonzero
 from datamodules.io import DataError, load_volume
 from datamodules.labels import LabelMap
@@ -68,28 +67,22 @@ class Volume:
     original_shape: tuple[int, int, int]
 
 
-def _check_grid(path: Path, shape: Sequence[int], affine: np.ndarray, ref_path: Path, ref_shape: Sequence[int],
-                ref_affine: np.ndarray, tolerance: float) -> None:
-    if tuple(shape) != tuple(ref_shape):
-        raise DataError(f"{path}: shape {tuple(shape)} differs from {ref_path.name} {tuple(ref_shape)}")
-    if not np.allclose(affine, ref_affine, atol=tolerance):
-        raise DataError(
-            f"{path}: affine differs from {ref_path.name}'s by up to "
-            f"{np.abs(affine - ref_affine).max():.4g} mm (tolerance {tolerance}; set resample_to_first "
-            f"to resample onto the first modality's grid)\n{np.round(affine, 4)}\nvs\n{np.round(ref_affine, 4)}"
-        )
-
-
 def _onto_reference(path: Path, data: np.ndarray, affine: np.ndarray, ref: tuple[Path, np.ndarray, np.ndarray],
                     settings: PreprocessingSettings, order: int) -> np.ndarray:
-    """``data`` on the reference grid: checked to be there already, or resampled when allowed."""
+    """``data`` on the reference grid: there already (within ``affine_tolerance`` mm at every
+    voxel), resampled onto it when allowed, or refused with both files named."""
     ref_path, ref_data, ref_affine = ref
+    if same_grid(affine, ref_affine, data.shape, ref_data.shape, settings.affine_tolerance):
+        return data
     if settings.resample_to_first:
-        if data.shape == ref_data.shape and np.allclose(affine, ref_affine, atol=settings.affine_tolerance):
-            return data
         return resample_onto(data, affine, ref_data.shape, ref_affine, order=order, path=path)
-    _check_grid(path, data.shape, affine, ref_path, ref_data.shape, ref_affine, settings.affine_tolerance)
-    return data
+    if data.shape != ref_data.shape:
+        raise DataError(f"{path}: shape {data.shape} differs from {ref_path.name} {ref_data.shape}")
+    raise DataError(
+        f"{path}: affine differs from {ref_path.name}'s by more than {settings.affine_tolerance} mm (set "
+        f"resample_to_first to resample onto the first modality's grid)\n{np.round(affine, 4)}\nvs\n"
+        f"{np.round(ref_affine, 4)}"
+    )
 
 
 def load_subject(subject: Subject, label_map: LabelMap | None, settings: PreprocessingSettings) -> Volume:
