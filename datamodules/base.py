@@ -99,8 +99,14 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__()
-        self.data_dir = Path(data_dir)
         self.modalities = tuple(modalities) if modalities else tuple(self.available_modalities)
+        # Every argument (a subclass's too) goes into checkpoints, the modalities as resolved
+        # (as the model records them): predict.py rebuilds the preprocessing and the folder
+        # reader from them. Saved twice: the first call collects the arguments, the second
+        # replaces what was given for the modalities.
+        self.save_hyperparameters()
+        self.save_hyperparameters({**self.hparams, "modalities": list(self.modalities)})
+        self.data_dir = Path(data_dir)
         unknown = [m for m in self.modalities if m not in self.available_modalities]
         if unknown or not self.modalities:
             raise ValueError(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,6 +53,15 @@ class PreprocessingSettings:
 
     def describe(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_hparams(cls, hparams: Mapping[str, Any]) -> PreprocessingSettings:
+        """The settings among a DataModule's saved arguments (a checkpoint's); defaults for the rest."""
+        settings = {f.name: hparams[f.name] for f in fields(cls) if hparams.get(f.name) is not None}
+        for name in ("target_spacing", "clip_percentiles"):
+            if name in settings:
+                settings[name] = tuple(float(v) for v in settings[name])
+        return cls(**settings)
 
 
 @dataclass

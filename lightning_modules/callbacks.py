@@ -120,6 +120,29 @@ def save_nifti_atomically(array: np.ndarray, affine: np.ndarray, path: Path) -> 
     return path
 
 
+def to_scan_space(array: np.ndarray, affine: np.ndarray, original_affine: np.ndarray | None,
+                  original_shape: Sequence[int] | None, order: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``array`` (spatial axes last) on the grid it was predicted on -> the scan's own grid
+    and affine (exact for a reorientation; nearest neighbour or linear otherwise)."""
+    affine = np.asarray(affine, dtype=np.float64)
+    if original_affine is None:
+        return array, affine
+    original_affine = np.asarray(original_affine, dtype=np.float64)
+    shape = tuple(int(s) for s in original_shape)
+    return resample_onto(array, affine, shape, original_affine, order=order), original_affine
+
+
+def write_segmentation(classes: np.ndarray, label_values: Sequence[int], path: Path, affine: np.ndarray,
+                       original_affine: np.ndarray | None = None,
+                       original_shape: Sequence[int] | None = None) -> Path:
+    """Write a class map as ``path`` in the dataset's own label values, in the scan's own space,
+    atomically."""
+    lookup = np.asarray(label_values)
+    dtype = np.uint8 if lookup.min() >= 0 and lookup.max() < 256 else np.int16
+    segmentation, affine = to_scan_space(lookup[classes].astype(dtype), affine, original_affine, original_shape)
+    return save_nifti_atomically(segmentation, affine, path)
+
+
 class SegmentationWriter(BasePredictionWriter):
     """During ``predict``: writes ``<subject>_seg.nii.gz`` per subject in the scan's own
     space (its shape, affine and orientation: a volume reoriented or resampled for the network
@@ -143,16 +166,9 @@ class SegmentationWriter(BasePredictionWriter):
                            dataloader_idx: int) -> None:
         directory = Path(self.output_dir) if self.output_dir else _default_output_dir(trainer, "predictions")
         values = pl_module.hparams.get("label_values") or list(range(pl_module.hparams.num_classes))
-        lookup = np.asarray(values)
-        dtype = np.uint8 if lookup.min() >= 0 and lookup.max() < 256 else np.int16
         for i, subject in enumerate(prediction["subject"]):
-            segmentation = lookup[prediction["prediction"][i].cpu().numpy()].astype(dtype)
-            affine = prediction["affine"][i].cpu().numpy().astype(np.float64)
-            if "original_affine" in prediction:
-                original_affine = prediction["original_affine"][i].cpu().numpy().astype(np.float64)
-                original_shape = tuple(int(s) for s in prediction["original_shape"][i])
-                segmentation = resample_onto(segmentation, affine, original_shape, original_affine, order=0,
-                                             path=subject)
-                affine = original_affine
-            path = save_nifti_atomically(segmentation, affine, directory / f"{subject}_seg.nii.gz")
+            grids = {k: prediction[k][i].cpu().numpy() for k in ("affine", "original_affine", "original_shape")
+                     if k in prediction}
+            path = write_segmentation(prediction["prediction"][i].cpu().numpy(), values,
+                                      directory / f"{subject}_seg.nii.gz", **grids)
             rank_zero_info(f"wrote {path}")

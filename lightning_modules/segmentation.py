@@ -250,6 +250,13 @@ class SegmentationModule(pl.LightningModule):
         grids = {key: batch[key] for key in ("affine", "original_affine", "original_shape") if key in batch}
         return {"subject": batch["subject"], "prediction": prediction, **grids}
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Name the DataModule class beside its saved arguments (Lightning stores those as
+        ``datamodule_hyper_parameters``), so predict.py can read new scans the same way."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is not None:
+            checkpoint["datamodule_class"] = f"{type(datamodule).__module__}.{type(datamodule).__qualname__}"
+
     def configure_optimizers(self) -> Any:
         hp = self.hparams
         if hp.optimizer == "sgd":

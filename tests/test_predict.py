@@ -1,0 +1,93 @@
+"""predict.py: a checkpoint and new scans in, segmentations in the scans' own space out."""
+
+import csv
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from datamodules import DataError
+from predict import main, predict
+from train import run_cli
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("run")
+    run_cli([
+        "fit", "--config", "configs/demo.yaml",
+        "--data.init_args.data_dir", str(tiny_demo_dir),
+        "--data.init_args.val_subjects", "[subject-3]", "--data.init_args.test_subjects", "[subject-4]",
+        "--data.init_args.patch_size", "[16, 16, 16]", "--data.init_args.samples_per_volume", "2",
+        "--data.init_args.cache_dir", str(run / "cache"),
+        "--model.network_kwargs", "{base_features: 2}", "--trainer.max_epochs", "1",
+        "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+        "--checkpoint.dirpath", str(run / "checkpoints"),
+    ], save_config=False)
+    return run / "checkpoints" / "last.ckpt"
+
+
+def test_folder_input_writes_every_subject_in_its_own_space(checkpoint: Path, tiny_demo_dir: Path,
+                                                          tmp_path: Path) -> None:
+    written = predict(checkpoint, [tiny_demo_dir], tmp_path / "out")
+    assert [p.name for p in written] == [f"subject-{n}_seg.nii.gz" for n in (1, 2, 3, 4)]
+    for n, path in enumerate(written, start=1):
+        source = nib.load(str(tiny_demo_dir / f"subject-{n}-T1.hdr"))
+        segmentation = nib.load(str(path))
+        assert segmentation.shape == source.shape[:3]
+        np.testing.assert_allclose(segmentation.affine, source.affine)
+        assert set(np.unique(np.asarray(segmentation.dataobj)).tolist()) <= {0, 10, 150, 250}
+    assert not list((tmp_path / "out").glob(".*"))  # no temporary files left behind
+
+
+def test_same_segmentation_as_train_py_predict_and_from_the_files(checkpoint: Path, tiny_demo_dir: Path,
+                                                                 tmp_path: Path) -> None:
+    run_cli(["predict", "--config", "configs/demo.yaml", "--data.init_args.data_dir", str(tiny_demo_dir),
+             "--data.init_args.val_subjects", "[subject-3]", "--data.init_args.test_subjects", "[subject-4]",
+             "--data.init_args.patch_size", "[16, 16, 16]", "--data.init_args.cache_dir", "null",
+             "--model.network_kwargs", "{base_features: 2}", "--trainer.logger", "false",
+             "--trainer.enable_progress_bar", "false", "--ckpt_path", str(checkpoint),
+             "--prediction_writer.output_dir", str(tmp_path / "cli")], save_config=False)
+    predict(checkpoint, [tiny_demo_dir / "subject-4-T1.hdr", tiny_demo_dir / "subject-4-T2.hdr"], tmp_path / "files")
+    cli = np.asarray(nib.load(str(tmp_path / "cli" / "subject-4_seg.nii.gz")).dataobj)
+    files = np.asarray(nib.load(str(tmp_path / "files" / "subject-4_seg.nii.gz")).dataobj)
+    np.testing.assert_array_equal(files, cli)
+
+
+def test_flips_probabilities_and_volumes(checkpoint: Path, tiny_demo_dir: Path, tmp_path: Path) -> None:
+    inputs = [tiny_demo_dir / "subject-2-T1.hdr", tiny_demo_dir / "subject-2-T2.hdr"]
+    predict(checkpoint, inputs, tmp_path, flips=True, save_probabilities=True)
+    maps = nib.load(str(tmp_path / "subject-2_probabilities.nii.gz"))
+    segmentation = np.asarray(nib.load(str(tmp_path / "subject-2_seg.nii.gz")).dataobj)
+    probs = np.asarray(maps.dataobj)
+    assert probs.shape == (*segmentation.shape, 4)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray([0, 10, 150, 250])[probs.argmax(-1)], segmentation)
+    with open(tmp_path / "volumes.csv") as handle:
+        (row,) = list(csv.DictReader(handle))
+    voxel_ml = abs(np.linalg.det(maps.affine[:3, :3])) / 1000
+    for name, value in (("CSF", 10), ("GM", 150), ("WM", 250)):
+        assert float(row[name]) == pytest.approx((segmentation == value).sum() * voxel_ml)
+
+
+def test_inputs_that_do_not_fit_the_checkpoint(checkpoint: Path, tiny_demo_dir: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(DataError, match=r"trained on 2 modalities \['T1', 'T2'\] \(in this order\); got 1 files"):
+        predict(checkpoint, [tiny_demo_dir / "subject-2-T1.hdr"], tmp_path)
+    with pytest.raises(DataError, match="no iSeg subjects found"):
+        predict(checkpoint, [tmp_path], tmp_path / "out")
+    with pytest.raises(SystemExit) as exit_code:
+        main(["--checkpoint", str(tmp_path / "missing.ckpt"), "--input", str(tiny_demo_dir), "--output", str(tmp_path)])
+    assert exit_code.value.code == 2 and "missing.ckpt: checkpoint not found" in capsys.readouterr().err
+
+
+def test_subject_name_from_the_modality_files() -> None:
+    from predict import subjects_from_files
+
+    def name(*files: str) -> str:
+        return subjects_from_files([Path(f) for f in files], ["a"] * len(files), Path("c.ckpt"))[0].subject_id
+
+    assert name("in/subject-4-T1.hdr", "in/subject-4-T2.hdr") == "subject-4"
+    assert name("BraTS20_Validation_001_t1.nii.gz", "BraTS20_Validation_001_t1ce.nii.gz") == "BraTS20_Validation_001"
+    assert name("scan.nii.gz") == "scan"
