@@ -1,4 +1,4 @@
-"""Pictures of segmentations: a slice of the image beside ground truth and prediction."""
+"""Pictures of segmentations: slices in three planes, ground truth and prediction over the image."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ from matplotlib.patches import Patch  # noqa: E402
 _COLOURS = ["#00000000", "#1f77b4", "#2ca02c", "#ffdd00", "#d62728", "#9467bd", "#ff7f0e", "#17becf", "#e377c2"]
 
 
+PLANES = {"axial": 2, "coronal": 1, "sagittal": 0}  # the voxel axis each plane cuts, for RAS+ volumes
+
+
 def most_labelled_slice(label: np.ndarray, axis: int = 2) -> int:
     """Index along ``axis`` of the slice with the most foreground voxels."""
     other = tuple(a for a in range(3) if a != axis)
@@ -29,38 +32,38 @@ def save_comparison_png(
     class_names: Sequence[str],
     path: Path,
     title: str = "",
-    axis: int = 2,
 ) -> Path:
-    """Write a PNG: the image slice, ground truth overlaid, prediction overlaid.
+    """Write a PNG: axial, coronal and sagittal slices (rows) through the structures, ground
+    truth and prediction (columns) overlaid on the image (the first modality).
 
-    ``image``, ``truth`` and ``prediction`` are 3D arrays on the same grid; the slice is the
-    one with the most ground-truth foreground along ``axis``.
+    ``image``, ``truth`` and ``prediction`` are 3D arrays on the same RAS+ grid (what the
+    DataModules produce); each plane's slice is the one with the most ground-truth foreground.
+    Ignored voxels (negative labels) show no colour.
     """
-    index = most_labelled_slice(truth, axis)
-    take = [slice(None)] * 3
-    take[axis] = index
-
-    def view(volume: np.ndarray) -> np.ndarray:
-        return np.rot90(volume[tuple(take)])
-
     cmap = ListedColormap(_COLOURS[: max(2, len(class_names))])
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.6))
-    base = view(image)
     # Grey levels from the brain's 1st-99th percentiles; the zero background shows black.
     brain = image[image != 0]
     low, high = np.percentile(brain, [1, 99]) if brain.size else (0.0, 1.0)
-    base = np.where(base == 0, low, base)
-    for ax, overlay, name in zip(axes, (None, truth, prediction), ("image", "ground truth", "prediction"), strict=True):
-        ax.imshow(base, cmap="gray", vmin=low, vmax=high)
-        if overlay is not None:
-            ax.imshow(view(overlay), cmap=cmap, vmin=0, vmax=cmap.N - 1, alpha=0.5, interpolation="nearest")
-        ax.set_title(name)
-        ax.axis("off")
+    fig, axes = plt.subplots(len(PLANES), 2, figsize=(8, 12))
+    for row, (plane, axis) in enumerate(PLANES.items()):
+        index = most_labelled_slice(truth, axis)
+
+        def view(volume: np.ndarray, axis: int = axis, index: int = index) -> np.ndarray:
+            return np.rot90(np.take(volume, index, axis=axis))  # superior / anterior up
+
+        base = view(image)
+        base = np.where(base == 0, low, base)
+        for ax, overlay, name in zip(axes[row], (truth, prediction), ("ground truth", "prediction"), strict=True):
+            ax.imshow(base, cmap="gray", vmin=low, vmax=high)
+            ax.imshow(np.clip(view(overlay), 0, None), cmap=cmap, vmin=0, vmax=cmap.N - 1, alpha=0.5,
+                      interpolation="nearest")
+            ax.set_title(f"{name}, {plane} {index}")
+            ax.axis("off")
     handles = [Patch(color=_COLOURS[i], label=n) for i, n in enumerate(class_names) if i > 0]
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
-    fig.suptitle(f"{title}  (slice {index} of axis {axis})".strip())
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5), frameon=False)
+    fig.suptitle(title)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    fig.savefig(path, dpi=80, bbox_inches="tight")
     plt.close(fig)
     return path
