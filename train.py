@@ -18,7 +18,7 @@ from pytorch_lightning.loggers import WandbLogger
 
 from datamodules import VolumeSegmentationDataModule
 from lightning_modules import SegmentationModule
-from lightning_modules.callbacks import OptionalLearningRateMonitor, SegmentationWriter, TestReport
+from lightning_modules.callbacks import LearningCurves, OptionalLearningRateMonitor, SegmentationWriter, TestReport
 
 TRAINER_DEFAULTS = {
     "logger": lazy_instance(WandbLogger, save_dir="runs", project="brain-mri-segmentation"),
@@ -70,6 +70,7 @@ class SegmentationCLI(LightningCLI):
             "checkpoint.auto_insert_metric_name": False,
         })
         parser.add_lightning_class_args(TestReport, "test_report")
+        parser.add_lightning_class_args(LearningCurves, "learning_curves")
         parser.add_lightning_class_args(SegmentationWriter, "prediction_writer")
         parser.link_arguments("data.init_args.patch_size", "model.roi_size")
         for source, target in (("in_channels", "in_channels"), ("num_classes", "num_classes"),

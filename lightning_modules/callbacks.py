@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import tempfile
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ from pytorch_lightning.callbacks import BasePredictionWriter, LearningRateMonito
 from pytorch_lightning.utilities import rank_zero_info
 
 from datamodules.geometry import resample_onto
-from lightning_modules.figures import save_comparison_png
+from lightning_modules.figures import save_comparison_png, save_learning_curves_png
 
 
 class OptionalLearningRateMonitor(LearningRateMonitor):
@@ -41,6 +42,63 @@ def _default_output_dir(trainer: pl.Trainer, name: str) -> Path:
     if trainer.ckpt_path:
         return Path(trainer.ckpt_path).resolve().parent.parent / name
     return Path(trainer.default_root_dir) / name
+
+
+class LearningCurves(pl.Callback):
+    """Draws ``learning_curves.png`` (training and validation loss, validation Dice per region)
+    beside the checkpoints after every validation, whatever the logger, and keeps the points
+    in ``learning_curves.json``.
+
+    Args:
+        output_dir: where to write; default: the checkpoint folder's parent (the run folder).
+    """
+
+    def __init__(self, output_dir: str | None = None) -> None:
+        self.output_dir = output_dir
+        self.history: dict[str, list[tuple[int, float]]] = {}
+        self._loss_sum, self._loss_count = 0.0, 0
+
+    def _add(self, name: str, epoch: int, value: float) -> None:
+        self.history.setdefault(name, []).append((epoch, float(value)))
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        self._loss_sum += float(loss.detach())
+        self._loss_count += 1
+
+    def _flush_training_loss(self, epoch: int) -> None:
+        """The mean training loss since the last point (validation runs before the epoch ends)."""
+        if self._loss_count:
+            self._add("train/loss", epoch, self._loss_sum / self._loss_count)
+        self._loss_sum, self._loss_count = 0.0, 0
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._flush_training_loss(trainer.current_epoch)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        self._flush_training_loss(trainer.current_epoch)
+        for name, value in trainer.callback_metrics.items():
+            if name == "val/loss" or name.startswith("val/dice_"):
+                self._add(name, trainer.current_epoch, value)
+        self._draw(trainer, pl_module)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero and self.history:
+            self._draw(trainer, pl_module)
+
+    def _draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.output_dir:
+            directory = Path(self.output_dir)
+        elif trainer.checkpoint_callback is not None and trainer.checkpoint_callback.dirpath:
+            directory = Path(trainer.checkpoint_callback.dirpath).parent
+        else:
+            directory = Path(trainer.default_root_dir)
+        save_learning_curves_png(self.history, directory / "learning_curves.png",
+                                 title=str(pl_module.hparams.get("network", "")))
+        (directory / "learning_curves.json").write_text(json.dumps(self.history, indent=1))
 
 
 def format_dice_table(rows: Sequence[tuple[str, Sequence[float]]], regions: Sequence[str]) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -65,5 +65,34 @@ def save_comparison_png(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def save_learning_curves_png(history: Mapping[str, Sequence[tuple[int, float]]], path: Path, title: str = "") -> Path:
+    """Write a PNG: losses (left) and Dice per region (right) against the epoch.
+
+    ``history`` maps a metric name (``train/loss``, ``val/loss``, ``val/dice_<region>``,
+    ``val/dice_mean``) to its ``(epoch, value)`` points."""
+    fig, (losses, dice) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, points in sorted(history.items()):
+        if not points:
+            continue
+        epochs, values = zip(*points, strict=True)
+        if name.endswith("loss"):
+            losses.plot(epochs, values, marker=".", label=name)
+        elif "/dice_" in name:
+            dice.plot(epochs, values, marker=".", label=name.split("/dice_")[1],
+                      linewidth=2.5 if name.endswith("_mean") else 1.2)
+    losses.set(xlabel="epoch", ylabel="loss", title="loss")
+    dice.set(xlabel="epoch", ylabel="Dice (whole validation volumes)", title="validation Dice", ylim=(0, 1))
+    for ax in (losses, dice):
+        if ax.lines:
+            ax.legend(frameon=False)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
     return path

@@ -56,6 +56,12 @@ def test_fit_writes_best_and_last_checkpoints_with_the_data_settings(trained: Pa
     metrics = (next((trained / "logs").rglob("metrics.csv"))).read_text()
     for name in ("val/dice_CSF", "val/dice_GM", "val/dice_WM", "val/dice_mean", "train/loss"):
         assert name in metrics
+    # Learning curves beside the checkpoints: one point per epoch (train) and per validation.
+    assert (trained / "learning_curves.png").stat().st_size > 10_000
+    curves = json.loads((trained / "learning_curves.json").read_text())
+    assert [epoch for epoch, _ in curves["train/loss"]] == list(range(len(curves["train/loss"])))
+    assert len(curves["val/dice_mean"]) >= 1 and all(0 <= v <= 1 for _, v in curves["val/dice_mean"])
+    assert {"val/loss", "val/dice_CSF", "val/dice_GM", "val/dice_WM"} <= set(curves)
 
 
 def test_checkpoint_reload_gives_identical_predictions(trained: Path) -> None:
