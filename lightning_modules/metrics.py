@@ -1,0 +1,111 @@
+"""Per-structure segmentation metrics as the brain MRI challenges report them.
+
+Metrics per structure (a binary mask): Dice (DSC), the 95th-percentile Hausdorff distance
+(HD95, mm), the average symmetric surface distance (ASSD, mm) and the absolute volume
+difference (AVD, % of the ground-truth volume). Distances come from MONAI
+(``compute_hausdorff_distance(percentile=95)``, ``compute_average_surface_distance(symmetric=True)``)
+with the voxel spacing, so that our numbers are the ones others get from the same library:
+surfaces are the mask voxels removed by one binary erosion, HD95 is the larger of the two
+directed 95th percentiles, ASSD the mean of all surface distances in both directions.
+
+Empty masks (MONAI returns NaN/inf there, which would poison a mean):
+
+============================  =====  ===============  ===============  =====
+case                          DSC    HD95             ASSD             AVD
+============================  =====  ===============  ===============  =====
+both empty                    1      0                0                0
+truth empty, prediction not   0      volume diagonal  volume diagonal  NaN
+prediction empty, truth not   0      volume diagonal  volume diagonal  100
+============================  =====  ===============  ===============  =====
+
+Both empty is a perfect answer (the BraTS convention, e.g. ET absent and not predicted). A
+missing or spurious structure gets the largest distance the volume allows, its diagonal in
+mm (``sqrt(sum((shape * spacing) ** 2))``; BraTS' 373.13 mm is this for 240x240x155 at 1 mm),
+so a miss is penalised rather than silently dropped. AVD relative to an empty truth is
+undefined: NaN, left out of means (``summary`` reports how many values each mean used).
+
+``valid`` / ``ignore``: voxels marked as not counting (MRBrainS18 labels 9 and 10) are removed
+from both masks before scoring, so whatever is predicted there changes nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
+
+METRICS = ("dice", "hd95", "assd", "avd")
+
+
+@dataclass(frozen=True)
+class StructureScores:
+    """Scores of one structure: HD95/ASSD in mm, AVD in % of the ground-truth volume."""
+
+    dice: float
+    hd95: float
+    assd: float
+    avd: float
+
+
+def volume_diagonal(shape: Sequence[int], spacing: Sequence[float]) -> float:
+    """The largest distance inside the volume (mm): the value of a missing or spurious structure."""
+    return float(math.sqrt(sum((n * s) ** 2 for n, s in zip(shape, spacing, strict=True))))
+
+
+def _as_batch(mask: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None]
+
+
+def surface_distances(prediction: np.ndarray, truth: np.ndarray, spacing: Sequence[float]) -> tuple[float, float]:
+    """(HD95, ASSD) in mm of two non-empty binary masks, by MONAI."""
+    pred, gt = _as_batch(prediction), _as_batch(truth)
+    spacing = [float(s) for s in spacing]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # MONAI's deprecation notice, one per call
+        hd95 = compute_hausdorff_distance(pred, gt, include_background=True, percentile=95, spacing=spacing)
+        assd = compute_average_surface_distance(pred, gt, include_background=True, symmetric=True, spacing=spacing)
+    return float(hd95.item()), float(assd.item())
+
+
+def score_structure(prediction: np.ndarray, truth: np.ndarray, spacing: Sequence[float],
+                    valid: np.ndarray | None = None) -> StructureScores:
+    """Scores of one structure from binary masks (D, H, W); voxels where ``valid`` is False
+    are removed from both masks first. Empty masks follow the module's conventions."""
+    prediction = np.asarray(prediction, dtype=bool)
+    truth = np.asarray(truth, dtype=bool)
+    if prediction.shape != truth.shape or prediction.ndim != 3 or len(spacing) != 3:
+        raise ValueError(f"expected two 3D masks of one shape and 3 spacings, got {prediction.shape}, "
+                         f"{truth.shape} and {tuple(spacing)}")
+    if valid is not None:
+        valid = np.asarray(valid, dtype=bool)
+        prediction, truth = prediction & valid, truth & valid
+    n_pred, n_truth = int(prediction.sum()), int(truth.sum())
+    if n_pred == 0 and n_truth == 0:
+        return StructureScores(dice=1.0, hd95=0.0, assd=0.0, avd=0.0)
+    avd = math.nan if n_truth == 0 else 100.0 * abs(n_pred - n_truth) / n_truth  # spacing cancels
+    dice = 2.0 * int((prediction & truth).sum()) / (n_pred + n_truth)
+    if n_pred == 0 or n_truth == 0:
+        diagonal = volume_diagonal(truth.shape, spacing)
+        return StructureScores(dice=dice, hd95=diagonal, assd=diagonal, avd=avd)
+    hd95, assd = surface_distances(prediction, truth, spacing)
+    return StructureScores(dice=dice, hd95=hd95, assd=assd, avd=avd)
+
+
+def score_subject(prediction: np.ndarray, truth: np.ndarray, spacing: Sequence[float],
+                  structures: Mapping[str, Sequence[int]], ignore: Sequence[int] = ()) -> dict[str, StructureScores]:
+    """Scores per structure of one subject's label maps (the dataset's own values).
+
+    ``structures``: name -> the label values forming it (a class ``[10]``, a BraTS region
+    ``WT: [1, 2, 4]``). Voxels whose truth is in ``ignore`` count for nothing, whatever predicted.
+    """
+    prediction, truth = np.asarray(prediction), np.asarray(truth)
+    if prediction.shape != truth.shape:
+        raise ValueError(f"prediction {prediction.shape} and truth {truth.shape} differ in shape")
+    valid = ~np.isin(truth, list(ignore)) if len(ignore) else None
+    return {name: score_structure(np.isin(prediction, list(values)), np.isin(truth, list(values)), spacing, valid)
+            for name, values in structures.items()}

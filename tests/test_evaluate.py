@@ -1,0 +1,303 @@
+"""Segmentation metrics (lightning_modules/metrics.py) and the evaluate.py scorer, on real numbers."""
+
+from __future__ import annotations
+
+import csv
+import math
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from layouts import BRATS_AFFINE, MRBRAINS_ZOOMS, write_brats, write_mrbrains18, write_nifti
+from monai.metrics import compute_average_surface_distance, compute_dice, compute_hausdorff_distance
+from scipy import ndimage
+
+import evaluate
+from lightning_modules.metrics import score_structure, score_subject, volume_diagonal
+
+SHAPE = (12, 12, 12)
+
+
+def cube(start: tuple[int, int, int], side: int, shape: tuple[int, int, int] = SHAPE) -> np.ndarray:
+    mask = np.zeros(shape, dtype=bool)
+    mask[tuple(slice(s, s + side) for s in start)] = True
+    return mask
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 4])
+@pytest.mark.parametrize("axis", [0, 2])
+def test_dice_of_shifted_cubes_by_hand(k: int, axis: int) -> None:
+    """A side-6 cube against itself shifted by k voxels: overlap 6*6*(6-k) -> DSC (6-k)/6."""
+    start = [2, 2, 2]
+    start[axis] += k
+    scores = score_structure(cube(tuple(start), 6), cube((2, 2, 2), 6), (1.0, 1.0, 1.0))
+    assert scores.dice == pytest.approx((6 - k) / 6)
+    assert scores.avd == 0.0
+
+
+def test_distances_of_shifted_small_cubes_by_hand_anisotropic() -> None:
+    """Side-2 cubes are all surface. Shift 1 along axis 0 (3 mm voxels): per direction 4
+    distances 0 and 4 of 3 mm -> HD95 3 mm, ASSD 1.5 mm, DSC 8/16."""
+    scores = score_structure(cube((5, 4, 4), 2), cube((4, 4, 4), 2), (3.0, 1.0, 1.0))
+    assert scores.dice == pytest.approx(0.5)
+    assert scores.hd95 == pytest.approx(3.0)
+    assert scores.assd == pytest.approx(1.5)
+    # Shift 2 along axis 2 (0.5 mm voxels): distances 1 and 2 voxels, 4 each per direction:
+    # 95th percentile 2 voxels = 1 mm, mean 1.5 voxels = 0.75 mm; no overlap.
+    scores = score_structure(cube((4, 4, 6), 2), cube((4, 4, 4), 2), (1.0, 1.0, 0.5))
+    assert scores.dice == 0.0
+    assert scores.hd95 == pytest.approx(1.0)
+    assert scores.assd == pytest.approx(0.75)
+
+
+def test_single_voxels_distance_is_the_offset_in_mm() -> None:
+    truth = np.zeros(SHAPE, dtype=bool)
+    prediction = truth.copy()
+    truth[3, 3, 3] = True
+    prediction[5, 4, 3] = True  # 2 voxels of 1.5 mm, 1 of 0.7 mm
+    expected = math.hypot(3.0, 0.7)
+    scores = score_structure(prediction, truth, (1.5, 0.7, 2.0))
+    assert (scores.dice, scores.avd) == (0.0, 0.0)
+    assert scores.hd95 == pytest.approx(expected)
+    assert scores.assd == pytest.approx(expected)
+
+
+def blob(seed: int, shape: tuple[int, int, int] = (24, 20, 16)) -> np.ndarray:
+    noise = np.random.default_rng(seed).normal(size=shape)
+    return ndimage.gaussian_filter(noise, 2.0) > 0.05
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_agrees_with_monai_on_random_blobs(seed: int) -> None:
+    prediction, truth = blob(seed), blob(seed + 10)
+    assert prediction.any() and truth.any() and (prediction & truth).any()
+    spacing = (0.9, 1.2, 3.0)
+    scores = score_structure(prediction, truth, spacing)
+    pred_t = torch.from_numpy(prediction.astype(np.float32))[None, None]
+    truth_t = torch.from_numpy(truth.astype(np.float32))[None, None]
+    dice = compute_dice(pred_t, truth_t, include_background=True).item()
+    hd95 = compute_hausdorff_distance(pred_t, truth_t, include_background=True, percentile=95,
+                                      spacing=list(spacing)).item()
+    assd = compute_average_surface_distance(pred_t, truth_t, include_background=True, symmetric=True,
+                                            spacing=list(spacing)).item()
+    assert scores.dice == pytest.approx(dice, rel=1e-6)
+    assert scores.hd95 == pytest.approx(hd95, rel=1e-6)
+    assert scores.assd == pytest.approx(assd, rel=1e-6)
+    assert scores.avd == pytest.approx(100 * abs(int(prediction.sum()) - int(truth.sum())) / truth.sum())
+    assert 0 < scores.dice < 1 and scores.hd95 > 0 and scores.assd > 0
+
+
+def test_both_empty_is_perfect() -> None:
+    empty = np.zeros(SHAPE, dtype=bool)
+    scores = score_structure(empty, empty, (1.0, 1.0, 1.0))
+    assert (scores.dice, scores.hd95, scores.assd, scores.avd) == (1.0, 0.0, 0.0, 0.0)
+
+
+def test_truth_empty_prediction_not() -> None:
+    spacing = (1.0, 2.0, 0.5)
+    scores = score_structure(cube((1, 1, 1), 3), np.zeros(SHAPE, dtype=bool), spacing)
+    diagonal = math.sqrt(12**2 + 24**2 + 6**2)
+    assert volume_diagonal(SHAPE, spacing) == pytest.approx(diagonal)
+    assert scores.dice == 0.0
+    assert scores.hd95 == pytest.approx(diagonal) and scores.assd == pytest.approx(diagonal)
+    assert math.isnan(scores.avd)
+
+
+def test_prediction_empty_truth_not() -> None:
+    scores = score_structure(np.zeros(SHAPE, dtype=bool), cube((1, 1, 1), 3), (1.0, 1.0, 1.0))
+    assert scores.dice == 0.0
+    assert scores.hd95 == pytest.approx(math.sqrt(3) * 12) and scores.assd == pytest.approx(math.sqrt(3) * 12)
+    assert scores.avd == 100.0
+
+
+def test_brats_diagonal_matches_the_challenge_constant() -> None:
+    assert volume_diagonal((240, 240, 155), (1, 1, 1)) == pytest.approx(373.13, abs=0.01)
+
+
+def test_valid_mask_removes_voxels_from_both_masks() -> None:
+    truth = cube((2, 2, 2), 4)
+    prediction = truth | cube((7, 7, 7), 2)  # a spurious blob
+    valid = ~cube((7, 7, 7), 2)
+    assert score_structure(prediction, truth, (1, 1, 1)).dice < 1
+    scores = score_structure(prediction, truth, (1, 1, 1), valid)
+    assert (scores.dice, scores.hd95, scores.assd, scores.avd) == (1.0, 0.0, 0.0, 0.0)
+
+
+def test_mrbrains18_ignored_labels_do_not_change_scores() -> None:
+    structures, ignore = evaluate.DATASETS["mrbrains18"]
+    truth = np.zeros((16, 16, 8), dtype=np.int64)
+    truth[2:14, 2:14, 1:7] = 3
+    truth[4:8, 4:8, 2:5] = 1
+    truth[9:12, 9:12, 3:6] = 9  # infarction
+    truth[12, 3, 2] = 10
+    prediction = truth.copy()
+    prediction[truth == 9] = 3  # whatever the network says there
+    prediction[truth == 10] = 1
+    scores = score_subject(prediction, truth, MRBRAINS_ZOOMS, structures, ignore)
+    for name in ("WM", "cortical_GM"):
+        assert (scores[name].dice, scores[name].hd95, scores[name].assd, scores[name].avd) == (1.0, 0.0, 0.0, 0.0)
+    assert scores["CSF"].dice == 1.0  # absent and not predicted
+    without_ignore = score_subject(prediction, truth, MRBRAINS_ZOOMS, structures)
+    assert without_ignore["WM"].dice < 1 and without_ignore["cortical_GM"].dice < 1
+
+
+def test_brats_regions_by_hand() -> None:
+    structures, _ = evaluate.DATASETS["brats"]
+    truth = np.zeros((10, 10, 10), dtype=np.int64)
+    truth[1:9, 1:9, 1:9] = 2  # oedema 512 voxels
+    truth[3:7, 3:7, 3:7] = 4  # enhancing 64
+    truth[4:6, 4:6, 4:6] = 1  # necrosis 8 -> ET 56, TC 64, WT 512
+    prediction = truth.copy()
+    prediction[truth == 1] = 4  # necrosis called enhancing: WT, TC intact, ET 64 vs 56
+    scores = score_subject(prediction, truth, (1, 1, 1), structures)
+    assert scores["WT"].dice == 1.0 and scores["TC"].dice == 1.0
+    assert scores["ET"].dice == pytest.approx(2 * 56 / (64 + 56))
+    assert scores["ET"].avd == pytest.approx(100 * 8 / 56)
+
+
+# --- evaluate.py ---------------------------------------------------------------------------
+
+AFFINE = np.diag([1.0, 2.0, 0.5, 1.0])
+
+
+def write_pair(pred_dir: Path, gt_dir: Path, subject: str, prediction: np.ndarray, truth: np.ndarray,
+               pred_affine: np.ndarray = AFFINE) -> None:
+    write_nifti(prediction.astype(np.uint8), pred_dir / f"{subject}_seg.nii.gz", pred_affine)
+    write_nifti(truth.astype(np.uint8), gt_dir / f"{subject}_label.nii.gz", AFFINE)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_cli_end_to_end_writes_the_three_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pred_dir, gt_dir, out = tmp_path / "pred", tmp_path / "gt", tmp_path / "out"
+    truth = cube((4, 4, 4), 2).astype(np.uint8)
+    write_pair(pred_dir, gt_dir, "sub-02", truth, truth)  # perfect
+    shifted = cube((5, 4, 4), 2).astype(np.uint8)  # shift 1 along axis 0 (1 mm): DSC 0.5, HD95 1, ASSD 0.5
+    write_pair(pred_dir, gt_dir, "sub-10", shifted, truth)
+    assert evaluate.main(["--pred", str(pred_dir), "--gt", str(gt_dir), "--dataset", "labels",
+                          "--labels", "0:background,1:lesion", "--output", str(out)]) == 0
+    scores = read_csv(out / "scores.csv")
+    assert [(r["subject"], r["structure"]) for r in scores] == [("sub-02", "lesion"), ("sub-10", "lesion")]
+    assert list(scores[0]) == ["subject", "structure", "dice", "hd95_mm", "assd_mm", "avd_percent"]
+    assert [float(scores[1][k]) for k in ("dice", "hd95_mm", "assd_mm", "avd_percent")] == pytest.approx(
+        [0.5, 1.0, 0.5, 0.0])
+    summary = {(r["structure"], r["metric"]): r for r in read_csv(out / "summary.csv")}
+    assert float(summary["lesion", "dice"]["mean"]) == pytest.approx(0.75)
+    assert float(summary["lesion", "dice"]["std"]) == pytest.approx(0.25)
+    assert float(summary["lesion", "hd95_mm"]["mean"]) == pytest.approx(0.5)
+    assert summary["lesion", "dice"]["n"] == "2"
+    table = (out / "summary.md").read_text()
+    assert "| lesion | 0.750 ± 0.250 | 0.50 ± 0.50 | 0.25 ± 0.25 | 0.0 ± 0.0 |" in table
+    assert table in capsys.readouterr().out
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_nan_avd_is_left_out_of_the_mean(tmp_path: Path) -> None:
+    pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
+    empty = np.zeros(SHAPE, dtype=np.uint8)
+    write_pair(pred_dir, gt_dir, "a", cube((4, 4, 4), 2), empty)  # spurious: AVD NaN
+    write_pair(pred_dir, gt_dir, "b", cube((4, 4, 4), 2) | cube((6, 4, 4), 2), cube((4, 4, 4), 2))  # AVD 100
+    rows = evaluate.evaluate_folders(pred_dir, gt_dir, "labels", {0: "background", 1: "lesion"})
+    assert math.isnan(rows[0]["avd_percent"]) and rows[1]["avd_percent"] == 100.0
+    summary = {s["metric"]: s for s in evaluate.summarise(rows)}
+    assert summary["avd_percent"]["mean"] == 100.0 and summary["avd_percent"]["n"] == 1
+    assert summary["hd95_mm"]["n"] == 2
+
+
+def test_mismatched_affine_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
+    truth = cube((4, 4, 4), 2)
+    write_pair(pred_dir, gt_dir, "s1", truth, truth, pred_affine=np.diag([1.0, 1.0, 1.0, 1.0]))
+    with pytest.raises(evaluate.EvaluationError, match=r"s1_seg\.nii\.gz and .*s1_label\.nii\.gz have different"):
+        evaluate.evaluate_folders(pred_dir, gt_dir, "labels", "0:background,1:x")
+    assert evaluate.main(["--pred", str(pred_dir), "--gt", str(gt_dir), "--dataset", "labels", "--labels",
+                          "1:x"]) == 2
+    assert "different affines" in capsys.readouterr().err
+
+
+def test_mismatched_shape_is_a_clear_error(tmp_path: Path) -> None:
+    pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
+    write_pair(pred_dir, gt_dir, "s1", np.zeros((4, 4, 4)), np.zeros((4, 4, 5)))
+    with pytest.raises(evaluate.EvaluationError, match=r"s1_seg\.nii\.gz has shape \(4, 4, 4\) but .*s1_label"):
+        evaluate.evaluate_folders(pred_dir, gt_dir, "labels", "1:x")
+
+
+def test_missing_subjects_are_listed_or_skipped(tmp_path: Path) -> None:
+    pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
+    truth = cube((4, 4, 4), 2)
+    write_pair(pred_dir, gt_dir, "s1", truth, truth)
+    write_nifti(truth.astype(np.uint8), pred_dir / "s2_seg.nii.gz", AFFINE)
+    write_nifti(truth.astype(np.uint8), gt_dir / "s3.nii.gz", AFFINE)
+    listed = r"without ground truth .*\['s2'\].*without prediction .*\['s3'\]"
+    with pytest.raises(evaluate.EvaluationError, match=listed):
+        evaluate.evaluate_folders(pred_dir, gt_dir, "labels", "1:x")
+    with pytest.warns(UserWarning, match="skipped"):
+        rows = evaluate.evaluate_folders(pred_dir, gt_dir, "labels", "1:x", allow_missing=True)
+    assert [r["subject"] for r in rows] == ["s1"]
+
+
+def test_brats_dataset_folder(tmp_path: Path) -> None:
+    """Discovery through BraTSDataModule (one 2020 case with the odd segmentation name);
+    the truth as prediction except one case with ET wiped."""
+    folder = write_brats(tmp_path / "data", 2020, cases=3)
+    pred_dir = tmp_path / "pred"
+    for case in sorted(p for p in folder.iterdir() if p.is_dir()):
+        seg = next(p for p in case.iterdir() if "seg" in p.name.lower())
+        label = np.asarray(nib.load(str(seg)).dataobj).astype(np.uint8)
+        if case.name.endswith("003"):
+            label[label == 4] = 1
+        write_nifti(label, pred_dir / f"{case.name}_seg.nii.gz", BRATS_AFFINE)
+    rows = evaluate.evaluate_folders(pred_dir, folder, "brats")
+    assert [(r["subject"], r["structure"]) for r in rows][:3] == [("BraTS20_Training_001", s) for s in
+                                                                  ("WT", "TC", "ET")]
+    assert len(rows) == 9
+    for row in rows:
+        wiped = row["subject"].endswith("003") and row["structure"] == "ET"
+        assert row["dice"] == (0.0 if wiped else 1.0)
+        assert row["avd_percent"] == (100.0 if wiped else 0.0)
+
+
+@pytest.mark.parametrize("dataset", ["mrbrains18", "mrbrains18_thesis"])
+def test_mrbrains18_dataset_folder(tmp_path: Path, dataset: str) -> None:
+    training = write_mrbrains18(tmp_path / "data", ids=("1", "070"), shape=(16, 16, 10))
+    pred_dir = tmp_path / "pred"
+    for subject in ("1", "070"):
+        label = np.asarray(nib.load(str(training / subject / "segm.nii.gz")).dataobj).astype(np.uint8)
+        label[(label == 9) | (label == 10)] = 3  # ignored voxels, wrongly predicted
+        write_nifti(label, pred_dir / f"{subject}_seg.nii.gz", np.diag([*MRBRAINS_ZOOMS, 1.0]))
+    rows = evaluate.evaluate_folders(pred_dir, training, dataset)
+    names = list(evaluate.DATASETS[dataset][0])
+    assert [r["subject"] for r in rows] == ["1"] * len(names) + ["070"] * len(names)
+    assert all(r["dice"] == 1.0 and r["hd95_mm"] == 0.0 for r in rows)
+
+
+def test_flat_truth_accepts_the_prediction_naming(tmp_path: Path) -> None:
+    pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
+    truth = cube((4, 4, 4), 2)
+    write_pair(pred_dir, gt_dir, "s1", truth, truth)
+    shutil.move(gt_dir / "s1_label.nii.gz", gt_dir / "s1_seg.nii.gz")
+    rows = evaluate.evaluate_folders(pred_dir, gt_dir, "labels", "1:x")
+    assert rows[0]["dice"] == 1.0
+
+
+def test_iseg_dataset_folder(iseg_dir: Path) -> None:
+    """Analyze ground truth found by ISeg2017DataModule; one subject's WM called GM."""
+    pred_dir = iseg_dir.parent / "pred"
+    for n in (1, 2, 3, 4, 10):
+        image = nib.load(str(iseg_dir / f"subject-{n}-label.hdr"))
+        label = np.asarray(image.dataobj).astype(np.uint8)
+        if n == 10:
+            label[label == 250] = 150
+        write_nifti(label, pred_dir / f"subject-{n}_seg.nii.gz", image.affine)
+    rows = evaluate.evaluate_folders(pred_dir, iseg_dir, "iseg")
+    assert [r["subject"] for r in rows[::3]] == [f"subject-{n}" for n in (1, 2, 3, 4, 10)]
+    by_key = {(r["subject"], r["structure"]): r for r in rows}
+    assert by_key["subject-10", "WM"]["dice"] == 0.0 and by_key["subject-10", "CSF"]["dice"] == 1.0
+    assert 0 < by_key["subject-10", "GM"]["dice"] < 1 and by_key["subject-1", "WM"]["dice"] == 1.0
