@@ -91,3 +91,24 @@ def test_subject_name_from_the_modality_files() -> None:
     assert name("in/subject-4-T1.hdr", "in/subject-4-T2.hdr") == "subject-4"
     assert name("BraTS20_Validation_001_t1.nii.gz", "BraTS20_Validation_001_t1ce.nii.gz") == "BraTS20_Validation_001"
     assert name("scan.nii.gz") == "scan"
+
+
+def test_evaluate_on_predict_output_gives_the_dice_of_train_py_test(checkpoint: Path, tiny_demo_dir: Path,
+                                                                   tmp_path: Path) -> None:
+    from evaluate import evaluate_folders
+
+    run_cli(["test", "--config", "configs/demo.yaml", "--data.init_args.data_dir", str(tiny_demo_dir),
+             "--data.init_args.val_subjects", "[subject-3]", "--data.init_args.test_subjects", "[subject-4]",
+             "--data.init_args.patch_size", "[16, 16, 16]", "--data.init_args.cache_dir", "null",
+             "--model.network_kwargs", "{base_features: 2}", "--trainer.logger", "false",
+             "--trainer.enable_progress_bar", "false", "--ckpt_path", str(checkpoint),
+             "--test_report.output_dir", str(tmp_path / "test"), "--test_report.save_png", "false"],
+            save_config=False)
+    with open(tmp_path / "test" / "dice.csv") as handle:
+        (tested,) = list(csv.DictReader(handle))
+    predict(checkpoint, [tiny_demo_dir / "subject-4-T1.hdr", tiny_demo_dir / "subject-4-T2.hdr"], tmp_path / "pred")
+    rows = evaluate_folders(tmp_path / "pred", tiny_demo_dir, "iseg", allow_missing=True)
+    scores = {row["structure"]: row["dice"] for row in rows if row["subject"] == "subject-4"}
+    assert set(scores) == {"CSF", "GM", "WM"}
+    for structure, dice in scores.items():
+        assert dice == pytest.approx(float(tested[structure]), abs=1e-6)
