@@ -14,10 +14,12 @@ import nibabel as nib
 import numpy as np
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import BasePredictionWriter, LearningRateMonitor
+from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 
 from datamodules.geometry import resample_onto
 from lightning_modules.figures import save_comparison_png, save_learning_curves_png
+from lightning_modules.metrics import score_subject
 
 
 class OptionalLearningRateMonitor(LearningRateMonitor):
@@ -117,7 +119,10 @@ def format_dice_table(rows: Sequence[tuple[str, Sequence[float]]], regions: Sequ
 
 class TestReport(pl.Callback):
     """After ``test``: prints the per-subject, per-region Dice table, writes it as
-    ``dice.csv`` and writes one ``<subject>.png`` (image, ground truth, prediction) per subject.
+    ``dice.csv``; writes ``metrics.csv`` with the challenges' metric set per subject and
+    region (DSC, HD95 and ASSD in mm, AVD in %; ``lightning_modules.metrics``, the same code
+    as ``evaluate.py``), logs that table to W&B or TensorBoard, and draws one ``<subject>.png``
+    (three planes, ground truth and prediction) per subject.
 
     Args:
         output_dir: where to write; default ``test/`` beside the checkpoint's folder.
@@ -130,15 +135,23 @@ class TestReport(pl.Callback):
         self.output_dir = output_dir
         self.save_png = save_png
         self.rows: list[tuple[str, list[float]]] = []
+        self.metrics: list[list[Any]] = []
 
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.rows = []
+        self.rows, self.metrics = [], []
         self.directory = Path(self.output_dir) if self.output_dir else _default_output_dir(trainer, "test")
 
     def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                           batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         subject = batch["subject"][0]
         self.rows.append((subject, outputs["dice"].tolist()))
+        regions = getattr(pl_module, "regions", None)
+        structures = (dict(zip(pl_module.region_names, regions, strict=True)) if regions
+                      else {name: [c] for c, name in enumerate(pl_module.class_names) if c > 0})
+        affine = batch["affine"][0].cpu().numpy()
+        scores = score_subject(outputs["prediction"][0, 0].cpu().numpy(), batch["label"][0, 0].cpu().numpy(),
+                               np.sqrt((affine[:3, :3] ** 2).sum(axis=0)), structures, ignore=[-1])
+        self.metrics += [[subject, name, s.dice, s.hd95, s.assd, s.avd] for name, s in scores.items()]
         if self.save_png and trainer.is_global_zero:
             save_comparison_png(
                 batch["image"][0, 0].float().cpu().numpy(),
@@ -158,8 +171,25 @@ class TestReport(pl.Callback):
             writer = csv.writer(handle)
             writer.writerow(["subject", *regions])
             writer.writerows([subject, *(f"{v:.6f}" for v in values)] for subject, values in self.rows)
+        columns = ["subject", "structure", "dice", "hd95_mm", "assd_mm", "avd_percent"]
+        with open(self.directory / "metrics.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(columns)
+            writer.writerows([*row[:2], *(f"{v:.6f}" for v in row[2:])] for row in self.metrics)
+        means = {name: np.nanmean([row[2:] for row in self.metrics if row[1] == name], axis=0) for name in regions}
+        summary = "\n".join(f"{name:<16}" + "".join(f"{v:12.4f}" for v in values) for name, values in means.items())
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_table("test/metrics", columns=columns, data=self.metrics)
+            elif isinstance(logger, TensorBoardLogger):
+                table = "\n".join("| " + " | ".join(map(str, row)) + " |" for row in [columns, ["---"] * 6,
+                                                                                     *self.metrics])
+                logger.experiment.add_text("test/metrics", table)
         rank_zero_info("\nDice per subject and region (whole volumes, hard labels, background excluded)\n"
-                       + format_dice_table(self.rows, regions) + f"\nwritten to {self.directory}\n")
+                       + format_dice_table(self.rows, regions)
+                       + f"\n\nmean per region{'':1}" + "".join(f"{c:>12}" for c in ("dice", "hd95 mm", "assd mm",
+                                                                                      "avd %"))
+                       + "\n" + summary + f"\nwritten to {self.directory}\n")
 
 
 def save_nifti_atomically(array: np.ndarray, affine: np.ndarray, path: Path) -> Path:

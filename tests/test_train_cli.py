@@ -1,5 +1,6 @@
 """End to end through train.py's LightningCLI on a tiny synthetic demo set."""
 
+import csv
 import json
 from pathlib import Path
 
@@ -89,6 +90,25 @@ def test_test_reports_dice_per_subject_and_draws_a_png(trained: Path, tiny_demo_
         assert logged[f"test/dice_{name}"].item() == pytest.approx(value, abs=1e-5)
         assert 0.0 <= value <= 1.0
     assert (out / "subject-4.png").stat().st_size > 10_000
+    # The challenges' metric set, from the same code as evaluate.py; its Dice is the logged Dice.
+    with open(out / "metrics.csv") as handle:
+        metrics = {row["structure"]: row for row in csv.DictReader(handle)}
+    assert set(metrics) == {"CSF", "GM", "WM"}
+    for name, value in zip(("CSF", "GM", "WM"), per_region, strict=True):
+        assert float(metrics[name]["dice"]) == pytest.approx(value, abs=1e-5)
+        assert float(metrics[name]["hd95_mm"]) >= 0 and float(metrics[name]["assd_mm"]) >= 0
+        assert float(metrics[name]["avd_percent"]) >= 0
+
+
+def test_test_logs_the_metric_table_to_offline_wandb(trained: Path, tiny_demo_dir: Path, tmp_path: Path) -> None:
+    ckpt = trained / "checkpoints" / "best.ckpt"
+    cli("test", tiny_demo_dir, tmp_path, "--ckpt_path", str(ckpt), "--test_report.output_dir", str(tmp_path / "r"),
+        "--test_report.save_png", "false", wandb=True)
+    tables = list((tmp_path / "runs").rglob("metrics_*.table.json"))
+    assert len(tables) == 1
+    table = json.loads(tables[0].read_text())
+    assert table["columns"] == ["subject", "structure", "dice", "hd95_mm", "assd_mm", "avd_percent"]
+    assert [row[1] for row in table["data"]] == ["CSF", "GM", "WM"]
 
 
 def test_predict_writes_segmentations_in_the_input_space(trained: Path, tiny_demo_dir: Path) -> None:
