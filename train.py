@@ -18,7 +18,13 @@ from pytorch_lightning.loggers import WandbLogger
 
 from datamodules import VolumeSegmentationDataModule
 from lightning_modules import SegmentationModule
-from lightning_modules.callbacks import LearningCurves, OptionalLearningRateMonitor, SegmentationWriter, TestReport
+from lightning_modules.callbacks import (
+    LearningCurves,
+    OptionalLearningRateMonitor,
+    SegmentationWriter,
+    TestReport,
+    ValidationImages,
+)
 
 TRAINER_DEFAULTS = {
     "logger": lazy_instance(WandbLogger, save_dir="runs", project="brain-mri-segmentation"),
@@ -71,6 +77,7 @@ class SegmentationCLI(LightningCLI):
         })
         parser.add_lightning_class_args(TestReport, "test_report")
         parser.add_lightning_class_args(LearningCurves, "learning_curves")
+        parser.add_lightning_class_args(ValidationImages, "validation_images")
         parser.add_lightning_class_args(SegmentationWriter, "prediction_writer")
         parser.link_arguments("data.init_args.patch_size", "model.roi_size")
         for source, target in (("in_channels", "in_channels"), ("num_classes", "num_classes"),

@@ -18,7 +18,7 @@ from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 
 from datamodules.geometry import resample_onto
-from lightning_modules.figures import save_comparison_png, save_learning_curves_png
+from lightning_modules.figures import plt, save_comparison_png, save_learning_curves_png
 from lightning_modules.metrics import score_subject
 
 
@@ -101,6 +101,40 @@ class LearningCurves(pl.Callback):
         save_learning_curves_png(self.history, directory / "learning_curves.png",
                                  title=str(pl_module.hparams.get("network", "")))
         (directory / "learning_curves.json").write_text(json.dumps(self.history, indent=1))
+
+
+class ValidationImages(pl.Callback):
+    """Logs the first validation subject's picture (three planes, ground truth and prediction
+    over the first modality) as an image to W&B (offline runs too) or TensorBoard, at the
+    first validation and every ``every_n_validations``-th after it.
+
+    Args:
+        every_n_validations: how often; 0 turns the images off.
+    """
+
+    def __init__(self, every_n_validations: int = 5) -> None:
+        self.every_n_validations = every_n_validations
+        self.validations = 0
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        if batch_idx != 0 or trainer.sanity_checking or not self.every_n_validations:
+            return
+        self.validations += 1
+        loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger | TensorBoardLogger)]
+        if (self.validations - 1) % self.every_n_validations or not loggers or not trainer.is_global_zero:
+            return
+        subject = batch["subject"][0]
+        with tempfile.TemporaryDirectory() as tmp:
+            path = save_comparison_png(batch["image"][0, 0].float().cpu().numpy(), batch["label"][0, 0].cpu().numpy(),
+                                       outputs["prediction"][0, 0].cpu().numpy(), pl_module.class_names,
+                                       Path(tmp) / "overlay.png", title=f"{subject}, epoch {trainer.current_epoch}")
+            picture = (plt.imread(path)[..., :3] * 255).astype(np.uint8)
+        for logger in loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image("val/overlay", [picture], step=trainer.global_step, caption=[subject])
+            else:
+                logger.experiment.add_image("val/overlay", picture, trainer.global_step, dataformats="HWC")
 
 
 def format_dice_table(rows: Sequence[tuple[str, Sequence[float]]], regions: Sequence[str]) -> str:

@@ -233,8 +233,8 @@ class SegmentationModule(pl.LightningModule):
             self.log(f"{stage}/dice_{name}", value, sync_dist=True)  # identical on every rank
         self.log(f"{stage}/dice_mean", per_region.nanmean(), prog_bar=True, sync_dist=True)
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate_volume(batch, self.val_dice, "val")
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        return self._evaluate_volume(batch, self.val_dice, "val")
 
     def on_validation_epoch_end(self) -> None:
         self._log_dice(self.val_dice, "val")

@@ -101,9 +101,14 @@ def test_test_reports_dice_per_subject_and_draws_a_png(trained: Path, tiny_demo_
 
 
 def test_test_logs_the_metric_table_to_offline_wandb(trained: Path, tiny_demo_dir: Path, tmp_path: Path) -> None:
+    import wandb
+
     ckpt = trained / "checkpoints" / "best.ckpt"
-    cli("test", tiny_demo_dir, tmp_path, "--ckpt_path", str(ckpt), "--test_report.output_dir", str(tmp_path / "r"),
-        "--test_report.save_png", "false", wandb=True)
+    try:
+        cli("test", tiny_demo_dir, tmp_path, "--ckpt_path", str(ckpt), "--test_report.output_dir",
+            str(tmp_path / "r"), "--test_report.save_png", "false", wandb=True)
+    finally:
+        wandb.finish()  # `test` leaves its run open; the next W&B test must start its own
     tables = list((tmp_path / "runs").rglob("metrics_*.table.json"))
     assert len(tables) == 1
     table = json.loads(tables[0].read_text())
@@ -128,12 +133,26 @@ def test_default_logger_is_offline_wandb_with_the_config_saved(tiny_demo_dir: Pa
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     cli("fit", tiny_demo_dir, tmp_path, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1",
-        wandb=True)
+        "--trainer.check_val_every_n_epoch", "1", wandb=True)
     runs = list((tmp_path / "runs" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     saved = runs[0] / "files" / "fit-config.yaml"
     assert "ISeg2017DataModule" in saved.read_text()
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    # The validation picture, logged as an image even offline.
+    (image,) = (runs[0] / "files" / "media" / "images" / "val").glob("overlay_*.png")
+    assert image.stat().st_size > 10_000
+
+
+def test_tensorboard_gets_the_validation_picture(tiny_demo_dir: Path, tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cli("fit", tiny_demo_dir, tmp_path, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1",
+        "--trainer.check_val_every_n_epoch", "1", "--trainer.logger", "pytorch_lightning.loggers.TensorBoardLogger",
+        "--trainer.logger.save_dir", str(tmp_path / "tb"))
+    (events,) = (tmp_path / "tb").rglob("events.out.tfevents.*")
+    accumulator = EventAccumulator(str(events.parent)).Reload()
+    assert "val/overlay" in accumulator.Tags()["images"]
 
 
 def test_bf16_mixed_precision_trains_and_validates(tiny_demo_dir: Path, tmp_path: Path) -> None:
