@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The thesis' comparison (chapter 6): every network of its Table 1 on one dataset, one W&B run
-# each, grouped by dataset and named by network.
+# each, grouped by dataset and named by network; each best checkpoint is then tested on the
+# held-out subjects, and compare_runs.py prints the table:
+#   python compare_runs.py runs/study
 #   scripts/thesis_study.sh iseg2017 /path/to/iSeg-2017-Training [extra train.py arguments]
 #   scripts/thesis_study.sh mrbrains18 /path/to/MRBrainS18/training
 # The DenseNets draw 2000 sub-volumes per epoch, as the thesis did (vs ~500 for V-Net/U-Net).
@@ -19,6 +21,11 @@ for network in vnet vnet_light unet3d densenet3d densenet3d_late_fusion densenet
   if [[ $network == densenet3d* ]]; then
     extra=(--data.init_args.samples_per_volume $(( 2000 / training_subjects )))
   fi
-  python train.py fit --config "configs/experiments/$dataset.yaml" --config "configs/models/$network.yaml" \
-    --data.init_args.data_dir "$data_dir" --trainer.logger.init_args.name "$network" "${extra[@]}" "$@"
+  run=runs/study/$dataset/$network
+  common=(--config "configs/experiments/$dataset.yaml" --config "configs/models/$network.yaml"
+          --data.init_args.data_dir "$data_dir" --trainer.logger.init_args.name "$network"
+          --checkpoint.dirpath "$run/checkpoints")
+  python train.py fit "${common[@]}" "${extra[@]}" "$@"
+  python train.py test "${common[@]}" --ckpt_path "$run/checkpoints/best.ckpt" "$@"
 done
+python compare_runs.py runs/study
