@@ -15,11 +15,8 @@ subject. Every file is written under a temporary name and renamed.
 from __future__ import annotations
 
 import argparse
-import csv
 import importlib
-import itertools
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,8 +27,8 @@ import torch
 from datamodules.io import DataError
 from datamodules.volumes import PreprocessingSettings, Subject, load_subject
 from lightning_modules import SegmentationModule
-from lightning_modules.callbacks import save_nifti_atomically, to_scan_space, write_segmentation
-from lightning_modules.losses import regions_to_classes
+from lightning_modules.callbacks import save_nifti_atomically, to_scan_space, write_segmentation, write_volumes_csv
+from lightning_modules.inference import classes_from, probabilities, structure_volumes
 
 # The arguments of a saved DataModule that describe a training split, not a folder's layout.
 _SPLIT_ARGS = ("val_subjects", "test_subjects", "train_subjects", "val_fraction", "test_fraction", "num_folds",
@@ -95,46 +92,6 @@ def subjects_from_folder(folder: Path, data: dict[str, Any], modalities: Sequenc
     return datamodule.find_subjects(folder, require_labels=False)
 
 
-def probabilities(model: SegmentationModule, image: torch.Tensor, flips: bool) -> torch.Tensor:
-    """Class (softmax) or region (sigmoid) probabilities (1, C, D, H, W); with ``flips``, the
-    mean over the 8 mirrorings of the volume (test-time augmentation)."""
-    activation = (lambda x: torch.softmax(x, 1)) if model.regions is None else torch.sigmoid
-    axes = [()] if not flips else [a for n in range(4) for a in itertools.combinations((2, 3, 4), n)]
-    total = torch.zeros(())
-    with torch.no_grad():
-        for dims in axes:
-            flipped = torch.flip(image, dims) if dims else image
-            out = activation(model.predict_logits(flipped).float())
-            total = total + (torch.flip(out, dims) if dims else out)
-    return total / len(axes)
-
-
-def classes_from(model: SegmentationModule, probs: torch.Tensor) -> torch.Tensor:
-    """Class map (D, H, W): the most probable class, or the regions above 0.5 painted back."""
-    if model.regions is None:
-        return probs.argmax(dim=1)[0]
-    return regions_to_classes(probs > 0.5, model.paint_classes)[0, 0]
-
-
-def structure_volumes(classes: np.ndarray, affine: np.ndarray, model: SegmentationModule) -> dict[str, float]:
-    """Millilitres per foreground class, or per region (the union of its classes)."""
-    voxel_ml = abs(np.linalg.det(affine[:3, :3])) / 1000.0
-    counts = np.bincount(classes.ravel(), minlength=model.hparams.num_classes)
-    if model.regions is None:
-        return {name: float(counts[c] * voxel_ml) for c, name in enumerate(model.class_names) if c > 0}
-    return {name: float(counts[members].sum() * voxel_ml) for name, members in zip(model.region_names, model.regions,
-                                                                                    strict=True)}
-
-
-def write_volumes_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".csv")
-    with os.fdopen(handle, "w", newline="") as out:
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
-
-
 def predict(checkpoint: Path, inputs: Sequence[Path], output: Path, device: str = "cpu", overlap: float | None = None,
             sw_batch_size: int | None = None, flips: bool = False, save_probabilities: bool = False,
             subject_id: str | None = None) -> list[Path]:
@@ -154,7 +111,7 @@ def predict(checkpoint: Path, inputs: Sequence[Path], output: Path, device: str 
         volume = load_subject(subject, None, settings)
         image = torch.from_numpy(np.asarray(volume.image, dtype=np.float32))[None].to(device)
         probs = probabilities(model, image, flips)
-        classes = classes_from(model, probs).cpu().numpy()
+        classes = classes_from(model, probs)[0].cpu().numpy()
         grids = {"affine": volume.affine, "original_affine": volume.original_affine,
                  "original_shape": volume.original_shape}
         path = write_segmentation(classes, values, output / f"{subject.subject_id}_seg.nii.gz", **grids)

@@ -19,6 +19,7 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from datamodules.geometry import resample_onto
 from lightning_modules.figures import plt, save_comparison_png, save_learning_curves_png
+from lightning_modules.inference import structure_volumes
 from lightning_modules.metrics import score_subject
 
 
@@ -242,8 +243,8 @@ def save_nifti_atomically(array: np.ndarray, affine: np.ndarray, path: Path) -> 
     return path
 
 
-def to_scan_space(array: np.ndarray, affine: np.ndarray, original_affine: np.ndarray | None,
-                  original_shape: Sequence[int] | None, order: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def to_scan_space(array: np.ndarray, affine: np.ndarray, original_affine: np.ndarray | None = None,
+                  original_shape: Sequence[int] | None = None, order: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``array`` (spatial axes last) on the grid it was predicted on -> the scan's own grid
     and affine (exact for a reorientation; nearest neighbour or linear otherwise)."""
     affine = np.asarray(affine, dtype=np.float64)
@@ -265,11 +266,23 @@ def write_segmentation(classes: np.ndarray, label_values: Sequence[int], path: P
     return save_nifti_atomically(segmentation, affine, path)
 
 
+def write_volumes_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    """``volumes.csv`` (one row per subject), written under a temporary name and renamed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".csv")
+    with os.fdopen(handle, "w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
 class SegmentationWriter(BasePredictionWriter):
     """During ``predict``: writes ``<subject>_seg.nii.gz`` per subject in the scan's own
     space (its shape, affine and orientation: a volume reoriented or resampled for the network
     is mapped back, exactly for a pure reorientation, by nearest neighbour otherwise), in the
-    dataset's own label values (e.g. 10/150/250 for iSeg).
+    dataset's own label values (e.g. 10/150/250 for iSeg); then ``volumes.csv``. The same
+    files as ``predict.py``.
 
     Region-based models predict class maps too (their regions painted back into classes by
     ``SegmentationModule.predict_classes``), so BraTS' ET is written as 4, like any class.
@@ -277,20 +290,43 @@ class SegmentationWriter(BasePredictionWriter):
     Args:
         output_dir: folder for the segmentations; default ``predictions/`` beside the
             checkpoint's folder.
+        flips: test-time augmentation: average the probabilities over the 8 mirrorings.
+        probabilities: also write ``<subject>_probabilities.nii.gz`` (one volume per class or region).
     """
 
-    def __init__(self, output_dir: str | None = None) -> None:
+    def __init__(self, output_dir: str | None = None, flips: bool = False, probabilities: bool = False) -> None:
         super().__init__(write_interval="batch")
         self.output_dir = output_dir
+        self.flips = flips
+        self.probabilities = probabilities
+        self.volumes: list[dict[str, Any]] = []
+
+    def _directory(self, trainer: pl.Trainer) -> Path:
+        return Path(self.output_dir) if self.output_dir else _default_output_dir(trainer, "predictions")
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        pl_module.predict_flips = self.flips  # read by SegmentationModule.predict_step
+        pl_module.predict_probabilities = self.probabilities
+        self.volumes = []
 
     def write_on_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prediction: Any,
                            batch_indices: Sequence[int] | None, batch: Any, batch_idx: int,
                            dataloader_idx: int) -> None:
-        directory = Path(self.output_dir) if self.output_dir else _default_output_dir(trainer, "predictions")
+        directory = self._directory(trainer)
         values = pl_module.hparams.get("label_values") or list(range(pl_module.hparams.num_classes))
         for i, subject in enumerate(prediction["subject"]):
             grids = {k: prediction[k][i].cpu().numpy() for k in ("affine", "original_affine", "original_shape")
                      if k in prediction}
-            path = write_segmentation(prediction["prediction"][i].cpu().numpy(), values,
-                                      directory / f"{subject}_seg.nii.gz", **grids)
+            classes = prediction["prediction"][i].cpu().numpy()
+            path = write_segmentation(classes, values, directory / f"{subject}_seg.nii.gz", **grids)
             rank_zero_info(f"wrote {path}")
+            scan_classes, scan_affine = to_scan_space(classes, **grids)
+            self.volumes.append({"subject": subject, **structure_volumes(scan_classes, scan_affine, pl_module)})
+            if "probabilities" in prediction:
+                maps, affine = to_scan_space(prediction["probabilities"][i].cpu().numpy(), **grids, order=1)
+                save_nifti_atomically(np.moveaxis(maps, 0, -1).astype(np.float32), affine,
+                                      directory / f"{subject}_probabilities.nii.gz")
+
+    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.volumes:
+            write_volumes_csv(self.volumes, self._directory(trainer) / "volumes.csv")

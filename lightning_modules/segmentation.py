@@ -11,6 +11,7 @@ from monai.inferers import sliding_window_inference
 from monai.losses import DeepSupervisionLoss
 from monai.metrics import DiceMetric
 
+from lightning_modules.inference import classes_from, probabilities
 from lightning_modules.losses import (
     build_loss,
     masked_one_hot,
@@ -246,9 +247,12 @@ class SegmentationModule(pl.LightningModule):
         self._log_dice(self.test_dice, "test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        prediction = self.predict_classes(self.predict_logits(batch["image"]))[:, 0]
+        probs = probabilities(self, batch["image"], flips=getattr(self, "predict_flips", False))
         grids = {key: batch[key] for key in ("affine", "original_affine", "original_shape") if key in batch}
-        return {"subject": batch["subject"], "prediction": prediction, **grids}
+        output = {"subject": batch["subject"], "prediction": classes_from(self, probs), **grids}
+        if getattr(self, "predict_probabilities", False):
+            output["probabilities"] = probs
+        return output
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Name the DataModule class beside its saved arguments (Lightning stores those as

@@ -88,6 +88,7 @@ def test_predictions_go_back_to_the_scans_own_space(tmp_path: Path) -> None:
 
     class Module:  # what the writer reads from the LightningModule
         hparams = {"label_values": dm.class_values, "num_classes": dm.num_classes}
+        class_names, regions = dm.class_names, None
 
     SegmentationWriter(str(tmp_path / "out")).write_on_batch_end(None, Module(), prediction, None, batch, 0, 0)
     written = nib.load(str(tmp_path / "out" / "BraTS2021_00001_seg.nii.gz"))

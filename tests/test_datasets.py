@@ -248,6 +248,7 @@ def test_target_spacing_resamples_and_predictions_return_to_the_scan_grid(tmp_pa
 
     class Module:
         hparams = {"label_values": dm.class_values, "num_classes": dm.num_classes}
+        class_names, regions = dm.class_names, None
 
     SegmentationWriter(str(tmp_path / "out")).write_on_batch_end(None, Module(), prediction, None, batch, 0, 0)
     written = nib.load(str(tmp_path / "out" / "sub-01_seg.nii.gz"))

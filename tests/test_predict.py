@@ -112,3 +112,21 @@ def test_evaluate_on_predict_output_gives_the_dice_of_train_py_test(checkpoint: 
     assert set(scores) == {"CSF", "GM", "WM"}
     for structure, dice in scores.items():
         assert dice == pytest.approx(float(tested[structure]), abs=1e-6)
+
+
+def test_train_py_predict_writes_the_same_files_with_flips_and_probabilities(checkpoint: Path, tiny_demo_dir: Path,
+                                                                              tmp_path: Path) -> None:
+    run_cli(["predict", "--config", "configs/demo.yaml", "--data.init_args.data_dir", str(tiny_demo_dir),
+             "--data.init_args.val_subjects", "[subject-3]", "--data.init_args.test_subjects", "[subject-4]",
+             "--data.init_args.patch_size", "[16, 16, 16]", "--data.init_args.cache_dir", "null",
+             "--model.network_kwargs", "{base_features: 2}", "--trainer.logger", "false",
+             "--trainer.enable_progress_bar", "false", "--ckpt_path", str(checkpoint),
+             "--prediction_writer.output_dir", str(tmp_path / "cli"), "--prediction_writer.flips", "true",
+             "--prediction_writer.probabilities", "true"], save_config=False)
+    predict(checkpoint, [tiny_demo_dir / "subject-4-T1.hdr", tiny_demo_dir / "subject-4-T2.hdr"], tmp_path / "files",
+            flips=True, save_probabilities=True)
+    for name in ("subject-4_seg.nii.gz", "subject-4_probabilities.nii.gz"):
+        cli = np.asarray(nib.load(str(tmp_path / "cli" / name)).dataobj)
+        files = np.asarray(nib.load(str(tmp_path / "files" / name)).dataobj)
+        np.testing.assert_allclose(files, cli, atol=1e-6)
+    assert (tmp_path / "cli" / "volumes.csv").read_text() == (tmp_path / "files" / "volumes.csv").read_text()
