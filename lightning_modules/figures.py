@@ -19,6 +19,15 @@ _COLOURS = ["#00000000", "#1f77b4", "#2ca02c", "#ffdd00", "#d62728", "#9467bd", 
 PLANES = {"axial": 2, "coronal": 1, "sagittal": 0}  # the voxel axis each plane cuts, for RAS+ volumes
 
 
+def _save(fig: plt.Figure, path: Path, title: str, dpi: int) -> Path:
+    fig.suptitle(title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 def most_labelled_slice(label: np.ndarray, axis: int = 2) -> int:
     """Index along ``axis`` of the slice with the most foreground voxels."""
     other = tuple(a for a in range(3) if a != axis)
@@ -61,12 +70,7 @@ def save_comparison_png(
             ax.axis("off")
     handles = [Patch(color=_COLOURS[i], label=n) for i, n in enumerate(class_names) if i > 0]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5), frameon=False)
-    fig.suptitle(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(fig, path, title, dpi=80)
 
 
 def save_learning_curves_png(history: Mapping[str, Sequence[tuple[int, float]]], path: Path, title: str = "") -> Path:
@@ -90,9 +94,4 @@ def save_learning_curves_png(history: Mapping[str, Sequence[tuple[int, float]]],
         if ax.lines:
             ax.legend(frameon=False)
         ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(fig, path, title, dpi=90)

@@ -28,6 +28,15 @@ def checkpoint(tiny_demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return run / "checkpoints" / "last.ckpt"
 
 
+def run_with(checkpoint: Path, data_dir: Path, subcommand: str, extra: list[str]) -> None:
+    """``train.py <subcommand>`` with the checkpoint, on the tiny demo set (subject-4 held out)."""
+    run_cli([subcommand, "--config", "configs/demo.yaml", "--data.init_args.data_dir", str(data_dir),
+             "--data.init_args.val_subjects", "[subject-3]", "--data.init_args.test_subjects", "[subject-4]",
+             "--data.init_args.patch_size", "[16, 16, 16]", "--data.init_args.cache_dir", "null",
+             "--model.network_kwargs", "{base_features: 2}", "--trainer.logger", "false",
+             "--trainer.enable_progress_bar", "false", "--ckpt_path", str(checkpoint), *extra], save_config=False)
+
+
 def test_folder_input_writes_every_subject_in_its_own_space(checkpoint: Path, tiny_demo_dir: Path,
                                                           tmp_path: Path) -> None:
     written = predict(checkpoint, [tiny_demo_dir], tmp_path / "out")
@@ -43,12 +52,7 @@ def test_folder_input_writes_every_subject_in_its_own_space(checkpoint: Path, ti
 
 def test_same_segmentation_as_train_py_predict_and_from_the_files(checkpoint: Path, tiny_demo_dir: Path,
                                                                  tmp_path: Path) -> None:
-    run_cli(["predict", "--config", "configs/demo.yaml", "--data.init_args.data_dir", str(tiny_demo_dir),
-             "--data.init_args.val_subjects", "[subject-3]", "--data.init_args.test_subjects", "[subject-4]",
-             "--data.init_args.patch_size", "[16, 16, 16]", "--data.init_args.cache_dir", "null",
-             "--model.network_kwargs", "{base_features: 2}", "--trainer.logger", "false",
-             "--trainer.enable_progress_bar", "false", "--ckpt_path", str(checkpoint),
-             "--prediction_writer.output_dir", str(tmp_path / "cli")], save_config=False)
+    run_with(checkpoint, tiny_demo_dir, "predict", ["--prediction_writer.output_dir", str(tmp_path / "cli")])
     predict(checkpoint, [tiny_demo_dir / "subject-4-T1.hdr", tiny_demo_dir / "subject-4-T2.hdr"], tmp_path / "files")
     cli = np.asarray(nib.load(str(tmp_path / "cli" / "subject-4_seg.nii.gz")).dataobj)
     files = np.asarray(nib.load(str(tmp_path / "files" / "subject-4_seg.nii.gz")).dataobj)
@@ -97,13 +101,8 @@ def test_evaluate_on_predict_output_gives_the_dice_of_train_py_test(checkpoint: 
                                                                    tmp_path: Path) -> None:
     from evaluate import evaluate_folders
 
-    run_cli(["test", "--config", "configs/demo.yaml", "--data.init_args.data_dir", str(tiny_demo_dir),
-             "--data.init_args.val_subjects", "[subject-3]", "--data.init_args.test_subjects", "[subject-4]",
-             "--data.init_args.patch_size", "[16, 16, 16]", "--data.init_args.cache_dir", "null",
-             "--model.network_kwargs", "{base_features: 2}", "--trainer.logger", "false",
-             "--trainer.enable_progress_bar", "false", "--ckpt_path", str(checkpoint),
-             "--test_report.output_dir", str(tmp_path / "test"), "--test_report.save_png", "false"],
-            save_config=False)
+    run_with(checkpoint, tiny_demo_dir, "test",
+             ["--test_report.output_dir", str(tmp_path / "test"), "--test_report.save_png", "false"])
     with open(tmp_path / "test" / "dice.csv") as handle:
         (tested,) = list(csv.DictReader(handle))
     predict(checkpoint, [tiny_demo_dir / "subject-4-T1.hdr", tiny_demo_dir / "subject-4-T2.hdr"], tmp_path / "pred")
@@ -116,13 +115,9 @@ def test_evaluate_on_predict_output_gives_the_dice_of_train_py_test(checkpoint: 
 
 def test_train_py_predict_writes_the_same_files_with_flips_and_probabilities(checkpoint: Path, tiny_demo_dir: Path,
                                                                               tmp_path: Path) -> None:
-    run_cli(["predict", "--config", "configs/demo.yaml", "--data.init_args.data_dir", str(tiny_demo_dir),
-             "--data.init_args.val_subjects", "[subject-3]", "--data.init_args.test_subjects", "[subject-4]",
-             "--data.init_args.patch_size", "[16, 16, 16]", "--data.init_args.cache_dir", "null",
-             "--model.network_kwargs", "{base_features: 2}", "--trainer.logger", "false",
-             "--trainer.enable_progress_bar", "false", "--ckpt_path", str(checkpoint),
-             "--prediction_writer.output_dir", str(tmp_path / "cli"), "--prediction_writer.flips", "true",
-             "--prediction_writer.probabilities", "true"], save_config=False)
+    run_with(checkpoint, tiny_demo_dir, "predict", ["--prediction_writer.output_dir", str(tmp_path / "cli"),
+                                                     "--prediction_writer.flips", "true",
+                                                     "--prediction_writer.probabilities", "true"])
     predict(checkpoint, [tiny_demo_dir / "subject-4-T1.hdr", tiny_demo_dir / "subject-4-T2.hdr"], tmp_path / "files",
             flips=True, save_probabilities=True)
     for name in ("subject-4_seg.nii.gz", "subject-4_probabilities.nii.gz"):
