@@ -43,6 +43,6 @@ def structure_volumes(classes: np.ndarray, affine: np.ndarray, model: Segmentati
     voxel_ml = abs(np.linalg.det(np.asarray(affine)[:3, :3])) / 1000.0
     counts = np.bincount(np.asarray(classes).ravel(), minlength=len(model.class_names))
     if model.regions is None:
-        return {name: float(counts[c] * voxel_ml) for c, name in enumerate(model.class_names) if c > 0}
-    return {name: float(counts[members].sum() * voxel_ml)
+        return {name: round(float(counts[c] * voxel_ml), 3) for c, name in enumerate(model.class_names) if c > 0}
+    return {name: round(float(counts[members].sum() * voxel_ml), 3)
             for name, members in zip(model.region_names, model.regions, strict=True)}
