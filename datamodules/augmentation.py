@@ -91,28 +91,6 @@ def _brain_mask(image: torch.Tensor) -> torch.Tensor:
     return (image != 0).any(dim=0)
 
 
-class _Spatial:
-    """Applies a MONAI dictionary transform to image and label together (one draw for both)."""
-
-    def __init__(self, prob: float) -> None:
-        self.prob = _probability(prob)
-
-    def transform(self, rng: np.random.Generator, shape: tuple[int, ...]) -> Any:
-        """The MONAI dictionary transform for one patch of spatial ``shape``."""
-        raise NotImplementedError
-
-    def __call__(self, image: torch.Tensor, label: torch.Tensor,
-                 rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        if rng.random() >= self.prob:
-            return image, label
-        transform = self.transform(rng, tuple(image.shape[1:]))
-        transform.set_random_state(seed=_seed(rng))
-        out = transform({"image": image, "label": label.float()})
-        image = _plain(out["image"]).float()
-        label = torch.round(_plain(out["label"])).long()
-        return image, label
-
-
 class Flip:
     """Mirror along each axis in ``axes`` (0, 1, 2 = D, H, W) independently with probability ``prob``.
 
@@ -134,7 +112,7 @@ class Flip:
         return torch.flip(image, dims), torch.flip(label, dims)
 
 
-class Affine(_Spatial):
+class Affine:
     """Random rotation, per-axis scaling and translation, about the patch centre.
 
     - ``rotate_degrees``: rotation about each axis (D, H, W) drawn from ``[-a, a]`` degrees
@@ -147,7 +125,7 @@ class Affine(_Spatial):
 
     def __init__(self, prob: float = 0.2, rotate_degrees: float | Sequence[float] = 15.0,
                  scale: Sequence[float] = (-0.15, 0.15), translate: float | Sequence[float] = 0.0) -> None:
-        super().__init__(prob)
+        self.prob = _probability(prob)
         self.rotate_degrees = _per_axis("rotate_degrees", rotate_degrees)
         self.scale = _range("scale", scale, low=-1.0)
         self.translate = _per_axis("translate", translate)
@@ -160,8 +138,13 @@ class Affine(_Spatial):
             translate_range=[(-t, t) for t in self.translate],
         )
 
-    def transform(self, rng: np.random.Generator, shape: tuple[int, ...]) -> RandAffined:
-        return self._transform
+    def __call__(self, image: torch.Tensor, label: torch.Tensor,
+                 rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        if rng.random() >= self.prob:
+            return image, label
+        self._transform.set_random_state(seed=_seed(rng))  # one draw for image and label
+        out = self._transform({"image": image, "label": label.float()})
+        return _plain(out["image"]).float(), torch.round(_plain(out["label"])).long()
 
 
 def elastic_field(shape: Sequence[int], sigma: float, rms: float, rng: np.random.Generator) -> np.ndarray:

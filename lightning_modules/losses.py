@@ -41,7 +41,20 @@ def _masked_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return (values * valid).sum() / valid.sum().clamp_min(1.0)
 
 
-class SoftmaxLoss(nn.Module):
+class _DiceAndCE(nn.Module):
+    """A soft Dice term (pooled over the batch) and/or a cross-entropy term."""
+
+    dice_background: bool
+
+    def __init__(self, dice: bool = True, ce: bool = True) -> None:
+        super().__init__()
+        if not (dice or ce):
+            raise ValueError("a loss needs a Dice term, a cross-entropy term or both")
+        self.dice = DiceLoss(include_background=self.dice_background, batch=True) if dice else None
+        self.ce = ce
+
+
+class SoftmaxLoss(_DiceAndCE):
     """Soft Dice over the foreground classes (pooled over the batch, as nnU-Net) and/or
     cross-entropy, for (B, C, ...) logits against a (B, 1, ...) class map.
 
@@ -51,12 +64,7 @@ class SoftmaxLoss(nn.Module):
     target are zeroed there *after* the softmax, so they add nothing to the Dice.
     """
 
-    def __init__(self, dice: bool = True, ce: bool = True) -> None:
-        super().__init__()
-        if not (dice or ce):
-            raise ValueError("a loss needs a Dice term, a cross-entropy term or both")
-        self.dice = DiceLoss(include_background=False, batch=True) if dice else None
-        self.ce = ce
+    dice_background = False  # the background channel is left out of the Dice
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if target.shape[1] != 1:
@@ -72,7 +80,7 @@ class SoftmaxLoss(nn.Module):
         return loss
 
 
-class RegionLoss(nn.Module):
+class RegionLoss(_DiceAndCE):
     """Soft Dice over every region channel (pooled over the batch) and/or binary
     cross-entropy with logits, for (B, R, ...) logits against multi-hot region targets
     (B, R, ...) from :func:`region_targets`.
@@ -82,12 +90,7 @@ class RegionLoss(nn.Module):
     the sigmoid probabilities and the targets for the Dice, and left out of the BCE mean.
     """
 
-    def __init__(self, dice: bool = True, ce: bool = True) -> None:
-        super().__init__()
-        if not (dice or ce):
-            raise ValueError("a loss needs a Dice term, a cross-entropy term or both")
-        self.dice = DiceLoss(include_background=True, batch=True) if dice else None
-        self.ce = ce
+    dice_background = True  # every region channel is foreground
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if target.shape[1] != logits.shape[1]:

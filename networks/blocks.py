@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
@@ -23,3 +24,18 @@ class DoubleConv(nn.Sequential):
     def __init__(self, in_channels: int, mid_channels: int, out_channels: int, spatial_dims: int = 3) -> None:
         super().__init__(conv_bn_relu(in_channels, mid_channels, spatial_dims),
                          conv_bn_relu(mid_channels, out_channels, spatial_dims))
+
+
+def unet_pass(x: torch.Tensor, encoder: nn.ModuleList, pool: nn.Module, upsamplers: nn.ModuleList,
+              decoder: nn.ModuleList) -> torch.Tensor:
+    """The U-Net's contracting then expanding path (2D or 3D): every encoder level but the
+    deepest keeps its output as a skip connection, concatenated after upsampling."""
+    skips = []
+    for i, level in enumerate(encoder):
+        x = level(x)
+        if i < len(encoder) - 1:
+            skips.append(x)
+            x = pool(x)
+    for up, level, skip in zip(upsamplers, decoder, reversed(skips), strict=True):
+        x = level(torch.cat([up(x), skip], dim=1))
+    return x

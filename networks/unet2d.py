@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from networks.blocks import DoubleConv
+from networks.blocks import DoubleConv, unet_pass
 from networks.registry import register_network
 
 AXES = "DHW"
@@ -64,15 +64,7 @@ class UNet2DCore(nn.Module):
         self.head = nn.Conv2d(c_in, num_classes, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = []
-        for i, level in enumerate(self.encoder):
-            x = level(x)
-            if i < self.depth - 1:
-                skips.append(x)
-                x = self.pool(x)
-        for up, level, skip in zip(self.upsamplers, self.decoder, reversed(skips), strict=True):
-            x = level(torch.cat([up(x), skip], dim=1))
-        return self.head(x)
+        return self.head(unet_pass(x, self.encoder, self.pool, self.upsamplers, self.decoder))
 
 
 @register_network("unet2d")

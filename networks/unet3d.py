@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from networks.blocks import DoubleConv
+from networks.blocks import DoubleConv, unet_pass
 from networks.checks import check_input
 from networks.registry import register_network
 
@@ -56,12 +56,4 @@ class UNet3D(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input("UNet3D", x, self.in_channels, self.size_divisor)
-        skips = []
-        for i, level in enumerate(self.encoder):
-            x = level(x)
-            if i < self.depth - 1:
-                skips.append(x)
-                x = self.pool(x)
-        for up, level, skip in zip(self.upsamplers, self.decoder, reversed(skips), strict=True):
-            x = level(torch.cat([up(x), skip], dim=1))
-        return self.head(x)
+        return self.head(unet_pass(x, self.encoder, self.pool, self.upsamplers, self.decoder))
