@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
+from core.segmenter import read_checkpoint
 
 
 def find_reports(paths: Sequence[Path]) -> list[Path]:
@@ -37,7 +37,7 @@ def describe_run(run: Path) -> tuple[str, str]:
     checkpoints = sorted((run / "checkpoints").glob("*.ckpt"), key=lambda p: p.name != "best.ckpt")
     if not checkpoints:
         raise FileNotFoundError(f"{run}: no checkpoints/*.ckpt beside test/metrics.csv")
-    checkpoint = torch.load(str(checkpoints[0]), map_location="cpu", weights_only=False)
+    checkpoint = read_checkpoint(checkpoints[0])  # weights_only: a checkpoint cannot run code
     network = checkpoint["hyper_parameters"]["network"]
     dataset = checkpoint.get("datamodule_class", "unknown").rsplit(".", 1)[-1].removesuffix("DataModule")
     mode = (checkpoint.get("datamodule_hyper_parameters") or {}).get("label_mode")

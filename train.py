@@ -16,6 +16,8 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import WandbLogger
 
+from core.labels import LabelSpace
+from core.segmenter import model_hparams, read_checkpoint
 from datamodules import VolumeSegmentationDataModule
 from lightning_modules import SegmentationModule
 from lightning_modules.callbacks import (
@@ -80,11 +82,21 @@ class SegmentationCLI(LightningCLI):
         parser.add_lightning_class_args(ValidationImages, "validation_images")
         parser.add_lightning_class_args(SegmentationWriter, "prediction_writer")
         parser.link_arguments("data.init_args.patch_size", "model.roi_size")
-        for source, target in (("in_channels", "in_channels"), ("num_classes", "num_classes"),
-                               ("class_names", "class_names"), ("modality_names", "modalities"),
-                               ("class_values", "label_values"), ("regions", "regions"),
-                               ("region_names", "region_names")):
-            parser.link_arguments(f"data.{source}", f"model.{target}", apply_on="instantiate")
+        parser.link_arguments("prediction_writer.flips", "model.predict_flips")
+        parser.link_arguments("data.in_channels", "model.in_channels", apply_on="instantiate")
+        parser.link_arguments("data.modality_names", "model.modalities", apply_on="instantiate")
+        parser.link_arguments("data.label_space", "model.label_space", compute_fn=LabelSpace.to_dict,
+                              apply_on="instantiate")
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning reads the model's arguments back from ``--ckpt_path``; a checkpoint written
+        before the label space was stored whole has its separate label arguments folded into it."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = subcommand and self.config[subcommand].get("ckpt_path")
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        hparams = model_hparams(read_checkpoint(ckpt_path))  # weights_only; bad files named
+        self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
 
 
 def run_cli(args: list[str] | None = None, save_config: bool = True, run: bool = True) -> SegmentationCLI:

@@ -30,15 +30,15 @@ import pytorch_lightning as pl
 import torch
 
 from benchmarks.loader_throughput import ISEG_SHAPE, write_subject
+from core.dataset_labels import ISEG
 from lightning_modules import SegmentationModule
 
 
 def make_checkpoint(path: Path, base_features: int, roi: int, overlap: float, sw_batch_size: int) -> None:
     """An untrained U-Net checkpoint that predict.py (and load_from_checkpoint) can read."""
     torch.manual_seed(0)
-    model = SegmentationModule("unet3d", {"base_features": base_features}, in_channels=2, num_classes=4,
-                               class_names=["background", "CSF", "GM", "WM"], modalities=["T1", "T2"],
-                               label_values=[0, 10, 150, 250], roi_size=(roi,) * 3, sw_batch_size=sw_batch_size,
+    model = SegmentationModule("unet3d", {"base_features": base_features}, in_channels=2, label_space=ISEG.to_dict(),
+                               modalities=["T1", "T2"], roi_size=(roi,) * 3, sw_batch_size=sw_batch_size,
                                sw_overlap=overlap)
     torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
                 "pytorch-lightning_version": pl.__version__, "datamodule_class": "datamodules.ISeg2017DataModule",
@@ -56,7 +56,7 @@ def run_predict(checkpoint: Path, data: Path, output: Path) -> dict[str, float]:
 def run_monai(checkpoint: Path, data: Path, output: Path) -> dict[str, float]:
     from monai.inferers import sliding_window_inference
 
-    from datamodules.volumes import PreprocessingSettings, Subject, load_subject
+    from core.volumes import PreprocessingSettings, Subject, load_subject
 
     model = SegmentationModule.load_from_checkpoint(str(checkpoint), map_location="cpu").eval()
     subject = Subject("subject-1", (data / "subject-1-T1.hdr", data / "subject-1-T2.hdr"))

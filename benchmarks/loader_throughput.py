@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import yaml
 
+from core.dataset_labels import ISEG
 from datamodules import ISeg2017DataModule
 from lightning_modules import SegmentationModule
 
@@ -72,7 +73,8 @@ def loader_rate(data_dir: Path, cache_dir: Path, workers: int, batches: int, aug
 def step_rate(steps: int) -> float:
     """Patches per second consumed by training steps of the thesis' 3D U-Net (batch 1)."""
     torch.manual_seed(0)
-    model = SegmentationModule("unet3d", {"base_features": 32}, in_channels=2, num_classes=4, loss="dice_ce")
+    model = SegmentationModule("unet3d", {"base_features": 32}, in_channels=2, label_space=ISEG.to_dict(),
+                               loss="dice_ce")
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     image = torch.randn(1, 2, *THESIS_PATCH)
     label = torch.randint(0, 4, (1, 1, *THESIS_PATCH))

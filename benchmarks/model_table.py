@@ -45,6 +45,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from core.labels import LabelSpace
 from networks import build_network, list_networks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,7 +148,8 @@ def measure_step(name: str, size: int, in_channels: int = IN_CHANNELS, overrides
 
     torch.manual_seed(0)
     patch = (size, size, size)
-    module = SegmentationModule(network=name, in_channels=in_channels, num_classes=NUM_CLASSES, roi_size=patch,
+    module = SegmentationModule(network=name, in_channels=in_channels,
+                                label_space=LabelSpace.generic(NUM_CLASSES).to_dict(), roi_size=patch,
                                 network_kwargs={**network_kwargs(name, patch), **(overrides or {})})
     module.train()
     optimizer = torch.optim.SGD(module.parameters(), lr=1e-3, momentum=0.9)

@@ -1,11 +1,11 @@
 """One LightningDataModule per dataset, all built on :class:`VolumeSegmentationDataModule`."""
 
+from core.io import DataError
+from core.labels import IGNORE_INDEX, LabelSpace
 from datamodules.base import VolumeSegmentationDataModule
 from datamodules.brats import BraTSDataModule
 from datamodules.decathlon import DecathlonDataModule
-from datamodules.io import DataError
 from datamodules.iseg import ISeg2017DataModule, ISeg2019DataModule
-from datamodules.labels import IGNORE_INDEX, LabelMap
 from datamodules.mrbrains18 import MRBrainS18DataModule
 from datamodules.nifti import NiftiDataModule
 
@@ -16,7 +16,7 @@ __all__ = [
     "DecathlonDataModule",
     "ISeg2017DataModule",
     "ISeg2019DataModule",
-    "LabelMap",
+    "LabelSpace",
     "MRBrainS18DataModule",
     "NiftiDataModule",
     "VolumeSegmentationDataModule",

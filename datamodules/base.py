@@ -13,13 +13,13 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
+from core.io import DataError
+from core.labels import LabelSpace
+from core.volumes import PreprocessingSettings, Subject, Volume
 from datamodules.augmentation import build_augmentation
 from datamodules.cache import VolumeCache
 from datamodules.datasets import PatchDataset, VolumeDataset
-from datamodules.io import DataError
-from datamodules.labels import LabelMap
 from datamodules.splits import make_split
-from datamodules.volumes import PreprocessingSettings, Subject, Volume
 
 
 class VolumeSegmentationDataModule(pl.LightningDataModule):
@@ -27,7 +27,7 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
     prediction on whole volumes.
 
     A dataset subclass sets ``available_modalities`` and either ``label_values`` (dataset
-    value -> class name, background first) or a ``label_map`` property, and implements
+    value -> class name, background first) or a ``label_space`` property, and implements
     :meth:`find_subjects`.
 
     Args:
@@ -141,39 +141,17 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
 
     # What the model needs to know (linked into SegmentationModule by train.py).
     @property
-    def label_map(self) -> LabelMap:
+    def label_space(self) -> LabelSpace:
         """Dataset label values -> classes (override for grouped, ignored or region labels)."""
-        return LabelMap.from_values(self.label_values)
+        return LabelSpace.from_values(self.label_values)
 
     @property
     def in_channels(self) -> int:
         return len(self.modalities)
 
     @property
-    def num_classes(self) -> int:
-        return self.label_map.num_classes
-
-    @property
-    def class_names(self) -> list[str]:
-        return list(self.label_map.class_names)
-
-    @property
-    def class_values(self) -> list[int]:
-        """The dataset's own label value of each class (to write predictions back)."""
-        return list(self.label_map.class_values)
-
-    @property
     def modality_names(self) -> list[str]:
         return list(self.modalities)
-
-    @property
-    def regions(self) -> list[list[int]] | None:
-        """Class indices of each region, for region-based (sigmoid) training; None otherwise."""
-        return [list(members) for _, members in self.label_map.regions] or None
-
-    @property
-    def region_names(self) -> list[str] | None:
-        return [name for name, _ in self.label_map.regions] or None
 
     @abstractmethod
     def find_subjects(self, folder: Path, require_labels: bool) -> list[Subject]:
@@ -208,10 +186,10 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
 
     # Volumes.
     def _load(self, subjects: Sequence[Subject], with_labels: bool = True) -> list[Volume]:
-        label_map = self.label_map if with_labels else None
+        label_space = self.label_space if with_labels else None
         for s in subjects:
             if (s, with_labels) not in self._volumes:
-                self._volumes[(s, with_labels)] = self.cache.load(s, label_map, self.preprocessing)
+                self._volumes[(s, with_labels)] = self.cache.load(s, label_space, self.preprocessing)
         return [self._volumes[(s, with_labels)] for s in subjects]
 
     def prepare_data(self) -> None:
@@ -220,7 +198,7 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
         stage = getattr(getattr(self.trainer, "state", None), "fn", None)
         if self.cache.directory is not None and getattr(stage, "value", stage) != "predict":
             split = self.split()
-            made = self.cache.fill([*split["train"], *split["val"], *split["test"]], self.label_map,
+            made = self.cache.fill([*split["train"], *split["val"], *split["test"]], self.label_space,
                                    self.preprocessing, workers=self.preprocess_workers)
             if made:
                 rank_zero_info(f"preprocessed and cached {made} subjects in {self.cache.directory}")

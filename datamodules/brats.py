@@ -6,14 +6,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+from core.dataset_labels import BRATS, BRATS_REGIONS
+from core.io import DataError
+from core.labels import LabelSpace
+from core.volumes import Subject
 from datamodules.base import VolumeSegmentationDataModule
-from datamodules.io import DataError
-from datamodules.labels import LabelMap
-from datamodules.volumes import Subject
 
 MODALITY_SUFFIXES = {"T1": "t1", "T1ce": "t1ce", "T2": "t2", "FLAIR": "flair"}
-LABELS = {0: "background", 1: "NCR_NET", 2: "edema", 4: "enhancing"}
-REGIONS = {"WT": [1, 2, 4], "TC": [1, 4], "ET": [4]}
 _NIFTI = re.compile(r"\.nii(\.gz)?$", re.IGNORECASE)
 
 
@@ -64,9 +63,8 @@ class BraTSDataModule(VolumeSegmentationDataModule):
         super().__init__(data_dir, **kwargs)
 
     @property
-    def label_map(self) -> LabelMap:
-        labels = LabelMap.from_values(LABELS)
-        return labels.with_regions(REGIONS) if self.region_based else labels
+    def label_space(self) -> LabelSpace:
+        return BRATS_REGIONS if self.region_based else BRATS
 
     def find_subjects(self, folder: Path, require_labels: bool) -> list[Subject]:
         cases = sorted({p.parent for p in folder.rglob("*") if re.search(r"_flair\.nii(\.gz)?$", p.name, re.I)},

@@ -23,13 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.labels import LabelMap
-from datamodules.volumes import PreprocessingSettings, Subject, Volume, load_subject
+from core.labels import LabelSpace
+from core.volumes import PreprocessingSettings, Subject, Volume, load_subject
 
 CACHE_FORMAT = 1  # bump when the preprocessing code changes what it produces
 
 
-def cache_key(subject: Subject, label_map: LabelMap | None, settings: PreprocessingSettings) -> str:
+def cache_key(subject: Subject, label_space: LabelSpace | None, settings: PreprocessingSettings) -> str:
     """A hash of everything that determines the preprocessed volume."""
     sources = []
     for path in subject.files():
@@ -39,9 +39,9 @@ def cache_key(subject: Subject, label_map: LabelMap | None, settings: Preprocess
         "format": CACHE_FORMAT,
         "images": [str(Path(p).resolve()) for p in subject.images],
         "image_channels": subject.image_channels,
-        "label": str(Path(subject.label).resolve()) if subject.label and label_map else None,
+        "label": str(Path(subject.label).resolve()) if subject.label and label_space else None,
         "sources": sources,
-        "label_map": label_map.describe() if label_map else None,
+        "label_space": label_space.describe() if label_space else None,
         "settings": settings.describe(),
     }
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:24]
@@ -53,38 +53,38 @@ class VolumeCache:
     def __init__(self, directory: str | Path | None) -> None:
         self.directory = Path(directory) if directory else None
 
-    def entry(self, subject: Subject, label_map: LabelMap | None, settings: PreprocessingSettings) -> Path | None:
+    def entry(self, subject: Subject, label_space: LabelSpace | None, settings: PreprocessingSettings) -> Path | None:
         """The subject's cache folder (None without a cache, or when a source file is missing:
         loading then raises the clear error)."""
         if self.directory is None or not all(Path(p).is_file() for p in subject.files()):
             return None
-        return self.directory / f"{subject.subject_id}-{cache_key(subject, label_map, settings)}"
+        return self.directory / f"{subject.subject_id}-{cache_key(subject, label_space, settings)}"
 
-    def load(self, subject: Subject, label_map: LabelMap | None, settings: PreprocessingSettings) -> Volume:
+    def load(self, subject: Subject, label_space: LabelSpace | None, settings: PreprocessingSettings) -> Volume:
         """The preprocessed volume: memory-mapped from the cache, or computed (and cached)."""
-        entry = self.entry(subject, label_map, settings)
+        entry = self.entry(subject, label_space, settings)
         if entry is None:
-            return load_subject(subject, label_map, settings)
+            return load_subject(subject, label_space, settings)
         if not (entry / "meta.json").is_file():
-            self._write(entry, load_subject(subject, label_map, settings))
+            self._write(entry, load_subject(subject, label_space, settings))
         return self._read(entry)
 
-    def fill(self, subjects: Sequence[Subject], label_map: LabelMap | None, settings: PreprocessingSettings,
+    def fill(self, subjects: Sequence[Subject], label_space: LabelSpace | None, settings: PreprocessingSettings,
              workers: int) -> int:
         """Preprocess and cache every subject not cached yet, ``workers`` at a time in separate
         processes (N4 on a large dataset takes hours on one core). Returns how many were made."""
         missing = [s for s in subjects
-                   if (e := self.entry(s, label_map, settings)) is not None and not (e / "meta.json").is_file()]
+                   if (e := self.entry(s, label_space, settings)) is not None and not (e / "meta.json").is_file()]
         if workers < 2 or len(missing) < 2:
             for subject in missing:
-                self.load(subject, label_map, settings)
+                self.load(subject, label_space, settings)
             return len(missing)
         # Fork where there is fork (as DataLoader workers do): a spawned worker spends seconds
         # importing torch before its first subject.
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
         with ProcessPoolExecutor(min(workers, len(missing)), mp_context=context) as pool:
-            for future in [pool.submit(_cache_one, self.directory, s, label_map, settings) for s in missing]:
+            for future in [pool.submit(_cache_one, self.directory, s, label_space, settings) for s in missing]:
                 future.result()  # re-raises the first DataError with its message
         return len(missing)
 
@@ -127,6 +127,7 @@ class VolumeCache:
         )
 
 
-def _cache_one(directory: Path, subject: Subject, label_map: LabelMap | None, settings: PreprocessingSettings) -> None:
+def _cache_one(directory: Path, subject: Subject, label_space: LabelSpace | None,
+               settings: PreprocessingSettings) -> None:
     """Worker-process body of :meth:`VolumeCache.fill` (module level, so it can be pickled)."""
-    VolumeCache(directory).load(subject, label_map, settings)
+    VolumeCache(directory).load(subject, label_space, settings)

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from core.volumes import Volume
 from datamodules.patches import build_sampler, crop_patch, worker_rng
-from datamodules.volumes import Volume
 
 Augment = Callable[[torch.Tensor, torch.Tensor, np.random.Generator], tuple[torch.Tensor, torch.Tensor]]
 

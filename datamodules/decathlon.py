@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from core.io import DataError
+from core.labels import LabelSpace
+from core.volumes import Subject
 from datamodules.base import VolumeSegmentationDataModule
-from datamodules.io import DataError
-from datamodules.labels import LabelMap
-from datamodules.volumes import Subject
 
 
 def read_dataset_json(folder: Path) -> dict[str, Any]:
@@ -51,9 +51,9 @@ class DecathlonDataModule(VolumeSegmentationDataModule):
         super().__init__(data_dir, **kwargs)
 
     @property
-    def label_map(self) -> LabelMap:
+    def label_space(self) -> LabelSpace:
         labels = sorted(((int(v), name) for v, name in self.description["labels"].items()))
-        return LabelMap.from_values(dict(labels))
+        return LabelSpace.from_values(dict(labels))
 
     def find_subjects(self, folder: Path, require_labels: bool) -> list[Subject]:
         description = self.description if folder == self.data_dir else read_dataset_json(folder)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from core.dataset_labels import ISEG
+from core.io import DataError
+from core.volumes import Subject
 from datamodules.base import VolumeSegmentationDataModule
-from datamodules.io import DataError
-from datamodules.volumes import Subject
 
 _FILE = re.compile(r"^subject-(\d+)-(\w+)\.hdr$")
 
@@ -29,7 +30,7 @@ class ISeg2017DataModule(VolumeSegmentationDataModule):
     """
 
     available_modalities = ("T1", "T2")
-    label_values = {0: "background", 10: "CSF", 150: "GM", 250: "WM"}
+    label_space = ISEG
 
     def find_subjects(self, folder: Path, require_labels: bool) -> list[Subject]:
         numbers = sorted({int(m.group(1)) for p in folder.iterdir() if (m := _FILE.match(p.name))})

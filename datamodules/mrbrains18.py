@@ -5,17 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+from core.dataset_labels import MRBRAINS18, MRBRAINS18_THESIS
+from core.io import DataError
+from core.labels import LabelSpace
+from core.volumes import Subject
 from datamodules.base import VolumeSegmentationDataModule, numeric_order
-from datamodules.io import DataError
-from datamodules.labels import LabelMap
-from datamodules.volumes import Subject
 
 MODALITY_FILES = {"T1": "reg_T1.nii.gz", "IR": "reg_IR.nii.gz", "FLAIR": "FLAIR.nii.gz"}
-FULL_LABELS = {0: "background", 1: "cortical_GM", 2: "basal_ganglia", 3: "WM", 4: "WM_lesions", 5: "CSF",
-               6: "ventricles", 7: "cerebellum", 8: "brain_stem"}
-THESIS_CLASSES = {"background": [0], "CSF": [5, 6], "GM": [1, 2], "WM": [3, 4]}
-CHALLENGE_IGNORED = (9, 10)  # infarction, other: the challenge scores neither
-THESIS_IGNORED = (7, 8)  # cerebellum, brain stem: mixed GM/WM, outside the 3-tissue task (as in MRBrainS13)
 
 
 class MRBrainS18DataModule(VolumeSegmentationDataModule):
@@ -45,10 +41,8 @@ class MRBrainS18DataModule(VolumeSegmentationDataModule):
         super().__init__(data_dir, **kwargs)
 
     @property
-    def label_map(self) -> LabelMap:
-        if self.label_mode == "thesis":
-            return LabelMap.from_groups(THESIS_CLASSES, ignore=THESIS_IGNORED + CHALLENGE_IGNORED)
-        return LabelMap.from_values(FULL_LABELS, ignore=CHALLENGE_IGNORED)
+    def label_space(self) -> LabelSpace:
+        return MRBRAINS18_THESIS if self.label_mode == "thesis" else MRBRAINS18
 
     def find_subjects(self, folder: Path, require_labels: bool) -> list[Subject]:
         ids = numeric_order([p.name for p in folder.iterdir() if p.is_dir() and (p / "pre").is_dir()])

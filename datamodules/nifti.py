@@ -9,10 +9,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from core.io import DataError
+from core.labels import LabelSpace
+from core.volumes import Subject
 from datamodules.base import VolumeSegmentationDataModule, numeric_order
-from datamodules.io import DataError
-from datamodules.labels import LabelMap
-from datamodules.volumes import Subject
 
 
 def _pattern_regex(pattern: str, modality: str) -> re.Pattern[str]:
@@ -57,13 +57,13 @@ class NiftiDataModule(VolumeSegmentationDataModule):
         self.available_modalities = tuple(modalities)
         self.image_pattern = image_pattern
         self.label_pattern = label_pattern
-        label_map = LabelMap.from_values(labels, ignore=ignore_labels)
-        self._label_map = label_map.with_regions(regions) if regions else label_map
+        label_space = LabelSpace.from_values(labels, ignore=ignore_labels)
+        self._label_space = label_space.with_regions(regions) if regions else label_space
         super().__init__(data_dir, modalities=modalities, **kwargs)
 
     @property
-    def label_map(self) -> LabelMap:
-        return self._label_map
+    def label_space(self) -> LabelSpace:
+        return self._label_space
 
     def find_subjects(self, folder: Path, require_labels: bool) -> list[Subject]:
         if folder.suffix.lower() == ".csv":

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from datamodules.io import DataError
+from core.io import DataError
 
 
 def _draw(pool: list[str], fraction: float, total: int, rng: np.random.Generator, role: str) -> list[str]:

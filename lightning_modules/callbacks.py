@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import BasePredictionWriter, LearningRateMonitor
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 
-from datamodules.geometry import resample_onto
-from lightning_modules.figures import plt, save_comparison_png, save_learning_curves_png
-from lightning_modules.inference import structure_volumes
-from lightning_modules.metrics import score_subject
+from core.figures import plt, save_comparison_png, save_learning_curves_png
+from core.io import write_text_atomically
+from core.labels import IGNORE_INDEX
+from core.metrics import ROW_COLUMNS, csv_text, score_rows, score_subject, summarise, text_table
+from core.segmenter import PredictionFolder, Segmentation
 
 
 class OptionalLearningRateMonitor(LearningRateMonitor):
@@ -84,7 +82,7 @@ class LearningCurves(pl.Callback):
             return
         self._flush_training_loss(trainer.current_epoch)
         for name, value in trainer.callback_metrics.items():
-            if name == "val/loss" or name.startswith("val/dice_"):
+            if name.startswith("val/"):
                 self._add(name, trainer.current_epoch, value)
         self._draw(trainer, pl_module)
 
@@ -101,7 +99,7 @@ class LearningCurves(pl.Callback):
             directory = Path(trainer.default_root_dir)
         save_learning_curves_png(self.history, directory / "learning_curves.png",
                                  title=str(pl_module.hparams.get("network", "")))
-        (directory / "learning_curves.json").write_text(json.dumps(self.history, indent=1))
+        write_text_atomically(directory / "learning_curves.json", json.dumps(self.history, indent=1))
 
 
 class ValidationImages(pl.Callback):
@@ -128,7 +126,7 @@ class ValidationImages(pl.Callback):
         subject = batch["subject"][0]
         with tempfile.TemporaryDirectory() as tmp:
             path = save_comparison_png(batch["image"][0, 0].float().cpu().numpy(), batch["label"][0, 0].cpu().numpy(),
-                                       outputs["prediction"][0, 0].cpu().numpy(), pl_module.class_names,
+                                       outputs["prediction"][0, 0].cpu().numpy(), pl_module.labels.class_names,
                                        Path(tmp) / "overlay.png", title=f"{subject}, epoch {trainer.current_epoch}")
             picture = (plt.imread(path)[..., :3] * 255).astype(np.uint8)
         for logger in loggers:
@@ -153,11 +151,11 @@ def format_dice_table(rows: Sequence[tuple[str, Sequence[float]]], regions: Sequ
 
 
 class TestReport(pl.Callback):
-    """After ``test``: prints the per-subject, per-region Dice table, writes it as
-    ``dice.csv``; writes ``metrics.csv`` with the challenges' metric set per subject and
-    region (DSC, HD95 and ASSD in mm, AVD in %; ``lightning_modules.metrics``, the same code
-    as ``evaluate.py``), logs that table to W&B or TensorBoard, and draws one ``<subject>.png``
-    (three planes, ground truth and prediction) per subject.
+    """After ``test``: prints the per-subject, per-structure Dice table, writes it as
+    ``dice.csv``; writes ``metrics.csv`` with the metric set of :mod:`core.metrics` per
+    subject and structure (the same code as ``evaluate.py``), logs that table to W&B or
+    TensorBoard, and draws one ``<subject>.png`` (three planes, ground truth and prediction)
+    per subject.
 
     Args:
         output_dir: where to write; default ``test/`` beside the checkpoint's folder.
@@ -170,7 +168,7 @@ class TestReport(pl.Callback):
         self.output_dir = output_dir
         self.save_png = save_png
         self.rows: list[tuple[str, list[float]]] = []
-        self.metrics: list[list[Any]] = []
+        self.metrics: list[dict[str, Any]] = []
 
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.rows, self.metrics = [], []
@@ -179,102 +177,36 @@ class TestReport(pl.Callback):
     def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                           batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         subject = batch["subject"][0]
+        labels = pl_module.labels
         self.rows.append((subject, outputs["dice"].tolist()))
-        regions = getattr(pl_module, "regions", None)
-        structures = (dict(zip(pl_module.region_names, regions, strict=True)) if regions
-                      else {name: [c] for c, name in enumerate(pl_module.class_names) if c > 0})
+        prediction, truth = outputs["prediction"][0, 0].cpu().numpy(), batch["label"][0, 0].cpu().numpy()
         affine = batch["affine"][0].cpu().numpy()
-        scores = score_subject(outputs["prediction"][0, 0].cpu().numpy(), batch["label"][0, 0].cpu().numpy(),
-                               np.sqrt((affine[:3, :3] ** 2).sum(axis=0)), structures, ignore=[-1])
-        self.metrics += [[subject, name, s.dice, s.hd95, s.assd, s.avd] for name, s in scores.items()]
+        scores = score_subject(prediction, truth, np.sqrt((affine[:3, :3] ** 2).sum(axis=0)), labels.structure_classes,
+                               ignore=[IGNORE_INDEX])
+        self.metrics += score_rows(subject, scores)
         if self.save_png and trainer.is_global_zero:
-            save_comparison_png(
-                batch["image"][0, 0].float().cpu().numpy(),
-                batch["label"][0, 0].cpu().numpy(),
-                outputs["prediction"][0, 0].cpu().numpy(),
-                pl_module.class_names,
-                self.directory / f"{subject}.png",
-                title=subject,
-            )
+            save_comparison_png(batch["image"][0, 0].float().cpu().numpy(), truth, prediction, labels.class_names,
+                                self.directory / f"{subject}.png", title=subject)
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero or not self.rows:
             return
-        regions = pl_module.region_names
-        self.directory.mkdir(parents=True, exist_ok=True)
-        with open(self.directory / "dice.csv", "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["subject", *regions])
-            writer.writerows([subject, *(f"{v:.6f}" for v in values)] for subject, values in self.rows)
-        columns = ["subject", "structure", "dice", "hd95_mm", "assd_mm", "avd_percent"]
-        with open(self.directory / "metrics.csv", "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(columns)
-            writer.writerows([*row[:2], *(f"{v:.6f}" for v in row[2:])] for row in self.metrics)
-        means = {name: np.nanmean([row[2:] for row in self.metrics if row[1] == name], axis=0) for name in regions}
-        summary = "\n".join(f"{name:<16}" + "".join(f"{v:12.4f}" for v in values) for name, values in means.items())
+        structures = pl_module.labels.structure_names
+        dice_rows = [{"subject": name, **dict(zip(structures, scores, strict=True))} for name, scores in self.rows]
+        write_text_atomically(self.directory / "dice.csv", csv_text(dice_rows, ["subject", *structures]))
+        write_text_atomically(self.directory / "metrics.csv", csv_text(self.metrics, ROW_COLUMNS))
+        table = [[row[c] for c in ROW_COLUMNS] for row in self.metrics]
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.log_table("test/metrics", columns=columns, data=self.metrics)
+                logger.log_table("test/metrics", columns=list(ROW_COLUMNS), data=table)
             elif isinstance(logger, TensorBoardLogger):
-                table = "\n".join("| " + " | ".join(map(str, row)) + " |" for row in [columns, ["---"] * 6,
-                                                                                     *self.metrics])
-                logger.experiment.add_text("test/metrics", table)
-        rank_zero_info("\nDice per subject and region (whole volumes, hard labels, background excluded)\n"
-                       + format_dice_table(self.rows, regions)
-                       + f"\n\nmean per region{'':1}" + "".join(f"{c:>12}" for c in ("dice", "hd95 mm", "assd mm",
-                                                                                      "avd %"))
-                       + "\n" + summary + f"\nwritten to {self.directory}\n")
-
-
-def save_nifti_atomically(array: np.ndarray, affine: np.ndarray, path: Path) -> Path:
-    """Write a NIfTI file under a temporary name in the same folder, then rename it, so a
-    crash never leaves a half-written segmentation behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".nii.gz")
-    os.close(handle)
-    try:
-        nib.save(nib.Nifti1Image(array, affine), tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
-def to_scan_space(array: np.ndarray, affine: np.ndarray, original_affine: np.ndarray | None = None,
-                  original_shape: Sequence[int] | None = None, order: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``array`` (spatial axes last) on the grid it was predicted on -> the scan's own grid
-    and affine (exact for a reorientation; nearest neighbour or linear otherwise)."""
-    affine = np.asarray(affine, dtype=np.float64)
-    if original_affine is None:
-        return array, affine
-    original_affine = np.asarray(original_affine, dtype=np.float64)
-    shape = tuple(int(s) for s in original_shape)
-    return resample_onto(array, affine, shape, original_affine, order=order), original_affine
-
-
-def write_segmentation(classes: np.ndarray, label_values: Sequence[int], path: Path, affine: np.ndarray,
-                       original_affine: np.ndarray | None = None,
-                       original_shape: Sequence[int] | None = None) -> Path:
-    """Write a class map as ``path`` in the dataset's own label values, in the scan's own space,
-    atomically."""
-    lookup = np.asarray(label_values)
-    dtype = np.uint8 if lookup.min() >= 0 and lookup.max() < 256 else np.int16
-    segmentation, affine = to_scan_space(lookup[classes].astype(dtype), affine, original_affine, original_shape)
-    return save_nifti_atomically(segmentation, affine, path)
-
-
-def write_volumes_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    """``volumes.csv`` (one row per subject), written under a temporary name and renamed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".csv")
-    with os.fdopen(handle, "w", newline="") as out:
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+                markdown = [ROW_COLUMNS, ["---"] * len(ROW_COLUMNS), *table]
+                logger.experiment.add_text("test/metrics", "\n".join("| " + " | ".join(map(str, row)) + " |"
+                                                                     for row in markdown))
+        rank_zero_info("\nDice per subject and structure (whole volumes, hard labels, background excluded)\n"
+                       + format_dice_table(self.rows, structures)
+                       + "\n\nmean per structure\n" + text_table(summarise(self.metrics))
+                       + f"\nwritten to {self.directory}\n")
 
 
 class SegmentationWriter(BasePredictionWriter):
@@ -282,15 +214,16 @@ class SegmentationWriter(BasePredictionWriter):
     space (its shape, affine and orientation: a volume reoriented or resampled for the network
     is mapped back, exactly for a pure reorientation, by nearest neighbour otherwise), in the
     dataset's own label values (e.g. 10/150/250 for iSeg); then ``volumes.csv``. The same
-    files as ``predict.py``.
+    files as ``predict.py``, through the same :class:`~core.segmenter.PredictionFolder`.
 
-    Region-based models predict class maps too (their regions painted back into classes by
-    ``SegmentationModule.predict_classes``), so BraTS' ET is written as 4, like any class.
+    Region-based models predict class maps too (their regions painted back into classes by the
+    label space), so BraTS' ET is written as 4, like any class.
 
     Args:
         output_dir: folder for the segmentations; default ``predictions/`` beside the
             checkpoint's folder.
-        flips: test-time augmentation: average the probabilities over the 8 mirrorings.
+        flips: test-time augmentation: average the probabilities over the 8 mirrorings
+            (linked to the model's ``predict_flips`` by ``train.py``).
         probabilities: also write ``<subject>_probabilities.nii.gz`` (one volume per class or region).
     """
 
@@ -299,34 +232,29 @@ class SegmentationWriter(BasePredictionWriter):
         self.output_dir = output_dir
         self.flips = flips
         self.probabilities = probabilities
-        self.volumes: list[dict[str, Any]] = []
+        self.folder: PredictionFolder | None = None
 
-    def _directory(self, trainer: pl.Trainer) -> Path:
-        return Path(self.output_dir) if self.output_dir else _default_output_dir(trainer, "predictions")
+    def _folder(self, trainer: pl.Trainer | None) -> PredictionFolder:
+        if self.folder is None:
+            directory = Path(self.output_dir) if self.output_dir else _default_output_dir(trainer, "predictions")
+            self.folder = PredictionFolder(directory, self.probabilities)
+        return self.folder
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        pl_module.predict_flips = self.flips  # read by SegmentationModule.predict_step
-        pl_module.predict_probabilities = self.probabilities
-        self.volumes = []
+        self.folder = None
 
     def write_on_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prediction: Any,
                            batch_indices: Sequence[int] | None, batch: Any, batch_idx: int,
                            dataloader_idx: int) -> None:
-        directory = self._directory(trainer)
-        values = pl_module.hparams.get("label_values") or list(range(pl_module.hparams.num_classes))
+        folder = self._folder(trainer)
         for i, subject in enumerate(prediction["subject"]):
             grids = {k: prediction[k][i].cpu().numpy() for k in ("affine", "original_affine", "original_shape")
                      if k in prediction}
-            classes = prediction["prediction"][i].cpu().numpy()
-            path = write_segmentation(classes, values, directory / f"{subject}_seg.nii.gz", **grids)
-            rank_zero_info(f"wrote {path}")
-            scan_classes, scan_affine = to_scan_space(classes, **grids)
-            self.volumes.append({"subject": subject, **structure_volumes(scan_classes, scan_affine, pl_module)})
-            if "probabilities" in prediction:
-                maps, affine = to_scan_space(prediction["probabilities"][i].cpu().numpy(), **grids, order=1)
-                save_nifti_atomically(np.moveaxis(maps, 0, -1).astype(np.float32), affine,
-                                      directory / f"{subject}_probabilities.nii.gz")
+            probabilities = prediction["probabilities"][i].cpu().numpy() if self.probabilities else None
+            segmentation = Segmentation.from_network_grid(subject, prediction["prediction"][i].cpu().numpy(),
+                                                          pl_module.labels, probabilities=probabilities, **grids)
+            rank_zero_info(f"wrote {folder.write(segmentation)}")
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.volumes:
-            write_volumes_csv(self.volumes, self._directory(trainer) / "volumes.csv")
+        if self.folder is not None:
+            self.folder.close()

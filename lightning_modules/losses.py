@@ -3,7 +3,7 @@
 Two kinds of target:
 - softmax (multi-class) losses take class-index maps (B, 1, ...);
 - region (sigmoid, multi-label) losses take multi-hot region maps (B, R, ...) made by
-  :func:`region_targets`.
+  :meth:`core.labels.LabelSpace.region_targets`.
 
 In both, voxels marked ``IGNORE_INDEX`` count in no loss term. Targets may arrive as floats
 (MONAI's ``DeepSupervisionLoss`` resizes them by nearest neighbour, which keeps -1 exact).
@@ -11,15 +11,14 @@ In both, voxels marked ``IGNORE_INDEX`` count in no loss term. Targets may arriv
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 from monai.losses import DiceLoss
 from torch import nn
 
+from core.labels import IGNORE_INDEX
+
 LOSSES = ("dice", "ce", "dice_ce")
-IGNORE_INDEX = -1  # target voxels with this class count in no loss and no metric (e.g. MRBrainS18 labels 9, 10)
 
 
 def valid_mask(target: torch.Tensor) -> torch.Tensor:
@@ -83,7 +82,7 @@ class SoftmaxLoss(_DiceAndCE):
 class RegionLoss(_DiceAndCE):
     """Soft Dice over every region channel (pooled over the batch) and/or binary
     cross-entropy with logits, for (B, R, ...) logits against multi-hot region targets
-    (B, R, ...) from :func:`region_targets`.
+    (B, R, ...) from :meth:`core.labels.LabelSpace.region_targets`.
 
     Every channel counts: a region is foreground by definition, there is no background
     channel to leave out. Ignored voxels (``IGNORE_INDEX`` in the target) are zeroed in both
@@ -95,7 +94,7 @@ class RegionLoss(_DiceAndCE):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if target.shape[1] != logits.shape[1]:
             raise ValueError(f"{logits.shape[1]} region outputs for {target.shape[1]} region targets; "
-                             "convert class maps with region_targets() first")
+                             "convert class maps with LabelSpace.region_targets() first")
         target = target.float()
         valid = valid_mask(target)
         target = target * valid  # -1 -> 0, so the ignored voxels are inert everywhere
@@ -126,45 +125,3 @@ def build_loss(name: str, region_based: bool = False) -> nn.Module:
         raise ValueError(f"unknown loss {name!r}; choose one of {LOSSES}")
     kind = RegionLoss if region_based else SoftmaxLoss
     return kind(dice=name in ("dice", "dice_ce"), ce=name in ("ce", "dice_ce"))
-
-
-def region_targets(label: torch.Tensor, regions: Sequence[Sequence[int]]) -> torch.Tensor:
-    """Class map (B, 1, ...) -> multi-hot region map (B, R, ...) as floats: 1 where the voxel's
-    class is in the region, 0 where not, ``IGNORE_INDEX`` in every channel where the voxel
-    is ignored (so the mark survives nearest-neighbour resizing for deep supervision)."""
-    label = label.long()
-    members = [torch.isin(label, torch.as_tensor(list(region), device=label.device)) for region in regions]
-    hot = torch.cat(members, dim=1).float()
-    return torch.where(label == IGNORE_INDEX, float(IGNORE_INDEX), hot)
-
-
-def region_paint_classes(regions: Sequence[Sequence[int]]) -> list[int]:
-    """The class each region paints when regions are turned back into a class map: the one
-    class in the region and in no later region (WT {1,2,3}, TC {1,3}, ET {3} -> 2, 1, 3).
-
-    Raises ValueError unless every region has exactly one such class, since otherwise the
-    painted map could not tell its classes apart.
-    """
-    paint = []
-    for index, region in enumerate(regions):
-        later = {c for other in regions[index + 1:] for c in other}
-        own = sorted(set(region) - later)
-        if len(own) != 1:
-            raise ValueError(
-                f"region {index} {sorted(set(region))} has {len(own)} classes in no later region ({own}); "
-                "each region needs exactly one, so that predicted regions map back to classes "
-                "(order regions from the largest to the smallest, e.g. WT, TC, ET)")
-        paint.append(own[0])
-    return paint
-
-
-def regions_to_classes(regions: torch.Tensor, paint: Sequence[int]) -> torch.Tensor:
-    """Binary region maps (B, R, ...) -> class map (B, 1, ...): background 0, then each region
-    painted with its class in order, later regions over earlier ones (nested BraTS regions
-    give back the classes exactly)."""
-    if regions.shape[1] != len(paint):
-        raise ValueError(f"{regions.shape[1]} region maps for {len(paint)} painting classes")
-    classes = torch.zeros_like(regions[:, :1], dtype=torch.long)
-    for channel, value in enumerate(paint):
-        classes = torch.where(regions[:, channel:channel + 1].bool(), value, classes)
-    return classes

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 from conftest import write_iseg_subject
 
+from core.io import DataError
+from core.labels import LabelSpace
+from core.volumes import PreprocessingSettings, Subject, load_subject
 from datamodules.cache import VolumeCache, cache_key
-from datamodules.io import DataError
-from datamodules.labels import LabelMap
-from datamodules.volumes import PreprocessingSettings, Subject, load_subject
 
-LABELS = LabelMap.from_values({0: "background", 10: "CSF", 150: "GM", 250: "WM"})
+LABELS = LabelSpace.from_values({0: "background", 10: "CSF", 150: "GM", 250: "WM"})
 
 
 @pytest.fixture
@@ -37,13 +37,13 @@ def test_cached_volume_is_memory_mapped_and_equal_to_a_fresh_load(subject: Subje
     assert again.original_shape == fresh.original_shape == (16, 20, 24)
 
 
-def test_key_changes_with_sources_settings_and_label_map(subject: Subject) -> None:
+def test_key_changes_with_sources_settings_and_label_space(subject: Subject) -> None:
     settings = PreprocessingSettings()
     key = cache_key(subject, LABELS, settings)
     assert key == cache_key(subject, LABELS, PreprocessingSettings())
     assert key != cache_key(subject, LABELS, PreprocessingSettings(clip_percentiles=(0.5, 99.5)))
     assert key != cache_key(subject, None, settings)
-    assert key != cache_key(subject, LabelMap.from_values({0: "bg", 10: "a", 150: "b", 250: "c"}), settings)
+    assert key != cache_key(subject, LabelSpace.from_values({0: "bg", 10: "a", 150: "b", 250: "c"}), settings)
     data = subject.images[1].with_suffix(".img")  # the data half of an Analyze pair: rewritten scan
     stat = data.stat()
     os.utime(data, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))

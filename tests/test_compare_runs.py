@@ -10,7 +10,8 @@ def fake_run(folder: Path, network: str, datamodule: str, dice: dict[str, list[f
              mode: str | None = None) -> None:
     (folder / "checkpoints").mkdir(parents=True)
     (folder / "test").mkdir()
-    torch.save({"hyper_parameters": {"network": network}, "datamodule_class": f"datamodules.{datamodule}",
+    torch.save({"state_dict": {}, "hyper_parameters": {"network": network},
+                "datamodule_class": f"datamodules.{datamodule}",
                 "datamodule_hyper_parameters": {"label_mode": mode} if mode else {}},
                folder / "checkpoints" / "best.ckpt")
     rows = ["subject,structure,dice,hd95_mm,assd_mm,avd_percent"]

@@ -57,11 +57,11 @@ def test_one_epoch_fit_on_each_layout(dataset: str, tmp_path: Path) -> None:
         *extra,
     ])
     dm, model = cli.datamodule, cli.model
-    assert model.hparams.in_channels == dm.in_channels and model.hparams.label_values == dm.class_values
+    assert model.hparams.in_channels == dm.in_channels and model.labels == dm.label_space
     assert cli.trainer.current_epoch == 1 and cli.trainer.global_step == 2
     metrics = cli.trainer.callback_metrics
     assert torch.isfinite(metrics["train/loss"]) and "val/dice_mean" in metrics
-    for region in model.region_names:
+    for region in model.labels.structure_names:
         assert f"val/dice_{region}" in metrics
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     split = json.loads(next((tmp_path / "logs").rglob("split.json")).read_text())
@@ -69,14 +69,15 @@ def test_one_epoch_fit_on_each_layout(dataset: str, tmp_path: Path) -> None:
     assert not set(split["train"]) & set(split["val"] + split["test"])
     assert any((tmp_path / "cache").iterdir())  # preprocessed volumes cached on disk
     if dataset == "brats":
-        assert model.region_names == ["WT", "TC", "ET"] and model.hparams.regions == [[1, 2, 3], [1, 3], [3]]
+        assert model.labels.structure_names == ["WT", "TC", "ET"]
+        assert model.hparams.label_space["regions"] == {"WT": [1, 2, 3], "TC": [1, 3], "ET": [3]}
 
 
 def test_predictions_go_back_to_the_scans_own_space(tmp_path: Path) -> None:
     """BraTS files are stored flipped; predictions come out reoriented and are written back
     exactly onto the scan's grid: writing the ground truth as the "prediction" reproduces it."""
+    from core.segmenter import PredictionFolder, Segmentation
     from datamodules import BraTSDataModule
-    from lightning_modules.callbacks import SegmentationWriter
 
     folder = write_brats(tmp_path, 2021, cases=2)
     dm = BraTSDataModule(str(folder), val_subjects=["BraTS2021_00001"], cache_dir=None, target_spacing=None)
@@ -86,11 +87,10 @@ def test_predictions_go_back_to_the_scans_own_space(tmp_path: Path) -> None:
     prediction = {"subject": batch["subject"], "prediction": batch["label"][:, 0], "affine": batch["affine"],
                   "original_affine": batch["original_affine"], "original_shape": batch["original_shape"]}
 
-    class Module:  # what the writer reads from the LightningModule
-        hparams = {"label_values": dm.class_values, "num_classes": dm.num_classes}
-        class_names, regions = dm.class_names, None
-
-    SegmentationWriter(str(tmp_path / "out")).write_on_batch_end(None, Module(), prediction, None, batch, 0, 0)
+    grids = {k: prediction[k][0].numpy() for k in ("affine", "original_affine", "original_shape")}
+    segmentation = Segmentation.from_network_grid(batch["subject"][0], prediction["prediction"][0].numpy(),
+                                                  dm.label_space, **grids)
+    PredictionFolder(tmp_path / "out").write(segmentation)
     written = nib.load(str(tmp_path / "out" / "BraTS2021_00001_seg.nii.gz"))
     source = nib.load(str(folder / "BraTS2021_00001" / "BraTS2021_00001_seg.nii.gz"))
     np.testing.assert_array_equal(written.affine, source.affine)

@@ -41,7 +41,7 @@ def test_mrbrains18_subjects_modalities_and_full_labels(tmp_path: Path) -> None:
     subject = dm.subjects()["070"]
     assert [p.relative_to(training).as_posix() for p in subject.images] == [
         "070/pre/reg_T1.nii.gz", "070/pre/reg_IR.nii.gz", "070/pre/FLAIR.nii.gz"]
-    assert dm.class_names[1:3] == ["cortical_GM", "basal_ganglia"] and dm.num_classes == 9
+    assert list(dm.label_space.class_names)[1:3] == ["cortical_GM", "basal_ganglia"] and dm.label_space.num_classes == 9
     dm.setup("validate")
     item = dm.val_set[0]
     assert item["image"].shape == (3, 24, 24, 12)
@@ -54,7 +54,8 @@ def test_mrbrains18_subjects_modalities_and_full_labels(tmp_path: Path) -> None:
 def test_mrbrains18_thesis_labels(tmp_path: Path) -> None:
     training = write_mrbrains18(tmp_path)
     dm = MRBrainS18DataModule(str(training), label_mode="thesis", val_subjects=["1"], **SMALL)
-    assert dm.class_names == ["background", "CSF", "GM", "WM"] and dm.class_values == [0, 5, 1, 3]
+    assert list(dm.label_space.class_names) == ["background", "CSF", "GM", "WM"]
+    assert list(dm.label_space.class_values) == [0, 5, 1, 3]
     dm.setup("validate")
     segm = raw(training / "1" / "segm.nii.gz")
     label = dm.val_set[0]["label"][0].numpy()
@@ -95,7 +96,7 @@ def test_brats_finds_cases_of_every_year(tmp_path: Path, year: int) -> None:
 def test_brats_labels_reoriented_and_multiclass(tmp_path: Path) -> None:
     folder = write_brats(tmp_path, 2021)
     dm = BraTSDataModule(str(folder), val_subjects=["BraTS2021_00001"], **SMALL)
-    assert dm.class_values == [0, 1, 2, 4] and dm.regions is None
+    assert list(dm.label_space.class_values) == [0, 1, 2, 4] and not dm.label_space.regions
     dm.setup("validate")
     item = dm.val_set[0]
     seg = raw(folder / "BraTS2021_00001" / "BraTS2021_00001_seg.nii.gz")
@@ -109,7 +110,8 @@ def test_brats_labels_reoriented_and_multiclass(tmp_path: Path) -> None:
 def test_brats_region_based(tmp_path: Path) -> None:
     folder = write_brats(tmp_path, 2020)
     dm = BraTSDataModule(str(folder), region_based=True, **SMALL)
-    assert dm.region_names == ["WT", "TC", "ET"] and dm.regions == [[1, 2, 3], [1, 3], [3]]
+    assert dm.label_space.structure_names == ["WT", "TC", "ET"]
+    assert dm.label_space.structure_classes == {"WT": [1, 2, 3], "TC": [1, 3], "ET": [3]}
 
 
 def test_brats_case_without_segmentation(tmp_path: Path) -> None:
@@ -131,7 +133,7 @@ def test_decathlon_reads_dataset_json_and_4d_images(tmp_path: Path) -> None:
     task = write_decathlon(tmp_path)
     dm = DecathlonDataModule(str(task), modalities=["T2w", "FLAIR"], val_subjects=["BRATS_002"], **SMALL)
     assert dm.available_modalities == ("FLAIR", "T1w", "t1gd", "T2w")
-    assert dm.class_names == ["background", "edema", "non-enhancing tumor", "enhancing tumour"]
+    assert list(dm.label_space.class_names) == ["background", "edema", "non-enhancing tumor", "enhancing tumour"]
     assert list(dm.subjects()) == ["BRATS_001", "BRATS_002", "BRATS_003", "BRATS_004"]
     dm.setup("validate")
     item = dm.val_set[0]
@@ -188,7 +190,7 @@ def test_nifti_regions_and_ignored_labels(tmp_path: Path) -> None:
     folder = write_nifti_folder(tmp_path)
     dm = NiftiDataModule(str(folder), modalities=["T1"], labels={0: "background", 1: "tissue"}, ignore_labels=[2],
                          regions={"all": [1]}, val_subjects=["sub-01"], **SMALL)
-    assert dm.num_classes == 2 and dm.regions == [[1]]
+    assert dm.label_space.num_classes == 2 and dm.label_space.structure_classes == {"all": [1]}
     dm.setup("validate")
     label = dm.val_set[0]["label"][0].numpy()
     np.testing.assert_array_equal(label == IGNORE_INDEX, raw(folder / "sub-01" / "label.nii.gz") == 2)
@@ -203,7 +205,8 @@ def test_iseg2019_reads_the_iseg_layout(tmp_path: Path) -> None:
     for n in (1, 2, 10):
         write_iseg_subject(folder, n)
     dm = ISeg2019DataModule(str(folder), val_subjects=["subject-10"], **SMALL)
-    assert list(dm.subjects()) == ["subject-1", "subject-2", "subject-10"] and dm.class_values == [0, 10, 150, 250]
+    assert list(dm.subjects()) == ["subject-1", "subject-2", "subject-10"]
+    assert list(dm.label_space.class_values) == [0, 10, 150, 250]
 
 
 # Grids: resampling onto the first modality, to a target spacing, and back.
@@ -233,7 +236,7 @@ def test_resample_to_first_maps_a_shifted_modality_through_the_affines(tmp_path:
 
 
 def test_target_spacing_resamples_and_predictions_return_to_the_scan_grid(tmp_path: Path) -> None:
-    from lightning_modules.callbacks import SegmentationWriter
+    from core.segmenter import PredictionFolder, Segmentation
 
     folder = write_nifti_folder(tmp_path / "data")  # 18 x 20 x 16 voxels of 1.2 x 1.2 x 1.5 mm
     dm = NiftiDataModule(str(folder), modalities=["T1"], labels=LABELS, val_subjects=["sub-01"],
@@ -246,11 +249,10 @@ def test_target_spacing_resamples_and_predictions_return_to_the_scan_grid(tmp_pa
     prediction = {"subject": batch["subject"], "prediction": batch["label"][:, 0],
                   **{k: batch[k] for k in ("affine", "original_affine", "original_shape")}}
 
-    class Module:
-        hparams = {"label_values": dm.class_values, "num_classes": dm.num_classes}
-        class_names, regions = dm.class_names, None
-
-    SegmentationWriter(str(tmp_path / "out")).write_on_batch_end(None, Module(), prediction, None, batch, 0, 0)
+    grids = {k: prediction[k][0].numpy() for k in ("affine", "original_affine", "original_shape")}
+    segmentation = Segmentation.from_network_grid(batch["subject"][0], prediction["prediction"][0].numpy(),
+                                                  dm.label_space, **grids)
+    PredictionFolder(tmp_path / "out").write(segmentation)
     written = nib.load(str(tmp_path / "out" / "sub-01_seg.nii.gz"))
     source = nib.load(str(folder / "sub-01" / "label.nii.gz"))
     assert written.shape == source.shape
@@ -260,7 +262,7 @@ def test_target_spacing_resamples_and_predictions_return_to_the_scan_grid(tmp_pa
 
 
 def test_n4_and_clipping_run_once_then_come_from_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import datamodules.volumes as volumes
+    import core.volumes as volumes
 
     folder = write_nifti_folder(tmp_path / "data", shape=(24, 24, 20))
     calls = []

@@ -1,4 +1,4 @@
-"""Segmentation metrics (lightning_modules/metrics.py) and the evaluate.py scorer, on real numbers."""
+"""Segmentation metrics (core/metrics.py) and the evaluate.py scorer, on real numbers."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from monai.metrics import compute_average_surface_distance, compute_dice, comput
 from scipy import ndimage
 
 import evaluate
-from lightning_modules.metrics import score_structure, score_subject, volume_diagonal
+from core.dataset_labels import DATASET_LABELS
+from core.metrics import score_structure, score_subject, volume_diagonal
 
 SHAPE = (12, 12, 12)
 
@@ -128,7 +129,7 @@ def test_valid_mask_removes_voxels_from_both_masks() -> None:
 
 
 def test_mrbrains18_ignored_labels_do_not_change_scores() -> None:
-    structures, ignore = evaluate.DATASETS["mrbrains18"]
+    structures, ignore = DATASET_LABELS["mrbrains18"].structure_values, DATASET_LABELS["mrbrains18"].ignored_values
     truth = np.zeros((16, 16, 8), dtype=np.int64)
     truth[2:14, 2:14, 1:7] = 3
     truth[4:8, 4:8, 2:5] = 1
@@ -146,7 +147,7 @@ def test_mrbrains18_ignored_labels_do_not_change_scores() -> None:
 
 
 def test_brats_regions_by_hand() -> None:
-    structures, _ = evaluate.DATASETS["brats"]
+    structures = DATASET_LABELS["brats"].structure_values
     truth = np.zeros((10, 10, 10), dtype=np.int64)
     truth[1:9, 1:9, 1:9] = 2  # oedema 512 voxels
     truth[3:7, 3:7, 3:7] = 4  # enhancing 64
@@ -273,7 +274,7 @@ def test_mrbrains18_dataset_folder(tmp_path: Path, dataset: str) -> None:
         label[(label == 9) | (label == 10)] = 3  # ignored voxels, wrongly predicted
         write_nifti(label, pred_dir / f"{subject}_seg.nii.gz", np.diag([*MRBRAINS_ZOOMS, 1.0]))
     rows = evaluate.evaluate_folders(pred_dir, training, dataset)
-    names = list(evaluate.DATASETS[dataset][0])
+    names = DATASET_LABELS[dataset].structure_names
     assert [r["subject"] for r in rows] == ["1"] * len(names) + ["070"] * len(names)
     assert all(r["dice"] == 1.0 and r["hd95_mm"] == 0.0 for r in rows)
 

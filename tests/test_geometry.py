@@ -1,4 +1,4 @@
-"""Reorientation, resampling and the way back (datamodules.geometry)."""
+"""Reorientation, resampling and the way back (core.geometry)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from datamodules.geometry import (
+from core.geometry import (
     reorient_to_canonical,
     resample_onto,
     resample_to_spacing,
     same_grid,
     voxel_spacing,
 )
-from datamodules.io import DataError
+from core.io import DataError
 
 # LPS+ (DICOM/ITK style): voxel axes run to Left, Posterior, Superior, 0.9 x 1.1 x 2.5 mm.
 LPS = np.array([[-0.9, 0, 0, 40.0], [0, -1.1, 0, 30.0], [0, 0, 2.5, -20.0], [0, 0, 0, 1]])

@@ -1,12 +1,12 @@
-"""Percentile clipping and N4 bias-field correction (datamodules.intensity)."""
+"""Percentile clipping and N4 bias-field correction (core.intensity)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from datamodules.intensity import _to_sitk, clip_percentiles, n4_bias_correction, zscore_nonzero
-from datamodules.io import DataError
+from core.intensity import _to_sitk, clip_percentiles, n4_bias_correction, zscore_nonzero
+from core.io import DataError
 
 TISSUE_INTENSITIES = np.array([0.0, 100.0, 200.0, 150.0])
 

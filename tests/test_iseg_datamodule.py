@@ -45,8 +45,9 @@ def test_whole_volumes_stack_modalities_in_order_and_map_labels(iseg_dir: Path) 
     for channel in image:
         brain = channel[channel != 0]
         assert abs(brain.mean()) < 1e-4 and abs(brain.std() - 1) < 1e-4
-    assert dm.in_channels == 2 and dm.num_classes == 4
-    assert dm.class_names == ["background", "CSF", "GM", "WM"] and dm.class_values == [0, 10, 150, 250]
+    assert dm.in_channels == 2 and dm.label_space.num_classes == 4
+    assert dm.label_space.class_names == ("background", "CSF", "GM", "WM")
+    assert dm.label_space.class_values == (0, 10, 150, 250)
 
 
 def test_modalities_are_selectable(iseg_dir: Path) -> None:

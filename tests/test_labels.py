@@ -1,11 +1,12 @@
 import numpy as np
 import pytest
 
-from datamodules import IGNORE_INDEX, DataError, LabelMap
+from core.io import DataError
+from core.labels import IGNORE_INDEX, LabelSpace
 
 
 def test_one_class_per_value_maps_iseg_values() -> None:
-    labels = LabelMap.from_values({0: "background", 10: "CSF", 150: "GM", 250: "WM"})
+    labels = LabelSpace.from_values({0: "background", 10: "CSF", 150: "GM", 250: "WM"})
     out = labels.encode(np.array([[0, 10], [150, 250]], dtype=np.float32))
     np.testing.assert_array_equal(out, [[0, 1], [2, 3]])
     assert labels.class_names == ("background", "CSF", "GM", "WM")
@@ -13,7 +14,8 @@ def test_one_class_per_value_maps_iseg_values() -> None:
 
 
 def test_grouped_classes_and_ignored_values() -> None:
-    labels = LabelMap.from_groups({"background": [0], "CSF": [5, 6], "GM": [1, 2], "WM": [3, 4]}, ignore=[7, 8, 9, 10])
+    labels = LabelSpace.from_groups({"background": [0], "CSF": [5, 6], "GM": [1, 2], "WM": [3, 4]},
+                                    ignore=[7, 8, 9, 10])
     out = labels.encode(np.arange(11, dtype=np.float32))
     np.testing.assert_array_equal(out, [0, 2, 2, 3, 3, 1, 1, -1, -1, -1, -1])
     assert IGNORE_INDEX == -1
@@ -22,7 +24,7 @@ def test_grouped_classes_and_ignored_values() -> None:
 
 
 def test_regions_are_unions_of_classes() -> None:
-    labels = LabelMap.from_values({0: "background", 1: "NCR", 2: "ED", 4: "ET"})
+    labels = LabelSpace.from_values({0: "background", 1: "NCR", 2: "ED", 4: "ET"})
     regions = labels.with_regions({"WT": [1, 2, 4], "TC": [1, 4], "ET": [4]}).regions
     assert regions == (("WT", (1, 2, 3)), ("TC", (1, 3)), ("ET", (3,)))
     with pytest.raises(ValueError, match=r"region 'X': values \[3\] are not in the label map"):
@@ -30,7 +32,7 @@ def test_regions_are_unions_of_classes() -> None:
 
 
 def test_encoding_names_the_file_and_the_bad_values() -> None:
-    labels = LabelMap.from_values({0: "background", 1: "lesion"})
+    labels = LabelSpace.from_values({0: "background", 1: "lesion"})
     with pytest.raises(DataError, match=r"seg\.nii\.gz: label values \[-3, 7\] are not in the label map \[0, 1\]"):
         labels.encode(np.array([0, 1, 7, -3], np.float32), "seg.nii.gz")
     with pytest.raises(DataError, match=r"seg\.nii\.gz: label map has non-integer values"):
@@ -39,6 +41,6 @@ def test_encoding_names_the_file_and_the_bad_values() -> None:
 
 def test_inconsistent_maps_are_refused() -> None:
     with pytest.raises(ValueError, match="label value 2 is in two classes"):
-        LabelMap.from_groups({"background": [0], "a": [1, 2], "b": [2]})
+        LabelSpace.from_groups({"background": [0], "a": [1, 2], "b": [2]})
     with pytest.raises(ValueError, match=r"label values \[1\] are both classes and ignored"):
-        LabelMap.from_values({0: "background", 1: "a"}, ignore=[1])
+        LabelSpace.from_values({0: "background", 1: "a"}, ignore=[1])

@@ -5,16 +5,19 @@ import torch
 import torch.nn.functional as F
 from monai.losses import DeepSupervisionLoss, DiceCELoss, DiceLoss
 
-from lightning_modules.losses import (
-    IGNORE_INDEX,
-    build_loss,
-    masked_one_hot,
-    region_paint_classes,
-    region_targets,
-    regions_to_classes,
-)
+from core.labels import IGNORE_INDEX, LabelSpace
+from lightning_modules.losses import build_loss, masked_one_hot
 
 BRATS = [[1, 2, 3], [1, 3], [3]]  # WT, TC, ET as class indices (0 background, 1 NCR, 2 edema, 3 ET)
+
+
+def region_space(regions: list[list[int]]) -> LabelSpace:
+    """Four classes (background, NCR, edema, ET) with these regions."""
+    return LabelSpace.from_legacy(4, regions=regions)
+
+
+def region_targets(label: torch.Tensor, regions: list[list[int]]) -> torch.Tensor:
+    return region_space(regions).region_targets(label)
 
 
 def row(values: list[int]) -> torch.Tensor:
@@ -137,19 +140,19 @@ def test_region_loss_wants_region_targets() -> None:
 
 
 def test_brats_regions_paint_edema_then_core_then_enhancing() -> None:
-    assert region_paint_classes(BRATS) == [2, 1, 3]
+    assert region_space(BRATS).paint_classes == [2, 1, 3]
     # Voxels: nothing; WT only; WT+TC; WT+TC+ET; ET alone (inconsistent, ET still wins); TC alone.
     regions = torch.tensor([[0, 1, 1, 1, 0, 0],
                             [0, 0, 1, 1, 0, 1],
                             [0, 0, 0, 1, 1, 0]], dtype=torch.bool).view(1, 3, 6, 1, 1)
-    classes = regions_to_classes(regions, [2, 1, 3])
+    classes = region_space(BRATS).paint(regions)
     assert classes.shape == (1, 1, 6, 1, 1)
     assert classes.view(-1).tolist() == [0, 2, 1, 3, 3, 1]
 
 
 def test_painting_gives_back_the_classes_of_nested_regions() -> None:
     label = torch.randint(0, 4, (2, 1, 5, 6, 7))
-    assert torch.equal(regions_to_classes(region_targets(label, BRATS) > 0, region_paint_classes(BRATS)), label)
+    assert torch.equal(region_space(BRATS).paint(region_targets(label, BRATS) > 0), label)
 
 
 @pytest.mark.parametrize("regions", [[[1], [1, 2]], [[1, 2], [3]], [[1, 2, 3], [1, 3]]])
@@ -157,4 +160,4 @@ def test_regions_that_cannot_be_painted_back_are_an_error(regions: list[list[int
     # [1] is inside a later region; [1, 2] then [3] leaves two classes to the first region;
     # WT then TC leaves two classes (1, 3) to TC.
     with pytest.raises(ValueError, match="needs exactly one"):
-        region_paint_classes(regions)
+        region_space(regions)

@@ -4,7 +4,7 @@ import warnings
 import numpy as np
 import pytest
 
-from datamodules.labels import IGNORE_INDEX
+from core.labels import IGNORE_INDEX
 from datamodules.patches import (
     ClassBalancedPatchSampler,
     ForegroundPatchSampler,

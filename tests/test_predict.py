@@ -1,11 +1,13 @@
 """predict.py: a checkpoint and new scans in, segmentations in the scans' own space out."""
 
 import csv
+import gzip
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from datamodules import DataError
 from predict import main, predict
@@ -87,10 +89,10 @@ def test_inputs_that_do_not_fit_the_checkpoint(checkpoint: Path, tiny_demo_dir: 
 
 
 def test_subject_name_from_the_modality_files() -> None:
-    from predict import subjects_from_files
+    from core.segmenter import subject_from_files
 
     def name(*files: str) -> str:
-        return subjects_from_files([Path(f) for f in files], ["a"] * len(files), Path("c.ckpt"))[0].subject_id
+        return subject_from_files([Path(f) for f in files], ["a"] * len(files), "c.ckpt").subject_id
 
     assert name("in/subject-4-T1.hdr", "in/subject-4-T2.hdr") == "subject-4"
     assert name("BraTS20_Validation_001_t1.nii.gz", "BraTS20_Validation_001_t1ce.nii.gz") == "BraTS20_Validation_001"
@@ -125,3 +127,67 @@ def test_train_py_predict_writes_the_same_files_with_flips_and_probabilities(che
         files = np.asarray(nib.load(str(tmp_path / "files" / name)).dataobj)
         np.testing.assert_allclose(files, cli, atol=1e-6)
     assert (tmp_path / "cli" / "volumes.csv").read_text() == (tmp_path / "files" / "volumes.csv").read_text()
+
+
+def test_segmenter_in_three_lines_writes_what_predict_py_writes(checkpoint: Path, tiny_demo_dir: Path,
+                                                                tmp_path: Path) -> None:
+    from core.segmenter import Segmenter
+
+    files = [tiny_demo_dir / "subject-4-T1.hdr", tiny_demo_dir / "subject-4-T2.hdr"]
+    segmenter = Segmenter.from_checkpoint(checkpoint, device="cpu")
+    segmenter.segment(files).to_filename(tmp_path / "notebook.nii.gz")
+    (written,) = predict(checkpoint, files, tmp_path / "cli")
+    # gzip stores a time stamp; the NIfTI bytes inside (header and voxels) are identical.
+    assert gzip.decompress((tmp_path / "notebook.nii.gz").read_bytes()) == gzip.decompress(written.read_bytes())
+
+
+def legacy_checkpoint(checkpoint: Path, path: Path) -> Path:
+    """``checkpoint`` as written before the label space was stored whole: separate
+    ``num_classes``, ``class_names`` and ``label_values`` model arguments."""
+    data = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    space = data["hyper_parameters"].pop("label_space")
+    data["hyper_parameters"].update(num_classes=len(space["classes"]), class_names=list(space["classes"]),
+                                    label_values=list(space["classes"].values()), regions=None, region_names=None)
+    torch.save(data, path)
+    return path
+
+
+def test_checkpoints_written_before_the_label_space_still_load(checkpoint: Path, tiny_demo_dir: Path,
+                                                                tmp_path: Path) -> None:
+    from lightning_modules import SegmentationModule
+
+    old = legacy_checkpoint(checkpoint, tmp_path / "old.ckpt")
+    assert "label_space" not in torch.load(old, weights_only=True)["hyper_parameters"]
+    model = SegmentationModule.load_from_checkpoint(old)
+    assert model.labels.class_values == (0, 10, 150, 250) and model.labels.structure_names == ["CSF", "GM", "WM"]
+    files = [tiny_demo_dir / "subject-4-T1.hdr", tiny_demo_dir / "subject-4-T2.hdr"]
+    (new_file,), (old_file,) = predict(checkpoint, files, tmp_path / "new"), predict(old, files, tmp_path / "old")
+    np.testing.assert_array_equal(np.asarray(nib.load(new_file).dataobj), np.asarray(nib.load(old_file).dataobj))
+    run_with(old, tiny_demo_dir, "test", ["--test_report.output_dir", str(tmp_path / "test"),
+                                          "--test_report.save_png", "false"])
+    assert (tmp_path / "test" / "metrics.csv").is_file()
+
+
+class Payload:
+    """Pickled into a checkpoint, this would run code on a plain ``torch.load``."""
+
+    def __reduce__(self) -> tuple:
+        return (print, ("code ran from a checkpoint",))
+
+
+def test_checkpoints_are_loaded_without_running_code(checkpoint: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from core.segmenter import Segmenter
+    from datamodules.folders import datamodule_class
+
+    data = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    data["payload"] = Payload()
+    torch.save(data, tmp_path / "evil.ckpt")
+    with pytest.raises(DataError, match=r"evil\.ckpt: cannot read the checkpoint \(UnpicklingError"):
+        Segmenter.from_checkpoint(tmp_path / "evil.ckpt")
+    assert "code ran" not in capsys.readouterr().out
+    with pytest.raises(DataError, match=r"names the DataModule 'os.system', which is not one of"):
+        datamodule_class("os.system", "c.ckpt")
+    (tmp_path / "truncated.ckpt").write_bytes(checkpoint.read_bytes()[:1000])
+    with pytest.raises(DataError, match=r"truncated\.ckpt: cannot read the checkpoint"):
+        Segmenter.from_checkpoint(tmp_path / "truncated.ckpt")

@@ -5,9 +5,10 @@ import torch
 import torch.nn.functional as F
 from monai.networks.utils import one_hot
 
+from core.labels import LabelSpace
 from lightning_modules import SegmentationModule
 from lightning_modules.callbacks import SegmentationWriter, format_dice_table
-from lightning_modules.losses import build_loss, region_targets
+from lightning_modules.losses import build_loss
 from networks.outputs import TrainingOutput
 
 from network_cases import SMALL
@@ -17,11 +18,17 @@ STEPS = {"vnet": 20, "swinunetr": 20}  # the slowest networks get fewer overfitt
 OPTIMIZER = {"vnet": {"optimizer": "sgd", "lr": 0.1}}
 
 
+LABEL_ARGS = ("num_classes", "class_names", "label_values", "regions", "region_names")
+
+
 def small_module(**kwargs) -> SegmentationModule:
+    """A small module; label arguments in the separate form of older checkpoints are folded
+    into its label space (``LabelSpace.from_legacy``), as checkpoints of that form are."""
     args = {"in_channels": 2, "num_classes": 4, "class_names": ["background", "CSF", "GM", "WM"],
             "network_kwargs": {"base_features": 2}, "roi_size": (8, 8, 8), "sw_batch_size": 2}
     args.update(kwargs)
-    return SegmentationModule(**args)
+    labels = LabelSpace.from_legacy(**{k: args.pop(k) for k in LABEL_ARGS if k in args})
+    return SegmentationModule(label_space=labels.to_dict(), **args)
 
 
 def test_dice_is_hard_label_per_region_without_background() -> None:
@@ -32,7 +39,8 @@ def test_dice_is_hard_label_per_region_without_background() -> None:
     prediction = label.clone()
     prediction[0, 0, 0, 0] = 0      # 4 CSF voxels missed
     prediction[0, 0, 2, 0] = 2      # 4 background voxels called GM
-    scores = module.test_dice(y_pred=one_hot(prediction, 4), y=one_hot(label, 4))
+    masks = module.labels.structure_masks  # one mask per foreground class: background is not scored
+    scores = module.test_dice(y_pred=masks(prediction), y=masks(label))
     # CSF: 2*4 / (4 + 8) = 2/3; GM: 2*16 / (20 + 16) = 8/9; WM absent from truth: NaN.
     assert scores.shape == (1, 3)
     assert scores[0, 0].item() == pytest.approx(2 / 3)
@@ -214,12 +222,12 @@ def test_ignored_voxels_count_in_no_dice_and_no_validation_loss() -> None:
 
 def test_region_module_builds_one_sigmoid_output_per_region() -> None:
     module = brats_module()
-    assert module.region_names == ["WT", "TC", "ET"]
-    assert module.hparams.regions == BRATS_REGIONS and module.hparams.region_names == ["WT", "TC", "ET"]
-    assert module.paint_classes == [2, 1, 3]
+    assert module.labels.structure_names == ["WT", "TC", "ET"]
+    assert module.hparams.label_space["regions"] == dict(zip(["WT", "TC", "ET"], BRATS_REGIONS, strict=True))
+    assert module.labels.paint_classes == [2, 1, 3]
     assert module.eval()(torch.randn(1, 2, 8, 8, 8)).shape == (1, 3, 8, 8, 8)
-    assert brats_module(region_names=None).region_names == ["region1", "region2", "region3"]
-    assert small_module().region_names == ["CSF", "GM", "WM"]
+    assert brats_module(region_names=None).labels.structure_names == ["region1", "region2", "region3"]
+    assert small_module().labels.structure_names == ["CSF", "GM", "WM"]
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
@@ -276,8 +284,8 @@ def test_region_training_of_an_unpadded_network_uses_the_target_centre() -> None
     image, label = torch.randn(1, 2, 12, 12, 12), torch.randint(-1, 4, (1, 1, 12, 12, 12))
     logits = module.network(image)
     assert logits.shape == (1, 3, 6, 6, 6)
-    expected = build_loss("dice_ce", region_based=True)(logits, region_targets(label[..., 3:-3, 3:-3, 3:-3],
-                                                                             BRATS_REGIONS))
+    targets = module.labels.region_targets(label[..., 3:-3, 3:-3, 3:-3])
+    expected = build_loss("dice_ce", region_based=True)(logits, targets)
     assert module.training_losses(image, label)["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
     with torch.no_grad():
         assert module.eval().predict_logits(torch.randn(1, 2, 13, 9, 15)).shape == (1, 3, 13, 9, 15)
@@ -297,7 +305,7 @@ def test_region_mode_trains_and_overfits_one_batch() -> None:
     def region_dice() -> torch.Tensor:
         """Hard Dice per region of the batch, as the training forward pass sees it."""
         with torch.no_grad():
-            scores = module.val_dice(*module.dice_inputs(module(image), label))
+            scores = module.val_dice(*module.labels.dice_masks(module(image), label))
         module.val_dice.reset()
         return scores.nanmean(dim=0)
 

@@ -50,9 +50,9 @@ def test_fit_writes_best_and_last_checkpoints_with_the_data_settings(trained: Pa
     assert (trained / "checkpoints" / "best.ckpt").is_file()
     assert (trained / "checkpoints" / "last.ckpt").is_file()
     model = SegmentationModule.load_from_checkpoint(trained / "checkpoints" / "best.ckpt")
-    assert model.hparams.in_channels == 2 and model.hparams.num_classes == 4
-    assert model.hparams.class_names == ["background", "CSF", "GM", "WM"]
-    assert model.hparams.modalities == ["T1", "T2"] and model.hparams.label_values == [0, 10, 150, 250]
+    assert model.hparams.in_channels == 2 and model.labels.num_classes == 4
+    assert model.hparams.label_space["classes"] == {"background": 0, "CSF": 10, "GM": 150, "WM": 250}
+    assert model.hparams.modalities == ["T1", "T2"] and model.labels.class_values == (0, 10, 150, 250)
     assert tuple(model.hparams.roi_size) == (16, 16, 16)
     metrics = (next((trained / "logs").rglob("metrics.csv"))).read_text()
     for name in ("val/dice_CSF", "val/dice_GM", "val/dice_WM", "val/dice_mean", "train/loss"):

@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from datamodules.geometry import reorient_to_canonical, resample_onto, resample_to_spacing, same_grid, voxel_spacing
-from datamodules.intensity import clip_percentiles, n4_bias_correction, zscore_nonzero
-from datamodules.io import DataError, load_volume
-from datamodules.labels import LabelMap
+from core.geometry import reorient_to_canonical, resample_onto, resample_to_spacing, same_grid, voxel_spacing
+from core.intensity import clip_percentiles, n4_bias_correction, zscore_nonzero
+from core.io import DataError, load_volume
+from core.labels import LabelSpace
 
 
 @dataclass(frozen=True)
@@ -96,8 +96,8 @@ def _onto_reference(path: Path, data: np.ndarray, affine: np.ndarray, ref: tuple
     )
 
 
-def load_subject(subject: Subject, label_map: LabelMap | None, settings: PreprocessingSettings) -> Volume:
-    """Read, check and preprocess one subject (``label_map=None``: ignore its label)."""
+def load_subject(subject: Subject, label_space: LabelSpace | None, settings: PreprocessingSettings) -> Volume:
+    """Read, check and preprocess one subject (``label_space=None``: ignore its label)."""
     channels = subject.image_channels or (None,) * len(subject.images)
     first_path = subject.images[0]
     first, original_affine = load_volume(first_path, channels[0])
@@ -108,10 +108,10 @@ def load_subject(subject: Subject, label_map: LabelMap | None, settings: Preproc
         stack.append(_onto_reference(path, data, affine, reference, settings, order=1))
     image = np.stack(stack)
     label = None
-    if subject.label is not None and label_map is not None:
+    if subject.label is not None and label_space is not None:
         raw, label_affine = load_volume(subject.label)
         raw = _onto_reference(subject.label, raw, label_affine, reference, settings, order=0)
-        label = label_map.encode(raw, subject.label)
+        label = label_space.encode(raw, subject.label)
 
     affine = original_affine
     if settings.canonical_orientation:

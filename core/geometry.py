@@ -27,7 +27,7 @@ import numpy as np
 from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 from scipy import ndimage
 
-from datamodules.io import DataError
+from core.io import DataError
 
 # Largest deviation (in source voxels) from a signed permutation / integer shift for which
 # two grids still count as "the same voxels, re-indexed" and are mapped by pure indexing.

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from datamodules.io import DataError
+from core.io import DataError
 
 
 def clip_percentiles(image: np.ndarray, low: float, high: float, path: str | Path = "image") -> np.ndarray:

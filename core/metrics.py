@@ -30,26 +30,48 @@ from both masks before scoring, so whatever is predicted there changes nothing.
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 import torch
 from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
 
-METRICS = ("dice", "hd95", "assd", "avd")
+
+def _metric(column: str, title: str, digits: int) -> Any:
+    """A score field and how it is shown: CSV column, table title, decimals in tables."""
+    return field(metadata={"column": column, "title": title, "digits": digits})
 
 
 @dataclass(frozen=True)
 class StructureScores:
-    """Scores of one structure: HD95/ASSD in mm, AVD in % of the ground-truth volume."""
+    """Scores of one structure: HD95/ASSD in mm, AVD in % of the ground-truth volume.
 
-    dice: float
-    hd95: float
-    assd: float
-    avd: float
+    The metric set of the codebase: every CSV, Markdown and printed table and every logged
+    table takes its columns from these fields, so a metric added here (a field and its value
+    in :func:`score_structure`) appears everywhere.
+    """
+
+    dice: float = _metric("dice", "DSC", 3)
+    hd95: float = _metric("hd95_mm", "HD95 mm", 2)
+    assd: float = _metric("assd_mm", "ASSD mm", 2)
+    avd: float = _metric("avd_percent", "AVD %", 1)
+
+    def as_row(self) -> dict[str, float]:
+        """Column name -> value."""
+        return {f.metadata["column"]: getattr(self, f.name) for f in fields(self)}
+
+
+METRICS = tuple(f.name for f in fields(StructureScores))
+COLUMNS = {f.name: f.metadata["column"] for f in fields(StructureScores)}  # metric -> CSV column
+TITLES = {f.metadata["column"]: f.metadata["title"] for f in fields(StructureScores)}
+DIGITS = {f.metadata["column"]: f.metadata["digits"] for f in fields(StructureScores)}
+ROW_COLUMNS = ("subject", "structure", *COLUMNS.values())  # one row per subject and structure
 
 
 def volume_diagonal(shape: Sequence[int], spacing: Sequence[float]) -> float:
@@ -109,3 +131,55 @@ def score_subject(prediction: np.ndarray, truth: np.ndarray, spacing: Sequence[f
     valid = ~np.isin(truth, list(ignore)) if len(ignore) else None
     return {name: score_structure(np.isin(prediction, list(values)), np.isin(truth, list(values)), spacing, valid)
             for name, values in structures.items()}
+
+
+# --- Tables of scores (one row per subject and structure) -----------------------------------
+def score_rows(subject: str, scores: Mapping[str, StructureScores]) -> list[dict[str, Any]]:
+    """Rows of :data:`ROW_COLUMNS` for one subject's scores."""
+    return [{"subject": subject, "structure": name, **s.as_row()} for name, s in scores.items()]
+
+
+def summarise(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and (population) std per structure and metric over subjects, NaN left out; ``n``
+    counts the values used."""
+    out = []
+    for structure in dict.fromkeys(r["structure"] for r in rows):
+        for column in COLUMNS.values():
+            values = np.array([r[column] for r in rows if r["structure"] == structure], dtype=float)
+            values = values[~np.isnan(values)]
+            mean = float(values.mean()) if values.size else float("nan")
+            std = float(values.std()) if values.size else float("nan")
+            out.append({"structure": structure, "metric": column, "mean": mean, "std": std, "n": int(values.size)})
+    return out
+
+
+def markdown_table(summary: Sequence[Mapping[str, Any]]) -> str:
+    """Rows structures, columns mean ± std per metric."""
+    lines = ["| structure | " + " | ".join(COLUMNS.values()) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    for structure in dict.fromkeys(s["structure"] for s in summary):
+        cells = []
+        for column in COLUMNS.values():
+            entry = next(s for s in summary if s["structure"] == structure and s["metric"] == column)
+            d = DIGITS[column]
+            cells.append(f"{entry['mean']:.{d}f} ± {entry['std']:.{d}f}")
+        lines.append(f"| {structure} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def text_table(summary: Sequence[Mapping[str, Any]]) -> str:
+    """Fixed-width means per structure (rows) and metric (columns), for the console."""
+    lines = [f"{'structure':<16}" + "".join(f"{TITLES[c]:>12}" for c in COLUMNS.values())]
+    for structure in dict.fromkeys(s["structure"] for s in summary):
+        means = {s["metric"]: s["mean"] for s in summary if s["structure"] == structure}
+        lines.append(f"{structure:<16}" + "".join(f"{means[c]:12.4f}" for c in COLUMNS.values()))
+    return "\n".join(lines)
+
+
+def csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """CSV with floats at 6 decimals."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
+    return buffer.getvalue()

@@ -1,0 +1,64 @@
+"""Whole-volume inference: Gaussian-weighted sliding windows (MONAI) for any network, unpadded
+ones included, and the mean over mirrorings (test-time augmentation).
+
+Plain PyTorch: the LightningModule (validation, test), the :class:`~core.segmenter.Segmenter`
+(``predict.py``, ``train.py predict``, notebooks) and the benchmarks all call these.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from monai.inferers import sliding_window_inference
+from torch import nn
+
+MIRRORINGS = [dims for n in range(4) for dims in itertools.combinations((2, 3, 4), n)]
+
+
+def sliding_window_logits(network: nn.Module, image: torch.Tensor, roi_size: Sequence[int], sw_batch_size: int = 2,
+                          overlap: float = 0.5, border: int = 0, name: str = "network") -> torch.Tensor:
+    """Logits (B, C, D, H, W) of a whole volume (B, M, D, H, W) by Gaussian-weighted windows.
+
+    ``border``: voxels an unpadded network loses on each side (its output is its input minus
+    ``border`` a side). The volume is then padded by ``border`` (zero, the z-scored background)
+    so every voxel can be a window's centre; each window's output is put back in the window's
+    frame with a mask of where it is valid, MONAI blends both with the same Gaussian weights,
+    and their ratio is the weighted mean over the windows whose valid centre covers the voxel.
+    The overlap is raised so that the window step never exceeds the valid centre.
+    """
+    roi = tuple(int(r) for r in roi_size)
+    if border == 0:
+        return sliding_window_inference(image, roi_size=roi, sw_batch_size=sw_batch_size, predictor=network,
+                                        overlap=overlap, mode="gaussian")
+    b = border
+    if min(roi) <= 2 * b:
+        raise ValueError(f"inference windows {roi} leave nothing of {name}'s output: "
+                         f"it loses {b} voxels a side, so every side must exceed {2 * b}")
+
+    def predictor(window: torch.Tensor) -> torch.Tensor:
+        logits = network(window)
+        valid = torch.ones_like(logits[:, :1])
+        return F.pad(torch.cat([logits, valid], dim=1), [b] * 6)
+
+    overlap = max(overlap, 2 * b / min(roi))
+    blended = sliding_window_inference(F.pad(image, [b] * 6), roi_size=roi, predictor=predictor,
+                                       sw_batch_size=sw_batch_size, overlap=overlap, mode="gaussian")
+    blended = blended[..., b:-b, b:-b, b:-b]
+    return blended[:, :-1] / blended[:, -1:].clamp_min(torch.finfo(blended.dtype).tiny)
+
+
+def mean_over_mirrorings(predict: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor,
+                         flips: bool = False) -> torch.Tensor:
+    """``predict(image)``, or with ``flips`` the mean of ``predict`` over the 8 mirrorings of
+    the volume (each output flipped back), without gradients."""
+    total = None
+    with torch.no_grad():
+        for dims in MIRRORINGS if flips else [()]:
+            flipped = torch.flip(image, dims) if dims else image
+            out = predict(flipped)
+            out = torch.flip(out, dims) if dims else out
+            total = out if total is None else total + out
+    return total / (len(MIRRORINGS) if flips else 1)

@@ -1,0 +1,92 @@
+"""Reading images and label maps with errors that name the file and the problem; writing every
+output atomically (temporary file in the destination folder, fsync, rename)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+
+class DataError(ValueError):
+    """Raised for bad input data; the message names the file and what is wrong with it."""
+
+
+def load_volume(path: Path, channel: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Load a 3D image (NIfTI or Analyze) as ``(float32 array, 4x4 affine)``.
+
+    ``channel`` picks one volume of a 4D file (the Decathlon stores modalities on the 4th
+    axis). Without it, a trailing singleton 4th axis is dropped and anything else that is not
+    3D is an error, as are unreadable or truncated files and NaN or infinite voxels.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        image = nib.load(str(path))
+        if channel is not None and len(image.shape) == 4:
+            if not 0 <= channel < image.shape[3]:
+                raise DataError(f"{path}: has {image.shape[3]} volumes on its 4th axis, asked for volume {channel}")
+            data = np.asarray(image.dataobj[..., channel], dtype=np.float32)
+        else:
+            data = np.asarray(image.dataobj, dtype=np.float32)
+    except DataError:
+        raise
+    except Exception as error:  # nibabel and zlib raise many types for corrupt or truncated files
+        raise DataError(f"{path}: cannot read the image ({type(error).__name__}: {error})") from error
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise DataError(f"{path}: expected a 3D volume, got shape {data.shape}")
+    if not np.isfinite(data).all():
+        bad = int((~np.isfinite(data)).sum())
+        raise DataError(f"{path}: {bad} voxels are NaN or infinite")
+    return data, np.asarray(image.affine, dtype=np.float64)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path in ``path``'s folder to write to; on success it is flushed to disk and
+    renamed onto ``path`` with the permissions the umask gives a new file (0644 typically);
+    on failure it is removed and the error names ``path``. Never a half-written result."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes[-2:])  # keeps ".nii.gz", so nibabel picks the format from the name
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(handle)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as stream:
+            os.fsync(stream.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except OSError as error:
+        raise OSError(error.errno, f"{path}: cannot write ({error.strerror or error})") from error
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_nifti_atomically(image: nib.Nifti1Image, path: str | Path) -> Path:
+    """Write a NIfTI image through :func:`atomic_path`."""
+    with atomic_path(path) as tmp:
+        nib.save(image, str(tmp))
+    return Path(path)
+
+
+def write_text_atomically(path: str | Path, text: str) -> Path:
+    """Write a text file (CSV, Markdown, JSON) through :func:`atomic_path`."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)

@@ -1,0 +1,291 @@
+"""The one prediction path: checkpoint + scans -> segmentations in the scans' own space.
+
+    from core.segmenter import Segmenter
+    segmenter = Segmenter.from_checkpoint("runs/demo/checkpoints/best.ckpt")
+    segmenter.segment(["subject-9-T1.hdr", "subject-9-T2.hdr"]).to_filename("subject-9_seg.nii.gz")
+
+``predict.py``, ``train.py predict`` (through the LightningModule, which holds a Segmenter of
+its own network) and notebooks all go through :class:`Segmenter` and :class:`PredictionFolder`:
+the checkpoint's preprocessing, Gaussian-weighted sliding windows, optional mirroring, the
+label space's class map and the write-back onto each scan's own grid are coded once, here.
+
+The raw network (``segmenter.network``, or ``SegmentationModule.forward``) stays available
+for tensors, but expects *preprocessed* input (RAS+, the checkpoint's spacing, z-scored over
+brain voxels): feeding it raw intensities gives a wrong segmentation without any error.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+from torch import nn
+
+from core.geometry import resample_onto
+from core.inference import mean_over_mirrorings, sliding_window_logits
+from core.io import DataError, save_nifti_atomically, write_text_atomically
+from core.labels import LabelSpace
+from core.volumes import PreprocessingSettings, Subject, Volume, load_subject
+from networks import build_network
+from networks.outputs import network_border
+
+
+# --- Checkpoints (plain tensors and Python types only: weights_only=True) -------------------
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A Lightning checkpoint as a dict, loaded with ``weights_only=True`` (a file carrying
+    pickled code is refused, never run); unreadable files raise :class:`DataError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: checkpoint not found")
+    try:
+        checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated zip, pickle payload refused by the safe unpickler, ...
+        raise DataError(f"{path}: cannot read the checkpoint ({type(error).__name__}: "
+                        f"{str(error).splitlines()[0] if str(error) else ''})") from error
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
+        raise DataError(f"{path}: not a checkpoint of this codebase (no state_dict / hyper_parameters)")
+    return checkpoint
+
+
+def label_space_from_hparams(hparams: Mapping[str, Any]) -> LabelSpace:
+    """The model's label space: stored whole (``label_space``), or rebuilt from the separate
+    arguments of checkpoints written before it was."""
+    if hparams.get("label_space"):
+        return LabelSpace.from_dict(hparams["label_space"])
+    return LabelSpace.from_legacy(int(hparams.get("num_classes") or 2), hparams.get("class_names"),
+                                  hparams.get("label_values"), hparams.get("regions"), hparams.get("region_names"))
+
+
+LEGACY_LABEL_ARGS = ("num_classes", "class_names", "label_values", "regions", "region_names")
+
+
+def model_hparams(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+    """The model's arguments as stored in ``checkpoint``, in today's form: the label space
+    whole under ``label_space`` (older checkpoints' separate label arguments folded into it)."""
+    hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
+    if not hparams.get("label_space"):
+        hparams["label_space"] = label_space_from_hparams(hparams).to_dict()
+    return {k: v for k, v in hparams.items() if k not in LEGACY_LABEL_ARGS}
+
+
+# --- Results on the scan's own grid ---------------------------------------------------------
+def to_scan_space(array: np.ndarray, affine: np.ndarray, original_affine: np.ndarray | None = None,
+                  original_shape: Sequence[int] | None = None, order: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``array`` (spatial axes last) on the grid it was predicted on -> the scan's own grid
+    and affine (exact for a reorientation; nearest neighbour or linear otherwise)."""
+    affine = np.asarray(affine, dtype=np.float64)
+    if original_affine is None:
+        return array, affine
+    original_affine = np.asarray(original_affine, dtype=np.float64)
+    shape = tuple(int(s) for s in original_shape)
+    return resample_onto(array, affine, shape, original_affine, order=order), original_affine
+
+
+@dataclass
+class Segmentation:
+    """One subject's result on the scan's own grid: ``classes`` (class indices), its
+    ``affine``, optional ``probabilities`` (C, D, H, W: one map per class or region)."""
+
+    subject_id: str
+    classes: np.ndarray
+    affine: np.ndarray
+    labels: LabelSpace
+    probabilities: np.ndarray | None = None
+
+    @classmethod
+    def from_network_grid(cls, subject_id: str, classes: np.ndarray, labels: LabelSpace, affine: np.ndarray,
+                          original_affine: np.ndarray | None = None, original_shape: Sequence[int] | None = None,
+                          probabilities: np.ndarray | None = None) -> Segmentation:
+        """Map a class map (and probabilities, linearly) from the network's grid back onto the scan's."""
+        grid = {"affine": affine, "original_affine": original_affine, "original_shape": original_shape}
+        scan_classes, scan_affine = to_scan_space(np.asarray(classes), **grid)
+        maps = None if probabilities is None else to_scan_space(np.asarray(probabilities), **grid, order=1)[0]
+        return cls(subject_id, scan_classes, scan_affine, labels, maps)
+
+    def image(self) -> nib.Nifti1Image:
+        """The segmentation in the dataset's own label values (e.g. 10/150/250 for iSeg)."""
+        return nib.Nifti1Image(self.labels.decode(self.classes), self.affine)
+
+    def probability_image(self) -> nib.Nifti1Image:
+        """The probability maps as one 4D float32 image (classes or regions on the 4th axis)."""
+        if self.probabilities is None:
+            raise ValueError(f"{self.subject_id}: probabilities were not kept (pass probabilities=True)")
+        return nib.Nifti1Image(np.moveaxis(self.probabilities, 0, -1).astype(np.float32), self.affine)
+
+    def volumes_ml(self) -> dict[str, float]:
+        """Millilitres per scored structure (class or region)."""
+        return self.labels.volumes_ml(self.classes, self.affine)
+
+
+class PredictionFolder:
+    """Writes ``<subject>_seg.nii.gz`` (and ``<subject>_probabilities.nii.gz``) per subject,
+    each atomically, then ``volumes.csv`` (millilitres per structure and subject) on :meth:`close`."""
+
+    def __init__(self, directory: str | Path, probabilities: bool = False) -> None:
+        self.directory = Path(directory)
+        self.probabilities = probabilities
+        self.volumes: list[dict[str, Any]] = []
+
+    def write(self, segmentation: Segmentation) -> Path:
+        subject = segmentation.subject_id
+        path = save_nifti_atomically(segmentation.image(), self.directory / f"{subject}_seg.nii.gz")
+        if self.probabilities:
+            save_nifti_atomically(segmentation.probability_image(),
+                                  self.directory / f"{subject}_probabilities.nii.gz")
+        self.volumes.append({"subject": subject, **segmentation.volumes_ml()})
+        return path
+
+    def close(self) -> Path | None:
+        """Write ``volumes.csv``; None when nothing was segmented."""
+        if not self.volumes:
+            return None
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(self.volumes[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.volumes)
+        return write_text_atomically(self.directory / "volumes.csv", buffer.getvalue())
+
+
+# --- The segmenter ---------------------------------------------------------------------------
+def _stem(path: Path) -> str:
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii", ".hdr", ".img", ".mha", ".nrrd"):
+        name = name.removesuffix(suffix)
+    return name
+
+
+def subject_from_files(files: Sequence[str | Path], modalities: Sequence[str], source: str,
+                       subject_id: str | None = None) -> Subject:
+    """One subject from its modality files, given in the model's modality order. Its id (the
+    output's name) defaults to what the file names share, up to a separator
+    (``subject-4-T1.hdr`` + ``subject-4-T2.hdr`` -> ``subject-4``)."""
+    files = [Path(f) for f in files]
+    if modalities and len(files) != len(modalities):
+        raise DataError(f"{source}: the model was trained on {len(modalities)} modalities {list(modalities)} "
+                        f"(in this order); got {len(files)} files: {[str(f) for f in files]}")
+    if subject_id is None:
+        stems = [_stem(f) for f in files]
+        shared = os.path.commonprefix(stems)
+        if len(stems) > 1 and any(c in shared for c in "-_."):  # cut the shared part of the modality names
+            shared = shared[: max(shared.rfind(c) for c in "-_.")]
+        subject_id = shared.rstrip("-_.") or stems[0]
+    return Subject(subject_id, tuple(files))
+
+
+@dataclass
+class Segmenter:
+    """A network with what it needs to segment scans: its label space, the modalities it was
+    trained on (in order), the preprocessing, and the sliding-window settings.
+
+    Args:
+        network: any registered network (plain ``nn.Module``), already on its device.
+        labels: the label space it was trained with.
+        roi_size: sliding-window size.
+        modalities: the input channels' names, in order (to check and name inputs).
+        preprocessing: what happens to a scan before the network (from the checkpoint).
+        sw_batch_size, overlap: windows per forward pass, overlap of neighbouring windows.
+        source: where it came from (a checkpoint path), for error messages.
+        datamodule: the checkpoint's DataModule record (``class_path``, ``init_args``), which
+            tells how folders in the training layout are read (``datamodules.subjects_in_folder``).
+    """
+
+    network: nn.Module
+    labels: LabelSpace
+    roi_size: tuple[int, int, int]
+    modalities: tuple[str, ...] = ()
+    preprocessing: PreprocessingSettings = field(default_factory=PreprocessingSettings)
+    sw_batch_size: int = 2
+    overlap: float = 0.5
+    source: str = "model"
+    datamodule: dict[str, Any] | None = None
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None,
+                        overlap: float | None = None, sw_batch_size: int | None = None) -> Segmenter:
+        """Everything from the checkpoint alone: network, label space, modalities,
+        preprocessing (the DataModule's saved arguments) and window (the model's)."""
+        checkpoint = read_checkpoint(path)
+        hparams = model_hparams(checkpoint)
+        labels = LabelSpace.from_dict(hparams["label_space"])
+        network = build_network(hparams["network"], in_channels=int(hparams["in_channels"]),
+                                num_classes=labels.num_outputs, **(hparams.get("network_kwargs") or {}))
+        weights = {k.removeprefix("network."): v for k, v in checkpoint["state_dict"].items()
+                   if k.startswith("network.")}
+        try:
+            network.load_state_dict(weights)
+        except RuntimeError as error:
+            reason = str(error).splitlines()[0]
+            raise DataError(f"{path}: weights do not fit {hparams['network']} ({reason})") from error
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        data_args = dict(checkpoint.get("datamodule_hyper_parameters") or {})
+        return cls(
+            network=network.to(device).eval(), labels=labels,
+            roi_size=tuple(int(r) for r in (hparams.get("inference_roi_size") or hparams["roi_size"])),
+            modalities=tuple(hparams.get("modalities") or ()),
+            preprocessing=PreprocessingSettings.from_hparams(data_args),
+            sw_batch_size=int(sw_batch_size or hparams.get("sw_batch_size") or 2),
+            overlap=float(hparams.get("sw_overlap", 0.5) if overlap is None else overlap),
+            source=str(path),
+            datamodule={"class_path": checkpoint.get("datamodule_class"), "init_args": data_args},
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+    # Tensors (preprocessed) -> logits, probabilities.
+    def logits(self, image: torch.Tensor) -> torch.Tensor:
+        """Logits (B, C, ...) of preprocessed whole volumes (B, M, ...) by sliding windows."""
+        return sliding_window_logits(self.network, image, self.roi_size, self.sw_batch_size, self.overlap,
+                                     border=network_border(self.network), name=type(self.network).__name__)
+
+    def probabilities(self, image: torch.Tensor, flips: bool = False) -> torch.Tensor:
+        """Class (softmax) or region (sigmoid) probabilities (B, C, ...) of preprocessed volumes;
+        with ``flips``, the mean over the 8 mirrorings (test-time augmentation)."""
+        image = image.to(self.device)
+        return mean_over_mirrorings(lambda x: self.labels.probabilities(self.logits(x).float()), image, flips)
+
+    # Scans -> segmentations.
+    def subject(self, files: Sequence[str | Path], subject_id: str | None = None) -> Subject:
+        """One subject from its modality files, in the model's modality order (see :func:`subject_from_files`)."""
+        return subject_from_files(files, self.modalities, self.source, subject_id)
+
+    def segment_volume(self, volume: Volume, flips: bool = False, probabilities: bool = False) -> Segmentation:
+        """A preprocessed volume -> its segmentation on the scan's own grid."""
+        image = torch.from_numpy(np.asarray(volume.image, dtype=np.float32))[None]
+        probs = self.probabilities(image, flips)
+        classes = self.labels.classes_from_probabilities(probs)[0, 0].cpu().numpy()
+        return Segmentation.from_network_grid(
+            volume.subject_id, classes, self.labels, volume.affine, volume.original_affine, volume.original_shape,
+            probs[0].cpu().numpy() if probabilities else None)
+
+    def segment_subject(self, subject: Subject, flips: bool = False, probabilities: bool = False) -> Segmentation:
+        """Read, preprocess (as in training) and segment one subject."""
+        return self.segment_volume(load_subject(subject, None, self.preprocessing), flips, probabilities)
+
+    def segment(self, files: Sequence[str | Path], flips: bool = False, subject_id: str | None = None
+                ) -> nib.Nifti1Image:
+        """One subject's modality files -> its segmentation as a NIfTI image in the scan's own
+        space and the dataset's label values (what ``predict.py`` writes)."""
+        return self.segment_subject(self.subject(files, subject_id), flips).image()
+
+    def segment_to_folder(self, subjects: Sequence[Subject], output: str | Path, flips: bool = False,
+                          probabilities: bool = False, progress: bool = True) -> list[Path]:
+        """Segment ``subjects`` into ``output`` (see :class:`PredictionFolder`); returns the
+        segmentation files written."""
+        folder = PredictionFolder(output, probabilities)
+        written = []
+        for subject in subjects:
+            written.append(folder.write(self.segment_subject(subject, flips, probabilities)))
+            if progress:
+                print(f"wrote {written[-1]}", flush=True)
+        folder.close()
+        return written

@@ -1,0 +1,64 @@
+"""The house's layering, read from the source: no import cycles, no arrow from a lower package
+to a higher one, no Lightning below ``datamodules`` / ``lightning_modules``.
+
+    networks  <-  core  <-  datamodules, lightning_modules  <-  train.py, predict.py, ...
+
+Run ``python -m pytest tests/test_architecture.py -q`` (or ``python scripts/import_graph.py``
+to print the package graph).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from scripts.import_graph import ROOT, first_party_imports, module_graph, package_graph
+
+# Which of our packages each package may import (itself always).
+ALLOWED = {
+    "networks": set(),
+    "core": {"networks"},
+    "datamodules": {"core"},
+    "lightning_modules": {"core", "networks"},
+}
+THIRD_PARTY_FORBIDDEN = {"networks": {"pytorch_lightning", "lightning"}, "core": {"pytorch_lightning", "lightning"}}
+
+
+def test_packages_only_import_downwards() -> None:
+    graph = package_graph()
+    for package, allowed in ALLOWED.items():
+        assert graph[package] - {package} <= allowed, f"{package} imports {graph[package] - {package} - allowed}"
+
+
+def test_no_lightning_below_the_lightning_layer() -> None:
+    for package, forbidden in THIRD_PARTY_FORBIDDEN.items():
+        for path in (ROOT / package).rglob("*.py"):
+            imported = {name.split(".")[0] for name in first_party_imports(path, third_party=True)}
+            assert not imported & forbidden, f"{path} imports {imported & forbidden}"
+
+
+def test_no_import_cycles_between_modules() -> None:
+    graph = module_graph()
+    state: dict[str, int] = {}  # 1 on the current path, 2 done
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for other in graph.get(module, ()):
+            assert state.get(other) != 1, f"import cycle: {' -> '.join([*path, module, other])}"
+            if other not in state:
+                visit(other, [*path, module])
+        state[module] = 2
+
+    for module in graph:
+        if module not in state:
+            visit(module, [])
+
+
+def test_scoring_loads_no_lightning() -> None:
+    """``evaluate.py --help`` (numpy metrics) imports neither Lightning nor a network."""
+    out = subprocess.run([sys.executable, "-X", "importtime", "evaluate.py", "--help"], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stderr
+    loaded = {line.rsplit("|", 1)[1].strip() for line in out.splitlines() if line.startswith("import time:")}
+    assert "core.metrics" in loaded
+    roots = {name.split(".")[0] for name in loaded}
+    assert not roots & {"pytorch_lightning", "lightning", "networks", "datamodules", "lightning_modules"}
