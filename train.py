@@ -10,7 +10,6 @@ import json
 import os
 from pathlib import Path
 
-from jsonargparse import lazy_instance
 from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -20,19 +19,11 @@ from core.labels import LabelSpace
 from core.segmenter import model_hparams, read_checkpoint
 from datamodules import VolumeSegmentationDataModule
 from lightning_modules import SegmentationModule
-from lightning_modules.callbacks import (
-    LearningCurves,
-    OptionalLearningRateMonitor,
-    SegmentationWriter,
-    TestReport,
-    ValidationImages,
-)
+from lightning_modules.callbacks import LearningCurves, SegmentationWriter, TestReport, ValidationImages
 
-TRAINER_DEFAULTS = {
-    "logger": lazy_instance(WandbLogger, save_dir="runs", project="brain-mri-segmentation"),
-    "callbacks": [lazy_instance(OptionalLearningRateMonitor, logging_interval="step")],
-    "log_every_n_steps": 10,
-}
+ROOT = Path(__file__).resolve().parent
+TRAINER_DEFAULTS = ROOT / "configs" / "trainer" / "default.yaml"  # loaded before any --config
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
 class RunConfigSaver(SaveConfigCallback):
@@ -104,16 +95,23 @@ def run_cli(args: list[str] | None = None, save_config: bool = True, run: bool =
     subcommand (unless ``run`` is false: then ``args`` hold no subcommand and nothing runs).
     W&B logs offline unless ``WANDB_MODE`` says otherwise."""
     os.environ.setdefault("WANDB_MODE", "offline")
+    defaults = {"default_config_files": [str(TRAINER_DEFAULTS)]}
     return SegmentationCLI(
         SegmentationModule,
         VolumeSegmentationDataModule,
         subclass_mode_data=True,
+        auto_configure_optimizers=False,  # the model's own ``optimizer`` / ``lr_scheduler`` arguments
         save_config_callback=RunConfigSaver if save_config else None,
-        trainer_defaults=TRAINER_DEFAULTS,
+        parser_kwargs=({cmd: defaults for cmd in SUBCOMMANDS} if run else defaults),
         args=args,
         run=run,
     )
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """The ``brainseg-train`` console command: ``train.py`` with the command line."""
     run_cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -65,15 +65,19 @@ def label_space_from_hparams(hparams: Mapping[str, Any]) -> LabelSpace:
 
 
 LEGACY_LABEL_ARGS = ("num_classes", "class_names", "label_values", "regions", "region_names")
+# Optimiser settings of checkpoints written when they were strings and numbers; today the
+# optimiser and schedule are classes recorded in the run's config, not in the checkpoint.
+LEGACY_OPTIMIZER_ARGS = ("optimizer", "lr", "weight_decay", "momentum", "lr_schedule")
 
 
 def model_hparams(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
     """The model's arguments as stored in ``checkpoint``, in today's form: the label space
-    whole under ``label_space`` (older checkpoints' separate label arguments folded into it)."""
+    whole under ``label_space`` (older checkpoints' separate label arguments folded into it),
+    older checkpoints' optimiser strings left out."""
     hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
     if not hparams.get("label_space"):
         hparams["label_space"] = label_space_from_hparams(hparams).to_dict()
-    return {k: v for k, v in hparams.items() if k not in LEGACY_LABEL_ARGS}
+    return {k: v for k, v in hparams.items() if k not in (*LEGACY_LABEL_ARGS, *LEGACY_OPTIMIZER_ARGS)}
 
 
 # --- Results on the scan's own grid ---------------------------------------------------------

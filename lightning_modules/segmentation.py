@@ -9,11 +9,13 @@ import pytorch_lightning as pl
 import torch
 from monai.losses import DeepSupervisionLoss
 from monai.metrics import DiceMetric
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 
 from core.inference import mean_over_mirrorings
 from core.labels import LabelSpace
 from core.segmenter import Segmenter, model_hparams, read_checkpoint
 from lightning_modules.losses import build_loss
+from lightning_modules.schedules import PolyLR
 from networks import build_network
 from networks.outputs import TrainingOutput, as_training_output, network_border
 
@@ -36,8 +38,11 @@ class SegmentationModule(pl.LightningModule):
             classes. Without: softmax over the classes, Dice per foreground class.
             Default: two generic classes.
         loss: ``dice``, ``ce`` or ``dice_ce``.
-        optimizer, lr, weight_decay, momentum: ``momentum`` is used by SGD only.
-        lr_schedule: ``constant``, ``poly`` (nnU-Net's (1 - t)^0.9) or ``cosine``, per step.
+        optimizer: any ``torch.optim`` class with its arguments (LightningCLI: ``class_path``
+            and ``init_args``; in Python, e.g. ``functools.partial(torch.optim.SGD, lr=0.01)``).
+        lr_scheduler: a schedule stepped once per optimiser step: ``PolyLR`` (nnU-Net's
+            (1 - t/T)^0.9), ``CosineLR`` (both run to the end of training on their own), any
+            ``torch.optim.lr_scheduler`` class, or None for a constant rate.
         roi_size: sliding-window size (``train.py`` sets it to the training patch size).
         inference_roi_size: a different window for validation/test/predict, e.g. larger
             windows for unpadded networks, which waste less of each window on its border.
@@ -64,11 +69,8 @@ class SegmentationModule(pl.LightningModule):
         modalities: list[str] | None = None,
         label_space: dict[str, Any] | None = None,
         loss: Literal["dice", "ce", "dice_ce"] = "dice_ce",
-        optimizer: Literal["adamw", "adam", "sgd"] = "adamw",
-        lr: float = 1e-3,
-        weight_decay: float = 1e-5,
-        momentum: float = 0.9,
-        lr_schedule: Literal["constant", "poly", "cosine"] = "poly",
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = PolyLR,
         roi_size: tuple[int, int, int] = (64, 64, 64),
         inference_roi_size: tuple[int, int, int] | None = None,
         sw_batch_size: int = 2,
@@ -77,7 +79,10 @@ class SegmentationModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.labels = LabelSpace.from_dict(label_space) if label_space else LabelSpace.generic(2)
-        self.save_hyperparameters(ignore=["predict_flips"])
+        # The optimiser and schedule are callables (classes with their arguments): recorded in the
+        # run's config by LightningCLI, not in checkpoints, which hold tensors and plain types only.
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "predict_flips"])
+        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self.hparams["label_space"] = self.labels.to_dict()  # always stored whole, the default too
         self.predict_flips = predict_flips
         self.network = build_network(network, in_channels=in_channels, num_classes=self.labels.num_outputs,
@@ -194,24 +199,10 @@ class SegmentationModule(pl.LightningModule):
             checkpoint["datamodule_class"] = f"{type(datamodule).__module__}.{type(datamodule).__qualname__}"
 
     def configure_optimizers(self) -> Any:
-        hp = self.hparams
-        if hp.optimizer == "sgd":
-            optimizer = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum,
-                                        weight_decay=hp.weight_decay)
-        elif hp.optimizer == "adam":
-            optimizer = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        elif hp.optimizer == "adamw":
-            optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        else:
-            raise ValueError(f"unknown optimizer {hp.optimizer!r}; choose adamw, adam or sgd")
-        if hp.lr_schedule == "constant":
+        optimizer = self.optimizer(self.parameters())
+        if self.lr_scheduler is None:
             return optimizer
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        if hp.lr_schedule == "poly":
-            scheduler = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, lambda step: max(0.0, 1.0 - step / total) ** 0.9)
-        elif hp.lr_schedule == "cosine":
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
-        else:
-            raise ValueError(f"unknown lr_schedule {hp.lr_schedule!r}; choose constant, poly or cosine")
+        scheduler = self.lr_scheduler(optimizer)
+        if getattr(scheduler, "total_iters", 0) is None:  # PolyLR / CosineLR: run to the end of training
+            scheduler.total_iters = max(1, int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

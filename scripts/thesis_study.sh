@@ -22,7 +22,8 @@ for network in vnet vnet_light unet3d densenet3d densenet3d_late_fusion densenet
     extra=(--data.init_args.samples_per_volume $(( 2000 / training_subjects )))
   fi
   run=runs/study/$dataset/$network
-  common=(--config "configs/experiments/$dataset.yaml" --config "configs/models/$network.yaml"
+  common=(--config "configs/datasets/$dataset.yaml" --config "configs/experiments/$dataset.yaml"
+          --config "configs/models/$network.yaml"
           --data.init_args.data_dir "$data_dir" --trainer.logger.init_args.name "$network"
           --checkpoint.dirpath "$run/checkpoints")
   python train.py fit "${common[@]}" "${extra[@]}" "$@"

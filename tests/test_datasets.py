@@ -68,9 +68,11 @@ def test_mrbrains18_thesis_labels(tmp_path: Path) -> None:
 def test_mrbrains18_experiment_config_names_match(tmp_path: Path) -> None:
     import yaml
 
-    config = yaml.safe_load(Path("configs/experiments/mrbrains18.yaml").read_text())["data"]
-    assert config["class_path"] == "datamodules.MRBrainS18DataModule"
-    args = {k: v for k, v in config["init_args"].items() if k not in ("data_dir",)}
+    dataset = yaml.safe_load(Path("configs/datasets/mrbrains18.yaml").read_text())["data"]
+    experiment = yaml.safe_load(Path("configs/experiments/mrbrains18.yaml").read_text())["data"]
+    assert dataset["class_path"] == "datamodules.MRBrainS18DataModule" and "class_path" not in experiment
+    args = {k: v for k, v in {**dataset["init_args"], **experiment["init_args"]}.items() if k != "data_dir"}
+    assert args["label_mode"] == "thesis"
     training = write_mrbrains18(tmp_path, ids=("1", "4", "148"))
     dm = MRBrainS18DataModule(str(training), **{**args, "cache_dir": None})
     assert [s.subject_id for s in dm.split()["test"]] == ["1"] and dm.modality_names == ["T1", "IR", "FLAIR"]

@@ -1,3 +1,5 @@
+from functools import partial
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -15,7 +17,7 @@ from network_cases import SMALL
 
 STEPS = {"vnet": 20, "swinunetr": 20}  # the slowest networks get fewer overfitting steps than 40
 # V-Net barely moves with Adam in tens of steps; with SGD and momentum (its paper's optimiser) it does.
-OPTIMIZER = {"vnet": {"optimizer": "sgd", "lr": 0.1}}
+OPTIMIZER = {"vnet": partial(torch.optim.SGD, lr=0.1, momentum=0.9)}
 
 
 LABEL_ARGS = ("num_classes", "class_names", "label_values", "regions", "region_names")
@@ -77,7 +79,8 @@ def test_sliding_window_covers_volumes_of_any_size() -> None:
 
 def test_overfits_one_batch() -> None:
     torch.manual_seed(0)
-    module = small_module(network_kwargs={"base_features": 4}, lr=0.01, lr_schedule="constant")
+    module = small_module(network_kwargs={"base_features": 4}, optimizer=partial(torch.optim.AdamW, lr=0.01),
+                          lr_scheduler=None)
     optimizer = module.configure_optimizers()
     image = torch.randn(2, 2, 16, 16, 16)
     batch = {"image": image, "label": (image[:, :1] > 0).long() + (image[:, 1:] > 1).long()}
@@ -158,8 +161,8 @@ def test_every_network_overfits_one_batch_through_the_module(name: str) -> None:
     """Some tens of steps on one fixed batch must lower the training loss substantially."""
     torch.manual_seed(0)
     kwargs, size = SMALL[name]
-    optimizer_args = OPTIMIZER.get(name, {"optimizer": "adam", "lr": 1e-2})
-    module = small_module(network=name, network_kwargs=kwargs, roi_size=size, lr_schedule="constant", **optimizer_args)
+    optimizer = OPTIMIZER.get(name, partial(torch.optim.Adam, lr=1e-2))
+    module = small_module(network=name, network_kwargs=kwargs, roi_size=size, optimizer=optimizer, lr_scheduler=None)
     optimizer = module.configure_optimizers()
     # Smooth blobs, so that low-resolution deep-supervision heads can fit them too; four classes.
     coarse = torch.randn(1 if name == "swinunetr" else 2, 2, *(max(2, s // 4) for s in size))
@@ -293,7 +296,8 @@ def test_region_training_of_an_unpadded_network_uses_the_target_centre() -> None
 
 def test_region_mode_trains_and_overfits_one_batch() -> None:
     torch.manual_seed(0)
-    module = brats_module(network_kwargs={"base_features": 4}, lr=0.01, lr_schedule="constant")
+    module = brats_module(network_kwargs={"base_features": 4}, optimizer=partial(torch.optim.AdamW, lr=0.01),
+                          lr_scheduler=None)
     optimizer = module.configure_optimizers()
     coarse = torch.randn(2, 2, 4, 4, 4)
     image = F.interpolate(coarse, size=(16, 16, 16), mode="trilinear")

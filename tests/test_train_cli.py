@@ -200,20 +200,50 @@ THESIS_NETWORKS = ["vnet", "vnet_light", "unet3d", "densenet3d", "densenet3d_lat
 
 @pytest.mark.parametrize("network", THESIS_NETWORKS)
 def test_thesis_experiment_configs_compose_with_every_thesis_network(network: str) -> None:
-    run = run_cli(["--config", "configs/experiments/iseg2017.yaml", "--config", f"configs/models/{network}.yaml",
-                   "--trainer.logger.init_args.name", network], save_config=False, run=False)
+    run = run_cli(["--config", "configs/datasets/iseg2017.yaml", "--config", "configs/experiments/iseg2017.yaml",
+                   "--config", f"configs/models/{network}.yaml", "--trainer.logger.init_args.name", network],
+                  save_config=False, run=False)
     hp = run.model.hparams
     assert hp.network == network and hp.in_channels == 2 and hp.modalities == ["T1", "T2"]
-    assert (hp.optimizer, hp.lr, hp.weight_decay, run.datamodule.batch_size) == ("sgd", 1e-3, 1e-8, 1)
+    optimizer = run.model.configure_optimizers()  # lr_scheduler null: the optimiser alone, constant rate
+    assert type(optimizer) is torch.optim.SGD and run.datamodule.batch_size == 1
+    assert (optimizer.defaults["lr"], optimizer.defaults["momentum"], optimizer.defaults["weight_decay"]) == (
+        1e-3, 0.9, 1e-8)
     patch = (32, 32, 32) if network.startswith("densenet") else (64, 128, 128)
     assert run.datamodule.patch_size == patch and tuple(hp.roi_size) == patch
     assert run.config.trainer.logger.init_args.name == network and run.trainer.logger.name == "brain-mri-segmentation"
 
 
 def test_mrbrains_experiment_config_states_the_thesis_setting() -> None:
-    import yaml
+    parser = run_cli(["--config", "configs/demo.yaml", "--data.init_args.cache_dir", "null"], run=False,
+                     save_config=False).parser
+    config = parser.parse_args(["--config", "configs/datasets/mrbrains18.yaml",
+                                "--config", "configs/experiments/mrbrains18.yaml"])
+    data = config.data.init_args
+    assert config.data.class_path == "datamodules.MRBrainS18DataModule" and data.label_mode == "thesis"
+    assert data.modalities == ["T1", "IR", "FLAIR"] and data.patch_size == (128, 128, 32)
+    assert (data.batch_size, data.samples_per_volume, data.sampling) == (1, 100, "foreground")
+    optimizer = config.model.optimizer
+    assert optimizer.class_path == "torch.optim.SGD" and config.model.lr_scheduler is None
+    assert (optimizer.init_args.lr, optimizer.init_args.weight_decay) == (1e-3, 1e-8)
 
-    config = yaml.safe_load(Path("configs/experiments/mrbrains18.yaml").read_text())
-    data = config["data"]["init_args"]
-    assert data["modalities"] == ["T1", "IR", "FLAIR"] and data["patch_size"] == [128, 128, 32]
-    assert (config["model"]["optimizer"], config["model"]["lr"], config["model"]["weight_decay"]) == ("sgd", 1e-3, 1e-8)
+
+@pytest.mark.parametrize(("preset", "expected"), [
+    ("default", {"log_every_n_steps": 10}),
+    ("debug", {"limit_train_batches": 2, "limit_val_batches": 1, "logger": False}),
+    ("overfit", {"overfit_batches": 1}),
+    ("ddp", {"strategy": "ddp", "sync_batchnorm": True}),
+    ("slurm", {"strategy": "ddp", "num_nodes": 1}),
+    ("bf16", {"precision": "bf16-mixed"}),
+])
+def test_trainer_presets_compose_with_any_config(preset: str, expected: dict) -> None:
+    """Parsed only (a GPU preset cannot build its Trainer on a CPU machine)."""
+    parser = run_cli(["--config", "configs/demo.yaml", "--data.init_args.cache_dir", "null"], run=False,
+                     save_config=False).parser
+    trainer = parser.parse_args(["--config", "configs/demo.yaml", "--config", f"configs/trainer/{preset}.yaml"]).trainer
+    for key, value in expected.items():
+        assert trainer[key] == value
+    # Whatever the preset, the defaults file is loaded first: the learning-rate monitor is on.
+    assert trainer.callbacks[0].class_path.endswith("OptionalLearningRateMonitor")
+    if preset == "slurm":
+        assert trainer.plugins[0].init_args.auto_requeue is True
