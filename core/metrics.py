@@ -1,8 +1,9 @@
 """Per-structure segmentation metrics as the brain MRI challenges report them.
 
 Metrics per structure (a binary mask): Dice (DSC), the 95th-percentile Hausdorff distance
-(HD95, mm), the average symmetric surface distance (ASSD, mm) and the absolute volume
-difference (AVD, % of the ground-truth volume). Distances come from MONAI
+(HD95, mm), the average symmetric surface distance (ASSD, mm), the absolute volume
+difference (AVD, % of the ground-truth volume) and the sensitivity (true-positive rate, the
+share of the ground truth found). Distances come from MONAI
 (``compute_hausdorff_distance(percentile=95)``, ``compute_average_surface_distance(symmetric=True)``)
 with the voxel spacing, so that our numbers are the ones others get from the same library:
 surfaces are the mask voxels removed by one binary erosion, HD95 is the larger of the two
@@ -10,19 +11,19 @@ directed 95th percentiles, ASSD the mean of all surface distances in both direct
 
 Empty masks (MONAI returns NaN/inf there, which would poison a mean):
 
-============================  =====  ===============  ===============  =====
-case                          DSC    HD95             ASSD             AVD
-============================  =====  ===============  ===============  =====
-both empty                    1      0                0                0
-truth empty, prediction not   0      volume diagonal  volume diagonal  NaN
-prediction empty, truth not   0      volume diagonal  volume diagonal  100
-============================  =====  ===============  ===============  =====
+============================  =====  ===============  ===============  =====  ===========
+case                          DSC    HD95             ASSD             AVD    sensitivity
+============================  =====  ===============  ===============  =====  ===========
+both empty                    1      0                0                0      1
+truth empty, prediction not   0      volume diagonal  volume diagonal  NaN    NaN
+prediction empty, truth not   0      volume diagonal  volume diagonal  100    0
+============================  =====  ===============  ===============  =====  ===========
 
 Both empty is a perfect answer (the BraTS convention, e.g. ET absent and not predicted). A
 missing or spurious structure gets the largest distance the volume allows, its diagonal in
 mm (``sqrt(sum((shape * spacing) ** 2))``; BraTS' 373.13 mm is this for 240x240x155 at 1 mm),
-so a miss is penalised rather than silently dropped. AVD relative to an empty truth is
-undefined: NaN, left out of means (``summary`` reports how many values each mean used).
+so a miss is penalised rather than silently dropped. AVD and sensitivity relative to an empty
+truth are undefined: NaN, left out of means (``summary`` reports how many values each mean used).
 
 ``valid`` / ``ignore``: voxels marked as not counting (MRBrainS18 labels 9 and 10) are removed
 from both masks before scoring, so whatever is predicted there changes nothing.
@@ -61,6 +62,7 @@ class StructureScores:
     hd95: float = _metric("hd95_mm", "HD95 mm", 2)
     assd: float = _metric("assd_mm", "ASSD mm", 2)
     avd: float = _metric("avd_percent", "AVD %", 1)
+    sensitivity: float = _metric("sensitivity", "Sens.", 3)
 
     def as_row(self) -> dict[str, float]:
         """Column name -> value."""
@@ -108,14 +110,16 @@ def score_structure(prediction: np.ndarray, truth: np.ndarray, spacing: Sequence
         prediction, truth = prediction & valid, truth & valid
     n_pred, n_truth = int(prediction.sum()), int(truth.sum())
     if n_pred == 0 and n_truth == 0:
-        return StructureScores(dice=1.0, hd95=0.0, assd=0.0, avd=0.0)
+        return StructureScores(dice=1.0, hd95=0.0, assd=0.0, avd=0.0, sensitivity=1.0)
     avd = math.nan if n_truth == 0 else 100.0 * abs(n_pred - n_truth) / n_truth  # spacing cancels
-    dice = 2.0 * int((prediction & truth).sum()) / (n_pred + n_truth)
+    overlap = int((prediction & truth).sum())
+    dice = 2.0 * overlap / (n_pred + n_truth)
+    sensitivity = math.nan if n_truth == 0 else overlap / n_truth
     if n_pred == 0 or n_truth == 0:
         diagonal = volume_diagonal(truth.shape, spacing)
-        return StructureScores(dice=dice, hd95=diagonal, assd=diagonal, avd=avd)
+        return StructureScores(dice=dice, hd95=diagonal, assd=diagonal, avd=avd, sensitivity=sensitivity)
     hd95, assd = surface_distances(prediction, truth, spacing)
-    return StructureScores(dice=dice, hd95=hd95, assd=assd, avd=avd)
+    return StructureScores(dice=dice, hd95=hd95, assd=assd, avd=avd, sensitivity=sensitivity)
 
 
 def score_subject(prediction: np.ndarray, truth: np.ndarray, spacing: Sequence[float],

@@ -14,17 +14,36 @@ from core.labels import LabelSpace
 from core.volumes import Subject
 from datamodules.base import VolumeSegmentationDataModule, numeric_order
 
+_FIELD = re.compile(r"\{(\w+)\}")
+
+
+def _fields(pattern: str) -> list[str]:
+    """The placeholders of a file pattern other than ``{modality}``, in order of first use."""
+    return list(dict.fromkeys(f for f in _FIELD.findall(pattern) if f != "modality"))
+
 
 def _pattern_regex(pattern: str, modality: str) -> re.Pattern[str]:
-    """``{subject}/{modality}.nii.gz`` with the modality filled in, as a regex capturing the subject."""
-    if pattern.count("{subject}") < 1:
+    """``{site}/{subject}/{modality}.nii.gz`` with the modality filled in, as a regex capturing
+    every other placeholder (one folder or file-name part each; repeats must agree)."""
+    if "{subject}" not in pattern:
         raise ValueError(f"file pattern {pattern!r} must contain {{subject}}")
-    parts = re.split(r"(\{subject\}|\{modality\})", pattern)
-    regex = "".join("(?P<subject>[^/]+)" if p == "{subject}" and i == parts.index("{subject}")
-                    else "(?P=subject)" if p == "{subject}"
-                    else re.escape(modality) if p == "{modality}" else re.escape(p)
-                    for i, p in enumerate(parts))
-    return re.compile(f"^{regex}$")
+    seen: set[str] = set()
+    regex = []
+    for i, part in enumerate(_FIELD.split(pattern)):
+        if i % 2 == 0:
+            regex.append(re.escape(part))
+        elif part == "modality":
+            regex.append(re.escape(modality))
+        else:
+            regex.append(f"(?P={part})" if part in seen else f"(?P<{part}>[^/]+)")
+            seen.add(part)
+    return re.compile(f"^{''.join(regex)}$")
+
+
+def _subject_id(fields: dict[str, str], names: Sequence[str]) -> str:
+    """``{subject}`` alone names the subject; with more placeholders (``{site}``), their values
+    joined by ``_`` in pattern order (``siteA_patient01``), so ids stay unique across sites."""
+    return fields["subject"] if list(names) == ["subject"] else "_".join(fields[n] for n in names)
 
 
 class NiftiDataModule(VolumeSegmentationDataModule):
@@ -35,8 +54,11 @@ class NiftiDataModule(VolumeSegmentationDataModule):
     ``{subject}`` stands for the subject id and ``{modality}`` for a modality name: the
     default ``{subject}/{modality}.nii.gz`` + ``{subject}/label.nii.gz`` reads
     ``sub-01/T1.nii.gz, sub-01/FLAIR.nii.gz, sub-01/label.nii.gz``; ``{subject}_{modality}.nii.gz``
-    reads a flat folder. CSV: ``data_dir`` is a ``.csv`` file with a ``subject`` column, one
-    column per modality and a ``label`` column; relative paths are relative to the CSV.
+    reads a flat folder. Any other placeholder is one more folder or name part, e.g.
+    ``{site}/{subject}/{modality}.nii.gz`` for a multi-site layout (``siteA/patient01/T1.nii.gz``);
+    the subject id then joins the parts: ``siteA_patient01``. CSV: ``data_dir`` is a ``.csv``
+    file with a ``subject`` column, one column per modality and a ``label`` column; relative
+    paths are relative to the CSV.
 
     Args:
         modalities: the modality names (the CSV's columns / the pattern's ``{modality}``).
@@ -54,6 +76,9 @@ class NiftiDataModule(VolumeSegmentationDataModule):
             raise ValueError("NiftiDataModule needs the modality names (modalities: [T1, FLAIR, ...])")
         if "{modality}" not in image_pattern:
             raise ValueError(f"image_pattern {image_pattern!r} must contain {{modality}}")
+        if set(_fields(label_pattern)) != set(_fields(image_pattern)):
+            raise ValueError(f"label_pattern {label_pattern!r} must use the placeholders of image_pattern "
+                             f"{image_pattern!r} ({', '.join(_fields(image_pattern))}) and no other")
         self.available_modalities = tuple(modalities)
         self.image_pattern = image_pattern
         self.label_pattern = label_pattern
@@ -71,17 +96,22 @@ class NiftiDataModule(VolumeSegmentationDataModule):
         if not folder.is_dir():
             raise DataError(f"{folder}: neither a folder nor a .csv file")
         first = _pattern_regex(self.image_pattern, self.modalities[0])
-        ids = [m["subject"] for p in folder.rglob("*") if (m := first.match(p.relative_to(folder).as_posix()))]
-        if not ids:
-            example = self.image_pattern.format(subject="<subject>", modality=self.modalities[0])
+        names = _fields(self.image_pattern)
+        found = {}
+        for path in folder.rglob("*"):
+            if match := first.match(path.relative_to(folder).as_posix()):
+                found[_subject_id(match.groupdict(), names)] = match.groupdict()
+        if not found:
+            example = self.image_pattern.format(**{n: f"<{n}>" for n in names}, modality=self.modalities[0])
             raise DataError(f"{folder}: no subjects found (expected files like {example})")
         subjects = []
-        for subject_id in numeric_order(ids):
-            images = tuple(folder / self.image_pattern.format(subject=subject_id, modality=m) for m in self.modalities)
+        for subject_id in numeric_order(found):
+            fields = found[subject_id]
+            images = tuple(folder / self.image_pattern.format(**fields, modality=m) for m in self.modalities)
             for path in images:
                 if not path.is_file():
                     raise DataError(f"{path}: file not found (subject {subject_id} lacks this modality)")
-            label = folder / self.label_pattern.format(subject=subject_id) if require_labels else None
+            label = folder / self.label_pattern.format(**fields) if require_labels else None
             if label is not None and not label.is_file():
                 raise DataError(f"{label}: file not found (subject {subject_id} has no label map)")
             subjects.append(Subject(subject_id, images, label))

@@ -1,15 +1,17 @@
-"""Plain ``torch.nn.Module`` segmentation networks, one file per family, named by a registry."""
+"""Plain ``torch.nn.Module`` segmentation networks, one file per family, named by a registry.
 
-from networks import (  # noqa: F401  (importing a family registers its networks)
-    densenet3d,
-    densevoxelnet,
-    med3d,
-    monai_nets,
-    skipdensenet3d,
-    unet2d,
-    unet3d,
-    vnet,
-)
-from networks.registry import build_network, list_networks, register_network
+Every module of this package is imported here, which registers its networks: adding a family is
+adding its file (and a preset YAML under ``configs/models/``).
+"""
 
-__all__ = ["build_network", "list_networks", "register_network"]
+import importlib
+import pkgutil
+
+from networks.registry import SmokeSettings, build_network, list_networks, register_network, smoke_settings
+
+_HELPERS = {"registry", "blocks", "checks", "outputs"}  # shared code, no networks
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name not in _HELPERS:
+        importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["SmokeSettings", "build_network", "list_networks", "register_network", "smoke_settings"]

@@ -25,10 +25,13 @@ import torch
 from torch import nn
 
 from networks.checks import check_input
-from networks.registry import register_network
+from networks.registry import SmokeSettings, register_network
 
 KERNELS = (25, 25, 25, 50, 50, 50, 75, 75, 75)
 FULLY_CONNECTED = (400, 200, 150)
+
+# Small DenseNets for the tests: four layers, two fully connected.
+SMOKE_KWARGS = {"dropout": 0.0, "kernels": [4, 4, 8, 8], "fully_connected": [16, 8]}
 
 
 def _crop(x: torch.Tensor, voxels: int) -> torch.Tensor:
@@ -106,7 +109,7 @@ class _DenseNetBase(nn.Module):
         check_input(type(self).__name__, x, self.in_channels, min_size=2 * self.border + 1)
 
 
-@register_network("densenet3d")
+@register_network("densenet3d", smoke=SmokeSettings(SMOKE_KWARGS, (10, 11, 13)))
 class DenseNet3D(_DenseNetBase):
     """Single-path 3D-DenseNet: all modalities enter one dense path as channels."""
 
@@ -122,7 +125,7 @@ class DenseNet3D(_DenseNetBase):
         return self.classifier(self.fully_connected(self.block(x)))
 
 
-@register_network("densenet3d_early_fusion")
+@register_network("densenet3d_early_fusion", smoke=SmokeSettings(SMOKE_KWARGS, (10, 11, 13), min_in_channels=2))
 class DenseNet3DEarlyFusion(_DenseNetBase):
     """One first layer per modality; their outputs (with the cropped modality) are concatenated
     and the remaining eight layers run as one dense path."""
@@ -144,7 +147,7 @@ class DenseNet3DEarlyFusion(_DenseNetBase):
         return self.classifier(self.fully_connected(self.block(torch.cat(streams, dim=1))))
 
 
-@register_network("densenet3d_late_fusion")
+@register_network("densenet3d_late_fusion", smoke=SmokeSettings(SMOKE_KWARGS, (10, 11, 13), min_in_channels=2))
 class DenseNet3DLateFusion(_DenseNetBase):
     """A full dense path (dense block and fully connected layers) per modality; the paths'
     150-map outputs are concatenated before the 1x1x1 classifier (thesis chapter 3.9)."""
@@ -166,7 +169,7 @@ class DenseNet3DLateFusion(_DenseNetBase):
         return self.classifier(torch.cat(features, dim=1))
 
 
-@register_network("hyperdensenet")
+@register_network("hyperdensenet", smoke=SmokeSettings(SMOKE_KWARGS, (10, 11, 13), min_in_channels=2))
 class HyperDenseNet(_DenseNetBase):
     """HyperDenseNet: one path per modality; layer l of every path takes the outputs of layers
     1..l-1 of all paths (its own path's maps first, as the paper's shuffled ordering puts them),

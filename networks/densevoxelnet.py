@@ -27,7 +27,7 @@ from torch import nn
 
 from networks.checks import check_input
 from networks.outputs import TrainingOutput
-from networks.registry import register_network
+from networks.registry import SmokeSettings, register_network
 
 
 def _bn_relu(channels: int) -> list[nn.Module]:
@@ -59,7 +59,9 @@ def _deconv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
     return [nn.ConvTranspose3d(in_channels, out_channels, kernel_size=2, stride=2), *_bn_relu(out_channels)]
 
 
-@register_network("densevoxelnet")
+@register_network("densevoxelnet", smoke=SmokeSettings(
+    {"init_features": 8, "growth_rate": 8, "layers_per_block": 2, "deconv_channels": (16, 8), "dropout": 0.0},
+    input_size=(8, 16, 24), size_divisor=4))
 class DenseVoxelNet(nn.Module):
     """DenseVoxNet (Yu et al. 2017): two dense blocks at 1/2 and 1/4 resolution, two stride-2
     deconvolutions back up, and an auxiliary side path from dense block 1 (deep supervision).

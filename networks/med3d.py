@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from networks.checks import check_input
-from networks.registry import register_network
+from networks.registry import SmokeSettings, register_network
 
 
 def _conv3(in_channels: int, out_channels: int, stride: int = 1, dilation: int = 1) -> nn.Conv3d:
@@ -108,7 +108,7 @@ DEPTHS: dict[int, tuple[type[BasicBlock] | type[Bottleneck], tuple[int, int, int
 }
 
 
-@register_network("med3d")
+@register_network("med3d", smoke=SmokeSettings({"base_features": 8}, (8, 16, 24), size_divisor=8))
 class Med3D(nn.Module):
     """Med3D's dilated 3D ResNet with its segmentation head; logits upsampled x4 to the input size.
 

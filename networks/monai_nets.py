@@ -10,10 +10,10 @@ from monai.networks import nets
 
 from networks.checks import check_input
 from networks.outputs import TrainingOutput
-from networks.registry import register_network
+from networks.registry import SmokeSettings, register_network
 
 
-@register_network("segresnet")
+@register_network("segresnet", smoke=SmokeSettings({"init_filters": 8}, (8, 16, 24), size_divisor=8))
 class SegResNet(nets.SegResNet):
     """MONAI's SegResNet (Myronenko 2018's encoder-decoder without the VAE branch): residual
     blocks with group norm, (1, 2, 2, 4) blocks down; sizes divisible by 8."""
@@ -30,7 +30,7 @@ class SegResNet(nets.SegResNet):
         return super().forward(x)
 
 
-@register_network("highresnet")
+@register_network("highresnet", smoke=SmokeSettings({}, (8, 12, 16)))
 class HighResNet(nets.HighResNet):
     """HighResNet (Li et al., IPMI 2017) as MONAI builds it: 20 padded layers, residual blocks
     of 16, 32 and 64 maps with dilations 1, 2 and 4; full resolution throughout, any size."""
@@ -45,7 +45,9 @@ class HighResNet(nets.HighResNet):
         return super().forward(x)
 
 
-@register_network("resnet3d_vae")
+@register_network("resnet3d_vae", smoke=SmokeSettings(
+    {"init_filters": 8, "input_image_size": (16, 16, 32)}, input_size=(16, 16, 32), size_divisor=8,
+    patch_size=(16, 16, 32)))  # the VAE branch is built for one input size: the patch
 class ResNet3DVAE(nets.SegResNetVAE):
     """Myronenko's ResNet3D-VAE (BraTS 2018): SegResNet plus a VAE branch that reconstructs the
     input from the bottleneck. In training it returns the segmentation and the VAE loss
@@ -78,7 +80,8 @@ class ResNet3DVAE(nets.SegResNetVAE):
         return TrainingOutput(logits, regularisers={"vae": self.vae_weight * vae_loss})
 
 
-@register_network("dynunet")
+@register_network("dynunet", smoke=SmokeSettings(
+    {"filters": [4, 8, 16, 32, 64]}, input_size=(16, 16, 32), size_divisor=16, patch_size=(16, 16, 32)))
 class DynUNet(nets.DynUNet):
     """MONAI's DynUNet, the nnU-Net architecture: ``levels`` resolution levels of two 3x3x3
     convolutions with instance norm and leaky ReLU, strided-convolution downsampling, maps
@@ -111,7 +114,9 @@ class DynUNet(nets.DynUNet):
         return out
 
 
-@register_network("swinunetr")
+@register_network("swinunetr", smoke=SmokeSettings(
+    {"feature_size": 12, "depths": (1, 1, 1, 1), "window_size": 4}, input_size=(64, 64, 64), size_divisor=32,
+    batch_size=1, patch_size=(64, 64, 64)))
 class SwinUNETR(nets.SwinUNETR):
     """SwinUNETR (Hatamizadeh et al. 2022) from MONAI: a Swin transformer encoder (window 7,
     depths 2-2-2-2) with a convolutional decoder; ``feature_size`` 48 as in the paper (62 M);

@@ -1,27 +1,63 @@
-"""A name -> network-class registry, so a config can name any architecture (timm style)."""
+"""A name -> network-class registry, so a config can name any architecture (timm style).
+
+Each network registers with its :class:`SmokeSettings` (small arguments, an input it takes, its
+input limits): the tests of every network (shapes, gradients, overfitting, the CLI) read them,
+so adding a network is its file and its preset YAML, with no edit to any test.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from torch import nn
 
 _NETWORKS: dict[str, type[nn.Module]] = {}
+_SMOKE: dict[str, SmokeSettings] = {}
 
 T = TypeVar("T", bound=type[nn.Module])
 
 
-def register_network(name: str) -> Callable[[T], T]:
-    """Class decorator: make ``build_network(name, ...)`` construct this class."""
+@dataclass(frozen=True)
+class SmokeSettings:
+    """What a network needs for a fast test.
+
+    Attributes:
+        kwargs: small constructor arguments (a few channels) so that a step takes milliseconds.
+        input_size: a spatial input size the network takes with those arguments.
+        min_in_channels: fewest input channels (multi-stream networks want one stream per modality).
+        size_divisor: spatial sides must be multiples of this (1: any size).
+        batch_size: samples per test batch (1 for the heaviest).
+        patch_size: training patch for the end-to-end CLI test on the tiny demo volumes.
+    """
+
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    input_size: tuple[int, int, int] = (16, 16, 16)
+    min_in_channels: int = 1
+    size_divisor: int = 1
+    batch_size: int = 2
+    patch_size: tuple[int, int, int] = (16, 16, 16)
+
+
+def register_network(name: str, smoke: SmokeSettings | None = None) -> Callable[[T], T]:
+    """Class decorator: make ``build_network(name, ...)`` construct this class; ``smoke``:
+    its test settings (every network of this package declares them)."""
 
     def decorator(cls: T) -> T:
         if name in _NETWORKS and _NETWORKS[name] is not cls:
             raise ValueError(f"network name {name!r} is already registered to {_NETWORKS[name].__name__}")
         _NETWORKS[name] = cls
+        if smoke is not None:
+            _SMOKE[name] = smoke
         return cls
 
     return decorator
+
+
+def smoke_settings(name: str) -> SmokeSettings | None:
+    """The test settings ``name`` was registered with (None if it declared none)."""
+    return _SMOKE.get(name)
 
 
 def list_networks() -> list[str]:

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from networks.checks import check_input
-from networks.registry import register_network
+from networks.registry import SmokeSettings, register_network
 
 
 def _bn_relu(channels: int) -> list[nn.Module]:
@@ -67,7 +67,9 @@ class _Transition(nn.Sequential):
                                                             bias=False))
 
 
-@register_network("skipdensenet3d")
+@register_network("skipdensenet3d", smoke=SmokeSettings(
+    {"init_features": 8, "growth_rate": 4, "layers_per_block": 2, "dropout": 0.0}, input_size=(16, 16, 32),
+    size_divisor=16))
 class SkipDenseNet3D(nn.Module):
     """Skip-connected 3D DenseNet (Bui et al. 2017): dense blocks at 1/2 .. 1/16 resolution,
     each upsampled straight to full resolution and concatenated with the full-resolution

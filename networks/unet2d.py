@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from networks.blocks import DoubleConv, unet_pass
-from networks.registry import register_network
+from networks.registry import SmokeSettings, register_network
 
 AXES = "DHW"
 
@@ -67,7 +67,7 @@ class UNet2DCore(nn.Module):
         return self.head(unet_pass(x, self.encoder, self.pool, self.upsamplers, self.decoder))
 
 
-@register_network("unet2d")
+@register_network("unet2d", smoke=SmokeSettings({"base_features": 4, "slice_axis": 0}, (3, 16, 32), size_divisor=16))
 class UNet2D(nn.Module):
     """Ronneberger's 2D U-Net, run on every slice of a (batch, C, D, H, W) volume along
     ``slice_axis`` (0, 1, 2 = D, H, W). Output: (batch, num_classes, D, H, W).

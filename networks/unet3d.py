@@ -7,10 +7,10 @@ from torch import nn
 
 from networks.blocks import DoubleConv, unet_pass
 from networks.checks import check_input
-from networks.registry import register_network
+from networks.registry import SmokeSettings, register_network
 
 
-@register_network("unet3d")
+@register_network("unet3d", smoke=SmokeSettings({"base_features": 4}, (16, 24, 32), size_divisor=8))
 class UNet3D(nn.Module):
     """Four resolution steps; channels double before each 2x2x2 max pooling (32->64 on the
     first step with ``base_features=32``, as in the paper), 2x2x2 transposed convolutions

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from networks.checks import check_input
-from networks.registry import register_network
+from networks.registry import SmokeSettings, register_network
 
 
 def _conv5(channels: int) -> nn.Sequential:
@@ -118,7 +118,7 @@ class _VNetBase(nn.Module):
         return self.head(out)
 
 
-@register_network("vnet")
+@register_network("vnet", smoke=SmokeSettings({"dropout": 0.0}, (16, 16, 32), size_divisor=16))
 class VNet(_VNetBase):
     """V-Net: 5x5x5 convolutions with PReLU, residual stages of 1-3 convolutions, strided
     2x2x2 down-convolutions (16 -> 256 channels over four steps), transposed-convolution
@@ -128,7 +128,7 @@ class VNet(_VNetBase):
     up_stages = ((2, True), (2, True), (1, False), (1, False))
 
 
-@register_network("vnet_light")
+@register_network("vnet_light", smoke=SmokeSettings({"dropout": 0.0}, (8, 16, 24), size_divisor=8))
 class VNetLight(_VNetBase):
     """The thesis' lighter V-Net: V-Net without its deepest stage (three down-steps, 16 ->
     128 channels). Output size equals input size (divisible by 8)."""

@@ -1,5 +1,6 @@
 """Each DataModule on its real layout: subjects found, modalities stacked in order, labels mapped."""
 
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -186,6 +187,31 @@ def test_nifti_folder_flat_and_csv_layouts_agree(tmp_path: Path) -> None:
     flair = raw(nested / "sub-03" / "FLAIR.nii.gz")
     brain = flair != 0
     assert np.corrcoef(items[0]["image"][0].numpy()[brain], flair[brain])[0, 1] > 0.999  # channel 0 = FLAIR
+
+
+def test_nifti_multi_site_layout(tmp_path: Path) -> None:
+    """``<site>/<patient>/<modality>.nii.gz``: a config with ``{site}/{subject}/...`` patterns, no
+    code. Ids join site and patient, so the same patient name at two sites stays two subjects."""
+    nested = write_nifti_folder(tmp_path / "nested")
+    sites = tmp_path / "sites"
+    for site, subject in (("siteA", "sub-01"), ("siteA", "sub-02"), ("siteB", "sub-01"), ("siteB", "sub-10")):
+        shutil.copytree(nested / subject, sites / site / subject)
+    dm = NiftiDataModule(str(sites), modalities=["FLAIR", "T1"], labels=LABELS, val_subjects=["siteB_sub-01"],
+                         image_pattern="{site}/{subject}/{modality}.nii.gz",
+                         label_pattern="{site}/{subject}/label.nii.gz", **SMALL)
+    subjects = dm.subjects()
+    assert list(subjects) == ["siteA_sub-01", "siteA_sub-02", "siteB_sub-01", "siteB_sub-10"]
+    assert subjects["siteB_sub-10"].images == (sites / "siteB/sub-10/FLAIR.nii.gz", sites / "siteB/sub-10/T1.nii.gz")
+    assert subjects["siteB_sub-10"].label == sites / "siteB/sub-10/label.nii.gz"
+    dm.setup("validate")
+    np.testing.assert_array_equal(dm.val_set[0]["label"][0].numpy(), raw(nested / "sub-01" / "label.nii.gz"))
+    (sites / "siteA/sub-02/T1.nii.gz").unlink()
+    with pytest.raises(DataError, match=r"siteA/sub-02/T1\.nii\.gz: file not found \(subject siteA_sub-02 lacks"):
+        NiftiDataModule(str(sites), modalities=["FLAIR", "T1"], labels=LABELS, cache_dir=None,
+                        image_pattern="{site}/{subject}/{modality}.nii.gz",
+                        label_pattern="{site}/{subject}/label.nii.gz").subjects()
+    with pytest.raises(ValueError, match=r"label_pattern '\{subject\}/label.nii.gz' must use the placeholders"):
+        NiftiDataModule(str(sites), modalities=["T1"], labels=LABELS, image_pattern="{site}/{subject}/{modality}.nii")
 
 
 def test_nifti_regions_and_ignored_labels(tmp_path: Path) -> None:

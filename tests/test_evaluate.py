@@ -37,6 +37,16 @@ def test_dice_of_shifted_cubes_by_hand(k: int, axis: int) -> None:
     scores = score_structure(cube(tuple(start), 6), cube((2, 2, 2), 6), (1.0, 1.0, 1.0))
     assert scores.dice == pytest.approx((6 - k) / 6)
     assert scores.avd == 0.0
+    assert scores.sensitivity == pytest.approx((6 - k) / 6)  # same volumes: found share = DSC
+
+
+def test_sensitivity_is_the_share_of_the_truth_found() -> None:
+    """Truth a side-4 cube (64 voxels), prediction a side-6 cube holding it: everything found
+    (sensitivity 1) while DSC = 2*64 / (216 + 64); the other way round, 64 of 216 found."""
+    small, large = cube((3, 3, 3), 4), cube((2, 2, 2), 6)
+    assert score_structure(large, small, (1.0, 1.0, 1.0)).sensitivity == 1.0
+    assert score_structure(large, small, (1.0, 1.0, 1.0)).dice == pytest.approx(128 / 280)
+    assert score_structure(small, large, (1.0, 1.0, 1.0)).sensitivity == pytest.approx(64 / 216)
 
 
 def test_distances_of_shifted_small_cubes_by_hand_anisotropic() -> None:
@@ -95,7 +105,7 @@ def test_agrees_with_monai_on_random_blobs(seed: int) -> None:
 def test_both_empty_is_perfect() -> None:
     empty = np.zeros(SHAPE, dtype=bool)
     scores = score_structure(empty, empty, (1.0, 1.0, 1.0))
-    assert (scores.dice, scores.hd95, scores.assd, scores.avd) == (1.0, 0.0, 0.0, 0.0)
+    assert (scores.dice, scores.hd95, scores.assd, scores.avd, scores.sensitivity) == (1.0, 0.0, 0.0, 0.0, 1.0)
 
 
 def test_truth_empty_prediction_not() -> None:
@@ -105,14 +115,14 @@ def test_truth_empty_prediction_not() -> None:
     assert volume_diagonal(SHAPE, spacing) == pytest.approx(diagonal)
     assert scores.dice == 0.0
     assert scores.hd95 == pytest.approx(diagonal) and scores.assd == pytest.approx(diagonal)
-    assert math.isnan(scores.avd)
+    assert math.isnan(scores.avd) and math.isnan(scores.sensitivity)
 
 
 def test_prediction_empty_truth_not() -> None:
     scores = score_structure(np.zeros(SHAPE, dtype=bool), cube((1, 1, 1), 3), (1.0, 1.0, 1.0))
     assert scores.dice == 0.0
     assert scores.hd95 == pytest.approx(math.sqrt(3) * 12) and scores.assd == pytest.approx(math.sqrt(3) * 12)
-    assert scores.avd == 100.0
+    assert scores.avd == 100.0 and scores.sensitivity == 0.0
 
 
 def test_brats_diagonal_matches_the_challenge_constant() -> None:
@@ -125,7 +135,7 @@ def test_valid_mask_removes_voxels_from_both_masks() -> None:
     valid = ~cube((7, 7, 7), 2)
     assert score_structure(prediction, truth, (1, 1, 1)).dice < 1
     scores = score_structure(prediction, truth, (1, 1, 1), valid)
-    assert (scores.dice, scores.hd95, scores.assd, scores.avd) == (1.0, 0.0, 0.0, 0.0)
+    assert (scores.dice, scores.hd95, scores.assd, scores.avd, scores.sensitivity) == (1.0, 0.0, 0.0, 0.0, 1.0)
 
 
 def test_mrbrains18_ignored_labels_do_not_change_scores() -> None:
@@ -186,7 +196,8 @@ def test_cli_end_to_end_writes_the_three_outputs(tmp_path: Path, capsys: pytest.
                           "--labels", "0:background,1:lesion", "--output", str(out)]) == 0
     scores = read_csv(out / "scores.csv")
     assert [(r["subject"], r["structure"]) for r in scores] == [("sub-02", "lesion"), ("sub-10", "lesion")]
-    assert list(scores[0]) == ["subject", "structure", "dice", "hd95_mm", "assd_mm", "avd_percent"]
+    assert list(scores[0]) == ["subject", "structure", "dice", "hd95_mm", "assd_mm", "avd_percent",
+                                "sensitivity"]
     assert [float(scores[1][k]) for k in ("dice", "hd95_mm", "assd_mm", "avd_percent")] == pytest.approx(
         [0.5, 1.0, 0.5, 0.0])
     summary = {(r["structure"], r["metric"]): r for r in read_csv(out / "summary.csv")}

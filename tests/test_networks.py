@@ -5,7 +5,7 @@ from networks import build_network, list_networks
 from networks.outputs import as_training_output, network_border
 from networks.unet3d import UNet3D
 
-from network_cases import MULTI_STREAM, SMALL
+from network_cases import MULTI_STREAM, SETTINGS, SMALL
 
 
 def channel_cases() -> list[tuple[str, int]]:
@@ -18,6 +18,7 @@ def output_size(name: str, net: torch.nn.Module) -> tuple[int, ...]:
 
 
 def test_every_registered_network_is_tested() -> None:
+    """Every network declares its test settings where it registers, so every network is tested."""
     assert sorted(SMALL) == list_networks()
 
 
@@ -26,7 +27,7 @@ def test_output_shape_and_finite_gradients(name: str, in_channels: int) -> None:
     torch.manual_seed(0)
     kwargs, size = SMALL[name]
     net = build_network(name, in_channels=in_channels, num_classes=4, **kwargs)
-    x = torch.randn(1 if name == "swinunetr" else 2, in_channels, *size)
+    x = torch.randn(SETTINGS[name].batch_size, in_channels, *size)
     out = as_training_output(net(x))
     assert out.logits.shape == (x.shape[0], 4, *output_size(name, net))
     # Every output is trained: main logits, deep-supervision heads and regularisers.
@@ -67,10 +68,8 @@ def test_unet3d_follows_the_paper_channel_plan() -> None:
     assert sum(p.numel() for p in net.parameters()) == pytest.approx(19.07e6, rel=0.01)
 
 
-@pytest.mark.parametrize(("name", "divisor"), [("unet3d", 8), ("vnet", 16), ("vnet_light", 8), ("segresnet", 8),
-                                               ("resnet3d_vae", 8), ("dynunet", 16), ("swinunetr", 32),
-                                               ("densevoxelnet", 4), ("skipdensenet3d", 16), ("med3d", 8),
-                                               ("unet2d", 16)])
+@pytest.mark.parametrize(("name", "divisor"), sorted((n, s.size_divisor) for n, s in SETTINGS.items()
+                                                     if s.size_divisor > 1))
 def test_networks_reject_sizes_they_cannot_take(name: str, divisor: int) -> None:
     net = build_network(name, in_channels=2, num_classes=4, **SMALL[name][0])
     with pytest.raises(ValueError, match=f"divisible by {divisor}"):

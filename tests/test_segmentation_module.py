@@ -13,7 +13,7 @@ from lightning_modules.callbacks import SegmentationWriter, format_dice_table
 from lightning_modules.losses import build_loss
 from networks.outputs import TrainingOutput
 
-from network_cases import SMALL
+from network_cases import SETTINGS, SMALL
 
 STEPS = {"vnet": 20, "swinunetr": 20}  # the slowest networks get fewer overfitting steps than 40
 # V-Net barely moves with Adam in tens of steps; with SGD and momentum (its paper's optimiser) it does.
@@ -165,7 +165,7 @@ def test_every_network_overfits_one_batch_through_the_module(name: str) -> None:
     module = small_module(network=name, network_kwargs=kwargs, roi_size=size, optimizer=optimizer, lr_scheduler=None)
     optimizer = module.configure_optimizers()
     # Smooth blobs, so that low-resolution deep-supervision heads can fit them too; four classes.
-    coarse = torch.randn(1 if name == "swinunetr" else 2, 2, *(max(2, s // 4) for s in size))
+    coarse = torch.randn(SETTINGS[name].batch_size, 2, *(max(2, s // 4) for s in size))
     image = F.interpolate(coarse, size=size, mode="trilinear")
     label = 2 * (image[:, :1] > 0).long() + (image[:, 1:] > 0).long()
     losses = []

@@ -12,7 +12,7 @@ import torch
 from lightning_modules import SegmentationModule
 from train import SegmentationCLI, run_cli
 
-from network_cases import SMALL
+from network_cases import SETTINGS, SMALL
 
 
 def cli(subcommand: str, data_dir: Path, run_dir: Path, *extra: str, wandb: bool = False) -> SegmentationCLI:
@@ -112,7 +112,8 @@ def test_test_logs_the_metric_table_to_offline_wandb(trained: Path, tiny_demo_di
     tables = list((tmp_path / "runs").rglob("metrics_*.table.json"))
     assert len(tables) == 1
     table = json.loads(tables[0].read_text())
-    assert table["columns"] == ["subject", "structure", "dice", "hd95_mm", "assd_mm", "avd_percent"]
+    assert table["columns"] == ["subject", "structure", "dice", "hd95_mm", "assd_mm", "avd_percent",
+                                "sensitivity"]
     assert [row[1] for row in table["data"]] == ["CSF", "GM", "WM"]
 
 
@@ -163,16 +164,9 @@ def test_bf16_mixed_precision_trains_and_validates(tiny_demo_dir: Path, tmp_path
     assert (tmp_path / "checkpoints" / "best.ckpt").is_file()
 
 
-# Patch sizes for the tiny demo volumes where 16^3 does not fit the network.
-SMOKE_PATCH = {"swinunetr": [64, 64, 64], "dynunet": [16, 16, 32]}
-
-
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_every_network_trains_through_the_cli_with_its_preset(name: str, tiny_demo_dir: Path, tmp_path: Path) -> None:
-    kwargs = dict(SMALL[name][0])
-    patch = SMOKE_PATCH.get(name, [16, 16, 16])
-    if name == "resnet3d_vae":
-        kwargs["input_image_size"] = patch
+    kwargs, patch = dict(SMALL[name][0]), list(SETTINGS[name].patch_size)
     run = cli("fit", tiny_demo_dir, tmp_path, "--config", f"configs/models/{name}.yaml",
               "--model.network_kwargs", json.dumps(kwargs), "--data.init_args.patch_size", json.dumps(patch),
               "--model.inference_roi_size", "null", "--trainer.max_epochs", "1",
