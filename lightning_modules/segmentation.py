@@ -29,7 +29,8 @@ class SegmentationModule(pl.LightningModule):
 
     Args:
         network: registered network name (``networks.list_networks()``).
-        network_kwargs: extra arguments for that network (e.g. ``base_features``).
+        network_kwargs: that network's options (e.g. ``base_features``), typed in its constructor;
+            ``python -m networks <name>`` lists them, and an unknown one is an error listing them.
         in_channels, modalities, label_space: filled in from the DataModule by ``train.py``;
             ``label_space`` is the data's label space (:class:`core.labels.LabelSpace` as a dict):
             classes and the dataset value of each, ignored values, and regions. With regions

@@ -7,11 +7,21 @@ adding its file (and a preset YAML under ``configs/models/``).
 import importlib
 import pkgutil
 
-from networks.registry import SmokeSettings, build_network, list_networks, register_network, smoke_settings
+from networks.registry import (
+    SmokeSettings,
+    build_network,
+    describe_options,
+    list_networks,
+    network_class,
+    network_options,
+    register_network,
+    smoke_settings,
+)
 
-_HELPERS = {"registry", "blocks", "checks", "outputs"}  # shared code, no networks
+_HELPERS = {"registry", "blocks", "checks", "outputs", "__main__"}  # shared code, no networks
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in _HELPERS:
         importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["SmokeSettings", "build_network", "list_networks", "register_network", "smoke_settings"]
+__all__ = ["SmokeSettings", "build_network", "describe_options", "list_networks", "network_class", "network_options",
+           "register_network", "smoke_settings"]

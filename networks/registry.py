@@ -7,6 +7,7 @@ so adding a network is its file and its preset YAML, with no edit to any test.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -65,10 +66,41 @@ def list_networks() -> list[str]:
     return sorted(_NETWORKS)
 
 
-def build_network(name: str, **kwargs: Any) -> nn.Module:
-    """Instantiate the network registered as ``name`` with keyword arguments ``kwargs``."""
+def network_class(name: str) -> type[nn.Module]:
+    """The class registered as ``name``."""
     try:
-        cls = _NETWORKS[name]
+        return _NETWORKS[name]
     except KeyError:
         raise ValueError(f"unknown network {name!r}; registered networks: {', '.join(list_networks())}") from None
+
+
+def network_options(name: str) -> dict[str, inspect.Parameter]:
+    """The options of network ``name`` (its constructor's parameters, typed, with defaults),
+    ``in_channels`` and ``num_classes`` included (those come from the data)."""
+    parameters = inspect.signature(network_class(name).__init__).parameters
+    return {k: p for k, p in parameters.items() if k != "self" and p.kind is not p.VAR_KEYWORD}
+
+
+def describe_options(name: str) -> str:
+    """One line per option of ``name``: ``name: type = default``, as ``python -m networks`` lists them."""
+    lines = []
+    for option, parameter in network_options(name).items():
+        if option in ("in_channels", "num_classes"):
+            continue
+        annotation = parameter.annotation if isinstance(parameter.annotation, str) else getattr(
+            parameter.annotation, "__name__", str(parameter.annotation))
+        default = "" if parameter.default is parameter.empty else f" = {parameter.default!r}"
+        lines.append(f"{option}: {annotation}{default}")
+    return "\n".join(lines)
+
+
+def build_network(name: str, **kwargs: Any) -> nn.Module:
+    """Instantiate the network registered as ``name`` with keyword arguments ``kwargs``; an
+    option the network does not have is an error that lists the ones it has."""
+    cls = network_class(name)
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(cls.__init__).parameters.values())
+    unknown = [] if takes_any else sorted(set(kwargs) - set(network_options(name)))
+    if unknown:
+        listing = describe_options(name).replace("\n", "; ") or "none"
+        raise ValueError(f"network {name!r} has no option {', '.join(map(repr, unknown))}; its options: {listing}")
     return cls(**kwargs)

@@ -132,3 +132,15 @@ def test_registry_names_networks_and_rejects_unknown_names() -> None:
     assert "unet3d" in list_networks()
     with pytest.raises(ValueError, match="unknown network 'nope'.*unet3d"):
         build_network("nope")
+
+
+def test_network_options_are_listed_and_unknown_ones_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    from networks.__main__ import main
+
+    assert main(["unet3d", "densenet3d"]) == 0
+    out = capsys.readouterr().out
+    assert "unet3d: " in out and "base_features: int = 32" in out
+    assert "kernels: Sequence[int] = (25, 25, 25, 50, 50, 50, 75, 75, 75)" in out
+    with pytest.raises(ValueError, match=r"network 'unet3d' has no option 'base_feature'; its options: base_features"):
+        build_network("unet3d", in_channels=2, num_classes=4, base_feature=8)
+    assert main(["nonet"]) == 2 and "unknown network 'nonet'" in capsys.readouterr().err
