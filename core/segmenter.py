@@ -184,6 +184,29 @@ def subject_from_files(files: Sequence[str | Path], modalities: Sequence[str], s
     return Subject(subject_id, tuple(files))
 
 
+def check_preprocessed(image: torch.Tensor, source: str = "model") -> None:
+    """Refuse a tensor that cannot be a preprocessed volume (B, M, D, H, W): every channel is
+    z-scored over its non-zero (brain) voxels, so their mean is 0 and their spread 1 (a
+    volume's mean lies within +-0.5 and its standard deviation within 0.5..2, allowing for
+    clipping and resampling). Raw intensities (hundreds, thousands) would give a wrong
+    segmentation without any error."""
+    if image.ndim != 5:
+        raise ValueError(f"{source}: expected a preprocessed batch (B, M, D, H, W), got shape {tuple(image.shape)}")
+    for b in range(image.shape[0]):
+        for m in range(image.shape[1]):
+            channel = image[b, m]
+            brain = channel[channel != 0].float()
+            if brain.numel() < 2:
+                continue
+            mean, std = brain.mean().item(), brain.std().item()
+            if abs(mean) > 0.5 or not 0.5 <= std <= 2.0:
+                raise ValueError(
+                    f"{source}: input channel {m} of volume {b} has mean {mean:.3g} and standard deviation "
+                    f"{std:.3g} over its non-zero voxels; the network expects volumes preprocessed as in "
+                    "training (z-scored: mean 0, deviation 1). Segment scans with Segmenter.segment(files), "
+                    "which preprocesses them")
+
+
 @dataclass
 class Segmenter:
     """A network with what it needs to segment scans: its label space, the modalities it was
@@ -253,7 +276,9 @@ class Segmenter:
 
     def probabilities(self, image: torch.Tensor, flips: bool = False) -> torch.Tensor:
         """Class (softmax) or region (sigmoid) probabilities (B, C, ...) of preprocessed volumes;
-        with ``flips``, the mean over the 8 mirrorings (test-time augmentation)."""
+        with ``flips``, the mean over the 8 mirrorings (test-time augmentation). Raw scans are
+        refused (:func:`check_preprocessed`): :meth:`segment` takes files."""
+        check_preprocessed(image, self.source)
         image = image.to(self.device)
         return mean_over_mirrorings(lambda x: self.labels.probabilities(self.logits(x).float()), image, flips)
 

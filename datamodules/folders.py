@@ -6,6 +6,7 @@ path, and importing whatever a file names would let a checkpoint run code.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,15 @@ KNOWN_DATAMODULES: dict[str, type[VolumeSegmentationDataModule]] = {
     **{f"{cls.__module__}.{cls.__qualname__}": cls for cls in _CLASSES},
     **{f"datamodules.{cls.__qualname__}": cls for cls in _CLASSES},
 }
-# The arguments of a saved DataModule that describe a training run, not a folder's layout.
-_RUN_ARGS = ("val_subjects", "test_subjects", "train_subjects", "val_fraction", "test_fraction", "num_folds",
-             "fold", "split_seed", "predict_dir", "augmentation", "cache_dir", "data_dir")
+
+
+def layout_arguments(cls: type[VolumeSegmentationDataModule], saved: Mapping[str, Any]) -> dict[str, Any]:
+    """The saved arguments that say how ``cls`` finds subjects in a folder: the modalities and
+    the dataset's own arguments (``label_mode``, ``image_pattern``, ...), i.e. those its class
+    adds to the shared base. Splits, sampling and preprocessing play no part in finding files."""
+    shared = set(inspect.signature(VolumeSegmentationDataModule.__init__).parameters)
+    own = (set(inspect.signature(cls.__init__).parameters) - shared - {"kwargs"}) | {"modalities"}
+    return {k: v for k, v in saved.items() if k in own}
 
 
 def datamodule_class(class_path: str | None, source: str) -> type[VolumeSegmentationDataModule]:
@@ -51,7 +58,7 @@ def subjects_in_folder(folder: str | Path, record: Mapping[str, Any] | None, mod
     folder = Path(folder)
     if not folder.exists():
         raise DataError(f"{folder}: folder not found")
-    layout = {k: v for k, v in (record.get("init_args") or {}).items() if k not in _RUN_ARGS and not k.startswith("_")}
+    layout = layout_arguments(cls, record.get("init_args") or {})
     try:
         datamodule = cls(data_dir=str(folder), cache_dir=None, **layout)
     except (TypeError, ValueError) as error:  # e.g. a Decathlon task whose dataset.json lacks a modality

@@ -308,3 +308,22 @@ def test_n4_and_clipping_run_once_then_come_from_the_cache(tmp_path: Path, monke
     second.setup("validate")
     assert len(calls) == 2  # the second run read the cache
     np.testing.assert_array_equal(second.val_set[0]["image"].numpy(), image)
+
+
+def test_folders_are_read_by_the_checkpoints_datamodule_with_its_layout_arguments(tmp_path: Path) -> None:
+    """predict.py reads a folder by the DataModule a checkpoint names, with the arguments that
+    find files (modalities, the dataset's own ones); the run's split and sampling play no part."""
+    from datamodules.folders import layout_arguments, subjects_in_folder
+
+    training = write_mrbrains18(tmp_path, ids=("1", "4"))
+    saved = {"modalities": ["T1", "FLAIR"], "label_mode": "thesis", "val_subjects": ["148"], "patch_size": [8, 8, 8],
+             "cache_dir": "elsewhere", "data_dir": "/old/place"}
+    assert layout_arguments(MRBrainS18DataModule, saved) == {"modalities": ["T1", "FLAIR"], "label_mode": "thesis"}
+    record = {"class_path": "datamodules.mrbrains18.MRBrainS18DataModule", "init_args": saved}
+    subjects = subjects_in_folder(training, record, ["T1", "FLAIR"], "c.ckpt")
+    assert [s.subject_id for s in subjects] == ["1", "4"] and all(s.label is None for s in subjects)
+    assert subjects[0].images == (training / "1/pre/reg_T1.nii.gz", training / "1/pre/FLAIR.nii.gz")
+    with pytest.raises(DataError, match=r"offers modalities \['T1', 'FLAIR'\], c\.ckpt was trained on \['FLAIR'\]"):
+        subjects_in_folder(training, record, ["FLAIR"], "c.ckpt")
+    with pytest.raises(DataError, match=r"c\.ckpt: records no DataModule"):
+        subjects_in_folder(training, None, ["T1"], "c.ckpt")

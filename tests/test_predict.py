@@ -191,3 +191,18 @@ def test_checkpoints_are_loaded_without_running_code(checkpoint: Path, tmp_path:
     (tmp_path / "truncated.ckpt").write_bytes(checkpoint.read_bytes()[:1000])
     with pytest.raises(DataError, match=r"truncated\.ckpt: cannot read the checkpoint"):
         Segmenter.from_checkpoint(tmp_path / "truncated.ckpt")
+
+
+def test_raw_intensities_are_refused_by_the_tensor_path(checkpoint: Path, tiny_demo_dir: Path) -> None:
+    from core.io import load_volume
+    from core.segmenter import Segmenter
+    from core.volumes import load_subject
+
+    segmenter = Segmenter.from_checkpoint(checkpoint, device="cpu")
+    subject = segmenter.subject([tiny_demo_dir / "subject-4-T1.hdr", tiny_demo_dir / "subject-4-T2.hdr"])
+    volume = load_subject(subject, None, segmenter.preprocessing)
+    preprocessed = torch.from_numpy(volume.image)[None]
+    assert segmenter.probabilities(preprocessed).shape == (1, 4, *volume.image.shape[1:])
+    raw = torch.from_numpy(np.stack([load_volume(f)[0] for f in subject.images]))[None]  # scanner intensities
+    with pytest.raises(ValueError, match=r"input channel 0 of volume 0 has mean .* Segmenter\.segment\(files\)"):
+        segmenter.probabilities(raw)
