@@ -6,6 +6,7 @@ W&B logs offline under ``runs/`` unless the environment says otherwise
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from pathlib import Path
@@ -20,6 +21,7 @@ from core.segmenter import model_hparams, read_checkpoint
 from datamodules import VolumeSegmentationDataModule
 from lightning_modules import SegmentationModule
 from lightning_modules.callbacks import LearningCurves, SegmentationWriter, TestReport, ValidationImages
+from networks import check_network_options
 
 ROOT = Path(__file__).resolve().parent
 TRAINER_DEFAULTS = ROOT / "configs" / "trainer" / "default.yaml"  # loaded before any --config
@@ -55,6 +57,16 @@ class RunConfigSaver(SaveConfigCallback):
                 (folder / "split.json").write_text(json.dumps(split, indent=1))
 
 
+class NetworkHelp(argparse.Action):
+    """``--network_help [NAME]``: the options of one registered network (or all), then exit."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: object, value: object,
+                 option_string: str | None = None) -> None:
+        from networks.__main__ import main as list_options
+
+        parser.exit(list_options([] if value == "all" else [str(value)]))
+
+
 class SegmentationCLI(LightningCLI):
     """The CLI: any DataModule by class path; the network, its size and the data's channels,
     classes and patch size flow into the model without being repeated in the config."""
@@ -72,12 +84,24 @@ class SegmentationCLI(LightningCLI):
         parser.add_lightning_class_args(LearningCurves, "learning_curves")
         parser.add_lightning_class_args(ValidationImages, "validation_images")
         parser.add_lightning_class_args(SegmentationWriter, "prediction_writer")
+        parser.add_argument("--network_help", action=NetworkHelp, nargs="?", const="all", metavar="NAME",
+                            help="print the options (model.network_kwargs) of network NAME, typed with defaults, "
+                                 "or of every registered network, and exit")
         parser.link_arguments("data.init_args.patch_size", "model.roi_size")
         parser.link_arguments("prediction_writer.flips", "model.predict_flips")
         parser.link_arguments("data.in_channels", "model.in_channels", apply_on="instantiate")
         parser.link_arguments("data.modality_names", "model.modalities", apply_on="instantiate")
         parser.link_arguments("data.label_space", "model.label_space", compute_fn=LabelSpace.to_dict,
                               apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        """Refuse an unknown network or network option with one line, before anything is built."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        model = config.get("model") or {}
+        try:
+            check_network_options(model.get("network", "unet3d"), model.get("network_kwargs") or {})
+        except ValueError as error:
+            self.parser.error(f"model: {error}")
 
     def _parse_ckpt_path(self) -> None:
         """Lightning reads the model's arguments back from ``--ckpt_path``; a checkpoint written

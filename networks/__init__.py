@@ -10,6 +10,7 @@ import pkgutil
 from networks.registry import (
     SmokeSettings,
     build_network,
+    check_network_options,
     describe_options,
     list_networks,
     network_class,
@@ -23,5 +24,14 @@ for _module in pkgutil.iter_modules(__path__):
     if _module.name not in _HELPERS:
         importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["SmokeSettings", "build_network", "describe_options", "list_networks", "network_class", "network_options",
-           "register_network", "smoke_settings"]
+__all__ = [
+    "SmokeSettings",
+    "build_network",
+    "check_network_options",
+    "describe_options",
+    "list_networks",
+    "network_class",
+    "network_options",
+    "register_network",
+    "smoke_settings",
+]

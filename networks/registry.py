@@ -94,13 +94,18 @@ def describe_options(name: str) -> str:
     return "\n".join(lines)
 
 
-def build_network(name: str, **kwargs: Any) -> nn.Module:
-    """Instantiate the network registered as ``name`` with keyword arguments ``kwargs``; an
-    option the network does not have is an error that lists the ones it has."""
+def check_network_options(name: str, options: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` for an unknown network, or an option it does not have (listing those it has)."""
     cls = network_class(name)
     takes_any = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(cls.__init__).parameters.values())
-    unknown = [] if takes_any else sorted(set(kwargs) - set(network_options(name)))
+    unknown = [] if takes_any else sorted(set(options) - set(network_options(name)))
     if unknown:
         listing = describe_options(name).replace("\n", "; ") or "none"
         raise ValueError(f"network {name!r} has no option {', '.join(map(repr, unknown))}; its options: {listing}")
-    return cls(**kwargs)
+
+
+def build_network(name: str, **kwargs: Any) -> nn.Module:
+    """Instantiate the network registered as ``name`` with keyword arguments ``kwargs``; an
+    option the network does not have is an error that lists the ones it has."""
+    check_network_options(name, kwargs)
+    return network_class(name)(**kwargs)

@@ -241,3 +241,15 @@ def test_trainer_presets_compose_with_any_config(preset: str, expected: dict) ->
     assert trainer.callbacks[0].class_path.endswith("OptionalLearningRateMonitor")
     if preset == "slurm":
         assert trainer.plugins[0].init_args.auto_requeue is True
+
+
+def test_network_options_are_listed_by_the_cli_and_checked_before_building(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_code:
+        run_cli(["fit", "--network_help", "densenet3d"], save_config=False)
+    assert exit_code.value.code == 0
+    assert "kernels: Sequence[int] = (25, 25, 25, 50, 50, 50, 75, 75, 75)" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_code:
+        run_cli(["fit", "--config", "configs/demo.yaml", "--model.network_kwargs", "{base_feature: 8}"],
+                save_config=False)
+    assert exit_code.value.code == 2
+    assert "model: network 'unet3d' has no option 'base_feature'; its options: base_features" in capsys.readouterr().err
