@@ -9,13 +9,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
+from typing import Any
 
 from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import WandbLogger
 
+from core.io import DataError
 from core.labels import LabelSpace
 from core.segmenter import model_hparams, read_checkpoint
 from datamodules import VolumeSegmentationDataModule
@@ -103,6 +106,14 @@ class SegmentationCLI(LightningCLI):
         except ValueError as error:
             self.parser.error(f"model: {error}")
 
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
+        """Checkpoints (``--ckpt_path``, resume included) load with ``weights_only=True`` unless
+        ``--weights_only false`` is given: a checkpoint carrying pickled code is refused."""
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        if kwargs.get("weights_only", True) is None:
+            kwargs["weights_only"] = True
+        return kwargs
+
     def _parse_ckpt_path(self) -> None:
         """Lightning reads the model's arguments back from ``--ckpt_path``; a checkpoint written
         before the label space was stored whole has its separate label arguments folded into it."""
@@ -133,8 +144,14 @@ def run_cli(args: list[str] | None = None, save_config: bool = True, run: bool =
 
 
 def main() -> None:
-    """The ``brainseg-train`` console command: ``train.py`` with the command line."""
-    run_cli()
+    """The ``brainseg-train`` console command: ``train.py`` with the command line. Bad input
+    (a missing folder or file, a wrong modality, an unreadable checkpoint) is one line naming
+    the file and the problem, exit code 2, not a traceback."""
+    try:
+        run_cli()
+    except DataError as error:
+        print(f"train.py: error: {error}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 import csv
 import gzip
+import re
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -176,16 +178,38 @@ class Payload:
 
 
 def test_checkpoints_are_loaded_without_running_code(checkpoint: Path, tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+                                                     capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every loader (Segmenter / predict.py, load_from_checkpoint, train.py --ckpt_path,
+    compare_runs.py) refuses a checkpoint carrying a pickle payload, and runs nothing."""
+    from compare_runs import describe_run
     from core.segmenter import Segmenter
     from datamodules.folders import datamodule_class
+    from lightning_modules import SegmentationModule
+    from train import main as train_main
 
     data = torch.load(checkpoint, map_location="cpu", weights_only=True)
     data["payload"] = Payload()
     torch.save(data, tmp_path / "evil.ckpt")
-    with pytest.raises(DataError, match=r"evil\.ckpt: cannot read the checkpoint \(UnpicklingError"):
-        Segmenter.from_checkpoint(tmp_path / "evil.ckpt")
-    assert "code ran" not in capsys.readouterr().out
+    evil = tmp_path / "evil.ckpt"
+    refused = r"evil\.ckpt: cannot read the checkpoint \(UnpicklingError"
+    with pytest.raises(DataError, match=refused):
+        Segmenter.from_checkpoint(evil)
+    with pytest.raises(DataError, match=refused):
+        SegmentationModule.load_from_checkpoint(evil)
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    evil.rename(tmp_path / "run" / "checkpoints" / "best.ckpt")
+    with pytest.raises(DataError, match=r"best\.ckpt: cannot read the checkpoint \(UnpicklingError"):
+        describe_run(tmp_path / "run")
+    (tmp_path / "run" / "checkpoints" / "best.ckpt").rename(evil)
+    monkeypatch.setattr(sys, "argv", ["train.py", "test", "--config", "configs/demo.yaml", "--ckpt_path", str(evil),
+                                      "--trainer.logger", "false"])
+    with pytest.raises(SystemExit) as exit_code:
+        train_main()
+    assert exit_code.value.code == 2
+    captured = capsys.readouterr()
+    assert "code ran" not in captured.out + captured.err
+    assert re.search(r"train\.py: error: .*evil\.ckpt: cannot read the checkpoint \(UnpicklingError", captured.err)
     with pytest.raises(DataError, match=r"names the DataModule 'os.system', which is not one of"):
         datamodule_class("os.system", "c.ckpt")
     (tmp_path / "truncated.ckpt").write_bytes(checkpoint.read_bytes()[:1000])
