@@ -27,14 +27,15 @@ from datamodules.folders import subjects_in_folder
 
 def predict(checkpoint: Path, inputs: Sequence[Path], output: Path, device: str = "cpu", overlap: float | None = None,
             sw_batch_size: int | None = None, flips: bool = False, save_probabilities: bool = False,
-            subject_id: str | None = None) -> list[Path]:
+            subject_id: str | None = None, overwrite: bool = False) -> list[Path]:
     """Segment every subject of ``inputs``; returns the segmentation files written."""
     segmenter = Segmenter.from_checkpoint(checkpoint, device, overlap=overlap, sw_batch_size=sw_batch_size)
     if len(inputs) == 1 and Path(inputs[0]).is_dir():
         subjects = subjects_in_folder(inputs[0], segmenter.datamodule, segmenter.modalities, str(checkpoint))
     else:
         subjects = [segmenter.subject(inputs, subject_id)]
-    return segmenter.segment_to_folder(subjects, output, flips=flips, probabilities=save_probabilities)
+    return segmenter.segment_to_folder(subjects, output, flips=flips, probabilities=save_probabilities,
+                                       overwrite=overwrite)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -49,10 +50,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--sw-batch-size", type=int, help="windows per forward pass (default: the checkpoint's)")
     parser.add_argument("--flips", action="store_true", help="test-time augmentation: mean over 8 mirrorings")
     parser.add_argument("--probabilities", action="store_true", help="also write per-class probability maps")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace earlier predictions of the same subjects in --output (never any other file)")
     args = parser.parse_args(argv)
     try:
         predict(args.checkpoint, args.input, args.output, args.device, args.overlap, args.sw_batch_size,
-                args.flips, args.probabilities, args.subject)
+                args.flips, args.probabilities, args.subject, args.overwrite)
     except DataError as error:
         parser.exit(2, f"predict.py: error: {error}\n")
 

@@ -17,9 +17,11 @@ brain voxels): feeding it raw intensities gives a wrong segmentation without any
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +95,22 @@ def to_scan_space(array: np.ndarray, affine: np.ndarray, original_affine: np.nda
     return resample_onto(array, affine, shape, original_affine, order=order), original_affine
 
 
+PREDICTION_MARK = b"brain-mri-segmentation prediction"  # NIfTI descrip of every image we write
+
+
+def _marked(image: nib.Nifti1Image) -> nib.Nifti1Image:
+    image.header["descrip"] = PREDICTION_MARK
+    return image
+
+
+def is_our_prediction(path: Path) -> bool:
+    """Whether ``path`` is a NIfTI image written by this codebase's prediction (header mark)."""
+    try:
+        return bytes(nib.load(str(path)).header["descrip"]).rstrip(b"\x00").startswith(PREDICTION_MARK)
+    except Exception:  # not a NIfTI file, unreadable: certainly not ours
+        return False
+
+
 @dataclass
 class Segmentation:
     """One subject's result on the scan's own grid: ``classes`` (class indices), its
@@ -115,14 +133,15 @@ class Segmentation:
         return cls(subject_id, scan_classes, scan_affine, labels, maps)
 
     def image(self) -> nib.Nifti1Image:
-        """The segmentation in the dataset's own label values (e.g. 10/150/250 for iSeg)."""
-        return nib.Nifti1Image(self.labels.decode(self.classes), self.affine)
+        """The segmentation in the dataset's own label values (e.g. 10/150/250 for iSeg),
+        marked as a prediction of this codebase in its header (``descrip``)."""
+        return _marked(nib.Nifti1Image(self.labels.decode(self.classes), self.affine))
 
     def probability_image(self) -> nib.Nifti1Image:
         """The probability maps as one 4D float32 image (classes or regions on the 4th axis)."""
         if self.probabilities is None:
             raise ValueError(f"{self.subject_id}: probabilities were not kept (pass probabilities=True)")
-        return nib.Nifti1Image(np.moveaxis(self.probabilities, 0, -1).astype(np.float32), self.affine)
+        return _marked(nib.Nifti1Image(np.moveaxis(self.probabilities, 0, -1).astype(np.float32), self.affine))
 
     def volumes_ml(self) -> dict[str, float]:
         """Millilitres per scored structure (class or region)."""
@@ -131,31 +150,95 @@ class Segmentation:
 
 class PredictionFolder:
     """Writes ``<subject>_seg.nii.gz`` (and ``<subject>_probabilities.nii.gz``) per subject,
-    each atomically, then ``volumes.csv`` (millilitres per structure and subject) on :meth:`close`."""
+    each atomically, then merges the subjects' rows into ``volumes.csv`` (millilitres per
+    structure) on :meth:`close`.
 
-    def __init__(self, directory: str | Path, probabilities: bool = False) -> None:
+    Nothing is replaced that this folder did not write in this run: an existing file is an
+    error, unless ``overwrite`` is set and the file is an earlier prediction of this codebase
+    (marked in its header); an input file (``protect``) or any other file never is. The folder
+    is created at the first write, so a run that fails before it leaves no empty folder.
+    ``volumes.csv`` is updated under a lock: concurrent and repeated runs into one folder keep
+    every subject's row (a subject segmented again gets its new row).
+    """
+
+    def __init__(self, directory: str | Path, probabilities: bool = False, overwrite: bool = False,
+                 protect: Sequence[str | Path] = ()) -> None:
         self.directory = Path(directory)
         self.probabilities = probabilities
+        self.overwrite = overwrite
+        self.protected = {Path(p).resolve() for p in protect}
+        self.created: set[Path] = set()
         self.volumes: list[dict[str, Any]] = []
+
+    def outputs(self, subject_id: str) -> list[Path]:
+        """The files :meth:`write` makes for ``subject_id``."""
+        names = [f"{subject_id}_seg.nii.gz", *([f"{subject_id}_probabilities.nii.gz"] if self.probabilities else [])]
+        return [self.directory / name for name in names]
+
+    def check(self, subject_ids: Sequence[str]) -> None:
+        """Refuse, before any work, outputs that would replace a file they must not (see the
+        class) or each other (two subjects of one id)."""
+        repeated = sorted({s for s in subject_ids if list(subject_ids).count(s) > 1})
+        if repeated:
+            raise DataError(f"{self.directory}: subject ids {repeated} occur twice; their outputs would collide")
+        for subject_id in subject_ids:
+            for path in self.outputs(subject_id):
+                self._check_replaceable(path)
+
+    def _check_replaceable(self, path: Path) -> None:
+        if path.resolve() in self.protected:
+            raise DataError(f"{path}: is an input file; refusing to write a prediction over it (choose another output "
+                            "folder)")
+        if not path.exists() or path in self.created:
+            return
+        if not is_our_prediction(path):
+            raise DataError(f"{path}: exists and was not written by a prediction of this codebase; refusing to "
+                            "replace it (choose another output folder)")
+        if not self.overwrite:
+            raise DataError(f"{path}: exists (an earlier prediction); pass --overwrite to replace it")
 
     def write(self, segmentation: Segmentation) -> Path:
         subject = segmentation.subject_id
-        path = save_nifti_atomically(segmentation.image(), self.directory / f"{subject}_seg.nii.gz")
+        paths = self.outputs(subject)
+        for path in paths:
+            self._check_replaceable(path)
+        save_nifti_atomically(segmentation.image(), paths[0])
         if self.probabilities:
-            save_nifti_atomically(segmentation.probability_image(),
-                                  self.directory / f"{subject}_probabilities.nii.gz")
+            save_nifti_atomically(segmentation.probability_image(), paths[1])
+        self.created.update(paths)
         self.volumes.append({"subject": subject, **segmentation.volumes_ml()})
-        return path
+        return paths[0]
 
     def close(self) -> Path | None:
-        """Write ``volumes.csv``; None when nothing was segmented."""
+        """Merge this run's rows into ``volumes.csv``; None when nothing was segmented."""
         if not self.volumes:
             return None
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(self.volumes[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(self.volumes)
-        return write_text_atomically(self.directory / "volumes.csv", buffer.getvalue())
+        path = self.directory / "volumes.csv"
+        with locked(self.directory):
+            rows: dict[str, dict[str, Any]] = {}
+            if path.exists():
+                with open(path, newline="", encoding="utf-8") as handle:
+                    rows = {row["subject"]: row for row in csv.DictReader(handle)}
+            rows.update({str(row["subject"]): row for row in self.volumes})
+            columns = list(dict.fromkeys(k for row in rows.values() for k in row))
+            buffer = io.StringIO()
+            writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", restval="")
+            writer.writeheader()
+            writer.writerows(rows.values())
+            return write_text_atomically(path, buffer.getvalue())
+
+
+@contextmanager
+def locked(directory: Path) -> Iterator[None]:
+    """An exclusive lock on ``directory`` itself for the block (one process at a time; no lock
+    file left behind, and it holds across the atomic renames of the files inside)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # releases the lock
 
 
 # --- The segmenter ---------------------------------------------------------------------------
@@ -307,10 +390,12 @@ class Segmenter:
         return self.segment_subject(self.subject(files, subject_id), flips).image()
 
     def segment_to_folder(self, subjects: Sequence[Subject], output: str | Path, flips: bool = False,
-                          probabilities: bool = False, progress: bool = True) -> list[Path]:
-        """Segment ``subjects`` into ``output`` (see :class:`PredictionFolder`); returns the
-        segmentation files written."""
-        folder = PredictionFolder(output, probabilities)
+                          probabilities: bool = False, overwrite: bool = False, progress: bool = True) -> list[Path]:
+        """Segment ``subjects`` into ``output`` (see :class:`PredictionFolder`: nothing replaced
+        that must not be, checked before any work); returns the segmentation files written."""
+        inputs = [f for subject in subjects for f in subject.files()]
+        folder = PredictionFolder(output, probabilities, overwrite=overwrite, protect=inputs)
+        folder.check([subject.subject_id for subject in subjects])
         written = []
         for subject in subjects:
             written.append(folder.write(self.segment_subject(subject, flips, probabilities)))

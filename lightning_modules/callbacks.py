@@ -225,19 +225,22 @@ class SegmentationWriter(BasePredictionWriter):
         flips: test-time augmentation: average the probabilities over the 8 mirrorings
             (linked to the model's ``predict_flips`` by ``train.py``).
         probabilities: also write ``<subject>_probabilities.nii.gz`` (one volume per class or region).
+        overwrite: replace earlier predictions of the same subjects (never any other file).
     """
 
-    def __init__(self, output_dir: str | None = None, flips: bool = False, probabilities: bool = False) -> None:
+    def __init__(self, output_dir: str | None = None, flips: bool = False, probabilities: bool = False,
+                 overwrite: bool = False) -> None:
         super().__init__(write_interval="batch")
         self.output_dir = output_dir
         self.flips = flips
         self.probabilities = probabilities
+        self.overwrite = overwrite
         self.folder: PredictionFolder | None = None
 
     def _folder(self, trainer: pl.Trainer | None) -> PredictionFolder:
         if self.folder is None:
             directory = Path(self.output_dir) if self.output_dir else _default_output_dir(trainer, "predictions")
-            self.folder = PredictionFolder(directory, self.probabilities)
+            self.folder = PredictionFolder(directory, self.probabilities, overwrite=self.overwrite)
         return self.folder
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -2,8 +2,10 @@
 
 import csv
 import gzip
+import os
 import re
 import sys
+import threading
 from pathlib import Path
 
 import nibabel as nib
@@ -230,3 +232,62 @@ def test_raw_intensities_are_refused_by_the_tensor_path(checkpoint: Path, tiny_d
     raw = torch.from_numpy(np.stack([load_volume(f)[0] for f in subject.images]))[None]  # scanner intensities
     with pytest.raises(ValueError, match=r"input channel 0 of volume 0 has mean .* Segmenter\.segment\(files\)"):
         segmenter.probabilities(raw)
+
+
+def test_outputs_never_replace_what_they_must_not(checkpoint: Path, tiny_demo_dir: Path, tmp_path: Path) -> None:
+    files = [tiny_demo_dir / "subject-4-T1.hdr", tiny_demo_dir / "subject-4-T2.hdr"]
+    out = tmp_path / "out"
+    (first,) = predict(checkpoint, files, out)
+    with pytest.raises(DataError, match=r"subject-4_seg\.nii\.gz: exists \(an earlier prediction\); pass --overwrite"):
+        predict(checkpoint, files, out)
+    assert predict(checkpoint, files, out, overwrite=True) == [first]
+    # A file this codebase did not write (a ground truth named like a prediction) is never replaced.
+    truth = nib.load(str(tiny_demo_dir / "subject-4-label.hdr"))
+    nib.save(nib.Nifti1Image(np.asarray(truth.dataobj), truth.affine), str(out / "subject-4_seg.nii.gz"))
+    before = (out / "subject-4_seg.nii.gz").read_bytes()
+    with pytest.raises(DataError, match=r"subject-4_seg\.nii\.gz: exists and was not written by a prediction"):
+        predict(checkpoint, files, out, overwrite=True)
+    assert (out / "subject-4_seg.nii.gz").read_bytes() == before
+    # Nor an input file, whatever the flags.
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for name, source in (("case_seg.nii.gz", files[0]), ("case_t2.nii.gz", files[1])):
+        image = nib.load(str(source))
+        nib.save(nib.Nifti1Image(np.asarray(image.dataobj), image.affine), str(scans / name))
+    with pytest.raises(DataError, match=r"case_seg\.nii\.gz: is an input file"):
+        predict(checkpoint, [scans / "case_seg.nii.gz", scans / "case_t2.nii.gz"], scans, subject_id="case",
+                overwrite=True)
+    # A failed run leaves no empty output folder; files are created with the umask's mode.
+    with pytest.raises(DataError):
+        predict(checkpoint, files[:1], tmp_path / "never")
+    assert not (tmp_path / "never").exists()
+    assert (first.stat().st_mode & 0o777) == 0o666 & ~current_umask()
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_volumes_csv_keeps_every_row_under_repeated_and_concurrent_runs(tmp_path: Path) -> None:
+    from core.dataset_labels import ISEG
+    from core.segmenter import PredictionFolder, Segmentation
+
+    def run(subject: str, csf_voxels: int) -> None:
+        classes = np.zeros((10, 10, 10), dtype=np.int64)
+        classes.flat[:csf_voxels] = 1
+        folder = PredictionFolder(tmp_path, overwrite=True)
+        folder.write(Segmentation(subject, classes, np.diag([2.0, 2.0, 2.5, 1.0]), ISEG))  # 10 mm^3 voxels
+        folder.close()
+
+    threads = [threading.Thread(target=run, args=(f"s{i}", 100 * i)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    run("s3", 7)  # a subject segmented again: its row is replaced, the others kept
+    with open(tmp_path / "volumes.csv") as handle:
+        rows = {row["subject"]: row for row in csv.DictReader(handle)}
+    assert sorted(rows) == [f"s{i}" for i in range(8)]
+    assert float(rows["s5"]["CSF"]) == pytest.approx(5.0) and float(rows["s3"]["CSF"]) == pytest.approx(0.07)
