@@ -4,6 +4,7 @@ output atomically (temporary file in the destination folder, fsync, rename)."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -71,8 +72,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.fsync(stream.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except OSError as error:
-        raise OSError(error.errno, f"{path}: cannot write ({error.strerror or error})") from error
+    except (OSError, RuntimeError) as error:  # torch.save reports a full disk as a RuntimeError
+        free = shutil.disk_usage(path.parent).free / 2**20
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else f"{type(error).__name__}: {error}"
+        message = f"{path}: cannot write ({reason}; {free:.1f} MiB free there)"
+        code = getattr(error, "errno", None)
+        raise (OSError(code, message) if code else OSError(message)) from error
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -239,8 +239,10 @@ def test_trainer_presets_compose_with_any_config(preset: str, expected: dict) ->
         assert trainer[key] == value
     # Whatever the preset, the defaults file is loaded first: the learning-rate monitor is on.
     assert trainer.callbacks[0].class_path.endswith("OptionalLearningRateMonitor")
+    plugins = {plugin.class_path.rsplit(".", 1)[1]: plugin for plugin in trainer.plugins}
+    assert "AtomicCheckpointIO" in plugins  # every preset keeps the atomic checkpoint writer
     if preset == "slurm":
-        assert trainer.plugins[0].init_args.auto_requeue is True
+        assert plugins["SLURMEnvironment"].init_args.auto_requeue is True
 
 
 def test_network_options_are_listed_by_the_cli_and_checked_before_building(capsys: pytest.CaptureFixture[str]) -> None:
