@@ -147,6 +147,11 @@ def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path, dataset: str,
         if not np.allclose(pred_affine, truth_affine, atol=affine_tolerance):
             raise EvaluationError(f"{predictions[subject]} and {truths[subject]} have different affines:\n"
                                   f"{np.round(pred_affine, 4)}\nvs\n{np.round(truth_affine, 4)}")
+        for path, labels in ((predictions[subject], pred), (truths[subject], truth)):
+            unknown = sorted(set(np.unique(labels).tolist()) - set(space.value_to_class))
+            if unknown:
+                raise EvaluationError(f"{path}: label values {unknown} are not in the {dataset} label map "
+                                      f"{sorted(space.value_to_class)}")
         rows += score_rows(subject, score_subject(pred, truth, spacing, space.structure_values, space.ignored_values))
     return rows
 

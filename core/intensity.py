@@ -105,10 +105,13 @@ def zscore_nonzero(image: np.ndarray, path: Path | str = "image") -> np.ndarray:
     mask = image != 0
     if not mask.any():
         raise DataError(f"{path}: every voxel is zero; nothing to normalise")
-    values = image[mask]
+    values = image[mask].astype(np.float64)  # float32 statistics overflow for huge intensities
     std = float(values.std())
     if std == 0.0:
         raise DataError(f"{path}: every non-zero voxel has the same value {values[0]}; cannot z-score")
     out = np.zeros_like(image, dtype=np.float32)
     out[mask] = (values - values.mean()) / std
+    if not np.isfinite(out).all() or not np.isfinite(std):
+        raise DataError(f"{path}: intensities of magnitude {np.abs(values).max():.3g} give non-finite values "
+                        "after normalisation")
     return out

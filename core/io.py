@@ -30,6 +30,7 @@ def load_volume(path: Path, channel: int | None = None) -> tuple[np.ndarray, np.
         raise DataError(f"{path}: file not found")
     try:
         image = nib.load(str(path))
+        check_size(path, image)
         if channel is not None and len(image.shape) == 4:
             if not 0 <= channel < image.shape[3]:
                 raise DataError(f"{path}: has {image.shape[3]} volumes on its 4th axis, asked for volume {channel}")
@@ -48,6 +49,28 @@ def load_volume(path: Path, channel: int | None = None) -> tuple[np.ndarray, np.
         bad = int((~np.isfinite(data)).sum())
         raise DataError(f"{path}: {bad} voxels are NaN or infinite")
     return data, np.asarray(image.affine, dtype=np.float64)
+
+
+GZIP_MAX_RATIO = 1032  # deflate cannot expand data by more than about 1032:1
+
+
+def check_size(path: Path, image: nib.spatialimages.SpatialImage) -> None:
+    """Refuse, before anything is allocated, a header whose shape x data type cannot fit in the
+    file (a corrupt header claiming 4000^3 voxels would otherwise end in a bare MemoryError):
+    exactly for uncompressed files, by deflate's largest expansion ratio for ``.gz`` files."""
+    header = image.header
+    needed = int(np.prod(image.shape, dtype=np.float64)) * np.dtype(header.get_data_dtype()).itemsize
+    data_file = Path(image.file_map["image"].filename or path)
+    if not data_file.is_file():
+        return
+    size = data_file.stat().st_size
+    offset = int(getattr(image.dataobj, "offset", 0))  # where the voxels start in the data file
+    compressed = data_file.suffix.lower() == ".gz"
+    if (compressed and needed > GZIP_MAX_RATIO * size) or (not compressed and needed > size - offset):
+        shape = "x".join(str(n) for n in image.shape)
+        raise DataError(f"{path}: cannot read the image: the header claims {shape} voxels of {header.get_data_dtype()} "
+                        f"({needed / 2**20:.0f} MiB), more than {data_file.name} ({size / 2**20:.1f} MiB) can hold; "
+                        "the header or the file is corrupt")
 
 
 def _umask() -> int:

@@ -26,14 +26,16 @@ class ISeg2017DataModule(VolumeSegmentationDataModule):
     """iSeg-2017: T1w + T2w, labels 0 / 10 (CSF) / 150 (GM) / 250 (WM) -> classes 0..3.
 
     Point ``data_dir`` at ``iSeg-2017-Training/``; ``predict_dir`` may point at
-    ``iSeg-2017-Testing/`` (no labels). Subjects are ordered by number, not by name.
+    ``iSeg-2017-Testing/`` (no labels). Subjects are ordered by number, not by name; ids are
+    the file names' own strings, so ``subject-9`` and ``subject-09`` stay two subjects.
     """
 
     available_modalities = ("T1", "T2")
     label_space = ISEG
 
     def find_subjects(self, folder: Path, require_labels: bool) -> list[Subject]:
-        numbers = sorted({int(m.group(1)) for p in folder.iterdir() if (m := _FILE.match(p.name))})
+        numbers = sorted({m.group(1) for p in folder.iterdir() if (m := _FILE.match(p.name))},
+                         key=lambda n: (int(n), n))
         if not numbers:
             raise DataError(f"{folder}: no iSeg subjects found (expected files like subject-1-T1.hdr/.img)")
         subjects = []

@@ -152,3 +152,35 @@ def test_empty_and_wrong_folders(layout: Layout, tmp_path: Path) -> None:
         layout.make(empty).subjects()
     with pytest.raises(DataError, match="nowhere: dataset folder not found"):
         layout.make(tmp_path / "nowhere").subjects()
+
+
+def test_header_claiming_more_voxels_than_the_file_holds(layout: Layout) -> None:
+    """A corrupt header (4000^3 voxels) is refused before anything is allocated (once: a bare
+    MemoryError). The lie is written into the gzip-compressed header of the validation image."""
+    raw = bytearray(gzip.decompress(layout.image.read_bytes()))
+    raw[40:56] = np.array([3, 4000, 4000, 4000, 1, 1, 1, 1], dtype="<i2").tobytes()  # dim[0..7]
+    layout.image.write_bytes(gzip.compress(bytes(raw)))
+    expect(layout, layout.image, "the header claims 4000x4000x4000 voxels")
+
+
+def test_uncompressed_file_shorter_than_its_header_says(tmp_path: Path) -> None:
+    from core.io import load_volume
+
+    path = tmp_path / "scan.nii"
+    nib.save(nib.Nifti1Image(np.ones((10, 10, 10), np.int16), np.eye(4)), str(path))
+    path.write_bytes(path.read_bytes()[:-100])  # truncated by 100 bytes: 50 voxels missing
+    with pytest.raises(DataError, match=r"scan\.nii: cannot read the image: the header claims 10x10x10 voxels"):
+        load_volume(path)
+
+
+def test_huge_intensities_are_normalised_not_lost(layout: Layout) -> None:
+    """A float image scaled by 3e34 once overflowed the z-score (float32) into an all-background
+    volume; statistics in float64 give the same normalised image as the unscaled one."""
+    reference = layout.make(layout.folder)
+    reference.setup("validate")
+    expected = reference.val_set[0]["image"][0].numpy()
+    data = np.asarray(nib.load(str(layout.image)).dataobj).astype(np.float32) * np.float32(3e34)
+    rewrite(layout.image, data)
+    scaled = layout.make(layout.folder)
+    scaled.setup("validate")
+    np.testing.assert_allclose(scaled.val_set[0]["image"][0].numpy(), expected, atol=1e-5)

@@ -211,6 +211,22 @@ def test_cli_end_to_end_writes_the_three_outputs(tmp_path: Path, capsys: pytest.
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary file left
 
 
+def test_label_values_outside_the_map_are_refused_on_either_side(tmp_path: Path) -> None:
+    """Once, a value outside the label map scored DSC 0 without a word."""
+    pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
+    truth = cube((4, 4, 4), 2).astype(np.uint8)
+    write_pair(pred_dir, gt_dir, "s1", truth * 3, truth)  # prediction written with value 3
+    with pytest.raises(evaluate.EvaluationError, match=r"s1_seg\.nii\.gz: label values \[3\] are not in the labels "
+                                                       r"label map \[0, 1\]"):
+        evaluate.evaluate_folders(pred_dir, gt_dir, "labels", "1:lesion")
+    write_pair(pred_dir, gt_dir, "s1", truth, truth * 7)  # ground truth with 7
+    with pytest.raises(evaluate.EvaluationError, match=r"s1_label\.nii\.gz: label values \[7\] are not in"):
+        evaluate.evaluate_folders(pred_dir, gt_dir, "labels", "1:lesion")
+    write_pair(pred_dir, gt_dir, "s1", truth * 10, truth * 9)  # iSeg values; 9 is in no iSeg class
+    with pytest.raises(evaluate.EvaluationError, match=r"label values \[9\] are not in the iseg label map"):
+        evaluate.evaluate_folders(pred_dir, gt_dir, "iseg")
+
+
 def test_nan_avd_is_left_out_of_the_mean(tmp_path: Path) -> None:
     pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
     empty = np.zeros(SHAPE, dtype=np.uint8)

@@ -1,3 +1,4 @@
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -153,3 +154,17 @@ def test_unknown_held_out_subject_and_leaked_test_subject(iseg_dir: Path) -> Non
         make_dm(iseg_dir, val_subjects=["9"]).split()
     with pytest.raises(DataError, match=r"\['subject-2'\] are in both the training and the test set"):
         make_dm(iseg_dir, train_subjects=["subject-1", "subject-2"]).split()
+
+
+def test_ids_are_strings_numbers_only_order_them(tmp_path: Path) -> None:
+    """``subject-2`` and ``subject-02`` are two subjects (once, one was silently dropped)."""
+    folder = tmp_path / "iSeg-2017-Training"
+    for n in (1, 2, 3, 10):
+        write_iseg_subject(folder, n)
+    for part in ("T1", "T2", "label"):
+        for suffix in (".hdr", ".img"):
+            shutil.copy(folder / f"subject-3-{part}{suffix}", folder / f"subject-02-{part}{suffix}")
+    subjects = ISeg2017DataModule(str(folder), cache_dir=None).subjects()
+    assert list(subjects) == ["subject-1", "subject-02", "subject-2", "subject-3", "subject-10"]
+    assert subjects["subject-02"].images[0] == folder / "subject-02-T1.hdr"
+    assert subjects["subject-2"].images[0] == folder / "subject-2-T1.hdr"
