@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from core.io import DataError
 from core.labels import LabelSpace
@@ -235,7 +235,11 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
         )
 
     def _whole_volumes(self, dataset: VolumeDataset) -> DataLoader:
-        return DataLoader(dataset, batch_size=1, shuffle=False, num_workers=0)
+        """One volume per batch; under DDP each subject on exactly one process (see
+        :class:`SubjectShards`), so every subject counts once in every metric."""
+        sampler = SubjectShards(dataset) if torch.distributed.is_available() and torch.distributed.is_initialized() \
+            else None
+        return DataLoader(dataset, batch_size=1, shuffle=False, sampler=sampler, num_workers=0)
 
     def val_dataloader(self) -> DataLoader:
         return self._whole_volumes(self.val_set)
@@ -245,6 +249,26 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._whole_volumes(self.predict_set)
+
+
+class SubjectShards(DistributedSampler):
+    """Whole volumes split over the processes without padding: process ``r`` of ``n`` takes
+    subjects ``r, r + n, ...``, so an odd number of subjects is not evened out by repeating one
+    (Lightning's default ``DistributedSampler`` pads, which counted a subject twice in the
+    validation Dice and in the choice of ``best.ckpt``). Being a ``DistributedSampler``, Lightning
+    keeps it instead of replacing it; the metrics gather per-subject scores across processes."""
+
+    def __init__(self, dataset: VolumeDataset) -> None:
+        super().__init__(dataset, shuffle=False, drop_last=False)
+
+    def _mine(self) -> list[int]:
+        return list(range(self.rank, len(self.dataset), self.num_replicas))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._mine())
+
+    def __len__(self) -> int:
+        return len(self._mine())
 
 
 def numeric_order(ids: Mapping[str, Any] | Sequence[str]) -> list[str]:

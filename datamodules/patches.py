@@ -14,6 +14,7 @@ so sampling always terminates.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
 
@@ -159,6 +160,14 @@ def build_sampler(rule: str, label: np.ndarray, patch_size: Sequence[int], *, mi
 
 
 def worker_rng() -> np.random.Generator:
-    """A NumPy generator seeded from torch's RNG, so ``seed_everything(workers=True)`` makes
-    patch sampling reproducible and every DataLoader worker draws different patches."""
-    return np.random.default_rng(int(torch.randint(0, 2**63 - 1, ()).item()))
+    """A NumPy generator seeded from torch's RNG and the process's DDP rank, so
+    ``seed_everything(workers=True)`` makes patch sampling reproducible while every DataLoader
+    worker and every DDP process draws different patches (every rank starts from the same seed)."""
+    seed, rank = int(torch.randint(0, 2**63 - 1, ()).item()), _rank()
+    return np.random.default_rng(seed if rank == 0 else [seed, rank])  # one process: as it always was
+
+
+def _rank() -> int:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank()
+    return int(os.environ.get("RANK", 0))

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import BasePredictionWriter, LearningRateMonitor
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
@@ -184,11 +185,16 @@ class TestReport(pl.Callback):
         scores = score_subject(prediction, truth, np.sqrt((affine[:3, :3] ** 2).sum(axis=0)), labels.structure_classes,
                                ignore=[IGNORE_INDEX])
         self.metrics += score_rows(subject, scores)
-        if self.save_png and trainer.is_global_zero:
+        if self.save_png:  # every process draws its own subjects
             save_comparison_png(batch["image"][0, 0].float().cpu().numpy(), truth, prediction, labels.class_names,
                                 self.directory / f"{subject}.png", title=subject)
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():  # each process holds its subjects
+            gathered: list[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, (self.rows, self.metrics))
+            self.rows = [row for rows, _ in gathered for row in rows]
+            self.metrics = [row for _, metrics in gathered for row in metrics]
         if not trainer.is_global_zero or not self.rows:
             return
         structures = pl_module.labels.structure_names
