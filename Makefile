@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 DEMO_DATA := data/demo/iSeg-2017-Training
-DEMO_CKPT := runs/demo/checkpoints/best.ckpt
+DEMO_CKPT := runs/demo/latest/checkpoints/best.ckpt  # the run just trained (make runs one at a time)
 
 .PHONY: demo test lint venv clean-demo
 

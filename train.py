@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,49 @@ class RunConfigSaver(SaveConfigCallback):
                 (folder / "split.json").write_text(json.dumps(split, indent=1))
 
 
+RUN_ID = "BRAINSEG_RUN_ID"  # shared with the DDP processes Lightning starts by re-running the command
+
+
+def run_checkpoint_dir(dirpath: str | None, resume: str | None) -> str | None:
+    """Where a fit's checkpoints go. ``{run}`` in ``checkpoint.dirpath`` becomes a new run id (a
+    time stamp, unique in its folder; the resumed checkpoint's run when resuming), so a second run
+    never replaces the first one's ``best.ckpt``. A folder that already holds checkpoints is
+    refused unless the run resumes from one of them."""
+    ddp_child = int(os.environ.get("LOCAL_RANK", "0")) > 0  # a process Lightning started for DDP: same run
+    if dirpath and "{run}" in dirpath:
+        if resume:
+            run_id = Path(resume).resolve().parent.parent.name
+        elif ddp_child and RUN_ID in os.environ:
+            run_id = os.environ[RUN_ID]
+        else:
+            run_id = new_run_id(Path(dirpath.split("{run}")[0]))
+        os.environ[RUN_ID] = run_id
+        dirpath = dirpath.replace("{run}", run_id)
+    if dirpath and not resume and not ddp_child and any(Path(dirpath).glob("*.ckpt")):
+        raise DataError(f"{dirpath}: already holds the checkpoints of another run; choose another "
+                        "checkpoint.dirpath (or '{run}' in it for a new folder per run), or resume with --ckpt_path")
+    return dirpath
+
+
+def new_run_id(root: Path) -> str:
+    """``YYYYmmdd-HHMMSS``, with ``-2``, ``-3``... if a run of that second exists under ``root``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_id, n = stamp, 1
+    while (root / run_id).exists():
+        n += 1
+        run_id = f"{stamp}-{n}"
+    return run_id
+
+
+def link_latest(run: Path) -> None:
+    """Point ``<run's folder>/latest`` at ``run`` (a relative symlink, replaced atomically)."""
+    link = run.parent / "latest"
+    tmp = run.parent / f".latest.{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(run.name)
+    os.replace(tmp, link)
+
+
 class NetworkHelp(argparse.Action):
     """``--network_help [NAME]``: the options of one registered network (or all), then exit."""
 
@@ -105,6 +149,22 @@ class SegmentationCLI(LightningCLI):
             check_network_options(model.get("network", "unet3d"), model.get("network_kwargs") or {})
         except ValueError as error:
             self.parser.error(f"model: {error}")
+        self.run_folder: Path | None = None
+        if self.subcommand == "fit" and config.get("checkpoint") is not None:
+            template = config.checkpoint.dirpath
+            try:
+                config.checkpoint.dirpath = run_checkpoint_dir(template, config.get("ckpt_path"))
+            except DataError as error:
+                self.parser.error(str(error))
+            if template and "{run}" in template:
+                self.run_folder = Path(config.checkpoint.dirpath).parent
+
+    def before_fit(self) -> None:
+        """Say where the run goes, and point ``<runs>/latest`` at it (process 0 only)."""
+        if self.run_folder is not None and self.trainer.is_global_zero:
+            self.run_folder.mkdir(parents=True, exist_ok=True)
+            link_latest(self.run_folder)
+            print(f"run folder: {self.run_folder} (also {self.run_folder.parent / 'latest'})", flush=True)
 
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
         """Checkpoints (``--ckpt_path``, resume included) load with ``weights_only=True`` unless

@@ -1,7 +1,7 @@
 """The one prediction path: checkpoint + scans -> segmentations in the scans' own space.
 
     from core.segmenter import Segmenter
-    segmenter = Segmenter.from_checkpoint("runs/demo/checkpoints/best.ckpt")
+    segmenter = Segmenter.from_checkpoint("runs/demo/latest/checkpoints/best.ckpt")
     segmenter.segment(["subject-9-T1.hdr", "subject-9-T2.hdr"]).to_filename("subject-9_seg.nii.gz")
 
 ``predict.py``, ``train.py predict`` (through the LightningModule, which holds a Segmenter of

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The thesis' comparison (chapter 6): every network of its Table 1 on one dataset, one W&B run
 # each, grouped by dataset and named by network; each best checkpoint is then tested on the
-# held-out subjects, and compare_runs.py prints the table:
+# held-out subjects (the checkpoint of the run just trained), and compare_runs.py prints the table:
 #   python compare_runs.py runs/study
 #   scripts/thesis_study.sh iseg2017 /path/to/iSeg-2017-Training [extra train.py arguments]
 #   scripts/thesis_study.sh mrbrains18 /path/to/MRBrainS18/training
@@ -21,7 +21,7 @@ for network in vnet vnet_light unet3d densenet3d densenet3d_late_fusion densenet
   if [[ $network == densenet3d* ]]; then
     extra=(--data.init_args.samples_per_volume $(( 2000 / training_subjects )))
   fi
-  run=runs/study/$dataset/$network
+  run=runs/study/$dataset/$network/$(date +%Y%m%d-%H%M%S)   # a new folder per run: nothing earlier is replaced
   common=(--config "configs/datasets/$dataset.yaml" --config "configs/experiments/$dataset.yaml"
           --config "configs/models/$network.yaml"
           --data.init_args.data_dir "$data_dir" --trainer.logger.init_args.name "$network"

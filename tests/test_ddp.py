@@ -45,7 +45,7 @@ def validate(checkpoint: Path, data: Path, out: Path, devices: int) -> dict[str,
                     "--data.init_args.patch_size", "[16, 16, 16]", "--data.init_args.cache_dir", "null",
                     "--model.network_kwargs", "{base_features: 2}", "--ckpt_path", str(checkpoint),
                     "--trainer.accelerator", "cpu", *strategy, "--trainer.logger", "false",
-                    "--trainer.enable_progress_bar", "false"],
+                    "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(out.parent)],
                    cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
     return json.loads(out.read_text())
 
@@ -73,8 +73,8 @@ def test_ddp_test_report_holds_every_subject_once(checkpoint: Path, tiny_demo_di
                         "--data.init_args.patch_size", "[16, 16, 16]", "--model.network_kwargs", "{base_features: 2}",
                         "--ckpt_path", str(checkpoint), "--trainer.accelerator", "cpu", *strategy,
                         "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
-                        "--test_report.output_dir", str(out)], cwd=ROOT, env=env, check=True, capture_output=True,
-                       timeout=600)
+                        "--test_report.output_dir", str(out), "--trainer.default_root_dir", str(out)],
+                       cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
         with open(out / "metrics.csv") as handle:
             tables[devices] = sorted(tuple(row.values()) for row in csv.DictReader(handle))
         assert sorted(p.stem for p in out.glob("*.png")) == VALIDATION  # every subject drawn, by its process

@@ -255,3 +255,33 @@ def test_network_options_are_listed_by_the_cli_and_checked_before_building(capsy
                 save_config=False)
     assert exit_code.value.code == 2
     assert "model: network 'unet3d' has no option 'base_feature'; its options: base_features" in capsys.readouterr().err
+
+
+def test_every_fit_gets_its_own_run_folder(tiny_demo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """``{run}`` in checkpoint.dirpath: a second fit never replaces the first one's best.ckpt;
+    ``latest`` points at the newest run; resuming stays in its run; a folder holding another
+    run's checkpoints is refused."""
+    monkeypatch.delenv("BRAINSEG_RUN_ID", raising=False)
+    runs = tmp_path / "runs"
+    args = ["fit", "--config", "configs/demo.yaml", "--data.init_args.data_dir", str(tiny_demo_dir),
+            "--data.init_args.val_subjects", "[subject-3]", "--data.init_args.test_subjects", "[subject-4]",
+            "--data.init_args.patch_size", "[16, 16, 16]", "--data.init_args.samples_per_volume", "1",
+            "--data.init_args.cache_dir", str(tmp_path / "cache"), "--model.network_kwargs", "{base_features: 2}",
+            "--trainer.max_epochs", "1", "--trainer.check_val_every_n_epoch", "1", "--trainer.logger", "false",
+            "--trainer.enable_progress_bar", "false", "--checkpoint.dirpath", str(runs / "{run}" / "checkpoints")]
+    first = run_cli(args, save_config=False).trainer.checkpoint_callback.dirpath
+    best = Path(first) / "best.ckpt"
+    before = best.read_bytes()
+    second = run_cli(args, save_config=False).trainer.checkpoint_callback.dirpath
+    assert Path(first).parent.parent == Path(second).parent.parent == runs and first != second
+    assert best.read_bytes() == before  # the first run's files are untouched
+    assert (runs / "latest").resolve() == Path(second).parent.resolve()
+    assert f"run folder: {Path(second).parent}" in capsys.readouterr().out
+    resumed = run_cli([*args, "--trainer.max_epochs", "2", "--ckpt_path", str(Path(first) / "last.ckpt")],
+                      save_config=False)
+    assert resumed.trainer.checkpoint_callback.dirpath == first and resumed.trainer.current_epoch == 2
+    explicit = [*args[:-1], first]
+    with pytest.raises(SystemExit) as exit_code:
+        run_cli(explicit, save_config=False)
+    assert exit_code.value.code == 2 and "already holds the checkpoints of another run" in capsys.readouterr().err
