@@ -24,7 +24,7 @@ import nibabel as nib
 import numpy as np
 
 from core.dataset_labels import DATASET_LABELS
-from core.io import write_text_atomically
+from core.io import DataError, check_size, write_text_atomically
 from core.labels import LabelSpace
 from core.metrics import ROW_COLUMNS, csv_text, markdown_table, score_rows, score_subject, summarise
 
@@ -103,9 +103,16 @@ def truth_files(gt_dir: Path, dataset: str) -> dict[str, Path]:
 
 
 def load_label(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
-    """(integer label map (D, H, W), affine, spacing in mm) of one file."""
-    image = nib.load(str(path))
-    data = np.asarray(image.dataobj)
+    """(integer label map (D, H, W), affine, spacing in mm) of one file; an unreadable,
+    truncated or implausible file is an error naming it (never a traceback from zlib)."""
+    try:
+        image = nib.load(str(path))
+        check_size(Path(path), image)
+        data = np.asarray(image.dataobj)
+    except DataError as error:
+        raise EvaluationError(str(error)) from error
+    except Exception as error:  # nibabel and zlib raise many types for corrupt or truncated files
+        raise EvaluationError(f"{path}: cannot read the label map ({type(error).__name__}: {error})") from error
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim != 3:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -225,6 +226,16 @@ def test_label_values_outside_the_map_are_refused_on_either_side(tmp_path: Path)
     write_pair(pred_dir, gt_dir, "s1", truth * 10, truth * 9)  # iSeg values; 9 is in no iSeg class
     with pytest.raises(evaluate.EvaluationError, match=r"label values \[9\] are not in the iseg label map"):
         evaluate.evaluate_folders(pred_dir, gt_dir, "iseg")
+
+
+def test_a_truncated_prediction_is_an_error_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
+    truth = cube((4, 4, 4), 2).astype(np.uint8)
+    write_pair(pred_dir, gt_dir, "s1", truth, truth)
+    path = pred_dir / "s1_seg.nii.gz"
+    path.write_bytes(path.read_bytes()[:60])
+    assert evaluate.main(["--pred", str(pred_dir), "--gt", str(gt_dir), "--dataset", "labels", "--labels", "1:x"]) == 2
+    assert re.search(r"error: .*s1_seg\.nii\.gz: cannot read the label map", capsys.readouterr().err)
 
 
 def test_nan_avd_is_left_out_of_the_mean(tmp_path: Path) -> None:
