@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from jsonargparse import Namespace
 from pytorch_lightning import LightningModule, Trainer
-from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import WandbLogger
 
@@ -24,7 +24,14 @@ from core.labels import LabelSpace
 from core.segmenter import model_hparams, read_checkpoint
 from datamodules import VolumeSegmentationDataModule
 from lightning_modules import SegmentationModule
-from lightning_modules.callbacks import LearningCurves, SegmentationWriter, TestReport, ValidationImages
+from lightning_modules.callbacks import (
+    LearningCurves,
+    ResumeState,
+    RunCheckpoint,
+    SegmentationWriter,
+    TestReport,
+    ValidationImages,
+)
 from networks import check_network_options
 
 ROOT = Path(__file__).resolve().parent
@@ -85,6 +92,18 @@ def run_checkpoint_dir(dirpath: str | None, resume: str | None) -> str | None:
     return dirpath
 
 
+def continue_wandb_run(config: Any) -> None:
+    """Resuming a fit (``--ckpt_path``) with W&B logging: log into the run that wrote the
+    checkpoint (its id is in the checkpoint) instead of starting a new one with the same name."""
+    resume, logger = config.get("ckpt_path"), config.trainer.get("logger")
+    if not resume or not isinstance(logger, Namespace) or not str(logger.get("class_path")).endswith("WandbLogger"):
+        return
+    run_id = read_checkpoint(resume).get("wandb_run_id")
+    if run_id and not logger.init_args.get("id"):
+        logger.init_args.id = run_id
+        logger.init_args.resume = "allow"
+
+
 def new_run_id(root: Path) -> str:
     """``YYYYmmdd-HHMMSS``, with ``-2``, ``-3``... if a run of that second exists under ``root``."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -119,7 +138,7 @@ class SegmentationCLI(LightningCLI):
     classes and patch size flow into the model without being repeated in the config."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.set_defaults({
             "checkpoint.monitor": "val/dice_mean",
             "checkpoint.mode": "max",
@@ -131,6 +150,7 @@ class SegmentationCLI(LightningCLI):
         parser.add_lightning_class_args(LearningCurves, "learning_curves")
         parser.add_lightning_class_args(ValidationImages, "validation_images")
         parser.add_lightning_class_args(SegmentationWriter, "prediction_writer")
+        parser.add_lightning_class_args(ResumeState, "resume_state")
         parser.add_argument("--network_help", action=NetworkHelp, nargs="?", const="all", metavar="NAME",
                             help="print the options (model.network_kwargs) of network NAME, typed with defaults, "
                                  "or of every registered network, and exit")
@@ -158,6 +178,7 @@ class SegmentationCLI(LightningCLI):
                 self.parser.error(str(error))
             if template and "{run}" in template:
                 self.run_folder = Path(config.checkpoint.dirpath).parent
+            continue_wandb_run(config)
 
     def before_fit(self) -> None:
         """Say where the run goes, and point ``<runs>/latest`` at it (process 0 only)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import BasePredictionWriter, LearningRateMonitor
+from pytorch_lightning.callbacks import BasePredictionWriter, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 
@@ -63,6 +64,14 @@ class LearningCurves(pl.Callback):
     def _add(self, name: str, epoch: int, value: float) -> None:
         self.history.setdefault(name, []).append((epoch, float(value)))
 
+    def state_dict(self) -> dict[str, Any]:
+        """The points so far go into checkpoints, so a resumed run keeps its earlier epochs."""
+        return {"history": {name: [[int(e), float(v)] for e, v in points] for name, points in self.history.items()}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = {name: [(int(e), float(v)) for e, v in points]
+                        for name, points in state_dict.get("history", {}).items()}
+
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
@@ -101,6 +110,59 @@ class LearningCurves(pl.Callback):
         save_learning_curves_png(self.history, directory / "learning_curves.png",
                                  title=str(pl_module.hparams.get("network", "")))
         write_text_atomically(directory / "learning_curves.json", json.dumps(self.history, indent=1))
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` whose ``last.ckpt`` really is the last state.
+
+    Lightning 2.6 refreshes ``last.ckpt`` after a validation only when a top-k checkpoint was
+    saved at the same step: while the monitored Dice does not improve, ``last.ckpt`` stays at the
+    best epoch, and resuming from it silently repeats epochs. Here it is written whenever
+    Lightning considers saving (after every validation or training epoch)."""
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        self._refresh_last(trainer, at_epoch_end=True)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        self._refresh_last(trainer, at_epoch_end=False)
+
+    def _refresh_last(self, trainer: pl.Trainer, at_epoch_end: bool) -> None:
+        if (self.save_last and not self._should_skip_saving_checkpoint(trainer)
+                and self._should_save_on_train_epoch_end(trainer) == at_epoch_end
+                and self._last_global_step_saved != trainer.global_step):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+class ResumeState(pl.Callback):
+    """What Lightning does not keep in a checkpoint but an exact resume needs: the random number
+    generators (torch, CUDA, NumPy, Python; the patch sampler and augmentation draw from torch's)
+    and the W&B run id, so that ``--ckpt_path last.ckpt`` continues the same draws and the same
+    W&B run (``train.py`` reads the id back)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        name, keys, position, has_gauss, cached = np.random.get_state()
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached)],
+            "python": random.getstate(),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        torch.set_rng_state(state_dict["torch"])
+        if state_dict.get("cuda") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
+        name, keys, position, has_gauss, cached = state_dict["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+        random.setstate(state_dict["python"])
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                checkpoint["wandb_run_id"] = logger.experiment.id
 
 
 class ValidationImages(pl.Callback):
