@@ -1,5 +1,6 @@
-"""A callback for tests/test_ddp.py: after validation, each process writes the subjects it
-validated (``<out>.rank<r>.json``) and process 0 the logged metrics (``<out>``)."""
+"""Callbacks for the tests that run train.py in a subprocess (tests/test_ddp.py): ``Recorder``
+writes what each process validated (``<out>.rank<r>.json``) and process 0 the logged metrics
+(``<out>``); ``SendSignal`` sends a signal to the process during training."""
 
 import json
 from pathlib import Path
@@ -22,3 +23,19 @@ class Recorder(pl.Callback):
         (self.out.parent / f"{self.out.name}.rank{rank}.json").write_text(json.dumps(self.subjects))
         if rank == 0:
             self.out.write_text(json.dumps({k: float(v) for k, v in trainer.callback_metrics.items()}))
+
+
+class SendSignal(pl.Callback):
+    """Sends ``signal`` to this process after training batch ``after_batch`` (what SLURM does
+    before a job's time limit)."""
+
+    def __init__(self, signal: str = "SIGUSR1", after_batch: int = 1) -> None:
+        self.signal, self.after_batch = signal, after_batch
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        import os
+        import signal
+
+        if trainer.global_step == self.after_batch:
+            os.kill(os.getpid(), getattr(signal, self.signal))

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from train import run_cli
 
@@ -80,3 +81,36 @@ def test_ddp_test_report_holds_every_subject_once(checkpoint: Path, tiny_demo_di
         assert sorted(p.stem for p in out.glob("*.png")) == VALIDATION  # every subject drawn, by its process
     assert [row[:2] for row in tables[2]] == [(s, r) for s in VALIDATION for r in ("CSF", "GM", "WM")]
     assert tables[2] == tables[1]
+
+
+def test_slurm_preset_saves_and_requeues_on_sigusr1(checkpoint: Path, tiny_demo_dir: Path, tmp_path: Path) -> None:
+    """configs/trainer/slurm.yaml under a (simulated) SLURM job: SIGUSR1 before the time limit makes
+    Lightning save an hpc checkpoint (through the atomic writer, loadable with weights_only) and
+    call ``scontrol requeue <job id>`` (a stand-in on PATH records the call)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path / 'scontrol.txt'}\n")
+    scontrol.chmod(0o755)
+    slurm = {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "train", "SLURM_JOB_ID": "4242", "SLURM_PROCID": "0",
+             "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NTASKS_PER_NODE": "1", "SLURM_NODELIST": "node1"}
+    env = {**os.environ, **slurm, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    signal_config = tmp_path / "signal.yaml"
+    signal_config.write_text("trainer:\n  callbacks:\n    - class_path: ddp_recorder.SendSignal\n"
+                             "      init_args:\n        after_batch: 1\n")
+    subprocess.run([sys.executable, "train.py", "fit", "--config", "configs/demo.yaml",
+                    "--config", "configs/trainer/slurm.yaml", "--config", str(signal_config),
+                    "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.strategy", "auto",
+                    "--trainer.sync_batchnorm", "false", "--data.init_args.data_dir", str(tiny_demo_dir),
+                    "--data.init_args.val_subjects", "[subject-3]", "--data.init_args.test_subjects", "[]",
+                    "--data.init_args.patch_size", "[16, 16, 16]", "--data.init_args.samples_per_volume", "2",
+                    "--data.init_args.cache_dir", "null", "--model.network_kwargs", "{base_features: 2}",
+                    "--trainer.max_epochs", "1", "--trainer.logger", "false", "--trainer.enable_progress_bar",
+                    "false", "--trainer.default_root_dir", str(tmp_path / "job"),
+                    "--checkpoint.dirpath", str(tmp_path / "job" / "checkpoints")],
+                   cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
+    assert (tmp_path / "scontrol.txt").read_text().split() == ["requeue", "4242"]
+    (hpc,) = (tmp_path / "job").glob("hpc_ckpt_*.ckpt")
+    assert torch.load(hpc, map_location="cpu", weights_only=True)["global_step"] == 1
+    assert not list((tmp_path / "job").glob(".*"))  # no temporary file left by the atomic writer
