@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,7 +49,22 @@ def load_volume(path: Path, channel: int | None = None) -> tuple[np.ndarray, np.
     if not np.isfinite(data).all():
         bad = int((~np.isfinite(data)).sum())
         raise DataError(f"{path}: {bad} voxels are NaN or infinite")
+    warn_if_wrapped(path, data, image.get_data_dtype(), image.dataobj)
     return data, np.asarray(image.affine, dtype=np.float64)
+
+
+def warn_if_wrapped(path: Path, data: np.ndarray, dtype: np.dtype, dataobj: object) -> None:
+    """Warn when stored integers reach both ends of their type (e.g. -128 and 127 in an int8 file):
+    the sign of intensities that overflowed on saving, which no scan has on purpose."""
+    dtype = np.dtype(dtype)
+    slope = getattr(dataobj, "slope", 1.0)
+    if dtype.kind != "i" or not np.isfinite(slope) or slope == 0:
+        return
+    info = np.iinfo(dtype)
+    stored = (data - getattr(dataobj, "inter", 0.0)) / slope
+    if stored.min() <= info.min + 1 and stored.max() >= info.max - 1:
+        warnings.warn(f"{path}: stored {dtype} values reach both {info.min} and {info.max}; intensities that "
+                      f"overflowed {dtype} when the file was written (wrapped around) are likely", stacklevel=2)
 
 
 GZIP_MAX_RATIO = 1032  # deflate cannot expand data by more than about 1032:1

@@ -184,3 +184,22 @@ def test_huge_intensities_are_normalised_not_lost(layout: Layout) -> None:
     scaled = layout.make(layout.folder)
     scaled.setup("validate")
     np.testing.assert_allclose(scaled.val_set[0]["image"][0].numpy(), expected, atol=1e-5)
+
+
+def test_intensities_wrapped_by_an_integer_type_are_flagged(tmp_path: Path) -> None:
+    """Values past 127 saved as int8 wrap to negative numbers; a file whose stored integers reach
+    both ends of its type gets a warning naming it. An ordinary int8 or int16 scan gets none."""
+    import warnings
+
+    from core.io import load_volume
+
+    true = np.linspace(0, 250, 1000, dtype=np.float32).reshape(10, 10, 10)  # needs uint8, not int8
+    wrapped = tmp_path / "wrapped.nii.gz"
+    nib.save(nib.Nifti1Image(true.astype(np.int16).astype(np.int8), np.eye(4)), str(wrapped))
+    with pytest.warns(UserWarning, match=r"wrapped\.nii\.gz: stored int8 values reach both -128 and 127"):
+        load_volume(wrapped)
+    fine = tmp_path / "fine.nii.gz"
+    nib.save(nib.Nifti1Image((true / 2).astype(np.int8), np.eye(4)), str(fine))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_volume(fine)
