@@ -89,10 +89,14 @@ def check_size(path: Path, image: nib.spatialimages.SpatialImage) -> None:
                         "the header or the file is corrupt")
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# Read once, at import (reading it means setting it for a moment, which threads would see).
+_UMASK = _read_umask()
 
 
 @contextmanager
@@ -109,7 +113,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield Path(tmp)
         with open(tmp, "rb+") as stream:
             os.fsync(stream.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except (OSError, RuntimeError) as error:  # torch.save reports a full disk as a RuntimeError
         free = shutil.disk_usage(path.parent).free / 2**20
