@@ -92,13 +92,12 @@ def run_checkpoint_dir(dirpath: str | None, resume: str | None) -> str | None:
     return dirpath
 
 
-def continue_wandb_run(config: Any) -> None:
-    """Resuming a fit (``--ckpt_path``) with W&B logging: log into the run that wrote the
-    checkpoint (its id is in the checkpoint) instead of starting a new one with the same name."""
-    resume, logger = config.get("ckpt_path"), config.trainer.get("logger")
-    if not resume or not isinstance(logger, Namespace) or not str(logger.get("class_path")).endswith("WandbLogger"):
+def continue_wandb_run(config: Any, run_id: str | None) -> None:
+    """Resuming a fit with W&B logging: log into the run that wrote the checkpoint (``run_id``,
+    recorded in it) instead of starting a new one with the same name."""
+    logger = config.trainer.get("logger")
+    if not isinstance(logger, Namespace) or not str(logger.get("class_path")).endswith("WandbLogger"):
         return
-    run_id = read_checkpoint(resume).get("wandb_run_id")
     if run_id and not logger.init_args.get("id"):
         logger.init_args.id = run_id
         logger.init_args.resume = "allow"
@@ -178,7 +177,7 @@ class SegmentationCLI(LightningCLI):
                 self.parser.error(str(error))
             if template and "{run}" in template:
                 self.run_folder = Path(config.checkpoint.dirpath).parent
-            continue_wandb_run(config)
+            continue_wandb_run(config, self.resumed.get("wandb_run_id"))
 
     def before_fit(self) -> None:
         """Say where the run goes, and point ``<runs>/latest`` at it (process 0 only)."""
@@ -198,12 +197,13 @@ class SegmentationCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         """Lightning reads the model's arguments back from ``--ckpt_path``; a checkpoint written
         before the label space was stored whole has its separate label arguments folded into it."""
+        self.resumed: dict[str, Any] = {}  # the checkpoint given by --ckpt_path, read once here
         subcommand = self.config.get("subcommand")
         ckpt_path = subcommand and self.config[subcommand].get("ckpt_path")
         if not ckpt_path or not Path(ckpt_path).is_file():
             return
-        hparams = model_hparams(read_checkpoint(ckpt_path))  # weights_only; bad files named
-        self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        self.resumed = read_checkpoint(ckpt_path)  # weights_only, memory-mapped; bad files named
+        self.config = self.parser.parse_object({subcommand: {"model": model_hparams(self.resumed)}}, self.config)
 
 
 def run_cli(args: list[str] | None = None, save_config: bool = True, run: bool = True) -> SegmentationCLI:

@@ -61,8 +61,9 @@ def warn_if_wrapped(path: Path, data: np.ndarray, dtype: np.dtype, dataobj: obje
     if dtype.kind != "i" or not np.isfinite(slope) or slope == 0:
         return
     info = np.iinfo(dtype)
-    stored = (data - getattr(dataobj, "inter", 0.0)) / slope
-    if stored.min() <= info.min + 1 and stored.max() >= info.max - 1:
+    inter = getattr(dataobj, "inter", 0.0)
+    low, high = sorted(((float(data.min()) - inter) / slope, (float(data.max()) - inter) / slope))
+    if low <= info.min + 1 and high >= info.max - 1:
         warnings.warn(f"{path}: stored {dtype} values reach both {info.min} and {info.max}; intensities that "
                       f"overflowed {dtype} when the file was written (wrapped around) are likely", stacklevel=2)
 

@@ -18,7 +18,7 @@ It is stored in checkpoints as the plain dict of :meth:`LabelSpace.to_dict`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +28,23 @@ import torch.nn.functional as F
 
 from core.io import DataError
 
-__all__ = ["IGNORE_INDEX", "LabelSpace"]
+__all__ = ["IGNORE_INDEX", "LabelSpace", "masked_one_hot", "valid_mask"]
 
 IGNORE_INDEX = -1  # target voxels with this class count in no loss and no metric (e.g. MRBrainS18 labels 9, 10)
+
+
+def valid_mask(target: torch.Tensor) -> torch.Tensor:
+    """Where the target counts: a float mask of ``target``'s shape (1 = scored, 0 = ignored)."""
+    return (target != IGNORE_INDEX).to(torch.float32)
+
+
+def masked_one_hot(label: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """One-hot (B, C, ...) of a class map (B, 1, ...), all zeros at ignored voxels, so they
+    add to no intersection and no volume of any Dice."""
+    label = label.long()
+    valid = label != IGNORE_INDEX
+    hot = F.one_hot(torch.where(valid, label, 0)[:, 0], num_classes).movedim(-1, 1)
+    return (hot * valid).float()
 
 
 @dataclass(frozen=True)
@@ -120,8 +134,6 @@ class LabelSpace:
             "regions": {name: list(members) for name, members in self.regions},
         }
 
-    describe = to_dict
-
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LabelSpace:
         """The inverse of :meth:`to_dict`."""
@@ -146,17 +158,16 @@ class LabelSpace:
             if region_names is not None:
                 raise ValueError(f"region_names {list(region_names)} given without regions")
             return space
-        regions = [[int(c) for c in region] for region in regions]
+        regions = [tuple(int(c) for c in region) for region in regions]
         if not regions:
             raise ValueError("regions is empty; pass None for ordinary multi-class training")
-        for region in regions:
-            if not region or not set(region) <= set(range(1, num_classes)):
-                raise ValueError(f"region {region} must list foreground classes 1..{num_classes - 1}")
-        region_names = list(region_names) if region_names else [f"region{i}" for i in range(1, len(regions) + 1)]
+        # Named region1, region2, ... first: the label space checks the regions themselves.
+        named = replace(space, regions=tuple((f"region{i}", r) for i, r in enumerate(regions, start=1)))
+        if region_names is None:
+            return named
         if len(region_names) != len(regions):
-            raise ValueError(f"{len(region_names)} region names for {len(regions)} regions: {region_names}")
-        return cls(space.class_names, space.class_values, dict(space.value_to_class),
-                   tuple((n, tuple(r)) for n, r in zip(region_names, regions, strict=True)))
+            raise ValueError(f"{len(region_names)} region names for {len(regions)} regions: {list(region_names)}")
+        return replace(named, regions=tuple((str(n), r) for n, r in zip(region_names, regions, strict=True)))
 
     # --- What the model predicts ---------------------------------------------------------
     @property
@@ -288,18 +299,15 @@ class LabelSpace:
     def structure_masks(self, classes: torch.Tensor) -> torch.Tensor:
         """Class map (B, 1, ...) -> one binary mask per scored structure (B, S, ...), all zero
         at ignored voxels so they add to no intersection and no volume of any Dice."""
-        classes = classes.long()
         if self.regions:
             return self.region_targets(classes).clamp_min(0)
-        valid = classes != IGNORE_INDEX
-        hot = F.one_hot(torch.where(valid, classes, 0)[:, 0], self.num_classes).movedim(-1, 1)
-        return (hot * valid)[:, 1:].float()
+        return masked_one_hot(classes, self.num_classes)[:, 1:]
 
     def dice_masks(self, logits: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Hard prediction and truth masks (B, S, ...) per scored structure for the Dice, both
         zero at the label's ignored voxels. Regions are scored from their own outputs (logit
         > 0), not from the painted class map."""
-        valid = (label != IGNORE_INDEX).float()
+        valid = valid_mask(label)
         if self.regions:
             prediction = (logits > 0).float()
         else:

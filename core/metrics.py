@@ -69,7 +69,6 @@ class StructureScores:
         return {f.metadata["column"]: getattr(self, f.name) for f in fields(self)}
 
 
-METRICS = tuple(f.name for f in fields(StructureScores))
 COLUMNS = {f.name: f.metadata["column"] for f in fields(StructureScores)}  # metric -> CSV column
 TITLES = {f.metadata["column"]: f.metadata["title"] for f in fields(StructureScores)}
 DIGITS = {f.metadata["column"]: f.metadata["digits"] for f in fields(StructureScores)}

@@ -20,6 +20,7 @@ import csv
 import fcntl
 import io
 import os
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -48,22 +49,14 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"{path}: checkpoint not found")
     try:
-        checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
+        # Memory-mapped: reading the hyperparameters of a large checkpoint costs no tensor reads.
+        checkpoint = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
     except Exception as error:  # truncated zip, pickle payload refused by the safe unpickler, ...
         raise DataError(f"{path}: cannot read the checkpoint ({type(error).__name__}: "
                         f"{str(error).splitlines()[0] if str(error) else ''})") from error
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
         raise DataError(f"{path}: not a checkpoint of this codebase (no state_dict / hyper_parameters)")
     return checkpoint
-
-
-def label_space_from_hparams(hparams: Mapping[str, Any]) -> LabelSpace:
-    """The model's label space: stored whole (``label_space``), or rebuilt from the separate
-    arguments of checkpoints written before it was."""
-    if hparams.get("label_space"):
-        return LabelSpace.from_dict(hparams["label_space"])
-    return LabelSpace.from_legacy(int(hparams.get("num_classes") or 2), hparams.get("class_names"),
-                                  hparams.get("label_values"), hparams.get("regions"), hparams.get("region_names"))
 
 
 LEGACY_LABEL_ARGS = ("num_classes", "class_names", "label_values", "regions", "region_names")
@@ -78,7 +71,8 @@ def model_hparams(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
     older checkpoints' optimiser strings left out."""
     hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
     if not hparams.get("label_space"):
-        hparams["label_space"] = label_space_from_hparams(hparams).to_dict()
+        legacy = {k: hparams.get(k) for k in LEGACY_LABEL_ARGS} | {"num_classes": hparams.get("num_classes") or 2}
+        hparams["label_space"] = LabelSpace.from_legacy(**legacy).to_dict()
     return {k: v for k, v in hparams.items() if k not in (*LEGACY_LABEL_ARGS, *LEGACY_OPTIMIZER_ARGS)}
 
 
@@ -178,7 +172,7 @@ class PredictionFolder:
     def check(self, subject_ids: Sequence[str]) -> None:
         """Refuse, before any work, outputs that would replace a file they must not (see the
         class) or each other (two subjects of one id)."""
-        repeated = sorted({s for s in subject_ids if list(subject_ids).count(s) > 1})
+        repeated = sorted(s for s, n in Counter(subject_ids).items() if n > 1)
         if repeated:
             raise DataError(f"{self.directory}: subject ids {repeated} occur twice; their outputs would collide")
         for subject_id in subject_ids:

@@ -41,7 +41,7 @@ def cache_key(subject: Subject, label_space: LabelSpace | None, settings: Prepro
         "image_channels": subject.image_channels,
         "label": str(Path(subject.label).resolve()) if subject.label and label_space else None,
         "sources": sources,
-        "label_space": label_space.describe() if label_space else None,
+        "label_space": label_space.to_dict() if label_space else None,
         "settings": settings.describe(),
     }
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:24]

@@ -17,6 +17,7 @@ from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 
 from core.figures import plt, save_comparison_png, save_learning_curves_png
+from core.geometry import voxel_spacing
 from core.io import write_text_atomically
 from core.labels import IGNORE_INDEX
 from core.metrics import ROW_COLUMNS, csv_text, score_rows, score_subject, summarise, text_table
@@ -243,9 +244,8 @@ class TestReport(pl.Callback):
         labels = pl_module.labels
         self.rows.append((subject, outputs["dice"].tolist()))
         prediction, truth = outputs["prediction"][0, 0].cpu().numpy(), batch["label"][0, 0].cpu().numpy()
-        affine = batch["affine"][0].cpu().numpy()
-        scores = score_subject(prediction, truth, np.sqrt((affine[:3, :3] ** 2).sum(axis=0)), labels.structure_classes,
-                               ignore=[IGNORE_INDEX])
+        spacing = voxel_spacing(batch["affine"][0].cpu().numpy())
+        scores = score_subject(prediction, truth, spacing, labels.structure_classes, ignore=[IGNORE_INDEX])
         self.metrics += score_rows(subject, scores)
         if self.save_png:  # every process draws its own subjects
             save_comparison_png(batch["image"][0, 0].float().cpu().numpy(), truth, prediction, labels.class_names,

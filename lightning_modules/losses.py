@@ -16,23 +16,9 @@ import torch.nn.functional as F
 from monai.losses import DiceLoss
 from torch import nn
 
-from core.labels import IGNORE_INDEX
+from core.labels import IGNORE_INDEX, masked_one_hot, valid_mask
 
 LOSSES = ("dice", "ce", "dice_ce")
-
-
-def valid_mask(target: torch.Tensor) -> torch.Tensor:
-    """Where the target counts: a float mask of ``target``'s shape (1 = scored, 0 = ignored)."""
-    return (target != IGNORE_INDEX).to(torch.float32)
-
-
-def masked_one_hot(label: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """One-hot (B, C, ...) of a class map (B, 1, ...), all zeros at ignored voxels, so they
-    add to no intersection and no volume of any Dice."""
-    label = label.long()
-    valid = label != IGNORE_INDEX
-    hot = F.one_hot(torch.where(valid, label, 0)[:, 0], num_classes).movedim(-1, 1)
-    return (hot * valid).float()
 
 
 def _masked_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

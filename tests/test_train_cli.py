@@ -208,9 +208,14 @@ def test_thesis_experiment_configs_compose_with_every_thesis_network(network: st
     assert run.config.trainer.logger.init_args.name == network and run.trainer.logger.name == "brain-mri-segmentation"
 
 
-def test_mrbrains_experiment_config_states_the_thesis_setting() -> None:
-    parser = run_cli(["--config", "configs/demo.yaml", "--data.init_args.cache_dir", "null"], run=False,
-                     save_config=False).parser
+@pytest.fixture(scope="module")
+def parser():
+    """The CLI's parser (no subcommand), built once: the configs below are parsed, not run."""
+    return run_cli(["--config", "configs/demo.yaml", "--data.init_args.cache_dir", "null"], run=False,
+                   save_config=False).parser
+
+
+def test_mrbrains_experiment_config_states_the_thesis_setting(parser) -> None:
     config = parser.parse_args(["--config", "configs/datasets/mrbrains18.yaml",
                                 "--config", "configs/experiments/mrbrains18.yaml"])
     data = config.data.init_args
@@ -230,10 +235,8 @@ def test_mrbrains_experiment_config_states_the_thesis_setting() -> None:
     ("slurm", {"strategy": "ddp", "num_nodes": 1}),
     ("bf16", {"precision": "bf16-mixed"}),
 ])
-def test_trainer_presets_compose_with_any_config(preset: str, expected: dict) -> None:
+def test_trainer_presets_compose_with_any_config(parser, preset: str, expected: dict) -> None:
     """Parsed only (a GPU preset cannot build its Trainer on a CPU machine)."""
-    parser = run_cli(["--config", "configs/demo.yaml", "--data.init_args.cache_dir", "null"], run=False,
-                     save_config=False).parser
     trainer = parser.parse_args(["--config", "configs/demo.yaml", "--config", f"configs/trainer/{preset}.yaml"]).trainer
     for key, value in expected.items():
         assert trainer[key] == value
