@@ -305,14 +305,11 @@ class LabelSpace:
 
     def dice_masks(self, logits: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Hard prediction and truth masks (B, S, ...) per scored structure for the Dice, both
-        zero at the label's ignored voxels. Regions are scored from their own outputs (logit
-        > 0), not from the painted class map."""
-        valid = valid_mask(label)
-        if self.regions:
-            prediction = (logits > 0).float()
-        else:
-            prediction = self.structure_masks(self.classes_from_logits(logits))
-        return prediction * valid, self.structure_masks(label)
+        zero at the label's ignored voxels. The prediction is the class map written to disk
+        (regions painted into classes, then unioned back), so the Dice logged in validation and
+        test is the one ``evaluate.py`` gives on the saved segmentation."""
+        prediction = self.structure_masks(self.classes_from_logits(logits))
+        return prediction * valid_mask(label), self.structure_masks(label)
 
     def volumes_ml(self, classes: np.ndarray, affine: np.ndarray) -> dict[str, float]:
         """Millilitres per scored structure (a region: the union of its classes) of a class map

@@ -75,6 +75,23 @@ DIGITS = {f.metadata["column"]: f.metadata["digits"] for f in fields(StructureSc
 ROW_COLUMNS = ("subject", "structure", *COLUMNS.values())  # one row per subject and structure
 
 
+def dice_from_counts(overlap: Any, n_prediction: Any, n_truth: Any) -> Any:
+    """Dice from voxel counts, 1 where both masks are empty (the table above); numbers or
+    tensors alike, so the Dice logged in training and the one in every table are one formula."""
+    total = n_prediction + n_truth
+    empty = total == 0
+    return (2 * overlap + empty) / (total + empty)
+
+
+def dice_per_structure(prediction: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Hard Dice (B, S) of binary masks (B, S, ...) per batch item and structure, on the masks'
+    device: what validation and test log, with the empty-mask conventions of this module."""
+    dims = tuple(range(2, prediction.ndim))
+    prediction, truth = prediction.bool(), truth.bool()
+    counts = [m.sum(dims, dtype=torch.float64) for m in (prediction & truth, prediction, truth)]
+    return dice_from_counts(*counts)
+
+
 def volume_diagonal(shape: Sequence[int], spacing: Sequence[float]) -> float:
     """The largest distance inside the volume (mm): the value of a missing or spurious structure."""
     return float(math.sqrt(sum((n * s) ** 2 for n, s in zip(shape, spacing, strict=True))))
@@ -112,7 +129,7 @@ def score_structure(prediction: np.ndarray, truth: np.ndarray, spacing: Sequence
         return StructureScores(dice=1.0, hd95=0.0, assd=0.0, avd=0.0, sensitivity=1.0)
     avd = math.nan if n_truth == 0 else 100.0 * abs(n_pred - n_truth) / n_truth  # spacing cancels
     overlap = int((prediction & truth).sum())
-    dice = 2.0 * overlap / (n_pred + n_truth)
+    dice = dice_from_counts(overlap, n_pred, n_truth)
     sensitivity = math.nan if n_truth == 0 else overlap / n_truth
     if n_pred == 0 or n_truth == 0:
         diagonal = volume_diagonal(truth.shape, spacing)

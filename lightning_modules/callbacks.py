@@ -22,6 +22,7 @@ from core.io import write_text_atomically
 from core.labels import IGNORE_INDEX
 from core.metrics import ROW_COLUMNS, csv_text, score_rows, score_subject, summarise, text_table
 from core.segmenter import PredictionFolder, Segmentation
+from lightning_modules.distributed import gather_by_subject
 
 
 class OptionalLearningRateMonitor(LearningRateMonitor):
@@ -202,8 +203,7 @@ class ValidationImages(pl.Callback):
 
 def format_dice_table(rows: Sequence[tuple[str, Sequence[float]]], regions: Sequence[str]) -> str:
     """A fixed-width table: one row per subject, one column per region plus their mean, and
-    a final row of per-region means. NaN (region absent from the ground truth) is skipped
-    in the means."""
+    a final row of per-region means; NaN, if any, is left out of the means."""
     header = f"{'subject':<16}" + "".join(f"{r:>9}" for r in regions) + f"{'mean':>9}"
     lines = [header, "-" * len(header)]
     scores = np.array([s for _, s in rows], dtype=float).reshape(len(rows), len(regions))
@@ -231,39 +231,35 @@ class TestReport(pl.Callback):
     def __init__(self, output_dir: str | None = None, save_png: bool = True) -> None:
         self.output_dir = output_dir
         self.save_png = save_png
-        self.rows: list[tuple[str, list[float]]] = []
-        self.metrics: list[dict[str, Any]] = []
+        self.subjects: dict[str, tuple[list[float], list[dict[str, Any]]]] = {}  # subject -> (Dice, metric rows)
 
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.rows, self.metrics = [], []
+        self.subjects = {}
         self.directory = Path(self.output_dir) if self.output_dir else _default_output_dir(trainer, "test")
 
     def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                           batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         subject = batch["subject"][0]
         labels = pl_module.labels
-        self.rows.append((subject, outputs["dice"].tolist()))
         prediction, truth = outputs["prediction"][0, 0].cpu().numpy(), batch["label"][0, 0].cpu().numpy()
         spacing = voxel_spacing(batch["affine"][0].cpu().numpy())
         scores = score_subject(prediction, truth, spacing, labels.structure_classes, ignore=[IGNORE_INDEX])
-        self.metrics += score_rows(subject, scores)
+        self.subjects[subject] = (outputs["dice"].tolist(), score_rows(subject, scores))
         if self.save_png:  # every process draws its own subjects
             save_comparison_png(batch["image"][0, 0].float().cpu().numpy(), truth, prediction, labels.class_names,
                                 self.directory / f"{subject}.png", title=subject)
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():  # each process holds its subjects
-            gathered: list[Any] = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(gathered, (self.rows, self.metrics))
-            self.rows = [row for rows, _ in gathered for row in rows]
-            self.metrics = [row for _, metrics in gathered for row in metrics]
-        if not trainer.is_global_zero or not self.rows:
+        subjects = gather_by_subject(self.subjects)  # each process holds its own subjects
+        if not trainer.is_global_zero or not subjects:
             return
         structures = pl_module.labels.structure_names
-        dice_rows = [{"subject": name, **dict(zip(structures, scores, strict=True))} for name, scores in self.rows]
+        dice = [(name, scores) for name, (scores, _) in subjects.items()]
+        metrics = [row for _, rows in subjects.values() for row in rows]
+        dice_rows = [{"subject": name, **dict(zip(structures, scores, strict=True))} for name, scores in dice]
         write_text_atomically(self.directory / "dice.csv", csv_text(dice_rows, ["subject", *structures]))
-        write_text_atomically(self.directory / "metrics.csv", csv_text(self.metrics, ROW_COLUMNS))
-        table = [[row[c] for c in ROW_COLUMNS] for row in self.metrics]
+        write_text_atomically(self.directory / "metrics.csv", csv_text(metrics, ROW_COLUMNS))
+        table = [[row[c] for c in ROW_COLUMNS] for row in metrics]
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_table("test/metrics", columns=list(ROW_COLUMNS), data=table)
@@ -272,8 +268,8 @@ class TestReport(pl.Callback):
                 logger.experiment.add_text("test/metrics", "\n".join("| " + " | ".join(map(str, row)) + " |"
                                                                      for row in markdown))
         rank_zero_info("\nDice per subject and structure (whole volumes, hard labels, background excluded)\n"
-                       + format_dice_table(self.rows, structures)
-                       + "\n\nmean per structure\n" + text_table(summarise(self.metrics))
+                       + format_dice_table(dice, structures)
+                       + "\n\nmean per structure\n" + text_table(summarise(metrics))
                        + f"\nwritten to {self.directory}\n")
 
 

@@ -8,12 +8,13 @@ from typing import Any, Literal
 import pytorch_lightning as pl
 import torch
 from monai.losses import DeepSupervisionLoss
-from monai.metrics import DiceMetric
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 
 from core.inference import mean_over_mirrorings
 from core.labels import LabelSpace
+from core.metrics import dice_per_structure
 from core.segmenter import Segmenter, model_hparams, read_checkpoint
+from lightning_modules.distributed import gather_by_subject
 from lightning_modules.losses import build_loss
 from lightning_modules.schedules import PolyLR
 from networks import build_network
@@ -22,7 +23,9 @@ from networks.outputs import TrainingOutput, as_training_output, network_border
 
 class SegmentationModule(pl.LightningModule):
     """Trains on patches; validates and tests on whole volumes by Gaussian-weighted
-    sliding-window inference; reports hard-label Dice per region, background excluded.
+    sliding-window inference; reports the hard-label Dice of each scored structure (foreground
+    class or region) per subject, by the formula of every table (:mod:`core.metrics`), and its
+    mean over subjects: each subject counted once on any number of processes.
 
     Every constructor argument is saved in the checkpoint, so
     ``SegmentationModule.load_from_checkpoint(path)`` rebuilds network and settings alone.
@@ -91,10 +94,11 @@ class SegmentationModule(pl.LightningModule):
         self.loss_fn = build_loss(loss, region_based=self.labels.region_based)
         self.deep_supervision_loss = DeepSupervisionLoss(self.loss_fn, weight_mode="exp")
         self.border = network_border(self.network)
-        # Hard-label Dice per subject and scored structure (foreground class or region); NaN
-        # where it is absent from the ground truth (MONAI's ignore_empty), left out of the means.
-        self.val_dice = DiceMetric(include_background=True, reduction="none", ignore_empty=True)
-        self.test_dice = DiceMetric(include_background=True, reduction="none", ignore_empty=True)
+        # Hard-label Dice per stage, subject and scored structure (foreground class or region), by
+        # the formula of every table (core.metrics: a structure absent from truth and prediction
+        # scores 1, a spurious or missed one 0); keyed by subject, so each counts once on any
+        # number of processes.
+        self.subject_dice: dict[str, dict[str, list[float]]] = {"val": {}, "test": {}}
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: str | Path, map_location: Any = None, hparams_file: Any = None,
@@ -156,32 +160,43 @@ class SegmentationModule(pl.LightningModule):
                                f"{tuple(image.shape[2:])}; with border {b} it should be {expected}")
         return label[..., b:-b, b:-b, b:-b] if b else label
 
-    def _evaluate_volume(self, batch: dict[str, Any], metric: DiceMetric, stage: str) -> dict[str, Any]:
+    def _evaluate_volume(self, batch: dict[str, Any], stage: str) -> dict[str, Any]:
         logits = self.predict_logits(batch["image"]).float()
         label = batch["label"].long()
         self.log(f"{stage}/loss", self.loss_fn(logits, self.labels.loss_target(label)), batch_size=1, sync_dist=True)
-        dice = metric(*self.labels.dice_masks(logits, label))
+        dice = dice_per_structure(*self.labels.dice_masks(logits, label))
+        for subject, scores in zip(batch["subject"], dice.tolist(), strict=True):
+            self.subject_dice[stage][subject] = scores
         return {"prediction": self.labels.classes_from_logits(logits), "dice": dice[0]}
 
-    def _log_dice(self, metric: DiceMetric, stage: str) -> None:
-        scores = metric.aggregate()  # (subjects, regions), gathered over DDP ranks
-        metric.reset()
-        per_region = scores.nanmean(dim=0)
-        for name, value in zip(self.labels.structure_names, per_region, strict=True):
-            self.log(f"{stage}/dice_{name}", value, sync_dist=True)  # identical on every rank
-        self.log(f"{stage}/dice_mean", per_region.nanmean(), prog_bar=True, sync_dist=True)
+    def _log_dice(self, stage: str) -> None:
+        """Mean Dice per structure over the subjects of every process, and their mean."""
+        scores = gather_by_subject(self.subject_dice[stage])
+        self.subject_dice[stage] = {}
+        if not scores:
+            return
+        per_structure = torch.tensor(list(scores.values()), dtype=torch.float64).mean(dim=0)
+        for name, value in zip(self.labels.structure_names, per_structure.tolist(), strict=True):
+            self.log(f"{stage}/dice_{name}", value, sync_dist=True)  # identical on every process
+        self.log(f"{stage}/dice_mean", per_structure.mean().item(), prog_bar=True, sync_dist=True)
+
+    def on_validation_epoch_start(self) -> None:
+        self.subject_dice["val"] = {}
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        return self._evaluate_volume(batch, self.val_dice, "val")
+        return self._evaluate_volume(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
-        self._log_dice(self.val_dice, "val")
+        self._log_dice("val")
+
+    def on_test_epoch_start(self) -> None:
+        self.subject_dice["test"] = {}
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        return self._evaluate_volume(batch, self.test_dice, "test")
+        return self._evaluate_volume(batch, "test")
 
     def on_test_epoch_end(self) -> None:
-        self._log_dice(self.test_dice, "test")
+        self._log_dice("test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """Probabilities (mean over mirrorings with ``predict_flips``) and class maps on the

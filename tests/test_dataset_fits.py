@@ -95,3 +95,37 @@ def test_predictions_go_back_to_the_scans_own_space(tmp_path: Path) -> None:
     source = nib.load(str(folder / "BraTS2021_00001" / "BraTS2021_00001_seg.nii.gz"))
     np.testing.assert_array_equal(written.affine, source.affine)
     np.testing.assert_array_equal(np.asarray(written.dataobj), np.asarray(source.dataobj))
+
+
+def test_logged_test_dice_is_the_mean_of_metrics_csv_on_a_case_without_enhancing_tumour(tmp_path: Path) -> None:
+    """Region Dice as logged by ``test`` = the mean over subjects of metrics.csv (evaluate.py's
+    code), also for a case whose ground truth has no ET: 1 if none is predicted, 0 if some is,
+    never NaN left out of the mean."""
+    import csv
+
+    folder = write_brats(tmp_path / "data", 2019)
+    seg_path = folder / "HGG" / "Brats19_2013_0_1" / "Brats19_2013_0_1_seg.nii.gz"
+    seg = nib.load(str(seg_path))
+    no_et = np.asarray(seg.dataobj).copy()
+    no_et[no_et == 4] = 1
+    nib.save(nib.Nifti1Image(no_et, seg.affine), str(seg_path))
+    common = ["--config", "configs/datasets/brats.yaml", "--data.init_args.data_dir", str(folder),
+              "--data.init_args.patch_size", "[16, 16, 8]", "--data.init_args.num_workers", "0",
+              "--data.init_args.cache_dir", "null",
+              "--data.init_args.val_fraction", "null", "--data.init_args.val_subjects", "[Brats19_2013_2_1]",
+              "--data.init_args.test_subjects", "[Brats19_2013_0_1, Brats19_2013_1_1]",
+              "--trainer.enable_progress_bar", "false", "--trainer.logger", "false"]
+    run_cli(["fit", *common, "--model.network_kwargs", "{base_features: 2}", "--trainer.max_epochs", "1",
+             "--trainer.limit_train_batches", "2", "--trainer.num_sanity_val_steps", "0",
+             "--checkpoint.dirpath", str(tmp_path / "checkpoints")])
+    cli = run_cli(["test", *common, "--ckpt_path", str(tmp_path / "checkpoints" / "last.ckpt"),
+                   "--test_report.output_dir", str(tmp_path / "test"), "--test_report.save_png", "false"])
+    with open(tmp_path / "test" / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted({row["subject"] for row in rows}) == ["Brats19_2013_0_1", "Brats19_2013_1_1"]
+    (et_without,) = [float(r["dice"]) for r in rows if r["subject"] == "Brats19_2013_0_1" and r["structure"] == "ET"]
+    assert et_without in (0.0, 1.0)
+    logged = cli.trainer.callback_metrics
+    for structure in ("WT", "TC", "ET"):
+        scores = [float(r["dice"]) for r in rows if r["structure"] == structure]
+        assert logged[f"test/dice_{structure}"].item() == pytest.approx(np.mean(scores), abs=1e-5)

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from monai.networks.utils import one_hot
 
 from core.labels import LabelSpace
+from core.metrics import dice_per_structure
 from lightning_modules import SegmentationModule
 from lightning_modules.callbacks import SegmentationWriter, format_dice_table
 from lightning_modules.losses import build_loss
@@ -35,19 +36,19 @@ def small_module(**kwargs) -> SegmentationModule:
 
 def test_dice_is_hard_label_per_region_without_background() -> None:
     module = small_module()
-    label = torch.zeros(1, 1, 4, 4, 4, dtype=torch.long)
-    label[0, 0, 0, :2] = 1          # 8 CSF voxels
-    label[0, 0, 1] = 2              # 16 GM voxels; no WM at all
+    label = torch.zeros(2, 1, 4, 4, 4, dtype=torch.long)
+    label[:, 0, 0, :2] = 1          # 8 CSF voxels
+    label[:, 0, 1] = 2              # 16 GM voxels; no WM at all
     prediction = label.clone()
-    prediction[0, 0, 0, 0] = 0      # 4 CSF voxels missed
-    prediction[0, 0, 2, 0] = 2      # 4 background voxels called GM
+    prediction[:, 0, 0, 0] = 0      # 4 CSF voxels missed
+    prediction[:, 0, 2, 0] = 2      # 4 background voxels called GM
+    prediction[1, 0, 3, 3, 3] = 3   # second item: one spurious WM voxel
     masks = module.labels.structure_masks  # one mask per foreground class: background is not scored
-    scores = module.test_dice(y_pred=masks(prediction), y=masks(label))
-    # CSF: 2*4 / (4 + 8) = 2/3; GM: 2*16 / (20 + 16) = 8/9; WM absent from truth: NaN.
-    assert scores.shape == (1, 3)
-    assert scores[0, 0].item() == pytest.approx(2 / 3)
-    assert scores[0, 1].item() == pytest.approx(8 / 9)
-    assert torch.isnan(scores[0, 2])
+    scores = dice_per_structure(masks(prediction), masks(label))
+    # CSF: 2*4 / (4 + 8) = 2/3; GM: 2*16 / (20 + 16) = 8/9; WM absent from truth: 1 where also
+    # absent from the prediction (core.metrics' convention, as in every table), 0 where predicted.
+    assert scores.shape == (2, 3)
+    torch.testing.assert_close(scores, torch.tensor([[2 / 3, 8 / 9, 1.0], [2 / 3, 8 / 9, 0.0]], dtype=torch.float64))
 
 
 def test_dice_table_means_skip_absent_regions() -> None:
@@ -195,7 +196,7 @@ def evaluate(module: SegmentationModule, logits: torch.Tensor, label: torch.Tens
     logged = {}
     module.predict_logits = lambda image: logits
     module.log = lambda name, value, **kwargs: logged.update({name: value.item()})
-    output = module._evaluate_volume({"image": torch.zeros(1), "label": label}, module.val_dice, "val")
+    output = module._evaluate_volume({"image": torch.zeros(1), "label": label, "subject": ["s1"]}, "val")
     return output, logged
 
 
@@ -253,11 +254,12 @@ def test_region_dice_and_painted_prediction_by_hand() -> None:
                               [0, 0, 0, 0, 0, 0, 1, 0]])   # ET
     logits = (predicted.float() * 10 - 5).view(1, 3, 8, 1, 1)
     output, logged = evaluate(brats_module(), logits, label)
-    # Voxel 6 is ignored. WT: truth {1..5}, predicted {1..4}: 2*4/(4+5). TC: truth {3, 4, 5},
-    # predicted {4, 5, 7}: 2*2/(3+3). ET: truth {4, 5}, predicted nothing scored: 0.
-    assert output["dice"].tolist() == pytest.approx([8 / 9, 2 / 3, 0.0])
     # Painted back: WT -> edema 2, then TC -> NCR 1, then ET -> enhancing 3 over them.
     assert output["prediction"].view(-1).tolist() == [0, 2, 2, 2, 1, 1, 3, 1]
+    # Scored on that class map (what is written to disk and what evaluate.py reads); voxel 6 is
+    # ignored. WT (classes 1-3): truth {1..5}, predicted {1..5, 7}: 2*5/(5+6). TC (1, 3): truth
+    # {3, 4, 5}, predicted {4, 5, 7}: 2*2/(3+3). ET (3): truth {4, 5}, predicted nothing scored: 0.
+    assert output["dice"].tolist() == pytest.approx([10 / 11, 2 / 3, 0.0])
     kept = (label != -1).view(-1)
     _, removed = evaluate(brats_module(), logits[:, :, kept], label[:, :, kept])
     assert logged["val/loss"] == pytest.approx(removed["val/loss"], rel=1e-6)
@@ -309,9 +311,7 @@ def test_region_mode_trains_and_overfits_one_batch() -> None:
     def region_dice() -> torch.Tensor:
         """Hard Dice per region of the batch, as the training forward pass sees it."""
         with torch.no_grad():
-            scores = module.val_dice(*module.labels.dice_masks(module(image), label))
-        module.val_dice.reset()
-        return scores.nanmean(dim=0)
+            return dice_per_structure(*module.labels.dice_masks(module(image), label)).mean(dim=0)
 
     before = region_dice()
     for step in range(40):
