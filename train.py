@@ -10,7 +10,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from lightning_modules.callbacks import (
     TestReport,
     ValidationImages,
 )
+from lightning_modules.run_folders import RunPlan, link_latest, plan_run
 from networks import check_network_options
 
 ROOT = Path(__file__).resolve().parent
@@ -68,30 +68,6 @@ class RunConfigSaver(SaveConfigCallback):
                 (folder / "split.json").write_text(json.dumps(split, indent=1))
 
 
-RUN_ID = "BRAINSEG_RUN_ID"  # shared with the DDP processes Lightning starts by re-running the command
-
-
-def run_checkpoint_dir(dirpath: str | None, resume: str | None) -> str | None:
-    """Where a fit's checkpoints go. ``{run}`` in ``checkpoint.dirpath`` becomes a new run id (a
-    time stamp, unique in its folder; the resumed checkpoint's run when resuming), so a second run
-    never replaces the first one's ``best.ckpt``. A folder that already holds checkpoints is
-    refused unless the run resumes from one of them."""
-    ddp_child = int(os.environ.get("LOCAL_RANK", "0")) > 0  # a process Lightning started for DDP: same run
-    if dirpath and "{run}" in dirpath:
-        if resume:
-            run_id = Path(resume).resolve().parent.parent.name
-        elif ddp_child and RUN_ID in os.environ:
-            run_id = os.environ[RUN_ID]
-        else:
-            run_id = new_run_id(Path(dirpath.split("{run}")[0]))
-        os.environ[RUN_ID] = run_id
-        dirpath = dirpath.replace("{run}", run_id)
-    if dirpath and not resume and not ddp_child and any(Path(dirpath).glob("*.ckpt")):
-        raise DataError(f"{dirpath}: already holds the checkpoints of another run; choose another "
-                        "checkpoint.dirpath (or '{run}' in it for a new folder per run), or resume with --ckpt_path")
-    return dirpath
-
-
 def continue_wandb_run(config: Any, run_id: str | None) -> None:
     """Resuming a fit with W&B logging: log into the run that wrote the checkpoint (``run_id``,
     recorded in it) instead of starting a new one with the same name."""
@@ -101,25 +77,6 @@ def continue_wandb_run(config: Any, run_id: str | None) -> None:
     if run_id and not logger.init_args.get("id"):
         logger.init_args.id = run_id
         logger.init_args.resume = "allow"
-
-
-def new_run_id(root: Path) -> str:
-    """``YYYYmmdd-HHMMSS``, with ``-2``, ``-3``... if a run of that second exists under ``root``."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_id, n = stamp, 1
-    while (root / run_id).exists():
-        n += 1
-        run_id = f"{stamp}-{n}"
-    return run_id
-
-
-def link_latest(run: Path) -> None:
-    """Point ``<run's folder>/latest`` at ``run`` (a relative symlink, replaced atomically)."""
-    link = run.parent / "latest"
-    tmp = run.parent / f".latest.{os.getpid()}"
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(run.name)
-    os.replace(tmp, link)
 
 
 class NetworkHelp(argparse.Action):
@@ -168,23 +125,22 @@ class SegmentationCLI(LightningCLI):
             check_network_options(model.get("network", "unet3d"), model.get("network_kwargs") or {})
         except ValueError as error:
             self.parser.error(f"model: {error}")
-        self.run_folder: Path | None = None
-        if self.subcommand == "fit" and config.get("checkpoint") is not None:
-            template = config.checkpoint.dirpath
-            try:
-                config.checkpoint.dirpath = run_checkpoint_dir(template, config.get("ckpt_path"))
-            except DataError as error:
-                self.parser.error(str(error))
-            if template and "{run}" in template:
-                self.run_folder = Path(config.checkpoint.dirpath).parent
+        if self.subcommand == "fit":
+            plan = self.run_plan
+            if config.get("checkpoint") is not None:
+                config.checkpoint.dirpath = plan.checkpoint_dir
+            if plan.folder is not None and config.trainer.get("default_root_dir") is None:
+                config.trainer.default_root_dir = str(plan.folder)  # Lightning's SLURM checkpoints go there too
             continue_wandb_run(config, self.resumed.get("wandb_run_id"))
 
     def before_fit(self) -> None:
         """Say where the run goes, and point ``<runs>/latest`` at it (process 0 only)."""
-        if self.run_folder is not None and self.trainer.is_global_zero:
-            self.run_folder.mkdir(parents=True, exist_ok=True)
-            link_latest(self.run_folder)
-            print(f"run folder: {self.run_folder} (also {self.run_folder.parent / 'latest'})", flush=True)
+        folder = self.run_plan.folder
+        if folder is not None and self.trainer.is_global_zero:
+            folder.mkdir(parents=True, exist_ok=True)
+            link_latest(folder)
+            resumed = f", resuming {self.run_plan.resume_from}" if self.run_plan.resume_from else ""
+            print(f"run folder: {folder} (also {folder.parent / 'latest'}){resumed}", flush=True)
 
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
         """Checkpoints (``--ckpt_path``, resume included) load with ``weights_only=True`` unless
@@ -194,12 +150,34 @@ class SegmentationCLI(LightningCLI):
             kwargs["weights_only"] = True
         return kwargs
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Keep the command line: a SLURM job's run folder is named after it."""
+        if args is None or isinstance(args, list | tuple):
+            self.command = [str(a) for a in (sys.argv[1:] if args is None else args)]
+        else:  # a dict or Namespace of arguments
+            self.command = [json.dumps(args, sort_keys=True, default=str)]
+        super().parse_arguments(parser, args)
+
     def _parse_ckpt_path(self) -> None:
-        """Lightning reads the model's arguments back from ``--ckpt_path``; a checkpoint written
-        before the label space was stored whole has its separate label arguments folded into it."""
+        """Plan the fit's run folder (``{run}``; a requeued SLURM job resumes its newest
+        checkpoint), then read the checkpoint to resume or evaluate once: Lightning takes the
+        model's arguments from it; one written before the label space was stored whole has its
+        separate label arguments folded into it."""
         self.resumed: dict[str, Any] = {}  # the checkpoint given by --ckpt_path, read once here
+        self.run_plan = RunPlan(None, None, None)
         subcommand = self.config.get("subcommand")
-        ckpt_path = subcommand and self.config[subcommand].get("ckpt_path")
+        if not subcommand:
+            return
+        config = self.config[subcommand]
+        if subcommand == "fit":
+            checkpoint = config.get("checkpoint")
+            try:
+                self.run_plan = plan_run(checkpoint.dirpath if checkpoint else None, config.get("ckpt_path"),
+                                         self.command)
+            except DataError as error:
+                self.parser.error(str(error))
+            config.ckpt_path = self.run_plan.resume_from
+        ckpt_path = config.get("ckpt_path")
         if not ckpt_path or not Path(ckpt_path).is_file():
             return
         self.resumed = read_checkpoint(ckpt_path)  # weights_only, memory-mapped; bad files named

@@ -27,15 +27,18 @@ class Recorder(pl.Callback):
 
 class SendSignal(pl.Callback):
     """Sends ``signal`` to this process after training batch ``after_batch`` (what SLURM does
-    before a job's time limit)."""
+    before a job's time limit), then with ``then_exit`` ends the process as SLURM ends a job it
+    requeues. A requeued job (``SLURM_RESTART_COUNT`` set) is not signalled again."""
 
-    def __init__(self, signal: str = "SIGUSR1", after_batch: int = 1) -> None:
-        self.signal, self.after_batch = signal, after_batch
+    def __init__(self, signal: str = "SIGUSR1", after_batch: int = 1, then_exit: bool = False) -> None:
+        self.signal, self.after_batch, self.then_exit = signal, after_batch, then_exit
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         import os
         import signal
 
-        if trainer.global_step == self.after_batch:
+        if trainer.global_step == self.after_batch and not os.environ.get("SLURM_RESTART_COUNT"):
             os.kill(os.getpid(), getattr(signal, self.signal))
+            if self.then_exit:
+                os._exit(143)  # 128 + SIGTERM

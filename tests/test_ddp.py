@@ -114,3 +114,44 @@ def test_slurm_preset_saves_and_requeues_on_sigusr1(checkpoint: Path, tiny_demo_
     (hpc,) = (tmp_path / "job").glob("hpc_ckpt_*.ckpt")
     assert torch.load(hpc, map_location="cpu", weights_only=True)["global_step"] == 1
     assert not list((tmp_path / "job").glob(".*"))  # no temporary file left by the atomic writer
+
+
+def test_a_requeued_slurm_job_resumes_its_own_run_folder(tiny_demo_dir: Path, tmp_path: Path) -> None:
+    """``{run}`` under SLURM: the job's run folder is named after the job and the command, the
+    SLURM checkpoint goes into it (not into a folder shared with other runs), and the requeued
+    job (same command, ``SLURM_RESTART_COUNT=1``) resumes from that checkpoint in that folder."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "scontrol").chmod(0o755)
+    slurm = {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "train", "SLURM_JOB_ID": "4343", "SLURM_PROCID": "0",
+             "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NTASKS_PER_NODE": "1", "SLURM_NODELIST": "node1"}
+    env = {**os.environ, **slurm, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    env.pop("BRAINSEG_RUN_ID", None)
+    signal_config = tmp_path / "signal.yaml"
+    signal_config.write_text("trainer:\n  callbacks:\n    - class_path: ddp_recorder.SendSignal\n"
+                             "      init_args:\n        after_batch: 1\n        then_exit: true\n")
+    runs = tmp_path / "runs"
+    command = [sys.executable, "train.py", "fit", "--config", "configs/demo.yaml",
+               "--config", "configs/trainer/slurm.yaml", "--config", str(signal_config),
+               "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.strategy", "auto",
+               "--trainer.sync_batchnorm", "false", "--data.init_args.data_dir", str(tiny_demo_dir),
+               "--data.init_args.val_subjects", "[subject-3]", "--data.init_args.test_subjects", "[]",
+               "--data.init_args.patch_size", "[16, 16, 16]", "--data.init_args.samples_per_volume", "2",
+               "--data.init_args.cache_dir", "null", "--model.network_kwargs", "{base_features: 2}",
+               "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3", "--trainer.logger", "false",
+               "--trainer.enable_progress_bar", "false", "--checkpoint.dirpath", str(runs / "{run}" / "checkpoints")]
+    killed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert killed.returncode == 143, killed.stderr[-2000:]
+    (run,) = [p for p in runs.iterdir() if p.name != "latest"]
+    assert run.name.startswith("slurm4343-")
+    (hpc,) = run.glob("hpc_ckpt_*.ckpt")
+    assert torch.load(hpc, map_location="cpu", weights_only=True)["global_step"] == 1
+    requeued = subprocess.run(command, cwd=ROOT, env={**env, "SLURM_RESTART_COUNT": "1"}, capture_output=True,
+                              text=True, timeout=600)
+    assert requeued.returncode == 0, requeued.stderr[-2000:]
+    assert f"run folder: {run} (also {runs / 'latest'}), resuming {hpc}" in requeued.stdout
+    assert [p for p in runs.iterdir() if p.name != "latest"] == [run]  # no second run folder
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == 3
