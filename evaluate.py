@@ -24,7 +24,7 @@ import nibabel as nib
 import numpy as np
 
 from core.dataset_labels import DATASET_LABELS
-from core.io import DataError, check_size, write_text_atomically
+from core.io import DataError, check_size, one_line_warnings, write_text_atomically
 from core.labels import LabelSpace
 from core.metrics import ROW_COLUMNS, csv_text, markdown_table, score_rows, score_subject, summarise
 
@@ -182,6 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, help="where the results go (default: --pred)")
     parser.add_argument("--allow-missing", action="store_true", help="skip subjects on one side only")
     args = parser.parse_args(argv)
+    one_line_warnings("evaluate.py")
     try:
         rows = evaluate_folders(args.pred, args.gt, args.dataset, args.labels, allow_missing=args.allow_missing)
     except ValueError as error:  # EvaluationError, and the DataModules' DataError naming the bad file

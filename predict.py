@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from core.io import DataError
+from core.io import DataError, one_line_warnings
 from core.segmenter import Segmenter
 from datamodules.folders import subjects_in_folder
 
@@ -53,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace earlier predictions of the same subjects in --output (never any other file)")
     args = parser.parse_args(argv)
+    one_line_warnings("predict.py")
     try:
         predict(args.checkpoint, args.input, args.output, args.device, args.overlap, args.sw_batch_size,
                 args.flips, args.probabilities, args.subject, args.overwrite)

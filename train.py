@@ -18,7 +18,7 @@ from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import WandbLogger
 
-from core.io import DataError
+from core.io import DataError, one_line_warnings, unused_path, write_text_atomically
 from core.labels import LabelSpace
 from core.segmenter import model_hparams, read_checkpoint
 from datamodules import VolumeSegmentationDataModule
@@ -42,7 +42,9 @@ SUBCOMMANDS = ("fit", "validate", "test", "predict")
 class RunConfigSaver(SaveConfigCallback):
     """Saves the run's full config and its data split (``split.json``: subject ids per role
     and the rule that chose them) beside each logger's files (the W&B run folder, which
-    ``wandb sync`` uploads, or the TensorBoard/CSV version folder) and into the W&B config."""
+    ``wandb sync`` uploads, or the TensorBoard/CSV version folder) and into the W&B config;
+    without a logger into ``default_root_dir`` (the run folder with ``{run}``), beside earlier
+    ones (``fit-config-2.yaml``...), never over them."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **{**kwargs, "save_to_log_dir": False})
@@ -60,12 +62,12 @@ class RunConfigSaver(SaveConfigCallback):
                                                  "split": split}, allow_val_change=True)
             elif logger.log_dir:
                 folders.append(Path(logger.log_dir))
-        for folder in folders or [Path(trainer.default_root_dir)]:
+        config = self.parser.dump(self.config, skip_unset=False)
+        for folder in folders or [Path(trainer.default_root_dir)]:  # no logger: the run folder (or cwd)
             folder.mkdir(parents=True, exist_ok=True)
-            self.parser.save(self.config, str(folder / f"{stage}-{self.config_filename}"),
-                             skip_unset=False, overwrite=True, multifile=self.multifile)
+            write_text_atomically(unused_path(folder / f"{stage}-{self.config_filename}"), config)
             if split is not None:
-                (folder / "split.json").write_text(json.dumps(split, indent=1))
+                write_text_atomically(unused_path(folder / "split.json"), json.dumps(split, indent=1))
 
 
 def continue_wandb_run(config: Any, run_id: str | None) -> None:
@@ -205,7 +207,8 @@ def run_cli(args: list[str] | None = None, save_config: bool = True, run: bool =
 def main() -> None:
     """The ``brainseg-train`` console command: ``train.py`` with the command line. Bad input
     (a missing folder or file, a wrong modality, an unreadable checkpoint) is one line naming
-    the file and the problem, exit code 2, not a traceback."""
+    the file and the problem, exit code 2, not a traceback; a warning about the data is one line too."""
+    one_line_warnings("train.py")
     try:
         run_cli()
     except DataError as error:

@@ -19,6 +19,24 @@ class DataError(ValueError):
     """Raised for bad input data; the message names the file and what is wrong with it."""
 
 
+class DataWarning(UserWarning):
+    """Input that is probably wrong but cannot be proven so (wrapped intensities, modalities that
+    look swapped); the message names the file. The entry points print it as one line."""
+
+
+def one_line_warnings(program: str) -> None:
+    """Print :class:`DataWarning` as ``<program>: warning: <message>`` (no source line; other
+    warnings as Python formats them)."""
+    default = warnings.formatwarning
+
+    def format_warning(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> str:
+        if issubclass(category, DataWarning):
+            return f"{program}: warning: {message}\n"
+        return default(message, category, *args, **kwargs)
+
+    warnings.formatwarning = format_warning  # type: ignore[assignment]
+
+
 def load_volume(path: Path, channel: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Load a 3D image (NIfTI or Analyze) as ``(float32 array, 4x4 affine)``.
 
@@ -65,7 +83,8 @@ def warn_if_wrapped(path: Path, data: np.ndarray, dtype: np.dtype, dataobj: obje
     low, high = sorted(((float(data.min()) - inter) / slope, (float(data.max()) - inter) / slope))
     if low <= info.min + 1 and high >= info.max - 1:
         warnings.warn(f"{path}: stored {dtype} values reach both {info.min} and {info.max}; intensities that "
-                      f"overflowed {dtype} when the file was written (wrapped around) are likely", stacklevel=2)
+                      f"overflowed {dtype} when the file was written (wrapped around) are likely", DataWarning,
+                      stacklevel=2)
 
 
 GZIP_MAX_RATIO = 1032  # deflate cannot expand data by more than about 1032:1
@@ -132,6 +151,17 @@ def save_nifti_atomically(image: nib.Nifti1Image, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         nib.save(image, str(tmp))
     return Path(path)
+
+
+def unused_path(path: str | Path) -> Path:
+    """``path``, or ``<stem>-2<suffix>``, ``-3``... if it exists: for records a command adds
+    beside others' (run configs), which must never replace an earlier one."""
+    path = Path(path)
+    candidate, n = path, 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return candidate
 
 
 def write_text_atomically(path: str | Path, text: str) -> Path:

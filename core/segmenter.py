@@ -20,6 +20,7 @@ import csv
 import fcntl
 import io
 import os
+import warnings
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -34,8 +35,9 @@ from torch import nn
 
 from core.geometry import resample_onto
 from core.inference import mean_over_mirrorings, sliding_window_logits
-from core.io import DataError, save_nifti_atomically, write_text_atomically
+from core.io import DataError, DataWarning, save_nifti_atomically, write_text_atomically
 from core.labels import LabelSpace
+from core.modality_profiles import ModalityProfiles
 from core.volumes import PreprocessingSettings, Subject, Volume, load_subject
 from networks import build_network
 from networks.outputs import network_border
@@ -299,6 +301,8 @@ class Segmenter:
         source: where it came from (a checkpoint path), for error messages.
         datamodule: the checkpoint's DataModule record (``class_path``, ``init_args``), which
             tells how folders in the training layout are read (``datamodules.subjects_in_folder``).
+        profiles: the training scans' intensity profile per modality: inputs that look swapped
+            or repeated get a warning (:mod:`core.modality_profiles`).
     """
 
     network: nn.Module
@@ -310,6 +314,7 @@ class Segmenter:
     overlap: float = 0.5
     source: str = "model"
     datamodule: dict[str, Any] | None = None
+    profiles: ModalityProfiles | None = None
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None,
@@ -339,6 +344,7 @@ class Segmenter:
             overlap=float(hparams.get("sw_overlap", 0.5) if overlap is None else overlap),
             source=str(path),
             datamodule={"class_path": checkpoint.get("datamodule_class"), "init_args": data_args},
+            profiles=ModalityProfiles.from_dict(checkpoint.get("modality_profiles")),
         )
 
     @property
@@ -373,9 +379,19 @@ class Segmenter:
             volume.subject_id, classes, self.labels, volume.affine, volume.original_affine, volume.original_shape,
             probs[0].cpu().numpy() if probabilities else None)
 
+    def check_modalities(self, image: np.ndarray, names: Sequence[str], subject_id: str) -> None:
+        """Warn (:class:`~core.io.DataWarning`, naming the files) when a preprocessed image's
+        channels look swapped or repeated against the training scans' profiles."""
+        if self.profiles is not None:
+            for problem in self.profiles.problems(image, [str(n) for n in names]):
+                warnings.warn(f"{subject_id}: {problem}; are the modalities in the order "
+                              f"{', '.join(self.modalities)}?", DataWarning, stacklevel=2)
+
     def segment_subject(self, subject: Subject, flips: bool = False, probabilities: bool = False) -> Segmentation:
-        """Read, preprocess (as in training) and segment one subject."""
-        return self.segment_volume(load_subject(subject, None, self.preprocessing), flips, probabilities)
+        """Read, preprocess (as in training), check and segment one subject."""
+        volume = load_subject(subject, None, self.preprocessing)
+        self.check_modalities(volume.image, subject.images, subject.subject_id)
+        return self.segment_volume(volume, flips, probabilities)
 
     def segment(self, files: Sequence[str | Path], flips: bool = False, subject_id: str | None = None
                 ) -> nib.Nifti1Image:

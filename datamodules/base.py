@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
@@ -15,11 +16,14 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from core.io import DataError
 from core.labels import LabelSpace
+from core.modality_profiles import ModalityProfiles
 from core.volumes import PreprocessingSettings, Subject, Volume
 from datamodules.augmentation import build_augmentation
 from datamodules.cache import VolumeCache
 from datamodules.datasets import PatchDataset, VolumeDataset
 from datamodules.splits import make_split
+
+PROFILE_SUBJECTS = 16  # training subjects (evenly spread) whose modality profiles go into checkpoints
 
 
 class VolumeSegmentationDataModule(pl.LightningDataModule):
@@ -138,6 +142,7 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self._volumes: dict[tuple[Subject, bool], Volume] = {}  # loaded once per process
         self._subjects: dict[str, Subject] | None = None
+        self.modality_profiles: ModalityProfiles | None = None  # set by setup("fit"), saved in checkpoints
 
     # What the model needs to know (linked into SegmentationModule by train.py).
     @property
@@ -213,10 +218,13 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
         if stage == "fit":
             if not split["train"]:
                 raise DataError(f"{self.data_dir}: no training subjects left after holding out val/test")
+            volumes = self._load(split["train"])
             self.train_set = PatchDataset(
-                self._load(split["train"]), self.patch_size, self.samples_per_volume, sampling=self.sampling,
+                volumes, self.patch_size, self.samples_per_volume, sampling=self.sampling,
                 min_foreground_voxels=self.min_foreground_voxels,
                 class_balanced_fraction=self.class_balanced_fraction, augment=self.augment)
+            chosen = np.linspace(0, len(volumes) - 1, min(len(volumes), PROFILE_SUBJECTS)).round().astype(int)
+            self.modality_profiles = ModalityProfiles.from_images([volumes[i].image for i in chosen], self.modalities)
         if stage in ("fit", "validate"):
             self.val_set = VolumeDataset(self._load(split["val"]))
         if stage == "test":

@@ -13,6 +13,7 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from core.inference import mean_over_mirrorings
 from core.labels import LabelSpace
 from core.metrics import dice_per_structure
+from core.modality_profiles import ModalityProfiles
 from core.segmenter import Segmenter, model_hparams, read_checkpoint
 from lightning_modules.distributed import gather_by_subject
 from lightning_modules.losses import build_loss
@@ -94,6 +95,7 @@ class SegmentationModule(pl.LightningModule):
         self.loss_fn = build_loss(loss, region_based=self.labels.region_based)
         self.deep_supervision_loss = DeepSupervisionLoss(self.loss_fn, weight_mode="exp")
         self.border = network_border(self.network)
+        self.modality_profiles: ModalityProfiles | None = None  # the training scans', from the checkpoint
         # Hard-label Dice per stage, subject and scored structure (foreground class or region), by
         # the formula of every table (core.metrics: a structure absent from truth and prediction
         # scores 1, a spurious or missed one 0); keyed by subject, so each counts once on any
@@ -117,7 +119,7 @@ class SegmentationModule(pl.LightningModule):
         hp = self.hparams
         return Segmenter(self.network, self.labels, tuple(hp.inference_roi_size or hp.roi_size),
                          tuple(hp.modalities or ()), sw_batch_size=hp.sw_batch_size, overlap=hp.sw_overlap,
-                         source=f"{type(self).__name__}({hp.network})")
+                         source=f"{type(self).__name__}({hp.network})", profiles=self.modality_profiles)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.network(image)
@@ -201,6 +203,9 @@ class SegmentationModule(pl.LightningModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """Probabilities (mean over mirrorings with ``predict_flips``) and class maps on the
         network's grid, with the grid information the writer needs to go back to the scan's."""
+        segmenter = self.segmenter
+        for subject, image in zip(batch["subject"], batch["image"], strict=True):
+            segmenter.check_modalities(image.cpu().numpy(), [f"input channel {i}" for i in range(len(image))], subject)
         probs = mean_over_mirrorings(lambda x: self.labels.probabilities(self.predict_logits(x).float()),
                                      batch["image"], flips=self.predict_flips)
         grids = {key: batch[key] for key in ("affine", "original_affine", "original_shape") if key in batch}
@@ -209,10 +214,17 @@ class SegmentationModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Name the DataModule class beside its saved arguments (Lightning stores those as
-        ``datamodule_hyper_parameters``), so predict.py can read new scans the same way."""
+        ``datamodule_hyper_parameters``), so predict.py can read new scans the same way; keep
+        the training scans' intensity profile per modality, to warn about swapped inputs."""
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None:
             checkpoint["datamodule_class"] = f"{type(datamodule).__module__}.{type(datamodule).__qualname__}"
+        profiles = getattr(datamodule, "modality_profiles", None) or self.modality_profiles
+        if profiles is not None:
+            checkpoint["modality_profiles"] = profiles.to_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.modality_profiles = ModalityProfiles.from_dict(checkpoint.get("modality_profiles"))
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer(self.parameters())

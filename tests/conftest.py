@@ -14,6 +14,28 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 ISEG_VALUES = (0, 10, 150, 250)
+SCRATCH = {".pytest_cache", "__pycache__", ".ruff_cache"}
+
+
+def _root_entries() -> set[str]:
+    return {p.name for p in ROOT.iterdir()} - SCRATCH
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[ROOT_ENTRIES] = _root_entries()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Tests write into their tmp folders only: a file a test left in the repository (a config or
+    split saved into the working directory) fails the session."""
+    before = session.config.stash.get(ROOT_ENTRIES, None)
+    left = sorted(_root_entries() - before) if before is not None else []
+    if left:
+        print(f"\ntests left files in the repository root: {left}", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+ROOT_ENTRIES = pytest.StashKey[set]()
 
 
 def write_analyze(array: np.ndarray, path: Path, zooms: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> None:

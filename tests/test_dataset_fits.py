@@ -114,7 +114,8 @@ def test_logged_test_dice_is_the_mean_of_metrics_csv_on_a_case_without_enhancing
               "--data.init_args.cache_dir", "null",
               "--data.init_args.val_fraction", "null", "--data.init_args.val_subjects", "[Brats19_2013_2_1]",
               "--data.init_args.test_subjects", "[Brats19_2013_0_1, Brats19_2013_1_1]",
-              "--trainer.enable_progress_bar", "false", "--trainer.logger", "false"]
+              "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
+              "--trainer.default_root_dir", str(tmp_path)]
     run_cli(["fit", *common, "--model.network_kwargs", "{base_features: 2}", "--trainer.max_epochs", "1",
              "--trainer.limit_train_batches", "2", "--trainer.num_sanity_val_steps", "0",
              "--checkpoint.dirpath", str(tmp_path / "checkpoints")])

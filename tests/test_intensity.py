@@ -108,3 +108,38 @@ def test_zscore_rejects_all_zero_and_constant_images() -> None:
         zscore_nonzero(np.zeros((3, 3, 3), np.float32), "t1.hdr")
     with pytest.raises(DataError, match="same value"):
         zscore_nonzero(np.full((3, 3, 3), 5.0, np.float32), "t1.hdr")
+
+
+def skewed_subject(seed: int, order: tuple[int, int] = (0, 1)) -> np.ndarray:
+    """Two z-scored channels: 0 with a long dark tail (like T1's CSF), 1 with a long bright one (T2)."""
+    from core.intensity import zscore_nonzero
+
+    rng = np.random.default_rng(seed)
+    dark = 10.0 - rng.exponential(1.0, size=(16, 16, 16))
+    bright = 1.0 + rng.exponential(1.0, size=(16, 16, 16))
+    channels = [zscore_nonzero(dark), zscore_nonzero(bright)]
+    return np.stack([channels[i] for i in order])
+
+
+def test_modality_profiles_flag_swapped_and_repeated_channels_only() -> None:
+    from core.modality_profiles import QUANTILES, ModalityProfiles, intensity_profile
+
+    # The profile is the quantiles of the brain (non-zero) voxels, every 4th plane.
+    channel = np.zeros((8, 4, 4))
+    channel[::4] = np.arange(1, 33).reshape(2, 4, 4)
+    np.testing.assert_allclose(intensity_profile(channel), np.quantile(np.arange(1, 33), QUANTILES))
+    profiles = ModalityProfiles.from_images([skewed_subject(s) for s in range(3)], ["T1", "T2"])
+    right, swapped = skewed_subject(7), skewed_subject(7, (1, 0))
+    distances = profiles.distances(right)
+    assert distances[0, 0] < 1.5 and distances[1, 1] < 1.5 and distances[0, 1] > 5 and distances[1, 0] > 5
+    assert profiles.problems(right, ["a.nii", "b.nii"]) == []
+    problems = profiles.problems(swapped, ["a.nii", "b.nii"])
+    assert [p.split(" (profile")[0] for p in problems] == ["a.nii (given as T1) has the intensities of T2",
+                                                         "b.nii (given as T2) has the intensities of T1"]
+    repeated = np.stack([right[0], right[0]])
+    assert profiles.problems(repeated, ["a.nii", "a.nii"])[0] == ("a.nii (given as T1) and a.nii (given as T2) "
+                                                                  "hold the same image")
+    restored = ModalityProfiles.from_dict(profiles.to_dict())
+    np.testing.assert_array_equal(restored.distances(swapped), profiles.distances(swapped))
+    assert ModalityProfiles.from_dict(None) is None
+    assert ModalityProfiles.from_dict({**profiles.to_dict(), "quantiles": [0.5]}) is None

@@ -6,6 +6,7 @@ import os
 import re
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from core.io import DataWarning
 from datamodules import DataError
 from predict import main, predict
 from train import run_cli
@@ -291,3 +293,43 @@ def test_volumes_csv_keeps_every_row_under_repeated_and_concurrent_runs(tmp_path
         rows = {row["subject"]: row for row in csv.DictReader(handle)}
     assert sorted(rows) == [f"s{i}" for i in range(8)]
     assert float(rows["s5"]["CSF"]) == pytest.approx(5.0) and float(rows["s3"]["CSF"]) == pytest.approx(0.07)
+
+
+def data_warnings(record: list[warnings.WarningMessage]) -> list[str]:
+    return [str(w.message) for w in record if issubclass(w.category, DataWarning)]
+
+
+def test_swapped_or_repeated_modalities_get_a_warning_naming_the_files(checkpoint: Path, tiny_demo_dir: Path,
+                                                                      tmp_path: Path) -> None:
+    """The checkpoint keeps the training scans' intensity profile per modality; inputs in the
+    wrong order, or one file given twice, are segmented but flagged with the files' names."""
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)["modality_profiles"]
+    assert saved["modalities"] == ["T1", "T2"] and len(saved["mean"][0]) == len(saved["quantiles"]) == 9
+    t1, t2 = tiny_demo_dir / "subject-4-T1.hdr", tiny_demo_dir / "subject-4-T2.hdr"
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        predict(checkpoint, [t1, t2], tmp_path / "right")
+    assert data_warnings(record) == []
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        predict(checkpoint, [t2, t1], tmp_path / "swapped")
+    (message,) = data_warnings(record)
+    assert message.startswith(f"subject-4: {t1} (given as T2) has the intensities of T1 (profile distance ")
+    assert message.endswith("are the modalities in the order T1, T2?")
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        predict(checkpoint, [t1, t1], tmp_path / "twice", subject_id="subject-4")
+    assert f"subject-4: {t1} (given as T1) and {t1} (given as T2) hold the same image" in data_warnings(record)[0]
+
+
+def test_train_py_predict_warns_about_swapped_modalities_too(checkpoint: Path, tiny_demo_dir: Path,
+                                                            tmp_path: Path) -> None:
+    swapped = tmp_path / "iSeg-2017-Testing"
+    swapped.mkdir()
+    for source, target in (("T1", "T2"), ("T2", "T1")):  # files named the other way round
+        for suffix in (".hdr", ".img"):
+            (swapped / f"subject-4-{target}{suffix}").write_bytes(
+                (tiny_demo_dir / f"subject-4-{source}{suffix}").read_bytes())
+    with pytest.warns(DataWarning, match=r"subject-4: input channel 1 \(given as T2\) has the intensities of T1"):
+        run_with(checkpoint, tiny_demo_dir, "predict", ["--data.init_args.predict_dir", str(swapped),
+                                                       "--prediction_writer.output_dir", str(tmp_path / "out")])

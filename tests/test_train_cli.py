@@ -273,17 +273,20 @@ def test_every_fit_gets_its_own_run_folder(tiny_demo_dir: Path, tmp_path: Path, 
             "--data.init_args.cache_dir", str(tmp_path / "cache"), "--model.network_kwargs", "{base_features: 2}",
             "--trainer.max_epochs", "1", "--trainer.check_val_every_n_epoch", "1", "--trainer.logger", "false",
             "--trainer.enable_progress_bar", "false", "--checkpoint.dirpath", str(runs / "{run}" / "checkpoints")]
-    first = run_cli(args, save_config=False).trainer.checkpoint_callback.dirpath
+    first = run_cli(args).trainer.checkpoint_callback.dirpath
     best = Path(first) / "best.ckpt"
     before = best.read_bytes()
+    config = Path(first).parent / "fit-config.yaml"  # no logger: the config goes into the run folder
+    assert "max_epochs: 1" in config.read_text()
     second = run_cli(args, save_config=False).trainer.checkpoint_callback.dirpath
     assert Path(first).parent.parent == Path(second).parent.parent == runs and first != second
     assert best.read_bytes() == before  # the first run's files are untouched
     assert (runs / "latest").resolve() == Path(second).parent.resolve()
     assert f"run folder: {Path(second).parent}" in capsys.readouterr().out
-    resumed = run_cli([*args, "--trainer.max_epochs", "2", "--ckpt_path", str(Path(first) / "last.ckpt")],
-                      save_config=False)
+    resumed = run_cli([*args, "--trainer.max_epochs", "2", "--ckpt_path", str(Path(first) / "last.ckpt")])
     assert resumed.trainer.checkpoint_callback.dirpath == first and resumed.trainer.current_epoch == 2
+    assert "max_epochs: 1" in config.read_text()  # the first config is kept; the resumed one beside it
+    assert "max_epochs: 2" in (config.parent / "fit-config-2.yaml").read_text()
     explicit = [*args[:-1], first]
     with pytest.raises(SystemExit) as exit_code:
         run_cli(explicit, save_config=False)
