@@ -83,31 +83,40 @@ def test_ddp_test_report_holds_every_subject_once(checkpoint: Path, tiny_demo_di
     assert tables[2] == tables[1]
 
 
-def test_slurm_preset_saves_and_requeues_on_sigusr1(checkpoint: Path, tiny_demo_dir: Path, tmp_path: Path) -> None:
-    """configs/trainer/slurm.yaml under a (simulated) SLURM job: SIGUSR1 before the time limit makes
-    Lightning save an hpc checkpoint (through the atomic writer, loadable with weights_only) and
-    call ``scontrol requeue <job id>`` (a stand-in on PATH records the call)."""
+def slurm_job(tmp_path: Path, job_id: str, tiny_demo_dir: Path, then_exit: bool = False) -> tuple[dict, list[str]]:
+    """The environment of a simulated SLURM job (``scontrol`` on PATH records its arguments in
+    ``scontrol.txt``) and a small ``train.py fit`` with the SLURM preset that is sent SIGUSR1 after
+    its first batch (and ends there, as SLURM ends a job it requeues, with ``then_exit``)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     scontrol = bin_dir / "scontrol"
     scontrol.write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path / 'scontrol.txt'}\n")
     scontrol.chmod(0o755)
-    slurm = {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "train", "SLURM_JOB_ID": "4242", "SLURM_PROCID": "0",
+    slurm = {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "train", "SLURM_JOB_ID": job_id, "SLURM_PROCID": "0",
              "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NTASKS_PER_NODE": "1", "SLURM_NODELIST": "node1"}
     env = {**os.environ, **slurm, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
            "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    env.pop("BRAINSEG_RUN_ID", None)
     signal_config = tmp_path / "signal.yaml"
     signal_config.write_text("trainer:\n  callbacks:\n    - class_path: ddp_recorder.SendSignal\n"
-                             "      init_args:\n        after_batch: 1\n")
-    subprocess.run([sys.executable, "train.py", "fit", "--config", "configs/demo.yaml",
-                    "--config", "configs/trainer/slurm.yaml", "--config", str(signal_config),
-                    "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.strategy", "auto",
-                    "--trainer.sync_batchnorm", "false", "--data.init_args.data_dir", str(tiny_demo_dir),
-                    "--data.init_args.val_subjects", "[subject-3]", "--data.init_args.test_subjects", "[]",
-                    "--data.init_args.patch_size", "[16, 16, 16]", "--data.init_args.samples_per_volume", "2",
-                    "--data.init_args.cache_dir", "null", "--model.network_kwargs", "{base_features: 2}",
-                    "--trainer.max_epochs", "1", "--trainer.logger", "false", "--trainer.enable_progress_bar",
-                    "false", "--trainer.default_root_dir", str(tmp_path / "job"),
+                             f"      init_args:\n        after_batch: 1\n        then_exit: {str(then_exit).lower()}\n")
+    command = [sys.executable, "train.py", "fit", "--config", "configs/demo.yaml",
+               "--config", "configs/trainer/slurm.yaml", "--config", str(signal_config),
+               "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.strategy", "auto",
+               "--trainer.sync_batchnorm", "false", "--data.init_args.data_dir", str(tiny_demo_dir),
+               "--data.init_args.val_subjects", "[subject-3]", "--data.init_args.test_subjects", "[]",
+               "--data.init_args.patch_size", "[16, 16, 16]", "--data.init_args.samples_per_volume", "2",
+               "--data.init_args.cache_dir", "null", "--model.network_kwargs", "{base_features: 2}",
+               "--trainer.max_epochs", "1", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
+    return env, command
+
+
+def test_slurm_preset_saves_and_requeues_on_sigusr1(tiny_demo_dir: Path, tmp_path: Path) -> None:
+    """configs/trainer/slurm.yaml under a (simulated) SLURM job: SIGUSR1 before the time limit makes
+    Lightning save an hpc checkpoint (through the atomic writer, loadable with weights_only) and
+    call ``scontrol requeue <job id>`` (a stand-in on PATH records the call)."""
+    env, command = slurm_job(tmp_path, "4242", tiny_demo_dir)
+    subprocess.run([*command, "--trainer.default_root_dir", str(tmp_path / "job"),
                     "--checkpoint.dirpath", str(tmp_path / "job" / "checkpoints")],
                    cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
     assert (tmp_path / "scontrol.txt").read_text().split() == ["requeue", "4242"]
@@ -120,28 +129,9 @@ def test_a_requeued_slurm_job_resumes_its_own_run_folder(tiny_demo_dir: Path, tm
     """``{run}`` under SLURM: the job's run folder is named after the job and the command, the
     SLURM checkpoint goes into it (not into a folder shared with other runs), and the requeued
     job (same command, ``SLURM_RESTART_COUNT=1``) resumes from that checkpoint in that folder."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "scontrol").write_text("#!/bin/sh\nexit 0\n")
-    (bin_dir / "scontrol").chmod(0o755)
-    slurm = {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "train", "SLURM_JOB_ID": "4343", "SLURM_PROCID": "0",
-             "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NTASKS_PER_NODE": "1", "SLURM_NODELIST": "node1"}
-    env = {**os.environ, **slurm, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
-    env.pop("BRAINSEG_RUN_ID", None)
-    signal_config = tmp_path / "signal.yaml"
-    signal_config.write_text("trainer:\n  callbacks:\n    - class_path: ddp_recorder.SendSignal\n"
-                             "      init_args:\n        after_batch: 1\n        then_exit: true\n")
+    env, command = slurm_job(tmp_path, "4343", tiny_demo_dir, then_exit=True)
     runs = tmp_path / "runs"
-    command = [sys.executable, "train.py", "fit", "--config", "configs/demo.yaml",
-               "--config", "configs/trainer/slurm.yaml", "--config", str(signal_config),
-               "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.strategy", "auto",
-               "--trainer.sync_batchnorm", "false", "--data.init_args.data_dir", str(tiny_demo_dir),
-               "--data.init_args.val_subjects", "[subject-3]", "--data.init_args.test_subjects", "[]",
-               "--data.init_args.patch_size", "[16, 16, 16]", "--data.init_args.samples_per_volume", "2",
-               "--data.init_args.cache_dir", "null", "--model.network_kwargs", "{base_features: 2}",
-               "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3", "--trainer.logger", "false",
-               "--trainer.enable_progress_bar", "false", "--checkpoint.dirpath", str(runs / "{run}" / "checkpoints")]
+    command += ["--trainer.limit_train_batches", "3", "--checkpoint.dirpath", str(runs / "{run}" / "checkpoints")]
     killed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert killed.returncode == 143, killed.stderr[-2000:]
     (run,) = [p for p in runs.iterdir() if p.name != "latest"]
