@@ -6,6 +6,7 @@ import csv
 import math
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -268,18 +269,55 @@ def test_mismatched_shape_is_a_clear_error(tmp_path: Path) -> None:
         evaluate.evaluate_folders(pred_dir, gt_dir, "labels", "1:x")
 
 
-def test_missing_subjects_are_listed_or_skipped(tmp_path: Path) -> None:
+def test_the_predicted_subjects_are_scored_and_the_others_listed(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """The common case (only the test subjects predicted) needs no flag; ``--require-all`` makes a
+    subject on one side only an error; a normal run prints no Python warning."""
     pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
     truth = cube((4, 4, 4), 2)
     write_pair(pred_dir, gt_dir, "s1", truth, truth)
     write_nifti(truth.astype(np.uint8), pred_dir / "s2_seg.nii.gz", AFFINE)
     write_nifti(truth.astype(np.uint8), gt_dir / "s3.nii.gz", AFFINE)
-    listed = r"without ground truth .*\['s2'\].*without prediction .*\['s3'\]"
+    write_nifti(np.zeros((2, 4, 4, 4), np.float32), pred_dir / "s1_probabilities.nii.gz", AFFINE)  # passed over
+    (pred_dir / "volumes.csv").write_text("subject\n")
+    listed = r"not predicted in .*pred \(1\): s3; no ground truth in .*gt for \(1\): s2_seg\.nii\.gz"
     with pytest.raises(evaluate.EvaluationError, match=listed):
+        evaluate.evaluate_folders(pred_dir, gt_dir, "labels", "1:x", require_all=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rows = evaluate.evaluate_folders(pred_dir, gt_dir, "labels", "1:x")
+        assert [r["subject"] for r in rows] == ["s1"]
+        args = ["--pred", str(pred_dir), "--gt", str(gt_dir), "--dataset", "labels", "--labels", "1:x"]
+        assert evaluate.main(args) == 0
+    out = capsys.readouterr().out
+    assert "scored 1 subjects" in out and f"not predicted in {pred_dir} (1): s3" in out
+    assert evaluate.main([*args, "--require-all"]) == 2
+    assert "(--require-all)" in capsys.readouterr().err
+    assert evaluate.main([*args, "--allow-missing"]) == 0  # the old flag still works (now the default)
+
+
+@pytest.mark.parametrize("naming", ["nnunet", "ground_truth", "ours"])
+def test_predictions_are_matched_by_subject_whatever_their_naming(tmp_path: Path, naming: str) -> None:
+    """nnU-Net writes ``<case>.nii.gz``; some tools copy the ground truth's file names."""
+    folder = write_brats(tmp_path / "data", 2021, cases=2)
+    pred_dir = tmp_path / "pred"
+    for case in sorted(p for p in folder.iterdir() if p.is_dir()):
+        seg = case / f"{case.name}_seg.nii.gz"
+        image = nib.load(str(seg))
+        name = {"nnunet": f"{case.name}.nii.gz", "ground_truth": seg.name, "ours": f"{case.name}_seg.nii.gz"}[naming]
+        write_nifti(np.asarray(image.dataobj).astype(np.uint8), pred_dir / name, image.affine)
+    rows = evaluate.evaluate_folders(pred_dir, folder, "brats", require_all=True)
+    assert sorted({r["subject"] for r in rows}) == ["BraTS2021_00000", "BraTS2021_00001"]
+    assert all(r["dice"] == 1.0 for r in rows)
+
+
+def test_two_predictions_of_one_subject_are_an_error(tmp_path: Path) -> None:
+    pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
+    truth = cube((4, 4, 4), 2)
+    write_pair(pred_dir, gt_dir, "s1", truth, truth)
+    write_nifti(truth.astype(np.uint8), pred_dir / "s1.nii.gz", AFFINE)
+    with pytest.raises(evaluate.EvaluationError, match=r"two predictions for s1: s1\.nii\.gz, s1_seg\.nii\.gz"):
         evaluate.evaluate_folders(pred_dir, gt_dir, "labels", "1:x")
-    with pytest.warns(UserWarning, match="skipped"):
-        rows = evaluate.evaluate_folders(pred_dir, gt_dir, "labels", "1:x", allow_missing=True)
-    assert [r["subject"] for r in rows] == ["s1"]
 
 
 def test_brats_dataset_folder(tmp_path: Path) -> None:

@@ -114,7 +114,7 @@ def test_evaluate_on_predict_output_gives_the_dice_of_train_py_test(checkpoint: 
     with open(tmp_path / "test" / "dice.csv") as handle:
         (tested,) = list(csv.DictReader(handle))
     predict(checkpoint, [tiny_demo_dir / "subject-4-T1.hdr", tiny_demo_dir / "subject-4-T2.hdr"], tmp_path / "pred")
-    rows = evaluate_folders(tmp_path / "pred", tiny_demo_dir, "iseg", allow_missing=True)
+    rows = evaluate_folders(tmp_path / "pred", tiny_demo_dir, "iseg")
     scores = {row["structure"]: row["dice"] for row in rows if row["subject"] == "subject-4"}
     assert set(scores) == {"CSF", "GM", "WM"}
     for structure, dice in scores.items():
