@@ -10,6 +10,10 @@ For each subject it writes ``<subject>_seg.nii.gz`` in the scan's own space (sha
 orientation) and label values, optionally ``<subject>_probabilities.nii.gz`` (one volume per
 class or region, float32), and finally ``volumes.csv``: millilitres per class (or region) per
 subject. Every file is written under a temporary name and renamed.
+
+Several checkpoints (``--checkpoint fold0.ckpt fold1.ckpt ...``: the folds of a
+cross-validation, or seeds) are an ensemble: their probabilities are averaged, then one class
+map; they must share modalities, classes and preprocessing.
 """
 
 from __future__ import annotations
@@ -21,17 +25,18 @@ from pathlib import Path
 import torch
 
 from core.io import DataError, one_line_warnings
-from core.segmenter import Segmenter
+from core.segmenter import load_segmenter
 from datamodules.folders import subjects_in_folder
 
 
-def predict(checkpoint: Path, inputs: Sequence[Path], output: Path, device: str = "cpu", overlap: float | None = None,
-            sw_batch_size: int | None = None, flips: bool = False, save_probabilities: bool = False,
-            subject_id: str | None = None, overwrite: bool = False) -> list[Path]:
-    """Segment every subject of ``inputs``; returns the segmentation files written."""
-    segmenter = Segmenter.from_checkpoint(checkpoint, device, overlap=overlap, sw_batch_size=sw_batch_size)
+def predict(checkpoint: Path | Sequence[Path], inputs: Sequence[Path], output: Path, device: str = "cpu",
+            overlap: float | None = None, sw_batch_size: int | None = None, flips: bool = False,
+            save_probabilities: bool = False, subject_id: str | None = None, overwrite: bool = False) -> list[Path]:
+    """Segment every subject of ``inputs`` with one checkpoint or the ensemble of several;
+    returns the segmentation files written."""
+    segmenter = load_segmenter(checkpoint, device, overlap=overlap, sw_batch_size=sw_batch_size)
     if len(inputs) == 1 and Path(inputs[0]).is_dir():
-        subjects = subjects_in_folder(inputs[0], segmenter.datamodule, segmenter.modalities, str(checkpoint))
+        subjects = subjects_in_folder(inputs[0], segmenter.datamodule, segmenter.modalities, segmenter.source)
     else:
         subjects = [segmenter.subject(inputs, subject_id)]
     return segmenter.segment_to_folder(subjects, output, flips=flips, probabilities=save_probabilities,
@@ -40,7 +45,8 @@ def predict(checkpoint: Path, inputs: Sequence[Path], output: Path, device: str 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--checkpoint", type=Path, nargs="+", required=True,
+                        help="a checkpoint, or several to ensemble (probabilities averaged)")
     parser.add_argument("--input", type=Path, nargs="+", required=True,
                         help="one subject's modality files (checkpoint order) or a dataset folder")
     parser.add_argument("--output", type=Path, required=True)

@@ -21,6 +21,7 @@ import fcntl
 import io
 import os
 import warnings
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -286,8 +287,77 @@ def check_preprocessed(image: torch.Tensor, source: str = "model") -> None:
                     "which preprocesses them")
 
 
+class ScanSegmenter(ABC):
+    """Scans -> segmentations, for anything that gives class or region probabilities of
+    preprocessed volumes (:class:`Segmenter`, one network; :class:`Ensemble`, several).
+
+    Subclasses provide ``labels``, ``modalities``, ``preprocessing``, ``profiles``, ``source``,
+    ``datamodule`` (the training DataModule's record, to read folders in its layout) and
+    :meth:`probabilities`."""
+
+    labels: LabelSpace
+    modalities: tuple[str, ...]
+    preprocessing: PreprocessingSettings
+    profiles: ModalityProfiles | None
+    source: str
+    datamodule: dict[str, Any] | None
+
+    @abstractmethod
+    def probabilities(self, image: torch.Tensor, flips: bool = False) -> torch.Tensor:
+        """Class (softmax) or region (sigmoid) probabilities (B, C, ...) of preprocessed volumes
+        (B, M, ...); with ``flips``, the mean over the 8 mirrorings."""
+
+    def subject(self, files: Sequence[str | Path], subject_id: str | None = None) -> Subject:
+        """One subject from its modality files, in the model's modality order (see :func:`subject_from_files`)."""
+        return subject_from_files(files, self.modalities, self.source, subject_id)
+
+    def segment_volume(self, volume: Volume, flips: bool = False, probabilities: bool = False) -> Segmentation:
+        """A preprocessed volume -> its segmentation on the scan's own grid."""
+        image = torch.from_numpy(np.asarray(volume.image, dtype=np.float32))[None]
+        probs = self.probabilities(image, flips)
+        classes = self.labels.classes_from_probabilities(probs)[0, 0].cpu().numpy()
+        return Segmentation.from_network_grid(
+            volume.subject_id, classes, self.labels, volume.affine, volume.original_affine, volume.original_shape,
+            probs[0].cpu().numpy() if probabilities else None)
+
+    def check_modalities(self, image: np.ndarray, names: Sequence[str], subject_id: str) -> None:
+        """Warn (:class:`~core.io.DataWarning`, naming the files) when a preprocessed image's
+        channels look swapped or repeated against the training scans' profiles."""
+        if self.profiles is not None:
+            for problem in self.profiles.problems(image, [str(n) for n in names]):
+                warnings.warn(f"{subject_id}: {problem}; are the modalities in the order "
+                              f"{', '.join(self.modalities)}?", DataWarning, stacklevel=2)
+
+    def segment_subject(self, subject: Subject, flips: bool = False, probabilities: bool = False) -> Segmentation:
+        """Read, preprocess (as in training), check and segment one subject."""
+        volume = load_subject(subject, None, self.preprocessing)
+        self.check_modalities(volume.image, subject.images, subject.subject_id)
+        return self.segment_volume(volume, flips, probabilities)
+
+    def segment(self, files: Sequence[str | Path], flips: bool = False, subject_id: str | None = None
+                ) -> nib.Nifti1Image:
+        """One subject's modality files -> its segmentation as a NIfTI image in the scan's own
+        space and the dataset's label values (what ``predict.py`` writes)."""
+        return self.segment_subject(self.subject(files, subject_id), flips).image()
+
+    def segment_to_folder(self, subjects: Sequence[Subject], output: str | Path, flips: bool = False,
+                          probabilities: bool = False, overwrite: bool = False, progress: bool = True) -> list[Path]:
+        """Segment ``subjects`` into ``output`` (see :class:`PredictionFolder`: nothing replaced
+        that must not be, checked before any work); returns the segmentation files written."""
+        inputs = [f for subject in subjects for f in subject.files()]
+        folder = PredictionFolder(output, probabilities, overwrite=overwrite, protect=inputs)
+        folder.check([subject.subject_id for subject in subjects])
+        written = []
+        for subject in subjects:
+            written.append(folder.write(self.segment_subject(subject, flips, probabilities)))
+            if progress:
+                print(f"wrote {written[-1]}", flush=True)
+        folder.close()
+        return written
+
+
 @dataclass
-class Segmenter:
+class Segmenter(ScanSegmenter):
     """A network with what it needs to segment scans: its label space, the modalities it was
     trained on (in order), the preprocessing, and the sliding-window settings.
 
@@ -365,51 +435,55 @@ class Segmenter:
         image = image.to(self.device)
         return mean_over_mirrorings(lambda x: self.labels.probabilities(self.logits(x).float()), image, flips)
 
-    # Scans -> segmentations.
-    def subject(self, files: Sequence[str | Path], subject_id: str | None = None) -> Subject:
-        """One subject from its modality files, in the model's modality order (see :func:`subject_from_files`)."""
-        return subject_from_files(files, self.modalities, self.source, subject_id)
 
-    def segment_volume(self, volume: Volume, flips: bool = False, probabilities: bool = False) -> Segmentation:
-        """A preprocessed volume -> its segmentation on the scan's own grid."""
-        image = torch.from_numpy(np.asarray(volume.image, dtype=np.float32))[None]
-        probs = self.probabilities(image, flips)
-        classes = self.labels.classes_from_probabilities(probs)[0, 0].cpu().numpy()
-        return Segmentation.from_network_grid(
-            volume.subject_id, classes, self.labels, volume.affine, volume.original_affine, volume.original_shape,
-            probs[0].cpu().numpy() if probabilities else None)
+def _describe(segmenter: Segmenter) -> dict[str, Any]:
+    """What members of an ensemble must share: the input channels, the classes and how scans
+    are prepared for the network."""
+    return {"modalities": list(segmenter.modalities), "label space": segmenter.labels.to_dict(),
+            "preprocessing": segmenter.preprocessing.describe()}
 
-    def check_modalities(self, image: np.ndarray, names: Sequence[str], subject_id: str) -> None:
-        """Warn (:class:`~core.io.DataWarning`, naming the files) when a preprocessed image's
-        channels look swapped or repeated against the training scans' profiles."""
-        if self.profiles is not None:
-            for problem in self.profiles.problems(image, [str(n) for n in names]):
-                warnings.warn(f"{subject_id}: {problem}; are the modalities in the order "
-                              f"{', '.join(self.modalities)}?", DataWarning, stacklevel=2)
 
-    def segment_subject(self, subject: Subject, flips: bool = False, probabilities: bool = False) -> Segmentation:
-        """Read, preprocess (as in training), check and segment one subject."""
-        volume = load_subject(subject, None, self.preprocessing)
-        self.check_modalities(volume.image, subject.images, subject.subject_id)
-        return self.segment_volume(volume, flips, probabilities)
+@dataclass
+class Ensemble(ScanSegmenter):
+    """Several networks trained for the same task (the folds of a cross-validation, or seeds):
+    their probabilities averaged, then one class map (nnU-Net's ``-f 0 1 2 3 4``).
 
-    def segment(self, files: Sequence[str | Path], flips: bool = False, subject_id: str | None = None
-                ) -> nib.Nifti1Image:
-        """One subject's modality files -> its segmentation as a NIfTI image in the scan's own
-        space and the dataset's label values (what ``predict.py`` writes)."""
-        return self.segment_subject(self.subject(files, subject_id), flips).image()
+    Members must share modalities (names and order), label space and preprocessing; a
+    checkpoint that differs in any is refused, naming both files."""
 
-    def segment_to_folder(self, subjects: Sequence[Subject], output: str | Path, flips: bool = False,
-                          probabilities: bool = False, overwrite: bool = False, progress: bool = True) -> list[Path]:
-        """Segment ``subjects`` into ``output`` (see :class:`PredictionFolder`: nothing replaced
-        that must not be, checked before any work); returns the segmentation files written."""
-        inputs = [f for subject in subjects for f in subject.files()]
-        folder = PredictionFolder(output, probabilities, overwrite=overwrite, protect=inputs)
-        folder.check([subject.subject_id for subject in subjects])
-        written = []
-        for subject in subjects:
-            written.append(folder.write(self.segment_subject(subject, flips, probabilities)))
-            if progress:
-                print(f"wrote {written[-1]}", flush=True)
-        folder.close()
-        return written
+    members: tuple[Segmenter, ...]
+
+    def __post_init__(self) -> None:
+        if not self.members:
+            raise ValueError("an ensemble needs at least one member")
+        first = _describe(self.members[0])
+        for member in self.members[1:]:
+            for key, value in _describe(member).items():
+                if value != first[key]:
+                    raise DataError(f"{member.source}: its {key} differs from {self.members[0].source}'s "
+                                    f"({value} vs {first[key]}); an ensemble averages models of one task")
+        lead = self.members[0]
+        self.labels, self.modalities, self.preprocessing = lead.labels, lead.modalities, lead.preprocessing
+        self.profiles, self.datamodule = lead.profiles, lead.datamodule
+        self.source = " + ".join(m.source for m in self.members)
+
+    @classmethod
+    def from_checkpoints(cls, paths: Sequence[str | Path], device: str | torch.device | None = None,
+                         overlap: float | None = None, sw_batch_size: int | None = None) -> Ensemble:
+        return cls(tuple(Segmenter.from_checkpoint(p, device, overlap, sw_batch_size) for p in paths))
+
+    def probabilities(self, image: torch.Tensor, flips: bool = False) -> torch.Tensor:
+        """The members' probabilities (each over its own windows and mirrorings), averaged."""
+        total = self.members[0].probabilities(image, flips)
+        for member in self.members[1:]:
+            total += member.probabilities(image, flips).to(total.device)
+        return total / len(self.members)
+
+
+def load_segmenter(checkpoints: str | Path | Sequence[str | Path], device: str | torch.device | None = None,
+                   overlap: float | None = None, sw_batch_size: int | None = None) -> Segmenter | Ensemble:
+    """A :class:`Segmenter` for one checkpoint, an :class:`Ensemble` of several."""
+    paths = [checkpoints] if isinstance(checkpoints, str | Path) else list(checkpoints)
+    if len(paths) == 1:
+        return Segmenter.from_checkpoint(paths[0], device, overlap, sw_batch_size)
+    return Ensemble.from_checkpoints(paths, device, overlap, sw_batch_size)

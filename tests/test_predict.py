@@ -333,3 +333,57 @@ def test_train_py_predict_warns_about_swapped_modalities_too(checkpoint: Path, t
     with pytest.warns(DataWarning, match=r"subject-4: input channel 1 \(given as T2\) has the intensities of T1"):
         run_with(checkpoint, tiny_demo_dir, "predict", ["--data.init_args.predict_dir", str(swapped),
                                                        "--prediction_writer.output_dir", str(tmp_path / "out")])
+
+
+@pytest.fixture(scope="module")
+def second_checkpoint(tiny_demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another model of the same task (another seed): a second ensemble member."""
+    run = tmp_path_factory.mktemp("run_seed1")
+    run_cli(["fit", "--config", "configs/demo.yaml", "--seed_everything", "1",
+             "--data.init_args.data_dir", str(tiny_demo_dir),
+             "--data.init_args.val_subjects", "[subject-3]", "--data.init_args.test_subjects", "[subject-4]",
+             "--data.init_args.patch_size", "[16, 16, 16]", "--data.init_args.samples_per_volume", "2",
+             "--data.init_args.cache_dir", "null", "--model.network_kwargs", "{base_features: 2}",
+             "--trainer.max_epochs", "1", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+             "--checkpoint.dirpath", str(run / "checkpoints")], save_config=False)
+    return run / "checkpoints" / "last.ckpt"
+
+
+def test_an_ensemble_averages_its_members_probabilities(checkpoint: Path, second_checkpoint: Path,
+                                                        tiny_demo_dir: Path, tmp_path: Path) -> None:
+    from core.segmenter import Ensemble, Segmenter, load_segmenter
+    from core.volumes import load_subject
+
+    ensemble = load_segmenter([checkpoint, second_checkpoint], "cpu")
+    assert isinstance(ensemble, Ensemble) and ensemble.modalities == ("T1", "T2")
+    first, second = (Segmenter.from_checkpoint(p, "cpu") for p in (checkpoint, second_checkpoint))
+    files = [tiny_demo_dir / "subject-4-T1.hdr", tiny_demo_dir / "subject-4-T2.hdr"]
+    volume = load_subject(ensemble.subject(files), None, ensemble.preprocessing)
+    image = torch.from_numpy(np.asarray(volume.image))[None]
+    with torch.no_grad():
+        a, b, both = first.probabilities(image), second.probabilities(image), ensemble.probabilities(image)
+    assert not torch.allclose(a, b, atol=1e-3)  # two different models
+    torch.testing.assert_close(both, (a + b) / 2)
+    # predict.py with two checkpoints writes the class map of the averaged probabilities.
+    main(["--checkpoint", str(checkpoint), str(second_checkpoint), "--input", *map(str, files),
+          "--output", str(tmp_path / "ensemble")])
+    written = np.asarray(nib.load(str(tmp_path / "ensemble" / "subject-4_seg.nii.gz")).dataobj)
+    expected = ensemble.segment_volume(volume).image()
+    np.testing.assert_array_equal(written, np.asarray(expected.dataobj))
+
+
+@pytest.mark.parametrize(("key", "value", "what"), [
+    ("modalities", ["T2", "T1"], "modalities"),
+    ("label_space", {"classes": {"background": 0, "A": 1, "B": 2, "C": 3},  # 4 classes, but not iSeg's
+                     "value_to_class": {"0": 0, "1": 1, "2": 2, "3": 3}}, "label space"),
+])
+def test_an_ensemble_refuses_members_of_another_task(checkpoint: Path, tmp_path: Path, key: str, value: object,
+                                                     what: str) -> None:
+    from core.segmenter import load_segmenter
+
+    other = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    other["hyper_parameters"][key] = value
+    path = tmp_path / "other.ckpt"
+    torch.save(other, path)
+    with pytest.raises(DataError, match=rf"{path}: its {what} differs from {checkpoint}'s"):
+        load_segmenter([checkpoint, path], "cpu")
