@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
 from jsonargparse import Namespace
 from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -20,6 +21,7 @@ from pytorch_lightning.loggers import WandbLogger
 
 from core.io import DataError, one_line_warnings, unused_path, write_text_atomically
 from core.labels import LabelSpace
+from core.provenance import code_version
 from core.segmenter import model_hparams, read_checkpoint
 from datamodules import VolumeSegmentationDataModule
 from lightning_modules import SegmentationModule
@@ -135,8 +137,18 @@ class SegmentationCLI(LightningCLI):
                 config.trainer.default_root_dir = str(plan.folder)  # Lightning's SLURM checkpoints go there too
             continue_wandb_run(config, self.resumed.get("wandb_run_id"))
 
+    def run_record(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the run that wrote it: the full config as a nested dict
+        (every CLI key, seeds and trainer settings included), the command and the code version.
+        Plain types only, so it loads with ``weights_only=True``."""
+        config = self.config[self.subcommand]
+        dumped = yaml.safe_load(self._parser(self.subcommand).dump(config, skip_unset=False))
+        return {"config": dumped, "command": list(self.command), "code": code_version(ROOT)}
+
     def before_fit(self) -> None:
-        """Say where the run goes, and point ``<runs>/latest`` at it (process 0 only)."""
+        """Say where the run goes, and point ``<runs>/latest`` at it (process 0 only); give the
+        model the run's record for its checkpoints."""
+        self.model.run_record = self.run_record()
         folder = self.run_plan.folder
         if folder is not None and self.trainer.is_global_zero:
             folder.mkdir(parents=True, exist_ok=True)

@@ -96,6 +96,7 @@ class SegmentationModule(pl.LightningModule):
         self.deep_supervision_loss = DeepSupervisionLoss(self.loss_fn, weight_mode="exp")
         self.border = network_border(self.network)
         self.modality_profiles: ModalityProfiles | None = None  # the training scans', from the checkpoint
+        self.run_record: dict[str, Any] | None = None  # the run's config, command and code (train.py sets it)
         # Hard-label Dice per stage, subject and scored structure (foreground class or region), by
         # the formula of every table (core.metrics: a structure absent from truth and prediction
         # scores 1, a spurious or missed one 0); keyed by subject, so each counts once on any
@@ -222,9 +223,12 @@ class SegmentationModule(pl.LightningModule):
         profiles = getattr(datamodule, "modality_profiles", None) or self.modality_profiles
         if profiles is not None:
             checkpoint["modality_profiles"] = profiles.to_dict()
+        if self.run_record is not None:
+            checkpoint["run_record"] = self.run_record
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.modality_profiles = ModalityProfiles.from_dict(checkpoint.get("modality_profiles"))
+        self.run_record = self.run_record or checkpoint.get("run_record")
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer(self.parameters())

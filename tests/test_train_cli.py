@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -63,6 +64,19 @@ def test_fit_writes_best_and_last_checkpoints_with_the_data_settings(trained: Pa
     assert [epoch for epoch, _ in curves["train/loss"]] == list(range(len(curves["train/loss"])))
     assert len(curves["val/dice_mean"]) >= 1 and all(0 <= v <= 1 for _, v in curves["val/dice_mean"])
     assert {"val/loss", "val/dice_CSF", "val/dice_GM", "val/dice_WM"} <= set(curves)
+
+
+def test_checkpoints_record_the_run_config_command_and_code(trained: Path) -> None:
+    """Every CLI key (seed and trainer settings too) as a nested dict, plain types only, so a
+    run is described by its checkpoint alone (compare_runs.py reads it)."""
+    record = torch.load(trained / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["run_record"]
+    config = record["config"]
+    assert config["model"]["network"] == "unet3d" and config["model"]["network_kwargs"] == {"base_features": 2}
+    assert config["trainer"]["max_epochs"] == 1 and config["seed_everything"] == 0
+    assert config["data"]["init_args"]["patch_size"] == [16, 16, 16]
+    assert config["model"]["optimizer"]["class_path"] == "torch.optim.AdamW"
+    assert record["command"][0] == "fit" and "--trainer.max_epochs" in record["command"]
+    assert re.fullmatch(r"[0-9a-f]{40}", record["code"]["commit"]) and isinstance(record["code"]["dirty"], bool)
 
 
 def test_checkpoint_reload_gives_identical_predictions(trained: Path) -> None:
