@@ -1,26 +1,79 @@
-"""The thesis-style comparison table from several runs' test reports.
+"""Compare runs from their test reports: every run, groups over seeds and folds, confidence
+intervals and paired tests.
 
-    python compare_runs.py runs/study            # every run below (any */test/metrics.csv)
-    python compare_runs.py runs/a runs/b ...
+    python compare_runs.py runs/study                # every run below (any */test/metrics.csv)
+    python compare_runs.py runs/a runs/b --output comparison/
 
-A run is a folder with ``checkpoints/*.ckpt`` and the ``test/metrics.csv`` that
-``train.py test`` wrote beside them (``scripts/thesis_study.sh`` makes one per network and
-dataset). The network and dataset come from the checkpoint. Prints, per dataset, one row per
-network with the mean DSC of each region over the test subjects and their mean, then the
-network x dataset table of those means (the thesis' Table 2 layout, but on whole held-out
-volumes).
+A run is a folder with ``checkpoints/*.ckpt`` and the ``test/metrics.csv`` that ``train.py
+test`` wrote beside them. Everything else comes from the checkpoint: the dataset, and the run's
+full config (``run_record``; older checkpoints: the model's and DataModule's arguments).
+
+Per dataset it reports
+- one row per run, with the settings that differ between runs as columns and the mean DSC per
+  structure over the test subjects with its 95 % bootstrap confidence interval over subjects;
+- groups: runs that differ only in seed or fold, as mean ± std over the runs, and the interval
+  of the group's per-subject DSC (averaged over its runs);
+- paired Wilcoxon signed-rank tests between groups on the subjects both scored, per structure
+  and for the mean over structures, with Holm-adjusted p-values over the pairs;
+then the network x dataset table of group means (the thesis' Table 2 layout, on whole held-out
+volumes). Writes ``comparison.md`` (also printed), ``comparison_runs.csv``,
+``comparison_tests.csv`` and ``comparison.png`` (per-subject DSC box plots per group and
+structure) into ``--output`` (default: the first folder given).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import combinations
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+
+from core.figures import save_score_boxplots
+from core.io import DataError, write_text_atomically
+from core.metrics import csv_text
+from core.provenance import flatten
 from core.segmenter import read_checkpoint
+from core.statistics import bootstrap_ci, holm, paired_wilcoxon
+
+REPLICATE_KEYS = ("seed_everything", "data.init_args.fold")  # runs differing only here form a group
+NETWORK_KEY = "model.network"
+# Settings that say where files go or how fast, not what was trained: never a column.
+NOT_SETTINGS = ("config", "ckpt_path", "checkpoint.", "trainer.logger", "trainer.default_root_dir",
+                "trainer.callbacks", "trainer.plugins", "trainer.enable_progress_bar", "trainer.log_every_n_steps",
+                "data.init_args.data_dir", "data.init_args.cache_dir", "data.init_args.num_workers",
+                "data.init_args.preprocess_workers", "data.init_args.predict_dir", "test_report.",
+                "prediction_writer.", "learning_curves.", "validation_images.", "resume_state.", "network_help",
+                "model.label_space", "model.in_channels", "model.modalities", "model.predict_flips")
+MEAN = "mean"  # the mean over structures, reported beside them
+
+
+@dataclass
+class Run:
+    """One trained and tested model."""
+
+    folder: Path
+    dataset: str
+    settings: dict[str, Any]  # dotted config keys -> values
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)  # structure -> subject -> DSC
+
+    @property
+    def network(self) -> str:
+        return str(self.settings.get(NETWORK_KEY, "?"))
+
+    def mean_dice(self, structure: str) -> float:
+        """Mean over the subjects; for :data:`MEAN`, the mean of the structures' means (as the
+        logged ``dice_mean``)."""
+        if structure == MEAN:
+            return _nanmean([self.mean_dice(s) for s in self.scores if s != MEAN])
+        return _nanmean(list(self.scores.get(structure, {}).values()))
 
 
 def find_reports(paths: Sequence[Path]) -> list[Path]:
@@ -32,68 +85,209 @@ def find_reports(paths: Sequence[Path]) -> list[Path]:
     return reports
 
 
-def describe_run(run: Path) -> tuple[str, str]:
-    """(network, dataset) of a run, from its checkpoint."""
-    checkpoints = sorted((run / "checkpoints").glob("*.ckpt"), key=lambda p: p.name != "best.ckpt")
+def run_settings(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's config as dotted keys: its record, or the arguments older checkpoints kept."""
+    record = checkpoint.get("run_record") or {}
+    if record.get("config"):
+        return flatten(record["config"])
+    settings = flatten({"model": dict(checkpoint.get("hyper_parameters") or {})})
+    settings.update(flatten({"data": {"init_args": dict(checkpoint.get("datamodule_hyper_parameters") or {})}}))
+    return settings
+
+
+def load_run(report: Path) -> Run:
+    folder = report.parent.parent
+    checkpoints = sorted((folder / "checkpoints").glob("*.ckpt"), key=lambda p: p.name != "best.ckpt")
     if not checkpoints:
-        raise FileNotFoundError(f"{run}: no checkpoints/*.ckpt beside test/metrics.csv")
+        raise DataError(f"{folder}: no checkpoints/*.ckpt beside test/metrics.csv")
     checkpoint = read_checkpoint(checkpoints[0])  # weights_only: a checkpoint cannot run code
-    network = checkpoint["hyper_parameters"]["network"]
-    dataset = checkpoint.get("datamodule_class", "unknown").rsplit(".", 1)[-1].removesuffix("DataModule")
+    dataset = str(checkpoint.get("datamodule_class", "unknown")).rsplit(".", 1)[-1].removesuffix("DataModule")
     mode = (checkpoint.get("datamodule_hyper_parameters") or {}).get("label_mode")
-    return network, f"{dataset} ({mode})" if mode else dataset
-
-
-def region_means(report: Path) -> dict[str, float]:
-    """Mean DSC per region over the subjects of one test report."""
-    values: dict[str, list[float]] = defaultdict(list)
+    run = Run(folder, f"{dataset} ({mode})" if mode else dataset, run_settings(checkpoint))
     with open(report, newline="") as handle:
         for row in csv.DictReader(handle):
-            dice = float(row["dice"])
-            if not math.isnan(dice):
-                values[row["structure"]].append(dice)
-    return {region: sum(v) / len(v) for region, v in values.items()}
+            run.scores.setdefault(row["structure"], {})[row["subject"]] = float(row["dice"])
+    if run.scores:
+        structures = list(run.scores)
+        subjects = sorted(set.intersection(*(set(run.scores[k]) for k in structures)))
+        run.scores[MEAN] = {s: _nanmean([run.scores[k][s] for k in structures]) for s in subjects}
+    return run
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    kept = [v for v in values if not math.isnan(v)]
+    return sum(kept) / len(kept) if kept else math.nan
+
+
+def _is_setting(key: str) -> bool:
+    return not any(key == p or (p.endswith(".") and key.startswith(p)) or key.startswith(p + ".")
+                   for p in NOT_SETTINGS)
+
+
+def differing_settings(runs: Sequence[Run]) -> list[str]:
+    """Config keys whose value differs between the runs (what the comparison is about)."""
+    keys = sorted({k for run in runs for k in run.settings if _is_setting(k)})
+    return [k for k in keys if len({json.dumps(r.settings.get(k), sort_keys=True, default=str) for r in runs}) > 1]
+
+
+def short_name(key: str) -> str:
+    return key.removeprefix("model.").removeprefix("data.init_args.").replace("init_args.", "")
+
+
+def group_label(run: Run, keys: Sequence[str]) -> str:
+    """The network and the settings (other than seed and fold) that set the run apart."""
+    extra = [f"{short_name(k)}={run.settings.get(k)}" for k in keys if k not in REPLICATE_KEYS and k != NETWORK_KEY]
+    return " ".join([run.network, *extra])
+
+
+def structures_of(runs: Sequence[Run]) -> list[str]:
+    names = list(dict.fromkeys(s for run in runs for s in run.scores if s != MEAN))
+    return [*names, MEAN]
+
+
+def group_scores(runs: Sequence[Run], structure: str) -> dict[str, float]:
+    """Per-subject DSC of a group: each subject's mean over the group's runs that scored it."""
+    by_subject: dict[str, list[float]] = defaultdict(list)
+    for run in runs:
+        for subject, value in run.scores.get(structure, {}).items():
+            by_subject[subject].append(value)
+    return {subject: _nanmean(values) for subject, values in by_subject.items()}
+
+
+def _interval(values: Sequence[float]) -> str:
+    low, high = bootstrap_ci(values)
+    return "" if math.isnan(low) else f" [{low:.3f}, {high:.3f}]"
+
+
+@dataclass
+class Comparison:
+    """Everything computed for the reports."""
+
+    markdown: str
+    run_rows: list[dict[str, Any]]
+    test_rows: list[dict[str, Any]]
+    boxplots: dict[str, dict[str, dict[str, list[float]]]]  # dataset -> structure -> group -> per-subject DSC
+
+
+def compare(paths: Sequence[Path]) -> Comparison:
+    """Read every run below ``paths`` and compute the tables."""
+    runs = [load_run(report) for report in find_reports(paths)]
+    if not runs:
+        raise DataError(f"no test/metrics.csv under {[str(p) for p in paths]}: run train.py test first")
+    by_dataset: dict[str, list[Run]] = defaultdict(list)
+    for run in runs:
+        by_dataset[run.dataset].append(run)
+    lines: list[str] = []
+    run_rows: list[dict[str, Any]] = []
+    test_rows: list[dict[str, Any]] = []
+    boxplots: dict[str, dict[str, dict[str, list[float]]]] = {}
+    group_means: dict[str, dict[str, float]] = defaultdict(dict)  # group -> dataset -> mean DSC
+    root = Path(paths[0])
+    for dataset, members in sorted(by_dataset.items()):
+        keys = differing_settings(members)
+        structures = structures_of(members)
+        columns = [k for k in keys if k != NETWORK_KEY]
+        lines += [f"## {dataset}", "", "Runs: mean DSC over the test subjects [95 % bootstrap CI over subjects].", "",
+                  "| run | network | " + "".join(f"{short_name(k)} | " for k in columns)
+                  + " | ".join(structures) + " |", "|---" * (2 + len(columns) + len(structures)) + "|"]
+        for run in sorted(members, key=lambda r: str(r.folder)):
+            name = str(run.folder.relative_to(root)) if run.folder.is_relative_to(root) else str(run.folder)
+            values = {s: list(run.scores.get(s, {}).values()) for s in structures}
+            cells = [f"{run.mean_dice(s):.4f}{_interval(values[s])}" for s in structures]
+            lines.append(f"| {name} | {run.network} | " + "".join(f"{run.settings.get(k)} | " for k in columns)
+                         + " | ".join(cells) + " |")
+            row = {"dataset": dataset, "run": name, "network": run.network,
+                   **{short_name(k): run.settings.get(k) for k in columns}}
+            for structure in structures:
+                values = list(run.scores.get(structure, {}).values())
+                low, high = bootstrap_ci(values)
+                row.update({f"{structure}_dice": run.mean_dice(structure), f"{structure}_ci_low": low,
+                            f"{structure}_ci_high": high, f"{structure}_subjects": len(values)})
+            run_rows.append(row)
+        groups: dict[str, list[Run]] = defaultdict(list)
+        for run in members:
+            groups[group_label(run, keys)].append(run)
+        lines += ["", "Groups (runs that differ only in seed or fold): mean ± std over runs [95 % CI over "
+                  "subjects of the per-subject mean over runs].", "",
+                  "| group | runs | " + " | ".join(structures) + " |", "|---" * (2 + len(structures)) + "|"]
+        ranked = sorted(groups, key=lambda g: -_nanmean([r.mean_dice(MEAN) for r in groups[g]]))
+        for label in ranked:
+            cells = []
+            for structure in structures:
+                run_means = [r.mean_dice(structure) for r in groups[label]]
+                subjects = list(group_scores(groups[label], structure).values())
+                cells.append(f"{_nanmean(run_means):.4f} ± {float(np.nanstd(run_means)):.4f}{_interval(subjects)}")
+            group_means[label][dataset] = _nanmean([r.mean_dice(MEAN) for r in groups[label]])
+            lines.append(f"| {label} | {len(groups[label])} | " + " | ".join(cells) + " |")
+        boxplots[dataset] = {s: {g: list(group_scores(groups[g], s).values()) for g in ranked} for s in structures}
+        tests = paired_tests(dataset, groups, ranked, structures)
+        test_rows += tests
+        if tests:
+            lines += ["", "Paired Wilcoxon signed-rank tests on the subjects both groups scored (Holm-adjusted over "
+                      "the pairs of each structure).", "",
+                      "| A | B | structure | subjects | mean A − B | p | p (Holm) |", "|---" * 7 + "|"]
+            lines += [f"| {t['a']} | {t['b']} | {t['structure']} | {t['subjects']} | {t['mean_difference']:+.4f} | "
+                      f"{t['p']:.4g} | {t['p_holm']:.4g} |" for t in tests]
+        lines.append("")
+    datasets = sorted(by_dataset)
+    lines += ["## mean DSC, group x dataset", "", "| group | " + " | ".join(datasets) + " |",
+              "|---|" + "---:|" * len(datasets)]
+    for label in sorted(group_means):
+        cells = [f"{group_means[label][d]:.4f}" if d in group_means[label] else "" for d in datasets]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return Comparison("\n".join(lines) + "\n", run_rows, test_rows, boxplots)
+
+
+def paired_tests(dataset: str, groups: Mapping[str, Sequence[Run]], order: Sequence[str],
+                 structures: Sequence[str]) -> list[dict[str, Any]]:
+    """Wilcoxon signed-rank test per pair of groups and structure, on their common subjects."""
+    rows = []
+    for structure in structures:
+        found = []
+        for a, b in combinations(order, 2):
+            first, second = group_scores(groups[a], structure), group_scores(groups[b], structure)
+            common = sorted(set(first) & set(second))
+            if not common:
+                continue
+            x, y = [first[s] for s in common], [second[s] for s in common]
+            found.append({"dataset": dataset, "a": a, "b": b, "structure": structure, "subjects": len(common),
+                          "mean_difference": _nanmean([p - q for p, q in zip(x, y, strict=True)]),
+                          "p": paired_wilcoxon(x, y)})
+        for row, adjusted in zip(found, holm([r["p"] for r in found]), strict=True):
+            row["p_holm"] = adjusted
+        rows += found
+    return rows
+
+
+def write_reports(comparison: Comparison, output: Path) -> list[Path]:
+    """``comparison.md``, ``comparison_runs.csv``, ``comparison_tests.csv``, ``comparison.png``."""
+    output.mkdir(parents=True, exist_ok=True)
+    run_columns = list(dict.fromkeys(k for row in comparison.run_rows for k in row))
+    written = [write_text_atomically(output / "comparison.md", comparison.markdown),
+               write_text_atomically(output / "comparison_runs.csv", csv_text(comparison.run_rows, run_columns))]
+    test_columns = ["dataset", "a", "b", "structure", "subjects", "mean_difference", "p", "p_holm"]
+    written.append(write_text_atomically(output / "comparison_tests.csv", csv_text(comparison.test_rows, test_columns)))
+    written.append(save_score_boxplots(comparison.boxplots, output / "comparison.png"))
+    return written
 
 
 def comparison_tables(paths: Sequence[Path]) -> str:
-    """The Markdown tables (per dataset, then network x dataset)."""
-    results: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)  # dataset -> network -> region -> DSC
-    for report in find_reports(paths):
-        network, dataset = describe_run(report.parent.parent)
-        results[dataset][network] = region_means(report)
-    if not results:
-        raise FileNotFoundError(f"no test/metrics.csv under {[str(p) for p in paths]}: run train.py test first")
-    lines = []
-    for dataset, networks in sorted(results.items()):
-        regions = list(dict.fromkeys(r for scores in networks.values() for r in scores))
-        lines += [f"### {dataset}", "", "| network | " + " | ".join(regions) + " | mean |",
-                  "|---|" + "---:|" * (len(regions) + 1)]
-        for network, scores in sorted(networks.items(), key=lambda item: -_mean(item[1])):
-            cells = [f"{scores[r]:.4f}" if r in scores else "" for r in regions]
-            lines.append(f"| {network} | " + " | ".join(cells) + f" | {_mean(scores):.4f} |")
-        lines.append("")
-    datasets = sorted(results)
-    networks = sorted({n for d in results.values() for n in d})
-    lines += ["### mean DSC, network x dataset", "", "| network | " + " | ".join(datasets) + " |",
-              "|---|" + "---:|" * len(datasets)]
-    for network in networks:
-        cells = [f"{_mean(results[d][network]):.4f}" if network in results[d] else "" for d in datasets]
-        lines.append(f"| {network} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _mean(scores: dict[str, float]) -> float:
-    return sum(scores.values()) / len(scores) if scores else math.nan
+    """The Markdown report of :func:`compare`."""
+    return compare(paths).markdown
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", type=Path, nargs="+", help="run folders, or folders holding runs")
+    parser.add_argument("--output", type=Path, help="where the reports go (default: the first folder given)")
     args = parser.parse_args(argv)
     try:
-        print(comparison_tables(args.runs))
-    except FileNotFoundError as error:
+        comparison = compare(args.runs)
+        written = write_reports(comparison, args.output or args.runs[0])
+    except (DataError, FileNotFoundError) as error:
         parser.exit(2, f"compare_runs.py: error: {error}\n")
+    print(comparison.markdown, end="")
+    print("written: " + ", ".join(str(p) for p in written))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from core.io import atomic_path  # noqa: E402
+
 _COLOURS = ["#00000000", "#1f77b4", "#2ca02c", "#ffdd00", "#d62728", "#9467bd", "#ff7f0e", "#17becf", "#e377c2"]
 
 
@@ -22,9 +24,11 @@ PLANES = {"axial": 2, "coronal": 1, "sagittal": 0}  # the voxel axis each plane 
 def _save(fig: plt.Figure, path: Path, title: str, dpi: int) -> Path:
     fig.suptitle(title)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:  # never a half-drawn picture under the final name
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -95,3 +99,30 @@ def save_learning_curves_png(history: Mapping[str, Sequence[tuple[int, float]]],
             ax.legend(frameon=False)
         ax.grid(alpha=0.3)
     return _save(fig, path, title, dpi=90)
+
+
+def save_score_boxplots(scores: Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]], path: Path,
+                        title: str = "DSC per subject") -> Path:
+    """Box plots of per-subject scores: one row per dataset, one panel per structure, one box
+    per group (``scores[dataset][structure][group]``), the subjects drawn as points over it."""
+    datasets = list(scores)
+    columns = max((len(structures) for structures in scores.values()), default=1)
+    fig, axes = plt.subplots(len(datasets) or 1, columns, figsize=(3.2 * columns, 3.4 * max(len(datasets), 1)),
+                             squeeze=False)
+    for row, dataset in enumerate(datasets):
+        for column in range(columns):
+            ax = axes[row][column]
+            structures = list(scores[dataset])
+            if column >= len(structures):
+                ax.axis("off")
+                continue
+            groups = scores[dataset][structures[column]]
+            data = [[v for v in values if not np.isnan(v)] for values in groups.values()]
+            ax.boxplot(data, showfliers=False)
+            for i, values in enumerate(data, start=1):
+                ax.scatter(np.full(len(values), i) + np.linspace(-0.12, 0.12, len(values)), values, s=10, alpha=0.7)
+            ax.set_xticks(range(1, len(groups) + 1), list(groups), rotation=30, ha="right", fontsize=8)
+            ax.set_title(f"{dataset}: {structures[column]}", fontsize=9)
+            ax.set_ylim(min([0.0, *[min(v) for v in data if v]]), 1.0)
+    fig.tight_layout()
+    return _save(fig, path, title, dpi=100)

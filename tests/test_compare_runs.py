@@ -1,19 +1,29 @@
+"""compare_runs.py: every run kept, groups over seeds, bootstrap intervals and paired tests."""
+
+import csv
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from scipy import stats
 
-from compare_runs import comparison_tables, main
+from compare_runs import compare, comparison_tables, main
 
 
 def fake_run(folder: Path, network: str, datamodule: str, dice: dict[str, list[float]],
-             mode: str | None = None) -> None:
+             mode: str | None = None, config: dict | None = None) -> None:
+    """A run folder as train.py leaves it: a checkpoint (old style without ``config``, else with a
+    run record) and test/metrics.csv with subjects s0, s1, ..."""
     (folder / "checkpoints").mkdir(parents=True)
     (folder / "test").mkdir()
-    torch.save({"state_dict": {}, "hyper_parameters": {"network": network},
-                "datamodule_class": f"datamodules.{datamodule}",
-                "datamodule_hyper_parameters": {"label_mode": mode} if mode else {}},
-               folder / "checkpoints" / "best.ckpt")
+    checkpoint = {"state_dict": {}, "hyper_parameters": {"network": network},
+                  "datamodule_class": f"datamodules.{datamodule}",
+                  "datamodule_hyper_parameters": {"label_mode": mode} if mode else {}}
+    if config is not None:
+        checkpoint["run_record"] = {"config": config, "command": ["fit"], "code": {"commit": None, "dirty": None}}
+    torch.save(checkpoint, folder / "checkpoints" / "best.ckpt")
     rows = ["subject,structure,dice,hd95_mm,assd_mm,avd_percent"]
     for region, values in dice.items():
         rows += [f"s{i},{region},{v},1.0,0.5,2.0" for i, v in enumerate(values)]
@@ -28,11 +38,69 @@ def test_thesis_table_from_runs(tmp_path: Path, capsys: pytest.CaptureFixture[st
     fake_run(tmp_path / "mrb" / "unet3d", "unet3d", "MRBrainS18DataModule", {"CSF": [0.6], "GM": [0.7], "WM": [0.8]},
              mode="thesis")
     table = comparison_tables([tmp_path])
-    assert "| unet3d | 0.8500 | 0.8500 | 0.8500 | 0.8500 |" in table  # ISeg2017 section: region means, mean
-    assert "| vnet | 0.7000 | 0.8000 | 0.9000 | 0.8000 |" in table  # NaN (absent region) left out
-    assert "| network | ISeg2017 | MRBrainS18 (thesis) |" in table
+    # Runs: the mean over subjects per structure with its bootstrap interval, then the mean of those.
+    assert re.search(r"\| iseg/unet3d \| unet3d \| 0\.8500 \[0\.800, 0\.900\] \| 0\.8500 \[0\.850, 0\.850\] \| "
+                     r"0\.8500 \[0\.800, 0\.900\] \| 0\.8500 ", table)
+    assert ("| iseg/vnet | vnet | 0.7000 [0.700, 0.700] | 0.8000 [0.800, 0.800] | 0.9000 [0.900, 0.900] | 0.8000"
+            in table)
+    # One run per group: std 0.
+    assert "| unet3d | 1 | 0.8500 ± 0.0000 [0.800, 0.900] |" in table
+    assert "| group | ISeg2017 | MRBrainS18 (thesis) |" in table
     assert "| unet3d | 0.8500 | 0.7000 |" in table and "| vnet | 0.8000 |  |" in table
     main([str(tmp_path / "iseg" / "unet3d")])
     assert "| unet3d | 0.8500" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main([str(tmp_path / "nothing")])
+
+
+def config(network: str, seed: int, lr: float = 0.003) -> dict:
+    return {"seed_everything": seed, "model": {"network": network, "optimizer": {"init_args": {"lr": lr}}},
+            "data": {"init_args": {"data_dir": f"/data/{seed}", "patch_size": [48, 48, 48]}},
+            "checkpoint": {"dirpath": f"runs/{network}/{seed}"}}
+
+
+def test_seeds_are_kept_grouped_and_compared_subject_by_subject(tmp_path: Path) -> None:
+    """Two seeds of two networks on the same 6 subjects: 4 runs (none dropped), 2 groups, the seed
+    as the only differing setting, and a Wilcoxon test on the groups' per-subject means."""
+    rng = np.random.default_rng(0)
+    unet = {seed: rng.uniform(0.85, 0.95, 6) for seed in (0, 1)}
+    vnet = {seed: rng.uniform(0.60, 0.70, 6) for seed in (0, 1)}
+    for seed in (0, 1):
+        fake_run(tmp_path / f"unet3d-{seed}", "unet3d", "ISeg2017DataModule", {"WM": list(unet[seed])},
+                 config=config("unet3d", seed))
+        fake_run(tmp_path / f"vnet-{seed}", "vnet", "ISeg2017DataModule", {"WM": list(vnet[seed])},
+                 config=config("vnet", seed))
+    comparison = compare([tmp_path])
+    assert [row["run"] for row in comparison.run_rows] == ["unet3d-0", "unet3d-1", "vnet-0", "vnet-1"]
+    assert {k for k in comparison.run_rows[0] if not k.startswith(("WM", "mean"))} == {
+        "dataset", "run", "network", "seed_everything"}  # paths (data_dir, dirpath) are not settings
+    assert comparison.run_rows[1]["WM_dice"] == pytest.approx(unet[1].mean())
+    unet_mean = (unet[0] + unet[1]) / 2
+    table = comparison.markdown
+    run_means = [unet[0].mean(), unet[1].mean()]
+    assert f"| unet3d | 2 | {np.mean(run_means):.4f} ± {np.std(run_means):.4f} [" in table
+    (wm,) = [t for t in comparison.test_rows if t["structure"] == "WM"]
+    assert (wm["a"], wm["b"], wm["subjects"]) == ("unet3d", "vnet", 6)
+    vnet_mean = (vnet[0] + vnet[1]) / 2
+    assert wm["p"] == pytest.approx(stats.wilcoxon(unet_mean - vnet_mean).pvalue) == pytest.approx(2 / 64)
+    assert wm["mean_difference"] == pytest.approx((unet_mean - vnet_mean).mean())
+    assert wm["p_holm"] == pytest.approx(wm["p"])  # one pair: nothing to adjust
+    assert "| unet3d | vnet | WM | 6 | +" in table
+
+
+def test_the_cli_writes_markdown_csv_and_box_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for network, values in (("unet3d", [0.9, 0.8, 0.85]), ("vnet", [0.7, 0.75, 0.6]), ("vnet", [0.72, 0.7, 0.65])):
+        seed = len(list(tmp_path.glob(f"{network}-*")))
+        fake_run(tmp_path / f"{network}-{seed}", network, "ISeg2017DataModule", {"GM": values},
+                 config=config(network, seed))
+    out = tmp_path / "report"
+    main([str(tmp_path), "--output", str(out)])
+    assert (out / "comparison.md").read_text() in capsys.readouterr().out
+    with open(out / "comparison_runs.csv") as handle:
+        runs = list(csv.DictReader(handle))
+    assert len(runs) == 3 and float(runs[0]["GM_dice"]) == pytest.approx(0.85)
+    assert float(runs[0]["GM_ci_low"]) <= 0.85 <= float(runs[0]["GM_ci_high"])
+    with open(out / "comparison_tests.csv") as handle:
+        tests = list(csv.DictReader(handle))
+    assert [(t["a"], t["b"], t["structure"]) for t in tests] == [("unet3d", "vnet", "GM"), ("unet3d", "vnet", "mean")]
+    assert (out / "comparison.png").stat().st_size > 10_000
