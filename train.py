@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 from jsonargparse import Namespace
-from pytorch_lightning import LightningModule, Trainer
+from pytorch_lightning import LightningModule
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import WandbLogger
 
@@ -34,6 +34,7 @@ from lightning_modules.callbacks import (
     ValidationImages,
 )
 from lightning_modules.run_folders import RunPlan, link_latest, plan_run
+from lightning_modules.trainer import Trainer
 from networks import check_network_options
 
 ROOT = Path(__file__).resolve().parent
@@ -136,6 +137,9 @@ class SegmentationCLI(LightningCLI):
             if plan.folder is not None and config.trainer.get("default_root_dir") is None:
                 config.trainer.default_root_dir = str(plan.folder)  # Lightning's SLURM checkpoints go there too
             continue_wandb_run(config, self.resumed.get("wandb_run_id"))
+        elif config.get("checkpoint") is not None and "{run}" in str(config.checkpoint.dirpath or ""):
+            # validate/test/predict save nothing: the evaluated checkpoint's folder, not a template
+            config.checkpoint.dirpath = str(Path(config.ckpt_path).parent) if config.get("ckpt_path") else None
 
     def run_record(self) -> dict[str, Any]:
         """What a checkpoint keeps of the run that wrote it: the full config as a nested dict
@@ -209,6 +213,7 @@ def run_cli(args: list[str] | None = None, save_config: bool = True, run: bool =
         VolumeSegmentationDataModule,
         subclass_mode_data=True,
         auto_configure_optimizers=False,  # the model's own ``optimizer`` / ``lr_scheduler`` arguments
+        trainer_class=Trainer,  # integer batch limits stay integers
         save_config_callback=RunConfigSaver if save_config else None,
         parser_kwargs=({cmd: defaults for cmd in SUBCOMMANDS} if run else defaults),
         args=args,

@@ -229,6 +229,15 @@ def parser():
                    save_config=False).parser
 
 
+def test_batch_limits_are_integers_or_fractions_as_written(parser) -> None:
+    """Lightning declares them float | int: ``--trainer.limit_val_batches 1`` used to mean 100 %."""
+    trainer = parser.parse_args(["--config", "configs/demo.yaml", "--trainer.limit_val_batches", "1",
+                                 "--trainer.limit_train_batches", "0.25",
+                                 "--trainer.limit_test_batches", "3"]).trainer
+    assert (trainer.limit_val_batches, trainer.limit_train_batches, trainer.limit_test_batches) == (1, 0.25, 3)
+    assert type(trainer.limit_val_batches) is int and type(trainer.limit_train_batches) is float
+
+
 def test_mrbrains_experiment_config_states_the_thesis_setting(parser) -> None:
     config = parser.parse_args(["--config", "configs/datasets/mrbrains18.yaml",
                                 "--config", "configs/experiments/mrbrains18.yaml"])
@@ -253,7 +262,7 @@ def test_trainer_presets_compose_with_any_config(parser, preset: str, expected: 
     """Parsed only (a GPU preset cannot build its Trainer on a CPU machine)."""
     trainer = parser.parse_args(["--config", "configs/demo.yaml", "--config", f"configs/trainer/{preset}.yaml"]).trainer
     for key, value in expected.items():
-        assert trainer[key] == value
+        assert trainer[key] == value and type(trainer[key]) is type(value)  # 1 batch, not 1.0 = 100 %
     # Whatever the preset, the defaults file is loaded first: the learning-rate monitor is on.
     assert trainer.callbacks[0].class_path.endswith("OptionalLearningRateMonitor")
     plugins = {plugin.class_path.rsplit(".", 1)[1]: plugin for plugin in trainer.plugins}
