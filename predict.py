@@ -19,6 +19,7 @@ map; they must share modalities, classes and preprocessing.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,6 +36,8 @@ def predict(checkpoint: Path | Sequence[Path], inputs: Sequence[Path], output: P
     """Segment every subject of ``inputs`` with one checkpoint or the ensemble of several;
     returns the segmentation files written."""
     segmenter = load_segmenter(checkpoint, device, overlap=overlap, sw_batch_size=sw_batch_size)
+    for member in getattr(segmenter, "members", (segmenter,)):
+        member.progress = sys.stderr.isatty()  # a bar over the windows of each volume, in a terminal
     if len(inputs) == 1 and Path(inputs[0]).is_dir():
         subjects = subjects_in_folder(inputs[0], segmenter.datamodule, segmenter.modalities, segmenter.source)
     else:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ from lightning_modules.callbacks import (
     TestReport,
     ValidationImages,
 )
+from lightning_modules.loggers import HParamsMetric
 from lightning_modules.run_folders import RunPlan, link_latest, plan_run
 from lightning_modules.trainer import Trainer
 from networks import check_network_options
@@ -45,7 +48,8 @@ SUBCOMMANDS = ("fit", "validate", "test", "predict")
 class RunConfigSaver(SaveConfigCallback):
     """Saves the run's full config and its data split (``split.json``: subject ids per role
     and the rule that chose them) beside each logger's files (the W&B run folder, which
-    ``wandb sync`` uploads, or the TensorBoard/CSV version folder) and into the W&B config;
+    ``wandb sync`` uploads, or the TensorBoard/CSV version folder) and into the W&B config (as a
+    nested dict, so every key can be filtered and grouped on, with the git commit and dirty flag);
     without a logger into ``default_root_dir`` (the run folder with ``{run}``), beside earlier
     ones (``fit-config-2.yaml``...), never over them."""
 
@@ -61,8 +65,9 @@ class RunConfigSaver(SaveConfigCallback):
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 folders.append(Path(logger.experiment.dir))
-                logger.experiment.config.update({"cli": self.parser.dump(self.config, skip_unset=False),
-                                                 "split": split}, allow_val_change=True)
+                nested = yaml.safe_load(self.parser.dump(self.config, skip_unset=False))  # every key filterable
+                logger.experiment.config.update({**nested, "split": split, "code": code_version(ROOT)},
+                                                allow_val_change=True)
             elif logger.log_dir:
                 folders.append(Path(logger.log_dir))
         config = self.parser.dump(self.config, skip_unset=False)
@@ -73,15 +78,35 @@ class RunConfigSaver(SaveConfigCallback):
                 write_text_atomically(unused_path(folder / "split.json"), json.dumps(split, indent=1))
 
 
-def continue_wandb_run(config: Any, run_id: str | None) -> None:
-    """Resuming a fit with W&B logging: log into the run that wrote the checkpoint (``run_id``,
-    recorded in it) instead of starting a new one with the same name."""
+def run_tags(config: Any) -> list[str]:
+    """What a run is, as W&B tags: network, dataset, seed and fold."""
+    data = config.get("data") or Namespace()
+    dataset = str(data.get("class_path") or "").rsplit(".", 1)[-1].removesuffix("DataModule")
+    fold = (data.get("init_args") or Namespace()).get("fold")
+    tags = [f"network:{(config.get('model') or Namespace()).get('network', 'unet3d')}", f"dataset:{dataset}",
+            f"seed:{config.get('seed_everything')}"]
+    return tags + ([] if fold is None else [f"fold:{fold}"])
+
+
+def configure_wandb(config: Any, subcommand: str, run_id: str | None) -> None:
+    """The W&B run of this command. ``RunLogger``: its job type is the subcommand and it is tagged
+    with network, dataset, seed and fold. A resumed fit logs into the run that wrote the checkpoint
+    (``run_id``, recorded in it), and so do ``validate``/``test`` of a checkpoint unless
+    ``evaluate_in_fit_run`` is false, instead of starting a new run with the same name."""
     logger = config.trainer.get("logger")
-    if not isinstance(logger, Namespace) or not str(logger.get("class_path")).endswith("WandbLogger"):
+    class_path = str(logger.get("class_path")) if isinstance(logger, Namespace) else ""
+    if not class_path.endswith(("WandbLogger", "RunLogger")):
         return
-    if run_id and not logger.init_args.get("id"):
-        logger.init_args.id = run_id
-        logger.init_args.resume = "allow"
+    args = logger.init_args
+    ours = class_path.endswith("RunLogger")
+    if ours:
+        args.job_type = args.get("job_type") or subcommand
+        args.tags = list(dict.fromkeys([*(args.get("tags") or []), *run_tags(config)]))
+    evaluates = ours and subcommand in ("validate", "test") and args.get("evaluate_in_fit_run", True)
+    joins = subcommand == "fit" or evaluates
+    if run_id and joins and not args.get("id"):
+        args.id = run_id
+        args.resume = "allow"
 
 
 class NetworkHelp(argparse.Action):
@@ -112,6 +137,7 @@ class SegmentationCLI(LightningCLI):
         parser.add_lightning_class_args(ValidationImages, "validation_images")
         parser.add_lightning_class_args(SegmentationWriter, "prediction_writer")
         parser.add_lightning_class_args(ResumeState, "resume_state")
+        parser.add_lightning_class_args(HParamsMetric, "hparams_metric")
         parser.add_argument("--network_help", action=NetworkHelp, nargs="?", const="all", metavar="NAME",
                             help="print the options (model.network_kwargs) of network NAME, typed with defaults, "
                                  "or of every registered network, and exit")
@@ -136,10 +162,11 @@ class SegmentationCLI(LightningCLI):
                 config.checkpoint.dirpath = plan.checkpoint_dir
             if plan.folder is not None and config.trainer.get("default_root_dir") is None:
                 config.trainer.default_root_dir = str(plan.folder)  # Lightning's SLURM checkpoints go there too
-            continue_wandb_run(config, self.resumed.get("wandb_run_id"))
         elif config.get("checkpoint") is not None and "{run}" in str(config.checkpoint.dirpath or ""):
             # validate/test/predict save nothing: the evaluated checkpoint's folder, not a template
             config.checkpoint.dirpath = str(Path(config.ckpt_path).parent) if config.get("ckpt_path") else None
+        if self.subcommand:
+            configure_wandb(config, self.subcommand, self.resumed.get("wandb_run_id"))
 
     def run_record(self) -> dict[str, Any]:
         """What a checkpoint keeps of the run that wrote it: the full config as a nested dict
@@ -159,6 +186,24 @@ class SegmentationCLI(LightningCLI):
             link_latest(folder)
             resumed = f", resuming {self.run_plan.resume_from}" if self.run_plan.resume_from else ""
             print(f"run folder: {folder} (also {folder.parent / 'latest'}){resumed}", flush=True)
+
+    def _record_evaluation(self) -> None:
+        """A W&B run evaluating a checkpoint names it, and the run that trained it when it is
+        not that run itself."""
+        ckpt_path = self.config[self.subcommand].get("ckpt_path")
+        trained_in = self.resumed.get("wandb_run_id")
+        for logger in self.trainer.loggers:
+            if isinstance(logger, WandbLogger) and ckpt_path:
+                record: dict[str, Any] = {"evaluated_checkpoint": str(ckpt_path)}
+                if trained_in and logger.experiment.id != trained_in:
+                    record["evaluates_run"] = trained_in
+                logger.experiment.config.update(record, allow_val_change=True)
+
+    def before_validate(self) -> None:
+        self._record_evaluation()
+
+    def before_test(self) -> None:
+        self._record_evaluation()
 
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
         """Checkpoints (``--ckpt_path``, resume included) load with ``weights_only=True`` unless
@@ -202,11 +247,34 @@ class SegmentationCLI(LightningCLI):
         self.config = self.parser.parse_object({subcommand: {"model": model_hparams(self.resumed)}}, self.config)
 
 
+class _DropMessages(logging.Filter):
+    def __init__(self, *fragments: str) -> None:
+        super().__init__()
+        self.fragments = fragments
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(f in record.getMessage() for f in self.fragments)
+
+
+_LITLOGGER_TIP = _DropMessages("litlogger")  # one instance: adding it again changes nothing
+
+
+def quiet_benign_messages() -> None:
+    """Silence what every run printed but nobody can act on: Lightning's advertisement for its
+    cloud logger, a deprecation inside Lightning's own pytree helper, W&B looking for a git
+    repository in the run folder (the commit is in the run's config, from ``core.provenance``)."""
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_LITLOGGER_TIP)
+    os.environ.setdefault("WANDB_DISABLE_GIT", "true")
+
+
 def run_cli(args: list[str] | None = None, save_config: bool = True, run: bool = True) -> SegmentationCLI:
     """Parse ``args`` (default: the command line), build model, data and trainer, and run the
     subcommand (unless ``run`` is false: then ``args`` hold no subcommand and nothing runs).
     W&B logs offline unless ``WANDB_MODE`` says otherwise."""
     os.environ.setdefault("WANDB_MODE", "offline")
+    quiet_benign_messages()
     defaults = {"default_config_files": [str(TRAINER_DEFAULTS)]}
     return SegmentationCLI(
         SegmentationModule,

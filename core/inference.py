@@ -19,7 +19,8 @@ MIRRORINGS = [dims for n in range(4) for dims in itertools.combinations((2, 3, 4
 
 
 def sliding_window_logits(network: nn.Module, image: torch.Tensor, roi_size: Sequence[int], sw_batch_size: int = 2,
-                          overlap: float = 0.5, border: int = 0, name: str = "network") -> torch.Tensor:
+                          overlap: float = 0.5, border: int = 0, name: str = "network",
+                          progress: bool = False) -> torch.Tensor:
     """Logits (B, C, D, H, W) of a whole volume (B, M, D, H, W) by Gaussian-weighted windows.
 
     ``border``: voxels an unpadded network loses on each side (its output is its input minus
@@ -28,11 +29,12 @@ def sliding_window_logits(network: nn.Module, image: torch.Tensor, roi_size: Seq
     frame with a mask of where it is valid, MONAI blends both with the same Gaussian weights,
     and their ratio is the weighted mean over the windows whose valid centre covers the voxel.
     The overlap is raised so that the window step never exceeds the valid centre.
+    ``progress``: MONAI's bar over the windows.
     """
     roi = tuple(int(r) for r in roi_size)
     if border == 0:
         return sliding_window_inference(image, roi_size=roi, sw_batch_size=sw_batch_size, predictor=network,
-                                        overlap=overlap, mode="gaussian")
+                                        overlap=overlap, mode="gaussian", progress=progress)
     b = border
     if min(roi) <= 2 * b:
         raise ValueError(f"inference windows {roi} leave nothing of {name}'s output: "
@@ -45,7 +47,8 @@ def sliding_window_logits(network: nn.Module, image: torch.Tensor, roi_size: Seq
 
     overlap = max(overlap, 2 * b / min(roi))
     blended = sliding_window_inference(F.pad(image, [b] * 6), roi_size=roi, predictor=predictor,
-                                       sw_batch_size=sw_batch_size, overlap=overlap, mode="gaussian")
+                                       sw_batch_size=sw_batch_size, overlap=overlap, mode="gaussian",
+                                       progress=progress)
     blended = blended[..., b:-b, b:-b, b:-b]
     return blended[:, :-1] / blended[:, -1:].clamp_min(torch.finfo(blended.dtype).tiny)
 

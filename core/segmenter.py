@@ -33,6 +33,7 @@ import nibabel as nib
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from core.geometry import resample_onto
 from core.inference import mean_over_mirrorings, sliding_window_logits
@@ -348,10 +349,12 @@ class ScanSegmenter(ABC):
         folder = PredictionFolder(output, probabilities, overwrite=overwrite, protect=inputs)
         folder.check([subject.subject_id for subject in subjects])
         written = []
-        for subject in subjects:
+        bar = tqdm(subjects, desc="segmenting", unit="subject", disable=None if progress else True)
+        for subject in bar:
+            bar.set_postfix_str(subject.subject_id)
             written.append(folder.write(self.segment_subject(subject, flips, probabilities)))
             if progress:
-                print(f"wrote {written[-1]}", flush=True)
+                tqdm.write(f"wrote {written[-1]}")
         folder.close()
         return written
 
@@ -385,6 +388,7 @@ class Segmenter(ScanSegmenter):
     source: str = "model"
     datamodule: dict[str, Any] | None = None
     profiles: ModalityProfiles | None = None
+    progress: bool = False  # a bar over each volume's windows (predict.py in a terminal)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None,
@@ -425,7 +429,8 @@ class Segmenter(ScanSegmenter):
     def logits(self, image: torch.Tensor) -> torch.Tensor:
         """Logits (B, C, ...) of preprocessed whole volumes (B, M, ...) by sliding windows."""
         return sliding_window_logits(self.network, image, self.roi_size, self.sw_batch_size, self.overlap,
-                                     border=network_border(self.network), name=type(self.network).__name__)
+                                     border=network_border(self.network), name=type(self.network).__name__,
+                                     progress=self.progress)
 
     def probabilities(self, image: torch.Tensor, flips: bool = False) -> torch.Tensor:
         """Class (softmax) or region (sigmoid) probabilities (B, C, ...) of preprocessed volumes;

@@ -18,10 +18,11 @@ import os
 import shutil
 import tempfile
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from core.labels import LabelSpace
 from core.volumes import PreprocessingSettings, Subject, Volume, load_subject
@@ -72,20 +73,26 @@ class VolumeCache:
     def fill(self, subjects: Sequence[Subject], label_space: LabelSpace | None, settings: PreprocessingSettings,
              workers: int) -> int:
         """Preprocess and cache every subject not cached yet, ``workers`` at a time in separate
-        processes (N4 on a large dataset takes hours on one core). Returns how many were made."""
+        processes (N4 on a large dataset takes hours on one core), with a progress bar in a
+        terminal. Returns how many were made."""
         missing = [s for s in subjects
                    if (e := self.entry(s, label_space, settings)) is not None and not (e / "meta.json").is_file()]
-        if workers < 2 or len(missing) < 2:
-            for subject in missing:
-                self.load(subject, label_space, settings)
-            return len(missing)
-        # Fork where there is fork (as DataLoader workers do): a spawned worker spends seconds
-        # importing torch before its first subject.
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-        with ProcessPoolExecutor(min(workers, len(missing)), mp_context=context) as pool:
-            for future in [pool.submit(_cache_one, self.directory, s, label_space, settings) for s in missing]:
-                future.result()  # re-raises the first DataError with its message
+        progress = tqdm(total=len(missing), desc="preprocessing", unit="subject", disable=None if missing else True)
+        with progress:
+            if workers < 2 or len(missing) < 2:
+                for subject in missing:
+                    self.load(subject, label_space, settings)
+                    progress.update()
+                return len(missing)
+            # Fork where there is fork (as DataLoader workers do): a spawned worker spends seconds
+            # importing torch before its first subject.
+            methods = multiprocessing.get_all_start_methods()
+            context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+            with ProcessPoolExecutor(min(workers, len(missing)), mp_context=context) as pool:
+                futures = [pool.submit(_cache_one, self.directory, s, label_space, settings) for s in missing]
+                for future in as_completed(futures):
+                    future.result()  # re-raises the first DataError with its message
+                    progress.update()
         return len(missing)
 
     @staticmethod

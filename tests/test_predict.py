@@ -186,7 +186,7 @@ def test_checkpoints_are_loaded_without_running_code(checkpoint: Path, tmp_path:
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Every loader (Segmenter / predict.py, load_from_checkpoint, train.py --ckpt_path,
     compare_runs.py) refuses a checkpoint carrying a pickle payload, and runs nothing."""
-    from compare_runs import describe_run
+    from compare_runs import load_run
     from core.segmenter import Segmenter
     from datamodules.folders import datamodule_class
     from lightning_modules import SegmentationModule
@@ -204,7 +204,7 @@ def test_checkpoints_are_loaded_without_running_code(checkpoint: Path, tmp_path:
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     evil.rename(tmp_path / "run" / "checkpoints" / "best.ckpt")
     with pytest.raises(DataError, match=r"best\.ckpt: cannot read the checkpoint \(UnpicklingError"):
-        describe_run(tmp_path / "run")
+        load_run(tmp_path / "run" / "test" / "metrics.csv")
     (tmp_path / "run" / "checkpoints" / "best.ckpt").rename(evil)
     monkeypatch.setattr(sys, "argv", ["train.py", "test", "--config", "configs/demo.yaml", "--ckpt_path", str(evil),
                                       "--trainer.logger", "false"])

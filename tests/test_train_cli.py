@@ -147,8 +147,13 @@ def test_default_logger_is_offline_wandb_with_the_config_saved(tiny_demo_dir: Pa
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    cli("fit", tiny_demo_dir, tmp_path, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1",
-        "--trainer.check_val_every_n_epoch", "1", wandb=True)
+    import wandb
+
+    try:
+        cli("fit", tiny_demo_dir, tmp_path, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1",
+            "--trainer.check_val_every_n_epoch", "1", wandb=True)
+    finally:
+        wandb.finish()  # the next W&B test must start its own run
     runs = list((tmp_path / "runs" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     saved = runs[0] / "files" / "fit-config.yaml"
@@ -168,6 +173,10 @@ def test_tensorboard_gets_the_validation_picture(tiny_demo_dir: Path, tmp_path: 
     (events,) = (tmp_path / "tb").rglob("events.out.tfevents.*")
     accumulator = EventAccumulator(str(events.parent)).Reload()
     assert "val/overlay" in accumulator.Tags()["images"]
+    # The HParams tab's metric is the monitored Dice, not Lightning's placeholder -1.
+    (hp,) = accumulator.Scalars("hp_metric")[-1:]
+    (dice,) = accumulator.Scalars("val/dice_mean")[-1:]
+    assert hp.value == pytest.approx(dice.value) and hp.value != -1
 
 
 def test_bf16_mixed_precision_trains_and_validates(tiny_demo_dir: Path, tmp_path: Path) -> None:
