@@ -45,6 +45,7 @@ from core.statistics import bootstrap_ci, holm, paired_wilcoxon
 
 REPLICATE_KEYS = ("seed_everything", "data.init_args.fold")  # runs differing only here form a group
 NETWORK_KEY = "model.network"
+NETWORK_OPTIONS = "model.network_kwargs."
 # Settings that say where files go or how fast, not what was trained: never a column.
 NOT_SETTINGS = ("config", "ckpt_path", "checkpoint.", "trainer.logger", "trainer.default_root_dir",
                 "trainer.callbacks", "trainer.plugins", "trainer.enable_progress_bar", "trainer.log_every_n_steps",
@@ -53,6 +54,7 @@ NOT_SETTINGS = ("config", "ckpt_path", "checkpoint.", "trainer.logger", "trainer
                 "prediction_writer.", "learning_curves.", "validation_images.", "resume_state.", "network_help",
                 "model.label_space", "model.in_channels", "model.modalities", "model.predict_flips")
 MEAN = "mean"  # the mean over structures, reported beside them
+SMALL_SAMPLE = 10  # fewer test subjects than this: say what the intervals and tests cannot show
 
 
 @dataclass
@@ -124,10 +126,24 @@ def _is_setting(key: str) -> bool:
                    for p in NOT_SETTINGS)
 
 
+def _varies(runs: Sequence[Run], key: str) -> bool:
+    return len({json.dumps(r.settings.get(key), sort_keys=True, default=str) for r in runs}) > 1
+
+
 def differing_settings(runs: Sequence[Run]) -> list[str]:
-    """Config keys whose value differs between the runs (what the comparison is about)."""
+    """Config keys whose value differs between the runs (what the comparison is about). A
+    network's own options (``model.network_kwargs.*``) count only where they differ between runs
+    of the same network: across networks they merely say which network it is."""
     keys = sorted({k for run in runs for k in run.settings if _is_setting(k)})
-    return [k for k in keys if len({json.dumps(r.settings.get(k), sort_keys=True, default=str) for r in runs}) > 1]
+    by_network: dict[str, list[Run]] = defaultdict(list)
+    for run in runs:
+        by_network[run.network].append(run)
+    return [k for k in keys if _varies(runs, k) and (
+        not k.startswith(NETWORK_OPTIONS) or any(_varies(group, k) for group in by_network.values()))]
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else str(value)
 
 
 def short_name(key: str) -> str:
@@ -187,14 +203,19 @@ def compare(paths: Sequence[Path]) -> Comparison:
         keys = differing_settings(members)
         structures = structures_of(members)
         columns = [k for k in keys if k != NETWORK_KEY]
-        lines += [f"## {dataset}", "", "Runs: mean DSC over the test subjects [95 % bootstrap CI over subjects].", "",
+        counts = sorted({len(run.scores.get(MEAN, {})) for run in members})
+        subjects = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+        caveat = (f" With {subjects} subjects the bootstrap interval understates the uncertainty and no paired "
+                  "test can be significant: more test subjects, not more decimals." if counts[0] < SMALL_SAMPLE else "")
+        lines += [f"## {dataset}", "",
+                  f"Runs: mean DSC over the {subjects} test subjects [95 % bootstrap CI over subjects].{caveat}", "",
                   "| run | network | " + "".join(f"{short_name(k)} | " for k in columns)
                   + " | ".join(structures) + " |", "|---" * (2 + len(columns) + len(structures)) + "|"]
         for run in sorted(members, key=lambda r: str(r.folder)):
             name = str(run.folder.relative_to(root)) if run.folder.is_relative_to(root) else str(run.folder)
             values = {s: list(run.scores.get(s, {}).values()) for s in structures}
             cells = [f"{run.mean_dice(s):.4f}{_interval(values[s])}" for s in structures]
-            lines.append(f"| {name} | {run.network} | " + "".join(f"{run.settings.get(k)} | " for k in columns)
+            lines.append(f"| {name} | {run.network} | " + "".join(f"{_cell(run.settings.get(k))} | " for k in columns)
                          + " | ".join(cells) + " |")
             row = {"dataset": dataset, "run": name, "network": run.network,
                    **{short_name(k): run.settings.get(k) for k in columns}}

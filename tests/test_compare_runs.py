@@ -104,3 +104,24 @@ def test_the_cli_writes_markdown_csv_and_box_plots(tmp_path: Path, capsys: pytes
         tests = list(csv.DictReader(handle))
     assert [(t["a"], t["b"], t["structure"]) for t in tests] == [("unet3d", "vnet", "GM"), ("unet3d", "vnet", "mean")]
     assert (out / "comparison.png").stat().st_size > 10_000
+
+
+def test_a_networks_own_options_are_not_settings_unless_they_vary_within_it(tmp_path: Path) -> None:
+    """U-Net's base_features and SegResNet's init_filters only say which network a run is; a
+    base_features that differs between two U-Net runs is what those runs compare."""
+    def with_options(network: str, seed: int, **options: int) -> dict:
+        cfg = config(network, seed)
+        cfg["model"]["network_kwargs"] = options
+        return cfg
+
+    fake_run(tmp_path / "a", "unet3d", "ISeg2017DataModule", {"GM": [0.8]},
+             config=with_options("unet3d", 0, base_features=8))
+    fake_run(tmp_path / "b", "segresnet", "ISeg2017DataModule", {"GM": [0.7]},
+             config=with_options("segresnet", 0, init_filters=8))
+    assert {k for k in compare([tmp_path]).run_rows[0] if not k.startswith(("GM", "mean"))} == {
+        "dataset", "run", "network"}
+    fake_run(tmp_path / "c", "unet3d", "ISeg2017DataModule", {"GM": [0.9]},
+             config=with_options("unet3d", 0, base_features=16))
+    comparison = compare([tmp_path])
+    assert "network_kwargs.base_features" in comparison.run_rows[0]
+    assert "| unet3d network_kwargs.base_features=16 | 1 |" in comparison.markdown
