@@ -33,8 +33,12 @@ from core.labels import LabelSpace
 from core.metrics import ROW_COLUMNS, csv_text, markdown_table, score_rows, score_subject, summarise
 
 PROBABILITIES = "_probabilities"  # the probability maps predict.py may write beside the segmentations
-NIFTI = re.compile(r"^(?P<stem>.+?)(?:[_-](?:seg|segm|label|labels|segmentation|gt|mask))?\.(?:nii(?:\.gz)?|hdr)$",
-                   re.IGNORECASE)
+_SUFFIX = r"(?:[_-](?:seg|segm|label|labels|segmentation|gt|mask))?"
+# A flat ground-truth folder holds NIfTI label maps; a challenge folder (iSeg's Analyze files, with
+# the images beside the labels) is read by its DataModule instead.
+NIFTI = re.compile(rf"^(?P<stem>.+?){_SUFFIX}\.nii(?:\.gz)?$", re.IGNORECASE)
+# Predictions may also be Analyze files (named like iSeg's labels).
+LABEL_FILE = re.compile(rf"^(?P<stem>.+?){_SUFFIX}\.(?:nii(?:\.gz)?|hdr)$", re.IGNORECASE)
 # The challenge layouts evaluate.py can read ground truth from (by their DataModule).
 LAYOUTS = {"iseg": "ISeg2017DataModule", "mrbrains18": "MRBrainS18DataModule",
            "mrbrains18_thesis": "MRBrainS18DataModule", "brats": "BraTSDataModule"}
@@ -81,7 +85,7 @@ def label_space_for(dataset: str, labels: str | Mapping[int, str] | None = None)
 def subject_of(name: str) -> str | None:
     """The subject id a label file's name carries: the name without its extension and a
     ``_seg`` / ``-label`` / ``_gt``... suffix (``case_001_seg.nii.gz``, ``case_001.nii.gz``)."""
-    match = NIFTI.match(name)
+    match = LABEL_FILE.match(name)
     return match["stem"] if match else None
 
 

@@ -373,7 +373,7 @@ def test_iseg_dataset_folder(iseg_dir: Path) -> None:
         if n == 10:
             label[label == 250] = 150
         write_nifti(label, pred_dir / f"subject-{n}_seg.nii.gz", image.affine)
-    rows = evaluate.evaluate_folders(pred_dir, iseg_dir, "iseg")
+    rows = evaluate.evaluate_folders(pred_dir, iseg_dir, "iseg", require_all=True)  # images are not subjects
     assert [r["subject"] for r in rows[::3]] == [f"subject-{n}" for n in (1, 2, 3, 4, 10)]
     by_key = {(r["subject"], r["structure"]): r for r in rows}
     assert by_key["subject-10", "WM"]["dice"] == 0.0 and by_key["subject-10", "CSF"]["dice"] == 1.0
