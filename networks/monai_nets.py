@@ -86,7 +86,8 @@ class DynUNet(nets.DynUNet):
     """MONAI's DynUNet, the nnU-Net architecture: ``levels`` resolution levels of two 3x3x3
     convolutions with instance norm and leaky ReLU, strided-convolution downsampling, maps
     doubling from 32 up to 320. With ``deep_supervision`` the ``deep_supr_num`` heads below the
-    top are trained as well (weights 1/2, 1/4, ...), as nnU-Net does."""
+    top are trained as well (weights 1/2, 1/4, ...) against targets downsampled to their size,
+    as nnU-Net does."""
 
     def __init__(self, in_channels: int = 1, num_classes: int = 2, levels: int = 5,
                  deep_supervision: bool = True, deep_supr_num: int = 2, res_block: bool = False,
@@ -107,11 +108,13 @@ class DynUNet(nets.DynUNet):
         if self.training and all(s == self.size_divisor for s in x.shape[2:]):
             raise ValueError(f"DynUNet's deepest level would be one voxel, which instance norm cannot normalise in "
                              f"training; use patches larger than {self.size_divisor} on at least one side")
-        out = super().forward(x)
-        if self.training and self.deep_supervision:  # (B, 1 + heads, C, ...), heads upsampled to full size
-            main, *heads = out.unbind(dim=1)
-            return TrainingOutput(main, deep_supervision=heads)
-        return out
+        if self.training and self.deep_supervision:
+            # The heads at their own resolution (1/2, 1/4, ... of the patch), the targets resized to
+            # them in the loss, as nnU-Net does; MONAI upsamples every head to full size first, a
+            # full-size tensor per head in the forward and backward passes for nothing.
+            main = self.output_block(self.skip_layers(x))
+            return TrainingOutput(main, deep_supervision=list(self.heads))
+        return super().forward(x)
 
 
 @register_network("swinunetr", smoke=SmokeSettings(

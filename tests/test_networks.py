@@ -144,3 +144,26 @@ def test_network_options_are_listed_and_unknown_ones_refused(capsys: pytest.Capt
     with pytest.raises(ValueError, match=r"network 'unet3d' has no option 'base_feature'; its options: base_features"):
         build_network("unet3d", in_channels=2, num_classes=4, base_feature=8)
     assert main(["nonet"]) == 2 and "unknown network 'nonet'" in capsys.readouterr().err
+
+
+def test_dynunet_heads_stay_at_their_resolution_and_their_loss_uses_downsampled_targets() -> None:
+    """nnU-Net's deep supervision: the head below the top is half the patch size, the target is
+    resized to it (nearest), not the head upsampled to the target; eval mode gives the logits only."""
+    from monai.losses import DeepSupervisionLoss
+
+    from lightning_modules.losses import build_loss
+    from networks import build_network
+
+    torch.manual_seed(0)
+    net = build_network("dynunet", in_channels=2, num_classes=3, levels=4, filters=[4, 8, 16, 32], deep_supr_num=2)
+    out = net.train()(torch.randn(1, 2, 16, 16, 32))
+    assert out.logits.shape == (1, 3, 16, 16, 32)
+    assert [tuple(h.shape) for h in out.deep_supervision] == [(1, 3, 8, 8, 16), (1, 3, 4, 4, 8)]
+    target = torch.randint(0, 3, (1, 1, 16, 16, 32))
+    loss_fn = build_loss("dice_ce")
+    loss = DeepSupervisionLoss(loss_fn, weight_mode="exp")([out.logits, *out.deep_supervision], target.float())
+    # Weights 1, 1/2, 1/4 (MONAI's "exp"); "nearest-exact" takes voxel 2i+1 of 2, 4i+2 of 4.
+    by_hand = (loss_fn(out.logits, target) + 0.5 * loss_fn(out.deep_supervision[0], target[..., 1::2, 1::2, 1::2])
+               + 0.25 * loss_fn(out.deep_supervision[1], target[..., 2::4, 2::4, 2::4]))
+    assert loss.item() == pytest.approx(by_hand.item(), rel=1e-5)
+    assert net.eval()(torch.randn(1, 2, 16, 16, 32)).shape == (1, 3, 16, 16, 32)
