@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# The GPU checks of issue 13, one short script (about 5 minutes on a recent GPU): training steps,
-# planned vs measured memory, BraTS-size prediction. Run from the repository root on the device.
+# Issue 13's GPU checks as one short script (a few minutes on a recent GPU), for a lent device:
+# training steps (fp32, bf16, channels_last_3d, torch.compile), planned vs measured memory and a
+# BraTS-size prediction. Run from the repository root; the table goes to $OUT (or stdout).
 set -euo pipefail
-python3 -m venv /tmp/v && /tmp/v/bin/pip install -q -r requirements.txt
-/tmp/v/bin/python -m benchmarks.gpu_fast_path --steps 5 --compile | tee "$OUT/gpu_fast_path.txt"
+PY=python3
+if ! $PY -c "import torch, monai, pytorch_lightning; assert torch.cuda.is_available()" 2>/dev/null; then
+  python3 -m venv /tmp/v && /tmp/v/bin/pip install -q -r requirements.txt && PY=/tmp/v/bin/python
+fi
+$PY -c "import torch; print(torch.__version__, torch.cuda.get_device_name())"
+$PY -m benchmarks.gpu_fast_path --steps 5 --compile | tee "${OUT:-/tmp}/gpu_fast_path.txt"
