@@ -389,6 +389,7 @@ class Segmenter(ScanSegmenter):
     datamodule: dict[str, Any] | None = None
     profiles: ModalityProfiles | None = None
     progress: bool = False  # a bar over each volume's windows (predict.py in a terminal)
+    window_scale: int = 1  # windows this many times the checkpoint's per side (capped by the volume)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None,
@@ -426,9 +427,18 @@ class Segmenter(ScanSegmenter):
         return next(self.network.parameters()).device
 
     # Tensors (preprocessed) -> logits, probabilities.
+    def window(self, shape: Sequence[int]) -> tuple[int, ...]:
+        """The sliding window for a volume of ``shape``: the checkpoint's, or ``window_scale``
+        times it per side but no larger than the volume rounded up to whole checkpoint windows
+        (an integer multiple keeps every size the network must divide by)."""
+        if self.window_scale <= 1:
+            return tuple(self.roi_size)
+        return tuple(min(r * self.window_scale, -(-int(n) // r) * r) for r, n in zip(self.roi_size, shape, strict=True))
+
     def logits(self, image: torch.Tensor) -> torch.Tensor:
         """Logits (B, C, ...) of preprocessed whole volumes (B, M, ...) by sliding windows."""
-        return sliding_window_logits(self.network, image, self.roi_size, self.sw_batch_size, self.overlap,
+        return sliding_window_logits(self.network, image, self.window(image.shape[2:]), self.sw_batch_size,
+                                     self.overlap,
                                      border=network_border(self.network), name=type(self.network).__name__,
                                      progress=self.progress)
 

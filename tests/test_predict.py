@@ -387,3 +387,19 @@ def test_an_ensemble_refuses_members_of_another_task(checkpoint: Path, tmp_path:
     torch.save(other, path)
     with pytest.raises(DataError, match=rf"{path}: its {what} differs from {checkpoint}'s"):
         load_segmenter([checkpoint, path], "cpu")
+
+
+def test_the_cpu_preset_uses_larger_windows_less_overlap_and_no_mirroring(checkpoint: Path, tiny_demo_dir: Path,
+                                                                          tmp_path: Path) -> None:
+    from core.segmenter import Segmenter
+
+    segmenter = Segmenter.from_checkpoint(checkpoint, "cpu")
+    assert segmenter.window((27, 33, 29)) == (16, 16, 16)
+    segmenter.window_scale = 2
+    # Twice the 16^3 training window, but never more than the volume in whole 16-voxel windows.
+    assert segmenter.window((27, 33, 29)) == (32, 32, 32) and segmenter.window((12, 40, 20)) == (16, 32, 32)
+    files = [str(tiny_demo_dir / f"subject-4-{m}.hdr") for m in ("T1", "T2")]
+    main(["--checkpoint", str(checkpoint), "--input", *files, "--output", str(tmp_path / "fast"), "--cpu-fast"])
+    fast = nib.load(str(tmp_path / "fast" / "subject-4_seg.nii.gz"))
+    source = nib.load(files[0])
+    assert fast.shape == source.shape[:3] and set(np.unique(np.asarray(fast.dataobj))) <= {0, 10, 150, 250}
