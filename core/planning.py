@@ -157,8 +157,8 @@ def network_for(family: str, patch: Sequence[int]) -> tuple[str, dict[str, Any],
     if family == "dynunet":
         kwargs = dynunet_topology(patch)
         return "dynunet", kwargs, 2 ** (kwargs["levels"] - 1)
-    if family == "unet3d":
-        return "unet3d", {"base_features": BASE_FEATURES}, 16
+    if family == "unet3d":  # three poolings; heads on the two decoder levels below the top
+        return "unet3d", {"base_features": BASE_FEATURES, "deep_supervision": 2}, 8
     raise ValueError(f"no planning rules for {family!r}; families: {list(FAMILIES)}")
 
 

@@ -27,9 +27,10 @@ class DoubleConv(nn.Sequential):
 
 
 def unet_pass(x: torch.Tensor, encoder: nn.ModuleList, pool: nn.Module, upsamplers: nn.ModuleList,
-              decoder: nn.ModuleList) -> torch.Tensor:
+              decoder: nn.ModuleList, decoder_outputs: list[torch.Tensor] | None = None) -> torch.Tensor:
     """The U-Net's contracting then expanding path (2D or 3D): every encoder level but the
-    deepest keeps its output as a skip connection, concatenated after upsampling."""
+    deepest keeps its output as a skip connection, concatenated after upsampling. Each decoder
+    level's output is appended to ``decoder_outputs`` when given (deep supervision)."""
     skips = []
     for i, level in enumerate(encoder):
         x = level(x)
@@ -38,4 +39,6 @@ def unet_pass(x: torch.Tensor, encoder: nn.ModuleList, pool: nn.Module, upsample
             x = pool(x)
     for up, level, skip in zip(upsamplers, decoder, reversed(skips), strict=True):
         x = level(torch.cat([up(x), skip], dim=1))
+        if decoder_outputs is not None:
+            decoder_outputs.append(x)
     return x

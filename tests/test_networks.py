@@ -167,3 +167,21 @@ def test_dynunet_heads_stay_at_their_resolution_and_their_loss_uses_downsampled_
                + 0.25 * loss_fn(out.deep_supervision[1], target[..., 2::4, 2::4, 2::4]))
     assert loss.item() == pytest.approx(by_hand.item(), rel=1e-5)
     assert net.eval()(torch.randn(1, 2, 16, 16, 32)).shape == (1, 3, 16, 16, 32)
+
+
+def test_unet3d_deep_supervision_heads_are_optional_and_trainable() -> None:
+    from networks import build_network
+
+    torch.manual_seed(0)
+    plain = build_network("unet3d", in_channels=2, num_classes=3, base_features=2)
+    supervised = build_network("unet3d", in_channels=2, num_classes=3, base_features=2, deep_supervision=2)
+    assert set(plain.state_dict()) < set(supervised.state_dict())  # without heads: the old checkpoints' keys
+    out = supervised.train()(torch.randn(1, 2, 16, 16, 24))
+    assert out.logits.shape == (1, 3, 16, 16, 24)
+    assert [tuple(h.shape) for h in out.deep_supervision] == [(1, 3, 8, 8, 12), (1, 3, 4, 4, 6)]
+    sum(t.square().mean() for t in (out.logits, *out.deep_supervision)).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in supervised.parameters())
+    assert supervised.eval()(torch.randn(1, 2, 16, 16, 24)).shape == (1, 3, 16, 16, 24)
+    assert plain.train()(torch.randn(1, 2, 16, 16, 24)).shape == (1, 3, 16, 16, 24)  # no heads: plain logits
+    with pytest.raises(ValueError, match="2 decoder levels below the top"):
+        build_network("unet3d", deep_supervision=3)

@@ -95,7 +95,8 @@ def test_plan_py_on_the_mrbrains_and_brats_layouts(tmp_path: Path, capsys: pytes
                  "--data.init_args.cache_dir", "null", "--family", "unet3d", "--gpu-memory", "24"]) == 0
     printed = capsys.readouterr().out
     preset = yaml.safe_load(printed)
-    assert preset["model"] == {"network": "unet3d", "network_kwargs": {"base_features": 32}, "inference_roi_size": None}
+    assert preset["model"] == {"network": "unet3d", "network_kwargs": {"base_features": 32, "deep_supervision": 2},
+                               "inference_roi_size": None}
     assert f"median spacing {[round(z, 3) for z in MRBRAINS_ZOOMS]}" in printed
     brats = write_brats(tmp_path / "brats", 2021)
     assert main(["--config", "configs/datasets/brats.yaml", "--data.init_args.data_dir", str(brats),
