@@ -47,6 +47,8 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
             default: the test subjects.
         patch_size: training patch, also the sliding-window size at inference.
         samples_per_volume: patches drawn from each training volume per epoch.
+        iterations_per_epoch: or an epoch of exactly this many training batches, whatever the
+            number of subjects (nnU-Net's 250): each volume then gets the batches' patches in turn.
         sampling: ``foreground`` (uniform over patches holding at least
             ``min_foreground_voxels`` labelled voxels; the thesis) or ``class_balanced``
             (``class_balanced_fraction`` of patches centred on a random present class; nnU-Net).
@@ -88,6 +90,7 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
         patch_size: tuple[int, int, int] = (64, 64, 64),
         batch_size: int = 2,
         samples_per_volume: int = 8,
+        iterations_per_epoch: int | None = None,
         sampling: Literal["foreground", "class_balanced"] = "foreground",
         class_balanced_fraction: float = 0.33,
         min_foreground_voxels: int = 1,
@@ -126,6 +129,9 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
         self.patch_size = tuple(int(p) for p in patch_size)
         self.batch_size = batch_size
         self.samples_per_volume = samples_per_volume
+        if iterations_per_epoch is not None and iterations_per_epoch < 1:
+            raise ValueError(f"iterations_per_epoch must be >= 1, got {iterations_per_epoch}")
+        self.iterations_per_epoch = iterations_per_epoch
         self.sampling = sampling
         self.class_balanced_fraction = class_balanced_fraction
         self.min_foreground_voxels = min_foreground_voxels
@@ -221,6 +227,7 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
             volumes = self._load(split["train"])
             self.train_set = PatchDataset(
                 volumes, self.patch_size, self.samples_per_volume, sampling=self.sampling,
+                length=None if self.iterations_per_epoch is None else self.iterations_per_epoch * self.batch_size,
                 min_foreground_voxels=self.min_foreground_voxels,
                 class_balanced_fraction=self.class_balanced_fraction, augment=self.augment)
             chosen = np.linspace(0, len(volumes) - 1, min(len(volumes), PROFILE_SUBJECTS)).round().astype(int)

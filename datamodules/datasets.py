@@ -16,11 +16,13 @@ Augment = Callable[[torch.Tensor, torch.Tensor, np.random.Generator], tuple[torc
 
 class PatchDataset(Dataset):
     """``samples_per_volume`` random patches per volume and epoch, each cropped from the
-    (possibly memory-mapped) volume and augmented when ``augment`` is given."""
+    (possibly memory-mapped) volume and augmented when ``augment`` is given. With ``length``,
+    an epoch is that many patches instead, the volumes taking turns."""
 
     def __init__(self, volumes: Sequence[Volume], patch_size: Sequence[int], samples_per_volume: int,
                  sampling: str = "foreground", min_foreground_voxels: int = 1,
-                 class_balanced_fraction: float = 0.33, augment: Augment | None = None) -> None:
+                 class_balanced_fraction: float = 0.33, augment: Augment | None = None,
+                 length: int | None = None) -> None:
         if samples_per_volume < 1:
             raise ValueError(f"samples_per_volume must be >= 1, got {samples_per_volume}")
         missing = [v.subject_id for v in volumes if v.label is None]
@@ -29,6 +31,7 @@ class PatchDataset(Dataset):
         self.volumes = list(volumes)
         self.patch_size = tuple(int(p) for p in patch_size)
         self.samples_per_volume = samples_per_volume
+        self.length = length
         self.augment = augment
         self.samplers = [
             build_sampler(sampling, v.label, self.patch_size, min_foreground_voxels=min_foreground_voxels,
@@ -37,12 +40,16 @@ class PatchDataset(Dataset):
         ]
 
     def __len__(self) -> int:
-        return len(self.volumes) * self.samples_per_volume
+        return self.length if self.length is not None else len(self.volumes) * self.samples_per_volume
+
+    def _volume_index(self, index: int) -> int:
+        return index % len(self.volumes) if self.length is not None else index // self.samples_per_volume
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        volume = self.volumes[index // self.samples_per_volume]
+        which = self._volume_index(index)
+        volume = self.volumes[which]
         rng = worker_rng()
-        corner = self.samplers[index // self.samples_per_volume].sample(rng)
+        corner = self.samplers[which].sample(rng)
         image = torch.from_numpy(crop_patch(volume.image, corner, self.patch_size))
         label = torch.from_numpy(crop_patch(volume.label, corner, self.patch_size).astype(np.int64))[None]
         if self.augment is not None:

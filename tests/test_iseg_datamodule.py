@@ -70,6 +70,17 @@ def test_training_patches_hold_foreground(iseg_dir: Path) -> None:
     assert set(batch["label"].unique().tolist()) <= {0, 1, 2, 3}
 
 
+def test_an_epoch_can_be_a_fixed_number_of_iterations(iseg_dir: Path) -> None:
+    """nnU-Net's epochs: 250 batches whatever the dataset; here 7 batches of 2 from 3 subjects,
+    the volumes taking turns."""
+    dm = make_dm(iseg_dir, iterations_per_epoch=7)
+    dm.setup("fit")
+    assert len(dm.train_set) == 14 and len(dm.train_dataloader()) == 7
+    assert [dm.train_set._volume_index(i) for i in range(6)] == [0, 1, 2, 0, 1, 2]
+    with pytest.raises(ValueError, match="iterations_per_epoch must be >= 1"):
+        make_dm(iseg_dir, iterations_per_epoch=0)
+
+
 def test_test_and_predict_use_the_held_out_subjects(iseg_dir: Path, tmp_path: Path) -> None:
     dm = make_dm(iseg_dir)
     dm.setup("test")
