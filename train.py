@@ -61,16 +61,16 @@ class RunConfigSaver(SaveConfigCallback):
         datamodule = trainer.datamodule
         split = (datamodule.split_summary()
                  if isinstance(datamodule, VolumeSegmentationDataModule) and stage != "predict" else None)
+        config = self.parser.dump(self.config, skip_unset=False)
         folders = []
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 folders.append(Path(logger.experiment.dir))
-                nested = yaml.safe_load(self.parser.dump(self.config, skip_unset=False))  # every key filterable
+                nested = yaml.safe_load(config)  # every key filterable
                 logger.experiment.config.update({**nested, "split": split, "code": code_version(ROOT)},
                                                 allow_val_change=True)
             elif logger.log_dir:
                 folders.append(Path(logger.log_dir))
-        config = self.parser.dump(self.config, skip_unset=False)
         for folder in folders or [Path(trainer.default_root_dir)]:  # no logger: the run folder (or cwd)
             folder.mkdir(parents=True, exist_ok=True)
             write_text_atomically(unused_path(folder / f"{stage}-{self.config_filename}"), config)
