@@ -14,7 +14,8 @@ DataLoader workers (different generators) draw different augmentations.
   every image channel (linear interpolation) and to the label (nearest neighbour, so label
   values, ``-1`` included, stay in the input's set). What comes from outside the patch is 0 in
   both (background).
-- Intensity steps (``gamma``, ``bias_field``, ``noise``) change the image inside the brain mask
+- Intensity steps (``gamma``, ``bias_field``, ``noise``, ``blur``, ``brightness``, ``contrast``,
+  ``low_resolution``: nnU-Net's set) change the image inside the brain mask
   only (voxels where any channel is non-zero), so the background stays exactly 0 as z-scoring
   left it, and never touch the label.
 
@@ -41,7 +42,8 @@ from monai.transforms import (
 )
 from scipy import ndimage
 
-AUGMENTATIONS: tuple[str, ...] = ("flip", "affine", "elastic", "gamma", "bias_field", "noise")
+AUGMENTATIONS: tuple[str, ...] = ("flip", "affine", "elastic", "gamma", "bias_field", "noise", "blur", "brightness",
+                                   "contrast", "low_resolution")
 
 _KEYS = ("image", "label")
 _MODES = ("bilinear", "nearest")
@@ -219,7 +221,7 @@ class _BrainIntensity:
     generator and changes the image inside the brain mask only (the label never)."""
 
     prob: float
-    _transform: Any
+    _transform: Any = None  # a MONAI transform seeded from the generator, or None (drawn in apply)
     min_brain_voxels = 1
 
     def __call__(self, image: torch.Tensor, label: torch.Tensor,
@@ -229,10 +231,13 @@ class _BrainIntensity:
         mask = _brain_mask(image)
         if int(mask.sum()) < self.min_brain_voxels:
             return image, label
-        self._transform.set_random_state(seed=_seed(rng))
-        return self.apply(image, mask), label
+        if self._transform is not None:
+            self._transform.set_random_state(seed=_seed(rng))
+            return self.apply(image, mask), label
+        return self.apply(image, mask, rng), label
 
-    def apply(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def apply(self, image: torch.Tensor, mask: torch.Tensor, rng: np.random.Generator | None = None) -> torch.Tensor:
+        """The change inside ``mask``; ``rng`` for steps that draw their own parameters."""
         raise NotImplementedError
 
 
@@ -254,7 +259,7 @@ class Gamma(_BrainIntensity):
 
     min_brain_voxels = 2  # a min-max rescale needs two values
 
-    def apply(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def apply(self, image: torch.Tensor, mask: torch.Tensor, rng: np.random.Generator | None = None) -> torch.Tensor:
         out = image.clone()
         for c in range(image.shape[0]):
             values = image[c][mask]
@@ -285,7 +290,7 @@ class BiasField(_BrainIntensity):
         self.coeff_range = _range("coeff_range", coeff_range)
         self._transform = RandBiasField(prob=1.0, degree=self.degree, coeff_range=self.coeff_range)
 
-    def apply(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def apply(self, image: torch.Tensor, mask: torch.Tensor, rng: np.random.Generator | None = None) -> torch.Tensor:
         floor = torch.stack([image[c][mask].min() for c in range(image.shape[0])]).view(-1, 1, 1, 1)
         shifted = torch.where(mask, image - floor, torch.zeros((), dtype=image.dtype))
         biased = _plain(self._transform(shifted)).to(image.dtype)
@@ -306,14 +311,88 @@ class Noise(_BrainIntensity):
         self.sample_std = bool(sample_std)
         self._transform = RandGaussianNoise(prob=1.0, mean=0.0, std=self.std, sample_std=self.sample_std)
 
-    def apply(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def apply(self, image: torch.Tensor, mask: torch.Tensor, rng: np.random.Generator | None = None) -> torch.Tensor:
         out = image.clone()
         out[:, mask] = _plain(self._transform(image[:, mask])).to(image.dtype)
         return out
 
 
+class Blur(_BrainIntensity):
+    """Gaussian blur of a channel (nnU-Net: sigma 0.5-1 voxel, each channel with probability
+    ``per_channel_prob``); the background is set back to 0."""
+
+    def __init__(self, prob: float = 0.2, sigma: Sequence[float] = (0.5, 1.0), per_channel_prob: float = 0.5) -> None:
+        self.prob = _probability(prob)
+        self.sigma = _range("sigma", sigma, low=0.0)
+        self.per_channel_prob = _probability(per_channel_prob)
+
+    def apply(self, image: torch.Tensor, mask: torch.Tensor, rng: np.random.Generator | None = None) -> torch.Tensor:
+        out = image.clone()
+        for c in range(image.shape[0]):
+            if rng.random() < self.per_channel_prob:
+                blurred = ndimage.gaussian_filter(image[c].numpy(), sigma=rng.uniform(*self.sigma), truncate=3.0)
+                out[c] = torch.where(mask, torch.from_numpy(blurred).to(image.dtype), out[c])
+        return out
+
+
+class Brightness(_BrainIntensity):
+    """Multiplicative brightness: a channel's brain voxels times a factor drawn from ``factor``
+    (nnU-Net: 0.75-1.25)."""
+
+    def __init__(self, prob: float = 0.15, factor: Sequence[float] = (0.75, 1.25)) -> None:
+        self.prob = _probability(prob)
+        self.factor = _range("factor", factor, low=0.0)
+
+    def apply(self, image: torch.Tensor, mask: torch.Tensor, rng: np.random.Generator | None = None) -> torch.Tensor:
+        factors = torch.tensor(rng.uniform(*self.factor, size=image.shape[0]), dtype=image.dtype).view(-1, 1, 1, 1)
+        return torch.where(mask, image * factors, image)
+
+
+class Contrast(_BrainIntensity):
+    """Contrast around a channel's brain mean by a factor drawn from ``factor`` (nnU-Net:
+    0.75-1.25), clipped to the channel's former brain range (nnU-Net's ``preserve_range``)."""
+
+    def __init__(self, prob: float = 0.15, factor: Sequence[float] = (0.75, 1.25)) -> None:
+        self.prob = _probability(prob)
+        self.factor = _range("factor", factor, low=0.0)
+
+    def apply(self, image: torch.Tensor, mask: torch.Tensor, rng: np.random.Generator | None = None) -> torch.Tensor:
+        out = image.clone()
+        for c in range(image.shape[0]):
+            values = image[c][mask]
+            mean, low, high = values.mean(), values.min(), values.max()
+            out[c][mask] = ((values - mean) * float(rng.uniform(*self.factor)) + mean).clamp(low, high)
+        return out
+
+
+class LowResolution(_BrainIntensity):
+    """Simulated low resolution: a channel shrunk by a zoom drawn from ``zoom`` (nearest
+    neighbour) and brought back to size (trilinear), as nnU-Net's (0.5-1, each channel with
+    probability ``per_channel_prob``); the background is set back to 0."""
+
+    def __init__(self, prob: float = 0.25, zoom: Sequence[float] = (0.5, 1.0), per_channel_prob: float = 0.5) -> None:
+        self.prob = _probability(prob)
+        self.zoom = _range("zoom", zoom, low=0.0)
+        if not 0 < self.zoom[0] <= self.zoom[1] <= 1:
+            raise ValueError(f"zoom must lie in (0, 1], got {zoom!r}")
+        self.per_channel_prob = _probability(per_channel_prob)
+
+    def apply(self, image: torch.Tensor, mask: torch.Tensor, rng: np.random.Generator | None = None) -> torch.Tensor:
+        out = image.clone()
+        shape = image.shape[1:]
+        for c in range(image.shape[0]):
+            if rng.random() < self.per_channel_prob:
+                zoom = rng.uniform(*self.zoom)
+                small = [max(1, round(s * zoom)) for s in shape]
+                down = F.interpolate(image[c][None, None], size=small, mode="nearest")
+                up = F.interpolate(down, size=tuple(shape), mode="trilinear", align_corners=False)[0, 0]
+                out[c] = torch.where(mask, up, out[c])
+        return out
+
+
 _STEPS: dict[str, type] = {
     "flip": Flip, "affine": Affine, "elastic": Elastic, "gamma": Gamma, "bias_field": BiasField, "noise": Noise,
+    "blur": Blur, "brightness": Brightness, "contrast": Contrast, "low_resolution": LowResolution,
 }
 
 

@@ -90,6 +90,16 @@ def test_standard_preset_builds() -> None:
     assert augment is not None and len(augment.steps) == len(specs)
 
 
+def test_nnunet_preset_builds_with_nnunets_steps() -> None:
+    config = yaml.safe_load((ROOT / "configs/augmentation/nnunet.yaml").read_text())
+    specs = config["data"]["init_args"]["augmentation"]
+    assert [s["name"] for s in specs] == ["affine", "noise", "blur", "brightness", "contrast", "low_resolution",
+                                          "gamma", "flip"]
+    augment = build_augmentation(specs)
+    image, label = augment(image_for(phantom()), phantom(), np.random.default_rng(0))
+    assert image.shape == (2, *SHAPE) and set(label.unique().tolist()) <= {-1, 0, 1, 4, 9}
+
+
 # --- contract: shapes, dtypes, label values, reproducibility ---------------------------------
 
 @pytest.mark.parametrize("name", AUGMENTATIONS)
@@ -221,11 +231,12 @@ def test_elastic_field_has_the_requested_rms_and_is_smooth() -> None:
 
 # --- intensity transforms --------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["gamma", "bias_field", "noise"])
+@pytest.mark.parametrize("name", ["gamma", "bias_field", "noise", "blur", "brightness", "contrast", "low_resolution"])
 def test_intensity_steps_change_brain_only_and_never_the_label(name: str) -> None:
     label = phantom()
     image = image_for(label)
-    out_image, out_label = run([{"name": name, "prob": 1.0}], seed=5, label=label, image=image)
+    spec = {"name": name, "prob": 1.0, **({"per_channel_prob": 1.0} if name in ("blur", "low_resolution") else {})}
+    out_image, out_label = run([spec], seed=5, label=label, image=image)
     assert torch.equal(out_label, label)
     background = (image == 0).all(0)
     assert bool((out_image[:, background] == 0).all())  # z-scored background stays exactly 0
@@ -270,3 +281,41 @@ def test_bias_field_is_smooth_and_multiplicative_above_the_brain_minimum() -> No
     ratio = (out - floor) / (image - floor)
     both = keep[0, :, :, 1:] & keep[0, :, :, :-1]
     assert float((ratio[0, :, :, 1:] - ratio[0, :, :, :-1])[both].abs().max()) < 0.1
+
+
+def test_brightness_multiplies_each_channel_by_one_factor_in_range() -> None:
+    label = phantom()
+    image = image_for(label)
+    out, _ = run([{"name": "brightness", "prob": 1.0, "factor": [0.75, 1.25]}], 3, label, image)
+    brain = (image != 0).any(0)
+    for c in range(2):
+        ratios = out[c][brain & (image[c] != 0)] / image[c][brain & (image[c] != 0)]
+        assert float(ratios.max() - ratios.min()) < 1e-5 and 0.75 <= float(ratios[0]) <= 1.25
+
+
+def test_contrast_scales_around_the_brain_mean_within_the_former_range() -> None:
+    label = torch.ones((1, *SHAPE), dtype=torch.int64)
+    image = torch.linspace(-2.0, 2.0, int(np.prod(SHAPE))).view(1, *SHAPE)
+    out, _ = run([{"name": "contrast", "prob": 1.0, "factor": [0.5, 0.5]}], 0, label, image)
+    # Half the contrast about the mean (0): -2 .. 2 becomes -1 .. 1, nothing clipped.
+    torch.testing.assert_close(out, image * 0.5)
+    out, _ = run([{"name": "contrast", "prob": 1.0, "factor": [2.0, 2.0]}], 0, label, image)
+    assert float(out.min()) == pytest.approx(-2.0) and float(out.max()) == pytest.approx(2.0)  # range preserved
+    assert float((out.abs() == 2.0).float().mean()) == pytest.approx(0.5, abs=0.01)  # the outer half clipped
+
+
+def test_blur_smooths_and_low_resolution_is_nearest_down_then_linear_up() -> None:
+    import torch.nn.functional as F
+
+    label = torch.ones((1, *SHAPE), dtype=torch.int64)
+    image = torch.from_numpy(np.random.default_rng(0).normal(0, 1, (1, *SHAPE))).float()
+    blurred, _ = run([{"name": "blur", "prob": 1.0, "sigma": [1.0, 1.0], "per_channel_prob": 1.0}], 0, label, image)
+    assert float(blurred.std()) < 0.5 * float(image.std())  # white noise blurred with sigma 1 voxel
+    low, _ = run([{"name": "low_resolution", "prob": 1.0, "zoom": [0.5, 0.5], "per_channel_prob": 1.0}], 0, label,
+                 image)
+    small = [round(s * 0.5) for s in SHAPE]
+    expected = F.interpolate(F.interpolate(image[None], size=small, mode="nearest"), size=SHAPE, mode="trilinear",
+                             align_corners=False)[0]
+    torch.testing.assert_close(low, expected)
+    with pytest.raises(ValueError, match=r"zoom must lie in \(0, 1\]"):
+        build_augmentation([{"name": "low_resolution", "zoom": [0.5, 2.0]}])
