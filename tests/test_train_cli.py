@@ -323,3 +323,16 @@ def test_every_fit_gets_its_own_run_folder(tiny_demo_dir: Path, tmp_path: Path, 
     with pytest.raises(SystemExit) as exit_code:
         run_cli(explicit, save_config=False)
     assert exit_code.value.code == 2 and "already holds the checkpoints of another run" in capsys.readouterr().err
+
+
+def test_the_nnunet_recipe_composes_with_a_data_config_and_trains(tiny_demo_dir: Path, tmp_path: Path) -> None:
+    run = cli("fit", tiny_demo_dir, tmp_path, "--config", "configs/recipes/nnunet.yaml", "--model.network", "dynunet",
+              "--model.network_kwargs", '{"levels": 3, "filters": [4, 8, 16], "deep_supr_num": 1}',
+              "--data.init_args.iterations_per_epoch", "2", "--trainer.max_epochs", "1",
+              "--trainer.check_val_every_n_epoch", "1")
+    optimizer = run.model.optimizers().optimizer
+    assert type(optimizer) is torch.optim.SGD and optimizer.defaults["nesterov"] is True
+    assert optimizer.defaults["momentum"] == 0.99 and optimizer.defaults["weight_decay"] == 3e-5
+    assert run.datamodule.sampling == "class_balanced" and len(run.datamodule.augment.steps) == 8
+    assert run.trainer.global_step == 2 and run.model.predict_flips is True
+    assert torch.isfinite(run.trainer.callback_metrics["val/dice_mean"])
