@@ -8,7 +8,8 @@ Analyze pairs, T1 + T2) into a temporary folder, then measures, one after the ot
 - preprocessing: ``prepare_data`` (read, check, reorient, z-score, write the disk cache), once;
 - loader: patches per second delivered by ``ISeg2017DataModule.train_dataloader()`` with
   ``--workers`` workers reading the memory-mapped cache, at the thesis' U-Net patch
-  (64 x 128 x 128, batch 1): without augmentation and with ``configs/augmentation/standard.yaml``.
+  (64 x 128 x 128, batch 1): without augmentation and with each ``--augmentation`` config
+  (default ``configs/augmentation/standard.yaml``).
   Timed over ``--batches`` batches after the first (worker start-up excluded);
 - step: patches per second one training step of the thesis' 3D U-Net (base 32 features, 2
   channels, 4 classes, Dice + CE, SGD) consumes on this machine, fp32, after one warm-up step.
@@ -97,8 +98,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batches", type=int, default=30)
     parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--augmentation", nargs="+", default=["configs/augmentation/standard.yaml"],
+                        help="augmentation configs to measure, one row each (e.g. also "
+                             "configs/augmentation/nnunet.yaml)")
     args = parser.parse_args()
-    standard = yaml.safe_load(Path("configs/augmentation/standard.yaml").read_text())["data"]["init_args"]
+    augmentations = {Path(p).stem: yaml.safe_load(Path(p).read_text())["data"]["init_args"]["augmentation"]
+                     for p in args.augmentation}
 
     with tempfile.TemporaryDirectory() as tmp:
         data_dir, cache_dir = Path(tmp) / "iSeg-2017-Training", Path(tmp) / "cache"
@@ -109,7 +114,8 @@ def main() -> None:
         ISeg2017DataModule(str(data_dir), cache_dir=str(cache_dir)).prepare_data()
         preprocessing = time.perf_counter() - start
         plain = loader_rate(data_dir, cache_dir, args.workers, args.batches, None)
-        augmented = loader_rate(data_dir, cache_dir, args.workers, args.batches, standard["augmentation"])
+        augmented = {name: loader_rate(data_dir, cache_dir, args.workers, args.batches, specs)
+                     for name, specs in augmentations.items()}
     step = step_rate(args.steps)
 
     print(f"{args.subjects} subjects {'x'.join(map(str, ISEG_SHAPE))}, 2 modalities; patch "
@@ -118,7 +124,8 @@ def main() -> None:
     print("| what | patches/s | vs. U-Net step |")
     print("|---|---:|---:|")
     print(f"| loader, {args.workers} workers, no augmentation | {plain:.2f} | {plain / step:.1f}x |")
-    print(f"| loader, {args.workers} workers, standard augmentation | {augmented:.2f} | {augmented / step:.1f}x |")
+    for name, rate in augmented.items():
+        print(f"| loader, {args.workers} workers, {name} augmentation | {rate:.2f} | {rate / step:.1f}x |")
     print(f"| 3D U-Net training step (base 32, fp32) | {step:.3f} | 1x |")
 
 
