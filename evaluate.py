@@ -215,8 +215,7 @@ def evaluate_matching(pred_dir: str | Path, gt_dir: str | Path, dataset: str,
     (an error with ``require_all``)."""
     space = label_space_for(dataset, labels)
     matching = match_folders(pred_dir, gt_dir, dataset)
-    missing = missing_text(matching, pred_dir, gt_dir)
-    if require_all and missing:
+    if require_all and (missing := missing_text(matching, pred_dir, gt_dir)):
         raise EvaluationError(missing.replace("\n", "; ") + " (--require-all)")
     return score_pairs(matching.pairs, space, dataset, affine_tolerance, progress), matching
 

@@ -43,10 +43,9 @@ def predict(checkpoint: Path | Sequence[Path], inputs: Sequence[Path], output: P
             window_scale: int = 1) -> list[Path]:
     """Segment every subject of ``inputs`` with one checkpoint or the ensemble of several;
     returns the segmentation files written."""
-    segmenter = load_segmenter(checkpoint, device, overlap=overlap, sw_batch_size=sw_batch_size)
-    for member in getattr(segmenter, "members", (segmenter,)):
-        member.progress = sys.stderr.isatty()  # a bar over the windows of each volume, in a terminal
-        member.window_scale = window_scale
+    # A bar over the windows of each volume when run in a terminal.
+    segmenter = load_segmenter(checkpoint, device, overlap=overlap, sw_batch_size=sw_batch_size,
+                               window_scale=window_scale, progress=sys.stderr.isatty())
     if len(inputs) == 1 and Path(inputs[0]).is_dir():
         subjects = subjects_in_folder(inputs[0], segmenter.datamodule, segmenter.modalities, segmenter.source)
     else:

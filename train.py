@@ -7,6 +7,7 @@ W&B logs offline under ``runs/`` unless the environment says otherwise
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -67,7 +68,7 @@ class RunConfigSaver(SaveConfigCallback):
             if isinstance(logger, WandbLogger):
                 folders.append(Path(logger.experiment.dir))
                 nested = yaml.safe_load(config)  # every key filterable
-                logger.experiment.config.update({**nested, "split": split, "code": code_version(ROOT)},
+                logger.experiment.config.update({**nested, "split": split, "code": dict(_code_version())},
                                                 allow_val_change=True)
             elif logger.log_dir:
                 folders.append(Path(logger.log_dir))
@@ -76,6 +77,13 @@ class RunConfigSaver(SaveConfigCallback):
             write_text_atomically(unused_path(folder / f"{stage}-{self.config_filename}"), config)
             if split is not None:
                 write_text_atomically(unused_path(folder / "split.json"), json.dumps(split, indent=1))
+
+
+@functools.cache
+def _code_version() -> tuple[tuple[str, Any], ...]:
+    """The git commit and dirty flag, asked of git once per process (the run record and each
+    W&B config take them)."""
+    return tuple(code_version(ROOT).items())
 
 
 def run_tags(config: Any) -> list[str]:
@@ -174,7 +182,7 @@ class SegmentationCLI(LightningCLI):
         Plain types only, so it loads with ``weights_only=True``."""
         config = self.config[self.subcommand]
         dumped = yaml.safe_load(self._parser(self.subcommand).dump(config, skip_unset=False))
-        return {"config": dumped, "command": list(self.command), "code": code_version(ROOT)}
+        return {"config": dumped, "command": list(self.command), "code": dict(_code_version())}
 
     def before_fit(self) -> None:
         """Say where the run goes, and point ``<runs>/latest`` at it (process 0 only); give the

@@ -393,7 +393,8 @@ class Segmenter(ScanSegmenter):
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None,
-                        overlap: float | None = None, sw_batch_size: int | None = None) -> Segmenter:
+                        overlap: float | None = None, sw_batch_size: int | None = None, window_scale: int = 1,
+                        progress: bool = False) -> Segmenter:
         """Everything from the checkpoint alone: network, label space, modalities,
         preprocessing (the DataModule's saved arguments) and window (the model's)."""
         checkpoint = read_checkpoint(path)
@@ -420,6 +421,8 @@ class Segmenter(ScanSegmenter):
             source=str(path),
             datamodule={"class_path": checkpoint.get("datamodule_class"), "init_args": data_args},
             profiles=ModalityProfiles.from_dict(checkpoint.get("modality_profiles")),
+            progress=progress,
+            window_scale=int(window_scale),
         )
 
     @property
@@ -484,8 +487,10 @@ class Ensemble(ScanSegmenter):
 
     @classmethod
     def from_checkpoints(cls, paths: Sequence[str | Path], device: str | torch.device | None = None,
-                         overlap: float | None = None, sw_batch_size: int | None = None) -> Ensemble:
-        return cls(tuple(Segmenter.from_checkpoint(p, device, overlap, sw_batch_size) for p in paths))
+                         overlap: float | None = None, sw_batch_size: int | None = None, window_scale: int = 1,
+                         progress: bool = False) -> Ensemble:
+        return cls(tuple(Segmenter.from_checkpoint(p, device, overlap, sw_batch_size, window_scale, progress)
+                         for p in paths))
 
     def probabilities(self, image: torch.Tensor, flips: bool = False) -> torch.Tensor:
         """The members' probabilities (each over its own windows and mirrorings), averaged."""
@@ -496,9 +501,11 @@ class Ensemble(ScanSegmenter):
 
 
 def load_segmenter(checkpoints: str | Path | Sequence[str | Path], device: str | torch.device | None = None,
-                   overlap: float | None = None, sw_batch_size: int | None = None) -> Segmenter | Ensemble:
-    """A :class:`Segmenter` for one checkpoint, an :class:`Ensemble` of several."""
+                   overlap: float | None = None, sw_batch_size: int | None = None, window_scale: int = 1,
+                   progress: bool = False) -> Segmenter | Ensemble:
+    """A :class:`Segmenter` for one checkpoint, an :class:`Ensemble` of several (window settings
+    for every member alike)."""
     paths = [checkpoints] if isinstance(checkpoints, str | Path) else list(checkpoints)
     if len(paths) == 1:
-        return Segmenter.from_checkpoint(paths[0], device, overlap, sw_batch_size)
-    return Ensemble.from_checkpoints(paths, device, overlap, sw_batch_size)
+        return Segmenter.from_checkpoint(paths[0], device, overlap, sw_batch_size, window_scale, progress)
+    return Ensemble.from_checkpoints(paths, device, overlap, sw_batch_size, window_scale, progress)

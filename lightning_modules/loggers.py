@@ -71,7 +71,7 @@ class RunLogger(WandbLogger):
         if self.job_type in (None, "fit"):
             self._define_summaries(metrics)
         super().log_metrics(metrics, step)
-        numbers_only = {k: float(v) for k, v in metrics.items() if isinstance(v, numbers.Number | float)
+        numbers_only = {k: float(v) for k, v in metrics.items() if isinstance(v, numbers.Number)
                         or getattr(v, "ndim", None) == 0}
         if self.job_type not in (None, "fit"):  # an evaluation: its figures belong in the summary
             self.experiment.summary.update(numbers_only)
