@@ -19,6 +19,10 @@ DataLoader workers (different generators) draw different augmentations.
   only (voxels where any channel is non-zero), so the background stays exactly 0 as z-scoring
   left it, and never touch the label.
 
+Every step runs on the tensors' device: in the DataLoader's CPU workers by default, or on the
+GPU after the batch got there (the DataModule's ``augment_on: device``). ``bias_field`` and the
+elastic field are drawn on the CPU either way (NumPy/SciPy) and only applied there.
+
 Units are the user's, not MONAI's: rotations in degrees, scaling as the fractional change of
 the anatomy's size, elastic displacements in voxels (MONAI's elastic ``magnitude`` multiplies a
 Gaussian-smoothed field whose amplitude shrinks like ``sigma**-1.5``: it has no usable unit; see
@@ -169,13 +173,14 @@ def warp(image: torch.Tensor, label: torch.Tensor, displacement: np.ndarray) -> 
     """Sample image (linear) and label (nearest) at ``voxel + displacement`` (voxels, per spatial
     axis), one grid for both; outside the patch is 0."""
     shape = tuple(image.shape[1:])
-    moved = torch.from_numpy(displacement)
+    moved = torch.from_numpy(displacement).to(image.device)
     # grid_sample wants (x, y, z) = (W, H, D) in [-1, 1] (align_corners: -1 and 1 are voxel centres),
     # written straight into the grid: voxel index and displacement, both scaled by 2 / (n - 1).
-    grid = torch.empty((1, *shape, 3), dtype=torch.float32)
+    grid = torch.empty((1, *shape, 3), dtype=torch.float32, device=image.device)
     for axis, n in enumerate(shape):
         scale = 2.0 / max(n - 1, 1)
-        index = (torch.arange(n, dtype=torch.float32) * scale - 1.0).view([n if a == axis else 1 for a in range(3)])
+        index = (torch.arange(n, dtype=torch.float32, device=image.device) * scale - 1.0).view(
+            [n if a == axis else 1 for a in range(3)])
         torch.add(index, moved[axis], alpha=scale, out=grid[0, ..., 2 - axis])
     image = F.grid_sample(image[None], grid, mode="bilinear", padding_mode="zeros", align_corners=True)[0]
     label = F.grid_sample(label[None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=True)[0]
@@ -317,6 +322,24 @@ class Noise(_BrainIntensity):
         return out
 
 
+def gaussian_blur(volume: torch.Tensor, sigma: float, truncate: float = 3.0) -> torch.Tensor:
+    """``volume`` (D, H, W) smoothed by a Gaussian of ``sigma`` voxels, one 1D convolution per
+    axis on the volume's own device, edges extended (SciPy's ``nearest``), truncated at
+    ``truncate`` sigma."""
+    radius = max(1, int(truncate * sigma + 0.5))
+    taps = torch.arange(-radius, radius + 1, dtype=volume.dtype, device=volume.device)
+    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    out = volume[None, None]
+    for axis in range(3):
+        shape = [1, 1, 1, 1, 1]
+        shape[2 + axis] = kernel.numel()
+        padding = [0, 0] * 3
+        padding[2 * (2 - axis)] = padding[2 * (2 - axis) + 1] = radius  # F.pad lists the last axis first
+        out = F.conv3d(F.pad(out, padding, mode="replicate"), kernel.view(shape))
+    return out[0, 0]
+
+
 class Blur(_BrainIntensity):
     """Gaussian blur of a channel (nnU-Net: sigma 0.5-1 voxel, each channel with probability
     ``per_channel_prob``); the background is set back to 0."""
@@ -330,8 +353,7 @@ class Blur(_BrainIntensity):
         out = image.clone()
         for c in range(image.shape[0]):
             if rng.random() < self.per_channel_prob:
-                blurred = ndimage.gaussian_filter(image[c].numpy(), sigma=rng.uniform(*self.sigma), truncate=3.0)
-                out[c] = torch.where(mask, torch.from_numpy(blurred).to(image.dtype), out[c])
+                out[c] = torch.where(mask, gaussian_blur(image[c], float(rng.uniform(*self.sigma))), out[c])
         return out
 
 
@@ -344,7 +366,8 @@ class Brightness(_BrainIntensity):
         self.factor = _range("factor", factor, low=0.0)
 
     def apply(self, image: torch.Tensor, mask: torch.Tensor, rng: np.random.Generator | None = None) -> torch.Tensor:
-        factors = torch.tensor(rng.uniform(*self.factor, size=image.shape[0]), dtype=image.dtype).view(-1, 1, 1, 1)
+        factors = torch.tensor(rng.uniform(*self.factor, size=image.shape[0]), dtype=image.dtype,
+                               device=image.device).view(-1, 1, 1, 1)
         return torch.where(mask, image * factors, image)
 
 

@@ -21,6 +21,7 @@ from core.volumes import PreprocessingSettings, Subject, Volume
 from datamodules.augmentation import build_augmentation
 from datamodules.cache import VolumeCache
 from datamodules.datasets import PatchDataset, VolumeDataset
+from datamodules.patches import worker_rng
 from datamodules.splits import make_split
 
 PROFILE_SUBJECTS = 16  # training subjects (evenly spread) whose modality profiles go into checkpoints
@@ -64,6 +65,9 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
         clip_percentiles: clip each modality to these percentiles of its brain voxels.
         augmentation: training augmentations, e.g. ``[{name: flip}, {name: elastic}]``
             (see ``datamodules/augmentation.py`` and ``configs/augmentation/``).
+        augment_on: where they run: ``loader`` (each patch in the DataLoader workers, on the
+            CPU) or ``device`` (each patch of the batch once it is on the model's device, the
+            GPU's work when the CPU workers cannot keep up with the steps).
         cache_dir: preprocessed volumes are cached here and memory-mapped by the loaders;
             ``null`` keeps them in memory only.
         preprocess_workers: processes that fill the cache in parallel (default: one per
@@ -101,6 +105,7 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
         n4_bias_correction: bool = False,
         clip_percentiles: tuple[float, float] | None = None,
         augmentation: list[dict[str, Any]] | None = None,
+        augment_on: Literal["loader", "device"] = "loader",
         cache_dir: str | None = "cache",
         preprocess_workers: int | None = None,
         num_workers: int = 0,
@@ -143,6 +148,9 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
             clip_percentiles=None if clip_percentiles is None else tuple(float(p) for p in clip_percentiles),
         )
         self.augment = build_augmentation(augmentation or [])
+        if augment_on not in ("loader", "device"):
+            raise ValueError(f"augment_on must be 'loader' or 'device', got {augment_on!r}")
+        self.augment_on = augment_on
         self.cache = VolumeCache(cache_dir)
         self.preprocess_workers = (os.cpu_count() or 1) if preprocess_workers is None else preprocess_workers
         self.num_workers = num_workers
@@ -229,13 +237,24 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
                 volumes, self.patch_size, self.samples_per_volume, sampling=self.sampling,
                 length=None if self.iterations_per_epoch is None else self.iterations_per_epoch * self.batch_size,
                 min_foreground_voxels=self.min_foreground_voxels,
-                class_balanced_fraction=self.class_balanced_fraction, augment=self.augment)
+                class_balanced_fraction=self.class_balanced_fraction,
+                augment=self.augment if self.augment_on == "loader" else None)
             chosen = np.linspace(0, len(volumes) - 1, min(len(volumes), PROFILE_SUBJECTS)).round().astype(int)
             self.modality_profiles = ModalityProfiles.from_images([volumes[i].image for i in chosen], self.modalities)
         if stage in ("fit", "validate"):
             self.val_set = VolumeDataset(self._load(split["val"]))
         if stage == "test":
             self.test_set = VolumeDataset(self._load(split["test"]))
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """With ``augment_on: device``, the training batch is augmented here, on the model's
+        device, patch by patch with one generator drawn from torch's (seeded) RNG and the rank."""
+        trainer = getattr(self, "trainer", None)
+        if self.augment_on != "device" or self.augment is None or trainer is None or not trainer.training:
+            return batch
+        rng = worker_rng()
+        pairs = [self.augment(image, label, rng) for image, label in zip(batch["image"], batch["label"], strict=True)]
+        return {**batch, "image": torch.stack([p[0] for p in pairs]), "label": torch.stack([p[1] for p in pairs])}
 
     # Loaders.
     def train_dataloader(self) -> DataLoader:

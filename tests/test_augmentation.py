@@ -319,3 +319,16 @@ def test_blur_smooths_and_low_resolution_is_nearest_down_then_linear_up() -> Non
     torch.testing.assert_close(low, expected)
     with pytest.raises(ValueError, match=r"zoom must lie in \(0, 1\]"):
         build_augmentation([{"name": "low_resolution", "zoom": [0.5, 2.0]}])
+
+
+@pytest.mark.parametrize("sigma", [0.5, 1.0, 2.3])
+def test_gaussian_blur_is_scipys_with_extended_edges(sigma: float) -> None:
+    """The blur runs as torch convolutions (on the GPU too) and equals SciPy's filter, edges
+    extended (``mode="nearest"``), truncated at 3 sigma."""
+    from scipy import ndimage
+
+    from datamodules.augmentation import gaussian_blur
+
+    volume = torch.from_numpy(np.random.default_rng(1).normal(0, 1, (9, 12, 15))).float()
+    expected = ndimage.gaussian_filter(volume.numpy(), sigma, mode="nearest", truncate=3.0)
+    np.testing.assert_allclose(gaussian_blur(volume, sigma).numpy(), expected, atol=1e-5)

@@ -81,6 +81,37 @@ def test_an_epoch_can_be_a_fixed_number_of_iterations(iseg_dir: Path) -> None:
         make_dm(iseg_dir, iterations_per_epoch=0)
 
 
+def test_augmentation_on_the_device_is_the_loaders_augmentation_of_the_batch(iseg_dir: Path) -> None:
+    """``augment_on: device``: the loader hands out plain patches, and the training batch is
+    augmented after its transfer, each patch as the loader would have (same steps, one generator
+    from torch's seeded RNG); validation batches and an unattached module pass through."""
+    from types import SimpleNamespace
+
+    from datamodules.patches import worker_rng
+
+    specs = [{"name": "flip", "prob": 0.5}, {"name": "brightness", "prob": 1.0}, {"name": "blur", "prob": 1.0},
+             {"name": "elastic", "prob": 1.0, "sigma": [2.0, 2.0], "magnitude": [0.5, 0.5]}]
+    dm = make_dm(iseg_dir, augmentation=specs, augment_on="device")
+    dm.setup("fit")
+    assert dm.train_set.augment is None
+    batch = next(iter(dm.train_dataloader()))
+    assert dm.on_after_batch_transfer(batch, 0) is batch  # no trainer yet
+    dm.trainer = SimpleNamespace(training=False)
+    assert dm.on_after_batch_transfer(batch, 0) is batch  # validation
+    dm.trainer = SimpleNamespace(training=True)
+    torch.manual_seed(7)
+    out = dm.on_after_batch_transfer(batch, 0)
+    torch.manual_seed(7)
+    rng = worker_rng()
+    expected = [dm.augment(image, label, rng) for image, label in zip(batch["image"], batch["label"], strict=True)]
+    torch.testing.assert_close(out["image"], torch.stack([e[0] for e in expected]))
+    assert torch.equal(out["label"], torch.stack([e[1] for e in expected]))
+    assert out["image"].shape == batch["image"].shape and out["label"].dtype == torch.int64
+    assert not torch.equal(out["image"], batch["image"])  # brightness and blur always fire
+    with pytest.raises(ValueError, match="augment_on must be 'loader' or 'device'"):
+        make_dm(iseg_dir, augment_on="gpu")
+
+
 def test_test_and_predict_use_the_held_out_subjects(iseg_dir: Path, tmp_path: Path) -> None:
     dm = make_dm(iseg_dir)
     dm.setup("test")
