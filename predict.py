@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from core.inference import PRECISIONS, fast_bf16
 from core.io import DataError, one_line_warnings
 from core.segmenter import load_segmenter
 from datamodules.folders import subjects_in_folder
@@ -33,19 +34,25 @@ from datamodules.folders import subjects_in_folder
 # The CPU preset (--cpu-fast): nnU-Net's most common complaint is 42 minutes a case on a CPU, 3
 # without mirroring. No mirroring (8x the work), less window overlap (0.25: each voxel in about
 # 2 windows instead of 8), windows twice the training patch per side (less border waste), one
-# window per forward pass, every core.
+# window per forward pass, every core, and bfloat16 where the CPU runs it natively (AVX512-BF16,
+# AMX: about 1.9x faster than float32; emulated bf16 elsewhere would be slower).
 CPU_FAST = {"flips": False, "overlap": 0.25, "window_scale": 2, "sw_batch_size": 1}
+
+
+def cpu_fast_precision() -> str:
+    """The preset's precision on this CPU: bf16 where it is native, else float32."""
+    return "bf16" if fast_bf16("cpu") else "32"
 
 
 def predict(checkpoint: Path | Sequence[Path], inputs: Sequence[Path], output: Path, device: str = "cpu",
             overlap: float | None = None, sw_batch_size: int | None = None, flips: bool = False,
             save_probabilities: bool = False, subject_id: str | None = None, overwrite: bool = False,
-            window_scale: int = 1) -> list[Path]:
+            window_scale: int = 1, precision: str = "32") -> list[Path]:
     """Segment every subject of ``inputs`` with one checkpoint or the ensemble of several;
     returns the segmentation files written."""
     # A bar over the windows of each volume when run in a terminal.
     segmenter = load_segmenter(checkpoint, device, overlap=overlap, sw_batch_size=sw_batch_size,
-                               window_scale=window_scale, progress=sys.stderr.isatty())
+                               window_scale=window_scale, progress=sys.stderr.isatty(), precision=precision)
     if len(inputs) == 1 and Path(inputs[0]).is_dir():
         subjects = subjects_in_folder(inputs[0], segmenter.datamodule, segmenter.modalities, segmenter.source)
     else:
@@ -72,8 +79,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--window-scale", type=int, default=1,
                         help="sliding windows this many times the checkpoint's per side (padded networks)")
     parser.add_argument("--threads", type=int, help="CPU threads for inference (default: torch's)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="32",
+                        help="bf16: the network under bfloat16 autocast (GPUs from Ampere on, CPUs with AVX512-BF16)")
     parser.add_argument("--cpu-fast", action="store_true",
-                        help="the CPU preset: no mirroring, overlap 0.25, windows x2, one window a pass, every core")
+                        help="the CPU preset: no mirroring, overlap 0.25, windows x2, one window a pass, every core, "
+                             "bf16 where the CPU has it")
     args = parser.parse_args(argv)
     one_line_warnings("predict.py")
     if args.cpu_fast:
@@ -82,11 +92,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.window_scale = max(args.window_scale, CPU_FAST["window_scale"])
         args.sw_batch_size = args.sw_batch_size or CPU_FAST["sw_batch_size"]
         args.threads = args.threads or os.cpu_count()
+        args.precision = cpu_fast_precision()
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
         predict(args.checkpoint, args.input, args.output, args.device, args.overlap, args.sw_batch_size,
-                args.flips, args.probabilities, args.subject, args.overwrite, args.window_scale)
+                args.flips, args.probabilities, args.subject, args.overwrite, args.window_scale, args.precision)
     except DataError as error:
         parser.exit(2, f"predict.py: error: {error}\n")
 

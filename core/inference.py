@@ -53,15 +53,36 @@ def sliding_window_logits(network: nn.Module, image: torch.Tensor, roi_size: Seq
     return blended[:, :-1] / blended[:, -1:].clamp_min(torch.finfo(blended.dtype).tiny)
 
 
+PRECISIONS = ("32", "bf16")
+
+
+def fast_bf16(device: str | torch.device) -> bool:
+    """Whether bfloat16 runs natively here, so that bf16 autocast is faster than float32: CUDA
+    GPUs with bf16 (Ampere on) and CPUs whose oneDNN has bf16 instructions (AVX512-BF16, AMX).
+    Elsewhere bf16 is emulated and slower than float32."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def mean_over_mirrorings(predict: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor,
-                         flips: bool = False) -> torch.Tensor:
+                         flips: bool = False, precision: str = "32") -> torch.Tensor:
     """``predict(image)``, or with ``flips`` the mean of ``predict`` over the 8 mirrorings of
-    the volume (each output flipped back), without gradients."""
+    the volume (each output flipped back), in float32.
+
+    Runs under ``torch.inference_mode`` (no autograd bookkeeping at all: a few % faster than
+    ``no_grad``, as nnU-Net's predictor). ``precision="bf16"``: the network runs under bfloat16
+    autocast (about 1.9x faster on a CPU with native bf16, see :func:`fast_bf16`); the windows are
+    still blended and the mirrorings summed in float32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     total = None
-    with torch.no_grad():
+    with torch.inference_mode(), torch.autocast(image.device.type, dtype=torch.bfloat16,
+                                                enabled=precision == "bf16"):
         for dims in MIRRORINGS if flips else [()]:
             flipped = torch.flip(image, dims) if dims else image
-            out = predict(flipped)
+            out = predict(flipped).float()
             out = torch.flip(out, dims) if dims else out
             total = out if total is None else total + out
     return total / (len(MIRRORINGS) if flips else 1)

@@ -390,11 +390,12 @@ class Segmenter(ScanSegmenter):
     profiles: ModalityProfiles | None = None
     progress: bool = False  # a bar over each volume's windows (predict.py in a terminal)
     window_scale: int = 1  # windows this many times the checkpoint's per side (capped by the volume)
+    precision: str = "32"  # "bf16": the network under bfloat16 autocast (core.inference.fast_bf16)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None,
                         overlap: float | None = None, sw_batch_size: int | None = None, window_scale: int = 1,
-                        progress: bool = False) -> Segmenter:
+                        progress: bool = False, precision: str = "32") -> Segmenter:
         """Everything from the checkpoint alone: network, label space, modalities,
         preprocessing (the DataModule's saved arguments) and window (the model's)."""
         checkpoint = read_checkpoint(path)
@@ -423,6 +424,7 @@ class Segmenter(ScanSegmenter):
             profiles=ModalityProfiles.from_dict(checkpoint.get("modality_profiles")),
             progress=progress,
             window_scale=int(window_scale),
+            precision=precision,
         )
 
     @property
@@ -451,7 +453,8 @@ class Segmenter(ScanSegmenter):
         refused (:func:`check_preprocessed`): :meth:`segment` takes files."""
         check_preprocessed(image, self.source)
         image = image.to(self.device)
-        return mean_over_mirrorings(lambda x: self.labels.probabilities(self.logits(x).float()), image, flips)
+        return mean_over_mirrorings(lambda x: self.labels.probabilities(self.logits(x).float()), image, flips,
+                                    self.precision)
 
 
 def _describe(segmenter: Segmenter) -> dict[str, Any]:
@@ -488,9 +491,9 @@ class Ensemble(ScanSegmenter):
     @classmethod
     def from_checkpoints(cls, paths: Sequence[str | Path], device: str | torch.device | None = None,
                          overlap: float | None = None, sw_batch_size: int | None = None, window_scale: int = 1,
-                         progress: bool = False) -> Ensemble:
-        return cls(tuple(Segmenter.from_checkpoint(p, device, overlap, sw_batch_size, window_scale, progress)
-                         for p in paths))
+                         progress: bool = False, precision: str = "32") -> Ensemble:
+        return cls(tuple(Segmenter.from_checkpoint(p, device, overlap, sw_batch_size, window_scale, progress,
+                                                   precision) for p in paths))
 
     def probabilities(self, image: torch.Tensor, flips: bool = False) -> torch.Tensor:
         """The members' probabilities (each over its own windows and mirrorings), averaged."""
@@ -502,10 +505,10 @@ class Ensemble(ScanSegmenter):
 
 def load_segmenter(checkpoints: str | Path | Sequence[str | Path], device: str | torch.device | None = None,
                    overlap: float | None = None, sw_batch_size: int | None = None, window_scale: int = 1,
-                   progress: bool = False) -> Segmenter | Ensemble:
+                   progress: bool = False, precision: str = "32") -> Segmenter | Ensemble:
     """A :class:`Segmenter` for one checkpoint, an :class:`Ensemble` of several (window settings
-    for every member alike)."""
+    and precision for every member alike)."""
     paths = [checkpoints] if isinstance(checkpoints, str | Path) else list(checkpoints)
     if len(paths) == 1:
-        return Segmenter.from_checkpoint(paths[0], device, overlap, sw_batch_size, window_scale, progress)
-    return Ensemble.from_checkpoints(paths, device, overlap, sw_batch_size, window_scale, progress)
+        return Segmenter.from_checkpoint(paths[0], device, overlap, sw_batch_size, window_scale, progress, precision)
+    return Ensemble.from_checkpoints(paths, device, overlap, sw_batch_size, window_scale, progress, precision)

@@ -403,3 +403,33 @@ def test_the_cpu_preset_uses_larger_windows_less_overlap_and_no_mirroring(checkp
     fast = nib.load(str(tmp_path / "fast" / "subject-4_seg.nii.gz"))
     source = nib.load(files[0])
     assert fast.shape == source.shape[:3] and set(np.unique(np.asarray(fast.dataobj))) <= {0, 10, 150, 250}
+
+
+def test_bf16_prediction_runs_the_network_in_bfloat16_and_keeps_float32_outputs(checkpoint: Path,
+                                                                                tiny_demo_dir: Path,
+                                                                                tmp_path: Path) -> None:
+    """``--precision bf16`` (and ``--cpu-fast`` on a CPU with native bf16): the convolutions run
+    in bfloat16, the windows are blended and the probabilities returned in float32, close to the
+    float32 prediction."""
+    from core.inference import fast_bf16
+    from core.segmenter import Segmenter
+    from core.volumes import load_subject
+
+    full = Segmenter.from_checkpoint(checkpoint, "cpu")
+    half = Segmenter.from_checkpoint(checkpoint, "cpu", precision="bf16")
+    seen: list[torch.dtype] = []
+    half.network.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    subject = full.subject([str(tiny_demo_dir / f"subject-4-{m}.hdr") for m in ("T1", "T2")])
+    image = torch.from_numpy(load_subject(subject, None, full.preprocessing).image)[None]
+    expected, got = full.probabilities(image), half.probabilities(image)
+    assert set(seen) == {torch.bfloat16} and got.dtype == torch.float32
+    assert float((got - expected).abs().max()) < 0.05  # bfloat16 keeps about 3 significant digits
+    assert float((got.argmax(1) == expected.argmax(1)).float().mean()) > 0.99
+    with pytest.raises(ValueError, match="precision must be one of 32, bf16, got 'fp8'"):
+        Segmenter.from_checkpoint(checkpoint, "cpu", precision="fp8").probabilities(image)
+    assert fast_bf16("cpu") == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and fast_bf16("meta") is False
+    files = [str(tiny_demo_dir / f"subject-4-{m}.hdr") for m in ("T1", "T2")]
+    main(["--checkpoint", str(checkpoint), "--input", *files, "--output", str(tmp_path / "bf16"), "--precision",
+          "bf16"])
+    written = np.asarray(nib.load(str(tmp_path / "bf16" / "subject-4_seg.nii.gz")).dataobj)
+    assert written.shape == nib.load(files[0]).shape[:3] and set(np.unique(written)) <= {0, 10, 150, 250}

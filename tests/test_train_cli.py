@@ -325,14 +325,30 @@ def test_every_fit_gets_its_own_run_folder(tiny_demo_dir: Path, tmp_path: Path, 
     assert exit_code.value.code == 2 and "already holds the checkpoints of another run" in capsys.readouterr().err
 
 
-def test_the_nnunet_recipe_composes_with_a_data_config_and_trains(tiny_demo_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("augment_on", ["loader", "device"])
+def test_the_nnunet_recipe_composes_with_a_data_config_and_trains(tiny_demo_dir: Path, tmp_path: Path,
+                                                                   augment_on: str) -> None:
     run = cli("fit", tiny_demo_dir, tmp_path, "--config", "configs/recipes/nnunet.yaml", "--model.network", "dynunet",
               "--model.network_kwargs", '{"levels": 3, "filters": [4, 8, 16], "deep_supr_num": 1}',
               "--data.init_args.iterations_per_epoch", "2", "--trainer.max_epochs", "1",
-              "--trainer.check_val_every_n_epoch", "1")
+              "--trainer.check_val_every_n_epoch", "1", "--data.init_args.augment_on", augment_on)
+    assert (run.datamodule.train_set.augment is None) == (augment_on == "device")
     optimizer = run.model.optimizers().optimizer
     assert type(optimizer) is torch.optim.SGD and optimizer.defaults["nesterov"] is True
     assert optimizer.defaults["momentum"] == 0.99 and optimizer.defaults["weight_decay"] == 3e-5
     assert run.datamodule.sampling == "class_balanced" and len(run.datamodule.augment.steps) == 8
     assert run.trainer.global_step == 2 and run.model.predict_flips is True
+    assert torch.isfinite(run.trainer.callback_metrics["val/dice_mean"])
+
+
+def test_the_gpu_preset_composes_and_trains_where_there_is_no_gpu(tiny_demo_dir: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """configs/trainer/gpu.yaml: bf16 mixed precision, cuDNN's autotuner, loader workers; on a
+    CPU the same command still trains (bf16 autocast on the CPU, the autotuner idle)."""
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)  # the Trainer sets it process-wide
+    run = cli("fit", tiny_demo_dir, tmp_path, "--config", "configs/trainer/gpu.yaml", "--trainer.max_epochs", "1",
+              "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+              "--trainer.check_val_every_n_epoch", "1")
+    assert run.trainer.precision == "bf16-mixed" and torch.backends.cudnn.benchmark is True
+    assert run.datamodule.num_workers == 8 and run.trainer.global_step == 2
     assert torch.isfinite(run.trainer.callback_metrics["val/dice_mean"])
