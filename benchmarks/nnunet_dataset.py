@@ -3,7 +3,7 @@
     python -m benchmarks.nnunet_dataset data/demo/iSeg-2017-Training $nnUNet_raw --subjects 1 2 3 4 5 6 7 8
     nnUNetv2_extract_fingerprint -d 1 && nnUNetv2_plan_experiment -d 1     # nnunetv2 in its own venv
 
-Writes ``Dataset001_Demo/{imagesTr,labelsTr,dataset.json}``: T1 as channel 0000, T2 as 0001 (NIfTI,
+Writes ``Dataset001_Demo/{imagesTr,labelsTr,imagesTs,dataset.json}``: T1 as channel 0000, T2 as 0001 (NIfTI,
 the Analyze files' own affine), labels mapped to consecutive classes (iSeg's 10/150/250 -> 1/2/3)
 by the dataset's label space. The subjects default to the demo's 8 outside its test set, the ones
 ``plan.py`` reads.
@@ -22,20 +22,28 @@ from core.dataset_labels import ISEG
 from core.io import load_volume
 
 
+def write_images(source: Path, subject: str, folder: Path) -> None:
+    """One subject's T1 and T2 as nnU-Net's ``<case>_0000.nii.gz``, ``<case>_0001.nii.gz``."""
+    for channel, modality in enumerate(("T1", "T2")):
+        data, affine = load_volume(source / f"subject-{subject}-{modality}.hdr")
+        nib.save(nib.Nifti1Image(data, affine), folder / f"subject-{subject}_{channel:04d}.nii.gz")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", type=Path, help="an iSeg-2017-Training-layout folder")
     parser.add_argument("raw", type=Path, help="nnU-Net's raw folder ($nnUNet_raw)")
     parser.add_argument("--subjects", nargs="+", default=[str(n) for n in range(1, 9)])
+    parser.add_argument("--test-subjects", nargs="*", default=[], help="images (no labels) for imagesTs")
     parser.add_argument("--name", default="Dataset001_Demo")
     args = parser.parse_args(argv)
     out = args.raw / args.name
-    (out / "imagesTr").mkdir(parents=True, exist_ok=True)
-    (out / "labelsTr").mkdir(exist_ok=True)
+    for folder in ("imagesTr", "labelsTr", "imagesTs"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
+    for n in args.test_subjects:
+        write_images(args.source, n, out / "imagesTs")
     for n in args.subjects:
-        for channel, modality in enumerate(("T1", "T2")):
-            data, affine = load_volume(args.source / f"subject-{n}-{modality}.hdr")
-            nib.save(nib.Nifti1Image(data, affine), out / "imagesTr" / f"subject-{n}_{channel:04d}.nii.gz")
+        write_images(args.source, n, out / "imagesTr")
         label, affine = load_volume(args.source / f"subject-{n}-label.hdr")
         classes = ISEG.encode(np.rint(label).astype(np.int64)).astype(np.uint8)
         nib.save(nib.Nifti1Image(classes, affine), out / "labelsTr" / f"subject-{n}.nii.gz")
