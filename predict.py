@@ -79,8 +79,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--window-scale", type=int, default=1,
                         help="sliding windows this many times the checkpoint's per side (padded networks)")
     parser.add_argument("--threads", type=int, help="CPU threads for inference (default: torch's)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="32",
-                        help="bf16: the network under bfloat16 autocast (GPUs from Ampere on, CPUs with AVX512-BF16)")
+    parser.add_argument("--precision", choices=PRECISIONS,
+                        help="bf16: the network under bfloat16 autocast (GPUs from Ampere on, CPUs with AVX512-BF16); "
+                             "default 32")
     parser.add_argument("--cpu-fast", action="store_true",
                         help="the CPU preset: no mirroring, overlap 0.25, windows x2, one window a pass, every core, "
                              "bf16 where the CPU has it")
@@ -92,7 +93,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.window_scale = max(args.window_scale, CPU_FAST["window_scale"])
         args.sw_batch_size = args.sw_batch_size or CPU_FAST["sw_batch_size"]
         args.threads = args.threads or os.cpu_count()
-        args.precision = cpu_fast_precision()
+        args.precision = args.precision or cpu_fast_precision()
+    args.precision = args.precision or "32"
     if args.threads:
         torch.set_num_threads(args.threads)
     try:

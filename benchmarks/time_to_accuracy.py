@@ -15,8 +15,10 @@ validates during the budget) and one scorer (``evaluate.py``'s) for every arm:
 
 Each arm trains once, in turn (never two at a time); a checkpoint is written the first time its
 training wall clock (from its first step, after caching/preprocessing) passes each mark, and the
-run stops at the last. Every schedule is set to end near the last mark (``--steps``: steps per
-arm for 900 s, scaled), so the earlier marks are snapshots of that run, not runs of their own.
+run stops at the last. Every schedule is set to end near the last mark (``Arm.steps``: the steps
+an arm does in 900 s on the 2-core CPU, scaled to the last mark), so the earlier marks are
+snapshots of that run, not runs of their own; a schedule that ends before the last mark leaves
+its final model for the marks not reached (the log keeps the seconds it took).
 Each checkpoint then segments subjects 9 and 10 with its system's default inference (ours: the
 checkpoint's windows, mirroring where the recipe says; nnU-Net: its predictor, mirroring on)
 and ``evaluate.py`` scores the files. Results go to ``--out/results.json`` as they come (a rerun
@@ -44,7 +46,7 @@ REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "data/demo/iSeg-2017-Training"
 TRAIN_SUBJECTS = ["1", "2", "3", "4", "5", "6"]
 TEST_SUBJECTS = ["9", "10"]
-REFERENCE_SECONDS = 900  # --steps figures are for this budget
+REFERENCE_SECONDS = 900  # Arm.steps figures are for this budget
 
 
 class BudgetCheckpoints(pl.Callback):

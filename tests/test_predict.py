@@ -405,9 +405,8 @@ def test_the_cpu_preset_uses_larger_windows_less_overlap_and_no_mirroring(checkp
     assert fast.shape == source.shape[:3] and set(np.unique(np.asarray(fast.dataobj))) <= {0, 10, 150, 250}
 
 
-def test_bf16_prediction_runs_the_network_in_bfloat16_and_keeps_float32_outputs(checkpoint: Path,
-                                                                                tiny_demo_dir: Path,
-                                                                                tmp_path: Path) -> None:
+def test_bf16_prediction_runs_the_network_in_bfloat16_and_keeps_float32_outputs(
+        checkpoint: Path, tiny_demo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``--precision bf16`` (and ``--cpu-fast`` on a CPU with native bf16): the convolutions run
     in bfloat16, the windows are blended and the probabilities returned in float32, close to the
     float32 prediction."""
@@ -433,3 +432,8 @@ def test_bf16_prediction_runs_the_network_in_bfloat16_and_keeps_float32_outputs(
           "bf16"])
     written = np.asarray(nib.load(str(tmp_path / "bf16" / "subject-4_seg.nii.gz")).dataobj)
     assert written.shape == nib.load(files[0]).shape[:3] and set(np.unique(written)) <= {0, 10, 150, 250}
+    chosen: list[str] = []
+    monkeypatch.setattr("predict.predict", lambda *args: chosen.append(args[-1]))
+    for flags in (["--cpu-fast"], ["--cpu-fast", "--precision", "32"], []):
+        main(["--checkpoint", str(checkpoint), "--input", *files, "--output", str(tmp_path / "x"), *flags])
+    assert chosen == ["bf16" if fast_bf16("cpu") else "32", "32", "32"]  # an explicit --precision wins
