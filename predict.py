@@ -23,6 +23,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -42,6 +43,16 @@ CPU_FAST = {"flips": False, "overlap": 0.25, "window_scale": 2, "sw_batch_size":
 def cpu_fast_precision() -> str:
     """The preset's precision on this CPU: bf16 where it is native, else float32."""
     return "bf16" if fast_bf16("cpu") else "32"
+
+
+def cpu_fast(overlap: float | None = None, sw_batch_size: int | None = None, window_scale: int = 1,
+             precision: str | None = None) -> dict[str, Any]:
+    """The CPU preset's window and precision settings, a setting given explicitly kept (windows
+    at least the preset's scale)."""
+    return {"overlap": CPU_FAST["overlap"] if overlap is None else overlap,
+            "sw_batch_size": sw_batch_size or CPU_FAST["sw_batch_size"],
+            "window_scale": max(window_scale, CPU_FAST["window_scale"]),
+            "precision": precision or cpu_fast_precision()}
 
 
 def predict(checkpoint: Path | Sequence[Path], inputs: Sequence[Path], output: Path, device: str = "cpu",
@@ -89,11 +100,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     one_line_warnings("predict.py")
     if args.cpu_fast:
         args.device, args.flips = "cpu", CPU_FAST["flips"]
-        args.overlap = CPU_FAST["overlap"] if args.overlap is None else args.overlap
-        args.window_scale = max(args.window_scale, CPU_FAST["window_scale"])
-        args.sw_batch_size = args.sw_batch_size or CPU_FAST["sw_batch_size"]
+        vars(args).update(cpu_fast(args.overlap, args.sw_batch_size, args.window_scale, args.precision))
         args.threads = args.threads or os.cpu_count()
-        args.precision = args.precision or cpu_fast_precision()
     args.precision = args.precision or "32"
     if args.threads:
         torch.set_num_threads(args.threads)

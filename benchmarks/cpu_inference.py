@@ -66,10 +66,7 @@ def child(checkpoint: str, output: str, setting: str, inputs: list[str]) -> None
     kwargs: dict = {}
     if setting.startswith("cpu-fast"):
         torch.set_num_threads(os.cpu_count() or 1)
-        preset = predict.CPU_FAST
-        kwargs = {"overlap": preset["overlap"], "sw_batch_size": preset["sw_batch_size"],
-                  "window_scale": preset["window_scale"],
-                  "precision": "32" if setting == "cpu-fast fp32" else predict.cpu_fast_precision()}
+        kwargs = predict.cpu_fast(precision="32" if setting == "cpu-fast fp32" else None)
     start = time.perf_counter()
     predict.predict(Path(checkpoint), [Path(p) for p in inputs], Path(output), "cpu", flips=setting == "flips",
                     **kwargs)

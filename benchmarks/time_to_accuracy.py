@@ -130,9 +130,8 @@ def read_log(path: Path) -> list[dict[str, Any]]:
 
 
 def nnunet_env(root: Path) -> dict[str, str]:
-    env = dict(os.environ, nnUNet_raw=str(root / "raw"), nnUNet_preprocessed=str(root / "preprocessed"),
-               nnUNet_results=str(root / "results"), nnUNet_n_proc_DA="2")
-    return env
+    return dict(os.environ, nnUNet_raw=str(root / "raw"), nnUNet_preprocessed=str(root / "preprocessed"),
+                nnUNet_results=str(root / "results"), nnUNet_n_proc_DA="2")
 
 
 def prepare_nnunet(python: Path, root: Path) -> None:
@@ -180,11 +179,11 @@ def train(arm: Arm, out: Path, marks: list[int], nnunet_python: Path | None) -> 
 
 
 def segment_ours(checkpoint: Path, output: Path, flips: bool) -> None:
-    import predict
+    from core.segmenter import load_segmenter
 
-    for subject in TEST_SUBJECTS:
-        inputs = [DATA / f"subject-{subject}-{m}.hdr" for m in ("T1", "T2")]
-        predict.predict(checkpoint, inputs, output, flips=flips, overwrite=True)
+    segmenter = load_segmenter(checkpoint, "cpu")
+    subjects = [segmenter.subject([DATA / f"subject-{n}-{m}.hdr" for m in ("T1", "T2")]) for n in TEST_SUBJECTS]
+    segmenter.segment_to_folder(subjects, output, flips=flips, overwrite=True, progress=False)
 
 
 def segment_nnunet(python: Path, root: Path, checkpoint: Path, output: Path) -> None:
@@ -204,10 +203,11 @@ def segment_nnunet(python: Path, root: Path, checkpoint: Path, output: Path) -> 
 
 
 def score(folder: Path) -> dict[str, float]:
+    from core.metrics import summarise
     from evaluate import evaluate_folders
 
     rows = evaluate_folders(folder, DATA, "iseg")
-    dice = {s: float(np.mean([r["dice"] for r in rows if r["structure"] == s])) for s in ("CSF", "GM", "WM")}
+    dice = {r["structure"]: r["mean"] for r in summarise(rows) if r["metric"] == "dice"}
     dice["mean"] = float(np.mean(list(dice.values())))
     dice["subjects"] = len({r["subject"] for r in rows})
     return dice

@@ -249,8 +249,7 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """With ``augment_on: device``, the training batch is augmented here, on the model's
         device, patch by patch with one generator drawn from torch's (seeded) RNG and the rank."""
-        trainer = getattr(self, "trainer", None)
-        if self.augment_on != "device" or self.augment is None or trainer is None or not trainer.training:
+        if self.augment_on != "device" or self.augment is None or self.trainer is None or not self.trainer.training:
             return batch
         rng = worker_rng()
         pairs = [self.augment(image, label, rng) for image, label in zip(batch["image"], batch["label"], strict=True)]
