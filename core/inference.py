@@ -63,7 +63,12 @@ def fast_bf16(device: str | torch.device) -> bool:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    if device.type != "cpu":
+        return False
+    capabilities = torch.cpu.get_capabilities()
+    if "avx2" in capabilities:  # x86: the instructions themselves (oneDNN's own check admits emulation on AVX512)
+        return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # ARM: its bf16 extension
 
 
 def mean_over_mirrorings(predict: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor,

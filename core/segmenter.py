@@ -401,7 +401,8 @@ class Segmenter(ScanSegmenter):
         checkpoint = read_checkpoint(path)
         hparams = model_hparams(checkpoint)
         labels = LabelSpace.from_dict(hparams["label_space"])
-        network = build_network(hparams["network"], in_channels=int(hparams["in_channels"]),
+        network = build_network(hparams["network"], channels_last=bool(hparams.get("channels_last")),
+                                in_channels=int(hparams["in_channels"]),
                                 num_classes=labels.num_outputs, **(hparams.get("network_kwargs") or {}))
         weights = {k.removeprefix("network."): v for k, v in checkpoint["state_dict"].items()
                    if k.startswith("network.")}

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import torch
 from torch import nn
 
 _NETWORKS: dict[str, type[nn.Module]] = {}
@@ -104,8 +105,18 @@ def check_network_options(name: str, options: Mapping[str, Any]) -> None:
         raise ValueError(f"network {name!r} has no option {', '.join(map(repr, unknown))}; its options: {listing}")
 
 
-def build_network(name: str, **kwargs: Any) -> nn.Module:
+def build_network(name: str, channels_last: bool = False, **kwargs: Any) -> nn.Module:
     """Instantiate the network registered as ``name`` with keyword arguments ``kwargs``; an
-    option the network does not have is an error that lists the ones it has."""
+    option the network does not have is an error that lists the ones it has.
+
+    ``channels_last``: 3D convolution weights in the ``channels_last_3d`` memory layout, in which
+    oneDNN (CPU) and cuDNN run many 3D convolutions faster, inputs and outputs unchanged (the
+    demo's U-Net on a 2-core AVX2 CPU: training step 1.35x, sliding-window inference 1.4x;
+    ``benchmarks/train_step.py``). Weights and checkpoints hold the same values either way."""
     check_network_options(name, kwargs)
-    return network_class(name)(**kwargs)
+    network = network_class(name)(**kwargs)
+    if channels_last:
+        for parameter in network.parameters():
+            if parameter.dim() == 5:
+                parameter.data = parameter.data.contiguous(memory_format=torch.channels_last_3d)
+    return network
