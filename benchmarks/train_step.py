@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{arm}: " + ", ".join(f"{k} {v:.3f}" for k, v in figures.items()) + f" (load {load:.2f})",
                   flush=True)
     base = rows[0][1]["steps/s"] if rows else 1.0
-    print("\n| arm | steps/s | s/step | val s/volume | demo epoch s | vs first | load |\n|---|---:|---:|---:|---:|---:|---:|")
+    print("\n| arm | steps/s | s/step | val s/volume | demo epoch s | vs first | load |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for arm, f, load in rows:
         print(f"| {arm} | {f['steps/s']:.2f} | {f['s/step']:.3f} | {f['s/volume']:.2f} | {f['epoch s']:.1f} | "
               f"{f['steps/s'] / base:.2f}x | {load:.2f} |")
