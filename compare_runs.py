@@ -36,11 +36,11 @@ from typing import Any
 
 import numpy as np
 
+from core.checkpoint import HYPER_PARAMETERS, RUN_RECORD, datamodule_record, read_checkpoint
 from core.figures import save_score_boxplots
 from core.io import DataError, write_text_atomically
 from core.metrics import csv_text
 from core.provenance import flatten
-from core.segmenter import read_checkpoint
 from core.statistics import bootstrap_ci, holm, paired_wilcoxon
 
 REPLICATE_KEYS = ("seed_everything", "data.init_args.fold")  # runs differing only here form a group
@@ -52,7 +52,8 @@ NOT_SETTINGS = ("config", "ckpt_path", "checkpoint.", "trainer.logger", "trainer
                 "data.init_args.data_dir", "data.init_args.cache_dir", "data.init_args.num_workers",
                 "data.init_args.preprocess_workers", "data.init_args.predict_dir", "test_report.",
                 "prediction_writer.", "learning_curves.", "validation_images.", "resume_state.", "network_help",
-                "model.label_space", "model.in_channels", "model.modalities", "model.predict_flips")
+                "model.label_space", "model.in_channels", "model.modalities", "model.flips",
+                "model.predict_flips")  # flips: an inference choice (its name in older run records too)
 MEAN = "mean"  # the mean over structures, reported beside them
 SMALL_SAMPLE = 10  # fewer test subjects than this: say what the intervals and tests cannot show
 
@@ -89,11 +90,11 @@ def find_reports(paths: Sequence[Path]) -> list[Path]:
 
 def run_settings(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
     """The run's config as dotted keys: its record, or the arguments older checkpoints kept."""
-    record = checkpoint.get("run_record") or {}
+    record = checkpoint.get(RUN_RECORD) or {}
     if record.get("config"):
         return flatten(record["config"])
-    settings = flatten({"model": dict(checkpoint.get("hyper_parameters") or {})})
-    settings.update(flatten({"data": {"init_args": dict(checkpoint.get("datamodule_hyper_parameters") or {})}}))
+    settings = flatten({"model": dict(checkpoint.get(HYPER_PARAMETERS) or {})})
+    settings.update(flatten({"data": {"init_args": datamodule_record(checkpoint)["init_args"]}}))
     return settings
 
 
@@ -103,8 +104,9 @@ def load_run(report: Path) -> Run:
     if not checkpoints:
         raise DataError(f"{folder}: no checkpoints/*.ckpt beside test/metrics.csv")
     checkpoint = read_checkpoint(checkpoints[0])  # weights_only: a checkpoint cannot run code
-    dataset = str(checkpoint.get("datamodule_class", "unknown")).rsplit(".", 1)[-1].removesuffix("DataModule")
-    mode = (checkpoint.get("datamodule_hyper_parameters") or {}).get("label_mode")
+    datamodule = datamodule_record(checkpoint)
+    dataset = str(datamodule["class_path"] or "unknown").rsplit(".", 1)[-1].removesuffix("DataModule")
+    mode = datamodule["init_args"].get("label_mode")
     run = Run(folder, f"{dataset} ({mode})" if mode else dataset, run_settings(checkpoint))
     with open(report, newline="") as handle:
         for row in csv.DictReader(handle):
@@ -290,11 +292,6 @@ def write_reports(comparison: Comparison, output: Path) -> list[Path]:
     written.append(write_text_atomically(output / "comparison_tests.csv", csv_text(comparison.test_rows, test_columns)))
     written.append(save_score_boxplots(comparison.boxplots, output / "comparison.png"))
     return written
-
-
-def comparison_tables(paths: Sequence[Path]) -> str:
-    """The Markdown report of :func:`compare`."""
-    return compare(paths).markdown
 
 
 def main(argv: Sequence[str] | None = None) -> None:

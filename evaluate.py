@@ -31,6 +31,7 @@ from core.dataset_labels import DATASET_LABELS
 from core.io import DataError, check_size, one_line_warnings, write_text_atomically
 from core.labels import LabelSpace
 from core.metrics import ROW_COLUMNS, csv_text, markdown_table, score_rows, score_subject, summarise
+from core.volumes import natural_key
 
 PROBABILITIES = "_probabilities"  # the probability maps predict.py may write beside the segmentations
 _SUFFIX = r"(?:[_-](?:seg|segm|label|labels|segmentation|gt|mask))?"
@@ -46,11 +47,6 @@ LAYOUTS = {"iseg": "ISeg2017DataModule", "mrbrains18": "MRBrainS18DataModule",
 
 class EvaluationError(ValueError):
     """Inputs that cannot be scored (missing subjects, grids that disagree)."""
-
-
-def natural_key(text: str) -> list[int | str]:
-    """Sort "2" before "10" (subject ids are numbers in most challenges)."""
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
 
 
 def parse_labels(labels: str | Mapping[int, str]) -> LabelSpace:
@@ -248,7 +244,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, help="where the results go (default: --pred)")
     parser.add_argument("--require-all", action="store_true",
                         help="a subject with ground truth but no prediction (or the reverse) is an error")
-    parser.add_argument("--allow-missing", action="store_true", help=argparse.SUPPRESS)  # the default now
     args = parser.parse_args(argv)
     one_line_warnings("evaluate.py")
     try:

@@ -37,7 +37,7 @@ from datamodules.folders import subjects_in_folder
 # 2 windows instead of 8), windows twice the training patch per side (less border waste), one
 # window per forward pass, every core, and bfloat16 where the CPU runs it natively (AVX512-BF16,
 # AMX: about 1.9x faster than float32; emulated bf16 elsewhere would be slower).
-CPU_FAST = {"flips": False, "overlap": 0.25, "window_scale": 2, "sw_batch_size": 1}
+CPU_FAST = {"flips": False, "sw_overlap": 0.25, "window_scale": 2, "sw_batch_size": 1}
 
 
 def cpu_fast_precision() -> str:
@@ -45,24 +45,24 @@ def cpu_fast_precision() -> str:
     return "bf16" if fast_bf16("cpu") else "32"
 
 
-def cpu_fast(overlap: float | None = None, sw_batch_size: int | None = None, window_scale: int = 1,
+def cpu_fast(sw_overlap: float | None = None, sw_batch_size: int | None = None, window_scale: int = 1,
              precision: str | None = None) -> dict[str, Any]:
     """The CPU preset's window and precision settings, a setting given explicitly kept (windows
     at least the preset's scale)."""
-    return {"overlap": CPU_FAST["overlap"] if overlap is None else overlap,
+    return {"sw_overlap": CPU_FAST["sw_overlap"] if sw_overlap is None else sw_overlap,
             "sw_batch_size": sw_batch_size or CPU_FAST["sw_batch_size"],
             "window_scale": max(window_scale, CPU_FAST["window_scale"]),
             "precision": precision or cpu_fast_precision()}
 
 
 def predict(checkpoint: Path | Sequence[Path], inputs: Sequence[Path], output: Path, device: str = "cpu",
-            overlap: float | None = None, sw_batch_size: int | None = None, flips: bool = False,
+            sw_overlap: float | None = None, sw_batch_size: int | None = None, flips: bool = False,
             save_probabilities: bool = False, subject_id: str | None = None, overwrite: bool = False,
             window_scale: int = 1, precision: str = "32") -> list[Path]:
     """Segment every subject of ``inputs`` with one checkpoint or the ensemble of several;
     returns the segmentation files written."""
     # A bar over the windows of each volume when run in a terminal.
-    segmenter = load_segmenter(checkpoint, device, overlap=overlap, sw_batch_size=sw_batch_size,
+    segmenter = load_segmenter(checkpoint, device, sw_overlap=sw_overlap, sw_batch_size=sw_batch_size,
                                window_scale=window_scale, progress=sys.stderr.isatty(), precision=precision)
     if len(inputs) == 1 and Path(inputs[0]).is_dir():
         subjects = subjects_in_folder(inputs[0], segmenter.datamodule, segmenter.modalities, segmenter.source)
@@ -81,7 +81,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--subject", help="output name for modality-file input (default: the files' shared name)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--overlap", type=float, help="sliding-window overlap (default: the checkpoint's)")
+    parser.add_argument("--sw-overlap", "--overlap", type=float, dest="sw_overlap",
+                        help="sliding-window overlap (default: the checkpoint's)")
     parser.add_argument("--sw-batch-size", type=int, help="windows per forward pass (default: the checkpoint's)")
     parser.add_argument("--flips", action="store_true", help="test-time augmentation: mean over 8 mirrorings")
     parser.add_argument("--probabilities", action="store_true", help="also write per-class probability maps")
@@ -100,13 +101,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     one_line_warnings("predict.py")
     if args.cpu_fast:
         args.device, args.flips = "cpu", CPU_FAST["flips"]
-        vars(args).update(cpu_fast(args.overlap, args.sw_batch_size, args.window_scale, args.precision))
+        vars(args).update(cpu_fast(args.sw_overlap, args.sw_batch_size, args.window_scale, args.precision))
         args.threads = args.threads or os.cpu_count()
     args.precision = args.precision or "32"
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        predict(args.checkpoint, args.input, args.output, args.device, args.overlap, args.sw_batch_size,
+        predict(args.checkpoint, args.input, args.output, args.device, args.sw_overlap, args.sw_batch_size,
                 args.flips, args.probabilities, args.subject, args.overwrite, args.window_scale, args.precision)
     except DataError as error:
         parser.exit(2, f"predict.py: error: {error}\n")

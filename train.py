@@ -22,10 +22,10 @@ from pytorch_lightning import LightningModule
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import WandbLogger
 
+from core.checkpoint import WANDB_RUN_ID, model_hparams, read_checkpoint
 from core.io import DataError, one_line_warnings, unused_path, write_text_atomically
 from core.labels import LabelSpace
 from core.provenance import code_version
-from core.segmenter import model_hparams, read_checkpoint
 from datamodules import VolumeSegmentationDataModule
 from lightning_modules import SegmentationModule
 from lightning_modules.callbacks import (
@@ -36,14 +36,15 @@ from lightning_modules.callbacks import (
     TestReport,
     ValidationImages,
 )
-from lightning_modules.loggers import HParamsMetric
-from lightning_modules.run_folders import RunPlan, link_latest, plan_run
+from lightning_modules.loggers import MONITORED, HParamsMetric
+from lightning_modules.presets import CONFIG_DIR, SUBCOMMANDS, check_command_line
+from lightning_modules.run_folders import RunFolder, choose_run_folder, link_latest
 from lightning_modules.trainer import Trainer
 from networks import check_network_options
+from networks.checks import input_size_problem
 
 ROOT = Path(__file__).resolve().parent
-TRAINER_DEFAULTS = ROOT / "configs" / "trainer" / "default.yaml"  # loaded before any --config
-SUBCOMMANDS = ("fit", "validate", "test", "predict")
+TRAINER_DEFAULTS = CONFIG_DIR / "trainer" / "default.yaml"  # loaded before any --config
 
 
 class RunConfigSaver(SaveConfigCallback):
@@ -134,7 +135,7 @@ class SegmentationCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.set_defaults({
-            "checkpoint.monitor": "val/dice_mean",
+            "checkpoint.monitor": MONITORED,
             "checkpoint.mode": "max",
             "checkpoint.filename": "best",
             "checkpoint.save_last": True,
@@ -150,7 +151,7 @@ class SegmentationCLI(LightningCLI):
                             help="print the options (model.network_kwargs) of network NAME, typed with defaults, "
                                  "or of every registered network, and exit")
         parser.link_arguments("data.init_args.patch_size", "model.roi_size")
-        parser.link_arguments("prediction_writer.flips", "model.predict_flips")
+        parser.link_arguments("prediction_writer.flips", "model.flips")
         parser.link_arguments("data.in_channels", "model.in_channels", apply_on="instantiate")
         parser.link_arguments("data.modality_names", "model.modalities", apply_on="instantiate")
         parser.link_arguments("data.label_space", "model.label_space", compute_fn=LabelSpace.to_dict,
@@ -165,16 +166,16 @@ class SegmentationCLI(LightningCLI):
         except ValueError as error:
             self.parser.error(f"model: {error}")
         if self.subcommand == "fit":
-            plan = self.run_plan
+            run = self.run_folder
             if config.get("checkpoint") is not None:
-                config.checkpoint.dirpath = plan.checkpoint_dir
-            if plan.folder is not None and config.trainer.get("default_root_dir") is None:
-                config.trainer.default_root_dir = str(plan.folder)  # Lightning's SLURM checkpoints go there too
+                config.checkpoint.dirpath = run.checkpoint_dir
+            if run.folder is not None and config.trainer.get("default_root_dir") is None:
+                config.trainer.default_root_dir = str(run.folder)  # Lightning's SLURM checkpoints go there too
         elif config.get("checkpoint") is not None and "{run}" in str(config.checkpoint.dirpath or ""):
             # validate/test/predict save nothing: the evaluated checkpoint's folder, not a template
             config.checkpoint.dirpath = str(Path(config.ckpt_path).parent) if config.get("ckpt_path") else None
         if self.subcommand:
-            configure_wandb(config, self.subcommand, self.resumed.get("wandb_run_id"))
+            configure_wandb(config, self.subcommand, self.resumed.get(WANDB_RUN_ID))
 
     def run_record(self) -> dict[str, Any]:
         """What a checkpoint keeps of the run that wrote it: the full config as a nested dict
@@ -184,22 +185,41 @@ class SegmentationCLI(LightningCLI):
         dumped = yaml.safe_load(self._parser(self.subcommand).dump(config, skip_unset=False))
         return {"config": dumped, "command": list(self.command), "code": dict(_code_version())}
 
+    def check_windows(self, training: bool) -> None:
+        """Refuse, before any work, a training patch or inference window the network cannot take
+        (a U-Net's sides must be multiples of 8, ...): one line naming the option."""
+        hp, network = self.model.hparams, self.model.network
+        sizes = {"data.init_args.patch_size": hp.roi_size} if training else {}
+        window = ("model.inference_roi_size", hp.inference_roi_size) if hp.inference_roi_size else \
+            ("data.init_args.patch_size (the inference window)", hp.roi_size)
+        sizes.setdefault(*window)
+        was_training = network.training
+        try:
+            for option, size in sizes.items():
+                network.train(training and option == "data.init_args.patch_size")
+                problem = input_size_problem(network, int(hp.in_channels), size)
+                if problem:
+                    self.parser.error(f"{option} {list(size)}: {problem}")
+        finally:
+            network.train(was_training)
+
     def before_fit(self) -> None:
         """Say where the run goes, and point ``<runs>/latest`` at it (process 0 only); give the
         model the run's record for its checkpoints."""
+        self.check_windows(training=True)
         self.model.run_record = self.run_record()
-        folder = self.run_plan.folder
+        folder = self.run_folder.folder
         if folder is not None and self.trainer.is_global_zero:
             folder.mkdir(parents=True, exist_ok=True)
             link_latest(folder)
-            resumed = f", resuming {self.run_plan.resume_from}" if self.run_plan.resume_from else ""
+            resumed = f", resuming {self.run_folder.resume_from}" if self.run_folder.resume_from else ""
             print(f"run folder: {folder} (also {folder.parent / 'latest'}){resumed}", flush=True)
 
     def _record_evaluation(self) -> None:
         """A W&B run evaluating a checkpoint names it, and the run that trained it when it is
         not that run itself."""
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
-        trained_in = self.resumed.get("wandb_run_id")
+        trained_in = self.resumed.get(WANDB_RUN_ID)
         for logger in self.trainer.loggers:
             if isinstance(logger, WandbLogger) and ckpt_path:
                 record: dict[str, Any] = {"evaluated_checkpoint": str(ckpt_path)}
@@ -208,10 +228,15 @@ class SegmentationCLI(LightningCLI):
                 logger.experiment.config.update(record, allow_val_change=True)
 
     def before_validate(self) -> None:
+        self.check_windows(training=False)
         self._record_evaluation()
 
     def before_test(self) -> None:
+        self.check_windows(training=False)
         self._record_evaluation()
+
+    def before_predict(self) -> None:
+        self.check_windows(training=False)
 
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
         """Checkpoints (``--ckpt_path``, resume included) load with ``weights_only=True`` unless
@@ -235,7 +260,7 @@ class SegmentationCLI(LightningCLI):
         model's arguments from it; one written before the label space was stored whole has its
         separate label arguments folded into it."""
         self.resumed: dict[str, Any] = {}  # the checkpoint given by --ckpt_path, read once here
-        self.run_plan = RunPlan(None, None, None)
+        self.run_folder = RunFolder(None, None, None)
         subcommand = self.config.get("subcommand")
         if not subcommand:
             return
@@ -243,11 +268,11 @@ class SegmentationCLI(LightningCLI):
         if subcommand == "fit":
             checkpoint = config.get("checkpoint")
             try:
-                self.run_plan = plan_run(checkpoint.dirpath if checkpoint else None, config.get("ckpt_path"),
+                self.run_folder = choose_run_folder(checkpoint.dirpath if checkpoint else None, config.get("ckpt_path"),
                                          self.command)
             except DataError as error:
                 self.parser.error(str(error))
-            config.ckpt_path = self.run_plan.resume_from
+            config.ckpt_path = self.run_folder.resume_from
         ckpt_path = config.get("ckpt_path")
         if not ckpt_path or not Path(ckpt_path).is_file():
             return
@@ -283,6 +308,11 @@ def run_cli(args: list[str] | None = None, save_config: bool = True, run: bool =
     W&B logs offline unless ``WANDB_MODE`` says otherwise."""
     os.environ.setdefault("WANDB_MODE", "offline")
     quiet_benign_messages()
+    # Presets by name; a missing data config said plainly, before LightningCLI reads anything.
+    if args is None:
+        sys.argv[1:] = check_command_line(sys.argv[1:])
+    elif isinstance(args, list | tuple):
+        args = check_command_line(args)
     defaults = {"default_config_files": [str(TRAINER_DEFAULTS)]}
     return SegmentationCLI(
         SegmentationModule,

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pytorch_lightning as pl
 import torch
 
 from benchmarks.inference_speed import make_checkpoint
 from benchmarks.loader_throughput import ISEG_SHAPE, write_subject
+from core.checkpoint import write_checkpoint
 from core.dataset_labels import BRATS_REGIONS
 from lightning_modules import SegmentationModule
 
@@ -55,9 +55,8 @@ def brats_checkpoint(path: Path) -> None:
     model = SegmentationModule("unet3d", {"base_features": 8}, in_channels=4, label_space=BRATS_REGIONS.to_dict(),
                                modalities=list(BRATS_MODALITIES), roi_size=(48, 48, 48), sw_batch_size=4,
                                sw_overlap=0.5)
-    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
-                "pytorch-lightning_version": pl.__version__, "datamodule_class": "datamodules.BraTSDataModule",
-                "datamodule_hyper_parameters": {"modalities": ["T1", "T1ce", "T2", "FLAIR"]}}, path)
+    write_checkpoint(path, model.state_dict(), model.hparams, "datamodules.BraTSDataModule",
+                     {"modalities": ["T1", "T1ce", "T2", "FLAIR"]})
 
 
 def child(checkpoint: str, output: str, setting: str, inputs: list[str]) -> None:

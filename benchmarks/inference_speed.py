@@ -26,10 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 
 from benchmarks.loader_throughput import ISEG_SHAPE, write_subject
+from core.checkpoint import write_checkpoint
 from core.dataset_labels import ISEG
 from lightning_modules import SegmentationModule
 
@@ -40,9 +40,8 @@ def make_checkpoint(path: Path, base_features: int, roi: int, overlap: float, sw
     model = SegmentationModule("unet3d", {"base_features": base_features}, in_channels=2, label_space=ISEG.to_dict(),
                                modalities=["T1", "T2"], roi_size=(roi,) * 3, sw_batch_size=sw_batch_size,
                                sw_overlap=overlap)
-    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
-                "pytorch-lightning_version": pl.__version__, "datamodule_class": "datamodules.ISeg2017DataModule",
-                "datamodule_hyper_parameters": {"modalities": ["T1", "T2"]}}, path)
+    write_checkpoint(path, model.state_dict(), model.hparams, "datamodules.ISeg2017DataModule",
+                     {"modalities": ["T1", "T2"]})
 
 
 def run_predict(checkpoint: Path, data: Path, output: Path) -> dict[str, float]:

@@ -14,7 +14,7 @@ multiplies every side by 8):
 
 - ``nnunet``: ``nnUNetPredictor.predict_sliding_window_return_logits`` (tile by tile, fp16
   accumulation, ``inference_mode``), on the CPU;
-- ``ours``: what ``predict.py`` runs (``core.inference.mean_over_mirrorings`` around
+- ``ours``: what ``predict.py`` runs (``core.inference.mean_over_flips`` around
   ``sliding_window_logits``: ``inference_mode``, float32), with ``--sw-batch-size`` windows per
   pass (our checkpoints' default is 4); ``ours_bf16``: the same under bfloat16 autocast
   (``predict.py --precision bf16``, part of ``--cpu-fast`` on CPUs with native bf16);
@@ -41,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-from core.inference import mean_over_mirrorings, sliding_window_logits
+from core.inference import mean_over_flips, sliding_window_logits
 
 SIDES = ("nnunet", "ours_no_grad", "ours_no_grad_sw1", "ours_channels_last", "ours", "ours_bf16")
 
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     def ours(sw_batch_size: int, mode: str = "inference_mode", layout: str = "contiguous",
              precision: str = "32") -> torch.Tensor:
         """Our sliding windows; ``mode="inference_mode"`` is predict.py's path
-        (``mean_over_mirrorings``, without mirroring), ``no_grad`` the path before it."""
+        (``mean_over_flips``, without mirroring), ``no_grad`` the path before it."""
         nonlocal channels_last
         model = network
         if layout == "channels_last":
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         if mode == "no_grad":
             with torch.no_grad():
                 return windows(image[None])[0]
-        return mean_over_mirrorings(windows, image[None], flips=False, precision=precision)[0]
+        return mean_over_flips(windows, image[None], flips=False, precision=precision)[0]
 
     sides = {
         "nnunet": lambda: predictor.predict_sliding_window_return_logits(image),

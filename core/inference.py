@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from monai.inferers import sliding_window_inference
 from torch import nn
 
-MIRRORINGS = [dims for n in range(4) for dims in itertools.combinations((2, 3, 4), n)]
+FLIPS = [dims for n in range(4) for dims in itertools.combinations((2, 3, 4), n)]
 
 
 def sliding_window_logits(network: nn.Module, image: torch.Tensor, roi_size: Sequence[int], sw_batch_size: int = 2,
@@ -71,7 +71,7 @@ def fast_bf16(device: str | torch.device) -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # ARM: its bf16 extension
 
 
-def mean_over_mirrorings(predict: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor,
+def mean_over_flips(predict: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor,
                          flips: bool = False, precision: str = "32") -> torch.Tensor:
     """``predict(image)``, or with ``flips`` the mean of ``predict`` over the 8 mirrorings of
     the volume (each output flipped back), in float32.
@@ -85,9 +85,9 @@ def mean_over_mirrorings(predict: Callable[[torch.Tensor], torch.Tensor], image:
     total = None
     with torch.inference_mode(), torch.autocast(image.device.type, dtype=torch.bfloat16,
                                                 enabled=precision == "bf16"):
-        for dims in MIRRORINGS if flips else [()]:
+        for dims in FLIPS if flips else [()]:
             flipped = torch.flip(image, dims) if dims else image
             out = predict(flipped).float()
             out = torch.flip(out, dims) if dims else out
             total = out if total is None else total + out
-    return total / (len(MIRRORINGS) if flips else 1)
+    return total / (len(FLIPS) if flips else 1)

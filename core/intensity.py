@@ -8,11 +8,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import SimpleITK as sitk
 
 from core.io import DataError
+
+N4_REQUIREMENT = "SimpleITK==2.5.7"  # optional: only N4 needs it (requirements.txt installs it)
+
+
+def simpleitk() -> Any:
+    """SimpleITK, imported when N4 is asked for: the package imports and trains without it."""
+    try:
+        import SimpleITK
+    except ImportError as error:
+        raise DataError(f"N4 bias-field correction (data.init_args.n4_bias_correction: true) needs SimpleITK, "
+                        f"which is not installed here: pip install {N4_REQUIREMENT}") from error
+    return SimpleITK
 
 
 def clip_percentiles(image: np.ndarray, low: float, high: float, path: str | Path = "image") -> np.ndarray:
@@ -39,10 +51,10 @@ def clip_percentiles(image: np.ndarray, low: float, high: float, path: str | Pat
     return out
 
 
-def _to_sitk(array: np.ndarray, spacing: Sequence[float]) -> sitk.Image:
+def _to_sitk(array: np.ndarray, spacing: Sequence[float]) -> Any:
     """numpy ``(D, H, W)`` -> SimpleITK image. ``GetImageFromArray`` reverses the axes (ITK index
     is ``(x, y, z)`` = numpy ``(W, H, D)``), so the spacing is reversed as well."""
-    image = sitk.GetImageFromArray(array)
+    image = simpleitk().GetImageFromArray(array)
     image.SetSpacing([float(s) for s in reversed(spacing)])
     return image
 
@@ -80,6 +92,7 @@ def n4_bias_correction(
     if not mask.any():
         raise DataError(f"{path}: image is all zero, nothing to bias-correct")
 
+    sitk = simpleitk()
     full = _to_sitk(image, spacing)
     full_mask = _to_sitk(mask.astype(np.uint8), spacing)
     factors = [max(1, min(int(shrink_factor), n)) for n in full.GetSize()]

@@ -19,6 +19,15 @@ class DataError(ValueError):
     """Raised for bad input data; the message names the file and what is wrong with it."""
 
 
+class OutputError(DataError, OSError):
+    """An output that cannot be written (no permission, a full disk, a file where a folder must
+    be): one line naming the path and the cause, like bad input; an ``OSError`` too (``errno``)."""
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
 class DataWarning(UserWarning):
     """Input that is probably wrong but cannot be proven so (wrapped intensities, modalities that
     look swapped); the message names the file. The entry points print it as one line."""
@@ -119,31 +128,52 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
+def umask_mode(folder: bool = False) -> int:
+    """The permissions the umask gives a new file (0644 typically) or folder (0755): for
+    outputs made under a temporary name (``mkstemp``/``mkdtemp`` make them private) and renamed."""
+    return (0o777 if folder else 0o666) & ~_UMASK
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path in ``path``'s folder to write to; on success it is flushed to disk and
     renamed onto ``path`` with the permissions the umask gives a new file (0644 typically);
     on failure it is removed and the error names ``path``. Never a half-written result."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes[-2:])  # keeps ".nii.gz", so nibabel picks the format from the name
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(handle)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+        os.close(handle)
         yield Path(tmp)
         with open(tmp, "rb+") as stream:
             os.fsync(stream.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
     except (OSError, RuntimeError) as error:  # torch.save reports a full disk as a RuntimeError
-        free = shutil.disk_usage(path.parent).free / 2**20
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else f"{type(error).__name__}: {error}"
-        message = f"{path}: cannot write ({reason}; {free:.1f} MiB free there)"
-        code = getattr(error, "errno", None)
-        raise (OSError(code, message) if code else OSError(message)) from error
+        if isinstance(error, OutputError):
+            raise
+        raise OutputError(f"{path}: cannot write ({_reason(error)}{_free_space(path)})",
+                          getattr(error, "errno", None)) from error
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _reason(error: BaseException) -> str:
+    return error.strerror if isinstance(error, OSError) and error.strerror else f"{type(error).__name__}: {error}"
+
+
+def _free_space(path: Path) -> str:
+    """``; N MiB free there`` for the nearest existing folder above ``path``, if it can be asked."""
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return f"; {shutil.disk_usage(folder).free / 2**20:.1f} MiB free there"
+    except OSError:
+        return ""
 
 
 def save_nifti_atomically(image: nib.Nifti1Image, path: str | Path) -> Path:

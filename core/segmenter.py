@@ -4,10 +4,11 @@
     segmenter = Segmenter.from_checkpoint("runs/demo/latest/checkpoints/best.ckpt")
     segmenter.segment(["subject-9-T1.hdr", "subject-9-T2.hdr"]).to_filename("subject-9_seg.nii.gz")
 
-``predict.py``, ``train.py predict`` (through the LightningModule, which holds a Segmenter of
-its own network) and notebooks all go through :class:`Segmenter` and :class:`PredictionFolder`:
-the checkpoint's preprocessing, Gaussian-weighted sliding windows, optional mirroring, the
-label space's class map and the write-back onto each scan's own grid are coded once, here.
+``predict.py``, ``train.py predict`` (through the LightningModule's :class:`Segmenter` of its
+own network) and notebooks all go through :class:`Segmenter`: the checkpoint's preprocessing,
+Gaussian-weighted sliding windows, optional mirroring, precision, the label space's class map;
+the files are written by :class:`core.export.PredictionFolder`; the checkpoint is read by
+:mod:`core.checkpoint`.
 
 The raw network (``segmenter.network``, or ``SegmentationModule.forward``) stays available
 for tensors, but expects *preprocessed* input (RAS+, the checkpoint's spacing, z-scored over
@@ -16,15 +17,10 @@ brain voxels): feeding it raw intensities gives a wrong segmentation without any
 
 from __future__ import annotations
 
-import csv
-import fcntl
-import io
 import os
 import warnings
 from abc import ABC, abstractmethod
-from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,9 +31,16 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from core.geometry import resample_onto
-from core.inference import mean_over_mirrorings, sliding_window_logits
-from core.io import DataError, DataWarning, save_nifti_atomically, write_text_atomically
+from core.checkpoint import (
+    MODALITY_PROFILES,
+    datamodule_record,
+    model_hparams,
+    network_weights,
+    read_checkpoint,
+)
+from core.export import PredictionFolder, Segmentation
+from core.inference import mean_over_flips, sliding_window_logits
+from core.io import DataError, DataWarning
 from core.labels import LabelSpace
 from core.modality_profiles import ModalityProfiles
 from core.volumes import PreprocessingSettings, Subject, Volume, load_subject
@@ -45,201 +48,6 @@ from networks import build_network
 from networks.outputs import network_border
 
 
-# --- Checkpoints (plain tensors and Python types only: weights_only=True) -------------------
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A Lightning checkpoint as a dict, loaded with ``weights_only=True`` (a file carrying
-    pickled code is refused, never run); unreadable files raise :class:`DataError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: checkpoint not found")
-    try:
-        # Memory-mapped: reading the hyperparameters of a large checkpoint costs no tensor reads.
-        checkpoint = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except Exception as error:  # truncated zip, pickle payload refused by the safe unpickler, ...
-        raise DataError(f"{path}: cannot read the checkpoint ({type(error).__name__}: "
-                        f"{str(error).splitlines()[0] if str(error) else ''})") from error
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
-        raise DataError(f"{path}: not a checkpoint of this codebase (no state_dict / hyper_parameters)")
-    return checkpoint
-
-
-LEGACY_LABEL_ARGS = ("num_classes", "class_names", "label_values", "regions", "region_names")
-# Optimiser settings of checkpoints written when they were strings and numbers; today the
-# optimiser and schedule are classes recorded in the run's config, not in the checkpoint.
-LEGACY_OPTIMIZER_ARGS = ("optimizer", "lr", "weight_decay", "momentum", "lr_schedule")
-
-
-def model_hparams(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
-    """The model's arguments as stored in ``checkpoint``, in today's form: the label space
-    whole under ``label_space`` (older checkpoints' separate label arguments folded into it),
-    older checkpoints' optimiser strings left out."""
-    hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
-    if not hparams.get("label_space"):
-        legacy = {k: hparams.get(k) for k in LEGACY_LABEL_ARGS} | {"num_classes": hparams.get("num_classes") or 2}
-        hparams["label_space"] = LabelSpace.from_legacy(**legacy).to_dict()
-    return {k: v for k, v in hparams.items() if k not in (*LEGACY_LABEL_ARGS, *LEGACY_OPTIMIZER_ARGS)}
-
-
-# --- Results on the scan's own grid ---------------------------------------------------------
-def to_scan_space(array: np.ndarray, affine: np.ndarray, original_affine: np.ndarray | None = None,
-                  original_shape: Sequence[int] | None = None, order: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``array`` (spatial axes last) on the grid it was predicted on -> the scan's own grid
-    and affine (exact for a reorientation; nearest neighbour or linear otherwise)."""
-    affine = np.asarray(affine, dtype=np.float64)
-    if original_affine is None:
-        return array, affine
-    original_affine = np.asarray(original_affine, dtype=np.float64)
-    shape = tuple(int(s) for s in original_shape)
-    return resample_onto(array, affine, shape, original_affine, order=order), original_affine
-
-
-PREDICTION_MARK = b"brain-mri-segmentation prediction"  # NIfTI descrip of every image we write
-
-
-def _marked(image: nib.Nifti1Image) -> nib.Nifti1Image:
-    image.header["descrip"] = PREDICTION_MARK
-    return image
-
-
-def is_our_prediction(path: Path) -> bool:
-    """Whether ``path`` is a NIfTI image written by this codebase's prediction (header mark)."""
-    try:
-        return bytes(nib.load(str(path)).header["descrip"]).rstrip(b"\x00").startswith(PREDICTION_MARK)
-    except Exception:  # not a NIfTI file, unreadable: certainly not ours
-        return False
-
-
-@dataclass
-class Segmentation:
-    """One subject's result on the scan's own grid: ``classes`` (class indices), its
-    ``affine``, optional ``probabilities`` (C, D, H, W: one map per class or region)."""
-
-    subject_id: str
-    classes: np.ndarray
-    affine: np.ndarray
-    labels: LabelSpace
-    probabilities: np.ndarray | None = None
-
-    @classmethod
-    def from_network_grid(cls, subject_id: str, classes: np.ndarray, labels: LabelSpace, affine: np.ndarray,
-                          original_affine: np.ndarray | None = None, original_shape: Sequence[int] | None = None,
-                          probabilities: np.ndarray | None = None) -> Segmentation:
-        """Map a class map (and probabilities, linearly) from the network's grid back onto the scan's."""
-        grid = {"affine": affine, "original_affine": original_affine, "original_shape": original_shape}
-        scan_classes, scan_affine = to_scan_space(np.asarray(classes), **grid)
-        maps = None if probabilities is None else to_scan_space(np.asarray(probabilities), **grid, order=1)[0]
-        return cls(subject_id, scan_classes, scan_affine, labels, maps)
-
-    def image(self) -> nib.Nifti1Image:
-        """The segmentation in the dataset's own label values (e.g. 10/150/250 for iSeg),
-        marked as a prediction of this codebase in its header (``descrip``)."""
-        return _marked(nib.Nifti1Image(self.labels.decode(self.classes), self.affine))
-
-    def probability_image(self) -> nib.Nifti1Image:
-        """The probability maps as one 4D float32 image (classes or regions on the 4th axis)."""
-        if self.probabilities is None:
-            raise ValueError(f"{self.subject_id}: probabilities were not kept (pass probabilities=True)")
-        return _marked(nib.Nifti1Image(np.moveaxis(self.probabilities, 0, -1).astype(np.float32), self.affine))
-
-    def volumes_ml(self) -> dict[str, float]:
-        """Millilitres per scored structure (class or region)."""
-        return self.labels.volumes_ml(self.classes, self.affine)
-
-
-class PredictionFolder:
-    """Writes ``<subject>_seg.nii.gz`` (and ``<subject>_probabilities.nii.gz``) per subject,
-    each atomically, then merges the subjects' rows into ``volumes.csv`` (millilitres per
-    structure) on :meth:`close`.
-
-    Nothing is replaced that this folder did not write in this run: an existing file is an
-    error, unless ``overwrite`` is set and the file is an earlier prediction of this codebase
-    (marked in its header); an input file (``protect``) or any other file never is. The folder
-    is created at the first write, so a run that fails before it leaves no empty folder.
-    ``volumes.csv`` is updated under a lock: concurrent and repeated runs into one folder keep
-    every subject's row (a subject segmented again gets its new row).
-    """
-
-    def __init__(self, directory: str | Path, probabilities: bool = False, overwrite: bool = False,
-                 protect: Sequence[str | Path] = ()) -> None:
-        self.directory = Path(directory)
-        self.probabilities = probabilities
-        self.overwrite = overwrite
-        self.protected = {Path(p).resolve() for p in protect}
-        self.created: set[Path] = set()
-        self.volumes: list[dict[str, Any]] = []
-
-    def outputs(self, subject_id: str) -> list[Path]:
-        """The files :meth:`write` makes for ``subject_id``."""
-        names = [f"{subject_id}_seg.nii.gz", *([f"{subject_id}_probabilities.nii.gz"] if self.probabilities else [])]
-        return [self.directory / name for name in names]
-
-    def check(self, subject_ids: Sequence[str]) -> None:
-        """Refuse, before any work, outputs that would replace a file they must not (see the
-        class) or each other (two subjects of one id)."""
-        repeated = sorted(s for s, n in Counter(subject_ids).items() if n > 1)
-        if repeated:
-            raise DataError(f"{self.directory}: subject ids {repeated} occur twice; their outputs would collide")
-        for subject_id in subject_ids:
-            for path in self.outputs(subject_id):
-                self._check_replaceable(path)
-
-    def _check_replaceable(self, path: Path) -> None:
-        if path.resolve() in self.protected:
-            raise DataError(f"{path}: is an input file; refusing to write a prediction over it (choose another output "
-                            "folder)")
-        if not path.exists() or path in self.created:
-            return
-        if not is_our_prediction(path):
-            raise DataError(f"{path}: exists and was not written by a prediction of this codebase; refusing to "
-                            "replace it (choose another output folder)")
-        if not self.overwrite:
-            raise DataError(f"{path}: exists (an earlier prediction); pass --overwrite to replace it")
-
-    def write(self, segmentation: Segmentation) -> Path:
-        subject = segmentation.subject_id
-        paths = self.outputs(subject)
-        for path in paths:
-            self._check_replaceable(path)
-        save_nifti_atomically(segmentation.image(), paths[0])
-        if self.probabilities:
-            save_nifti_atomically(segmentation.probability_image(), paths[1])
-        self.created.update(paths)
-        self.volumes.append({"subject": subject, **segmentation.volumes_ml()})
-        return paths[0]
-
-    def close(self) -> Path | None:
-        """Merge this run's rows into ``volumes.csv``; None when nothing was segmented."""
-        if not self.volumes:
-            return None
-        path = self.directory / "volumes.csv"
-        with locked(self.directory):
-            rows: dict[str, dict[str, Any]] = {}
-            if path.exists():
-                with open(path, newline="", encoding="utf-8") as handle:
-                    rows = {row["subject"]: row for row in csv.DictReader(handle)}
-            rows.update({str(row["subject"]): row for row in self.volumes})
-            columns = list(dict.fromkeys(k for row in rows.values() for k in row))
-            buffer = io.StringIO()
-            writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", restval="")
-            writer.writeheader()
-            writer.writerows(rows.values())
-            return write_text_atomically(path, buffer.getvalue())
-
-
-@contextmanager
-def locked(directory: Path) -> Iterator[None]:
-    """An exclusive lock on ``directory`` itself for the block (one process at a time; no lock
-    file left behind, and it holds across the atomic renames of the files inside)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    handle = os.open(directory, os.O_RDONLY)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(handle)  # releases the lock
-
-
-# --- The segmenter ---------------------------------------------------------------------------
 def _stem(path: Path) -> str:
     name = Path(path).name
     for suffix in (".nii.gz", ".nii", ".hdr", ".img", ".mha", ".nrrd"):
@@ -345,9 +153,7 @@ class ScanSegmenter(ABC):
                           probabilities: bool = False, overwrite: bool = False, progress: bool = True) -> list[Path]:
         """Segment ``subjects`` into ``output`` (see :class:`PredictionFolder`: nothing replaced
         that must not be, checked before any work); returns the segmentation files written."""
-        inputs = [f for subject in subjects for f in subject.files()]
-        folder = PredictionFolder(output, probabilities, overwrite=overwrite, protect=inputs)
-        folder.check([subject.subject_id for subject in subjects])
+        folder = PredictionFolder.for_subjects(output, subjects, self.labels.num_outputs, probabilities, overwrite)
         written = []
         bar = tqdm(subjects, desc="segmenting", unit="subject", disable=None if progress else True)
         for subject in bar:
@@ -370,7 +176,8 @@ class Segmenter(ScanSegmenter):
         roi_size: sliding-window size.
         modalities: the input channels' names, in order (to check and name inputs).
         preprocessing: what happens to a scan before the network (from the checkpoint).
-        sw_batch_size, overlap: windows per forward pass, overlap of neighbouring windows.
+        sw_batch_size, sw_overlap: windows per forward pass, overlap of neighbouring windows (the
+            model's own names).
         source: where it came from (a checkpoint path), for error messages.
         datamodule: the checkpoint's DataModule record (``class_path``, ``init_args``), which
             tells how folders in the training layout are read (``datamodules.subjects_in_folder``).
@@ -384,7 +191,7 @@ class Segmenter(ScanSegmenter):
     modalities: tuple[str, ...] = ()
     preprocessing: PreprocessingSettings = field(default_factory=PreprocessingSettings)
     sw_batch_size: int = 2
-    overlap: float = 0.5
+    sw_overlap: float = 0.5
     source: str = "model"
     datamodule: dict[str, Any] | None = None
     profiles: ModalityProfiles | None = None
@@ -394,35 +201,33 @@ class Segmenter(ScanSegmenter):
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None,
-                        overlap: float | None = None, sw_batch_size: int | None = None, window_scale: int = 1,
+                        sw_overlap: float | None = None, sw_batch_size: int | None = None, window_scale: int = 1,
                         progress: bool = False, precision: str = "32") -> Segmenter:
         """Everything from the checkpoint alone: network, label space, modalities,
         preprocessing (the DataModule's saved arguments) and window (the model's)."""
         checkpoint = read_checkpoint(path)
         hparams = model_hparams(checkpoint)
         labels = LabelSpace.from_dict(hparams["label_space"])
-        network = build_network(hparams["network"], channels_last=bool(hparams.get("channels_last")),
+        network = build_network(hparams["network"], channels_last=hparams.get("channels_last"),
                                 in_channels=int(hparams["in_channels"]),
                                 num_classes=labels.num_outputs, **(hparams.get("network_kwargs") or {}))
-        weights = {k.removeprefix("network."): v for k, v in checkpoint["state_dict"].items()
-                   if k.startswith("network.")}
         try:
-            network.load_state_dict(weights)
+            network.load_state_dict(network_weights(checkpoint))
         except RuntimeError as error:
             reason = str(error).splitlines()[0]
             raise DataError(f"{path}: weights do not fit {hparams['network']} ({reason})") from error
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        data_args = dict(checkpoint.get("datamodule_hyper_parameters") or {})
+        datamodule = datamodule_record(checkpoint)
         return cls(
             network=network.to(device).eval(), labels=labels,
             roi_size=tuple(int(r) for r in (hparams.get("inference_roi_size") or hparams["roi_size"])),
             modalities=tuple(hparams.get("modalities") or ()),
-            preprocessing=PreprocessingSettings.from_hparams(data_args),
+            preprocessing=PreprocessingSettings.from_hparams(datamodule["init_args"]),
             sw_batch_size=int(sw_batch_size or hparams.get("sw_batch_size") or 2),
-            overlap=float(hparams.get("sw_overlap", 0.5) if overlap is None else overlap),
+            sw_overlap=float(hparams.get("sw_overlap", 0.5) if sw_overlap is None else sw_overlap),
             source=str(path),
-            datamodule={"class_path": checkpoint.get("datamodule_class"), "init_args": data_args},
-            profiles=ModalityProfiles.from_dict(checkpoint.get("modality_profiles")),
+            datamodule=datamodule,
+            profiles=ModalityProfiles.from_dict(checkpoint.get(MODALITY_PROFILES)),
             progress=progress,
             window_scale=int(window_scale),
             precision=precision,
@@ -444,7 +249,7 @@ class Segmenter(ScanSegmenter):
     def logits(self, image: torch.Tensor) -> torch.Tensor:
         """Logits (B, C, ...) of preprocessed whole volumes (B, M, ...) by sliding windows."""
         return sliding_window_logits(self.network, image, self.window(image.shape[2:]), self.sw_batch_size,
-                                     self.overlap,
+                                     self.sw_overlap,
                                      border=network_border(self.network), name=type(self.network).__name__,
                                      progress=self.progress)
 
@@ -454,7 +259,7 @@ class Segmenter(ScanSegmenter):
         refused (:func:`check_preprocessed`): :meth:`segment` takes files."""
         check_preprocessed(image, self.source)
         image = image.to(self.device)
-        return mean_over_mirrorings(lambda x: self.labels.probabilities(self.logits(x).float()), image, flips,
+        return mean_over_flips(lambda x: self.labels.probabilities(self.logits(x).float()), image, flips,
                                     self.precision)
 
 
@@ -491,9 +296,9 @@ class Ensemble(ScanSegmenter):
 
     @classmethod
     def from_checkpoints(cls, paths: Sequence[str | Path], device: str | torch.device | None = None,
-                         overlap: float | None = None, sw_batch_size: int | None = None, window_scale: int = 1,
+                         sw_overlap: float | None = None, sw_batch_size: int | None = None, window_scale: int = 1,
                          progress: bool = False, precision: str = "32") -> Ensemble:
-        return cls(tuple(Segmenter.from_checkpoint(p, device, overlap, sw_batch_size, window_scale, progress,
+        return cls(tuple(Segmenter.from_checkpoint(p, device, sw_overlap, sw_batch_size, window_scale, progress,
                                                    precision) for p in paths))
 
     def probabilities(self, image: torch.Tensor, flips: bool = False) -> torch.Tensor:
@@ -505,11 +310,11 @@ class Ensemble(ScanSegmenter):
 
 
 def load_segmenter(checkpoints: str | Path | Sequence[str | Path], device: str | torch.device | None = None,
-                   overlap: float | None = None, sw_batch_size: int | None = None, window_scale: int = 1,
+                   sw_overlap: float | None = None, sw_batch_size: int | None = None, window_scale: int = 1,
                    progress: bool = False, precision: str = "32") -> Segmenter | Ensemble:
     """A :class:`Segmenter` for one checkpoint, an :class:`Ensemble` of several (window settings
     and precision for every member alike)."""
     paths = [checkpoints] if isinstance(checkpoints, str | Path) else list(checkpoints)
     if len(paths) == 1:
-        return Segmenter.from_checkpoint(paths[0], device, overlap, sw_batch_size, window_scale, progress, precision)
-    return Ensemble.from_checkpoints(paths, device, overlap, sw_batch_size, window_scale, progress, precision)
+        return Segmenter.from_checkpoint(paths[0], device, sw_overlap, sw_batch_size, window_scale, progress, precision)
+    return Ensemble.from_checkpoints(paths, device, sw_overlap, sw_batch_size, window_scale, progress, precision)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -13,6 +14,13 @@ from core.geometry import reorient_to_canonical, resample_onto, resample_to_spac
 from core.intensity import clip_percentiles, n4_bias_correction, zscore_nonzero
 from core.io import DataError, load_volume
 from core.labels import LabelSpace
+
+
+def natural_key(text: str) -> tuple[list[int | str], str]:
+    """The one subject ordering (every DataModule, ``evaluate.py``): numbers by value, so
+    ``sub-2`` comes before ``sub-10`` and ``070`` counts as 70; equal values (``9``, ``09``)
+    then by the text itself, so the order never depends on how a folder lists its files."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)], text
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from abc import abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,13 +14,14 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, DistributedSampler
 
+from core.intensity import simpleitk
 from core.io import DataError
 from core.labels import LabelSpace
 from core.modality_profiles import ModalityProfiles
 from core.volumes import PreprocessingSettings, Subject, Volume
 from datamodules.augmentation import build_augmentation
 from datamodules.cache import VolumeCache
-from datamodules.datasets import PatchDataset, VolumeDataset
+from datamodules.datasets import PatchDataset, ReadOnDemand, VolumeDataset
 from datamodules.patches import worker_rng
 from datamodules.splits import make_split
 
@@ -147,6 +148,8 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
             n4_bias_correction=n4_bias_correction,
             clip_percentiles=None if clip_percentiles is None else tuple(float(p) for p in clip_percentiles),
         )
+        if n4_bias_correction:
+            simpleitk()  # an optional dependency: say now, not at the first subject, if it is missing
         self.augment = build_augmentation(augmentation or [])
         if augment_on not in ("loader", "device"):
             raise ValueError(f"augment_on must be 'loader' or 'device', got {augment_on!r}")
@@ -183,7 +186,8 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
     # Splits.
     def _find(self, folder: Path, require_labels: bool) -> list[Subject]:
         if not folder.exists():
-            raise DataError(f"{folder}: dataset folder not found")
+            option = "predict_dir" if folder == self.predict_dir else "data_dir"
+            raise DataError(f"{folder}: dataset folder not found (set data.init_args.{option} to the dataset's folder)")
         return self.find_subjects(folder, require_labels)
 
     def subjects(self) -> dict[str, Subject]:
@@ -223,10 +227,11 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
                 rank_zero_info(f"preprocessed and cached {made} subjects in {self.cache.directory}")
 
     def setup(self, stage: str) -> None:
-        if stage == "predict":
-            subjects = (self.split()["test"] if self.predict_dir is None
-                        else self._find(self.predict_dir, require_labels=False))
-            self.predict_set = VolumeDataset(self._load(subjects, with_labels=False))
+        if stage == "predict":  # what to segment: known now, read one at a time when its turn comes
+            self.predict_subjects = (self.split()["test"] if self.predict_dir is None
+                                     else self._find(self.predict_dir, require_labels=False))
+            self.predict_set = VolumeDataset(ReadOnDemand(
+                self.predict_subjects, lambda subject: self.cache.load(subject, None, self.preprocessing)))
             return
         split = self.split()
         if stage == "fit":
@@ -302,10 +307,3 @@ class SubjectShards(DistributedSampler):
 
     def __len__(self) -> int:
         return len(self._mine())
-
-
-def numeric_order(ids: Mapping[str, Any] | Sequence[str]) -> list[str]:
-    """Ids sorted by their number when they are numbers ("2" before "10", "070" as 70), else by name."""
-    def key(name: str) -> tuple[int, int | str]:
-        return (0, int(name)) if name.isdigit() else (1, name)
-    return sorted(ids, key=key)

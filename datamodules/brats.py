@@ -9,7 +9,7 @@ from typing import Any
 from core.dataset_labels import BRATS, BRATS_REGIONS
 from core.io import DataError
 from core.labels import LabelSpace
-from core.volumes import Subject
+from core.volumes import Subject, natural_key
 from datamodules.base import VolumeSegmentationDataModule
 
 MODALITY_SUFFIXES = {"T1": "t1", "T1ce": "t1ce", "T2": "t2", "FLAIR": "flair"}
@@ -68,7 +68,7 @@ class BraTSDataModule(VolumeSegmentationDataModule):
 
     def find_subjects(self, folder: Path, require_labels: bool) -> list[Subject]:
         cases = sorted({p.parent for p in folder.rglob("*") if re.search(r"_flair\.nii(\.gz)?$", p.name, re.I)},
-                       key=lambda p: p.name)
+                       key=lambda p: natural_key(p.name))
         if not cases:
             raise DataError(f"{folder}: no BraTS cases found (expected <case>/<case>_flair.nii.gz, ...)")
         seen: dict[str, Path] = {}

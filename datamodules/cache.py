@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from core.io import OutputError, umask_mode
 from core.labels import LabelSpace
 from core.volumes import PreprocessingSettings, Subject, Volume, load_subject
 
@@ -99,9 +100,11 @@ class VolumeCache:
     def _write(entry: Path, volume: Volume) -> None:
         """Write into a temporary folder and rename it: readers never see half an entry, and
         two processes caching the same subject (DDP ranks) both end with a complete one."""
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{entry.name}."))
+        tmp = None
         try:
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{entry.name}."))
+            os.chmod(tmp, umask_mode(folder=True))  # mkdtemp makes it private; an entry is an output like any other
             np.save(tmp / "image.npy", volume.image)
             if volume.label is not None:
                 np.save(tmp / "label.npy", volume.label)
@@ -117,8 +120,12 @@ class VolumeCache:
             except OSError:
                 if not (entry / "meta.json").is_file():
                     raise
+        except OSError as error:  # a full disk, a read-only cache folder
+            raise OutputError(f"{entry}: cannot write the cache entry ({error.strerror or error}); free space "
+                              "or choose another --data.init_args.cache_dir", error.errno) from error
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
 
     @staticmethod
     def _read(entry: Path) -> Volume:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from core.volumes import Volume
+from core.volumes import Subject, Volume
 from datamodules.patches import build_sampler, crop_patch, worker_rng
 
 Augment = Callable[[torch.Tensor, torch.Tensor, np.random.Generator], tuple[torch.Tensor, torch.Tensor]]
@@ -57,12 +57,26 @@ class PatchDataset(Dataset):
         return {"image": image, "label": label}
 
 
+class ReadOnDemand(Sequence[Volume]):
+    """Subjects' volumes read (and preprocessed) when asked for, one at a time: prediction holds
+    one volume at a time, and reads none before its output folder is checked."""
+
+    def __init__(self, subjects: Sequence[Subject], read: Callable[[Subject], Volume]) -> None:
+        self.subjects, self.read = list(subjects), read
+
+    def __len__(self) -> int:
+        return len(self.subjects)
+
+    def __getitem__(self, index: int) -> Volume:  # type: ignore[override]
+        return self.read(self.subjects[index])
+
+
 class VolumeDataset(Dataset):
     """Whole volumes, one per item (validation, test, prediction), with the grids needed to
     write a prediction back into the scan's own space."""
 
     def __init__(self, volumes: Sequence[Volume]) -> None:
-        self.volumes = list(volumes)
+        self.volumes = volumes  # a list, or volumes read on demand (ReadOnDemand)
 
     def __len__(self) -> int:
         return len(self.volumes)

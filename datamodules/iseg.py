@@ -7,7 +7,7 @@ from pathlib import Path
 
 from core.dataset_labels import ISEG
 from core.io import DataError
-from core.volumes import Subject
+from core.volumes import Subject, natural_key
 from datamodules.base import VolumeSegmentationDataModule
 
 _FILE = re.compile(r"^subject-(\d+)-(\w+)\.hdr$")
@@ -34,8 +34,7 @@ class ISeg2017DataModule(VolumeSegmentationDataModule):
     label_space = ISEG
 
     def find_subjects(self, folder: Path, require_labels: bool) -> list[Subject]:
-        numbers = sorted({m.group(1) for p in folder.iterdir() if (m := _FILE.match(p.name))},
-                         key=lambda n: (int(n), n))
+        numbers = sorted({m.group(1) for p in folder.iterdir() if (m := _FILE.match(p.name))}, key=natural_key)
         if not numbers:
             raise DataError(f"{folder}: no iSeg subjects found (expected files like subject-1-T1.hdr/.img)")
         subjects = []

@@ -8,8 +8,8 @@ from typing import Any, Literal
 from core.dataset_labels import MRBRAINS18, MRBRAINS18_THESIS
 from core.io import DataError
 from core.labels import LabelSpace
-from core.volumes import Subject
-from datamodules.base import VolumeSegmentationDataModule, numeric_order
+from core.volumes import Subject, natural_key
+from datamodules.base import VolumeSegmentationDataModule
 
 MODALITY_FILES = {"T1": "reg_T1.nii.gz", "IR": "reg_IR.nii.gz", "FLAIR": "FLAIR.nii.gz"}
 
@@ -45,7 +45,7 @@ class MRBrainS18DataModule(VolumeSegmentationDataModule):
         return MRBRAINS18_THESIS if self.label_mode == "thesis" else MRBRAINS18
 
     def find_subjects(self, folder: Path, require_labels: bool) -> list[Subject]:
-        ids = numeric_order([p.name for p in folder.iterdir() if p.is_dir() and (p / "pre").is_dir()])
+        ids = sorted((p.name for p in folder.iterdir() if p.is_dir() and (p / "pre").is_dir()), key=natural_key)
         if not ids:
             raise DataError(f"{folder}: no MRBrainS18 subjects found (expected <id>/pre/FLAIR.nii.gz, "
                             f"<id>/segm.nii.gz; point data_dir at the 'training' folder)")

@@ -11,8 +11,8 @@ from typing import Any
 
 from core.io import DataError
 from core.labels import LabelSpace
-from core.volumes import Subject
-from datamodules.base import VolumeSegmentationDataModule, numeric_order
+from core.volumes import Subject, natural_key
+from datamodules.base import VolumeSegmentationDataModule
 
 _FIELD = re.compile(r"\{(\w+)\}")
 
@@ -105,7 +105,7 @@ class NiftiDataModule(VolumeSegmentationDataModule):
             example = self.image_pattern.format(**{n: f"<{n}>" for n in names}, modality=self.modalities[0])
             raise DataError(f"{folder}: no subjects found (expected files like {example})")
         subjects = []
-        for subject_id in numeric_order(found):
+        for subject_id in sorted(found, key=natural_key):
             fields = found[subject_id]
             images = tuple(folder / self.image_pattern.format(**fields, modality=m) for m in self.modalities)
             for path in images:

@@ -16,12 +16,13 @@ from pytorch_lightning.callbacks import BasePredictionWriter, LearningRateMonito
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 
+from core.checkpoint import WANDB_RUN_ID
+from core.export import PredictionFolder, Segmentation
 from core.figures import plt, save_comparison_png, save_learning_curves_png
 from core.geometry import voxel_spacing
 from core.io import write_text_atomically
 from core.labels import IGNORE_INDEX
 from core.metrics import ROW_COLUMNS, csv_text, score_rows, score_subject, summarise, text_table
-from core.segmenter import PredictionFolder, Segmentation
 from lightning_modules.distributed import gather_by_subject
 
 
@@ -164,7 +165,7 @@ class ResumeState(pl.Callback):
                            checkpoint: dict[str, Any]) -> None:
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                checkpoint["wandb_run_id"] = logger.experiment.id
+                checkpoint[WANDB_RUN_ID] = logger.experiment.id
 
 
 class ValidationImages(pl.Callback):
@@ -278,7 +279,7 @@ class SegmentationWriter(BasePredictionWriter):
     space (its shape, affine and orientation: a volume reoriented or resampled for the network
     is mapped back, exactly for a pure reorientation, by nearest neighbour otherwise), in the
     dataset's own label values (e.g. 10/150/250 for iSeg); then ``volumes.csv``. The same
-    files as ``predict.py``, through the same :class:`~core.segmenter.PredictionFolder`.
+    files as ``predict.py``, through the same :class:`~core.export.PredictionFolder`.
 
     Region-based models predict class maps too (their regions painted back into classes by the
     label space), so BraTS' ET is written as 4, like any class.
@@ -287,7 +288,7 @@ class SegmentationWriter(BasePredictionWriter):
         output_dir: folder for the segmentations; default ``predictions/`` beside the
             checkpoint's folder.
         flips: test-time augmentation: average the probabilities over the 8 mirrorings
-            (linked to the model's ``predict_flips`` by ``train.py``).
+            (linked to the model's ``flips`` by ``train.py``).
         probabilities: also write ``<subject>_probabilities.nii.gz`` (one volume per class or region).
         overwrite: replace earlier predictions of the same subjects (never any other file).
     """
@@ -301,19 +302,20 @@ class SegmentationWriter(BasePredictionWriter):
         self.overwrite = overwrite
         self.folder: PredictionFolder | None = None
 
-    def _folder(self, trainer: pl.Trainer | None) -> PredictionFolder:
-        if self.folder is None:
-            directory = Path(self.output_dir) if self.output_dir else _default_output_dir(trainer, "predictions")
-            self.folder = PredictionFolder(directory, self.probabilities, overwrite=self.overwrite)
-        return self.folder
-
-    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.folder = None
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """The output folder, checked as ``predict.py`` checks it, before any volume is read:
+        nothing replaced that must not be (the inputs, files not ours, earlier predictions
+        without ``overwrite``), a folder that can be written with room for the outputs."""
+        if stage != "predict":
+            return
+        directory = Path(self.output_dir) if self.output_dir else _default_output_dir(trainer, "predictions")
+        self.folder = PredictionFolder.for_subjects(directory, trainer.datamodule.predict_subjects,
+                                                    pl_module.labels.num_outputs, self.probabilities, self.overwrite)
 
     def write_on_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prediction: Any,
                            batch_indices: Sequence[int] | None, batch: Any, batch_idx: int,
                            dataloader_idx: int) -> None:
-        folder = self._folder(trainer)
+        folder = self.folder
         for i, subject in enumerate(prediction["subject"]):
             grids = {k: prediction[k][i].cpu().numpy() for k in ("affine", "original_affine", "original_shape")
                      if k in prediction}
@@ -325,3 +327,4 @@ class SegmentationWriter(BasePredictionWriter):
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.folder is not None:
             self.folder.close()
+            self.folder = None

@@ -93,13 +93,6 @@ class RegionLoss(_DiceAndCE):
         return loss
 
 
-class CrossEntropy(SoftmaxLoss):
-    """Cross-entropy on (B, C, ...) logits against a (B, 1, ...) class-index map."""
-
-    def __init__(self) -> None:
-        super().__init__(dice=False, ce=True)
-
-
 def build_loss(name: str, region_based: bool = False) -> nn.Module:
     """``dice``: soft Dice; ``ce``: cross-entropy; ``dice_ce``: their sum, weight 1 each.
 

@@ -93,7 +93,7 @@ def newest_checkpoint(folder: Path, checkpoint_dir: str) -> Path | None:
 
 
 @dataclass(frozen=True)
-class RunPlan:
+class RunFolder:
     """Where a fit writes and what it resumes from."""
 
     checkpoint_dir: str | None
@@ -101,7 +101,7 @@ class RunPlan:
     resume_from: str | None  # --ckpt_path, or a requeued SLURM job's newest checkpoint
 
 
-def plan_run(dirpath: str | None, resume: str | None, command: Sequence[str]) -> RunPlan:
+def choose_run_folder(dirpath: str | None, resume: str | None, command: Sequence[str]) -> RunFolder:
     """Fill ``{run}`` in ``dirpath``: the run of ``resume`` when resuming one of its checkpoints,
     the job's run under SLURM (resuming its newest checkpoint after a requeue), the parent's
     run in a DDP process Lightning started, else a new run. A folder that already holds
@@ -127,7 +127,7 @@ def plan_run(dirpath: str | None, resume: str | None, command: Sequence[str]) ->
     if dirpath and not resume and not ddp_child and any(Path(dirpath).glob("*.ckpt")):
         raise DataError(f"{dirpath}: already holds the checkpoints of another run; choose another "
                         "checkpoint.dirpath (or '{run}' in it for a new folder per run), or resume with --ckpt_path")
-    return RunPlan(dirpath, folder, resume)
+    return RunFolder(dirpath, folder, resume)
 
 
 def link_latest(run: Path) -> None:

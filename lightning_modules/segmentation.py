@@ -10,11 +10,11 @@ import torch
 from monai.losses import DeepSupervisionLoss
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 
-from core.inference import mean_over_mirrorings
+from core.checkpoint import DATAMODULE_CLASS, MODALITY_PROFILES, RUN_RECORD, model_hparams, read_checkpoint
 from core.labels import LabelSpace
 from core.metrics import dice_per_structure
 from core.modality_profiles import ModalityProfiles
-from core.segmenter import Segmenter, model_hparams, read_checkpoint
+from core.segmenter import Segmenter
 from lightning_modules.distributed import gather_by_subject
 from lightning_modules.losses import build_loss
 from lightning_modules.schedules import PolyLR
@@ -36,7 +36,8 @@ class SegmentationModule(pl.LightningModule):
         network_kwargs: that network's options (e.g. ``base_features``), typed in its constructor;
             ``python -m networks <name>`` lists them, and an unknown one is an error listing them.
         channels_last: the 3D convolution weights in ``channels_last_3d`` memory layout: faster
-            on CPUs (oneDNN), same results and checkpoints (:func:`networks.build_network`).
+            on CPUs (oneDNN), same results and checkpoints; None: the network's default
+            (:func:`networks.build_network`).
         in_channels, modalities, label_space: filled in from the DataModule by ``train.py``;
             ``label_space`` is the data's label space (:class:`core.labels.LabelSpace` as a dict):
             classes and the dataset value of each, ignored values, and regions. With regions
@@ -56,7 +57,7 @@ class SegmentationModule(pl.LightningModule):
         sw_batch_size: windows per forward pass at inference.
         sw_overlap: overlap of neighbouring windows at inference (raised where an unpadded
             network needs more to cover every voxel with a window's valid centre).
-        predict_flips: in ``predict``, average the probabilities over the 8 mirrorings
+        flips: in ``predict``, average the probabilities over the 8 mirrorings
             (test-time augmentation). An inference choice, not stored in checkpoints;
             ``train.py`` links it to ``--prediction_writer.flips``.
 
@@ -72,7 +73,7 @@ class SegmentationModule(pl.LightningModule):
         self,
         network: str = "unet3d",
         network_kwargs: dict[str, Any] | None = None,
-        channels_last: bool = False,
+        channels_last: bool | None = None,
         in_channels: int = 1,
         modalities: list[str] | None = None,
         label_space: dict[str, Any] | None = None,
@@ -83,16 +84,16 @@ class SegmentationModule(pl.LightningModule):
         inference_roi_size: tuple[int, int, int] | None = None,
         sw_batch_size: int = 2,
         sw_overlap: float = 0.5,
-        predict_flips: bool = False,
+        flips: bool = False,
     ) -> None:
         super().__init__()
         self.labels = LabelSpace.from_dict(label_space) if label_space else LabelSpace.generic(2)
         # The optimiser and schedule are callables (classes with their arguments): recorded in the
         # run's config by LightningCLI, not in checkpoints, which hold tensors and plain types only.
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "predict_flips"])
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "flips"])
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self.hparams["label_space"] = self.labels.to_dict()  # always stored whole, the default too
-        self.predict_flips = predict_flips
+        self.flips = flips
         self.network = build_network(network, channels_last=channels_last, in_channels=in_channels,
                                      num_classes=self.labels.num_outputs, **(network_kwargs or {}))
         self.loss_fn = build_loss(loss, region_based=self.labels.region_based)
@@ -100,11 +101,11 @@ class SegmentationModule(pl.LightningModule):
         self.border = network_border(self.network)
         self.modality_profiles: ModalityProfiles | None = None  # the training scans', from the checkpoint
         self.run_record: dict[str, Any] | None = None  # the run's config, command and code (train.py sets it)
-        # Hard-label Dice per stage, subject and scored structure (foreground class or region), by
-        # the formula of every table (core.metrics: a structure absent from truth and prediction
-        # scores 1, a spurious or missed one 0); keyed by subject, so each counts once on any
-        # number of processes.
-        self.subject_dice: dict[str, dict[str, list[float]]] = {"val": {}, "test": {}}
+        # Per stage and subject: the loss and the hard-label Dice of each scored structure
+        # (foreground class or region), by the formula of every table (core.metrics: a structure
+        # absent from truth and prediction scores 1, a spurious or missed one 0); keyed by subject,
+        # so each counts once, and weighs the same, on any number of processes and shards.
+        self.subject_scores: dict[str, dict[str, tuple[float, list[float]]]] = {"val": {}, "test": {}}
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: str | Path, map_location: Any = None, hparams_file: Any = None,
@@ -121,9 +122,12 @@ class SegmentationModule(pl.LightningModule):
         """This model's network as a :class:`~core.segmenter.Segmenter` (window settings from
         the hyperparameters): the inference path ``predict.py`` takes too."""
         hp = self.hparams
+        trainer = self._trainer
+        precision = "bf16" if trainer is not None and "bf16" in str(trainer.precision) else "32"
         return Segmenter(self.network, self.labels, tuple(hp.inference_roi_size or hp.roi_size),
-                         tuple(hp.modalities or ()), sw_batch_size=hp.sw_batch_size, overlap=hp.sw_overlap,
-                         source=f"{type(self).__name__}({hp.network})", profiles=self.modality_profiles)
+                         tuple(hp.modalities or ()), sw_batch_size=hp.sw_batch_size, sw_overlap=hp.sw_overlap,
+                         source=f"{type(self).__name__}({hp.network})", profiles=self.modality_profiles,
+                         precision=precision)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.network(image)
@@ -169,49 +173,54 @@ class SegmentationModule(pl.LightningModule):
     def _evaluate_volume(self, batch: dict[str, Any], stage: str) -> dict[str, Any]:
         logits = self.predict_logits(batch["image"]).float()
         label = batch["label"].long()
-        self.log(f"{stage}/loss", self.loss_fn(logits, self.labels.loss_target(label)), batch_size=1, sync_dist=True)
         dice = dice_per_structure(*self.labels.dice_masks(logits, label))
-        for subject, scores in zip(batch["subject"], dice.tolist(), strict=True):
-            self.subject_dice[stage][subject] = scores
+        for i, (subject, scores) in enumerate(zip(batch["subject"], dice.tolist(), strict=True)):
+            loss = self.loss_fn(logits[i:i + 1], self.labels.loss_target(label[i:i + 1]))
+            self.subject_scores[stage][subject] = (float(loss), scores)
         return {"prediction": self.labels.classes_from_logits(logits), "dice": dice[0]}
 
-    def _log_dice(self, stage: str) -> None:
-        """Mean Dice per structure over the subjects of every process, and their mean."""
-        scores = gather_by_subject(self.subject_dice[stage])
-        self.subject_dice[stage] = {}
-        if not scores:
+    def _log_means(self, stage: str) -> None:
+        """The mean over the subjects of every process of the loss, of the Dice per structure,
+        and of their mean: each subject weighs the same however the subjects were sharded (a
+        mean of per-process means weighed 3 subjects on 2 processes 2:1)."""
+        results = gather_by_subject(self.subject_scores[stage])
+        self.subject_scores[stage] = {}
+        if not results:
             return
-        per_structure = torch.tensor(list(scores.values()), dtype=torch.float64).mean(dim=0)
+        losses = [loss for loss, _ in results.values()]
+        self.log(f"{stage}/loss", sum(losses) / len(losses), sync_dist=True)  # identical on every process
+        per_structure = torch.tensor([dice for _, dice in results.values()], dtype=torch.float64).mean(dim=0)
         for name, value in zip(self.labels.structure_names, per_structure.tolist(), strict=True):
             self.log(f"{stage}/dice_{name}", value, sync_dist=True)  # identical on every process
         self.log(f"{stage}/dice_mean", per_structure.mean().item(), prog_bar=True, sync_dist=True)
 
     def on_validation_epoch_start(self) -> None:
-        self.subject_dice["val"] = {}
+        self.subject_scores["val"] = {}
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         return self._evaluate_volume(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
-        self._log_dice("val")
+        self._log_means("val")
 
     def on_test_epoch_start(self) -> None:
-        self.subject_dice["test"] = {}
+        self.subject_scores["test"] = {}
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         return self._evaluate_volume(batch, "test")
 
     def on_test_epoch_end(self) -> None:
-        self._log_dice("test")
+        self._log_means("test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        """Probabilities (mean over mirrorings with ``predict_flips``) and class maps on the
-        network's grid, with the grid information the writer needs to go back to the scan's."""
+        """Probabilities (mean over mirrorings with ``flips``) and class maps on the
+        network's grid, with the grid information the writer needs to go back to the scan's:
+        :meth:`Segmenter.probabilities <core.segmenter.Segmenter.probabilities>`, ``predict.py``'s
+        path (its input check, mirroring and precision)."""
         segmenter = self.segmenter
         for subject, image in zip(batch["subject"], batch["image"], strict=True):
             segmenter.check_modalities(image.cpu().numpy(), [f"input channel {i}" for i in range(len(image))], subject)
-        probs = mean_over_mirrorings(lambda x: self.labels.probabilities(self.predict_logits(x).float()),
-                                     batch["image"], flips=self.predict_flips)
+        probs = segmenter.probabilities(batch["image"], flips=self.flips)
         grids = {key: batch[key] for key in ("affine", "original_affine", "original_shape") if key in batch}
         return {"subject": batch["subject"], "prediction": self.labels.classes_from_probabilities(probs)[:, 0],
                 "probabilities": probs, **grids}
@@ -222,16 +231,16 @@ class SegmentationModule(pl.LightningModule):
         the training scans' intensity profile per modality, to warn about swapped inputs."""
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None:
-            checkpoint["datamodule_class"] = f"{type(datamodule).__module__}.{type(datamodule).__qualname__}"
+            checkpoint[DATAMODULE_CLASS] = f"{type(datamodule).__module__}.{type(datamodule).__qualname__}"
         profiles = getattr(datamodule, "modality_profiles", None) or self.modality_profiles
         if profiles is not None:
-            checkpoint["modality_profiles"] = profiles.to_dict()
+            checkpoint[MODALITY_PROFILES] = profiles.to_dict()
         if self.run_record is not None:
-            checkpoint["run_record"] = self.run_record
+            checkpoint[RUN_RECORD] = self.run_record
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.modality_profiles = ModalityProfiles.from_dict(checkpoint.get("modality_profiles"))
-        self.run_record = self.run_record or checkpoint.get("run_record")
+        self.modality_profiles = ModalityProfiles.from_dict(checkpoint.get(MODALITY_PROFILES))
+        self.run_record = self.run_record or checkpoint.get(RUN_RECORD)
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer(self.parameters())

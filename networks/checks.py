@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+from torch import nn
 
 
 def check_input(network: str, x: torch.Tensor, in_channels: int, size_divisor: int = 1, min_size: int = 1) -> None:
@@ -17,3 +20,17 @@ def check_input(network: str, x: torch.Tensor, in_channels: int, size_divisor: i
     if any(s < min_size for s in spatial):
         raise ValueError(f"{network} needs every spatial size to be at least {min_size}, got {spatial}; "
                          f"choose a larger patch size")
+
+
+def input_size_problem(network: nn.Module, in_channels: int, size: Sequence[int]) -> str | None:
+    """Why ``network`` refuses inputs of spatial ``size`` (its own input check, the first thing
+    its forward does), or None. Free: the probe is a meta tensor, so no voxel is computed; past
+    the check, meta input meets real weights and the forward stops there."""
+    probe = torch.empty((2, in_channels, *[int(s) for s in size]), device="meta")  # 2: batch norm's least
+    try:
+        network(probe)
+    except ValueError as error:
+        return str(error)
+    except Exception:  # past the check
+        return None
+    return None

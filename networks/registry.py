@@ -17,6 +17,7 @@ from torch import nn
 
 _NETWORKS: dict[str, type[nn.Module]] = {}
 _SMOKE: dict[str, SmokeSettings] = {}
+_CHANNELS_LAST: dict[str, bool] = {}  # each network's default weight layout (build_network)
 
 T = TypeVar("T", bound=type[nn.Module])
 
@@ -42,14 +43,17 @@ class SmokeSettings:
     patch_size: tuple[int, int, int] = (16, 16, 16)
 
 
-def register_network(name: str, smoke: SmokeSettings | None = None) -> Callable[[T], T]:
+def register_network(name: str, smoke: SmokeSettings | None = None, channels_last: bool = False
+                     ) -> Callable[[T], T]:
     """Class decorator: make ``build_network(name, ...)`` construct this class; ``smoke``:
-    its test settings (every network of this package declares them)."""
+    its test settings (every network of this package declares them); ``channels_last``: its
+    weights' default memory layout (see :func:`build_network`), true where measured faster."""
 
     def decorator(cls: T) -> T:
         if name in _NETWORKS and _NETWORKS[name] is not cls:
             raise ValueError(f"network name {name!r} is already registered to {_NETWORKS[name].__name__}")
         _NETWORKS[name] = cls
+        _CHANNELS_LAST[name] = channels_last
         if smoke is not None:
             _SMOKE[name] = smoke
         return cls
@@ -105,17 +109,19 @@ def check_network_options(name: str, options: Mapping[str, Any]) -> None:
         raise ValueError(f"network {name!r} has no option {', '.join(map(repr, unknown))}; its options: {listing}")
 
 
-def build_network(name: str, channels_last: bool = False, **kwargs: Any) -> nn.Module:
+def build_network(name: str, channels_last: bool | None = None, **kwargs: Any) -> nn.Module:
     """Instantiate the network registered as ``name`` with keyword arguments ``kwargs``; an
     option the network does not have is an error that lists the ones it has.
 
     ``channels_last``: 3D convolution weights in the ``channels_last_3d`` memory layout, in which
     oneDNN (CPU) and cuDNN run many 3D convolutions faster, inputs and outputs unchanged (the
-    demo's U-Net on a 2-core AVX2 CPU: training step 1.35x, sliding-window inference 1.4x;
-    ``benchmarks/train_step.py``). Weights and checkpoints hold the same values either way."""
+    demo's U-Net on a 2-core AVX2 CPU: training step 1.2x, sliding-window inference 1.3x;
+    ``benchmarks/train_step.py``). Weights and checkpoints hold the same values either way.
+    None: the network's registered default (true for ``unet3d``, the one family measured so far;
+    a network that reshapes activations with ``view``, as SegResNetVAE does, cannot take it)."""
     check_network_options(name, kwargs)
     network = network_class(name)(**kwargs)
-    if channels_last:
+    if _CHANNELS_LAST[name] if channels_last is None else channels_last:
         for parameter in network.parameters():
             if parameter.dim() == 5:
                 parameter.data = parameter.data.contiguous(memory_format=torch.channels_last_3d)

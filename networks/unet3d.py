@@ -11,7 +11,7 @@ from networks.outputs import TrainingOutput
 from networks.registry import SmokeSettings, register_network
 
 
-@register_network("unet3d", smoke=SmokeSettings({"base_features": 4}, (16, 24, 32), size_divisor=8))
+@register_network("unet3d", smoke=SmokeSettings({"base_features": 4}, (16, 24, 32), size_divisor=8), channels_last=True)
 class UNet3D(nn.Module):
     """Four resolution steps; channels double before each 2x2x2 max pooling (32->64 on the
     first step with ``base_features=32``, as in the paper), 2x2x2 transposed convolutions

@@ -1,5 +1,7 @@
 """Print the import graph of the house, read from the source with ``ast``: which first-party
-package imports which, and the module-level edges with ``--modules``.
+package imports which, and the module-level edges with ``--modules``. The entry scripts
+(``train.py``, ``predict.py``, ...) count as one layer, ``entry``, above the packages;
+``benchmarks``, ``scripts`` and ``demo`` as packages of their own.
 
     python scripts/import_graph.py [--modules]
 """
@@ -13,7 +15,9 @@ from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("networks", "core", "datamodules", "lightning_modules")
+PACKAGES = ("networks", "core", "datamodules", "lightning_modules", "demo", "benchmarks", "scripts")
+ENTRY_SCRIPTS = ("train", "predict", "evaluate", "study", "plan", "compare_runs")  # the layer "entry"
+FIRST_PARTY = (*PACKAGES, *ENTRY_SCRIPTS)
 
 
 def first_party_imports(path: Path, third_party: bool = False) -> set[str]:
@@ -25,7 +29,7 @@ def first_party_imports(path: Path, third_party: bool = False) -> set[str]:
             names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names |= {f"{node.module}.{alias.name}" for alias in node.names} | {node.module}
-    return names if third_party else {n for n in names if n.split(".")[0] in PACKAGES}
+    return names if third_party else {n for n in names if n.split(".")[0] in FIRST_PARTY}
 
 
 def _module_name(path: Path) -> str:
@@ -37,6 +41,7 @@ def module_graph() -> dict[str, set[str]]:
     """Module -> the first-party modules it imports (``from a import b`` counts as ``a.b``
     when that is a module, else ``a``). Package ``__init__`` re-exports are edges too."""
     modules = {_module_name(p): p for package in PACKAGES for p in (ROOT / package).rglob("*.py")}
+    modules.update({name: ROOT / f"{name}.py" for name in ENTRY_SCRIPTS})
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         targets = set()
@@ -50,11 +55,17 @@ def module_graph() -> dict[str, set[str]]:
 
 
 def package_graph() -> dict[str, set[str]]:
-    """Package -> the first-party packages its modules import."""
+    """Package (or ``entry``, the entry scripts) -> the first-party packages its modules import."""
     graph: dict[str, set[str]] = defaultdict(set)
     for module, targets in module_graph().items():
-        graph[module.split(".")[0]] |= {t.split(".")[0] for t in targets}
+        graph[layer(module)] |= {layer(t) for t in targets}
     return graph
+
+
+def layer(module: str) -> str:
+    """A module's package, or ``entry`` for the entry scripts."""
+    top = module.split(".")[0]
+    return "entry" if top in ENTRY_SCRIPTS else top
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nib
@@ -12,6 +14,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+# Under pytest-xdist (make test: one worker per core), each worker and the processes it starts
+# take their share of the cores: a worker's torch otherwise starts a thread per core, and the
+# workers' threads then wait on each other.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ.setdefault("OMP_NUM_THREADS", str(_threads))
+    import torch
+
+    torch.set_num_threads(_threads)
 
 ISEG_VALUES = (0, 10, 150, 250)
 SCRATCH = {".pytest_cache", "__pycache__", ".ruff_cache"}
@@ -94,3 +106,46 @@ def tiny_demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("demo") / "iSeg-2017-Training"
     return build_dataset(out, SynthesisSettings(subjects=4, seed=3, spacing=6.0))
+
+
+def csv_logger(run_dir: Path) -> list[str]:
+    """Lightning's CSV logger under ``run_dir/logs``, as ``train.py`` arguments."""
+    return ["--trainer.logger", "pytorch_lightning.loggers.CSVLogger",
+            "--trainer.logger.save_dir", str(run_dir / "logs")]
+
+
+def tiny_run_args(subcommand: str, data_dir: Path, run_dir: Path | None = None, *extra: str,
+                  val: str = "[subject-3]", test: str = "[subject-4]",
+                  logger: Sequence[str] | None = None) -> list[str]:
+    """``train.py <subcommand>`` arguments for the tiny demo set: the demo recipe on a 2-feature
+    U-Net and 16^3 patches, no progress bar, no logger (or ``logger``'s arguments), and with a
+    ``run_dir``: its cache and checkpoints there (else no cache). The one place tests spell them."""
+    args = [subcommand, "--config", "configs/demo.yaml", "--data.init_args.data_dir", str(data_dir),
+            "--data.init_args.val_subjects", val, "--data.init_args.test_subjects", test,
+            "--data.init_args.patch_size", "[16, 16, 16]", "--data.init_args.samples_per_volume", "2",
+            "--data.init_args.cache_dir", str(run_dir / "cache") if run_dir else "null",
+            "--model.network_kwargs", "{base_features: 2}",
+            *(["--trainer.logger", "false"] if logger is None else logger), "--trainer.enable_progress_bar", "false"]
+    if run_dir is not None:
+        args += ["--checkpoint.dirpath", str(run_dir / "checkpoints")]
+    return [*args, *extra]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One run folder shared by every test that only needs *a* trained model: a one-epoch fit of
+    the tiny demo set (validation subject-3, test subject-4) with CSV logs under ``logs/``,
+    ``checkpoints/{best,last}.ckpt``, learning curves and the cache. Tests must not change it."""
+    from train import run_cli
+
+    run_dir = tmp_path_factory.mktemp("trained_run")
+    run_cli(tiny_run_args("fit", tiny_demo_dir, run_dir, "--trainer.max_epochs", "1",
+                          "--trainer.check_val_every_n_epoch", "1", "--trainer.log_every_n_steps", "1",
+                          logger=csv_logger(run_dir)), save_config=False)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(trained_run: Path) -> Path:
+    """The shared run's ``last.ckpt``."""
+    return trained_run / "checkpoints" / "last.ckpt"

@@ -24,6 +24,10 @@ class Recorder(pl.Callback):
         if rank == 0:
             self.out.write_text(json.dumps({k: float(v) for k, v in trainer.callback_metrics.items()}))
 
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.global_rank == 0:
+            self.out.write_text(json.dumps({k: float(v) for k, v in trainer.callback_metrics.items()}))
+
 
 class SendSignal(pl.Callback):
     """Sends ``signal`` to this process after training batch ``after_batch`` (what SLURM does

@@ -1,7 +1,8 @@
 """The house's layering, read from the source: no import cycles, no arrow from a lower package
 to a higher one, no Lightning below ``datamodules`` / ``lightning_modules``.
 
-    networks  <-  core  <-  datamodules, lightning_modules  <-  train.py, predict.py, ...
+    networks  <-  core  <-  datamodules, lightning_modules  <-  train.py, predict.py, ... (entry)
+                                                            <-  benchmarks, scripts
 
 Run ``python -m pytest tests/test_architecture.py -q`` (or ``python scripts/import_graph.py``
 to print the package graph).
@@ -20,12 +21,17 @@ ALLOWED = {
     "core": {"networks"},
     "datamodules": {"core"},
     "lightning_modules": {"core", "networks"},
+    "demo": {"core"},
+    "entry": {"core", "networks", "datamodules", "lightning_modules"},
+    "scripts": {"core", "networks", "datamodules", "lightning_modules"},
+    "benchmarks": {"core", "networks", "datamodules", "lightning_modules", "entry", "demo"},
 }
 THIRD_PARTY_FORBIDDEN = {"networks": {"pytorch_lightning", "lightning"}, "core": {"pytorch_lightning", "lightning"}}
 
 
 def test_packages_only_import_downwards() -> None:
     graph = package_graph()
+    assert set(graph) == set(ALLOWED), "every package and the entry scripts have a place in ALLOWED"
     for package, allowed in ALLOWED.items():
         assert graph[package] - {package} <= allowed, f"{package} imports {graph[package] - {package} - allowed}"
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from layouts import write_brats, write_mrbrains18, write_nifti_folder
 
+from core.labels import IGNORE_INDEX
 from datamodules import BraTSDataModule, DataError, MRBrainS18DataModule, NiftiDataModule, VolumeSegmentationDataModule
 
 SMALL = {"patch_size": (8, 8, 8), "batch_size": 2, "samples_per_volume": 2, "cache_dir": None}
@@ -75,7 +76,16 @@ def expect(layout: Layout, path: Path, message: str) -> None:
 
 
 def test_the_layout_loads_cleanly(layout: Layout) -> None:
-    load_validation(layout)
+    """The undamaged layout: its validation subject read, every channel z-scored over the brain,
+    labels within the label space's classes."""
+    datamodule = layout.make(layout.folder)
+    datamodule.setup("validate")
+    (volume,) = datamodule.val_set.volumes
+    assert volume.subject_id == layout.subject and volume.image.shape[0] == len(datamodule.modalities) >= 2
+    for channel in volume.image:
+        brain = channel[channel != 0]
+        assert abs(float(brain.mean())) < 1e-3 and abs(float(brain.std()) - 1) < 1e-2
+    assert set(np.unique(volume.label).tolist()) <= {*range(datamodule.label_space.num_classes), IGNORE_INDEX}
 
 
 def test_missing_modality(layout: Layout) -> None:

@@ -3,12 +3,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_iseg_subject
 
 from core.io import DataError
 from core.labels import LabelSpace
 from core.volumes import PreprocessingSettings, Subject, load_subject
 from datamodules.cache import VolumeCache, cache_key
+
+from conftest import write_iseg_subject
 
 LABELS = LabelSpace.from_values({0: "background", 10: "CSF", 150: "GM", 250: "WM"})
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy import stats
 
-from compare_runs import compare, comparison_tables, main
+from compare_runs import compare, main
 
 
 def fake_run(folder: Path, network: str, datamodule: str, dice: dict[str, list[float]],
@@ -37,7 +37,7 @@ def test_thesis_table_from_runs(tmp_path: Path, capsys: pytest.CaptureFixture[st
              {"CSF": [0.7, 0.7], "GM": [0.8, 0.8], "WM": [0.9, float("nan")]})
     fake_run(tmp_path / "mrb" / "unet3d", "unet3d", "MRBrainS18DataModule", {"CSF": [0.6], "GM": [0.7], "WM": [0.8]},
              mode="thesis")
-    table = comparison_tables([tmp_path])
+    table = compare([tmp_path]).markdown
     # Runs: the mean over subjects per structure with its bootstrap interval, then the mean of those.
     assert re.search(r"\| iseg/unet3d \| unet3d \| 0\.8500 \[0\.800, 0\.900\] \| 0\.8500 \[0\.850, 0\.850\] \| "
                      r"0\.8500 \[0\.800, 0\.900\] \| 0\.8500 ", table)

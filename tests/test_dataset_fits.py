@@ -8,10 +8,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import write_iseg_subject
 from layouts import write_brats, write_decathlon, write_mrbrains18, write_nifti_folder
 
 from train import run_cli
+
+from conftest import write_iseg_subject
 
 
 def iseg(root: Path, year: int) -> Path:
@@ -76,7 +77,7 @@ def test_one_epoch_fit_on_each_layout(dataset: str, tmp_path: Path) -> None:
 def test_predictions_go_back_to_the_scans_own_space(tmp_path: Path) -> None:
     """BraTS files are stored flipped; predictions come out reoriented and are written back
     exactly onto the scan's grid: writing the ground truth as the "prediction" reproduces it."""
-    from core.segmenter import PredictionFolder, Segmentation
+    from core.export import PredictionFolder, Segmentation
     from datamodules import BraTSDataModule
 
     folder = write_brats(tmp_path, 2021, cases=2)

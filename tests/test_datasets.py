@@ -264,7 +264,7 @@ def test_resample_to_first_maps_a_shifted_modality_through_the_affines(tmp_path:
 
 
 def test_target_spacing_resamples_and_predictions_return_to_the_scan_grid(tmp_path: Path) -> None:
-    from core.segmenter import PredictionFolder, Segmentation
+    from core.export import PredictionFolder, Segmentation
 
     folder = write_nifti_folder(tmp_path / "data")  # 18 x 20 x 16 voxels of 1.2 x 1.2 x 1.5 mm
     dm = NiftiDataModule(str(folder), modalities=["T1"], labels=LABELS, val_subjects=["sub-01"],

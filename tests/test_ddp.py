@@ -13,23 +13,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from train import run_cli
+from conftest import tiny_run_args
+
+pytestmark = pytest.mark.slow  # processes of their own (DDP, simulated SLURM jobs)
 
 ROOT = Path(__file__).resolve().parent.parent
 VALIDATION = ["subject-2", "subject-3", "subject-4"]
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tiny_demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("ddp_run")
-    run_cli(["fit", "--config", "configs/demo.yaml", "--data.init_args.data_dir", str(tiny_demo_dir),
-             "--data.init_args.val_subjects", "[subject-2]", "--data.init_args.test_subjects", "[]",
-             "--data.init_args.patch_size", "[16, 16, 16]",
-             "--data.init_args.samples_per_volume", "2", "--data.init_args.cache_dir", str(run / "cache"),
-             "--model.network_kwargs", "{base_features: 2}", "--trainer.max_epochs", "2",
-             "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
-             "--checkpoint.dirpath", str(run / "checkpoints")], save_config=False)
-    return run / "checkpoints" / "last.ckpt"
+@pytest.fixture
+def checkpoint(trained_checkpoint: Path) -> Path:
+    """The shared trained model (``conftest.trained_run``)."""
+    return trained_checkpoint
 
 
 def validate(checkpoint: Path, data: Path, out: Path, devices: int) -> dict[str, float]:
@@ -40,14 +35,11 @@ def validate(checkpoint: Path, data: Path, out: Path, devices: int) -> dict[str,
     strategy = ["--trainer.strategy", "ddp", "--trainer.devices", str(devices)] if devices > 1 else []
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "WANDB_MODE": "offline",
            "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "train.py", "validate", "--config", "configs/demo.yaml", "--config", str(recorder),
-                    "--data.init_args.data_dir", str(data), "--data.init_args.val_subjects", json.dumps(VALIDATION),
-                    "--data.init_args.test_subjects", "[]",
-                    "--data.init_args.patch_size", "[16, 16, 16]", "--data.init_args.cache_dir", "null",
-                    "--model.network_kwargs", "{base_features: 2}", "--ckpt_path", str(checkpoint),
-                    "--trainer.accelerator", "cpu", *strategy, "--trainer.logger", "false",
-                    "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(out.parent)],
-                   cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
+    args = tiny_run_args("validate", data, None, "--config", str(recorder), "--ckpt_path", str(checkpoint),
+                         "--trainer.accelerator", "cpu", *strategy, "--trainer.default_root_dir", str(out.parent),
+                         val=json.dumps(VALIDATION), test="[]")
+    subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, env=env, check=True, capture_output=True,
+                   timeout=600)
     return json.loads(out.read_text())
 
 
@@ -57,30 +49,36 @@ def test_ddp_counts_every_validation_subject_once(checkpoint: Path, tiny_demo_di
     seen = [json.loads((tmp_path / "two" / f"metrics.json.rank{r}.json").read_text()) for r in (0, 1)]
     assert sorted(seen[0] + seen[1]) == sorted(VALIDATION)  # each subject on exactly one process
     assert len(seen[0]) == 2 and len(seen[1]) == 1
-    for name in ("val/dice_mean", "val/dice_CSF", "val/dice_GM", "val/dice_WM"):
-        assert ddp[name] == pytest.approx(single[name], abs=1e-6), name
+    for name in ("val/loss", "val/dice_mean", "val/dice_CSF", "val/dice_GM", "val/dice_WM"):
+        assert ddp[name] == pytest.approx(single[name], abs=1e-6), name  # the loss too: unequal shards weigh right
 
 
 def test_ddp_test_report_holds_every_subject_once(checkpoint: Path, tiny_demo_dir: Path, tmp_path: Path) -> None:
-    """``train.py test`` on 2 processes: metrics.csv and dice.csv gather both processes' subjects."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
-    tables = {}
+    """``train.py test`` on 2 processes: metrics.csv and dice.csv gather both processes' subjects;
+    the logged test loss and Dice equal one process's."""
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "WANDB_MODE": "offline",
+           "OMP_NUM_THREADS": "1"}
+    tables, logged = {}, {}
     for devices in (1, 2):
         out = tmp_path / f"test{devices}"
+        out.mkdir()
+        recorder = out / "recorder.yaml"
+        recorder.write_text("trainer:\n  callbacks:\n    - class_path: ddp_recorder.Recorder\n"
+                            f"      init_args:\n        out: {out / 'logged.json'}\n")
         strategy = ["--trainer.strategy", "ddp", "--trainer.devices", "2"] if devices > 1 else []
-        subprocess.run([sys.executable, "train.py", "test", "--config", "configs/demo.yaml",
-                        "--data.init_args.data_dir", str(tiny_demo_dir), "--data.init_args.val_subjects", "[]",
-                        "--data.init_args.test_subjects", json.dumps(VALIDATION), "--data.init_args.cache_dir", "null",
-                        "--data.init_args.patch_size", "[16, 16, 16]", "--model.network_kwargs", "{base_features: 2}",
-                        "--ckpt_path", str(checkpoint), "--trainer.accelerator", "cpu", *strategy,
-                        "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
-                        "--test_report.output_dir", str(out), "--trainer.default_root_dir", str(out)],
-                       cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
+        args = tiny_run_args("test", tiny_demo_dir, None, "--config", str(recorder), "--ckpt_path", str(checkpoint),
+                             "--trainer.accelerator", "cpu", *strategy, "--test_report.output_dir", str(out),
+                             "--trainer.default_root_dir", str(out), val="[]", test=json.dumps(VALIDATION))
+        subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, env=env, check=True, capture_output=True,
+                       timeout=600)
         with open(out / "metrics.csv") as handle:
             tables[devices] = sorted(tuple(row.values()) for row in csv.DictReader(handle))
+        logged[devices] = json.loads((out / "logged.json").read_text())
         assert sorted(p.stem for p in out.glob("*.png")) == VALIDATION  # every subject drawn, by its process
     assert [row[:2] for row in tables[2]] == [(s, r) for s in VALIDATION for r in ("CSF", "GM", "WM")]
     assert tables[2] == tables[1]
+    for name in ("test/loss", "test/dice_mean", "test/dice_CSF", "test/dice_GM", "test/dice_WM"):
+        assert logged[2][name] == pytest.approx(logged[1][name], abs=1e-6), name
 
 
 def slurm_job(tmp_path: Path, job_id: str, tiny_demo_dir: Path, then_exit: bool = False) -> tuple[dict, list[str]]:
@@ -100,14 +98,11 @@ def slurm_job(tmp_path: Path, job_id: str, tiny_demo_dir: Path, then_exit: bool 
     signal_config = tmp_path / "signal.yaml"
     signal_config.write_text("trainer:\n  callbacks:\n    - class_path: ddp_recorder.SendSignal\n"
                              f"      init_args:\n        after_batch: 1\n        then_exit: {str(then_exit).lower()}\n")
-    command = [sys.executable, "train.py", "fit", "--config", "configs/demo.yaml",
-               "--config", "configs/trainer/slurm.yaml", "--config", str(signal_config),
-               "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.strategy", "auto",
-               "--trainer.sync_batchnorm", "false", "--data.init_args.data_dir", str(tiny_demo_dir),
-               "--data.init_args.val_subjects", "[subject-3]", "--data.init_args.test_subjects", "[]",
-               "--data.init_args.patch_size", "[16, 16, 16]", "--data.init_args.samples_per_volume", "2",
-               "--data.init_args.cache_dir", "null", "--model.network_kwargs", "{base_features: 2}",
-               "--trainer.max_epochs", "1", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
+    args = tiny_run_args("fit", tiny_demo_dir, None, "--config", "configs/trainer/slurm.yaml", "--config",
+                         str(signal_config), "--trainer.accelerator", "cpu", "--trainer.devices", "1",
+                         "--trainer.strategy", "auto", "--trainer.sync_batchnorm", "false", "--trainer.max_epochs", "1",
+                         test="[]")
+    command = [sys.executable, "train.py", *args]
     return env, command
 
 

@@ -293,7 +293,9 @@ def test_the_predicted_subjects_are_scored_and_the_others_listed(tmp_path: Path,
     assert "scored 1 subjects" in out and f"not predicted in {pred_dir} (1): s3" in out
     assert evaluate.main([*args, "--require-all"]) == 2
     assert "(--require-all)" in capsys.readouterr().err
-    assert evaluate.main([*args, "--allow-missing"]) == 0  # the old flag still works (now the default)
+    with pytest.raises(SystemExit) as exit_info:  # the hidden flag of the old default is gone: said so, exit 2
+        evaluate.main([*args, "--allow-missing"])
+    assert exit_info.value.code == 2 and "unrecognized arguments: --allow-missing" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("naming", ["nnunet", "ground_truth", "ours"])

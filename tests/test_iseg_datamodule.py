@@ -5,9 +5,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import write_analyze, write_iseg_subject
 
 from datamodules import DataError, ISeg2017DataModule
+
+from conftest import write_analyze, write_iseg_subject
 
 
 def make_dm(folder: Path, **kwargs) -> ISeg2017DataModule:

@@ -19,30 +19,18 @@ from datamodules import DataError
 from predict import main, predict
 from train import run_cli
 
+from conftest import tiny_run_args
 
-@pytest.fixture(scope="module")
-def checkpoint(tiny_demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("run")
-    run_cli([
-        "fit", "--config", "configs/demo.yaml",
-        "--data.init_args.data_dir", str(tiny_demo_dir),
-        "--data.init_args.val_subjects", "[subject-3]", "--data.init_args.test_subjects", "[subject-4]",
-        "--data.init_args.patch_size", "[16, 16, 16]", "--data.init_args.samples_per_volume", "2",
-        "--data.init_args.cache_dir", str(run / "cache"),
-        "--model.network_kwargs", "{base_features: 2}", "--trainer.max_epochs", "1",
-        "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
-        "--checkpoint.dirpath", str(run / "checkpoints"),
-    ], save_config=False)
-    return run / "checkpoints" / "last.ckpt"
+
+@pytest.fixture
+def checkpoint(trained_checkpoint: Path) -> Path:
+    """The shared trained model (``conftest.trained_run``): one epoch on the tiny demo set."""
+    return trained_checkpoint
 
 
 def run_with(checkpoint: Path, data_dir: Path, subcommand: str, extra: list[str]) -> None:
     """``train.py <subcommand>`` with the checkpoint, on the tiny demo set (subject-4 held out)."""
-    run_cli([subcommand, "--config", "configs/demo.yaml", "--data.init_args.data_dir", str(data_dir),
-             "--data.init_args.val_subjects", "[subject-3]", "--data.init_args.test_subjects", "[subject-4]",
-             "--data.init_args.patch_size", "[16, 16, 16]", "--data.init_args.cache_dir", "null",
-             "--model.network_kwargs", "{base_features: 2}", "--trainer.logger", "false",
-             "--trainer.enable_progress_bar", "false", "--ckpt_path", str(checkpoint), *extra], save_config=False)
+    run_cli(tiny_run_args(subcommand, data_dir, None, "--ckpt_path", str(checkpoint), *extra), save_config=False)
 
 
 def test_folder_input_writes_every_subject_in_its_own_space(checkpoint: Path, tiny_demo_dir: Path,
@@ -274,7 +262,7 @@ def current_umask() -> int:
 
 def test_volumes_csv_keeps_every_row_under_repeated_and_concurrent_runs(tmp_path: Path) -> None:
     from core.dataset_labels import ISEG
-    from core.segmenter import PredictionFolder, Segmentation
+    from core.export import PredictionFolder, Segmentation
 
     def run(subject: str, csf_voxels: int) -> None:
         classes = np.zeros((10, 10, 10), dtype=np.int64)
@@ -339,13 +327,8 @@ def test_train_py_predict_warns_about_swapped_modalities_too(checkpoint: Path, t
 def second_checkpoint(tiny_demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Another model of the same task (another seed): a second ensemble member."""
     run = tmp_path_factory.mktemp("run_seed1")
-    run_cli(["fit", "--config", "configs/demo.yaml", "--seed_everything", "1",
-             "--data.init_args.data_dir", str(tiny_demo_dir),
-             "--data.init_args.val_subjects", "[subject-3]", "--data.init_args.test_subjects", "[subject-4]",
-             "--data.init_args.patch_size", "[16, 16, 16]", "--data.init_args.samples_per_volume", "2",
-             "--data.init_args.cache_dir", "null", "--model.network_kwargs", "{base_features: 2}",
-             "--trainer.max_epochs", "1", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
-             "--checkpoint.dirpath", str(run / "checkpoints")], save_config=False)
+    run_cli(tiny_run_args("fit", tiny_demo_dir, None, "--seed_everything", "1", "--trainer.max_epochs", "1",
+                          "--checkpoint.dirpath", str(run / "checkpoints")), save_config=False)
     return run / "checkpoints" / "last.ckpt"
 
 

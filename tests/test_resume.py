@@ -11,6 +11,8 @@ import torch
 
 from train import run_cli
 
+pytestmark = pytest.mark.slow  # fits of their own, interrupted and resumed
+
 
 class Interrupted(RuntimeError):
     """Stands for a kill -9 after a checkpoint: nothing more is written."""

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from core.io import DataError
-from lightning_modules.run_folders import RunTemplate, newest_checkpoint, plan_run, slurm_run_id
+from lightning_modules.run_folders import RunTemplate, choose_run_folder, newest_checkpoint, slurm_run_id
 
 SLURM = {"SLURM_NTASKS": "2", "SLURM_JOB_NAME": "train", "SLURM_JOB_ID": "77"}
 
@@ -52,17 +52,17 @@ def test_a_requeued_job_resumes_the_newest_of_its_checkpoints(tmp_path: Path, mo
     monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     dirpath = f"{tmp_path}/{{run}}/checkpoints"
-    plan = plan_run(dirpath, None, ["fit"])
-    assert plan.resume_from is None and plan.folder == tmp_path / slurm_run_id(["fit"])
-    checkpoints = Path(plan.checkpoint_dir)
+    chosen = choose_run_folder(dirpath, None, ["fit"])
+    assert chosen.resume_from is None and chosen.folder == tmp_path / slurm_run_id(["fit"])
+    checkpoints = Path(chosen.checkpoint_dir)
     checkpoints.mkdir(parents=True)
     (checkpoints / "last.ckpt").write_bytes(b"old")
-    hpc = plan.folder / "hpc_ckpt_1.ckpt"
+    hpc = chosen.folder / "hpc_ckpt_1.ckpt"
     hpc.write_bytes(b"new")
     os.utime(checkpoints / "last.ckpt", ns=(time.time_ns() - 10**9,) * 2)
-    assert newest_checkpoint(plan.folder, plan.checkpoint_dir) == hpc
+    assert newest_checkpoint(chosen.folder, chosen.checkpoint_dir) == hpc
     with pytest.raises(DataError, match="already holds the checkpoints of another run"):
-        plan_run(dirpath, None, ["fit"])  # the same job id and command, not requeued
+        choose_run_folder(dirpath, None, ["fit"])  # the same job id and command, not requeued
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
-    requeued = plan_run(dirpath, None, ["fit"])
-    assert requeued.folder == plan.folder and requeued.resume_from == str(hpc)
+    requeued = choose_run_folder(dirpath, None, ["fit"])
+    assert requeued.folder == chosen.folder and requeued.resume_from == str(hpc)

@@ -1,4 +1,5 @@
 from functools import partial
+from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
@@ -192,11 +193,13 @@ def brats_module(**kwargs) -> SegmentationModule:
 
 
 def evaluate(module: SegmentationModule, logits: torch.Tensor, label: torch.Tensor) -> tuple[dict, dict]:
-    """``_evaluate_volume`` on given logits (as if from sliding windows), and what it logged."""
+    """``_evaluate_volume`` on given logits (as if from sliding windows), and what the epoch's
+    end then logged."""
     logged = {}
     module.predict_logits = lambda image: logits
-    module.log = lambda name, value, **kwargs: logged.update({name: value.item()})
+    module.log = lambda name, value, **kwargs: logged.update({name: float(value)})
     output = module._evaluate_volume({"image": torch.zeros(1), "label": label, "subject": ["s1"]}, "val")
+    module._log_means("val")
     return output, logged
 
 
@@ -328,14 +331,19 @@ def test_region_mode_trains_and_overfits_one_batch() -> None:
     assert (after > before + 0.2).all() and after.mean() > 0.7, (before, after)
 
 
-def test_region_predictions_are_written_as_dataset_label_values(tmp_path) -> None:
+def test_region_predictions_are_written_as_dataset_label_values(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.segmenter import Segmenter
+
     module = brats_module()
     regions = torch.tensor([[0, 1, 1, 1], [0, 0, 1, 1], [0, 0, 0, 1]], dtype=torch.float32)
-    module.predict_logits = lambda image: (regions * 10 - 5).view(1, 3, 4, 1, 1)
+    # predict_step's windows are the Segmenter's (predict.py's path): its logits stand in here.
+    monkeypatch.setattr(Segmenter, "logits", lambda self, image: (regions * 10 - 5).view(1, 3, 4, 1, 1))
     batch = {"image": torch.zeros(1, 2, 4, 1, 1), "subject": ["BraTS-1"], "affine": torch.eye(4)[None]}
     prediction = module.predict_step(batch, 0)
     assert prediction["prediction"].shape == (1, 4, 1, 1)
     assert prediction["prediction"].view(-1).tolist() == [0, 2, 1, 3]
-    SegmentationWriter(output_dir=str(tmp_path)).write_on_batch_end(None, module, prediction, None, batch, 0, 0)
+    writer = SegmentationWriter(output_dir=str(tmp_path))
+    writer.setup(SimpleNamespace(datamodule=SimpleNamespace(predict_subjects=[])), module, "predict")
+    writer.write_on_batch_end(None, module, prediction, None, batch, 0, 0)
     written = nib.load(tmp_path / "BraTS-1_seg.nii.gz")
     assert np.asarray(written.dataobj).reshape(-1).tolist() == [0, 2, 1, 4]  # dataset values: ET is 4

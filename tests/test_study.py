@@ -71,6 +71,7 @@ def test_commands_carry_seed_fold_smoke_and_wandb_group(tmp_path: Path) -> None:
     assert runner.commands(cell) == []
 
 
+@pytest.mark.slow  # a train.py process per cell
 def test_a_smoke_study_runs_every_cell_and_compares_them(tiny_demo_dir: Path, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     path = write_study(tmp_path / "s.yaml", tiny_demo_dir, seeds=[0], wandb=False,

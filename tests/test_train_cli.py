@@ -13,38 +13,21 @@ import torch
 from lightning_modules import SegmentationModule
 from train import SegmentationCLI, run_cli
 
+from conftest import csv_logger, tiny_run_args
 from network_cases import SETTINGS, SMALL
 
 
 def cli(subcommand: str, data_dir: Path, run_dir: Path, *extra: str, wandb: bool = False) -> SegmentationCLI:
     """Run train.py's CLI on the tiny demo set: CSV logs under ``run_dir/logs`` or, with
     ``wandb``, the default offline W&B logger under ``run_dir/runs`` with the config saved."""
-    logger = (["--trainer.logger.save_dir", str(run_dir / "runs")] if wandb else
-              ["--trainer.logger", "pytorch_lightning.loggers.CSVLogger",
-               "--trainer.logger.save_dir", str(run_dir / "logs")])
-    args = [
-        subcommand, "--config", "configs/demo.yaml",
-        "--data.init_args.data_dir", str(data_dir),
-        "--data.init_args.val_subjects", "[subject-3]",
-        "--data.init_args.test_subjects", "[subject-4]",
-        "--data.init_args.patch_size", "[16, 16, 16]",
-        "--data.init_args.samples_per_volume", "2",
-        "--data.init_args.cache_dir", str(run_dir / "cache"),
-        "--model.network_kwargs", "{base_features: 2}",
-        *logger,
-        "--trainer.enable_progress_bar", "false",
-        "--checkpoint.dirpath", str(run_dir / "checkpoints"),
-        *extra,
-    ]
-    return run_cli(args, save_config=wandb)
+    logger = ["--trainer.logger.save_dir", str(run_dir / "runs")] if wandb else csv_logger(run_dir)
+    return run_cli(tiny_run_args(subcommand, data_dir, run_dir, *extra, logger=logger), save_config=wandb)
 
 
-@pytest.fixture(scope="module")
-def trained(tiny_demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run_dir = tmp_path_factory.mktemp("run")
-    cli("fit", tiny_demo_dir, run_dir, "--trainer.max_epochs", "1", "--trainer.check_val_every_n_epoch", "1",
-        "--trainer.log_every_n_steps", "1")
-    return run_dir
+@pytest.fixture
+def trained(trained_run: Path) -> Path:
+    """The shared one-epoch run (``conftest.trained_run``), CSV logs under ``logs/``."""
+    return trained_run
 
 
 def test_fit_writes_best_and_last_checkpoints_with_the_data_settings(trained: Path) -> None:
@@ -55,7 +38,7 @@ def test_fit_writes_best_and_last_checkpoints_with_the_data_settings(trained: Pa
     assert model.hparams.label_space["classes"] == {"background": 0, "CSF": 10, "GM": 150, "WM": 250}
     assert model.hparams.modalities == ["T1", "T2"] and model.labels.class_values == (0, 10, 150, 250)
     assert tuple(model.hparams.roi_size) == (16, 16, 16)
-    metrics = (next((trained / "logs").rglob("metrics.csv"))).read_text()
+    metrics = (next((trained / "logs").rglob("version_0/metrics.csv"))).read_text()  # the fit's
     for name in ("val/dice_CSF", "val/dice_GM", "val/dice_WM", "val/dice_mean", "train/loss"):
         assert name in metrics
     # Learning curves beside the checkpoints: one point per epoch (train) and per validation.
@@ -91,10 +74,10 @@ def test_checkpoint_reload_gives_identical_predictions(trained: Path) -> None:
     assert all(torch.equal(state[k], v) for k, v in first.state_dict().items())
 
 
-def test_test_reports_dice_per_subject_and_draws_a_png(trained: Path, tiny_demo_dir: Path) -> None:
+def test_test_reports_dice_per_subject_and_draws_a_png(trained: Path, tiny_demo_dir: Path, tmp_path: Path) -> None:
     ckpt = trained / "checkpoints" / "best.ckpt"
-    out = trained / "report"
-    run = cli("test", tiny_demo_dir, trained, "--ckpt_path", str(ckpt), "--test_report.output_dir", str(out))
+    out = tmp_path / "report"
+    run = cli("test", tiny_demo_dir, tmp_path, "--ckpt_path", str(ckpt), "--test_report.output_dir", str(out))
     logged = run.trainer.callback_metrics
     rows = (out / "dice.csv").read_text().splitlines()
     assert rows[0] == "subject,CSF,GM,WM"
@@ -131,9 +114,9 @@ def test_test_logs_the_metric_table_to_offline_wandb(trained: Path, tiny_demo_di
     assert [row[1] for row in table["data"]] == ["CSF", "GM", "WM"]
 
 
-def test_predict_writes_segmentations_in_the_input_space(trained: Path, tiny_demo_dir: Path) -> None:
-    out = trained / "predictions"
-    cli("predict", tiny_demo_dir, trained, "--ckpt_path", str(trained / "checkpoints" / "best.ckpt"),
+def test_predict_writes_segmentations_in_the_input_space(trained: Path, tiny_demo_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "predictions"
+    cli("predict", tiny_demo_dir, tmp_path, "--ckpt_path", str(trained / "checkpoints" / "best.ckpt"),
         "--prediction_writer.output_dir", str(out))
     written = nib.load(str(out / "subject-4_seg.nii.gz"))
     source = nib.load(str(tiny_demo_dir / "subject-4-T1.hdr"))
@@ -337,7 +320,7 @@ def test_the_nnunet_recipe_composes_with_a_data_config_and_trains(tiny_demo_dir:
     assert type(optimizer) is torch.optim.SGD and optimizer.defaults["nesterov"] is True
     assert optimizer.defaults["momentum"] == 0.99 and optimizer.defaults["weight_decay"] == 3e-5
     assert run.datamodule.sampling == "class_balanced" and len(run.datamodule.augment.steps) == 8
-    assert run.trainer.global_step == 2 and run.model.predict_flips is True
+    assert run.trainer.global_step == 2 and run.model.flips is True
     assert torch.isfinite(run.trainer.callback_metrics["val/dice_mean"])
 
 

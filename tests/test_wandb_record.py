@@ -10,13 +10,13 @@ import wandb
 from scripts.wandb_readback import read_offline_run
 from train import run_cli
 
+from conftest import tiny_run_args
 
-def common(data: Path, save_dir: Path) -> list[str]:
-    return ["--config", "configs/demo.yaml", "--data.init_args.data_dir", str(data),
-            "--data.init_args.val_subjects", "[subject-3]", "--data.init_args.test_subjects", "[subject-4]",
-            "--data.init_args.patch_size", "[16, 16, 16]", "--data.init_args.cache_dir", "null",
-            "--model.network_kwargs", "{base_features: 2}", "--trainer.enable_progress_bar", "false",
-            "--trainer.logger.init_args.save_dir", str(save_dir), "--trainer.logger.init_args.group", "study-x"]
+
+def wandb_args(subcommand: str, data: Path, save_dir: Path, *extra: str) -> list[str]:
+    """The tiny run with the default logger (offline W&B) under ``save_dir``."""
+    return tiny_run_args(subcommand, data, None, *extra, logger=["--trainer.logger.init_args.save_dir", str(save_dir),
+                                                                 "--trainer.logger.init_args.group", "study-x"])
 
 
 @pytest.fixture(scope="module")
@@ -24,12 +24,12 @@ def fit_and_test(tiny_demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     root = tmp_path_factory.mktemp("wandb_record")
     wandb.finish()  # a run another test left open would be reused by the fit
     try:
-        run_cli(["fit", *common(tiny_demo_dir, root / "runs"), "--trainer.max_epochs", "3",
-                 "--trainer.check_val_every_n_epoch", "1", "--trainer.log_every_n_steps", "1",
-                 "--checkpoint.dirpath", str(root / "checkpoints")])
+        run_cli(wandb_args("fit", tiny_demo_dir, root / "runs", "--trainer.max_epochs", "3",
+                           "--trainer.check_val_every_n_epoch", "1", "--trainer.log_every_n_steps", "1",
+                           "--checkpoint.dirpath", str(root / "checkpoints")))
         wandb.finish()
-        run_cli(["test", *common(tiny_demo_dir, root / "runs"), "--ckpt_path", str(root / "checkpoints" / "best.ckpt"),
-                 "--test_report.output_dir", str(root / "test"), "--test_report.save_png", "false"])
+        run_cli(wandb_args("test", tiny_demo_dir, root / "runs", "--ckpt_path", str(root / "checkpoints" / "best.ckpt"),
+                           "--test_report.output_dir", str(root / "test"), "--test_report.save_png", "false"))
     finally:
         wandb.finish()
     fit, test = sorted((root / "runs" / "wandb").glob("offline-run-*"))
@@ -72,8 +72,9 @@ def test_an_evaluation_can_have_a_run_of_its_own_linked_to_the_trained_one(
     fit, _, root = fit_and_test
     wandb.finish()
     try:
-        run_cli(["validate", *common(tiny_demo_dir, tmp_path / "runs"), "--ckpt_path",
-                 str(root / "checkpoints" / "best.ckpt"), "--trainer.logger.init_args.evaluate_in_fit_run", "false"])
+        run_cli(wandb_args("validate", tiny_demo_dir, tmp_path / "runs", "--ckpt_path",
+                           str(root / "checkpoints" / "best.ckpt"), "--trainer.logger.init_args.evaluate_in_fit_run",
+                           "false"))
     finally:
         wandb.finish()
     (folder,) = (tmp_path / "runs" / "wandb").glob("offline-run-*")
