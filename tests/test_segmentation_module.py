@@ -160,7 +160,8 @@ def test_unpadded_network_trains_on_the_target_centre_and_predicts_every_voxel()
 
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_every_network_overfits_one_batch_through_the_module(name: str) -> None:
-    """Some tens of steps on one fixed batch must lower the training loss substantially."""
+    """Some tens of steps on one fixed batch must lower the training loss substantially (to half
+    its first value; the steps stop once it has)."""
     torch.manual_seed(0)
     kwargs, size = SMALL[name]
     optimizer = OPTIMIZER.get(name, partial(torch.optim.Adam, lr=1e-2))
@@ -177,6 +178,8 @@ def test_every_network_overfits_one_batch_through_the_module(name: str) -> None:
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
+        if losses[-1] < 0.5 * losses[0]:
+            break
     assert losses[-1] < 0.5 * losses[0], losses
 
 
