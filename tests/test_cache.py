@@ -79,3 +79,25 @@ def test_fill_preprocesses_in_parallel_processes_and_reports_errors(tmp_path: Pa
                    broken / f"subject-{n}-label.hdr") for n in (4, 5)]
     with pytest.raises(DataError, match=r"subject-5-T2\.hdr: cannot read the image"):
         cache.fill(bad, LABELS, settings, workers=2)
+
+
+def test_cache_entries_get_the_umask_mode_and_a_full_disk_is_one_line(subject: Subject, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """An entry folder is an output like any other (not mkdtemp's private 0700); a cache that
+    cannot be written is an error naming the entry and the option, leaving no partial entry."""
+    cache = VolumeCache(tmp_path / "cache")
+    cache.load(subject, LABELS, PreprocessingSettings())
+    (entry,) = (tmp_path / "cache").iterdir()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert entry.stat().st_mode & 0o777 == 0o777 & ~umask
+    full = VolumeCache(tmp_path / "full")
+
+    def disk_full(path: object, array: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "save", disk_full)
+    with pytest.raises(DataError, match=r"full/subject-1-\w+: cannot write the cache entry \(No space left on "
+                                        r"device\); free space or choose another --data\.init_args\.cache_dir"):
+        full.load(subject, LABELS, PreprocessingSettings())
+    assert list((tmp_path / "full").iterdir()) == []

@@ -143,3 +143,23 @@ def test_modality_profiles_flag_swapped_and_repeated_channels_only() -> None:
     np.testing.assert_array_equal(restored.distances(swapped), profiles.distances(swapped))
     assert ModalityProfiles.from_dict(None) is None
     assert ModalityProfiles.from_dict({**profiles.to_dict(), "quantiles": [0.5]}) is None
+
+
+def test_the_package_trains_without_simpleitk_and_n4_says_it_needs_it() -> None:
+    """SimpleITK is optional: without it the DataModules and train.py import, and asking for N4
+    is one line naming the package, at the DataModule's construction."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys; sys.modules['SimpleITK'] = None\n"
+            "import train, datamodules\n"
+            "from core.io import DataError\n"
+            "try:\n"
+            "    datamodules.ISeg2017DataModule('x', n4_bias_correction=True)\n"
+            "except DataError as error:\n"
+            "    print(error)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == ("N4 bias-field correction (data.init_args.n4_bias_correction: true) needs SimpleITK, which "
+                           "is not installed here: pip install SimpleITK==2.5.7")

@@ -420,3 +420,84 @@ def test_bf16_prediction_runs_the_network_in_bfloat16_and_keeps_float32_outputs(
     for flags in (["--cpu-fast"], ["--cpu-fast", "--precision", "32"], []):
         main(["--checkpoint", str(checkpoint), "--input", *files, "--output", str(tmp_path / "x"), *flags])
     assert chosen == ["bf16" if fast_bf16("cpu") else "32", "32", "32"]  # an explicit --precision wins
+
+
+def test_an_unwritable_output_is_one_line_before_any_work(checkpoint: Path, tiny_demo_dir: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """predict.py's output problems, each one line (exit 2) naming the path and the cause, before
+    any inference: a file in the folder's place, a folder that cannot be written, too little free
+    space; a disk that fills during the run leaves no partial file."""
+    import shutil
+
+    import core.segmenter
+
+    files = [str(tiny_demo_dir / f"subject-4-{m}.hdr") for m in ("T1", "T2")]
+    inferred = []
+    real_probabilities = core.segmenter.Segmenter.probabilities
+    monkeypatch.setattr(core.segmenter.Segmenter, "probabilities",
+                        lambda self, *a, **k: inferred.append(1) or real_probabilities(self, *a, **k))
+
+    def refused(output: Path) -> str:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--checkpoint", str(checkpoint), "--input", *files, "--output", str(output)])
+        error = capsys.readouterr().err
+        assert exit_info.value.code == 2 and error.count("\n") == 1 and not inferred, error
+        return error
+
+    a_file = tmp_path / "out.txt"
+    a_file.write_text("not a folder")
+    assert f"predict.py: error: {a_file}: is a file, not a folder" in refused(a_file)
+    assert f"{a_file}: is a file, not a folder" in refused(a_file / "inside")
+    real_access = os.access
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != read_only and real_access(p, mode))
+    assert f"{read_only}: not writable (permission denied or a read-only file system)" in refused(read_only / "out")
+    monkeypatch.setattr(os, "access", real_access)
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=1000))
+    assert re.search(r"out: 0\.0 MiB free, the predictions need about [\d.]+ MiB", refused(tmp_path / "out"))
+    monkeypatch.undo()
+
+    def disk_full(image: object, path: str) -> None:
+        Path(path).write_bytes(b"half an image")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(nib, "save", disk_full)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--checkpoint", str(checkpoint), "--input", *files, "--output", str(tmp_path / "full")])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and error.count("\n") == 1
+    assert "subject-4_seg.nii.gz: cannot write (No space left on device" in error
+    assert list((tmp_path / "full").iterdir()) == []  # nothing half-written
+
+
+def test_train_py_predict_refuses_before_any_work_what_predict_py_refuses(
+        checkpoint: Path, tiny_demo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``train.py predict`` checks its output folder as ``predict.py`` does, before any volume is
+    read or segmented: a file it did not write, an earlier prediction without ``overwrite``, a
+    file in the folder's place."""
+    from datamodules import cache
+    from lightning_modules import SegmentationModule
+
+    work = []
+    monkeypatch.setattr(SegmentationModule, "predict_step", lambda *a, **k: work.append("inference"))
+    real_load = cache.load_subject  # what the DataModule reads a subject with (no cache here)
+    monkeypatch.setattr(cache, "load_subject", lambda *a, **k: work.append("read") or real_load(*a, **k))
+    out = tmp_path / "out"
+    out.mkdir()
+    truth = nib.load(str(tiny_demo_dir / "subject-4-label.hdr"))
+    nib.save(nib.Nifti1Image(np.asarray(truth.dataobj), truth.affine), str(out / "subject-4_seg.nii.gz"))
+    with pytest.raises(DataError, match=r"subject-4_seg\.nii\.gz: exists and was not written by a prediction"):
+        run_with(checkpoint, tiny_demo_dir, "predict", ["--prediction_writer.output_dir", str(out)])
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    with pytest.raises(DataError, match=r"a_file: is a file, not a folder"):
+        run_with(checkpoint, tiny_demo_dir, "predict", ["--prediction_writer.output_dir", str(a_file)])
+    assert work == []  # refused before any volume was read or segmented
+    # An earlier prediction of ours: refused without overwrite, as predict.py refuses it.
+    monkeypatch.undo()
+    predict(checkpoint, [tiny_demo_dir / "subject-4-T1.hdr", tiny_demo_dir / "subject-4-T2.hdr"], tmp_path / "ours")
+    with pytest.raises(DataError, match=r"subject-4_seg\.nii\.gz: exists \(an earlier prediction\)"):
+        run_with(checkpoint, tiny_demo_dir, "predict", ["--prediction_writer.output_dir", str(tmp_path / "ours")])

@@ -335,3 +335,47 @@ def test_the_gpu_preset_composes_and_trains_where_there_is_no_gpu(tiny_demo_dir:
     assert run.trainer.precision == "bf16-mixed" and torch.backends.cudnn.benchmark is True
     assert run.datamodule.num_workers == 8 and run.trainer.global_step == 2
     assert torch.isfinite(run.trainer.callback_metrics["val/dice_mean"])
+
+
+def test_a_patch_the_network_cannot_take_is_refused_before_training(tiny_demo_dir: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A U-Net needs sides divisible by 8: a 44^3 patch (or inference window) is one line naming the
+    option, exit 2, before any step."""
+    with pytest.raises(SystemExit) as exit_code:
+        run_cli(tiny_run_args("fit", tiny_demo_dir, tmp_path, "--data.init_args.patch_size", "[44, 44, 44]"),
+                save_config=False)
+    assert exit_code.value.code == 2
+    error = capsys.readouterr().err
+    assert ("data.init_args.patch_size [44, 44, 44]: UNet3D needs every spatial size divisible by 8, got "
+            "(44, 44, 44)") in error
+    assert not (tmp_path / "checkpoints").exists()
+    with pytest.raises(SystemExit) as exit_code:
+        run_cli(tiny_run_args("fit", tiny_demo_dir, tmp_path, "--model.inference_roi_size", "[20, 24, 24]"),
+                save_config=False)
+    assert exit_code.value.code == 2
+    assert "model.inference_roi_size [20, 24, 24]: UNet3D needs every spatial size divisible by 8" in \
+        capsys.readouterr().err
+
+
+def test_presets_by_name_and_a_missing_data_config_said_plainly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
+    """``--config demo`` is configs/demo.yaml from any folder; a model, recipe or experiment preset
+    without a data config is one line naming what is missing, before LightningCLI parses."""
+    from core.io import DataError
+    from lightning_modules.presets import CONFIG_DIR, check_command_line, resolve_config
+
+    monkeypatch.chdir(tmp_path)
+    assert resolve_config("demo") == str(CONFIG_DIR / "demo.yaml")
+    assert resolve_config("datasets/brats") == resolve_config("configs/datasets/brats.yaml") \
+        == str(CONFIG_DIR / "datasets" / "brats.yaml")
+    (tmp_path / "mine.yaml").write_text("data:\n  class_path: datamodules.NiftiDataModule\n")
+    assert resolve_config("mine.yaml") == "mine.yaml"  # an existing file is used as given
+    assert check_command_line(["fit", "--config", "mine.yaml", "--config=models/vnet"]) == \
+        ["fit", "--config", "mine.yaml", f"--config={CONFIG_DIR / 'models' / 'vnet.yaml'}"]
+    with pytest.raises(DataError, match=r"no dataset: no data module \(data\.class_path\) in .*recipes/nnunet\.yaml; "
+                                        r"give a data config first, e\.g\. --config datasets/iseg2017"):
+        check_command_line(["fit", "--config", "recipes/nnunet"])
+    with pytest.raises(DataError, match=r"no dataset: no data module \(data\.class_path\) in the command line"):
+        run_cli(["fit", "--model.network", "vnet"], save_config=False)
+    cli = run_cli(["--config", "demo", "--trainer.logger", "false"], run=False, save_config=False)
+    assert type(cli.datamodule).__name__ == "ISeg2017DataModule"
