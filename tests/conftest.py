@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,15 +14,6 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-# Under pytest-xdist (make test: one worker per core), each worker and the processes it starts
-# take their share of the cores: a worker's torch otherwise starts a thread per core, and the
-# workers' threads then wait on each other.
-if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
-    _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
-    os.environ.setdefault("OMP_NUM_THREADS", str(_threads))
-    import torch
-
-    torch.set_num_threads(_threads)
 
 ISEG_VALUES = (0, 10, 150, 250)
 SCRATCH = {".pytest_cache", "__pycache__", ".ruff_cache"}

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from train import run_cli
+
 from conftest import tiny_run_args
 
 pytestmark = pytest.mark.slow  # processes of their own (DDP, simulated SLURM jobs)
@@ -27,19 +29,33 @@ def checkpoint(trained_checkpoint: Path) -> Path:
     return trained_checkpoint
 
 
+def run_train(args: list[str], processes: int) -> None:
+    """``train.py`` with ``args``: on 2 processes in a subprocess (Lightning starts the second), on
+    one in this process (no interpreter to start), one thread per process either way, so both
+    compute the same floats."""
+    if processes == 1:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            run_cli(args, save_config=False)
+        finally:
+            torch.set_num_threads(threads)
+        return
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "WANDB_MODE": "offline",
+           "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, env=env, check=True, capture_output=True,
+                   timeout=600)
+
+
 def validate(checkpoint: Path, data: Path, out: Path, devices: int) -> dict[str, float]:
     out.parent.mkdir(parents=True, exist_ok=True)
     recorder = out.parent / "recorder.yaml"
     recorder.write_text(f"trainer:\n  callbacks:\n    - class_path: ddp_recorder.Recorder\n"
                         f"      init_args:\n        out: {out}\n")
     strategy = ["--trainer.strategy", "ddp", "--trainer.devices", str(devices)] if devices > 1 else []
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "WANDB_MODE": "offline",
-           "OMP_NUM_THREADS": "1"}
-    args = tiny_run_args("validate", data, None, "--config", str(recorder), "--ckpt_path", str(checkpoint),
-                         "--trainer.accelerator", "cpu", *strategy, "--trainer.default_root_dir", str(out.parent),
-                         val=json.dumps(VALIDATION), test="[]")
-    subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, env=env, check=True, capture_output=True,
-                   timeout=600)
+    run_train(tiny_run_args("validate", data, None, "--config", str(recorder), "--ckpt_path", str(checkpoint),
+                            "--trainer.accelerator", "cpu", *strategy, "--trainer.default_root_dir", str(out.parent),
+                            val=json.dumps(VALIDATION), test="[]"), devices)
     return json.loads(out.read_text())
 
 
@@ -56,8 +72,6 @@ def test_ddp_counts_every_validation_subject_once(checkpoint: Path, tiny_demo_di
 def test_ddp_test_report_holds_every_subject_once(checkpoint: Path, tiny_demo_dir: Path, tmp_path: Path) -> None:
     """``train.py test`` on 2 processes: metrics.csv and dice.csv gather both processes' subjects;
     the logged test loss and Dice equal one process's."""
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "WANDB_MODE": "offline",
-           "OMP_NUM_THREADS": "1"}
     tables, logged = {}, {}
     for devices in (1, 2):
         out = tmp_path / f"test{devices}"
@@ -66,11 +80,9 @@ def test_ddp_test_report_holds_every_subject_once(checkpoint: Path, tiny_demo_di
         recorder.write_text("trainer:\n  callbacks:\n    - class_path: ddp_recorder.Recorder\n"
                             f"      init_args:\n        out: {out / 'logged.json'}\n")
         strategy = ["--trainer.strategy", "ddp", "--trainer.devices", "2"] if devices > 1 else []
-        args = tiny_run_args("test", tiny_demo_dir, None, "--config", str(recorder), "--ckpt_path", str(checkpoint),
-                             "--trainer.accelerator", "cpu", *strategy, "--test_report.output_dir", str(out),
-                             "--trainer.default_root_dir", str(out), val="[]", test=json.dumps(VALIDATION))
-        subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, env=env, check=True, capture_output=True,
-                       timeout=600)
+        run_train(tiny_run_args("test", tiny_demo_dir, None, "--config", str(recorder), "--ckpt_path", str(checkpoint),
+                                "--trainer.accelerator", "cpu", *strategy, "--test_report.output_dir", str(out),
+                                "--trainer.default_root_dir", str(out), val="[]", test=json.dumps(VALIDATION)), devices)
         with open(out / "metrics.csv") as handle:
             tables[devices] = sorted(tuple(row.values()) for row in csv.DictReader(handle))
         logged[devices] = json.loads((out / "logged.json").read_text())
