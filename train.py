@@ -199,7 +199,7 @@ class SegmentationCLI(LightningCLI):
                 network.train(training and option == "data.init_args.patch_size")
                 problem = input_size_problem(network, int(hp.in_channels), size)
                 if problem:
-                    self.parser.error(f"{option} {list(size)}: {problem}")
+                    raise DataError(f"{option} {list(size)}: {problem}")
         finally:
             network.train(was_training)
 

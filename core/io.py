@@ -154,26 +154,32 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except (OSError, RuntimeError) as error:  # torch.save reports a full disk as a RuntimeError
         if isinstance(error, OutputError):
             raise
-        raise OutputError(f"{path}: cannot write ({_reason(error)}{_free_space(path)})",
+        free = _free_bytes(path)
+        raise OutputError(f"{path}: cannot write ({_reason(error, free)}"
+                          f"{'' if free is None else f'; {free / 2**20:.1f} MiB free there'})",
                           getattr(error, "errno", None)) from error
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
 
 
-def _reason(error: BaseException) -> str:
-    return error.strerror if isinstance(error, OSError) and error.strerror else f"{type(error).__name__}: {error}"
+def _reason(error: BaseException, free: int | None) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    if free is not None and free < 2**20:  # torch.save reports a full disk as a zip-writer RuntimeError
+        return "No space left on device"
+    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
 
 
-def _free_space(path: Path) -> str:
-    """``; N MiB free there`` for the nearest existing folder above ``path``, if it can be asked."""
+def _free_bytes(path: Path) -> int | None:
+    """Free bytes on the nearest existing folder above ``path``, if it can be asked."""
     folder = path.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     try:
-        return f"; {shutil.disk_usage(folder).free / 2**20:.1f} MiB free there"
+        return shutil.disk_usage(folder).free
     except OSError:
-        return ""
+        return None
 
 
 def save_nifti_atomically(image: nib.Nifti1Image, path: str | Path) -> Path:

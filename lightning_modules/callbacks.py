@@ -309,8 +309,9 @@ class SegmentationWriter(BasePredictionWriter):
         if stage != "predict":
             return
         directory = Path(self.output_dir) if self.output_dir else _default_output_dir(trainer, "predictions")
-        self.folder = PredictionFolder.for_subjects(directory, trainer.datamodule.predict_subjects,
-                                                    pl_module.labels.num_outputs, self.probabilities, self.overwrite)
+        subjects = getattr(trainer.datamodule, "predict_subjects", [])  # ours know theirs; other loaders: none
+        self.folder = PredictionFolder.for_subjects(directory, subjects, pl_module.labels.num_outputs,
+                                                    self.probabilities, self.overwrite)
 
     def write_on_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prediction: Any,
                            batch_indices: Sequence[int] | None, batch: Any, batch_idx: int,

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from core.io import DataError
 from lightning_modules import SegmentationModule
 from train import SegmentationCLI, run_cli
 
@@ -338,30 +339,33 @@ def test_the_gpu_preset_composes_and_trains_where_there_is_no_gpu(tiny_demo_dir:
 
 
 def test_a_patch_the_network_cannot_take_is_refused_before_training(tiny_demo_dir: Path, tmp_path: Path,
-                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+                                                                   capsys: pytest.CaptureFixture[str],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """A U-Net needs sides divisible by 8: a 44^3 patch (or inference window) is one line naming the
     option, exit 2, before any step."""
+    import sys
+
+    import train
+
+    monkeypatch.setattr(sys, "argv", ["train.py", *tiny_run_args("fit", tiny_demo_dir, tmp_path,
+                                                                   "--data.init_args.patch_size", "[44, 44, 44]")])
     with pytest.raises(SystemExit) as exit_code:
-        run_cli(tiny_run_args("fit", tiny_demo_dir, tmp_path, "--data.init_args.patch_size", "[44, 44, 44]"),
-                save_config=False)
+        train.main()
     assert exit_code.value.code == 2
     error = capsys.readouterr().err
-    assert ("data.init_args.patch_size [44, 44, 44]: UNet3D needs every spatial size divisible by 8, got "
-            "(44, 44, 44)") in error
+    assert error.endswith("train.py: error: data.init_args.patch_size [44, 44, 44]: UNet3D needs every spatial size "
+                          "divisible by 8, got (44, 44, 44); pad the input or choose another patch size\n"), error
     assert not (tmp_path / "checkpoints").exists()
-    with pytest.raises(SystemExit) as exit_code:
+    with pytest.raises(DataError, match=r"model\.inference_roi_size \[20, 24, 24\]: UNet3D needs every spatial size "
+                                        r"divisible by 8"):
         run_cli(tiny_run_args("fit", tiny_demo_dir, tmp_path, "--model.inference_roi_size", "[20, 24, 24]"),
                 save_config=False)
-    assert exit_code.value.code == 2
-    assert "model.inference_roi_size [20, 24, 24]: UNet3D needs every spatial size divisible by 8" in \
-        capsys.readouterr().err
 
 
 def test_presets_by_name_and_a_missing_data_config_said_plainly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                                                 ) -> None:
     """``--config demo`` is configs/demo.yaml from any folder; a model, recipe or experiment preset
     without a data config is one line naming what is missing, before LightningCLI parses."""
-    from core.io import DataError
     from lightning_modules.presets import CONFIG_DIR, check_command_line, resolve_config
 
     monkeypatch.chdir(tmp_path)
