@@ -1,0 +1,236 @@
+"""Writing predictions: a subject's segmentation (and probabilities) on the scan's own grid,
+marked in its header as ours, into a folder that replaces nothing it must not, with the
+structures' volumes in ``volumes.csv`` (nnU-Net's ``export_prediction`` counterpart).
+
+``predict.py``, ``train.py predict`` and :meth:`~core.segmenter.ScanSegmenter.segment_to_folder`
+write through :class:`PredictionFolder`, checked before any work.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import os
+import shutil
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from core.geometry import resample_onto
+from core.io import DataError, OutputError, save_nifti_atomically, write_text_atomically
+from core.labels import LabelSpace
+from core.volumes import Subject
+
+
+def to_scan_space(array: np.ndarray, affine: np.ndarray, original_affine: np.ndarray | None = None,
+                  original_shape: Sequence[int] | None = None, order: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``array`` (spatial axes last) on the grid it was predicted on -> the scan's own grid
+    and affine (exact for a reorientation; nearest neighbour or linear otherwise)."""
+    affine = np.asarray(affine, dtype=np.float64)
+    if original_affine is None:
+        return array, affine
+    original_affine = np.asarray(original_affine, dtype=np.float64)
+    shape = tuple(int(s) for s in original_shape)
+    return resample_onto(array, affine, shape, original_affine, order=order), original_affine
+
+
+PREDICTION_MARK = b"brain-mri-segmentation prediction"  # NIfTI descrip of every image we write
+
+
+def _marked(image: nib.Nifti1Image) -> nib.Nifti1Image:
+    image.header["descrip"] = PREDICTION_MARK
+    return image
+
+
+def is_our_prediction(path: Path) -> bool:
+    """Whether ``path`` is a NIfTI image written by this codebase's prediction (header mark)."""
+    try:
+        return bytes(nib.load(str(path)).header["descrip"]).rstrip(b"\x00").startswith(PREDICTION_MARK)
+    except Exception:  # not a NIfTI file, unreadable: certainly not ours
+        return False
+
+
+@dataclass
+class Segmentation:
+    """One subject's result on the scan's own grid: ``classes`` (class indices), its
+    ``affine``, optional ``probabilities`` (C, D, H, W: one map per class or region)."""
+
+    subject_id: str
+    classes: np.ndarray
+    affine: np.ndarray
+    labels: LabelSpace
+    probabilities: np.ndarray | None = None
+
+    @classmethod
+    def from_network_grid(cls, subject_id: str, classes: np.ndarray, labels: LabelSpace, affine: np.ndarray,
+                          original_affine: np.ndarray | None = None, original_shape: Sequence[int] | None = None,
+                          probabilities: np.ndarray | None = None) -> Segmentation:
+        """Map a class map (and probabilities, linearly) from the network's grid back onto the scan's."""
+        grid = {"affine": affine, "original_affine": original_affine, "original_shape": original_shape}
+        scan_classes, scan_affine = to_scan_space(np.asarray(classes), **grid)
+        maps = None if probabilities is None else to_scan_space(np.asarray(probabilities), **grid, order=1)[0]
+        return cls(subject_id, scan_classes, scan_affine, labels, maps)
+
+    def image(self) -> nib.Nifti1Image:
+        """The segmentation in the dataset's own label values (e.g. 10/150/250 for iSeg),
+        marked as a prediction of this codebase in its header (``descrip``)."""
+        return _marked(nib.Nifti1Image(self.labels.decode(self.classes), self.affine))
+
+    def probability_image(self) -> nib.Nifti1Image:
+        """The probability maps as one 4D float32 image (classes or regions on the 4th axis)."""
+        if self.probabilities is None:
+            raise ValueError(f"{self.subject_id}: probabilities were not kept (pass probabilities=True)")
+        return _marked(nib.Nifti1Image(np.moveaxis(self.probabilities, 0, -1).astype(np.float32), self.affine))
+
+    def volumes_ml(self) -> dict[str, float]:
+        """Millilitres per scored structure (class or region)."""
+        return self.labels.volumes_ml(self.classes, self.affine)
+
+
+class PredictionFolder:
+    """Writes ``<subject>_seg.nii.gz`` (and ``<subject>_probabilities.nii.gz``) per subject,
+    each atomically, then merges the subjects' rows into ``volumes.csv`` (millilitres per
+    structure) on :meth:`close`.
+
+    Nothing is replaced that this folder did not write in this run: an existing file is an
+    error, unless ``overwrite`` is set and the file is an earlier prediction of this codebase
+    (marked in its header); an input file (``protect``) or any other file never is. The folder
+    is created at the first write, so a run that fails before it leaves no empty folder.
+    ``volumes.csv`` is updated under a lock: concurrent and repeated runs into one folder keep
+    every subject's row (a subject segmented again gets its new row).
+
+    Build it with :meth:`for_subjects`, which checks everything that can be known before any
+    work (:meth:`check`); a write that fails all the same (a disk filled meanwhile) is an
+    :class:`~core.io.OutputError` naming the file, and leaves no partial file.
+    """
+
+    def __init__(self, directory: str | Path, probabilities: bool = False, overwrite: bool = False,
+                 protect: Sequence[str | Path] = ()) -> None:
+        self.directory = Path(directory)
+        self.probabilities = probabilities
+        self.overwrite = overwrite
+        self.protected = {Path(p).resolve() for p in protect}
+        self.created: set[Path] = set()
+        self.volumes: list[dict[str, Any]] = []
+
+    @classmethod
+    def for_subjects(cls, directory: str | Path, subjects: Sequence[Subject], maps: int, probabilities: bool = False,
+                     overwrite: bool = False) -> PredictionFolder:
+        """The folder for segmenting ``subjects`` (their files protected), checked before any
+        work; ``maps``: probability maps per subject (classes or regions)."""
+        folder = cls(directory, probabilities, overwrite, protect=[f for s in subjects for f in s.files()])
+        folder.check([s.subject_id for s in subjects], expected_bytes(subjects, maps if probabilities else 0))
+        return folder
+
+    def outputs(self, subject_id: str) -> list[Path]:
+        """The files :meth:`write` makes for ``subject_id``."""
+        names = [f"{subject_id}_seg.nii.gz", *([f"{subject_id}_probabilities.nii.gz"] if self.probabilities else [])]
+        return [self.directory / name for name in names]
+
+    def check(self, subject_ids: Sequence[str], expected_bytes: int = 0) -> None:
+        """Refuse, before any work, outputs that would replace a file they must not (see the
+        class) or each other (two subjects of one id), and a folder that cannot take them: a
+        file in its place, no write permission, less free space than ``expected_bytes``."""
+        repeated = sorted(s for s, n in Counter(subject_ids).items() if n > 1)
+        if repeated:
+            raise DataError(f"{self.directory}: subject ids {repeated} occur twice; their outputs would collide")
+        for subject_id in subject_ids:
+            for path in self.outputs(subject_id):
+                self._check_replaceable(path)
+        self._check_room(expected_bytes)
+
+    def _check_room(self, expected_bytes: int) -> None:
+        existing = self.directory  # made at the first write: until then its nearest existing parent counts
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise OutputError(f"{existing}: is a file, not a folder; choose another output folder")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise OutputError(f"{existing}: not writable (permission denied or a read-only file system); choose "
+                              "another output folder")
+        free = shutil.disk_usage(existing).free
+        if free < expected_bytes:
+            raise OutputError(f"{self.directory}: {free / 2**20:.1f} MiB free, the predictions need about "
+                              f"{expected_bytes / 2**20:.1f} MiB; free space or choose another output folder")
+
+    def _check_replaceable(self, path: Path) -> None:
+        if path.resolve() in self.protected:
+            raise DataError(f"{path}: is an input file; refusing to write a prediction over it (choose another output "
+                            "folder)")
+        if not path.exists() or path in self.created:
+            return
+        if not is_our_prediction(path):
+            raise DataError(f"{path}: exists and was not written by a prediction of this codebase; refusing to "
+                            "replace it (choose another output folder)")
+        if not self.overwrite:
+            raise DataError(f"{path}: exists (an earlier prediction); pass --overwrite to replace it")
+
+    def write(self, segmentation: Segmentation) -> Path:
+        subject = segmentation.subject_id
+        paths = self.outputs(subject)
+        for path in paths:
+            self._check_replaceable(path)
+        save_nifti_atomically(segmentation.image(), paths[0])
+        if self.probabilities:
+            save_nifti_atomically(segmentation.probability_image(), paths[1])
+        self.created.update(paths)
+        self.volumes.append({"subject": subject, **segmentation.volumes_ml()})
+        return paths[0]
+
+    def close(self) -> Path | None:
+        """Merge this run's rows into ``volumes.csv``; None when nothing was segmented."""
+        if not self.volumes:
+            return None
+        path = self.directory / "volumes.csv"
+        with locked(self.directory):
+            rows: dict[str, dict[str, Any]] = {}
+            if path.exists():
+                with open(path, newline="", encoding="utf-8") as handle:
+                    rows = {row["subject"]: row for row in csv.DictReader(handle)}
+            rows.update({str(row["subject"]): row for row in self.volumes})
+            columns = list(dict.fromkeys(k for row in rows.values() for k in row))
+            buffer = io.StringIO()
+            writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", restval="")
+            writer.writeheader()
+            writer.writerows(rows.values())
+            return write_text_atomically(path, buffer.getvalue())
+
+
+# What gzip leaves of an output, per voxel: label maps shrink tens of times, float32
+# probabilities about twofold. Estimates for the free-space check, on the generous side.
+LABEL_BYTES_PER_VOXEL = 0.1
+PROBABILITY_BYTES_PER_VOXEL = 2.0
+
+
+def expected_bytes(subjects: Sequence[Subject], maps: int = 0) -> int:
+    """About how many bytes the predictions of ``subjects`` take on disk (each on its first
+    image's grid; ``maps`` probability maps each, if written), from the image headers alone."""
+    voxels = 0
+    for subject in subjects:
+        try:
+            voxels += int(np.prod(nib.load(str(subject.images[0])).shape[:3]))
+        except Exception:  # unreadable here: the reader names the file when the subject's turn comes
+            continue
+    return int(voxels * (LABEL_BYTES_PER_VOXEL + maps * PROBABILITY_BYTES_PER_VOXEL))
+
+
+@contextmanager
+def locked(directory: Path) -> Iterator[None]:
+    """An exclusive lock on ``directory`` itself for the block (one process at a time; no lock
+    file left behind, and it holds across the atomic renames of the files inside)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # releases the lock
+
+

@@ -1,0 +1,128 @@
+"""Pictures of segmentations: slices in three planes, ground truth and prediction over the image."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+from core.io import atomic_path  # noqa: E402
+
+_COLOURS = ["#00000000", "#1f77b4", "#2ca02c", "#ffdd00", "#d62728", "#9467bd", "#ff7f0e", "#17becf", "#e377c2"]
+
+
+PLANES = {"axial": 2, "coronal": 1, "sagittal": 0}  # the voxel axis each plane cuts, for RAS+ volumes
+
+
+def _save(fig: plt.Figure, path: Path, title: str, dpi: int) -> Path:
+    fig.suptitle(title)
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:  # never a half-drawn picture under the final name
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)
+    return path
+
+
+def most_labelled_slice(label: np.ndarray, axis: int = 2) -> int:
+    """Index along ``axis`` of the slice with the most foreground voxels."""
+    other = tuple(a for a in range(3) if a != axis)
+    return int(np.argmax((label > 0).sum(axis=other)))
+
+
+def save_comparison_png(
+    image: np.ndarray,
+    truth: np.ndarray,
+    prediction: np.ndarray,
+    class_names: Sequence[str],
+    path: Path,
+    title: str = "",
+) -> Path:
+    """Write a PNG: axial, coronal and sagittal slices (rows) through the structures, ground
+    truth and prediction (columns) overlaid on the image (the first modality).
+
+    ``image``, ``truth`` and ``prediction`` are 3D arrays on the same RAS+ grid (what the
+    DataModules produce); each plane's slice is the one with the most ground-truth foreground.
+    Ignored voxels (negative labels) show no colour.
+    """
+    cmap = ListedColormap(_COLOURS[: max(2, len(class_names))])
+    # Grey levels from the brain's 1st-99th percentiles; the zero background shows black.
+    brain = image[image != 0]
+    low, high = np.percentile(brain, [1, 99]) if brain.size else (0.0, 1.0)
+    fig, axes = plt.subplots(len(PLANES), 2, figsize=(8, 12))
+    for row, (plane, axis) in enumerate(PLANES.items()):
+        index = most_labelled_slice(truth, axis)
+
+        def view(volume: np.ndarray, axis: int = axis, index: int = index) -> np.ndarray:
+            return np.rot90(np.take(volume, index, axis=axis))  # superior / anterior up
+
+        base = view(image)
+        base = np.where(base == 0, low, base)
+        for ax, overlay, name in zip(axes[row], (truth, prediction), ("ground truth", "prediction"), strict=True):
+            ax.imshow(base, cmap="gray", vmin=low, vmax=high)
+            ax.imshow(np.clip(view(overlay), 0, None), cmap=cmap, vmin=0, vmax=cmap.N - 1, alpha=0.5,
+                      interpolation="nearest")
+            ax.set_title(f"{name}, {plane} {index}")
+            ax.axis("off")
+    handles = [Patch(color=_COLOURS[i], label=n) for i, n in enumerate(class_names) if i > 0]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5), frameon=False)
+    return _save(fig, path, title, dpi=80)
+
+
+def save_learning_curves_png(history: Mapping[str, Sequence[tuple[int, float]]], path: Path, title: str = "") -> Path:
+    """Write a PNG: losses (left) and Dice per region (right) against the epoch.
+
+    ``history`` maps a metric name (``train/loss``, ``val/loss``, ``val/dice_<region>``,
+    ``val/dice_mean``) to its ``(epoch, value)`` points."""
+    fig, (losses, dice) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, points in sorted(history.items()):
+        if not points:
+            continue
+        epochs, values = zip(*points, strict=True)
+        if name.endswith("loss"):
+            losses.plot(epochs, values, marker=".", label=name)
+        elif "/dice_" in name:
+            dice.plot(epochs, values, marker=".", label=name.split("/dice_")[1],
+                      linewidth=2.5 if name.endswith("_mean") else 1.2)
+    losses.set(xlabel="epoch", ylabel="loss", title="loss")
+    dice.set(xlabel="epoch", ylabel="Dice (whole validation volumes)", title="validation Dice", ylim=(0, 1))
+    for ax in (losses, dice):
+        if ax.lines:
+            ax.legend(frameon=False)
+        ax.grid(alpha=0.3)
+    return _save(fig, path, title, dpi=90)
+
+
+def save_score_boxplots(scores: Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]], path: Path,
+                        title: str = "DSC per subject") -> Path:
+    """Box plots of per-subject scores: one row per dataset, one panel per structure, one box
+    per group (``scores[dataset][structure][group]``), the subjects drawn as points over it."""
+    datasets = list(scores)
+    columns = max((len(structures) for structures in scores.values()), default=1)
+    fig, axes = plt.subplots(len(datasets) or 1, columns, figsize=(3.2 * columns, 3.4 * max(len(datasets), 1)),
+                             squeeze=False)
+    for row, dataset in enumerate(datasets):
+        for column in range(columns):
+            ax = axes[row][column]
+            structures = list(scores[dataset])
+            if column >= len(structures):
+                ax.axis("off")
+                continue
+            groups = scores[dataset][structures[column]]
+            data = [[v for v in values if not np.isnan(v)] for values in groups.values()]
+            ax.boxplot(data, showfliers=False)
+            for i, values in enumerate(data, start=1):
+                ax.scatter(np.full(len(values), i) + np.linspace(-0.12, 0.12, len(values)), values, s=10, alpha=0.7)
+            ax.set_xticks(range(1, len(groups) + 1), list(groups), rotation=30, ha="right", fontsize=8)
+            ax.set_title(f"{dataset}: {structures[column]}", fontsize=9)
+            ax.set_ylim(min([0.0, *[min(v) for v in data if v]]), 1.0)
+    fig.tight_layout()
+    return _save(fig, path, title, dpi=100)

@@ -1,0 +1,207 @@
+"""Reading images and label maps with errors that name the file and the problem; writing every
+output atomically (temporary file in the destination folder, fsync, rename)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+
+class DataError(ValueError):
+    """Raised for bad input data; the message names the file and what is wrong with it."""
+
+
+class OutputError(DataError, OSError):
+    """An output that cannot be written (no permission, a full disk, a file where a folder must
+    be): one line naming the path and the cause, like bad input; an ``OSError`` too (``errno``)."""
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
+class DataWarning(UserWarning):
+    """Input that is probably wrong but cannot be proven so (wrapped intensities, modalities that
+    look swapped); the message names the file. The entry points print it as one line."""
+
+
+def one_line_warnings(program: str) -> None:
+    """Print :class:`DataWarning` as ``<program>: warning: <message>`` (no source line; other
+    warnings as Python formats them)."""
+    default = warnings.formatwarning
+
+    def format_warning(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> str:
+        if issubclass(category, DataWarning):
+            return f"{program}: warning: {message}\n"
+        return default(message, category, *args, **kwargs)
+
+    warnings.formatwarning = format_warning  # type: ignore[assignment]
+
+
+def load_volume(path: Path, channel: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Load a 3D image (NIfTI or Analyze) as ``(float32 array, 4x4 affine)``.
+
+    ``channel`` picks one volume of a 4D file (the Decathlon stores modalities on the 4th
+    axis). Without it, a trailing singleton 4th axis is dropped and anything else that is not
+    3D is an error, as are unreadable or truncated files and NaN or infinite voxels.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        image = nib.load(str(path))
+        check_size(path, image)
+        if channel is not None and len(image.shape) == 4:
+            if not 0 <= channel < image.shape[3]:
+                raise DataError(f"{path}: has {image.shape[3]} volumes on its 4th axis, asked for volume {channel}")
+            data = np.asarray(image.dataobj[..., channel], dtype=np.float32)
+        else:
+            data = np.asarray(image.dataobj, dtype=np.float32)
+    except DataError:
+        raise
+    except Exception as error:  # nibabel and zlib raise many types for corrupt or truncated files
+        raise DataError(f"{path}: cannot read the image ({type(error).__name__}: {error})") from error
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise DataError(f"{path}: expected a 3D volume, got shape {data.shape}")
+    if not np.isfinite(data).all():
+        bad = int((~np.isfinite(data)).sum())
+        raise DataError(f"{path}: {bad} voxels are NaN or infinite")
+    warn_if_wrapped(path, data, image.get_data_dtype(), image.dataobj)
+    return data, np.asarray(image.affine, dtype=np.float64)
+
+
+def warn_if_wrapped(path: Path, data: np.ndarray, dtype: np.dtype, dataobj: object) -> None:
+    """Warn when stored integers reach both ends of their type (e.g. -128 and 127 in an int8 file):
+    the sign of intensities that overflowed on saving, which no scan has on purpose."""
+    dtype = np.dtype(dtype)
+    slope = getattr(dataobj, "slope", 1.0)
+    if dtype.kind != "i" or not np.isfinite(slope) or slope == 0:
+        return
+    info = np.iinfo(dtype)
+    inter = getattr(dataobj, "inter", 0.0)
+    low, high = sorted(((float(data.min()) - inter) / slope, (float(data.max()) - inter) / slope))
+    if low <= info.min + 1 and high >= info.max - 1:
+        warnings.warn(f"{path}: stored {dtype} values reach both {info.min} and {info.max}; intensities that "
+                      f"overflowed {dtype} when the file was written (wrapped around) are likely", DataWarning,
+                      stacklevel=2)
+
+
+GZIP_MAX_RATIO = 1032  # deflate cannot expand data by more than about 1032:1
+
+
+def check_size(path: Path, image: nib.spatialimages.SpatialImage) -> None:
+    """Refuse, before anything is allocated, a header whose shape x data type cannot fit in the
+    file (a corrupt header claiming 4000^3 voxels would otherwise end in a bare MemoryError):
+    exactly for uncompressed files, by deflate's largest expansion ratio for ``.gz`` files."""
+    header = image.header
+    needed = int(np.prod(image.shape, dtype=np.float64)) * np.dtype(header.get_data_dtype()).itemsize
+    data_file = Path(image.file_map["image"].filename or path)
+    if not data_file.is_file():
+        return
+    size = data_file.stat().st_size
+    offset = int(getattr(image.dataobj, "offset", 0))  # where the voxels start in the data file
+    compressed = data_file.suffix.lower() == ".gz"
+    if (compressed and needed > GZIP_MAX_RATIO * size) or (not compressed and needed > size - offset):
+        shape = "x".join(str(n) for n in image.shape)
+        raise DataError(f"{path}: cannot read the image: the header claims {shape} voxels of {header.get_data_dtype()} "
+                        f"({needed / 2**20:.0f} MiB), more than {data_file.name} ({size / 2**20:.1f} MiB) can hold; "
+                        "the header or the file is corrupt")
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once, at import (reading it means setting it for a moment, which threads would see).
+_UMASK = _read_umask()
+
+
+def umask_mode(folder: bool = False) -> int:
+    """The permissions the umask gives a new file (0644 typically) or folder (0755): for
+    outputs made under a temporary name (``mkstemp``/``mkdtemp`` make them private) and renamed."""
+    return (0o777 if folder else 0o666) & ~_UMASK
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path in ``path``'s folder to write to; on success it is flushed to disk and
+    renamed onto ``path`` with the permissions the umask gives a new file (0644 typically);
+    on failure it is removed and the error names ``path``. Never a half-written result."""
+    path = Path(path)
+    suffix = "".join(path.suffixes[-2:])  # keeps ".nii.gz", so nibabel picks the format from the name
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+        os.close(handle)
+        yield Path(tmp)
+        with open(tmp, "rb+") as stream:
+            os.fsync(stream.fileno())
+        os.chmod(tmp, umask_mode())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as error:  # torch.save reports a full disk as a RuntimeError
+        if isinstance(error, OutputError):
+            raise
+        free = _free_bytes(path)
+        raise OutputError(f"{path}: cannot write ({_reason(error, free)}"
+                          f"{'' if free is None else f'; {free / 2**20:.1f} MiB free there'})",
+                          getattr(error, "errno", None)) from error
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _reason(error: BaseException, free: int | None) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    if free is not None and free < 2**20:  # torch.save reports a full disk as a zip-writer RuntimeError
+        return "No space left on device"
+    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+
+
+def _free_bytes(path: Path) -> int | None:
+    """Free bytes on the nearest existing folder above ``path``, if it can be asked."""
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def save_nifti_atomically(image: nib.Nifti1Image, path: str | Path) -> Path:
+    """Write a NIfTI image through :func:`atomic_path`."""
+    with atomic_path(path) as tmp:
+        nib.save(image, str(tmp))
+    return Path(path)
+
+
+def unused_path(path: str | Path) -> Path:
+    """``path``, or ``<stem>-2<suffix>``, ``-3``... if it exists: for records a command adds
+    beside others' (run configs), which must never replace an earlier one."""
+    path = Path(path)
+    candidate, n = path, 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return candidate
+
+
+def write_text_atomically(path: str | Path, text: str) -> Path:
+    """Write a text file (CSV, Markdown, JSON) through :func:`atomic_path`."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)

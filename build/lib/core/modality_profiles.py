@@ -1,0 +1,110 @@
+"""Per-modality intensity signatures: stored at training, checked at prediction.
+
+A checkpoint trained on (T1, T2) given T2 and T1 segments without complaint and scores nothing
+(Dice 0.001 / 0.619 / 0.001 on the demo). Labels are not there to catch it at prediction, and
+the prediction itself follows the swapped input, so the signature must come from the images
+alone: the shape of each modality's brain-voxel histogram after normalisation, as quantiles.
+Z-scoring removes scanner gain and offset but keeps the shape: T1 has a long dark tail (CSF),
+T2 a long bright one. On the demo subjects a scan's distance to its own modality's profile is
+0.2-1.2 training spreads, to the other modality's 2.1-6.0.
+
+A channel is flagged when it is far from its own modality's profile (beyond what the training
+subjects showed) and clearly closer to another's: swapped or repeated modalities get a warning
+that names the files; identical channels always do. Modalities whose histograms look alike
+(BraTS' T1 and T1ce) cannot be told apart this way and are not flagged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
+MIN_SPREAD = 0.1  # z units: a floor under the training subjects' spread of each quantile
+CLOSER_BY = 1.5  # flag a channel another modality's profile explains this many times better
+MIN_DISTANCE = 1.5  # ... and only when it is at least this far (in spreads) from its own
+PLANE_STRIDE = 4  # every 4th plane: the histogram's shape without reading the whole volume
+
+
+def intensity_profile(channel: np.ndarray) -> np.ndarray:
+    """Quantiles (:data:`QUANTILES`) of a normalised channel's brain voxels (non-zero; the
+    background of a z-scored skull-stripped scan stays exactly 0)."""
+    sample = np.asarray(channel[::PLANE_STRIDE])
+    values = sample[sample != 0]
+    if values.size == 0:
+        values = np.asarray(channel)[np.asarray(channel) != 0]
+    if values.size == 0:
+        return np.zeros(len(QUANTILES))
+    return np.quantile(values.astype(np.float64), QUANTILES)
+
+
+@dataclass(frozen=True)
+class ModalityProfiles:
+    """The training subjects' profile of each modality: mean and spread of each quantile, and
+    the largest distance of a training subject to its own modality (its ``tolerance``)."""
+
+    modalities: tuple[str, ...]
+    mean: np.ndarray  # (modalities, quantiles)
+    spread: np.ndarray  # (modalities, quantiles)
+    tolerance: np.ndarray  # (modalities,)
+
+    @classmethod
+    def from_images(cls, images: Iterable[np.ndarray], modalities: Sequence[str]) -> ModalityProfiles:
+        """From normalised training images (channels in ``modalities`` order, each (M, ...))."""
+        profiles = np.stack([[intensity_profile(channel) for channel in image] for image in images])
+        if profiles.shape[1] != len(modalities):
+            raise ValueError(f"{profiles.shape[1]} channels for modalities {list(modalities)}")
+        mean = profiles.mean(axis=0)
+        spread = np.maximum(profiles.std(axis=0), MIN_SPREAD)
+        partial = cls(tuple(modalities), mean, spread, np.zeros(len(modalities)))
+        tolerance = np.max([np.diag(partial.distances_of(p)) for p in profiles], axis=0)
+        return cls(tuple(modalities), mean, spread, tolerance)
+
+    def distances_of(self, profiles: np.ndarray) -> np.ndarray:
+        """(channels, modalities): RMS distance, in training spreads, of each channel's profile
+        to each modality's."""
+        scaled = (profiles[:, None, :] - self.mean[None]) / self.spread[None]
+        return np.sqrt((scaled ** 2).mean(axis=-1))
+
+    def distances(self, image: np.ndarray) -> np.ndarray:
+        """(channels, modalities) distances of a normalised image (M, ...)."""
+        return self.distances_of(np.stack([intensity_profile(channel) for channel in image]))
+
+    def problems(self, image: np.ndarray, files: Sequence[str]) -> list[str]:
+        """What looks wrong with the channels of a normalised image given as ``files`` (one per
+        modality, in order): identical channels, and channels that look like another modality."""
+        if len(image) != len(self.modalities):
+            return []
+        found = []
+        for i in range(len(image)):
+            for j in range(i + 1, len(image)):
+                if np.array_equal(image[i], image[j]):
+                    found.append(f"{files[i]} (given as {self.modalities[i]}) and {files[j]} (given as "
+                                 f"{self.modalities[j]}) hold the same image")
+        distance = self.distances(image)
+        for i, own in enumerate(np.diag(distance)):
+            others = [(distance[i, j], j) for j in range(len(self.modalities)) if j != i]
+            if not others:
+                continue
+            closest, j = min(others)
+            if own >= max(MIN_DISTANCE, CLOSER_BY * self.tolerance[i]) and closest * CLOSER_BY <= own:
+                found.append(f"{files[i]} (given as {self.modalities[i]}) has the intensities of "
+                             f"{self.modalities[j]} (profile distance {closest:.1f} to {self.modalities[j]}, "
+                             f"{own:.1f} to {self.modalities[i]}; training scans: at most {self.tolerance[i]:.1f})")
+        return found
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain lists (checkpoints hold tensors and plain types only)."""
+        return {"quantiles": list(QUANTILES), "modalities": list(self.modalities), "mean": self.mean.tolist(),
+                "spread": self.spread.tolist(), "tolerance": self.tolerance.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> ModalityProfiles | None:
+        """None for checkpoints without profiles, or with profiles of other quantiles."""
+        if not data or tuple(data.get("quantiles", ())) != QUANTILES:
+            return None
+        return cls(tuple(data["modalities"]), np.asarray(data["mean"], dtype=np.float64),
+                   np.asarray(data["spread"], dtype=np.float64), np.asarray(data["tolerance"], dtype=np.float64))

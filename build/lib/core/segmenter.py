@@ -1,0 +1,320 @@
+"""The one prediction path: checkpoint + scans -> segmentations in the scans' own space.
+
+    from core.segmenter import Segmenter
+    segmenter = Segmenter.from_checkpoint("runs/demo/latest/checkpoints/best.ckpt")
+    segmenter.segment(["subject-9-T1.hdr", "subject-9-T2.hdr"]).to_filename("subject-9_seg.nii.gz")
+
+``predict.py``, ``train.py predict`` (through the LightningModule's :class:`Segmenter` of its
+own network) and notebooks all go through :class:`Segmenter`: the checkpoint's preprocessing,
+Gaussian-weighted sliding windows, optional mirroring, precision, the label space's class map;
+the files are written by :class:`core.export.PredictionFolder`; the checkpoint is read by
+:mod:`core.checkpoint`.
+
+The raw network (``segmenter.network``, or ``SegmentationModule.forward``) stays available
+for tensors, but expects *preprocessed* input (RAS+, the checkpoint's spacing, z-scored over
+brain voxels): feeding it raw intensities gives a wrong segmentation without any error.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from core.checkpoint import (
+    MODALITY_PROFILES,
+    datamodule_record,
+    model_hparams,
+    network_weights,
+    read_checkpoint,
+)
+from core.export import PredictionFolder, Segmentation
+from core.inference import mean_over_flips, sliding_window_logits
+from core.io import DataError, DataWarning
+from core.labels import LabelSpace
+from core.modality_profiles import ModalityProfiles
+from core.volumes import PreprocessingSettings, Subject, Volume, load_subject
+from networks import build_network
+from networks.outputs import network_border
+
+
+def _stem(path: Path) -> str:
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii", ".hdr", ".img", ".mha", ".nrrd"):
+        name = name.removesuffix(suffix)
+    return name
+
+
+def subject_from_files(files: Sequence[str | Path], modalities: Sequence[str], source: str,
+                       subject_id: str | None = None) -> Subject:
+    """One subject from its modality files, given in the model's modality order. Its id (the
+    output's name) defaults to what the file names share, up to a separator
+    (``subject-4-T1.hdr`` + ``subject-4-T2.hdr`` -> ``subject-4``)."""
+    files = [Path(f) for f in files]
+    if modalities and len(files) != len(modalities):
+        raise DataError(f"{source}: the model was trained on {len(modalities)} modalities {list(modalities)} "
+                        f"(in this order); got {len(files)} files: {[str(f) for f in files]}")
+    if subject_id is None:
+        stems = [_stem(f) for f in files]
+        shared = os.path.commonprefix(stems)
+        if len(stems) > 1 and any(c in shared for c in "-_."):  # cut the shared part of the modality names
+            shared = shared[: max(shared.rfind(c) for c in "-_.")]
+        subject_id = shared.rstrip("-_.") or stems[0]
+    return Subject(subject_id, tuple(files))
+
+
+def check_preprocessed(image: torch.Tensor, source: str = "model") -> None:
+    """Refuse a tensor that cannot be a preprocessed volume (B, M, D, H, W): every channel is
+    z-scored over its non-zero (brain) voxels, so their mean is 0 and their spread 1 (a
+    volume's mean lies within +-0.5 and its standard deviation within 0.5..2, allowing for
+    clipping and resampling). Raw intensities (hundreds, thousands) would give a wrong
+    segmentation without any error."""
+    if image.ndim != 5:
+        raise ValueError(f"{source}: expected a preprocessed batch (B, M, D, H, W), got shape {tuple(image.shape)}")
+    for b in range(image.shape[0]):
+        for m in range(image.shape[1]):
+            channel = image[b, m]
+            brain = channel[channel != 0].float()
+            if brain.numel() < 2:
+                continue
+            mean, std = brain.mean().item(), brain.std().item()
+            if abs(mean) > 0.5 or not 0.5 <= std <= 2.0:
+                raise ValueError(
+                    f"{source}: input channel {m} of volume {b} has mean {mean:.3g} and standard deviation "
+                    f"{std:.3g} over its non-zero voxels; the network expects volumes preprocessed as in "
+                    "training (z-scored: mean 0, deviation 1). Segment scans with Segmenter.segment(files), "
+                    "which preprocesses them")
+
+
+class ScanSegmenter(ABC):
+    """Scans -> segmentations, for anything that gives class or region probabilities of
+    preprocessed volumes (:class:`Segmenter`, one network; :class:`Ensemble`, several).
+
+    Subclasses provide ``labels``, ``modalities``, ``preprocessing``, ``profiles``, ``source``,
+    ``datamodule`` (the training DataModule's record, to read folders in its layout) and
+    :meth:`probabilities`."""
+
+    labels: LabelSpace
+    modalities: tuple[str, ...]
+    preprocessing: PreprocessingSettings
+    profiles: ModalityProfiles | None
+    source: str
+    datamodule: dict[str, Any] | None
+
+    @abstractmethod
+    def probabilities(self, image: torch.Tensor, flips: bool = False) -> torch.Tensor:
+        """Class (softmax) or region (sigmoid) probabilities (B, C, ...) of preprocessed volumes
+        (B, M, ...); with ``flips``, the mean over the 8 mirrorings."""
+
+    def subject(self, files: Sequence[str | Path], subject_id: str | None = None) -> Subject:
+        """One subject from its modality files, in the model's modality order (see :func:`subject_from_files`)."""
+        return subject_from_files(files, self.modalities, self.source, subject_id)
+
+    def segment_volume(self, volume: Volume, flips: bool = False, probabilities: bool = False) -> Segmentation:
+        """A preprocessed volume -> its segmentation on the scan's own grid."""
+        image = torch.from_numpy(np.asarray(volume.image, dtype=np.float32))[None]
+        probs = self.probabilities(image, flips)
+        classes = self.labels.classes_from_probabilities(probs)[0, 0].cpu().numpy()
+        return Segmentation.from_network_grid(
+            volume.subject_id, classes, self.labels, volume.affine, volume.original_affine, volume.original_shape,
+            probs[0].cpu().numpy() if probabilities else None)
+
+    def check_modalities(self, image: np.ndarray, names: Sequence[str], subject_id: str) -> None:
+        """Warn (:class:`~core.io.DataWarning`, naming the files) when a preprocessed image's
+        channels look swapped or repeated against the training scans' profiles."""
+        if self.profiles is not None:
+            for problem in self.profiles.problems(image, [str(n) for n in names]):
+                warnings.warn(f"{subject_id}: {problem}; are the modalities in the order "
+                              f"{', '.join(self.modalities)}?", DataWarning, stacklevel=2)
+
+    def segment_subject(self, subject: Subject, flips: bool = False, probabilities: bool = False) -> Segmentation:
+        """Read, preprocess (as in training), check and segment one subject."""
+        volume = load_subject(subject, None, self.preprocessing)
+        self.check_modalities(volume.image, subject.images, subject.subject_id)
+        return self.segment_volume(volume, flips, probabilities)
+
+    def segment(self, files: Sequence[str | Path], flips: bool = False, subject_id: str | None = None
+                ) -> nib.Nifti1Image:
+        """One subject's modality files -> its segmentation as a NIfTI image in the scan's own
+        space and the dataset's label values (what ``predict.py`` writes)."""
+        return self.segment_subject(self.subject(files, subject_id), flips).image()
+
+    def segment_to_folder(self, subjects: Sequence[Subject], output: str | Path, flips: bool = False,
+                          probabilities: bool = False, overwrite: bool = False, progress: bool = True) -> list[Path]:
+        """Segment ``subjects`` into ``output`` (see :class:`PredictionFolder`: nothing replaced
+        that must not be, checked before any work); returns the segmentation files written."""
+        folder = PredictionFolder.for_subjects(output, subjects, self.labels.num_outputs, probabilities, overwrite)
+        written = []
+        bar = tqdm(subjects, desc="segmenting", unit="subject", disable=None if progress else True)
+        for subject in bar:
+            bar.set_postfix_str(subject.subject_id)
+            written.append(folder.write(self.segment_subject(subject, flips, probabilities)))
+            if progress:
+                tqdm.write(f"wrote {written[-1]}")
+        folder.close()
+        return written
+
+
+@dataclass
+class Segmenter(ScanSegmenter):
+    """A network with what it needs to segment scans: its label space, the modalities it was
+    trained on (in order), the preprocessing, and the sliding-window settings.
+
+    Args:
+        network: any registered network (plain ``nn.Module``), already on its device.
+        labels: the label space it was trained with.
+        roi_size: sliding-window size.
+        modalities: the input channels' names, in order (to check and name inputs).
+        preprocessing: what happens to a scan before the network (from the checkpoint).
+        sw_batch_size, sw_overlap: windows per forward pass, overlap of neighbouring windows (the
+            model's own names).
+        source: where it came from (a checkpoint path), for error messages.
+        datamodule: the checkpoint's DataModule record (``class_path``, ``init_args``), which
+            tells how folders in the training layout are read (``datamodules.subjects_in_folder``).
+        profiles: the training scans' intensity profile per modality: inputs that look swapped
+            or repeated get a warning (:mod:`core.modality_profiles`).
+    """
+
+    network: nn.Module
+    labels: LabelSpace
+    roi_size: tuple[int, int, int]
+    modalities: tuple[str, ...] = ()
+    preprocessing: PreprocessingSettings = field(default_factory=PreprocessingSettings)
+    sw_batch_size: int = 2
+    sw_overlap: float = 0.5
+    source: str = "model"
+    datamodule: dict[str, Any] | None = None
+    profiles: ModalityProfiles | None = None
+    progress: bool = False  # a bar over each volume's windows (predict.py in a terminal)
+    window_scale: int = 1  # windows this many times the checkpoint's per side (capped by the volume)
+    precision: str = "32"  # "bf16": the network under bfloat16 autocast (core.inference.fast_bf16)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None,
+                        sw_overlap: float | None = None, sw_batch_size: int | None = None, window_scale: int = 1,
+                        progress: bool = False, precision: str = "32") -> Segmenter:
+        """Everything from the checkpoint alone: network, label space, modalities,
+        preprocessing (the DataModule's saved arguments) and window (the model's)."""
+        checkpoint = read_checkpoint(path)
+        hparams = model_hparams(checkpoint)
+        labels = LabelSpace.from_dict(hparams["label_space"])
+        network = build_network(hparams["network"], channels_last=hparams.get("channels_last"),
+                                in_channels=int(hparams["in_channels"]),
+                                num_classes=labels.num_outputs, **(hparams.get("network_kwargs") or {}))
+        try:
+            network.load_state_dict(network_weights(checkpoint))
+        except RuntimeError as error:
+            reason = str(error).splitlines()[0]
+            raise DataError(f"{path}: weights do not fit {hparams['network']} ({reason})") from error
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        datamodule = datamodule_record(checkpoint)
+        return cls(
+            network=network.to(device).eval(), labels=labels,
+            roi_size=tuple(int(r) for r in (hparams.get("inference_roi_size") or hparams["roi_size"])),
+            modalities=tuple(hparams.get("modalities") or ()),
+            preprocessing=PreprocessingSettings.from_hparams(datamodule["init_args"]),
+            sw_batch_size=int(sw_batch_size or hparams.get("sw_batch_size") or 2),
+            sw_overlap=float(hparams.get("sw_overlap", 0.5) if sw_overlap is None else sw_overlap),
+            source=str(path),
+            datamodule=datamodule,
+            profiles=ModalityProfiles.from_dict(checkpoint.get(MODALITY_PROFILES)),
+            progress=progress,
+            window_scale=int(window_scale),
+            precision=precision,
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+    # Tensors (preprocessed) -> logits, probabilities.
+    def window(self, shape: Sequence[int]) -> tuple[int, ...]:
+        """The sliding window for a volume of ``shape``: the checkpoint's, or ``window_scale``
+        times it per side but no larger than the volume rounded up to whole checkpoint windows
+        (an integer multiple keeps every size the network must divide by)."""
+        if self.window_scale <= 1:
+            return tuple(self.roi_size)
+        return tuple(min(r * self.window_scale, -(-int(n) // r) * r) for r, n in zip(self.roi_size, shape, strict=True))
+
+    def logits(self, image: torch.Tensor) -> torch.Tensor:
+        """Logits (B, C, ...) of preprocessed whole volumes (B, M, ...) by sliding windows."""
+        return sliding_window_logits(self.network, image, self.window(image.shape[2:]), self.sw_batch_size,
+                                     self.sw_overlap,
+                                     border=network_border(self.network), name=type(self.network).__name__,
+                                     progress=self.progress)
+
+    def probabilities(self, image: torch.Tensor, flips: bool = False) -> torch.Tensor:
+        """Class (softmax) or region (sigmoid) probabilities (B, C, ...) of preprocessed volumes;
+        with ``flips``, the mean over the 8 mirrorings (test-time augmentation). Raw scans are
+        refused (:func:`check_preprocessed`): :meth:`segment` takes files."""
+        check_preprocessed(image, self.source)
+        image = image.to(self.device)
+        return mean_over_flips(lambda x: self.labels.probabilities(self.logits(x).float()), image, flips,
+                                    self.precision)
+
+
+def _describe(segmenter: Segmenter) -> dict[str, Any]:
+    """What members of an ensemble must share: the input channels, the classes and how scans
+    are prepared for the network."""
+    return {"modalities": list(segmenter.modalities), "label space": segmenter.labels.to_dict(),
+            "preprocessing": segmenter.preprocessing.describe()}
+
+
+@dataclass
+class Ensemble(ScanSegmenter):
+    """Several networks trained for the same task (the folds of a cross-validation, or seeds):
+    their probabilities averaged, then one class map (nnU-Net's ``-f 0 1 2 3 4``).
+
+    Members must share modalities (names and order), label space and preprocessing; a
+    checkpoint that differs in any is refused, naming both files."""
+
+    members: tuple[Segmenter, ...]
+
+    def __post_init__(self) -> None:
+        if not self.members:
+            raise ValueError("an ensemble needs at least one member")
+        first = _describe(self.members[0])
+        for member in self.members[1:]:
+            for key, value in _describe(member).items():
+                if value != first[key]:
+                    raise DataError(f"{member.source}: its {key} differs from {self.members[0].source}'s "
+                                    f"({value} vs {first[key]}); an ensemble averages models of one task")
+        lead = self.members[0]
+        self.labels, self.modalities, self.preprocessing = lead.labels, lead.modalities, lead.preprocessing
+        self.profiles, self.datamodule = lead.profiles, lead.datamodule
+        self.source = " + ".join(m.source for m in self.members)
+
+    @classmethod
+    def from_checkpoints(cls, paths: Sequence[str | Path], device: str | torch.device | None = None,
+                         sw_overlap: float | None = None, sw_batch_size: int | None = None, window_scale: int = 1,
+                         progress: bool = False, precision: str = "32") -> Ensemble:
+        return cls(tuple(Segmenter.from_checkpoint(p, device, sw_overlap, sw_batch_size, window_scale, progress,
+                                                   precision) for p in paths))
+
+    def probabilities(self, image: torch.Tensor, flips: bool = False) -> torch.Tensor:
+        """The members' probabilities (each over its own windows and mirrorings), averaged."""
+        total = self.members[0].probabilities(image, flips)
+        for member in self.members[1:]:
+            total += member.probabilities(image, flips).to(total.device)
+        return total / len(self.members)
+
+
+def load_segmenter(checkpoints: str | Path | Sequence[str | Path], device: str | torch.device | None = None,
+                   sw_overlap: float | None = None, sw_batch_size: int | None = None, window_scale: int = 1,
+                   progress: bool = False, precision: str = "32") -> Segmenter | Ensemble:
+    """A :class:`Segmenter` for one checkpoint, an :class:`Ensemble` of several (window settings
+    and precision for every member alike)."""
+    paths = [checkpoints] if isinstance(checkpoints, str | Path) else list(checkpoints)
+    if len(paths) == 1:
+        return Segmenter.from_checkpoint(paths[0], device, sw_overlap, sw_batch_size, window_scale, progress, precision)
+    return Ensemble.from_checkpoints(paths, device, sw_overlap, sw_batch_size, window_scale, progress, precision)

@@ -1,0 +1,143 @@
+"""Subjects on disk -> checked, preprocessed volumes: the one pipeline every dataset shares."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.geometry import reorient_to_canonical, resample_onto, resample_to_spacing, same_grid, voxel_spacing
+from core.intensity import clip_percentiles, n4_bias_correction, zscore_nonzero
+from core.io import DataError, load_volume
+from core.labels import LabelSpace
+
+
+def natural_key(text: str) -> tuple[list[int | str], str]:
+    """The one subject ordering (every DataModule, ``evaluate.py``): numbers by value, so
+    ``sub-2`` comes before ``sub-10`` and ``070`` counts as 70; equal values (``9``, ``09``)
+    then by the text itself, so the order never depends on how a folder lists its files."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)], text
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Where one subject's files are: one image per modality (in channel order), maybe a label.
+
+    ``image_channels`` is set when modalities are volumes of 4D files (the Decathlon): the
+    4th-axis index of each image, which then may all be the same path.
+    """
+
+    subject_id: str
+    images: tuple[Path, ...]
+    label: Path | None = None
+    image_channels: tuple[int, ...] | None = None
+
+    def files(self) -> list[Path]:
+        """Every source file (for cache keys), the ``.img`` half of Analyze pairs included."""
+        listed = [*dict.fromkeys(self.images), *([self.label] if self.label else [])]
+        return [f for p in listed for f in ([p, p.with_suffix(".img")] if p.suffix == ".hdr" else [p])]
+
+
+@dataclass(frozen=True)
+class PreprocessingSettings:
+    """What happens to a subject between disk and network, in this order: reorientation to
+    RAS+, resampling of the other modalities onto the first one's grid (only when allowed;
+    otherwise they must already share it), resampling to ``target_spacing``, N4 bias-field
+    correction, percentile clipping, and the z-score over non-zero voxels (the thesis).
+
+    Images are resampled linearly (no overshoot: the zero background stays exactly zero, which
+    the non-zero z-score relies on), labels by nearest neighbour."""
+
+    canonical_orientation: bool = True
+    resample_to_first: bool = False
+    affine_tolerance: float = 1e-3
+    target_spacing: tuple[float, float, float] | None = None
+    n4_bias_correction: bool = False
+    clip_percentiles: tuple[float, float] | None = None
+
+    def describe(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_hparams(cls, hparams: Mapping[str, Any]) -> PreprocessingSettings:
+        """The settings among a DataModule's saved arguments (a checkpoint's); defaults for the rest."""
+        settings = {f.name: hparams[f.name] for f in fields(cls) if hparams.get(f.name) is not None}
+        for name in ("target_spacing", "clip_percentiles"):
+            if name in settings:
+                settings[name] = tuple(float(v) for v in settings[name])
+        return cls(**settings)
+
+
+@dataclass
+class Volume:
+    """One subject, preprocessed: ``image`` (C, D, H, W) float32, ``label`` (D, H, W) int16
+    class indices (``IGNORE_INDEX`` where ignored) or None, the grid they are on
+    (``affine``), and the scan's own grid to write predictions back onto."""
+
+    subject_id: str
+    image: np.ndarray
+    label: np.ndarray | None
+    affine: np.ndarray
+    original_affine: np.ndarray
+    original_shape: tuple[int, int, int]
+
+
+def _onto_reference(path: Path, data: np.ndarray, affine: np.ndarray, ref: tuple[Path, np.ndarray, np.ndarray],
+                    settings: PreprocessingSettings, order: int) -> np.ndarray:
+    """``data`` on the reference grid: there already (within ``affine_tolerance`` mm at every
+    voxel), resampled onto it when allowed, or refused with both files named."""
+    ref_path, ref_data, ref_affine = ref
+    if same_grid(affine, ref_affine, data.shape, ref_data.shape, settings.affine_tolerance):
+        return data
+    if settings.resample_to_first:
+        return resample_onto(data, affine, ref_data.shape, ref_affine, order=order, path=path)
+    if data.shape != ref_data.shape:
+        raise DataError(f"{path}: shape {data.shape} differs from {ref_path.name} {ref_data.shape}")
+    raise DataError(
+        f"{path}: affine differs from {ref_path.name}'s by more than {settings.affine_tolerance} mm (set "
+        f"resample_to_first to resample onto the first modality's grid)\n{np.round(affine, 4)}\nvs\n"
+        f"{np.round(ref_affine, 4)}"
+    )
+
+
+def load_subject(subject: Subject, label_space: LabelSpace | None, settings: PreprocessingSettings) -> Volume:
+    """Read, check and preprocess one subject (``label_space=None``: ignore its label)."""
+    channels = subject.image_channels or (None,) * len(subject.images)
+    first_path = subject.images[0]
+    first, original_affine = load_volume(first_path, channels[0])
+    reference = (first_path, first, original_affine)
+    stack = [first]
+    for path, channel in zip(subject.images[1:], channels[1:], strict=True):
+        data, affine = load_volume(path, channel)
+        stack.append(_onto_reference(path, data, affine, reference, settings, order=1))
+    image = np.stack(stack)
+    label = None
+    if subject.label is not None and label_space is not None:
+        raw, label_affine = load_volume(subject.label)
+        raw = _onto_reference(subject.label, raw, label_affine, reference, settings, order=0)
+        label = label_space.encode(raw, subject.label)
+
+    affine = original_affine
+    if settings.canonical_orientation:
+        image, affine = reorient_to_canonical(image, original_affine)
+        if label is not None:
+            label, _ = reorient_to_canonical(label, original_affine)
+    if settings.target_spacing is not None:
+        image, new_affine = resample_to_spacing(image, affine, settings.target_spacing, order=1)
+        if label is not None:
+            label, _ = resample_to_spacing(label, affine, settings.target_spacing, order=0)
+        affine = new_affine
+    processed = []
+    for path, channel in zip(subject.images, image, strict=True):
+        if settings.n4_bias_correction:
+            channel = n4_bias_correction(channel, voxel_spacing(affine), path)
+        if settings.clip_percentiles is not None:
+            channel = clip_percentiles(channel, *settings.clip_percentiles, path)
+        processed.append(zscore_nonzero(channel, path))
+    return Volume(subject.subject_id, np.stack(processed).astype(np.float32, copy=False),
+                  None if label is None else np.ascontiguousarray(label, dtype=np.int16),
+                  affine, original_affine, tuple(int(s) for s in first.shape))

@@ -1,0 +1,23 @@
+"""One LightningDataModule per dataset, all built on :class:`VolumeSegmentationDataModule`."""
+
+from core.io import DataError
+from core.labels import IGNORE_INDEX, LabelSpace
+from datamodules.base import VolumeSegmentationDataModule
+from datamodules.brats import BraTSDataModule
+from datamodules.decathlon import DecathlonDataModule
+from datamodules.iseg import ISeg2017DataModule, ISeg2019DataModule
+from datamodules.mrbrains18 import MRBrainS18DataModule
+from datamodules.nifti import NiftiDataModule
+
+__all__ = [
+    "IGNORE_INDEX",
+    "BraTSDataModule",
+    "DataError",
+    "DecathlonDataModule",
+    "ISeg2017DataModule",
+    "ISeg2019DataModule",
+    "LabelSpace",
+    "MRBrainS18DataModule",
+    "NiftiDataModule",
+    "VolumeSegmentationDataModule",
+]

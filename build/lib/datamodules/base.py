@@ -1,0 +1,309 @@
+"""The shared DataModule: subject discovery is per dataset, everything else lives here."""
+
+from __future__ import annotations
+
+import os
+from abc import abstractmethod
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import rank_zero_info
+from torch.utils.data import DataLoader, DistributedSampler
+
+from core.intensity import simpleitk
+from core.io import DataError
+from core.labels import LabelSpace
+from core.modality_profiles import ModalityProfiles
+from core.volumes import PreprocessingSettings, Subject, Volume
+from datamodules.augmentation import build_augmentation
+from datamodules.cache import VolumeCache
+from datamodules.datasets import PatchDataset, ReadOnDemand, VolumeDataset
+from datamodules.patches import worker_rng
+from datamodules.splits import make_split
+
+PROFILE_SUBJECTS = 16  # training subjects (evenly spread) whose modality profiles go into checkpoints
+
+
+class VolumeSegmentationDataModule(pl.LightningDataModule):
+    """Multi-modal 3D segmentation data: training on random patches, validation, test and
+    prediction on whole volumes.
+
+    A dataset subclass sets ``available_modalities`` and either ``label_values`` (dataset
+    value -> class name, background first) or a ``label_space`` property, and implements
+    :meth:`find_subjects`.
+
+    Args:
+        data_dir: the dataset's labelled training folder, exactly as the challenge ships it.
+        modalities: which modalities to stack as input channels, in this order.
+        val_subjects, test_subjects, train_subjects: explicit subject ids per role
+            (default training set: every subject not held out).
+        val_fraction, test_fraction: or hold out these fractions at random (``split_seed``).
+        num_folds, fold: or k-fold cross-validation: validate on fold ``fold`` of ``num_folds``
+            (drawn with ``split_seed`` from the subjects outside the test set).
+        split_seed: seed of the random split and of the folds.
+        predict_dir: folder (same layout, labels not needed) to segment with ``predict``;
+            default: the test subjects.
+        patch_size: training patch, also the sliding-window size at inference.
+        samples_per_volume: patches drawn from each training volume per epoch.
+        iterations_per_epoch: or an epoch of exactly this many training batches, whatever the
+            number of subjects (nnU-Net's 250): each volume then gets the batches' patches in turn.
+        sampling: ``foreground`` (uniform over patches holding at least
+            ``min_foreground_voxels`` labelled voxels; the thesis) or ``class_balanced``
+            (``class_balanced_fraction`` of patches centred on a random present class; nnU-Net).
+        canonical_orientation: reorient every volume to RAS+ (predictions are written back
+            in the scan's own orientation).
+        resample_to_first: resample modalities (and label) whose grid differs from the first
+            modality's onto it through the affines, instead of refusing them.
+        affine_tolerance: largest distance (mm) between the world positions of the same voxel
+            in two files still counted as the same grid.
+        target_spacing: resample to this voxel spacing in mm (predictions go back to the
+            scan's own grid).
+        n4_bias_correction: N4 bias-field correction (SimpleITK) per modality; slow, cached.
+        clip_percentiles: clip each modality to these percentiles of its brain voxels.
+        augmentation: training augmentations, e.g. ``[{name: flip}, {name: elastic}]``
+            (see ``datamodules/augmentation.py`` and ``configs/augmentation/``).
+        augment_on: where they run: ``loader`` (each patch in the DataLoader workers, on the
+            CPU) or ``device`` (each patch of the batch once it is on the model's device, the
+            GPU's work when the CPU workers cannot keep up with the steps).
+        cache_dir: preprocessed volumes are cached here and memory-mapped by the loaders;
+            ``null`` keeps them in memory only.
+        preprocess_workers: processes that fill the cache in parallel (default: one per
+            CPU core).
+        num_workers: DataLoader worker processes for the training patches.
+    """
+
+    available_modalities: tuple[str, ...] = ()
+    label_values: dict[int, str] = {}
+
+    def __init__(
+        self,
+        data_dir: str,
+        modalities: Sequence[str] | None = None,
+        val_subjects: Sequence[str] = (),
+        test_subjects: Sequence[str] = (),
+        train_subjects: Sequence[str] | None = None,
+        val_fraction: float = 0.0,
+        test_fraction: float = 0.0,
+        num_folds: int | None = None,
+        fold: int | None = None,
+        split_seed: int = 0,
+        predict_dir: str | None = None,
+        patch_size: tuple[int, int, int] = (64, 64, 64),
+        batch_size: int = 2,
+        samples_per_volume: int = 8,
+        iterations_per_epoch: int | None = None,
+        sampling: Literal["foreground", "class_balanced"] = "foreground",
+        class_balanced_fraction: float = 0.33,
+        min_foreground_voxels: int = 1,
+        canonical_orientation: bool = True,
+        resample_to_first: bool = False,
+        affine_tolerance: float = 1e-3,
+        target_spacing: tuple[float, float, float] | None = None,
+        n4_bias_correction: bool = False,
+        clip_percentiles: tuple[float, float] | None = None,
+        augmentation: list[dict[str, Any]] | None = None,
+        augment_on: Literal["loader", "device"] = "loader",
+        cache_dir: str | None = "cache",
+        preprocess_workers: int | None = None,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.modalities = tuple(modalities) if modalities else tuple(self.available_modalities)
+        # Every argument (a subclass's too) goes into checkpoints, the modalities as resolved
+        # (as the model records them): predict.py rebuilds the preprocessing and the folder
+        # reader from them. Saved twice: the first call collects the arguments, the second
+        # replaces what was given for the modalities.
+        self.save_hyperparameters()
+        self.save_hyperparameters({**self.hparams, "modalities": list(self.modalities)})
+        self.data_dir = Path(data_dir)
+        unknown = [m for m in self.modalities if m not in self.available_modalities]
+        if unknown or not self.modalities:
+            raise ValueError(
+                f"{type(self).__name__}: unknown modalities {unknown}; available: {list(self.available_modalities)}"
+            )
+        self.split_settings = {
+            "val_subjects": [str(s) for s in val_subjects], "test_subjects": [str(s) for s in test_subjects],
+            "train_subjects": None if train_subjects is None else [str(s) for s in train_subjects],
+            "val_fraction": val_fraction, "test_fraction": test_fraction, "num_folds": num_folds, "fold": fold,
+            "seed": split_seed,
+        }
+        self.predict_dir = Path(predict_dir) if predict_dir else None
+        self.patch_size = tuple(int(p) for p in patch_size)
+        self.batch_size = batch_size
+        self.samples_per_volume = samples_per_volume
+        if iterations_per_epoch is not None and iterations_per_epoch < 1:
+            raise ValueError(f"iterations_per_epoch must be >= 1, got {iterations_per_epoch}")
+        self.iterations_per_epoch = iterations_per_epoch
+        self.sampling = sampling
+        self.class_balanced_fraction = class_balanced_fraction
+        self.min_foreground_voxels = min_foreground_voxels
+        self.preprocessing = PreprocessingSettings(
+            canonical_orientation=canonical_orientation, resample_to_first=resample_to_first,
+            affine_tolerance=affine_tolerance,
+            target_spacing=None if target_spacing is None else tuple(float(s) for s in target_spacing),
+            n4_bias_correction=n4_bias_correction,
+            clip_percentiles=None if clip_percentiles is None else tuple(float(p) for p in clip_percentiles),
+        )
+        if n4_bias_correction:
+            simpleitk()  # an optional dependency: say now, not at the first subject, if it is missing
+        self.augment = build_augmentation(augmentation or [])
+        if augment_on not in ("loader", "device"):
+            raise ValueError(f"augment_on must be 'loader' or 'device', got {augment_on!r}")
+        self.augment_on = augment_on
+        self.cache = VolumeCache(cache_dir)
+        self.preprocess_workers = (os.cpu_count() or 1) if preprocess_workers is None else preprocess_workers
+        self.num_workers = num_workers
+        self._volumes: dict[tuple[Subject, bool], Volume] = {}  # loaded once per process
+        self._subjects: dict[str, Subject] | None = None
+        self.modality_profiles: ModalityProfiles | None = None  # set by setup("fit"), saved in checkpoints
+
+    # What the model needs to know (linked into SegmentationModule by train.py).
+    @property
+    def label_space(self) -> LabelSpace:
+        """Dataset label values -> classes (override for grouped, ignored or region labels)."""
+        return LabelSpace.from_values(self.label_values)
+
+    @property
+    def in_channels(self) -> int:
+        return len(self.modalities)
+
+    @property
+    def modality_names(self) -> list[str]:
+        return list(self.modalities)
+
+    @abstractmethod
+    def find_subjects(self, folder: Path, require_labels: bool) -> list[Subject]:
+        """Subjects in ``folder`` in their natural order, images in ``self.modalities`` order.
+
+        Raise :class:`DataError` naming the missing file when a subject lacks a modality (or
+        its label when ``require_labels``), and when the folder holds no subject at all.
+        """
+
+    # Splits.
+    def _find(self, folder: Path, require_labels: bool) -> list[Subject]:
+        if not folder.exists():
+            option = "predict_dir" if folder == self.predict_dir else "data_dir"
+            raise DataError(f"{folder}: dataset folder not found (set data.init_args.{option} to the dataset's folder)")
+        return self.find_subjects(folder, require_labels)
+
+    def subjects(self) -> dict[str, Subject]:
+        """The labelled subjects of ``data_dir`` by id, in the dataset's natural order."""
+        if self._subjects is None:
+            self._subjects = {s.subject_id: s for s in self._find(self.data_dir, require_labels=True)}
+        return self._subjects
+
+    def split(self) -> dict[str, list[Subject]]:
+        """``{"train", "val", "test"}`` subject lists; training never includes a held-out subject."""
+        subjects = self.subjects()
+        ids = make_split(list(subjects), **self.split_settings, where=str(self.data_dir))
+        return {role: [subjects[i] for i in members] for role, members in ids.items()}
+
+    def split_summary(self) -> dict[str, Any]:
+        """The split as saved beside a run's config: subject ids per role and how they were chosen."""
+        return {"data_dir": str(self.data_dir), "rule": self.split_settings,
+                **{role: [s.subject_id for s in members] for role, members in self.split().items()}}
+
+    # Volumes.
+    def _load(self, subjects: Sequence[Subject], with_labels: bool = True) -> list[Volume]:
+        label_space = self.label_space if with_labels else None
+        for s in subjects:
+            if (s, with_labels) not in self._volumes:
+                self._volumes[(s, with_labels)] = self.cache.load(s, label_space, self.preprocessing)
+        return [self._volumes[(s, with_labels)] for s in subjects]
+
+    def prepare_data(self) -> None:
+        """Fill the disk cache once (rank 0), so DDP ranks only memory-map it in ``setup``.
+        Prediction skips it: it may run where only the scans to segment exist."""
+        stage = getattr(getattr(self.trainer, "state", None), "fn", None)
+        if self.cache.directory is not None and getattr(stage, "value", stage) != "predict":
+            split = self.split()
+            made = self.cache.fill([*split["train"], *split["val"], *split["test"]], self.label_space,
+                                   self.preprocessing, workers=self.preprocess_workers)
+            if made:
+                rank_zero_info(f"preprocessed and cached {made} subjects in {self.cache.directory}")
+
+    def setup(self, stage: str) -> None:
+        if stage == "predict":  # what to segment: known now, read one at a time when its turn comes
+            self.predict_subjects = (self.split()["test"] if self.predict_dir is None
+                                     else self._find(self.predict_dir, require_labels=False))
+            self.predict_set = VolumeDataset(ReadOnDemand(
+                self.predict_subjects, lambda subject: self.cache.load(subject, None, self.preprocessing)))
+            return
+        split = self.split()
+        if stage == "fit":
+            if not split["train"]:
+                raise DataError(f"{self.data_dir}: no training subjects left after holding out val/test")
+            volumes = self._load(split["train"])
+            self.train_set = PatchDataset(
+                volumes, self.patch_size, self.samples_per_volume, sampling=self.sampling,
+                length=None if self.iterations_per_epoch is None else self.iterations_per_epoch * self.batch_size,
+                min_foreground_voxels=self.min_foreground_voxels,
+                class_balanced_fraction=self.class_balanced_fraction,
+                augment=self.augment if self.augment_on == "loader" else None)
+            chosen = np.linspace(0, len(volumes) - 1, min(len(volumes), PROFILE_SUBJECTS)).round().astype(int)
+            self.modality_profiles = ModalityProfiles.from_images([volumes[i].image for i in chosen], self.modalities)
+        if stage in ("fit", "validate"):
+            self.val_set = VolumeDataset(self._load(split["val"]))
+        if stage == "test":
+            self.test_set = VolumeDataset(self._load(split["test"]))
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """With ``augment_on: device``, the training batch is augmented here, on the model's
+        device, patch by patch with one generator drawn from torch's (seeded) RNG and the rank."""
+        if self.augment_on != "device" or self.augment is None or self.trainer is None or not self.trainer.training:
+            return batch
+        rng = worker_rng()
+        pairs = [self.augment(image, label, rng) for image, label in zip(batch["image"], batch["label"], strict=True)]
+        return {**batch, "image": torch.stack([p[0] for p in pairs]), "label": torch.stack([p[1] for p in pairs])}
+
+    # Loaders.
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            shuffle=True,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            drop_last=len(self.train_set) >= self.batch_size,
+        )
+
+    def _whole_volumes(self, dataset: VolumeDataset) -> DataLoader:
+        """One volume per batch; under DDP each subject on exactly one process (see
+        :class:`SubjectShards`), so every subject counts once in every metric."""
+        sampler = SubjectShards(dataset) if torch.distributed.is_available() and torch.distributed.is_initialized() \
+            else None
+        return DataLoader(dataset, batch_size=1, shuffle=False, sampler=sampler, num_workers=0)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._whole_volumes(self.val_set)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._whole_volumes(self.test_set)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._whole_volumes(self.predict_set)
+
+
+class SubjectShards(DistributedSampler):
+    """Whole volumes split over the processes without padding: process ``r`` of ``n`` takes
+    subjects ``r, r + n, ...``, so an odd number of subjects is not evened out by repeating one
+    (Lightning's default ``DistributedSampler`` pads, which counted a subject twice in the
+    validation Dice and in the choice of ``best.ckpt``). Being a ``DistributedSampler``, Lightning
+    keeps it instead of replacing it; the metrics gather per-subject scores across processes."""
+
+    def __init__(self, dataset: VolumeDataset) -> None:
+        super().__init__(dataset, shuffle=False, drop_last=False)
+
+    def _mine(self) -> list[int]:
+        return list(range(self.rank, len(self.dataset), self.num_replicas))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._mine())
+
+    def __len__(self) -> int:
+        return len(self._mine())

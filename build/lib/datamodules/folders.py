@@ -1,0 +1,70 @@
+"""Reading a folder in a dataset's layout for prediction, by the DataModule a checkpoint names.
+
+Only the DataModules of this package are accepted: a checkpoint names its DataModule by class
+path, and importing whatever a file names would let a checkpoint run code.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from core.io import DataError
+from core.volumes import Subject
+from datamodules.base import VolumeSegmentationDataModule
+from datamodules.brats import BraTSDataModule
+from datamodules.decathlon import DecathlonDataModule
+from datamodules.iseg import ISeg2017DataModule, ISeg2019DataModule
+from datamodules.mrbrains18 import MRBrainS18DataModule
+from datamodules.nifti import NiftiDataModule
+
+_CLASSES = (ISeg2017DataModule, ISeg2019DataModule, MRBrainS18DataModule, BraTSDataModule, DecathlonDataModule,
+            NiftiDataModule)
+# By the class path checkpoints record (``datamodules.iseg.ISeg2017DataModule``) and the shorter
+# one of the package (``datamodules.ISeg2017DataModule``).
+KNOWN_DATAMODULES: dict[str, type[VolumeSegmentationDataModule]] = {
+    **{f"{cls.__module__}.{cls.__qualname__}": cls for cls in _CLASSES},
+    **{f"datamodules.{cls.__qualname__}": cls for cls in _CLASSES},
+}
+
+
+def layout_arguments(cls: type[VolumeSegmentationDataModule], saved: Mapping[str, Any]) -> dict[str, Any]:
+    """The saved arguments that say how ``cls`` finds subjects in a folder: the modalities and
+    the dataset's own arguments (``label_mode``, ``image_pattern``, ...), i.e. those its class
+    adds to the shared base. Splits, sampling and preprocessing play no part in finding files."""
+    shared = set(inspect.signature(VolumeSegmentationDataModule.__init__).parameters)
+    own = (set(inspect.signature(cls.__init__).parameters) - shared - {"kwargs"}) | {"modalities"}
+    return {k: v for k, v in saved.items() if k in own}
+
+
+def datamodule_class(class_path: str | None, source: str) -> type[VolumeSegmentationDataModule]:
+    """The DataModule class a checkpoint names, if it is one of this package's."""
+    if not class_path:
+        raise DataError(f"{source}: records no DataModule; give the modality files instead of a folder")
+    if class_path not in KNOWN_DATAMODULES:
+        raise DataError(f"{source}: names the DataModule {class_path!r}, which is not one of "
+                        f"{sorted(KNOWN_DATAMODULES)}; refusing to import it")
+    return KNOWN_DATAMODULES[class_path]
+
+
+def subjects_in_folder(folder: str | Path, record: Mapping[str, Any] | None, modalities: Sequence[str],
+                       source: str) -> list[Subject]:
+    """Every subject of ``folder``, read by the DataModule of ``record`` (a checkpoint's
+    ``{"class_path", "init_args"}``), which must offer ``modalities`` in that order."""
+    record = record or {}
+    cls = datamodule_class(record.get("class_path"), source)
+    folder = Path(folder)
+    if not folder.exists():
+        raise DataError(f"{folder}: folder not found")
+    layout = layout_arguments(cls, record.get("init_args") or {})
+    try:
+        datamodule = cls(data_dir=str(folder), cache_dir=None, **layout)
+    except (TypeError, ValueError) as error:  # e.g. a Decathlon task whose dataset.json lacks a modality
+        raise DataError(f"{folder}: cannot provide the modalities {list(modalities)} that {source} was "
+                        f"trained on ({error})") from error
+    if list(datamodule.modalities) != list(modalities):
+        raise DataError(f"{folder}: offers modalities {list(datamodule.modalities)}, {source} was trained on "
+                        f"{list(modalities)}")
+    return datamodule.find_subjects(folder, require_labels=False)

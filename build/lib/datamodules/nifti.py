@@ -1,0 +1,141 @@
+"""Your own NIfTI data: a folder of per-modality 3D files named by a pattern, or a CSV."""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from core.io import DataError
+from core.labels import LabelSpace
+from core.volumes import Subject, natural_key
+from datamodules.base import VolumeSegmentationDataModule
+
+_FIELD = re.compile(r"\{(\w+)\}")
+
+
+def _fields(pattern: str) -> list[str]:
+    """The placeholders of a file pattern other than ``{modality}``, in order of first use."""
+    return list(dict.fromkeys(f for f in _FIELD.findall(pattern) if f != "modality"))
+
+
+def _pattern_regex(pattern: str, modality: str) -> re.Pattern[str]:
+    """``{site}/{subject}/{modality}.nii.gz`` with the modality filled in, as a regex capturing
+    every other placeholder (one folder or file-name part each; repeats must agree)."""
+    if "{subject}" not in pattern:
+        raise ValueError(f"file pattern {pattern!r} must contain {{subject}}")
+    seen: set[str] = set()
+    regex = []
+    for i, part in enumerate(_FIELD.split(pattern)):
+        if i % 2 == 0:
+            regex.append(re.escape(part))
+        elif part == "modality":
+            regex.append(re.escape(modality))
+        else:
+            regex.append(f"(?P={part})" if part in seen else f"(?P<{part}>[^/]+)")
+            seen.add(part)
+    return re.compile(f"^{''.join(regex)}$")
+
+
+def _subject_id(fields: dict[str, str], names: Sequence[str]) -> str:
+    """``{subject}`` alone names the subject; with more placeholders (``{site}``), their values
+    joined by ``_`` in pattern order (``siteA_patient01``), so ids stay unique across sites."""
+    return fields["subject"] if list(names) == ["subject"] else "_".join(fields[n] for n in names)
+
+
+class NiftiDataModule(VolumeSegmentationDataModule):
+    """Per-modality 3D NIfTI files, found either by file-name pattern in a folder or listed in
+    a CSV, with a label map given in the config.
+
+    Folder: ``data_dir`` holds files named by ``image_pattern`` and ``label_pattern``, in which
+    ``{subject}`` stands for the subject id and ``{modality}`` for a modality name: the
+    default ``{subject}/{modality}.nii.gz`` + ``{subject}/label.nii.gz`` reads
+    ``sub-01/T1.nii.gz, sub-01/FLAIR.nii.gz, sub-01/label.nii.gz``; ``{subject}_{modality}.nii.gz``
+    reads a flat folder. Any other placeholder is one more folder or name part, e.g.
+    ``{site}/{subject}/{modality}.nii.gz`` for a multi-site layout (``siteA/patient01/T1.nii.gz``);
+    the subject id then joins the parts: ``siteA_patient01``. CSV: ``data_dir`` is a ``.csv``
+    file with a ``subject`` column, one column per modality and a ``label`` column; relative
+    paths are relative to the CSV.
+
+    Args:
+        modalities: the modality names (the CSV's columns / the pattern's ``{modality}``).
+        labels: label value -> class name, background first, e.g. ``{0: background, 1: lesion}``.
+        ignore_labels: label values counted in no loss and no metric.
+        regions: optional ``name -> label values`` for region-based (sigmoid) training.
+        **kwargs: everything :class:`VolumeSegmentationDataModule` takes.
+    """
+
+    def __init__(self, data_dir: str, modalities: Sequence[str], labels: Mapping[int, str],
+                 ignore_labels: Sequence[int] = (), regions: Mapping[str, Sequence[int]] | None = None,
+                 image_pattern: str = "{subject}/{modality}.nii.gz", label_pattern: str = "{subject}/label.nii.gz",
+                 **kwargs: Any) -> None:
+        if not modalities:
+            raise ValueError("NiftiDataModule needs the modality names (modalities: [T1, FLAIR, ...])")
+        if "{modality}" not in image_pattern:
+            raise ValueError(f"image_pattern {image_pattern!r} must contain {{modality}}")
+        if set(_fields(label_pattern)) != set(_fields(image_pattern)):
+            raise ValueError(f"label_pattern {label_pattern!r} must use the placeholders of image_pattern "
+                             f"{image_pattern!r} ({', '.join(_fields(image_pattern))}) and no other")
+        self.available_modalities = tuple(modalities)
+        self.image_pattern = image_pattern
+        self.label_pattern = label_pattern
+        label_space = LabelSpace.from_values(labels, ignore=ignore_labels)
+        self._label_space = label_space.with_regions(regions) if regions else label_space
+        super().__init__(data_dir, modalities=modalities, **kwargs)
+
+    @property
+    def label_space(self) -> LabelSpace:
+        return self._label_space
+
+    def find_subjects(self, folder: Path, require_labels: bool) -> list[Subject]:
+        if folder.suffix.lower() == ".csv":
+            return self._from_csv(folder, require_labels)
+        if not folder.is_dir():
+            raise DataError(f"{folder}: neither a folder nor a .csv file")
+        first = _pattern_regex(self.image_pattern, self.modalities[0])
+        names = _fields(self.image_pattern)
+        found = {}
+        for path in folder.rglob("*"):
+            if match := first.match(path.relative_to(folder).as_posix()):
+                found[_subject_id(match.groupdict(), names)] = match.groupdict()
+        if not found:
+            example = self.image_pattern.format(**{n: f"<{n}>" for n in names}, modality=self.modalities[0])
+            raise DataError(f"{folder}: no subjects found (expected files like {example})")
+        subjects = []
+        for subject_id in sorted(found, key=natural_key):
+            fields = found[subject_id]
+            images = tuple(folder / self.image_pattern.format(**fields, modality=m) for m in self.modalities)
+            for path in images:
+                if not path.is_file():
+                    raise DataError(f"{path}: file not found (subject {subject_id} lacks this modality)")
+            label = folder / self.label_pattern.format(**fields) if require_labels else None
+            if label is not None and not label.is_file():
+                raise DataError(f"{label}: file not found (subject {subject_id} has no label map)")
+            subjects.append(Subject(subject_id, images, label))
+        return subjects
+
+    def _from_csv(self, path: Path, require_labels: bool) -> list[Subject]:
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        columns = ["subject", *self.modalities, *(["label"] if require_labels else [])]
+        header = list(rows[0]) if rows else []
+        missing = [c for c in columns if c not in header]
+        if not rows or missing:
+            raise DataError(f"{path}: needs columns {columns}; " + (f"missing {missing}" if rows else "no rows"))
+        root = path.parent
+        subjects = []
+        for line, row in enumerate(rows, start=2):
+            images = tuple(root / row[m] for m in self.modalities)
+            label = root / row["label"] if require_labels else None
+            for file in [*images, *([label] if label else [])]:
+                if not file.is_file():
+                    raise DataError(f"{path}, line {line}: {file}: file not found")
+            subjects.append(Subject(row["subject"], images, label))
+        counts = Counter(s.subject_id for s in subjects)
+        duplicated = sorted(name for name, count in counts.items() if count > 1)
+        if duplicated:
+            raise DataError(f"{path}: subjects {duplicated} are listed more than once")
+        return subjects

@@ -1,0 +1,268 @@
+"""Score a folder of predicted segmentations against the ground truth, challenge-style.
+
+    python evaluate.py --pred runs/x/predictions --gt /data/MICCAI_BraTS2020_TrainingData --dataset brats
+
+Predictions are paired with the ground truth by subject id, whatever their naming:
+``<subject>_seg.nii.gz`` (what ``predict.py`` writes), ``<subject>.nii.gz`` (nnU-Net's) or the
+ground truth's own file names. ``--gt`` is either the dataset folder as the challenge ships it
+(subjects found by the dataset's DataModule) or a flat folder of
+``<subject>[_seg|_label|...].nii.gz`` files. The predicted subjects are scored and the others
+listed (``--require-all`` makes a subject on one side only an error). Writes
+``scores.csv`` (one row per subject and structure), ``summary.csv`` (mean, std and count per
+structure and metric; NaN values left out) and ``summary.md`` (also printed). Metric
+definitions and the empty-mask conventions: :mod:`core.metrics`; the
+structures each ``--dataset`` scores: :mod:`core.dataset_labels`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from tqdm.auto import tqdm
+
+from core.dataset_labels import DATASET_LABELS
+from core.io import DataError, check_size, one_line_warnings, write_text_atomically
+from core.labels import LabelSpace
+from core.metrics import ROW_COLUMNS, csv_text, markdown_table, score_rows, score_subject, summarise
+from core.volumes import natural_key
+
+PROBABILITIES = "_probabilities"  # the probability maps predict.py may write beside the segmentations
+_SUFFIX = r"(?:[_-](?:seg|segm|label|labels|segmentation|gt|mask))?"
+# A flat ground-truth folder holds NIfTI label maps; a challenge folder (iSeg's Analyze files, with
+# the images beside the labels) is read by its DataModule instead.
+NIFTI = re.compile(rf"^(?P<stem>.+?){_SUFFIX}\.nii(?:\.gz)?$", re.IGNORECASE)
+# Predictions may also be Analyze files (named like iSeg's labels).
+LABEL_FILE = re.compile(rf"^(?P<stem>.+?){_SUFFIX}\.(?:nii(?:\.gz)?|hdr)$", re.IGNORECASE)
+# The challenge layouts evaluate.py can read ground truth from (by their DataModule).
+LAYOUTS = {"iseg": "ISeg2017DataModule", "mrbrains18": "MRBrainS18DataModule",
+           "mrbrains18_thesis": "MRBrainS18DataModule", "brats": "BraTSDataModule"}
+
+
+class EvaluationError(ValueError):
+    """Inputs that cannot be scored (missing subjects, grids that disagree)."""
+
+
+def parse_labels(labels: str | Mapping[int, str]) -> LabelSpace:
+    """``"0:background,1:lesion"`` (or a dict) -> a label space whose structures are the
+    non-background values (background 0 is added when not named)."""
+    if isinstance(labels, str):
+        pairs = {}
+        for item in filter(None, (p.strip() for p in labels.split(","))):
+            value, sep, name = item.partition(":")
+            if not sep or not name.strip():
+                raise EvaluationError(f"--labels: expected value:name, got {item!r}")
+            pairs[int(value)] = name.strip()
+        labels = pairs
+    foreground = {int(v): str(n) for v, n in labels.items() if int(v) != 0 and str(n).lower() != "background"}
+    if not foreground:
+        raise EvaluationError("--labels names no non-background value")
+    background = [int(v) for v in labels if int(v) not in foreground] or [0]
+    return LabelSpace.from_groups({"background": background, **{n: [v] for v, n in foreground.items()}})
+
+
+def label_space_for(dataset: str, labels: str | Mapping[int, str] | None = None) -> LabelSpace:
+    """The scored structures and ignored values: a challenge's (``DATASET_LABELS``) or ``--labels``."""
+    if dataset == "labels":
+        if labels is None:
+            raise EvaluationError("--dataset labels needs --labels, e.g. '0:background,1:lesion'")
+        return parse_labels(labels)
+    if dataset not in DATASET_LABELS:
+        raise EvaluationError(f"unknown dataset {dataset!r}; choose from {sorted([*DATASET_LABELS, 'labels'])}")
+    return DATASET_LABELS[dataset]
+
+
+def subject_of(name: str) -> str | None:
+    """The subject id a label file's name carries: the name without its extension and a
+    ``_seg`` / ``-label`` / ``_gt``... suffix (``case_001_seg.nii.gz``, ``case_001.nii.gz``)."""
+    match = LABEL_FILE.match(name)
+    return match["stem"] if match else None
+
+
+@dataclass
+class Matching:
+    """Predictions paired with ground truth by subject id."""
+
+    pairs: dict[str, tuple[Path, Path]]  # subject -> (prediction, ground truth)
+    unpredicted: list[str]  # subjects with ground truth but no prediction
+    unknown: list[Path]  # prediction files that name no subject of the ground truth
+
+
+def match_predictions(pred_dir: Path, truths: Mapping[str, Path]) -> Matching:
+    """Pair each label file of ``pred_dir`` with its subject's ground truth, whatever the naming:
+    ``<subject>_seg.nii.gz`` (ours), ``<subject>.nii.gz`` (nnU-Net's) or the ground truth's own
+    file name. Probability maps and other files are passed over."""
+    by_name = {Path(path).name: subject for subject, path in truths.items()}
+    pairs: dict[str, tuple[Path, Path]] = {}
+    unknown = []
+    for path in sorted(pred_dir.iterdir(), key=lambda p: natural_key(p.name)):
+        stem = subject_of(path.name)
+        if not path.is_file() or stem is None or stem.endswith(PROBABILITIES):
+            continue
+        subject = by_name.get(path.name) or (stem if stem in truths else None)
+        if subject is None:
+            unknown.append(path)
+        elif subject in pairs:
+            raise EvaluationError(f"{pred_dir}: two predictions for {subject}: {pairs[subject][0].name}, {path.name}")
+        else:
+            pairs[subject] = (path, Path(truths[subject]))
+    if not pairs and not unknown:
+        raise EvaluationError(f"{pred_dir}: no prediction files (*.nii.gz, *.nii, *.hdr)")
+    unpredicted = sorted(set(truths) - set(pairs), key=natural_key)
+    return Matching(dict(sorted(pairs.items(), key=lambda item: natural_key(item[0]))), unpredicted, unknown)
+
+
+def truth_files(gt_dir: Path, dataset: str) -> dict[str, Path]:
+    """Subject id -> ground-truth file: top-level NIfTI files named by subject, else the
+    dataset's own layout found by its DataModule."""
+    flat = {}
+    for path in sorted(gt_dir.iterdir()):
+        match = NIFTI.match(path.name)
+        if path.is_file() and match:
+            if match["stem"] in flat:
+                raise EvaluationError(f"{gt_dir}: two ground-truth files for {match['stem']}: "
+                                      f"{flat[match['stem']].name}, {path.name}")
+            flat[match["stem"]] = path
+    if flat:
+        return flat
+    if dataset not in LAYOUTS:
+        raise EvaluationError(f"{gt_dir}: no NIfTI files at the top level (dataset {dataset!r} has no known layout)")
+    import datamodules  # Lightning and the loaders: only needed to read the challenge layouts
+
+    subjects = getattr(datamodules, LAYOUTS[dataset])(str(gt_dir), cache_dir=None).subjects()
+    return {sid: s.label for sid, s in subjects.items() if s.label is not None}
+
+
+def load_label(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """(integer label map (D, H, W), affine, spacing in mm) of one file; an unreadable,
+    truncated or implausible file is an error naming it (never a traceback from zlib)."""
+    try:
+        image = nib.load(str(path))
+        check_size(Path(path), image)
+        data = np.asarray(image.dataobj)
+    except DataError as error:
+        raise EvaluationError(str(error)) from error
+    except Exception as error:  # nibabel and zlib raise many types for corrupt or truncated files
+        raise EvaluationError(f"{path}: cannot read the label map ({type(error).__name__}: {error})") from error
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise EvaluationError(f"{path}: expected a 3D label map, got shape {data.shape}")
+    return np.rint(data).astype(np.int64), np.asarray(image.affine, dtype=float), tuple(
+        float(z) for z in image.header.get_zooms()[:3])
+
+
+def match_folders(pred_dir: str | Path, gt_dir: str | Path, dataset: str) -> Matching:
+    """Predictions of ``pred_dir`` paired with the ground truth of ``gt_dir`` (see
+    :func:`match_predictions`)."""
+    pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
+    for folder in (pred_dir, gt_dir):
+        if not folder.is_dir():
+            raise EvaluationError(f"{folder}: not a folder")
+    return match_predictions(pred_dir, truth_files(gt_dir, dataset))
+
+
+def score_pairs(pairs: Mapping[str, tuple[Path, Path]], space: LabelSpace, dataset: str,
+                affine_tolerance: float = 1e-3, progress: bool | None = None) -> list[dict]:
+    """One row per subject and structure (:data:`core.metrics.ROW_COLUMNS`); prediction and truth
+    of different shape or affine, or with values outside the label map, are errors naming them.
+    ``progress``: a bar over the subjects (None: when writing to a terminal)."""
+    rows = []
+    for subject, (prediction_path, truth_path) in tqdm(pairs.items(), desc="scoring", unit="subject",
+                                                       disable=None if progress is None else not progress):
+        pred, pred_affine, _ = load_label(prediction_path)
+        truth, truth_affine, spacing = load_label(truth_path)
+        if pred.shape != truth.shape:
+            raise EvaluationError(f"{prediction_path} has shape {pred.shape} but {truth_path} has {truth.shape}")
+        if not np.allclose(pred_affine, truth_affine, atol=affine_tolerance):
+            raise EvaluationError(f"{prediction_path} and {truth_path} have different affines:\n"
+                                  f"{np.round(pred_affine, 4)}\nvs\n{np.round(truth_affine, 4)}")
+        for path, labels in ((prediction_path, pred), (truth_path, truth)):
+            unknown = sorted(set(np.unique(labels).tolist()) - set(space.value_to_class))
+            if unknown:
+                raise EvaluationError(f"{path}: label values {unknown} are not in the {dataset} label map "
+                                      f"{sorted(space.value_to_class)}")
+        rows += score_rows(subject, score_subject(pred, truth, spacing, space.structure_values, space.ignored_values))
+    return rows
+
+
+def missing_text(matching: Matching, pred_dir: Path | str, gt_dir: Path | str) -> str:
+    """What was not scored, in one line per side (empty when every subject was)."""
+    lines = []
+    if matching.unpredicted:
+        lines.append(f"not predicted in {pred_dir} ({len(matching.unpredicted)}): {', '.join(matching.unpredicted)}")
+    if matching.unknown:
+        names = ", ".join(p.name for p in matching.unknown)
+        lines.append(f"no ground truth in {gt_dir} for ({len(matching.unknown)}): {names}")
+    return "\n".join(lines)
+
+
+def evaluate_matching(pred_dir: str | Path, gt_dir: str | Path, dataset: str,
+                      labels: str | Mapping[int, str] | None = None, require_all: bool = False,
+                      affine_tolerance: float = 1e-3, progress: bool | None = None) -> tuple[list[dict], Matching]:
+    """Score every prediction of ``pred_dir`` that has a ground truth in ``gt_dir``: the rows
+    (:func:`score_pairs`) and how the files were paired. Subjects on one side only are left out
+    (an error with ``require_all``)."""
+    space = label_space_for(dataset, labels)
+    matching = match_folders(pred_dir, gt_dir, dataset)
+    if require_all and (missing := missing_text(matching, pred_dir, gt_dir)):
+        raise EvaluationError(missing.replace("\n", "; ") + " (--require-all)")
+    return score_pairs(matching.pairs, space, dataset, affine_tolerance, progress), matching
+
+
+def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path, dataset: str,
+                     labels: str | Mapping[int, str] | None = None, require_all: bool = False,
+                     affine_tolerance: float = 1e-3) -> list[dict]:
+    """One dict per scored subject and structure (subject, structure and the metric set); see
+    :func:`evaluate_matching`."""
+    return evaluate_matching(pred_dir, gt_dir, dataset, labels, require_all, affine_tolerance)[0]
+
+
+def write_outputs(rows: Sequence[dict], output: Path) -> str:
+    """Write scores.csv, summary.csv and summary.md into ``output``; returns the Markdown table."""
+    summary = summarise(rows)
+    table = markdown_table(summary)
+    write_text_atomically(output / "scores.csv", csv_text(rows, ROW_COLUMNS))
+    write_text_atomically(output / "summary.csv", csv_text(summary, ["structure", "metric", "mean", "std", "n"]))
+    write_text_atomically(output / "summary.md", table)
+    return table
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pred", required=True, type=Path, help="folder of predictions: <subject>_seg.nii.gz, "
+                        "<subject>.nii.gz or the ground truth's file names")
+    parser.add_argument("--gt", required=True, type=Path, help="dataset folder or flat folder of label files")
+    parser.add_argument("--dataset", required=True, choices=sorted([*DATASET_LABELS, "labels"]))
+    parser.add_argument("--labels", help="for --dataset labels: '0:background,1:lesion'")
+    parser.add_argument("--output", type=Path, help="where the results go (default: --pred)")
+    parser.add_argument("--require-all", action="store_true",
+                        help="a subject with ground truth but no prediction (or the reverse) is an error")
+    args = parser.parse_args(argv)
+    one_line_warnings("evaluate.py")
+    try:
+        rows, matching = evaluate_matching(args.pred, args.gt, args.dataset, args.labels, args.require_all)
+    except ValueError as error:  # EvaluationError, and the DataModules' DataError naming the bad file
+        print(f"evaluate.py: error: {error}", file=sys.stderr)
+        return 2
+    missing = missing_text(matching, args.pred, args.gt)
+    if not rows:
+        print(f"evaluate.py: error: no prediction in {args.pred} has ground truth in {args.gt}\n{missing}",
+              file=sys.stderr)
+        return 2
+    output = args.output or args.pred
+    print(write_outputs(rows, output), end="")
+    print(f"scored {len(matching.pairs)} subjects; written to {output}/scores.csv, summary.csv, summary.md")
+    if missing:
+        print(missing)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""Input checks shared by the networks, so a bad input fails with a message, not deep in torch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+def check_input(network: str, x: torch.Tensor, in_channels: int, size_divisor: int = 1, min_size: int = 1) -> None:
+    """Raise ``ValueError`` unless ``x`` is (batch, in_channels, D, H, W) with every spatial
+    size divisible by ``size_divisor`` and at least ``min_size``."""
+    if x.ndim != 5 or x.shape[1] != in_channels:
+        raise ValueError(f"{network} expects input of shape (batch, {in_channels}, D, H, W), got {tuple(x.shape)}")
+    spatial = tuple(x.shape[2:])
+    if any(s % size_divisor for s in spatial):
+        raise ValueError(f"{network} needs every spatial size divisible by {size_divisor}, got {spatial}; "
+                         f"pad the input or choose another patch size")
+    if any(s < min_size for s in spatial):
+        raise ValueError(f"{network} needs every spatial size to be at least {min_size}, got {spatial}; "
+                         f"choose a larger patch size")
+
+
+def input_size_problem(network: nn.Module, in_channels: int, size: Sequence[int]) -> str | None:
+    """Why ``network`` refuses inputs of spatial ``size`` (its own input check, the first thing
+    its forward does), or None. Free: the probe is a meta tensor, so no voxel is computed; past
+    the check, meta input meets real weights and the forward stops there."""
+    probe = torch.empty((2, in_channels, *[int(s) for s in size]), device="meta")  # 2: batch norm's least
+    try:
+        network(probe)
+    except ValueError as error:
+        return str(error)
+    except Exception:  # past the check
+        return None
+    return None

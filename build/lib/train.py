@@ -1,0 +1,343 @@
+"""LightningCLI entry point: ``python train.py {fit,validate,test,predict} --config <yaml>``.
+
+W&B logs offline under ``runs/`` unless the environment says otherwise
+(``WANDB_MODE=online`` with a key logs live; ``wandb sync`` uploads offline runs later).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonargparse import Namespace
+from pytorch_lightning import LightningModule
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from pytorch_lightning.loggers import WandbLogger
+
+from core.checkpoint import WANDB_RUN_ID, model_hparams, read_checkpoint
+from core.io import DataError, one_line_warnings, unused_path, write_text_atomically
+from core.labels import LabelSpace
+from core.provenance import code_version
+from datamodules import VolumeSegmentationDataModule
+from lightning_modules import SegmentationModule
+from lightning_modules.callbacks import (
+    LearningCurves,
+    ResumeState,
+    RunCheckpoint,
+    SegmentationWriter,
+    TestReport,
+    ValidationImages,
+)
+from lightning_modules.loggers import MONITORED, HParamsMetric
+from lightning_modules.presets import CONFIG_DIR, SUBCOMMANDS, check_command_line
+from lightning_modules.run_folders import RunFolder, choose_run_folder, link_latest
+from lightning_modules.trainer import Trainer
+from networks import check_network_options
+from networks.checks import input_size_problem
+
+ROOT = Path(__file__).resolve().parent
+TRAINER_DEFAULTS = CONFIG_DIR / "trainer" / "default.yaml"  # loaded before any --config
+
+
+class RunConfigSaver(SaveConfigCallback):
+    """Saves the run's full config and its data split (``split.json``: subject ids per role
+    and the rule that chose them) beside each logger's files (the W&B run folder, which
+    ``wandb sync`` uploads, or the TensorBoard/CSV version folder) and into the W&B config (as a
+    nested dict, so every key can be filtered and grouped on, with the git commit and dirty flag);
+    without a logger into ``default_root_dir`` (the run folder with ``{run}``), beside earlier
+    ones (``fit-config-2.yaml``...), never over them."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **{**kwargs, "save_to_log_dir": False})
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        stage = getattr(stage, "value", stage)  # Lightning passes a TrainerFn enum: "fit", "test", ...
+        datamodule = trainer.datamodule
+        split = (datamodule.split_summary()
+                 if isinstance(datamodule, VolumeSegmentationDataModule) and stage != "predict" else None)
+        config = self.parser.dump(self.config, skip_unset=False)
+        folders = []
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                folders.append(Path(logger.experiment.dir))
+                nested = yaml.safe_load(config)  # every key filterable
+                logger.experiment.config.update({**nested, "split": split, "code": dict(_code_version())},
+                                                allow_val_change=True)
+            elif logger.log_dir:
+                folders.append(Path(logger.log_dir))
+        for folder in folders or [Path(trainer.default_root_dir)]:  # no logger: the run folder (or cwd)
+            folder.mkdir(parents=True, exist_ok=True)
+            write_text_atomically(unused_path(folder / f"{stage}-{self.config_filename}"), config)
+            if split is not None:
+                write_text_atomically(unused_path(folder / "split.json"), json.dumps(split, indent=1))
+
+
+@functools.cache
+def _code_version() -> tuple[tuple[str, Any], ...]:
+    """The git commit and dirty flag, asked of git once per process (the run record and each
+    W&B config take them)."""
+    return tuple(code_version(ROOT).items())
+
+
+def run_tags(config: Any) -> list[str]:
+    """What a run is, as W&B tags: network, dataset, seed and fold."""
+    data = config.get("data") or Namespace()
+    dataset = str(data.get("class_path") or "").rsplit(".", 1)[-1].removesuffix("DataModule")
+    fold = (data.get("init_args") or Namespace()).get("fold")
+    tags = [f"network:{(config.get('model') or Namespace()).get('network', 'unet3d')}", f"dataset:{dataset}",
+            f"seed:{config.get('seed_everything')}"]
+    return tags + ([] if fold is None else [f"fold:{fold}"])
+
+
+def configure_wandb(config: Any, subcommand: str, run_id: str | None) -> None:
+    """The W&B run of this command. ``RunLogger``: its job type is the subcommand and it is tagged
+    with network, dataset, seed and fold. A resumed fit logs into the run that wrote the checkpoint
+    (``run_id``, recorded in it), and so do ``validate``/``test`` of a checkpoint unless
+    ``evaluate_in_fit_run`` is false, instead of starting a new run with the same name."""
+    logger = config.trainer.get("logger")
+    class_path = str(logger.get("class_path")) if isinstance(logger, Namespace) else ""
+    if not class_path.endswith(("WandbLogger", "RunLogger")):
+        return
+    args = logger.init_args
+    ours = class_path.endswith("RunLogger")
+    if ours:
+        args.job_type = args.get("job_type") or subcommand
+        args.tags = list(dict.fromkeys([*(args.get("tags") or []), *run_tags(config)]))
+    evaluates = ours and subcommand in ("validate", "test") and args.get("evaluate_in_fit_run", True)
+    joins = subcommand == "fit" or evaluates
+    if run_id and joins and not args.get("id"):
+        args.id = run_id
+        args.resume = "allow"
+
+
+class NetworkHelp(argparse.Action):
+    """``--network_help [NAME]``: the options of one registered network (or all), then exit."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: object, value: object,
+                 option_string: str | None = None) -> None:
+        from networks.__main__ import main as list_options
+
+        parser.exit(list_options([] if value == "all" else [str(value)]))
+
+
+class SegmentationCLI(LightningCLI):
+    """The CLI: any DataModule by class path; the network, its size and the data's channels,
+    classes and patch size flow into the model without being repeated in the config."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
+        parser.set_defaults({
+            "checkpoint.monitor": MONITORED,
+            "checkpoint.mode": "max",
+            "checkpoint.filename": "best",
+            "checkpoint.save_last": True,
+            "checkpoint.auto_insert_metric_name": False,
+        })
+        parser.add_lightning_class_args(TestReport, "test_report")
+        parser.add_lightning_class_args(LearningCurves, "learning_curves")
+        parser.add_lightning_class_args(ValidationImages, "validation_images")
+        parser.add_lightning_class_args(SegmentationWriter, "prediction_writer")
+        parser.add_lightning_class_args(ResumeState, "resume_state")
+        parser.add_lightning_class_args(HParamsMetric, "hparams_metric")
+        parser.add_argument("--network_help", action=NetworkHelp, nargs="?", const="all", metavar="NAME",
+                            help="print the options (model.network_kwargs) of network NAME, typed with defaults, "
+                                 "or of every registered network, and exit")
+        parser.link_arguments("data.init_args.patch_size", "model.roi_size")
+        parser.link_arguments("prediction_writer.flips", "model.flips")
+        parser.link_arguments("data.in_channels", "model.in_channels", apply_on="instantiate")
+        parser.link_arguments("data.modality_names", "model.modalities", apply_on="instantiate")
+        parser.link_arguments("data.label_space", "model.label_space", compute_fn=LabelSpace.to_dict,
+                              apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        """Refuse an unknown network or network option with one line, before anything is built."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        model = config.get("model") or {}
+        try:
+            check_network_options(model.get("network", "unet3d"), model.get("network_kwargs") or {})
+        except ValueError as error:
+            self.parser.error(f"model: {error}")
+        if self.subcommand == "fit":
+            run = self.run_folder
+            if config.get("checkpoint") is not None:
+                config.checkpoint.dirpath = run.checkpoint_dir
+            if run.folder is not None and config.trainer.get("default_root_dir") is None:
+                config.trainer.default_root_dir = str(run.folder)  # Lightning's SLURM checkpoints go there too
+        elif config.get("checkpoint") is not None and "{run}" in str(config.checkpoint.dirpath or ""):
+            # validate/test/predict save nothing: the evaluated checkpoint's folder, not a template
+            config.checkpoint.dirpath = str(Path(config.ckpt_path).parent) if config.get("ckpt_path") else None
+        if self.subcommand:
+            configure_wandb(config, self.subcommand, self.resumed.get(WANDB_RUN_ID))
+
+    def run_record(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the run that wrote it: the full config as a nested dict
+        (every CLI key, seeds and trainer settings included), the command and the code version.
+        Plain types only, so it loads with ``weights_only=True``."""
+        config = self.config[self.subcommand]
+        dumped = yaml.safe_load(self._parser(self.subcommand).dump(config, skip_unset=False))
+        return {"config": dumped, "command": list(self.command), "code": dict(_code_version())}
+
+    def check_windows(self, training: bool) -> None:
+        """Refuse, before any work, a training patch or inference window the network cannot take
+        (a U-Net's sides must be multiples of 8, ...): one line naming the option."""
+        hp, network = self.model.hparams, self.model.network
+        sizes = {"data.init_args.patch_size": hp.roi_size} if training else {}
+        window = ("model.inference_roi_size", hp.inference_roi_size) if hp.inference_roi_size else \
+            ("data.init_args.patch_size (the inference window)", hp.roi_size)
+        sizes.setdefault(*window)
+        was_training = network.training
+        try:
+            for option, size in sizes.items():
+                network.train(training and option == "data.init_args.patch_size")
+                problem = input_size_problem(network, int(hp.in_channels), size)
+                if problem:
+                    raise DataError(f"{option} {list(size)}: {problem}")
+        finally:
+            network.train(was_training)
+
+    def before_fit(self) -> None:
+        """Say where the run goes, and point ``<runs>/latest`` at it (process 0 only); give the
+        model the run's record for its checkpoints."""
+        self.check_windows(training=True)
+        self.model.run_record = self.run_record()
+        folder = self.run_folder.folder
+        if folder is not None and self.trainer.is_global_zero:
+            folder.mkdir(parents=True, exist_ok=True)
+            link_latest(folder)
+            resumed = f", resuming {self.run_folder.resume_from}" if self.run_folder.resume_from else ""
+            print(f"run folder: {folder} (also {folder.parent / 'latest'}){resumed}", flush=True)
+
+    def _record_evaluation(self) -> None:
+        """A W&B run evaluating a checkpoint names it, and the run that trained it when it is
+        not that run itself."""
+        ckpt_path = self.config[self.subcommand].get("ckpt_path")
+        trained_in = self.resumed.get(WANDB_RUN_ID)
+        for logger in self.trainer.loggers:
+            if isinstance(logger, WandbLogger) and ckpt_path:
+                record: dict[str, Any] = {"evaluated_checkpoint": str(ckpt_path)}
+                if trained_in and logger.experiment.id != trained_in:
+                    record["evaluates_run"] = trained_in
+                logger.experiment.config.update(record, allow_val_change=True)
+
+    def before_validate(self) -> None:
+        self.check_windows(training=False)
+        self._record_evaluation()
+
+    def before_test(self) -> None:
+        self.check_windows(training=False)
+        self._record_evaluation()
+
+    def before_predict(self) -> None:
+        self.check_windows(training=False)
+
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
+        """Checkpoints (``--ckpt_path``, resume included) load with ``weights_only=True`` unless
+        ``--weights_only false`` is given: a checkpoint carrying pickled code is refused."""
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        if kwargs.get("weights_only", True) is None:
+            kwargs["weights_only"] = True
+        return kwargs
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Keep the command line: a SLURM job's run folder is named after it."""
+        if args is None or isinstance(args, list | tuple):
+            self.command = [str(a) for a in (sys.argv[1:] if args is None else args)]
+        else:  # a dict or Namespace of arguments
+            self.command = [json.dumps(args, sort_keys=True, default=str)]
+        super().parse_arguments(parser, args)
+
+    def _parse_ckpt_path(self) -> None:
+        """Plan the fit's run folder (``{run}``; a requeued SLURM job resumes its newest
+        checkpoint), then read the checkpoint to resume or evaluate once: Lightning takes the
+        model's arguments from it; one written before the label space was stored whole has its
+        separate label arguments folded into it."""
+        self.resumed: dict[str, Any] = {}  # the checkpoint given by --ckpt_path, read once here
+        self.run_folder = RunFolder(None, None, None)
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        config = self.config[subcommand]
+        if subcommand == "fit":
+            checkpoint = config.get("checkpoint")
+            try:
+                self.run_folder = choose_run_folder(checkpoint.dirpath if checkpoint else None, config.get("ckpt_path"),
+                                         self.command)
+            except DataError as error:
+                self.parser.error(str(error))
+            config.ckpt_path = self.run_folder.resume_from
+        ckpt_path = config.get("ckpt_path")
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        self.resumed = read_checkpoint(ckpt_path)  # weights_only, memory-mapped; bad files named
+        self.config = self.parser.parse_object({subcommand: {"model": model_hparams(self.resumed)}}, self.config)
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, *fragments: str) -> None:
+        super().__init__()
+        self.fragments = fragments
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(f in record.getMessage() for f in self.fragments)
+
+
+_LITLOGGER_TIP = _DropMessages("litlogger")  # one instance: adding it again changes nothing
+
+
+def quiet_benign_messages() -> None:
+    """Silence what every run printed but nobody can act on: Lightning's advertisement for its
+    cloud logger, a deprecation inside Lightning's own pytree helper, W&B looking for a git
+    repository in the run folder (the commit is in the run's config, from ``core.provenance``)."""
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_LITLOGGER_TIP)
+    os.environ.setdefault("WANDB_DISABLE_GIT", "true")
+
+
+def run_cli(args: list[str] | None = None, save_config: bool = True, run: bool = True) -> SegmentationCLI:
+    """Parse ``args`` (default: the command line), build model, data and trainer, and run the
+    subcommand (unless ``run`` is false: then ``args`` hold no subcommand and nothing runs).
+    W&B logs offline unless ``WANDB_MODE`` says otherwise."""
+    os.environ.setdefault("WANDB_MODE", "offline")
+    quiet_benign_messages()
+    # Presets by name; a missing data config said plainly, before LightningCLI reads anything.
+    if args is None:
+        sys.argv[1:] = check_command_line(sys.argv[1:])
+    elif isinstance(args, list | tuple):
+        args = check_command_line(args)
+    defaults = {"default_config_files": [str(TRAINER_DEFAULTS)]}
+    return SegmentationCLI(
+        SegmentationModule,
+        VolumeSegmentationDataModule,
+        subclass_mode_data=True,
+        auto_configure_optimizers=False,  # the model's own ``optimizer`` / ``lr_scheduler`` arguments
+        trainer_class=Trainer,  # integer batch limits stay integers
+        save_config_callback=RunConfigSaver if save_config else None,
+        parser_kwargs=({cmd: defaults for cmd in SUBCOMMANDS} if run else defaults),
+        args=args,
+        run=run,
+    )
+
+
+def main() -> None:
+    """The ``brainseg-train`` console command: ``train.py`` with the command line. Bad input
+    (a missing folder or file, a wrong modality, an unreadable checkpoint) is one line naming
+    the file and the problem, exit code 2, not a traceback; a warning about the data is one line too."""
+    one_line_warnings("train.py")
+    try:
+        run_cli()
+    except DataError as error:
+        print(f"train.py: error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
