@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -24,13 +25,14 @@ def check_input(network: str, x: torch.Tensor, in_channels: int, size_divisor: i
 
 def input_size_problem(network: nn.Module, in_channels: int, size: Sequence[int]) -> str | None:
     """Why ``network`` refuses inputs of spatial ``size`` (its own input check, the first thing
-    its forward does), or None. Free: the probe is a meta tensor, so no voxel is computed; past
-    the check, meta input meets real weights and the forward stops there."""
+    its forward does), or None. Nearly free and without side effects: a copy of the network on
+    the meta device takes a meta batch, so shapes flow and no voxel is computed."""
+    twin = copy.deepcopy(network).to("meta")
     probe = torch.empty((2, in_channels, *[int(s) for s in size]), device="meta")  # 2: batch norm's least
     try:
-        network(probe)
-    except ValueError as error:
+        twin(probe)
+    except ValueError as error:  # the network's own check (check_input), or a shape it cannot take
         return str(error)
-    except Exception:  # past the check
+    except Exception:  # an operation the meta device lacks: past the check, so the size is taken
         return None
     return None

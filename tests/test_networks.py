@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from networks import build_network, list_networks
+from networks.checks import input_size_problem
 from networks.outputs import as_training_output, network_border
 from networks.unet3d import UNet3D
 
@@ -76,6 +77,22 @@ def test_networks_reject_sizes_they_cannot_take(name: str, divisor: int) -> None
         net(torch.zeros(1, 2, 16, 16, divisor + 2))
     with pytest.raises(ValueError, match=r"\(batch, 2, D, H, W\)"):
         net(torch.zeros(1, 3, 16, 16, 16))
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_a_size_is_judged_without_running_or_changing_the_network(name: str) -> None:
+    """``input_size_problem`` (train.py's check before any step): the network's own message for a
+    size it refuses, None for one it takes; its weights and buffers untouched (the probe runs on
+    a meta copy)."""
+    settings = SETTINGS[name]
+    net = build_network(name, in_channels=max(2, settings.min_in_channels), num_classes=4, **SMALL[name][0]).train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    channels = max(2, settings.min_in_channels)
+    assert input_size_problem(net, channels, settings.input_size) is None
+    if settings.size_divisor > 1:
+        bad = (*settings.input_size[:2], settings.input_size[2] + 1)
+        assert f"divisible by {settings.size_divisor}" in input_size_problem(net, channels, bad)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
 
 
 @pytest.mark.parametrize("name", ["densenet3d", "hyperdensenet"])
