@@ -157,8 +157,8 @@ class PredictionFolder:
                               "another output folder")
         free = shutil.disk_usage(existing).free
         if free < expected_bytes:
-            raise OutputError(f"{self.directory}: {free / 2**20:.1f} MiB free, the predictions need about "
-                              f"{expected_bytes / 2**20:.1f} MiB; free space or choose another output folder")
+            raise OutputError(f"{self.directory}: {_size(free)} free, the predictions need about "
+                              f"{_size(expected_bytes)}; free space or choose another output folder")
 
     def _check_replaceable(self, path: Path) -> None:
         if path.resolve() in self.protected:
@@ -207,6 +207,10 @@ class PredictionFolder:
 # probabilities about twofold. Estimates for the free-space check, on the generous side.
 LABEL_BYTES_PER_VOXEL = 0.1
 PROBABILITY_BYTES_PER_VOXEL = 2.0
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
 
 
 def expected_bytes(subjects: Sequence[Subject], maps: int = 0) -> int:

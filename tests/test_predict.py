@@ -457,7 +457,7 @@ def test_an_unwritable_output_is_one_line_before_any_work(checkpoint: Path, tiny
     monkeypatch.setattr(os, "access", real_access)
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=1000))
-    assert re.search(r"out: 0\.0 MiB free, the predictions need about [\d.]+ MiB", refused(tmp_path / "out"))
+    assert re.search(r"out: 1 KiB free, the predictions need about [\d.]+ [KM]iB", refused(tmp_path / "out"))
     monkeypatch.undo()
 
     def disk_full(image: object, path: str) -> None:
