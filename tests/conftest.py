@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import nibabel as nib
@@ -21,6 +21,20 @@ SCRATCH = {".pytest_cache", "__pycache__", ".ruff_cache"}
 
 def _root_entries() -> set[str]:
     return {p.name for p in ROOT.iterdir()} - SCRATCH
+
+
+@pytest.fixture(autouse=True, scope="session")
+def float32_training() -> Iterator[None]:
+    """Tests compare figures to the digit across paths (train.py test against evaluate.py, train.py
+    predict against predict.py, one process against DDP): every fit trains in float32 unless a test
+    asks otherwise, also on a CPU with native bf16, where the Trainer's default is bf16-mixed
+    (``default_precision`` has a test of its own)."""
+    import lightning_modules.trainer as trainer
+
+    real = trainer.fast_bf16
+    trainer.fast_bf16 = lambda device: False  # the Trainer's default sees no native bf16
+    yield
+    trainer.fast_bf16 = real
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -115,7 +129,8 @@ def tiny_run_args(subcommand: str, data_dir: Path, run_dir: Path | None = None, 
             "--data.init_args.patch_size", "[16, 16, 16]", "--data.init_args.samples_per_volume", "2",
             "--data.init_args.cache_dir", str(run_dir / "cache") if run_dir else "null",
             "--model.network_kwargs", "{base_features: 2}",
-            *(["--trainer.logger", "false"] if logger is None else logger), "--trainer.enable_progress_bar", "false"]
+            *(["--trainer.logger", "false"] if logger is None else logger), "--trainer.enable_progress_bar", "false",
+            "--trainer.precision", "32-true"]  # also in train.py processes the tests start (float32_training)
     if run_dir is not None:
         args += ["--checkpoint.dirpath", str(run_dir / "checkpoints")]
     return [*args, *extra]

@@ -383,3 +383,30 @@ def test_presets_by_name_and_a_missing_data_config_said_plainly(tmp_path: Path, 
         run_cli(["fit", "--model.network", "vnet"], save_config=False)
     cli = run_cli(["--config", "demo", "--trainer.logger", "false"], run=False, save_config=False)
     assert type(cli.datamodule).__name__ == "ISeg2017DataModule"
+
+
+def test_the_default_precision_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bf16-mixed only for a CPU run where bf16 is native; float32 elsewhere (an emulating CPU, a
+    GPU run: GPU presets choose theirs); an explicit precision always wins."""
+    import lightning_modules.trainer as trainer
+
+    monkeypatch.setattr(trainer.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(trainer.torch.backends.mps, "is_available", lambda: False)
+    for native, expected in ((True, "bf16-mixed"), (False, "32-true")):
+        monkeypatch.setattr(trainer, "fast_bf16", lambda device, native=native: native)
+        assert trainer.default_precision() == trainer.default_precision("cpu") == expected
+        assert trainer.default_precision("gpu") == "32-true"
+    monkeypatch.setattr(trainer, "fast_bf16", lambda device: True)
+    assert trainer.Trainer(logger=False, enable_checkpointing=False).precision == "bf16-mixed"
+    assert trainer.Trainer(precision="32-true", logger=False, enable_checkpointing=False).precision == "32-true"
+
+
+def test_fast_bf16_means_the_instructions_not_onednn_emulation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """x86: AVX512-BF16 or AMX-BF16 make bf16 native; AVX512 alone (which oneDNN's own check
+    accepts) emulates it."""
+    from core import inference
+
+    for capabilities, native in (({"avx2": True, "avx512_bf16": True}, True), ({"avx2": True, "amx_bf16": True}, True),
+                                 ({"avx2": True, "avx512f": True}, False), ({"avx2": True}, False)):
+        monkeypatch.setattr(inference.torch.cpu, "get_capabilities", lambda c=capabilities: c)
+        assert inference.fast_bf16("cpu") is native, capabilities
