@@ -188,20 +188,16 @@ class SegmentationCLI(LightningCLI):
     def check_windows(self, training: bool) -> None:
         """Refuse, before any work, a training patch or inference window the network cannot take
         (a U-Net's sides must be multiples of 8, ...): one line naming the option."""
-        hp, network = self.model.hparams, self.model.network
-        sizes = {"data.init_args.patch_size": hp.roi_size} if training else {}
-        window = ("model.inference_roi_size", hp.inference_roi_size) if hp.inference_roi_size else \
-            ("data.init_args.patch_size (the inference window)", hp.roi_size)
-        sizes.setdefault(*window)
-        was_training = network.training
-        try:
-            for option, size in sizes.items():
-                network.train(training and option == "data.init_args.patch_size")
-                problem = input_size_problem(network, int(hp.in_channels), size)
-                if problem:
-                    raise DataError(f"{option} {list(size)}: {problem}")
-        finally:
-            network.train(was_training)
+        hp = self.model.hparams
+        sizes = [("data.init_args.patch_size", hp.roi_size, True)] if training else []
+        if hp.inference_roi_size:
+            sizes.append(("model.inference_roi_size", hp.inference_roi_size, False))
+        elif not training:  # in training the patch was checked, more strictly, in training mode
+            sizes.append(("data.init_args.patch_size (the inference window)", hp.roi_size, False))
+        for option, size, in_training in sizes:
+            problem = input_size_problem(self.model.network, int(hp.in_channels), size, training=in_training)
+            if problem:
+                raise DataError(f"{option} {list(size)}: {problem}")
 
     def before_fit(self) -> None:
         """Say where the run goes, and point ``<runs>/latest`` at it (process 0 only); give the

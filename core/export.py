@@ -24,7 +24,7 @@ import nibabel as nib
 import numpy as np
 
 from core.geometry import resample_onto
-from core.io import DataError, OutputError, save_nifti_atomically, write_text_atomically
+from core.io import DataError, OutputError, nearest_existing, save_nifti_atomically, write_text_atomically
 from core.labels import LabelSpace
 from core.volumes import Subject
 
@@ -147,9 +147,7 @@ class PredictionFolder:
         self._check_room(expected_bytes)
 
     def _check_room(self, expected_bytes: int) -> None:
-        existing = self.directory  # made at the first write: until then its nearest existing parent counts
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
+        existing = nearest_existing(self.directory)  # the folder is made at the first write
         if not existing.is_dir():
             raise OutputError(f"{existing}: is a file, not a folder; choose another output folder")
         if not os.access(existing, os.W_OK | os.X_OK):

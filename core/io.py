@@ -171,13 +171,18 @@ def _reason(error: BaseException, free: int | None) -> str:
     return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
 
 
+def nearest_existing(path: Path) -> Path:
+    """``path`` if it exists, else its nearest existing parent: where a file or folder that is
+    made later would go, to ask for permissions and free space now."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def _free_bytes(path: Path) -> int | None:
-    """Free bytes on the nearest existing folder above ``path``, if it can be asked."""
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
+    """Free bytes where ``path`` would be written, if it can be asked."""
     try:
-        return shutil.disk_usage(folder).free
+        return shutil.disk_usage(nearest_existing(path.parent)).free
     except OSError:
         return None
 

@@ -157,7 +157,7 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
         self.cache = VolumeCache(cache_dir)
         self.preprocess_workers = (os.cpu_count() or 1) if preprocess_workers is None else preprocess_workers
         self.num_workers = num_workers
-        self._volumes: dict[tuple[Subject, bool], Volume] = {}  # loaded once per process
+        self._volumes: dict[Subject, Volume] = {}  # labelled volumes, loaded once per process
         self._subjects: dict[str, Subject] | None = None
         self.modality_profiles: ModalityProfiles | None = None  # set by setup("fit"), saved in checkpoints
 
@@ -208,12 +208,11 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
                 **{role: [s.subject_id for s in members] for role, members in self.split().items()}}
 
     # Volumes.
-    def _load(self, subjects: Sequence[Subject], with_labels: bool = True) -> list[Volume]:
-        label_space = self.label_space if with_labels else None
+    def _load(self, subjects: Sequence[Subject]) -> list[Volume]:
         for s in subjects:
-            if (s, with_labels) not in self._volumes:
-                self._volumes[(s, with_labels)] = self.cache.load(s, label_space, self.preprocessing)
-        return [self._volumes[(s, with_labels)] for s in subjects]
+            if s not in self._volumes:
+                self._volumes[s] = self.cache.load(s, self.label_space, self.preprocessing)
+        return [self._volumes[s] for s in subjects]
 
     def prepare_data(self) -> None:
         """Fill the disk cache once (rank 0), so DDP ranks only memory-map it in ``setup``.

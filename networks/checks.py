@@ -23,11 +23,13 @@ def check_input(network: str, x: torch.Tensor, in_channels: int, size_divisor: i
                          f"choose a larger patch size")
 
 
-def input_size_problem(network: nn.Module, in_channels: int, size: Sequence[int]) -> str | None:
-    """Why ``network`` refuses inputs of spatial ``size`` (its own input check, the first thing
-    its forward does), or None. Nearly free and without side effects: a copy of the network on
-    the meta device takes a meta batch, so shapes flow and no voxel is computed."""
-    twin = copy.deepcopy(network).to("meta")
+def input_size_problem(network: nn.Module, in_channels: int, size: Sequence[int], training: bool = False
+                       ) -> str | None:
+    """Why ``network`` refuses inputs of spatial ``size`` in training (``training``) or inference
+    mode (its own input check, the first thing its forward does), or None. Nearly free and without
+    side effects: a copy of the network on the meta device takes a meta batch, so shapes flow and
+    no voxel is computed."""
+    twin = copy.deepcopy(network).to("meta").train(training)
     probe = torch.empty((2, in_channels, *[int(s) for s in size]), device="meta")  # 2: batch norm's least
     try:
         twin(probe)

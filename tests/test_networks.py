@@ -88,11 +88,12 @@ def test_a_size_is_judged_without_running_or_changing_the_network(name: str) -> 
     net = build_network(name, in_channels=max(2, settings.min_in_channels), num_classes=4, **SMALL[name][0]).train()
     before = {k: v.clone() for k, v in net.state_dict().items()}
     channels = max(2, settings.min_in_channels)
-    assert input_size_problem(net, channels, settings.input_size) is None
-    if settings.size_divisor > 1:
-        bad = (*settings.input_size[:2], settings.input_size[2] + 1)
-        assert f"divisible by {settings.size_divisor}" in input_size_problem(net, channels, bad)
-    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    for training in (True, False):
+        assert input_size_problem(net, channels, settings.input_size, training=training) is None
+        if settings.size_divisor > 1:
+            bad = (*settings.input_size[:2], settings.input_size[2] + 1)
+            assert f"divisible by {settings.size_divisor}" in input_size_problem(net, channels, bad, training=training)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items()) and net.training
 
 
 @pytest.mark.parametrize("name", ["densenet3d", "hyperdensenet"])
