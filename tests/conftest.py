@@ -37,21 +37,14 @@ def float32_training() -> Iterator[None]:
     trainer.fast_bf16 = real
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
-    session.config.stash[ROOT_ENTRIES] = _root_entries()
-
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Tests write into their tmp folders only: a file a test left in the repository (a config or
-    split saved into the working directory) fails the session."""
-    before = session.config.stash.get(ROOT_ENTRIES, None)
-    left = sorted(_root_entries() - before) if before is not None else []
-    if left:
-        print(f"\ntests left files in the repository root: {left}", file=sys.stderr)
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
-
-
-ROOT_ENTRIES = pytest.StashKey[set]()
+@pytest.fixture(autouse=True)
+def repository_root_untouched() -> Iterator[None]:
+    """Tests write into their tmp folders only: a file a test leaves in the repository (a config or
+    split saved into the working directory) fails that test, by name."""
+    before = _root_entries()
+    yield
+    left = sorted(_root_entries() - before)
+    assert not left, f"the test left files in the repository root: {left}"
 
 
 def write_analyze(array: np.ndarray, path: Path, zooms: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> None:
@@ -123,7 +116,7 @@ def tiny_run_args(subcommand: str, data_dir: Path, run_dir: Path | None = None, 
                   logger: Sequence[str] | None = None) -> list[str]:
     """``train.py <subcommand>`` arguments for the tiny demo set: the demo recipe on a 2-feature
     U-Net and 16^3 patches, no progress bar, no logger (or ``logger``'s arguments), and with a
-    ``run_dir``: its cache and checkpoints there (else no cache). The one place tests spell them."""
+    ``run_dir``: its cache, checkpoints and saved config there (else no cache). The one place tests spell them."""
     args = [subcommand, "--config", "configs/demo.yaml", "--data.init_args.data_dir", str(data_dir),
             "--data.init_args.val_subjects", val, "--data.init_args.test_subjects", test,
             "--data.init_args.patch_size", "[16, 16, 16]", "--data.init_args.samples_per_volume", "2",
@@ -132,7 +125,7 @@ def tiny_run_args(subcommand: str, data_dir: Path, run_dir: Path | None = None, 
             *(["--trainer.logger", "false"] if logger is None else logger), "--trainer.enable_progress_bar", "false",
             "--trainer.precision", "32-true"]  # also in train.py processes the tests start (float32_training)
     if run_dir is not None:
-        args += ["--checkpoint.dirpath", str(run_dir / "checkpoints")]
+        args += ["--checkpoint.dirpath", str(run_dir / "checkpoints"), "--trainer.default_root_dir", str(run_dir)]
     return [*args, *extra]
 
 
