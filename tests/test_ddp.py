@@ -93,10 +93,10 @@ def test_ddp_test_report_holds_every_subject_once(checkpoint: Path, tiny_demo_di
         assert logged[2][name] == pytest.approx(logged[1][name], abs=1e-6), name
 
 
-def slurm_job(tmp_path: Path, job_id: str, tiny_demo_dir: Path, then_exit: bool = False) -> tuple[dict, list[str]]:
+def slurm_job(tmp_path: Path, job_id: str, tiny_demo_dir: Path) -> tuple[dict, list[str]]:
     """The environment of a simulated SLURM job (``scontrol`` on PATH records its arguments in
     ``scontrol.txt``) and a small ``train.py fit`` with the SLURM preset that is sent SIGUSR1 after
-    its first batch (and ends there, as SLURM ends a job it requeues, with ``then_exit``)."""
+    its first batch and ends there, as SLURM ends a job it requeues."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     scontrol = bin_dir / "scontrol"
@@ -109,7 +109,7 @@ def slurm_job(tmp_path: Path, job_id: str, tiny_demo_dir: Path, then_exit: bool 
     env.pop("BRAINSEG_RUN_ID", None)
     signal_config = tmp_path / "signal.yaml"
     signal_config.write_text("trainer:\n  callbacks:\n    - class_path: ddp_recorder.SendSignal\n"
-                             f"      init_args:\n        after_batch: 1\n        then_exit: {str(then_exit).lower()}\n")
+                             "      init_args:\n        after_batch: 1\n        then_exit: true\n")
     args = tiny_run_args("fit", tiny_demo_dir, None, "--config", "configs/trainer/slurm.yaml", "--config",
                          str(signal_config), "--trainer.accelerator", "cpu", "--trainer.devices", "1",
                          "--trainer.strategy", "auto", "--trainer.sync_batchnorm", "false", "--trainer.max_epochs", "1",
@@ -118,25 +118,14 @@ def slurm_job(tmp_path: Path, job_id: str, tiny_demo_dir: Path, then_exit: bool 
     return env, command
 
 
-def test_slurm_preset_saves_and_requeues_on_sigusr1(tiny_demo_dir: Path, tmp_path: Path) -> None:
+def test_a_requeued_slurm_job_resumes_its_own_run_folder(tiny_demo_dir: Path, tmp_path: Path) -> None:
     """configs/trainer/slurm.yaml under a (simulated) SLURM job: SIGUSR1 before the time limit makes
     Lightning save an hpc checkpoint (through the atomic writer, loadable with weights_only) and
-    call ``scontrol requeue <job id>`` (a stand-in on PATH records the call)."""
-    env, command = slurm_job(tmp_path, "4242", tiny_demo_dir)
-    subprocess.run([*command, "--trainer.default_root_dir", str(tmp_path / "job"),
-                    "--checkpoint.dirpath", str(tmp_path / "job" / "checkpoints")],
-                   cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
-    assert (tmp_path / "scontrol.txt").read_text().split() == ["requeue", "4242"]
-    (hpc,) = (tmp_path / "job").glob("hpc_ckpt_*.ckpt")
-    assert torch.load(hpc, map_location="cpu", weights_only=True)["global_step"] == 1
-    assert not list((tmp_path / "job").glob(".*"))  # no temporary file left by the atomic writer
-
-
-def test_a_requeued_slurm_job_resumes_its_own_run_folder(tiny_demo_dir: Path, tmp_path: Path) -> None:
-    """``{run}`` under SLURM: the job's run folder is named after the job and the command, the
-    SLURM checkpoint goes into it (not into a folder shared with other runs), and the requeued
-    job (same command, ``SLURM_RESTART_COUNT=1``) resumes from that checkpoint in that folder."""
-    env, command = slurm_job(tmp_path, "4343", tiny_demo_dir, then_exit=True)
+    call ``scontrol requeue <job id>`` (a stand-in on PATH records the call). With ``{run}`` the
+    job's run folder is named after the job and the command, the SLURM checkpoint goes into it
+    (not into a folder shared with other runs), and the requeued job (same command,
+    ``SLURM_RESTART_COUNT=1``) resumes from that checkpoint in that folder."""
+    env, command = slurm_job(tmp_path, "4343", tiny_demo_dir)
     runs = tmp_path / "runs"
     command += ["--trainer.limit_train_batches", "3", "--checkpoint.dirpath", str(runs / "{run}" / "checkpoints")]
     killed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -145,6 +134,8 @@ def test_a_requeued_slurm_job_resumes_its_own_run_folder(tiny_demo_dir: Path, tm
     assert run.name.startswith("slurm4343-")
     (hpc,) = run.glob("hpc_ckpt_*.ckpt")
     assert torch.load(hpc, map_location="cpu", weights_only=True)["global_step"] == 1
+    assert (tmp_path / "scontrol.txt").read_text().split() == ["requeue", "4343"]
+    assert not list(run.glob(".*"))  # no temporary file left by the atomic writer
     requeued = subprocess.run(command, cwd=ROOT, env={**env, "SLURM_RESTART_COUNT": "1"}, capture_output=True,
                               text=True, timeout=600)
     assert requeued.returncode == 0, requeued.stderr[-2000:]
