@@ -6,8 +6,8 @@ give the preprocessing and the folder layout. ``--input`` is either one subject'
 files, in the checkpoint's modality order, or a folder in the layout the model was trained on
 (e.g. ``iSeg-2017-Testing/``, a BraTS validation folder, a Decathlon task folder).
 
-For each subject it writes ``<subject>_seg.nii.gz`` in the scan's own space (shape, affine,
-orientation) and label values, optionally ``<subject>_probabilities.nii.gz`` (one volume per
+For each subject it writes ``<subject>_seg.nii.gz`` (``<case>.nii.gz`` for a model trained on an
+nnU-Net dataset) in the scan's own space (shape, affine, orientation) and label values, optionally ``<subject>_probabilities.nii.gz`` (one volume per
 class or region, float32), and finally ``volumes.csv``: millilitres per class (or region) per
 subject. Every file is written under a temporary name and renamed.
 
@@ -30,7 +30,7 @@ import torch
 from core.inference import PRECISIONS, fast_bf16
 from core.io import DataError, one_line_warnings
 from core.segmenter import load_segmenter
-from datamodules.folders import subjects_in_folder
+from datamodules.folders import output_names, subjects_in_folder
 
 # The CPU preset (--cpu-fast): nnU-Net's most common complaint is 42 minutes a case on a CPU, 3
 # without mirroring. No mirroring (8x the work), less window overlap (0.25: each voxel in about
@@ -69,7 +69,7 @@ def predict(checkpoint: Path | Sequence[Path], inputs: Sequence[Path], output: P
     else:
         subjects = [segmenter.subject(inputs, subject_id)]
     return segmenter.segment_to_folder(subjects, output, flips=flips, probabilities=save_probabilities,
-                                       overwrite=overwrite)
+                                       overwrite=overwrite, names=output_names(segmenter.datamodule))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

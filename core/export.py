@@ -94,8 +94,26 @@ class Segmentation:
         return self.labels.volumes_ml(self.classes, self.affine)
 
 
+@dataclass(frozen=True)
+class OutputNames:
+    """How a subject's outputs are named in the folder (``{subject}``: its id): ours by default;
+    a DataModule whose dataset has a convention of its own says so (nnU-Net's ``<case>.nii.gz``)."""
+
+    segmentation: str = "{subject}_seg.nii.gz"
+    probabilities: str = "{subject}_probabilities.nii.gz"
+
+    def files(self, subject_id: str, probabilities: bool = False) -> list[str]:
+        """The segmentation's name, then the probabilities' (when written)."""
+        return [self.segmentation.format(subject=subject_id),
+                *([self.probabilities.format(subject=subject_id)] if probabilities else [])]
+
+
+OUR_NAMES = OutputNames()
+
+
 class PredictionFolder:
-    """Writes ``<subject>_seg.nii.gz`` (and ``<subject>_probabilities.nii.gz``) per subject,
+    """Writes ``<subject>_seg.nii.gz`` (and ``<subject>_probabilities.nii.gz``) per subject
+    (or the names a dataset's convention gives, :class:`OutputNames`),
     each atomically, then merges the subjects' rows into ``volumes.csv`` (millilitres per
     structure) on :meth:`close`.
 
@@ -112,8 +130,9 @@ class PredictionFolder:
     """
 
     def __init__(self, directory: str | Path, probabilities: bool = False, overwrite: bool = False,
-                 protect: Sequence[str | Path] = ()) -> None:
+                 protect: Sequence[str | Path] = (), names: OutputNames = OUR_NAMES) -> None:
         self.directory = Path(directory)
+        self.names = names
         self.probabilities = probabilities
         self.overwrite = overwrite
         self.protected = {Path(p).resolve() for p in protect}
@@ -122,17 +141,17 @@ class PredictionFolder:
 
     @classmethod
     def for_subjects(cls, directory: str | Path, subjects: Sequence[Subject], maps: int, probabilities: bool = False,
-                     overwrite: bool = False) -> PredictionFolder:
+                     overwrite: bool = False, names: OutputNames = OUR_NAMES) -> PredictionFolder:
         """The folder for segmenting ``subjects`` (their files protected), checked before any
         work; ``maps``: probability maps per subject (classes or regions)."""
-        folder = cls(directory, probabilities, overwrite, protect=[f for s in subjects for f in s.files()])
+        folder = cls(directory, probabilities, overwrite, protect=[f for s in subjects for f in s.files()],
+                     names=names)
         folder.check([s.subject_id for s in subjects], expected_bytes(subjects, maps if probabilities else 0))
         return folder
 
     def outputs(self, subject_id: str) -> list[Path]:
         """The files :meth:`write` makes for ``subject_id``."""
-        names = [f"{subject_id}_seg.nii.gz", *([f"{subject_id}_probabilities.nii.gz"] if self.probabilities else [])]
-        return [self.directory / name for name in names]
+        return [self.directory / name for name in self.names.files(subject_id, self.probabilities)]
 
     def check(self, subject_ids: Sequence[str], expected_bytes: int = 0) -> None:
         """Refuse, before any work, outputs that would replace a file they must not (see the

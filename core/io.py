@@ -46,8 +46,42 @@ def one_line_warnings(program: str) -> None:
     warnings.formatwarning = format_warning  # type: ignore[assignment]
 
 
+ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")  # read by SimpleITK (nnU-Net datasets use them too)
+
+
+def is_itk_file(path: str | Path) -> bool:
+    """Whether ``path`` is in a format nibabel does not read but SimpleITK does."""
+    return Path(path).name.lower().endswith(ITK_SUFFIXES)
+
+
+def _load_itk(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A 3D NRRD/MetaImage file as ``(float32 array in x, y, z order, RAS+ affine)``: ITK's
+    LPS origin and direction cosines turned into the affine NIfTI readers give."""
+    try:
+        import SimpleITK as sitk
+    except ImportError as error:
+        raise DataError(f"{path}: reading {path.suffix} files needs SimpleITK, which is not installed here: "
+                        "pip install SimpleITK") from error
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        raise DataError(f"{path}: cannot read the image ({reason})") from error
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise DataError(f"{path}: expected a 3D single-component image, got {image.GetDimension()}D with "
+                        f"{image.GetNumberOfComponentsPerPixel()} components per voxel")
+    data = np.ascontiguousarray(sitk.GetArrayFromImage(image).transpose(2, 1, 0), dtype=np.float32)
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    lps_to_ras = np.diag([-1.0, -1.0, 1.0])
+    affine = np.eye(4)
+    affine[:3, :3] = lps_to_ras @ direction @ np.diag(image.GetSpacing())
+    affine[:3, 3] = lps_to_ras @ np.asarray(image.GetOrigin(), dtype=np.float64)
+    return data, affine
+
+
 def load_volume(path: Path, channel: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Load a 3D image (NIfTI or Analyze) as ``(float32 array, 4x4 affine)``.
+    """Load a 3D image (NIfTI, Analyze; NRRD and MetaImage through SimpleITK) as
+    ``(float32 array, 4x4 affine)``.
 
     ``channel`` picks one volume of a 4D file (the Decathlon stores modalities on the 4th
     axis). Without it, a trailing singleton 4th axis is dropped and anything else that is not
@@ -56,6 +90,10 @@ def load_volume(path: Path, channel: int | None = None) -> tuple[np.ndarray, np.
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
+    if is_itk_file(path):
+        data, affine = _load_itk(path)
+        check_finite(path, data)
+        return data, affine
     try:
         image = nib.load(str(path))
         check_size(path, image)
@@ -73,11 +111,16 @@ def load_volume(path: Path, channel: int | None = None) -> tuple[np.ndarray, np.
         data = data[..., 0]
     if data.ndim != 3:
         raise DataError(f"{path}: expected a 3D volume, got shape {data.shape}")
+    check_finite(path, data)
+    warn_if_wrapped(path, data, image.get_data_dtype(), image.dataobj)
+    return data, np.asarray(image.affine, dtype=np.float64)
+
+
+def check_finite(path: Path, data: np.ndarray) -> None:
+    """Refuse NaN or infinite voxels, counted, naming the file."""
     if not np.isfinite(data).all():
         bad = int((~np.isfinite(data)).sum())
         raise DataError(f"{path}: {bad} voxels are NaN or infinite")
-    warn_if_wrapped(path, data, image.get_data_dtype(), image.dataobj)
-    return data, np.asarray(image.affine, dtype=np.float64)
 
 
 def warn_if_wrapped(path: Path, data: np.ndarray, dtype: np.dtype, dataobj: object) -> None:

@@ -38,7 +38,7 @@ from core.checkpoint import (
     network_weights,
     read_checkpoint,
 )
-from core.export import PredictionFolder, Segmentation
+from core.export import OUR_NAMES, OutputNames, PredictionFolder, Segmentation
 from core.inference import mean_over_flips, sliding_window_logits
 from core.io import DataError, DataWarning
 from core.labels import LabelSpace
@@ -150,10 +150,13 @@ class ScanSegmenter(ABC):
         return self.segment_subject(self.subject(files, subject_id), flips).image()
 
     def segment_to_folder(self, subjects: Sequence[Subject], output: str | Path, flips: bool = False,
-                          probabilities: bool = False, overwrite: bool = False, progress: bool = True) -> list[Path]:
+                          probabilities: bool = False, overwrite: bool = False, progress: bool = True,
+                          names: OutputNames = OUR_NAMES) -> list[Path]:
         """Segment ``subjects`` into ``output`` (see :class:`PredictionFolder`: nothing replaced
-        that must not be, checked before any work); returns the segmentation files written."""
-        folder = PredictionFolder.for_subjects(output, subjects, self.labels.num_outputs, probabilities, overwrite)
+        that must not be, checked before any work), named by ``names``; returns the segmentation
+        files written."""
+        folder = PredictionFolder.for_subjects(output, subjects, self.labels.num_outputs, probabilities, overwrite,
+                                               names)
         written = []
         bar = tqdm(subjects, desc="segmenting", unit="subject", disable=None if progress else True)
         for subject in bar:

@@ -8,6 +8,7 @@ from datamodules.decathlon import DecathlonDataModule
 from datamodules.iseg import ISeg2017DataModule, ISeg2019DataModule
 from datamodules.mrbrains18 import MRBrainS18DataModule
 from datamodules.nifti import NiftiDataModule
+from datamodules.nnunet import NnUNetDataModule
 
 __all__ = [
     "IGNORE_INDEX",
@@ -19,5 +20,6 @@ __all__ = [
     "LabelSpace",
     "MRBrainS18DataModule",
     "NiftiDataModule",
+    "NnUNetDataModule",
     "VolumeSegmentationDataModule",
 ]

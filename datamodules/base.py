@@ -14,6 +14,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, DistributedSampler
 
+from core.export import OUR_NAMES, OutputNames
 from core.intensity import simpleitk
 from core.io import DataError
 from core.labels import LabelSpace
@@ -78,6 +79,7 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
 
     available_modalities: tuple[str, ...] = ()
     label_values: dict[int, str] = {}
+    output_names: OutputNames = OUR_NAMES  # how predictions are named (a dataset's own convention)
 
     def __init__(
         self,

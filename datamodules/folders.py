@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from core.export import OUR_NAMES, OutputNames
 from core.io import DataError
 from core.volumes import Subject
 from datamodules.base import VolumeSegmentationDataModule
@@ -19,9 +20,10 @@ from datamodules.decathlon import DecathlonDataModule
 from datamodules.iseg import ISeg2017DataModule, ISeg2019DataModule
 from datamodules.mrbrains18 import MRBrainS18DataModule
 from datamodules.nifti import NiftiDataModule
+from datamodules.nnunet import NnUNetDataModule
 
 _CLASSES = (ISeg2017DataModule, ISeg2019DataModule, MRBrainS18DataModule, BraTSDataModule, DecathlonDataModule,
-            NiftiDataModule)
+            NiftiDataModule, NnUNetDataModule)
 # By the class path checkpoints record (``datamodules.iseg.ISeg2017DataModule``) and the shorter
 # one of the package (``datamodules.ISeg2017DataModule``).
 KNOWN_DATAMODULES: dict[str, type[VolumeSegmentationDataModule]] = {
@@ -47,6 +49,13 @@ def datamodule_class(class_path: str | None, source: str) -> type[VolumeSegmenta
         raise DataError(f"{source}: names the DataModule {class_path!r}, which is not one of "
                         f"{sorted(KNOWN_DATAMODULES)}; refusing to import it")
     return KNOWN_DATAMODULES[class_path]
+
+
+def output_names(record: Mapping[str, Any] | None) -> OutputNames:
+    """How predictions of a checkpoint trained on ``record``'s DataModule are named: its dataset's
+    convention (nnU-Net's ``<case>.nii.gz``), ours for anything else."""
+    cls = KNOWN_DATAMODULES.get(str((record or {}).get("class_path")))
+    return cls.output_names if cls is not None else OUR_NAMES
 
 
 def subjects_in_folder(folder: str | Path, record: Mapping[str, Any] | None, modalities: Sequence[str],

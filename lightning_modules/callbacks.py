@@ -17,7 +17,7 @@ from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 
 from core.checkpoint import WANDB_RUN_ID
-from core.export import PredictionFolder, Segmentation
+from core.export import OUR_NAMES, PredictionFolder, Segmentation
 from core.figures import plt, save_comparison_png, save_learning_curves_png
 from core.geometry import voxel_spacing
 from core.io import write_text_atomically
@@ -310,8 +310,9 @@ class SegmentationWriter(BasePredictionWriter):
             return
         directory = Path(self.output_dir) if self.output_dir else _default_output_dir(trainer, "predictions")
         subjects = getattr(trainer.datamodule, "predict_subjects", [])  # ours know theirs; other loaders: none
+        names = getattr(trainer.datamodule, "output_names", OUR_NAMES)  # the dataset's convention (nnU-Net's)
         self.folder = PredictionFolder.for_subjects(directory, subjects, pl_module.labels.num_outputs,
-                                                    self.probabilities, self.overwrite)
+                                                    self.probabilities, self.overwrite, names)
 
     def write_on_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prediction: Any,
                            batch_indices: Sequence[int] | None, batch: Any, batch_idx: int,

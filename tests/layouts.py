@@ -174,3 +174,50 @@ def write_csv(root: Path, folder: Path, modalities: Sequence[str] = ("T1", "FLAI
             writer.writerow([s, *(str((folder / s / f"{m}.nii.gz").relative_to(root)) for m in modalities),
                              str((folder / s / "label.nii.gz").relative_to(root))])
     return path
+
+
+NNUNET_BRATS = {  # as nnU-Net's Dataset137_BraTS2021 conversion script writes it
+    "channel_names": {"0": "T1", "1": "T1ce", "2": "T2", "3": "Flair"},
+    "labels": {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": [3]},
+    "regions_class_order": [1, 2, 3],
+}
+
+
+def write_image(array: np.ndarray, path: Path, spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> Path:
+    """NIfTI through nibabel; ``.nrrd``/``.mha`` through SimpleITK (axes x, y, z either way; the
+    same world grid: ITK's LPS directions of the NIfTI's RAS axes)."""
+    if path.name.endswith((".nii.gz", ".nii")):
+        return write_nifti(array, path, np.diag([*spacing, 1.0]))
+    import SimpleITK as sitk
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
+    image.SetSpacing([float(s) for s in spacing])
+    image.SetDirection([-1.0, 0, 0, 0, -1.0, 0, 0, 0, 1.0])
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def write_nnunet(root: Path, cases: int = 4, file_ending: str = ".nii.gz", shape: Sequence[int] = (20, 20, 16),
+                 name: str = "Dataset137_BraTS2021") -> Path:
+    """An nnU-Net v2 raw dataset with region labels: ``dataset.json``, ``imagesTr/<case>_000{0..3}``,
+    ``labelsTr/<case>`` (BraTS' labels converted as nnU-Net's script does: edema 1, necrosis 2,
+    enhancing 3), one case in ``imagesTs``."""
+    folder = root / name
+    means = [{9: 500, 1: 900, 2: 700, 3: 800}, {9: 600, 1: 500, 2: 400, 3: 1200},
+             {9: 600, 1: 950, 2: 800, 3: 700}, {9: 500, 1: 950, 2: 500, 3: 450}]
+    for n in range(cases + 1):
+        case = f"BraTS2021_{n:05d}"
+        brain = blob_labels(shape, [(9, 0.9)], n)
+        tumour = blob_labels(shape, [(1, 0.5), (2, 0.3), (3, 0.15)], n + 50)
+        tumour[brain == 0] = 0
+        combined = np.where(tumour > 0, tumour, brain)
+        images = folder / ("imagesTr" if n < cases else "imagesTs")
+        for channel, mean in enumerate(means):
+            write_image(images_for(combined, mean, n * 10 + channel, np.float32),
+                        images / f"{case}_{channel:04d}{file_ending}")
+        if n < cases:
+            write_image(tumour, folder / "labelsTr" / f"{case}{file_ending}")
+    description = {**NNUNET_BRATS, "numTraining": cases, "file_ending": file_ending}
+    (folder / "dataset.json").write_text(json.dumps(description, indent=4))
+    return folder

@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from layouts import write_brats, write_decathlon, write_mrbrains18, write_nifti_folder
+from layouts import write_brats, write_decathlon, write_mrbrains18, write_nifti_folder, write_nnunet
 
 from train import run_cli
 
@@ -30,6 +30,7 @@ LAYOUTS: dict[str, tuple[Callable[[Path], Path], list[str]]] = {
     "brats": (lambda r: write_brats(r, 2019), ["--data.init_args.clip_percentiles", "[1, 99]"]),
     "decathlon": (write_decathlon, []),
     "nifti": (write_nifti_folder, []),
+    "nnunet": (write_nnunet, []),
 }
 
 
@@ -72,6 +73,11 @@ def test_one_epoch_fit_on_each_layout(dataset: str, tmp_path: Path) -> None:
     if dataset == "brats":
         assert model.labels.structure_names == ["WT", "TC", "ET"]
         assert model.hparams.label_space["regions"] == {"WT": [1, 2, 3], "TC": [1, 3], "ET": [3]}
+    if dataset == "nnunet":  # nnU-Net's region labels, painted back in regions_class_order
+        assert model.labels.structure_names == ["whole tumor", "tumor core", "enhancing tumor"]
+        assert model.hparams.label_space["regions"] == {"whole tumor": [1, 2, 3], "tumor core": [2, 3],
+                                                        "enhancing tumor": [3]}
+        assert dm.modalities == ("T1", "T1ce", "T2", "Flair") and model.hparams.in_channels == 4
 
 
 def test_predictions_go_back_to_the_scans_own_space(tmp_path: Path) -> None:
