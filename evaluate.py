@@ -6,7 +6,9 @@ Predictions are paired with the ground truth by subject id, whatever their namin
 ``<subject>_seg.nii.gz`` (what ``predict.py`` writes), ``<subject>.nii.gz`` (nnU-Net's) or the
 ground truth's own file names. ``--gt`` is either the dataset folder as the challenge ships it
 (subjects found by the dataset's DataModule) or a flat folder of
-``<subject>[_seg|_label|...].nii.gz`` files. The predicted subjects are scored and the others
+``<subject>[_seg|_label|...].nii.gz`` files; either side may be a BIDS derivative folder
+(``sub-*/[ses-*/]anat/*_dseg.nii.gz``, paired by subject and session; ``--dataset dseg`` scores
+the structures of the ground truth's ``dseg.tsv``). The predicted subjects are scored and the others
 listed (``--require-all`` makes a subject on one side only an error). Writes
 ``scores.csv`` (one row per subject and structure), ``summary.csv`` (mean, std and count per
 structure and metric; NaN values left out) and ``summary.md`` (also printed). Metric
@@ -27,6 +29,7 @@ import nibabel as nib
 import numpy as np
 from tqdm.auto import tqdm
 
+from core.bids import derivative_files, is_derivative, read_dseg_tsv
 from core.dataset_labels import DATASET_LABELS
 from core.io import DataError, check_size, one_line_warnings, write_text_atomically
 from core.labels import LabelSpace
@@ -67,8 +70,17 @@ def parse_labels(labels: str | Mapping[int, str]) -> LabelSpace:
     return LabelSpace.from_groups({"background": background, **{n: [v] for v, n in foreground.items()}})
 
 
-def label_space_for(dataset: str, labels: str | Mapping[int, str] | None = None) -> LabelSpace:
-    """The scored structures and ignored values: a challenge's (``DATASET_LABELS``) or ``--labels``."""
+def label_space_for(dataset: str, labels: str | Mapping[int, str] | None = None,
+                    gt_dir: str | Path | None = None) -> LabelSpace:
+    """The scored structures and ignored values: a challenge's (``DATASET_LABELS``), ``--labels``,
+    or (``dseg``) the ``dseg.tsv`` of a BIDS derivative ground truth."""
+    if dataset == "dseg":
+        if gt_dir is None:
+            raise EvaluationError("--dataset dseg reads the labels from the ground truth's dseg.tsv: give --gt")
+        try:
+            return parse_labels(read_dseg_tsv(Path(gt_dir) / "dseg.tsv"))
+        except DataError as error:
+            raise EvaluationError(str(error)) from error
     if dataset == "labels":
         if labels is None:
             raise EvaluationError("--dataset labels needs --labels, e.g. '0:background,1:lesion'")
@@ -101,6 +113,12 @@ def match_predictions(pred_dir: Path, truths: Mapping[str, Path]) -> Matching:
     by_name = {Path(path).name: subject for subject, path in truths.items()}
     pairs: dict[str, tuple[Path, Path]] = {}
     unknown = []
+    if is_derivative(pred_dir):  # a BIDS derivative: sub-*/[ses-*/]anat/*_dseg.nii.gz, by subject[_session]
+        found = derivative_files(pred_dir)
+        pairs = {s: (p, Path(truths[s])) for s, p in found.items() if s in truths}
+        unknown = [p for s, p in found.items() if s not in truths]
+        unpredicted = sorted(set(truths) - set(pairs), key=natural_key)
+        return Matching(dict(sorted(pairs.items(), key=lambda item: natural_key(item[0]))), unpredicted, unknown)
     for path in sorted(pred_dir.iterdir(), key=lambda p: natural_key(p.name)):
         stem = subject_of(path.name)
         if not path.is_file() or stem is None or stem.endswith(PROBABILITIES):
@@ -119,8 +137,10 @@ def match_predictions(pred_dir: Path, truths: Mapping[str, Path]) -> Matching:
 
 
 def truth_files(gt_dir: Path, dataset: str) -> dict[str, Path]:
-    """Subject id -> ground-truth file: top-level NIfTI files named by subject, else the
-    dataset's own layout found by its DataModule."""
+    """Subject id -> ground-truth file: a BIDS derivative's ``*_dseg`` files by subject[_session],
+    top-level NIfTI files named by subject, else the dataset's own layout found by its DataModule."""
+    if is_derivative(gt_dir):
+        return derivative_files(gt_dir)
     flat = {}
     for path in sorted(gt_dir.iterdir()):
         match = NIFTI.match(path.name)
@@ -209,7 +229,7 @@ def evaluate_matching(pred_dir: str | Path, gt_dir: str | Path, dataset: str,
     """Score every prediction of ``pred_dir`` that has a ground truth in ``gt_dir``: the rows
     (:func:`score_pairs`) and how the files were paired. Subjects on one side only are left out
     (an error with ``require_all``)."""
-    space = label_space_for(dataset, labels)
+    space = label_space_for(dataset, labels, gt_dir)
     matching = match_folders(pred_dir, gt_dir, dataset)
     if require_all and (missing := missing_text(matching, pred_dir, gt_dir)):
         raise EvaluationError(missing.replace("\n", "; ") + " (--require-all)")
@@ -239,7 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pred", required=True, type=Path, help="folder of predictions: <subject>_seg.nii.gz, "
                         "<subject>.nii.gz or the ground truth's file names")
     parser.add_argument("--gt", required=True, type=Path, help="dataset folder or flat folder of label files")
-    parser.add_argument("--dataset", required=True, choices=sorted([*DATASET_LABELS, "labels"]))
+    parser.add_argument("--dataset", required=True, choices=sorted([*DATASET_LABELS, "labels", "dseg"]),
+                        help="whose structures to score; dseg: those of the ground truth's dseg.tsv (BIDS)")
     parser.add_argument("--labels", help="for --dataset labels: '0:background,1:lesion'")
     parser.add_argument("--output", type=Path, help="where the results go (default: --pred)")
     parser.add_argument("--require-all", action="store_true",

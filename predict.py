@@ -6,10 +6,13 @@ give the preprocessing and the folder layout. ``--input`` is either one subject'
 files, in the checkpoint's modality order, or a folder in the layout the model was trained on
 (e.g. ``iSeg-2017-Testing/``, a BraTS validation folder, a Decathlon task folder).
 
-For each subject it writes ``<subject>_seg.nii.gz`` (``<case>.nii.gz`` for a model trained on an
-nnU-Net dataset) in the scan's own space (shape, affine, orientation) and label values, optionally ``<subject>_probabilities.nii.gz`` (one volume per
+For each subject it writes ``<subject>_seg.nii.gz`` in the scan's own space (shape, affine,
+orientation) and label values, optionally ``<subject>_probabilities.nii.gz`` (one volume per
 class or region, float32), and finally ``volumes.csv``: millilitres per class (or region) per
-subject. Every file is written under a temporary name and renamed.
+subject. A model trained on an nnU-Net dataset names them as nnU-Net does (``<case>.nii.gz``);
+one trained on a BIDS dataset writes a BIDS derivative (``sub-*/[ses-*/]anat/*_dseg.nii.gz``,
+``dseg.tsv``, ``dataset_description.json``, ``volumes.tsv``). Every file is written under a
+temporary name and renamed.
 
 Several checkpoints (``--checkpoint fold0.ckpt fold1.ckpt ...``: the folds of a
 cross-validation, or seeds) are an ensemble: their probabilities are averaged, then one class

@@ -101,11 +101,16 @@ class OutputNames:
 
     segmentation: str = "{subject}_seg.nii.gz"
     probabilities: str = "{subject}_probabilities.nii.gz"
+    volumes: str = "volumes.csv"  # millilitres per structure and subject (``.tsv``: tab-separated)
 
     def files(self, subject_id: str, probabilities: bool = False) -> list[str]:
         """The segmentation's name, then the probabilities' (when written)."""
         return [self.segmentation.format(subject=subject_id),
                 *([self.probabilities.format(subject=subject_id)] if probabilities else [])]
+
+    def sidecars(self, labels: LabelSpace) -> dict[str, str]:
+        """Files that describe the folder as a whole (a BIDS derivative's), by name: none here."""
+        return {}
 
 
 OUR_NAMES = OutputNames()
@@ -138,6 +143,7 @@ class PredictionFolder:
         self.protected = {Path(p).resolve() for p in protect}
         self.created: set[Path] = set()
         self.volumes: list[dict[str, Any]] = []
+        self.volumes_labels: LabelSpace | None = None  # the label space of what was written (for sidecars)
 
     @classmethod
     def for_subjects(cls, directory: str | Path, subjects: Sequence[Subject], maps: int, probabilities: bool = False,
@@ -199,22 +205,29 @@ class PredictionFolder:
             save_nifti_atomically(segmentation.probability_image(), paths[1])
         self.created.update(paths)
         self.volumes.append({"subject": subject, **segmentation.volumes_ml()})
+        self.volumes_labels = segmentation.labels
         return paths[0]
 
     def close(self) -> Path | None:
-        """Merge this run's rows into ``volumes.csv``; None when nothing was segmented."""
+        """Merge this run's rows into ``volumes.csv`` and write the folder's sidecars that are
+        not there yet (an existing one is kept); None when nothing was segmented."""
         if not self.volumes:
             return None
-        path = self.directory / "volumes.csv"
+        path = self.directory / self.names.volumes
+        delimiter = "\t" if path.suffix == ".tsv" else ","
         with locked(self.directory):
+            for name, text in self.names.sidecars(self.volumes_labels).items():
+                if not (self.directory / name).exists():
+                    write_text_atomically(self.directory / name, text)
             rows: dict[str, dict[str, Any]] = {}
             if path.exists():
                 with open(path, newline="", encoding="utf-8") as handle:
-                    rows = {row["subject"]: row for row in csv.DictReader(handle)}
+                    rows = {row["subject"]: row for row in csv.DictReader(handle, delimiter=delimiter)}
             rows.update({str(row["subject"]): row for row in self.volumes})
             columns = list(dict.fromkeys(k for row in rows.values() for k in row))
             buffer = io.StringIO()
-            writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", restval="")
+            writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", restval="",
+                                    delimiter=delimiter)
             writer.writeheader()
             writer.writerows(rows.values())
             return write_text_atomically(path, buffer.getvalue())

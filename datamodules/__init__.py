@@ -3,6 +3,7 @@
 from core.io import DataError
 from core.labels import IGNORE_INDEX, LabelSpace
 from datamodules.base import VolumeSegmentationDataModule
+from datamodules.bids import BIDSDataModule
 from datamodules.brats import BraTSDataModule
 from datamodules.decathlon import DecathlonDataModule
 from datamodules.iseg import ISeg2017DataModule, ISeg2019DataModule
@@ -11,6 +12,7 @@ from datamodules.nifti import NiftiDataModule
 from datamodules.nnunet import NnUNetDataModule
 
 __all__ = [
+    "BIDSDataModule",
     "IGNORE_INDEX",
     "BraTSDataModule",
     "DataError",

@@ -198,11 +198,23 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
             self._subjects = {s.subject_id: s for s in self._find(self.data_dir, require_labels=True)}
         return self._subjects
 
+    def split_unit(self, subject_id: str) -> str:
+        """What a split keeps together: each subject alone here; a BIDS participant's sessions."""
+        return subject_id
+
     def split(self) -> dict[str, list[Subject]]:
-        """``{"train", "val", "test"}`` subject lists; training never includes a held-out subject."""
+        """``{"train", "val", "test"}`` subject lists; training never includes a held-out subject,
+        and no split unit (a participant with several sessions) lies on both sides."""
         subjects = self.subjects()
-        ids = make_split(list(subjects), **self.split_settings, where=str(self.data_dir))
-        return {role: [subjects[i] for i in members] for role, members in ids.items()}
+        members: dict[str, list[str]] = {}
+        for subject_id in subjects:
+            members.setdefault(self.split_unit(subject_id), []).append(subject_id)
+        settings = dict(self.split_settings)
+        for key in ("val_subjects", "test_subjects", "train_subjects"):  # a session named stands for its unit
+            if settings[key] is not None:
+                settings[key] = list(dict.fromkeys(self.split_unit(i) if i in subjects else i for i in settings[key]))
+        units = make_split(list(members), **settings, where=str(self.data_dir))
+        return {role: [subjects[i] for unit in chosen for i in members[unit]] for role, chosen in units.items()}
 
     def split_summary(self) -> dict[str, Any]:
         """The split as saved beside a run's config: subject ids per role and how they were chosen."""

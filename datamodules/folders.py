@@ -15,6 +15,7 @@ from core.export import OUR_NAMES, OutputNames
 from core.io import DataError
 from core.volumes import Subject
 from datamodules.base import VolumeSegmentationDataModule
+from datamodules.bids import BIDSDataModule
 from datamodules.brats import BraTSDataModule
 from datamodules.decathlon import DecathlonDataModule
 from datamodules.iseg import ISeg2017DataModule, ISeg2019DataModule
@@ -23,7 +24,7 @@ from datamodules.nifti import NiftiDataModule
 from datamodules.nnunet import NnUNetDataModule
 
 _CLASSES = (ISeg2017DataModule, ISeg2019DataModule, MRBrainS18DataModule, BraTSDataModule, DecathlonDataModule,
-            NiftiDataModule, NnUNetDataModule)
+            NiftiDataModule, NnUNetDataModule, BIDSDataModule)
 # By the class path checkpoints record (``datamodules.iseg.ISeg2017DataModule``) and the shorter
 # one of the package (``datamodules.ISeg2017DataModule``).
 KNOWN_DATAMODULES: dict[str, type[VolumeSegmentationDataModule]] = {

@@ -221,3 +221,33 @@ def write_nnunet(root: Path, cases: int = 4, file_ending: str = ".nii.gz", shape
     description = {**NNUNET_BRATS, "numTraining": cases, "file_ending": file_ending}
     (folder / "dataset.json").write_text(json.dumps(description, indent=4))
     return folder
+
+
+BIDS_TISSUES = {1: "CSF", 2: "GM", 3: "WM"}
+
+
+def write_bids(root: Path, shape: Sequence[int] = (20, 20, 16)) -> Path:
+    """A BIDS dataset with manual tissue labels as a derivative: sub-01 with two sessions,
+    sub-02 without a T2w, sub-03 with two T1w runs, sub-04 and sub-05 plain; every participant
+    in ``ses-1``. ``derivatives/manual`` holds ``*_desc-tissue_dseg.nii.gz`` and ``dseg.tsv``."""
+    bids = root / "bids"
+    bids.mkdir(parents=True)
+    (bids / "dataset_description.json").write_text(json.dumps({"Name": "test", "BIDSVersion": "1.9.0"}))
+    manual = bids / "derivatives" / "manual"
+    manual.mkdir(parents=True)
+    (manual / "dataset_description.json").write_text(json.dumps(
+        {"Name": "manual tissue labels", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
+         "GeneratedBy": [{"Name": "manual"}]}))
+    (manual / "dseg.tsv").write_text("index\tname\n" + "".join(f"{v}\t{n}\n" for v, n in BIDS_TISSUES.items()))
+    sessions = [("01", "1"), ("01", "2"), ("02", "1"), ("03", "1"), ("04", "1"), ("05", "1")]
+    for n, (subject, session) in enumerate(sessions):
+        stem = f"sub-{subject}_ses-{session}"
+        anat = f"sub-{subject}/ses-{session}/anat"
+        label = blob_labels(shape, [(1, 0.9), (2, 0.7), (3, 0.4)], n)
+        runs = ["_run-1", "_run-2"] if subject == "03" else [""]
+        for run in runs:
+            write_nifti(images_for(label, {1: 300, 2: 600, 3: 900}, n), bids / anat / f"{stem}{run}_T1w.nii.gz")
+        if subject != "02":
+            write_nifti(images_for(label, {1: 900, 2: 600, 3: 300}, n + 20), bids / anat / f"{stem}_T2w.nii.gz")
+        write_nifti(label, manual / anat / f"{stem}_desc-tissue_dseg.nii.gz")
+    return bids

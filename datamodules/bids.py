@@ -1,0 +1,168 @@
+"""BIDS datasets, read with pybids: images by suffix and entities, label maps from a derivatives
+pipeline's ``*_dseg`` files and its ``dseg.tsv``, predictions written as a BIDS derivative.
+
+A training unit is one session of one participant (``sub-01_ses-1``; ``sub-01`` without
+sessions); splits keep a participant's sessions together.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from core.bids import BIDS_NAMES, read_dseg_tsv, unit_id, unit_parts
+from core.io import DataError, DataWarning
+from core.labels import LabelSpace
+from core.volumes import Subject, natural_key
+from datamodules.base import VolumeSegmentationDataModule
+
+# BIDS entity keys as they appear in file names -> pybids' entity names.
+ENTITIES = {"acq": "acquisition", "ce": "ceagent", "rec": "reconstruction", "dir": "direction", "echo": "echo",
+            "part": "part", "inv": "inversion", "mt": "mt", "desc": "desc", "space": "space", "res": "resolution",
+            "run": "run"}
+_MODALITY = re.compile(r"^((?:[a-z]+-[a-zA-Z0-9]+_)*)([a-zA-Z0-9]+)$")
+IMAGE_EXTENSIONS = [".nii.gz", ".nii"]
+
+
+def parse_modality(spec: str) -> tuple[str, dict[str, str]]:
+    """``"acq-mprage_T1w"`` -> ``("T1w", {"acquisition": "mprage"})``: a BIDS suffix, optionally
+    after entities, names one modality."""
+    match = _MODALITY.match(spec)
+    if not match:
+        raise ValueError(f"modality {spec!r}: expected a BIDS suffix (T1w, T2w, FLAIR), optionally after entities "
+                         "(acq-mprage_T1w, ce-gadolinium_T1w)")
+    entities = {}
+    for pair in filter(None, match[1].split("_")):
+        key, value = pair.split("-", 1)
+        if key not in ENTITIES:
+            raise ValueError(f"modality {spec!r}: unknown entity {key!r}; known: {sorted(ENTITIES)}")
+        entities[ENTITIES[key]] = int(value) if key in ("run", "echo") else value
+    return match[2], entities
+
+
+def _layout(root: Path, derivative: bool = False) -> Any:
+    """pybids' index of ``root`` (imported here: only BIDS datasets need it)."""
+    try:
+        from bids import BIDSLayout
+    except ImportError as error:
+        raise DataError(f"{root}: reading a BIDS dataset needs pybids: pip install pybids") from error
+    try:
+        return BIDSLayout(str(root), validate=False, is_derivative=derivative)
+    except Exception as error:  # pybids raises ValueError/BIDSValidationError for a missing description
+        raise DataError(f"{root}: not a BIDS {'derivatives ' if derivative else ''}dataset "
+                        f"({str(error).splitlines()[0]})") from error
+
+
+class BIDSDataModule(VolumeSegmentationDataModule):
+    """A BIDS dataset: each session of each participant is one subject (``sub-01_ses-1``), its
+    images picked by suffix and entities, its label map a ``*_dseg.nii.gz`` of a derivatives
+    pipeline whose ``dseg.tsv`` gives the label space.
+
+    Args:
+        data_dir: the BIDS dataset's root (``dataset_description.json``, ``sub-*/``).
+        modalities: BIDS suffixes, optionally after entities: ``[T1w, T2w]``,
+            ``[acq-mprage_T1w, FLAIR]``, ``[ce-gadolinium_T1w]``.
+        labels_dir: the derivatives pipeline with the label maps, relative to ``data_dir``
+            (``derivatives/manual``) or absolute; ``null`` for prediction only.
+        label_entities: entities that pick the label map among several (``{desc: tissue}``).
+        regions: optional ``name -> label values`` for region-based (sigmoid) training.
+        require_all: a session lacking a modality (or its label map) is an error instead of
+            skipped with a one-line warning.
+        run: which of several runs of a modality to use, ``last`` (a repeat after a failed scan)
+            or ``first``; said in a warning whenever it decides.
+        **kwargs: everything :class:`VolumeSegmentationDataModule` takes.
+    """
+
+    output_names = BIDS_NAMES
+
+    def __init__(self, data_dir: str, modalities: Sequence[str] = ("T1w",), labels_dir: str | None = None,
+                 label_entities: Mapping[str, str] | None = None, regions: Mapping[str, Sequence[int]] | None = None,
+                 require_all: bool = False, run: Literal["first", "last"] = "last", **kwargs: Any) -> None:
+        for spec in modalities:
+            parse_modality(spec)
+        if run not in ("first", "last"):
+            raise ValueError(f"run must be 'first' or 'last', got {run!r}")
+        self.available_modalities = tuple(modalities)
+        self.labels_dir = None if labels_dir is None else Path(data_dir) / labels_dir
+        self.label_entities = {ENTITIES.get(k, k): v for k, v in (label_entities or {}).items()}
+        self.require_all, self.run = require_all, run
+        self._regions = dict(regions) if regions else None
+        self._label_space: LabelSpace | None = None
+        super().__init__(data_dir, modalities=modalities, **kwargs)
+
+    @property
+    def label_space(self) -> LabelSpace:
+        if self._label_space is None:
+            if self.labels_dir is None:
+                raise DataError(f"{self.data_dir}: no labels_dir given (the derivatives pipeline with *_dseg label "
+                                "maps, e.g. derivatives/manual); it is needed to train and to score")
+            space = LabelSpace.from_values(read_dseg_tsv(self.labels_dir / "dseg.tsv"))
+            self._label_space = space.with_regions(self._regions) if self._regions else space
+        return self._label_space
+
+    def split_unit(self, subject_id: str) -> str:
+        return f"sub-{unit_parts(subject_id)[0]}"
+
+    def find_subjects(self, folder: Path, require_labels: bool) -> list[Subject]:
+        layout = _layout(folder)
+        labels = _layout(self.labels_dir, derivative=True) if require_labels and self.labels_dir else None
+        if require_labels and labels is None:
+            self.label_space  # noqa: B018  (raises: no labels_dir)
+        subjects, skipped = [], []
+        for subject in sorted(layout.get_subjects(), key=natural_key):
+            for session in sorted(layout.get_sessions(subject=subject), key=natural_key) or [None]:
+                name = unit_id(subject, session)
+                images = [self._pick(layout, subject, session, spec, name) for spec in self.modalities]
+                missing = [spec for spec, path in zip(self.modalities, images, strict=True) if path is None]
+                label = self._label(labels, subject, session, name) if labels is not None else None
+                if missing or (labels is not None and label is None):
+                    what = f"no {', '.join(missing)} image" if missing else f"no *_dseg label map in {self.labels_dir}"
+                    skipped.append(f"{name}: {what}")
+                    continue
+                subjects.append(Subject(name, tuple(images), label))
+        if skipped and self.require_all:
+            raise DataError(f"{folder}: {skipped[0]} (require_all is set; {len(skipped)} sessions lack a file)")
+        for reason in skipped:
+            warnings.warn(f"{folder}: skipping {reason}", DataWarning, stacklevel=2)
+        if not subjects:
+            raise DataError(f"{folder}: no session has every modality {list(self.modalities)}"
+                            + (" and a label map" if labels is not None else ""))
+        return subjects
+
+    def _pick(self, layout: Any, subject: str, session: str | None, spec: str, name: str) -> Path | None:
+        """The one image of ``spec`` for this session; several runs -> ``self.run``, stated."""
+        from bids.layout import Query
+
+        suffix, entities = parse_modality(spec)
+        files = layout.get(subject=subject, session=session or Query.NONE, suffix=suffix, datatype="anat",
+                           extension=IMAGE_EXTENSIONS, return_type="object", **entities)
+        return self._one(files, name, spec)
+
+    def _label(self, labels: Any, subject: str, session: str | None, name: str) -> Path | None:
+        from bids.layout import Query
+
+        files = labels.get(subject=subject, session=session or Query.NONE, suffix="dseg",
+                           extension=IMAGE_EXTENSIONS, return_type="object", **self.label_entities)
+        return self._one(files, name, "dseg")
+
+    def _one(self, files: list[Any], name: str, what: str) -> Path | None:
+        if not files:
+            return None
+        by_run = sorted(files, key=lambda f: (int(f.entities.get("run", 0)), f.path))
+        others = {tuple(sorted((k, str(v)) for k, v in f.entities.items() if k not in ("run", "extension")))
+                  for f in files}
+        if len(others) > 1:  # not runs of one acquisition: the user must say which
+            names = sorted(Path(f.path).name for f in files)
+            raise DataError(f"{Path(files[0].path).parent}: {name} has several {what} images {names}; name the one "
+                            "to use with entities (acq-<label>_T1w, or label_entities for the label map)")
+        if len(files) > 1:
+            chosen = by_run[-1] if self.run == "last" else by_run[0]
+            warnings.warn(f"{name}: {len(files)} runs of {what}; using {Path(chosen.path).name} (run: {self.run})",
+                          DataWarning, stacklevel=3)
+            return Path(chosen.path)
+        return Path(files[0].path)
+
+

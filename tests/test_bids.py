@@ -1,0 +1,154 @@
+"""BIDS datasets in and out: sessions as subjects, modalities by suffix and entities, labels
+from a derivatives pipeline's dseg files, splits by participant, predictions as a derivative."""
+
+import csv
+import json
+import warnings
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from layouts import BIDS_TISSUES, write_bids
+
+from core.bids import BIDS_NAMES, derivative_files, read_dseg_tsv, unit_parts
+from core.io import DataError, DataWarning
+from datamodules import BIDSDataModule
+from datamodules.bids import parse_modality
+
+SMALL = {"patch_size": (8, 8, 8), "cache_dir": None}
+SESSIONS = ["sub-01_ses-1", "sub-01_ses-2", "sub-03_ses-1", "sub-04_ses-1", "sub-05_ses-1"]
+
+
+@pytest.fixture(scope="module")
+def bids(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_bids(tmp_path_factory.mktemp("bids"))
+
+
+def dm(bids: Path, **kwargs: object) -> BIDSDataModule:
+    return BIDSDataModule(str(bids), **{"modalities": ["T1w", "T2w"], "labels_dir": "derivatives/manual",
+                                        **SMALL, **kwargs})
+
+
+def test_modalities_are_suffixes_after_optional_entities() -> None:
+    assert parse_modality("T1w") == ("T1w", {})
+    assert parse_modality("acq-mprage_ce-gadolinium_T1w") == ("T1w", {"acquisition": "mprage",
+                                                                       "ceagent": "gadolinium"})
+    assert parse_modality("run-2_FLAIR") == ("FLAIR", {"run": 2})
+    with pytest.raises(ValueError, match="unknown entity 'foo'"):
+        parse_modality("foo-bar_T1w")
+    with pytest.raises(ValueError, match="expected a BIDS suffix"):
+        parse_modality("T1w.nii.gz")
+
+
+def test_sessions_are_subjects_and_what_is_left_out_is_said(bids: Path) -> None:
+    with pytest.warns(DataWarning) as caught:
+        subjects = dm(bids).subjects()
+    assert list(subjects) == SESSIONS
+    messages = [str(w.message) for w in caught]
+    assert f"{bids}: skipping sub-02_ses-1: no T2w image" in messages
+    assert "sub-03_ses-1: 2 runs of T1w; using sub-03_ses-1_run-2_T1w.nii.gz (run: last)" in messages
+    first = subjects["sub-01_ses-2"]
+    assert [p.name for p in first.images] == ["sub-01_ses-2_T1w.nii.gz", "sub-01_ses-2_T2w.nii.gz"]
+    assert first.label.name == "sub-01_ses-2_desc-tissue_dseg.nii.gz"
+    with pytest.warns(DataWarning, match=r"using sub-03_ses-1_run-1_T1w.nii.gz \(run: first\)"):
+        assert dm(bids, run="first").subjects()["sub-03_ses-1"].images[0].name == "sub-03_ses-1_run-1_T1w.nii.gz"
+    with pytest.warns(DataWarning), pytest.raises(DataError, match=r"sub-02_ses-1: no T2w image \(require_all"):
+        dm(bids, require_all=True).subjects()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        assert "sub-02_ses-1" in dm(bids, modalities=["T1w"]).subjects()  # T1w alone: sub-02 is in
+
+
+def test_the_label_space_comes_from_dseg_tsv_and_labels_are_read(bids: Path) -> None:
+    data = dm(bids)
+    assert data.label_space.class_names == ("background", "CSF", "GM", "WM")
+    assert read_dseg_tsv(bids / "derivatives" / "manual" / "dseg.tsv") == {0: "background", **BIDS_TISSUES}
+    with pytest.warns(DataWarning):
+        subject = data.subjects()["sub-04_ses-1"]
+    volume = data._load([subject])[0]
+    assert volume.image.shape[0] == 2 and set(np.unique(volume.label).tolist()) == {0, 1, 2, 3}
+
+
+def test_splits_keep_a_participants_sessions_together(bids: Path) -> None:
+    with pytest.warns(DataWarning):
+        split = dm(bids, val_subjects=["sub-01_ses-1"], test_subjects=["sub-05"]).split()
+    assert [s.subject_id for s in split["val"]] == ["sub-01_ses-1", "sub-01_ses-2"]
+    assert [s.subject_id for s in split["test"]] == ["sub-05_ses-1"]
+    for seed in range(8):
+        with pytest.warns(DataWarning):
+            split = dm(bids, val_fraction=0.25, split_seed=seed).split()
+        participants = {role: {unit_parts(s.subject_id)[0] for s in members} for role, members in split.items()}
+        assert not participants["train"] & participants["val"], seed
+
+
+def test_a_missing_labels_dir_or_dseg_tsv_is_one_line(bids: Path, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no labels_dir given"):
+        dm(bids, labels_dir=None).subjects()
+    with pytest.raises(DataError, match=r"nowhere/dseg.tsv: file not found"):
+        _ = dm(bids, labels_dir=str(tmp_path / "nowhere")).label_space
+
+
+def test_derivative_names_and_sidecars() -> None:
+    from core.labels import LabelSpace
+
+    assert BIDS_NAMES.files("sub-01_ses-2", probabilities=True) == [
+        "sub-01/ses-2/anat/sub-01_ses-2_space-orig_dseg.nii.gz",
+        "sub-01/ses-2/anat/sub-01_ses-2_space-orig_probseg.nii.gz"]
+    assert BIDS_NAMES.files("sub-07") == ["sub-07/anat/sub-07_space-orig_dseg.nii.gz"]
+    sidecars = BIDS_NAMES.sidecars(LabelSpace.from_values({0: "background", **BIDS_TISSUES}))
+    assert sidecars["dseg.tsv"] == "index\tname\n0\tbackground\n1\tCSF\n2\tGM\n3\tWM\n"
+    description = json.loads(sidecars["dataset_description.json"])
+    assert description["DatasetType"] == "derivative"
+    (generated,) = description["GeneratedBy"]
+    assert generated["Name"] == "brain-mri-segmentation" and generated["Version"] == "0.2.0"
+    assert generated["Description"].startswith("git commit ")
+
+
+def test_train_predict_as_a_derivative_and_evaluate_derivative_against_derivative(bids: Path,
+                                                                                 tmp_path: Path) -> None:
+    """A BIDS tree (two sessions for sub-01, sub-02 without T2w) -> train.py fit -> train.py
+    predict into derivatives/brain-mri-segmentation -> evaluate.py against derivatives/manual."""
+    import evaluate
+    from train import run_cli
+
+    output = tmp_path / "derivatives" / "brain-mri-segmentation"
+    common = ["--config", "configs/datasets/bids.yaml", "--data.init_args.data_dir", str(bids),
+              "--data.init_args.val_subjects", "[sub-04]", "--data.init_args.val_fraction", "0",
+              "--data.init_args.test_subjects", "[sub-01]",
+              "--data.init_args.patch_size", "[16, 16, 16]", "--data.init_args.samples_per_volume", "2",
+              "--data.init_args.num_workers", "0", "--data.init_args.cache_dir", "null",
+              "--model.network_kwargs", "{base_features: 2}", "--trainer.max_epochs", "1",
+              "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+              "--trainer.precision", "32-true", "--trainer.default_root_dir", str(tmp_path)]
+    with pytest.warns(DataWarning):
+        run_cli(["fit", *common, "--checkpoint.dirpath", str(tmp_path / "checkpoints")], save_config=False)
+        run_cli(["predict", *common, "--ckpt_path", str(tmp_path / "checkpoints" / "last.ckpt"),
+                 "--prediction_writer.output_dir", str(output)], save_config=False)
+    written = sorted(p.relative_to(output).as_posix() for p in output.rglob("*") if p.is_file())
+    assert written == ["dataset_description.json", "dseg.tsv",
+                       "sub-01/ses-1/anat/sub-01_ses-1_space-orig_dseg.nii.gz",
+                       "sub-01/ses-2/anat/sub-01_ses-2_space-orig_dseg.nii.gz", "volumes.tsv"]
+    assert json.loads((output / "dataset_description.json").read_text())["DatasetType"] == "derivative"
+    with open(output / "volumes.tsv", newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    assert [r["subject"] for r in rows] == ["sub-01_ses-1", "sub-01_ses-2"]
+    truth = bids / "derivatives" / "manual" / "sub-01" / "ses-2" / "anat" / "sub-01_ses-2_desc-tissue_dseg.nii.gz"
+    prediction = nib.load(output / "sub-01/ses-2/anat/sub-01_ses-2_space-orig_dseg.nii.gz")
+    voxel_ml = float(np.prod(prediction.header.get_zooms()[:3])) / 1000
+    for value, name in BIDS_TISSUES.items():  # the TSV's volumes are those of the written segmentation
+        counted = int((np.asarray(prediction.dataobj) == value).sum()) * voxel_ml
+        assert float(rows[1][name]) == pytest.approx(counted, abs=1e-3), name
+    assert prediction.shape == nib.load(truth).shape and np.allclose(prediction.affine, nib.load(truth).affine)
+    assert set(derivative_files(output)) == {"sub-01_ses-1", "sub-01_ses-2"}
+    import predict  # the checkpoint alone reads the BIDS tree and writes the same derivative
+
+    with pytest.warns(DataWarning, match="skipping sub-02_ses-1: no T2w image"):
+        again = predict.predict(tmp_path / "checkpoints" / "last.ckpt", [bids], tmp_path / "again")
+    assert [p.relative_to(tmp_path / "again").as_posix() for p in again][:2] == written[2:4]
+    np.testing.assert_array_equal(np.asarray(nib.load(again[1]).dataobj), np.asarray(prediction.dataobj))
+    assert evaluate.main(["--pred", str(output), "--gt", str(bids / "derivatives" / "manual"), "--dataset", "dseg",
+                          "--output", str(tmp_path / "scores")]) == 0
+    with open(tmp_path / "scores" / "scores.csv") as handle:
+        scored = [(r["subject"], r["structure"]) for r in csv.DictReader(handle)]
+    assert scored == [(s, t) for s in ("sub-01_ses-1", "sub-01_ses-2") for t in ("CSF", "GM", "WM")]
