@@ -44,8 +44,8 @@ def to_scan_space(array: np.ndarray, affine: np.ndarray, original_affine: np.nda
 PREDICTION_MARK = b"brain-mri-segmentation prediction"  # NIfTI descrip of every image we write
 
 
-def _marked(image: nib.Nifti1Image) -> nib.Nifti1Image:
-    image.header["descrip"] = PREDICTION_MARK
+def _marked(image: nib.Nifti1Image, note: str = "") -> nib.Nifti1Image:
+    image.header["descrip"] = PREDICTION_MARK + (f"; {note}".encode()[: 79 - len(PREDICTION_MARK)] if note else b"")
     return image
 
 
@@ -67,6 +67,7 @@ class Segmentation:
     affine: np.ndarray
     labels: LabelSpace
     probabilities: np.ndarray | None = None
+    note: str = ""  # said in the header after the mark, e.g. "any-contrast model"
 
     @classmethod
     def from_network_grid(cls, subject_id: str, classes: np.ndarray, labels: LabelSpace, affine: np.ndarray,
@@ -81,13 +82,14 @@ class Segmentation:
     def image(self) -> nib.Nifti1Image:
         """The segmentation in the dataset's own label values (e.g. 10/150/250 for iSeg),
         marked as a prediction of this codebase in its header (``descrip``)."""
-        return _marked(nib.Nifti1Image(self.labels.decode(self.classes), self.affine))
+        return _marked(nib.Nifti1Image(self.labels.decode(self.classes), self.affine), self.note)
 
     def probability_image(self) -> nib.Nifti1Image:
         """The probability maps as one 4D float32 image (classes or regions on the 4th axis)."""
         if self.probabilities is None:
             raise ValueError(f"{self.subject_id}: probabilities were not kept (pass probabilities=True)")
-        return _marked(nib.Nifti1Image(np.moveaxis(self.probabilities, 0, -1).astype(np.float32), self.affine))
+        return _marked(nib.Nifti1Image(np.moveaxis(self.probabilities, 0, -1).astype(np.float32), self.affine),
+                       self.note)
 
     def volumes_ml(self) -> dict[str, float]:
         """Millilitres per scored structure (class or region)."""

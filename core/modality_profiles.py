@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+ANY_CONTRAST = "any-contrast"  # the one modality of a model trained on images made from label maps
 QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
 MIN_SPREAD = 0.1  # z units: a floor under the training subjects' spread of each quantile
 CLOSER_BY = 1.5  # flag a channel another modality's profile explains this many times better

@@ -42,7 +42,7 @@ from core.export import OUR_NAMES, OutputNames, PredictionFolder, Segmentation
 from core.inference import mean_over_flips, sliding_window_logits
 from core.io import DataError, DataWarning
 from core.labels import LabelSpace
-from core.modality_profiles import ModalityProfiles
+from core.modality_profiles import ANY_CONTRAST, ModalityProfiles
 from core.volumes import PreprocessingSettings, Subject, Volume, load_subject
 from networks import build_network
 from networks.outputs import network_border
@@ -125,9 +125,21 @@ class ScanSegmenter(ABC):
         image = torch.from_numpy(np.asarray(volume.image, dtype=np.float32))[None]
         probs = self.probabilities(image, flips)
         classes = self.labels.classes_from_probabilities(probs)[0, 0].cpu().numpy()
-        return Segmentation.from_network_grid(
+        segmentation = Segmentation.from_network_grid(
             volume.subject_id, classes, self.labels, volume.affine, volume.original_affine, volume.original_shape,
             probs[0].cpu().numpy() if probabilities else None)
+        segmentation.note = self.note
+        return segmentation
+
+    @property
+    def any_contrast(self) -> bool:
+        """A model trained on images made from label maps: one scan of any contrast."""
+        return tuple(self.modalities) == (ANY_CONTRAST,)
+
+    @property
+    def note(self) -> str:
+        """What the outputs' headers say of the model after the prediction mark."""
+        return "any-contrast model" if self.any_contrast else ""
 
     def check_modalities(self, image: np.ndarray, names: Sequence[str], subject_id: str) -> None:
         """Warn (:class:`~core.io.DataWarning`, naming the files) when a preprocessed image's

@@ -46,8 +46,10 @@ from monai.transforms import (
 )
 from scipy import ndimage
 
+from datamodules.synthesis import LabelsToImage
+
 AUGMENTATIONS: tuple[str, ...] = ("flip", "affine", "elastic", "gamma", "bias_field", "noise", "blur", "brightness",
-                                   "contrast", "low_resolution")
+                                   "contrast", "low_resolution", "labels_to_image")
 
 _KEYS = ("image", "label")
 _MODES = ("bilinear", "nearest")
@@ -416,6 +418,7 @@ class LowResolution(_BrainIntensity):
 _STEPS: dict[str, type] = {
     "flip": Flip, "affine": Affine, "elastic": Elastic, "gamma": Gamma, "bias_field": BiasField, "noise": Noise,
     "blur": Blur, "brightness": Brightness, "contrast": Contrast, "low_resolution": LowResolution,
+    "labels_to_image": LabelsToImage,  # SynthSeg's generator: the image made from the label patch
 }
 
 
@@ -444,6 +447,12 @@ class Augmentation:
 
     def __repr__(self) -> str:
         return f"Augmentation({[type(s).__name__ for s in self.steps]})"
+
+    @property
+    def generates_images(self) -> bool:
+        """Whether the training images are made from the label maps (``labels_to_image``): the
+        model then takes one channel of any contrast."""
+        return any(isinstance(step, LabelsToImage) for step in self.steps)
 
 
 def _options(cls: type) -> list[str]:

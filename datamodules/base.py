@@ -18,7 +18,7 @@ from core.export import OUR_NAMES, OutputNames
 from core.intensity import simpleitk
 from core.io import DataError
 from core.labels import LabelSpace
-from core.modality_profiles import ModalityProfiles
+from core.modality_profiles import ANY_CONTRAST, ModalityProfiles
 from core.volumes import PreprocessingSettings, Subject, Volume
 from datamodules.augmentation import build_augmentation
 from datamodules.cache import VolumeCache
@@ -153,6 +153,9 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
         if n4_bias_correction:
             simpleitk()  # an optional dependency: say now, not at the first subject, if it is missing
         self.augment = build_augmentation(augmentation or [])
+        if self.generates_images and len(self.modalities) != 1:
+            raise ValueError(f"augmentation labels_to_image makes one channel from the label maps; give one modality "
+                             f"(validated and tested on its real images), got {list(self.modalities)}")
         if augment_on not in ("loader", "device"):
             raise ValueError(f"augment_on must be 'loader' or 'device', got {augment_on!r}")
         self.augment_on = augment_on
@@ -170,12 +173,18 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
         return LabelSpace.from_values(self.label_values)
 
     @property
+    def generates_images(self) -> bool:
+        """Training images made from the label maps (SynthSeg): the model takes any one contrast."""
+        return self.augment is not None and self.augment.generates_images
+
+    @property
     def in_channels(self) -> int:
         return len(self.modalities)
 
     @property
     def modality_names(self) -> list[str]:
-        return list(self.modalities)
+        """What the model records it takes: the modalities in order, or any single contrast."""
+        return [ANY_CONTRAST] if self.generates_images else list(self.modalities)
 
     @abstractmethod
     def find_subjects(self, folder: Path, require_labels: bool) -> list[Subject]:
@@ -258,7 +267,8 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
                 class_balanced_fraction=self.class_balanced_fraction,
                 augment=self.augment if self.augment_on == "loader" else None)
             chosen = np.linspace(0, len(volumes) - 1, min(len(volumes), PROFILE_SUBJECTS)).round().astype(int)
-            self.modality_profiles = ModalityProfiles.from_images([volumes[i].image for i in chosen], self.modalities)
+            self.modality_profiles = None if self.generates_images else ModalityProfiles.from_images(
+                [volumes[i].image for i in chosen], self.modalities)  # any contrast: no profile to hold scans to
         if stage in ("fit", "validate"):
             self.val_set = VolumeDataset(self._load(split["val"]))
         if stage == "test":

@@ -13,6 +13,7 @@ from typing import Any
 
 from core.export import OUR_NAMES, OutputNames
 from core.io import DataError
+from core.modality_profiles import ANY_CONTRAST
 from core.volumes import Subject
 from datamodules.base import VolumeSegmentationDataModule
 from datamodules.bids import BIDSDataModule
@@ -74,7 +75,9 @@ def subjects_in_folder(folder: str | Path, record: Mapping[str, Any] | None, mod
     except (TypeError, ValueError) as error:  # e.g. a Decathlon task whose dataset.json lacks a modality
         raise DataError(f"{folder}: cannot provide the modalities {list(modalities)} that {source} was "
                         f"trained on ({error})") from error
-    if list(datamodule.modalities) != list(modalities):
+    if list(modalities) == [ANY_CONTRAST] and len(datamodule.modalities) == 1:
+        pass  # an any-contrast model reads the layout's one modality, whatever its contrast
+    elif list(datamodule.modalities) != list(modalities):
         raise DataError(f"{folder}: offers modalities {list(datamodule.modalities)}, {source} was trained on "
                         f"{list(modalities)}")
     return datamodule.find_subjects(folder, require_labels=False)

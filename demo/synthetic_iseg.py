@@ -86,13 +86,52 @@ def _output_grid(mask: np.ndarray, spacing: float, margin_mm: float = 8.0) -> tu
     return lo, shape
 
 
+def _sample(volume: np.ndarray, coords: np.ndarray, spacing: float) -> np.ndarray:
+    """A 1 mm template map sampled at ``coords`` (template voxels), anti-aliased for ``spacing``."""
+    sigma = max(0.0, (spacing - 1.0) / 2.0)
+    smoothed = ndimage.gaussian_filter(volume, sigma) if sigma > 0 else volume
+    return ndimage.map_coordinates(smoothed, coords, order=1, mode="constant", cval=0.0)
+
+
+def _tissues_and_label(template: tuple[np.ndarray, np.ndarray, np.ndarray], coords: np.ndarray,
+                       spacing: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(CSF, GM, WM) probabilities at ``coords``, the brain mask, and the label map: the argmax
+    of the tissue probabilities inside the mask, in iSeg's values. CSF is the mask minus GM and WM."""
+    mask, gm, wm = template
+    brain = _sample(mask, coords, spacing)
+    gm_d, wm_d = _sample(gm, coords, spacing), _sample(wm, coords, spacing)
+    csf_d = np.clip(brain - gm_d - wm_d, 0.0, 1.0)
+    inside = brain > 0.5
+    tissues = np.stack([csf_d, gm_d, wm_d])
+    label = np.zeros(brain.shape, dtype=np.uint8)
+    label[inside] = np.asarray(LABEL_VALUES, dtype=np.uint8)[np.argmax(tissues[:, inside], axis=0)]
+    return tissues, inside, label
+
+
+def icbm_reference(spacing: float) -> tuple[np.ndarray, np.ndarray]:
+    """The real ICBM152 2009 T1 template on the demo's grid at ``spacing`` mm, undeformed, its
+    brain kept as the demo's images are (zero outside the mask), and the reference label map
+    built from the template's GM/WM maps and mask exactly as the demo subjects' labels are:
+    ``(T1 int16, label uint8)``. A real scan, for the synthetic-to-real gap."""
+    from nilearn import datasets
+
+    template = load_template()
+    origin, shape = _output_grid(template[0], spacing)
+    grid = np.stack(np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij"))
+    coords = grid * np.float32(spacing) + origin.reshape(3, 1, 1, 1).astype(np.float32)
+    _, inside, label = _tissues_and_label(template, coords, spacing)
+    t1 = _sample(datasets.load_mni152_template(resolution=1).get_fdata(dtype=np.float32), coords, spacing)
+    t1[~inside] = 0.0
+    return np.round(t1 / max(float(t1.max()), 1e-6) * 1000).astype(np.int16), label
+
+
 def synthesize_subject(
     template: tuple[np.ndarray, np.ndarray, np.ndarray],
     settings: SynthesisSettings,
     rng: np.random.Generator,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """One synthetic subject: ``({"T1": int16, "T2": int16}, label uint8 with iSeg values)``."""
-    mask, gm, wm = template
+    mask = template[0]
     origin, shape = _output_grid(mask, settings.spacing)
     center_out = (shape - 1) / 2.0
     center_tpl = origin + center_out * settings.spacing
@@ -109,20 +148,7 @@ def synthesize_subject(
         field = _smooth_field(rng, coarse, tuple(shape))
         coords[axis] += settings.displacement_mm * field / max(np.abs(field).max(), 1e-6)
 
-    # Anti-alias the 1 mm maps before sampling them on the coarser grid.
-    sigma = max(0.0, (settings.spacing - 1.0) / 2.0)
-
-    def sample(volume: np.ndarray) -> np.ndarray:
-        smoothed = ndimage.gaussian_filter(volume, sigma) if sigma > 0 else volume
-        return ndimage.map_coordinates(smoothed, coords, order=1, mode="constant", cval=0.0)
-
-    brain = sample(mask)
-    gm_d, wm_d = sample(gm), sample(wm)
-    csf_d = np.clip(brain - gm_d - wm_d, 0.0, 1.0)
-    inside = brain > 0.5
-    tissues = np.stack([csf_d, gm_d, wm_d])
-    label = np.zeros(tuple(shape), dtype=np.uint8)
-    label[inside] = np.asarray(LABEL_VALUES, dtype=np.uint8)[np.argmax(tissues[:, inside], axis=0)]
+    tissues, inside, label = _tissues_and_label(template, coords, settings.spacing)
 
     images = {}
     for modality, means in TISSUE_INTENSITY.items():
@@ -137,7 +163,8 @@ def synthesize_subject(
     return images, label
 
 
-def _write_analyze(array: np.ndarray, spacing: float, path: Path) -> None:
+def write_analyze(array: np.ndarray, spacing: float, path: Path) -> None:
+    """An Analyze pair (``.hdr``/``.img``) at ``spacing`` mm, as iSeg ships its files."""
     image = nib.AnalyzeImage(array, affine=np.diag([spacing, spacing, spacing, 1.0]))
     image.header.set_zooms((spacing,) * 3)
     nib.save(image, str(path))
@@ -163,8 +190,8 @@ def build_dataset(out_dir: Path, settings: SynthesisSettings = SynthesisSettings
         for n in range(1, settings.subjects + 1):
             images, label = synthesize_subject(template, settings, rng)
             for modality, array in images.items():
-                _write_analyze(array, settings.spacing, tmp_dir / f"subject-{n}-{modality}.hdr")
-            _write_analyze(label, settings.spacing, tmp_dir / f"subject-{n}-label.hdr")
+                write_analyze(array, settings.spacing, tmp_dir / f"subject-{n}-{modality}.hdr")
+            write_analyze(label, settings.spacing, tmp_dir / f"subject-{n}-label.hdr")
             print(f"demo dataset: subject-{n} {label.shape}")
         (tmp_dir / "synthesis.json").write_text(json.dumps(asdict(settings), indent=2))
         tmp_dir.chmod(0o755)  # mkdtemp makes it private; the dataset is an ordinary folder

@@ -1,0 +1,110 @@
+"""One model for any contrast: a demo-sized U-Net trained from the demo's label maps alone
+(``configs/recipes/synthseg.yaml``) beside one of the same size and budget trained on the
+synthetic T1 images (the demo recipe with ``modalities: [T1]``), each tested on the demo's T1
+and T2 test scans, one at a time, and on the real ICBM152 2009 T1 template (its labels built
+from its GM/WM maps and mask exactly as the demo's, ``demo.synthetic_iseg.icbm_reference``).
+
+    python -m benchmarks.contrast_agnostic --out runs/contrast            # 12 epochs each, as the demo
+    python -m benchmarks.contrast_agnostic --out /tmp/c --epochs 1        # a quick look
+
+Prints the Dice per tissue of every model x scan, the WM volume error on ICBM, the fits'
+wall times and the device, as a Markdown table. Runs one thing at a time: the timings are
+only comparable on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.dataset_labels import ISEG
+from core.io import load_volume
+from core.metrics import score_subject
+
+TISSUES = ("CSF", "GM", "WM")
+TEST_SUBJECTS = ("subject-9", "subject-10")
+MODELS = {  # name -> extra train.py arguments on top of the demo recipe
+    "T1 images": ["--data.init_args.modalities", "[T1]"],
+    "label maps (synthseg)": ["--config", "configs/recipes/synthseg.yaml"],
+}
+
+
+def fit(name: str, extra: list[str], out: Path, epochs: int, data: Path, accelerator: str) -> tuple[Path, float]:
+    """One demo-recipe fit (no logger) into ``out/<name>``: its best checkpoint and wall time."""
+    from train import run_cli
+
+    folder = out / name.split()[0].lower()
+    start = time.perf_counter()
+    run_cli(["fit", "--config", "configs/demo.yaml", *extra, "--data.init_args.data_dir", str(data),
+             "--data.init_args.cache_dir", str(out / "cache"), "--trainer.max_epochs", str(epochs),
+             "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+             "--trainer.accelerator", accelerator, "--trainer.default_root_dir", str(folder),
+             "--checkpoint.dirpath", str(folder / "checkpoints")], save_config=False)
+    return folder / "checkpoints" / "best.ckpt", time.perf_counter() - start
+
+
+def dice(prediction: Path, truth: Path) -> tuple[list[float], float]:
+    """Dice per tissue of a predicted iSeg-valued map against the truth, and the WM volume error (%)."""
+    predicted, _ = load_volume(prediction)
+    reference, affine = load_volume(truth)
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(0))
+    scores = score_subject(np.rint(predicted), np.rint(reference), spacing,
+                           {n: ISEG.structure_values[n] for n in TISSUES})
+    wm = ISEG.structure_values["WM"][0]
+    error = 100 * ((np.rint(predicted) == wm).sum() / max((np.rint(reference) == wm).sum(), 1) - 1)
+    return [scores[t].dice for t in TISSUES], float(error)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path("data/demo/iSeg-2017-Training"))
+    parser.add_argument("--out", type=Path, required=True, help="a new folder for the runs and predictions")
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--accelerator", default="cpu")
+    args = parser.parse_args(argv)
+    if args.out.exists() and any(args.out.iterdir()):
+        parser.error(f"{args.out}: exists and is not empty; choose a new folder")
+    import predict
+    from demo.synthetic_iseg import SynthesisSettings, build_dataset, icbm_reference, write_analyze
+
+    settings = SynthesisSettings()
+    build_dataset(args.data, settings)
+    icbm = args.out / "icbm"
+    icbm.mkdir(parents=True)
+    t1, label = icbm_reference(settings.spacing)
+    write_analyze(t1, settings.spacing, icbm / "icbm-T1.hdr")
+    write_analyze(label, settings.spacing, icbm / "icbm-label.hdr")
+    scans = {f"demo {c}": [(args.data / f"{s}-{c}.hdr", args.data / f"{s}-label.hdr") for s in TEST_SUBJECTS]
+             for c in ("T1", "T2")}
+    scans["ICBM152 T1 (real)"] = [(icbm / "icbm-T1.hdr", icbm / "icbm-label.hdr")]
+    rows, fits = [], {}
+    for name, extra in MODELS.items():
+        checkpoint, seconds = fit(name, extra, args.out, args.epochs, args.data, args.accelerator)
+        fits[name] = seconds
+        for scan, pairs in scans.items():
+            per_tissue, wm_errors = [], []
+            for image, truth in pairs:
+                target = args.out / "predictions" / checkpoint.parts[-3] / scan.split()[0] / image.stem
+                (written,) = predict.predict(checkpoint, [image], target, subject_id=image.stem,
+                                             device="cuda" if args.accelerator == "gpu" else "cpu")
+                scores, wm_error = dice(written, truth)
+                per_tissue.append(scores)
+                wm_errors.append(wm_error)
+            mean = np.mean(per_tissue, axis=0)
+            rows.append(f"| {name} | {scan} | " + " | ".join(f"{d:.3f}" for d in mean)
+                        + f" | {mean.mean():.3f} | {np.mean(wm_errors):+.0f} % |")
+    device = torch.cuda.get_device_name() if args.accelerator == "gpu" else f"{platform.processor() or 'CPU'}, " \
+        f"{torch.get_num_threads()} threads"
+    print(f"\n{args.epochs} epochs of the demo recipe each ({device}); fit wall time: "
+          + ", ".join(f"{n} {s:.0f} s" for n, s in fits.items()))
+    print("\n| trained on | tested on | CSF | GM | WM | mean | WM volume |\n|---|---|---:|---:|---:|---:|---:|")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Training images made from label maps (SynthSeg's generator): what one generated patch is,
+and a model trained so records, and is used as, a model of any single contrast."""
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from core.modality_profiles import ANY_CONTRAST
+from datamodules.augmentation import build_augmentation
+from datamodules.synthesis import LabelsToImage
+
+PLAIN = {"resolution_prob": 0.0, "bias_std": [0.0, 0.0], "noise_std": [0.0, 0.0], "gamma_std": 0.0}
+
+
+def label_patch(shape: tuple[int, int, int] = (24, 24, 24)) -> torch.Tensor:
+    """Background border, then three nested tissue blocks (classes 1, 2, 3), one ignored voxel."""
+    label = torch.zeros((1, *shape), dtype=torch.int64)
+    label[0, 2:-2, 2:-2, 2:-2] = 1
+    label[0, 5:-5, 5:-5, 5:-5] = 2
+    label[0, 9:-9, 9:-9, 9:-9] = 3
+    label[0, 2, 2, 2] = -1
+    return label
+
+
+def test_a_generated_patch_is_one_z_scored_channel_with_zero_background() -> None:
+    label = label_patch()
+    image, out = LabelsToImage()(torch.zeros((2, 24, 24, 24)), label, np.random.default_rng(0))
+    assert image.shape == (1, 24, 24, 24) and image.dtype == torch.float32
+    assert torch.equal(out, label)  # the label is returned as it came
+    brain = label[0] != 0
+    assert torch.all(image[0][~brain] == 0)
+    assert image[0][brain].mean().item() == pytest.approx(0.0, abs=1e-4)
+    assert image[0][brain].std().item() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_each_label_gets_its_own_gaussian_and_each_patch_another_contrast() -> None:
+    label = label_patch()
+    step = LabelsToImage(**PLAIN)
+    orders = set()
+    for seed in range(12):
+        image = step(torch.zeros((1, 24, 24, 24)), label, np.random.default_rng(seed))[0][0]
+        means = [image[label[0] == c].mean().item() for c in (1, 2, 3)]
+        spreads = [image[label[0] == c].std().item() for c in (1, 2, 3)]
+        assert max(spreads) < 1.5  # a Gaussian per label: far tighter than the z-scored whole...
+        orders.add(tuple(np.argsort(means)))  # ...whose order of tissue brightness is drawn anew
+    assert len(orders) >= 4  # T1-like, T2-like and other orderings among 12 patches
+    again = step(torch.zeros((1, 24, 24, 24)), label, np.random.default_rng(3))[0]
+    first = step(torch.zeros((1, 24, 24, 24)), label, np.random.default_rng(3))[0]
+    assert torch.equal(again, first)  # all randomness from the generator
+
+
+def test_thick_slices_smooth_one_axis() -> None:
+    label = torch.zeros((1, 32, 32, 32), dtype=torch.int64)
+    label[0, 1:-1, 1:-1, 1:-1] = 1
+    step = LabelsToImage(**{**PLAIN, "resolution_prob": 1.0, "thickness": [6.0, 6.0], "stds": [20.0, 25.0]})
+    image = step(torch.zeros((1, 32, 32, 32)), label, np.random.default_rng(5))[0][0][8:-8, 8:-8, 8:-8]
+    roughness = [image.diff(dim=d).abs().mean().item() for d in range(3)]
+    assert min(roughness) < 0.35 * sorted(roughness)[1]  # one axis far smoother than the other two
+
+
+def test_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="background must be 'zero' or 'random'"):
+        LabelsToImage(background="noise")
+    with pytest.raises(ValueError, match=r"thickness must satisfy 1.0 <= low <= high"):
+        LabelsToImage(thickness=[0.5, 2.0])
+    with pytest.raises(ValueError, match=r"unknown option\(s\) 'mean' for 'labels_to_image'"):
+        build_augmentation([{"name": "labels_to_image", "mean": [0, 1]}])
+
+
+def test_the_datamodule_takes_one_modality_and_records_any_contrast(tiny_demo_dir: Path) -> None:
+    from datamodules import ISeg2017DataModule
+
+    steps = [{"name": "labels_to_image"}]
+    with pytest.raises(ValueError, match=r"labels_to_image makes one channel .* got \['T1', 'T2'\]"):
+        ISeg2017DataModule(str(tiny_demo_dir), augmentation=steps, cache_dir=None)
+    dm = ISeg2017DataModule(str(tiny_demo_dir), modalities=["T1"], augmentation=steps, cache_dir=None,
+                            patch_size=(16, 16, 16), samples_per_volume=1, val_subjects=["subject-3"])
+    assert dm.modality_names == [ANY_CONTRAST] and dm.in_channels == 1
+    dm.setup("fit")
+    assert dm.modality_profiles is None  # no contrast's profile to hold scans to
+    item = dm.train_set[0]  # each access draws a new patch
+    image, label = item["image"], item["label"]
+    assert image.shape == (1, 16, 16, 16) and torch.all(image[0][label[0] == 0] == 0)
+
+
+def test_a_model_trained_from_label_maps_segments_one_scan_of_any_contrast(tiny_demo_dir: Path,
+                                                                          tmp_path: Path) -> None:
+    """The CPU smoke of configs/recipes/synthseg.yaml: a fit, then predict.py on the T2 scan
+    alone (a contrast it was never validated on) and on the T1 scan; the header says so."""
+    import predict
+    from train import run_cli
+
+    from conftest import tiny_run_args
+
+    run = run_cli(tiny_run_args("fit", tiny_demo_dir, tmp_path, "--config", "configs/recipes/synthseg.yaml",
+                                "--trainer.max_epochs", "1"), save_config=False)
+    assert run.model.hparams.modalities == [ANY_CONTRAST] and run.model.hparams.in_channels == 1
+    for contrast in ("T2", "T1"):
+        (written,) = predict.predict(tmp_path / "checkpoints" / "last.ckpt",
+                                     [tiny_demo_dir / f"subject-4-{contrast}.hdr"], tmp_path / contrast)
+        image = nib.load(written)
+        assert image.shape == nib.load(tiny_demo_dir / "subject-4-label.hdr").shape[:3]
+        assert bytes(image.header["descrip"]).rstrip(b"\0").endswith(b"; any-contrast model")
+        assert set(np.unique(np.asarray(image.dataobj)).tolist()) <= {0, 10, 150, 250}
