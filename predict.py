@@ -61,14 +61,16 @@ def cpu_fast(sw_overlap: float | None = None, sw_batch_size: int | None = None, 
 def predict(checkpoint: Path | Sequence[Path], inputs: Sequence[Path], output: Path, device: str = "cpu",
             sw_overlap: float | None = None, sw_batch_size: int | None = None, flips: bool = False,
             save_probabilities: bool = False, subject_id: str | None = None, overwrite: bool = False,
-            window_scale: int = 1, precision: str = "32") -> list[Path]:
+            window_scale: int = 1, precision: str = "32", contrast: str | None = None) -> list[Path]:
     """Segment every subject of ``inputs`` with one checkpoint or the ensemble of several;
-    returns the segmentation files written."""
+    returns the segmentation files written. ``contrast``: for a folder and a model of any
+    contrast, the modality of the folder's layout to segment (default: the one it was validated on)."""
     # A bar over the windows of each volume when run in a terminal.
     segmenter = load_segmenter(checkpoint, device, sw_overlap=sw_overlap, sw_batch_size=sw_batch_size,
                                window_scale=window_scale, progress=sys.stderr.isatty(), precision=precision)
     if len(inputs) == 1 and Path(inputs[0]).is_dir():
-        subjects = subjects_in_folder(inputs[0], segmenter.datamodule, segmenter.modalities, segmenter.source)
+        subjects = subjects_in_folder(inputs[0], segmenter.datamodule, segmenter.modalities, segmenter.source,
+                                      contrast)
     else:
         subjects = [segmenter.subject(inputs, subject_id)]
     return segmenter.segment_to_folder(subjects, output, flips=flips, probabilities=save_probabilities,
@@ -83,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="one subject's modality files (checkpoint order) or a dataset folder")
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--subject", help="output name for modality-file input (default: the files' shared name)")
+    parser.add_argument("--contrast", help="a model of any contrast given a folder: the layout's modality to "
+                        "segment (T2, FLAIR, a BIDS suffix such as T2w; default: the one it was validated on)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--sw-overlap", "--overlap", type=float, dest="sw_overlap",
                         help="sliding-window overlap (default: the checkpoint's)")
@@ -111,7 +115,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     try:
         predict(args.checkpoint, args.input, args.output, args.device, args.sw_overlap, args.sw_batch_size,
-                args.flips, args.probabilities, args.subject, args.overwrite, args.window_scale, args.precision)
+                args.flips, args.probabilities, args.subject, args.overwrite, args.window_scale, args.precision,
+                args.contrast)
     except DataError as error:
         parser.exit(2, f"predict.py: error: {error}\n")
 

@@ -30,12 +30,14 @@ TISSUES = ("CSF", "GM", "WM")
 TEST_SUBJECTS = ("subject-9", "subject-10")
 MODELS = {  # name -> extra train.py arguments on top of the demo recipe
     "T1 images": ["--data.init_args.modalities", "[T1]"],
-    "label maps (synthseg)": ["--config", "configs/recipes/synthseg.yaml"],
+    "label maps (synthseg)": ["--config", "configs/recipes/synthseg.yaml",
+                              "--data.init_args.target_spacing", "[2.0, 2.0, 2.0]"],  # the demo's own grid
 }
 
 
 def fit(name: str, extra: list[str], out: Path, epochs: int, data: Path, accelerator: str) -> tuple[Path, float]:
-    """One demo-recipe fit (no logger) into ``out/<name>``: its best checkpoint and wall time."""
+    """One demo-recipe fit (no logger) into ``out/<name>``: its best (else last) checkpoint and
+    its wall time."""
     from train import run_cli
 
     folder = out / name.split()[0].lower()
@@ -45,7 +47,8 @@ def fit(name: str, extra: list[str], out: Path, epochs: int, data: Path, acceler
              "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
              "--trainer.accelerator", accelerator, "--trainer.default_root_dir", str(folder),
              "--checkpoint.dirpath", str(folder / "checkpoints")], save_config=False)
-    return folder / "checkpoints" / "best.ckpt", time.perf_counter() - start
+    best = folder / "checkpoints" / "best.ckpt"  # none when no validation ran (a quick look)
+    return (best if best.is_file() else folder / "checkpoints" / "last.ckpt"), time.perf_counter() - start
 
 
 def dice(prediction: Path, truth: Path) -> tuple[list[float], float]:

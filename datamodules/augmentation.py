@@ -18,6 +18,9 @@ DataLoader workers (different generators) draw different augmentations.
   ``low_resolution``: nnU-Net's set) change the image inside the brain mask
   only (voxels where any channel is non-zero), so the background stays exactly 0 as z-scoring
   left it, and never touch the label.
+- ``labels_to_image`` replaces the image by one channel generated from the label patch alone
+  (SynthSeg's generator, :mod:`datamodules.synthesis`): after the spatial steps, for models of
+  any contrast.
 
 Every step runs on the tensors' device: in the DataLoader's CPU workers by default, or on the
 GPU after the batch got there (the DataModule's ``augment_on: device``). ``bias_field`` and the
@@ -432,7 +435,8 @@ class Augmentation:
                  rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Augment one patch: image (C, D, H, W) float32, label (1, D, H, W) int64 (-1 = ignored).
 
-        Returns plain tensors of the same shapes and dtypes; all randomness comes from ``rng``."""
+        Returns plain tensors of the same shapes (one image channel after ``labels_to_image``) and
+        dtypes; all randomness comes from ``rng``."""
         image = torch.as_tensor(image)
         label = torch.as_tensor(label)
         if image.ndim != 4 or label.ndim != 4 or label.shape[0] != 1 or image.shape[1:] != label.shape[1:]:

@@ -156,6 +156,10 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
         if self.generates_images and len(self.modalities) != 1:
             raise ValueError(f"augmentation labels_to_image makes one channel from the label maps; give one modality "
                              f"(validated and tested on its real images), got {list(self.modalities)}")
+        if self.generates_images and target_spacing is None:
+            raise ValueError("augmentation labels_to_image trains a model for scans of any resolution: set "
+                             "target_spacing, the grid every scan is resampled to and back (e.g. the data's own "
+                             "spacing, [2.0, 2.0, 2.0] for the demo)")
         if augment_on not in ("loader", "device"):
             raise ValueError(f"augment_on must be 'loader' or 'device', got {augment_on!r}")
         self.augment_on = augment_on

@@ -61,15 +61,21 @@ def output_names(record: Mapping[str, Any] | None) -> OutputNames:
 
 
 def subjects_in_folder(folder: str | Path, record: Mapping[str, Any] | None, modalities: Sequence[str],
-                       source: str) -> list[Subject]:
+                       source: str, contrast: str | None = None) -> list[Subject]:
     """Every subject of ``folder``, read by the DataModule of ``record`` (a checkpoint's
-    ``{"class_path", "init_args"}``), which must offer ``modalities`` in that order."""
+    ``{"class_path", "init_args"}``), which must offer ``modalities`` in that order; a model of
+    any contrast reads the layout's ``contrast`` (default: the modality it was validated on)."""
+    if contrast is not None and list(modalities) != [ANY_CONTRAST]:
+        raise DataError(f"{source}: was trained on {list(modalities)}, not on any contrast; --contrast is for models "
+                        "trained from label maps")
     record = record or {}
     cls = datamodule_class(record.get("class_path"), source)
     folder = Path(folder)
     if not folder.exists():
         raise DataError(f"{folder}: folder not found")
     layout = layout_arguments(cls, record.get("init_args") or {})
+    if contrast is not None:
+        layout["modalities"] = [contrast]
     try:
         datamodule = cls(data_dir=str(folder), cache_dir=None, **layout)
     except (TypeError, ValueError) as error:  # e.g. a Decathlon task whose dataset.json lacks a modality

@@ -8,7 +8,9 @@ Per patch, in this order (ranges are the options; defaults follow SynthSeg's tra
 1. a Gaussian mixture: per label, a mean in ``means`` and a spread in ``stds`` (0-255 scale);
    the background stays 0 (``background: zero``, the convention of this codebase's skull-
    stripped inputs) or gets its own random Gaussian (``random``);
-2. resolution: with ``resolution_prob``, one random axis is made ``thickness`` voxels thick
+2. partial volume: a Gaussian blur of ``blur_sigma`` voxels (drawn), as tissue boundaries
+   look in a scan at the labels' own resolution;
+   resolution: with ``resolution_prob``, one random axis is made ``thickness`` voxels thick
    (Gaussian blur of that full width at half maximum, then down- and up-sampled), as a scan
    with thick slices;
 3. a smooth multiplicative bias field: ``exp`` of a coarse Gaussian grid (``bias_grid`` points
@@ -68,7 +70,8 @@ class LabelsToImage:
     """
 
     def __init__(self, means: Sequence[float] = (25.0, 225.0), stds: Sequence[float] = (5.0, 25.0),
-                 background: Literal["zero", "random"] = "zero", resolution_prob: float = 0.75,
+                 background: Literal["zero", "random"] = "zero", blur_sigma: Sequence[float] = (0.0, 1.0),
+                 resolution_prob: float = 0.5,
                  thickness: Sequence[float] = (1.0, 4.0), bias_std: Sequence[float] = (0.0, 0.5),
                  bias_grid: int = 4, noise_std: Sequence[float] = (0.0, 10.0), gamma_std: float = 0.4) -> None:
         self.means = _interval("means", means)
@@ -76,6 +79,7 @@ class LabelsToImage:
         if background not in ("zero", "random"):
             raise ValueError(f"background must be 'zero' or 'random', got {background!r}")
         self.background = background
+        self.blur_sigma = _interval("blur_sigma", blur_sigma)
         if not 0.0 <= resolution_prob <= 1.0:
             raise ValueError(f"resolution_prob must lie in [0, 1], got {resolution_prob}")
         self.resolution_prob = float(resolution_prob)
@@ -101,6 +105,9 @@ class LabelsToImage:
             means[0] = stds[0] = 0.0
         index = torch.where(classes < 0, count - 1, classes)
         volume = means[index] + stds[index] * torch.randn(classes.shape, generator=noise, device=device)
+        sigma = rng.uniform(*self.blur_sigma)
+        if sigma > 0:
+            volume = blur_axes(volume, [sigma] * 3)
         if rng.random() < self.resolution_prob:
             volume = self._thick_slices(volume, rng)
         field = torch.randn((1, 1, *[self.bias_grid] * 3), generator=noise, device=device) * rng.uniform(*self.bias_std)

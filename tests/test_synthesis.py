@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from core.io import DataError
 from core.modality_profiles import ANY_CONTRAST
 from datamodules.augmentation import build_augmentation
 from datamodules.synthesis import LabelsToImage
 
-PLAIN = {"resolution_prob": 0.0, "bias_std": [0.0, 0.0], "noise_std": [0.0, 0.0], "gamma_std": 0.0}
+PLAIN = {"blur_sigma": [0.0, 0.0], "resolution_prob": 0.0, "bias_std": [0.0, 0.0], "noise_std": [0.0, 0.0],
+         "gamma_std": 0.0}
 
 
 def label_patch(shape: tuple[int, int, int] = (24, 24, 24)) -> torch.Tensor:
@@ -76,8 +78,12 @@ def test_the_datamodule_takes_one_modality_and_records_any_contrast(tiny_demo_di
     steps = [{"name": "labels_to_image"}]
     with pytest.raises(ValueError, match=r"labels_to_image makes one channel .* got \['T1', 'T2'\]"):
         ISeg2017DataModule(str(tiny_demo_dir), augmentation=steps, cache_dir=None)
+    with pytest.raises(ValueError, match=r"labels_to_image trains a model for scans of any resolution: set "
+                                         r"target_spacing"):
+        ISeg2017DataModule(str(tiny_demo_dir), modalities=["T1"], augmentation=steps, cache_dir=None)
     dm = ISeg2017DataModule(str(tiny_demo_dir), modalities=["T1"], augmentation=steps, cache_dir=None,
-                            patch_size=(16, 16, 16), samples_per_volume=1, val_subjects=["subject-3"])
+                            patch_size=(16, 16, 16), samples_per_volume=1, val_subjects=["subject-3"],
+                            target_spacing=(6.0, 6.0, 6.0))
     assert dm.modality_names == [ANY_CONTRAST] and dm.in_channels == 1
     dm.setup("fit")
     assert dm.modality_profiles is None  # no contrast's profile to hold scans to
@@ -86,22 +92,35 @@ def test_the_datamodule_takes_one_modality_and_records_any_contrast(tiny_demo_di
     assert image.shape == (1, 16, 16, 16) and torch.all(image[0][label[0] == 0] == 0)
 
 
-def test_a_model_trained_from_label_maps_segments_one_scan_of_any_contrast(tiny_demo_dir: Path,
-                                                                          tmp_path: Path) -> None:
-    """The CPU smoke of configs/recipes/synthseg.yaml: a fit, then predict.py on the T2 scan
-    alone (a contrast it was never validated on) and on the T1 scan; the header says so."""
+def test_a_model_trained_from_label_maps_segments_one_scan_of_any_contrast(tiny_demo_dir: Path, tmp_path: Path,
+                                                                          trained_checkpoint: Path) -> None:
+    """The CPU smoke of configs/recipes/synthseg.yaml: a fit on the 6 mm demo, then predict.py on
+    the T2 scan alone (a contrast it never saw), on the T1 scan, and on the T2 scan at 3 mm (a
+    resolution it never saw: resampled to 6 mm and back); the header says which model it was."""
     import predict
+    from core.geometry import resample_to_spacing
+    from core.io import load_volume
     from train import run_cli
 
-    from conftest import tiny_run_args
+    from conftest import tiny_run_args, write_analyze
 
     run = run_cli(tiny_run_args("fit", tiny_demo_dir, tmp_path, "--config", "configs/recipes/synthseg.yaml",
-                                "--trainer.max_epochs", "1"), save_config=False)
+                                "--data.init_args.target_spacing", "[6.0, 6.0, 6.0]", "--trainer.max_epochs", "1"),
+                  save_config=False)
     assert run.model.hparams.modalities == [ANY_CONTRAST] and run.model.hparams.in_channels == 1
-    for contrast in ("T2", "T1"):
-        (written,) = predict.predict(tmp_path / "checkpoints" / "last.ckpt",
-                                     [tiny_demo_dir / f"subject-4-{contrast}.hdr"], tmp_path / contrast)
+    t2, affine = load_volume(tiny_demo_dir / "subject-4-T2.hdr")
+    fine, _ = resample_to_spacing(t2, affine, (3.0, 3.0, 3.0), order=1)
+    write_analyze(fine.astype(np.int16), tmp_path / "subject-4-T2-3mm.hdr", zooms=(3.0, 3.0, 3.0))
+    for scan in ("subject-4-T2.hdr", "subject-4-T1.hdr", tmp_path / "subject-4-T2-3mm.hdr"):
+        (written,) = predict.predict(tmp_path / "checkpoints" / "last.ckpt", [tiny_demo_dir / scan],
+                                     tmp_path / Path(scan).stem)
         image = nib.load(written)
-        assert image.shape == nib.load(tiny_demo_dir / "subject-4-label.hdr").shape[:3]
+        assert image.shape == nib.load(tiny_demo_dir / scan).shape[:3]  # in the scan's own grid
         assert bytes(image.header["descrip"]).rstrip(b"\0").endswith(b"; any-contrast model")
         assert set(np.unique(np.asarray(image.dataobj)).tolist()) <= {0, 10, 150, 250}
+    # a folder in its training layout: the modality it was validated on, or another by --contrast
+    written = predict.predict(tmp_path / "checkpoints" / "last.ckpt", [tiny_demo_dir], tmp_path / "folder",
+                              contrast="T2")
+    assert [p.name for p in written] == [f"subject-{n}_seg.nii.gz" for n in range(1, 5)]
+    with pytest.raises(DataError, match=r"was trained on \['T1', 'T2'\], not on any contrast; --contrast"):
+        predict.predict(trained_checkpoint, [tiny_demo_dir], tmp_path / "refused", contrast="T2")
