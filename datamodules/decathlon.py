@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,16 +13,17 @@ from core.volumes import Subject
 from datamodules.base import VolumeSegmentationDataModule
 
 
-def read_dataset_json(folder: Path) -> dict[str, Any]:
-    """The task's ``dataset.json``, checked for the keys the loader needs."""
+def read_dataset_json(folder: Path, required: Sequence[str] = ("modality", "labels", "training"),
+                      kind: str = "a Decathlon task folder") -> dict[str, Any]:
+    """``folder/dataset.json`` (Decathlon's and nnU-Net's), checked for the ``required`` keys."""
     path = Path(folder) / "dataset.json"
     if not path.is_file():
-        raise DataError(f"{path}: file not found (a Decathlon task folder holds dataset.json)")
+        raise DataError(f"{path}: file not found ({kind} holds dataset.json)")
     try:
         description = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise DataError(f"{path}: not valid JSON ({error})") from error
-    missing = [k for k in ("modality", "labels", "training") if k not in description]
+    missing = [k for k in required if k not in description]
     if missing:
         raise DataError(f"{path}: missing keys {missing}")
     return description

@@ -20,26 +20,21 @@ from core.io import ITK_SUFFIXES, DataError
 from core.labels import LabelSpace
 from core.volumes import Subject, natural_key
 from datamodules.base import VolumeSegmentationDataModule
+from datamodules.decathlon import read_dataset_json
 
 FILE_ENDINGS = (".nii.gz", ".nii", *ITK_SUFFIXES)  # 3D formats nibabel or SimpleITK read
 NNUNET_NAMES = OutputNames(segmentation="{subject}.nii.gz", probabilities="{subject}_probabilities.nii.gz")
 
 
 def read_nnunet_description(folder: Path) -> dict[str, Any]:
-    """``folder/dataset.json``, checked for what reading the dataset needs."""
-    path = Path(folder) / "dataset.json"
-    if not path.is_file():
-        raise DataError(f"{path}: file not found (an nnU-Net raw dataset folder holds dataset.json)")
-    try:
-        description = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path}: not valid JSON ({error})") from error
-    if "channel_names" not in description and "modality" in description:  # nnU-Net v1 / the Decathlon
+    """``folder/dataset.json``, checked for what reading the dataset needs (nnU-Net v1's
+    ``modality`` read as ``channel_names``)."""
+    description = read_dataset_json(folder, required=("labels", "file_ending"),
+                                    kind="an nnU-Net raw dataset folder")
+    if "channel_names" not in description and "modality" in description:
         description["channel_names"] = description["modality"]
-    missing = [k for k in ("channel_names", "labels", "file_ending") if k not in description]
-    if missing:
-        raise DataError(f"{path}: missing keys {missing} (nnU-Net v2's dataset.json has channel_names, labels and "
-                        "file_ending)")
+    if "channel_names" not in description:
+        raise DataError(f"{Path(folder) / 'dataset.json'}: missing keys ['channel_names']")
     return description
 
 
