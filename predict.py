@@ -114,9 +114,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        predict(args.checkpoint, args.input, args.output, args.device, args.sw_overlap, args.sw_batch_size,
-                args.flips, args.probabilities, args.subject, args.overwrite, args.window_scale, args.precision,
-                args.contrast)
+        predict(args.checkpoint, args.input, args.output, device=args.device, sw_overlap=args.sw_overlap,
+                sw_batch_size=args.sw_batch_size, flips=args.flips, save_probabilities=args.probabilities,
+                subject_id=args.subject, overwrite=args.overwrite, window_scale=args.window_scale,
+                precision=args.precision, contrast=args.contrast)
     except DataError as error:
         parser.exit(2, f"predict.py: error: {error}\n")
 

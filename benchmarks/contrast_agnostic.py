@@ -41,6 +41,8 @@ def fit(name: str, extra: list[str], out: Path, epochs: int, data: Path, acceler
     from train import run_cli
 
     folder = out / name.split()[0].lower()
+    if accelerator == "gpu":  # patches generated (and augmented) on the GPU, batch by batch
+        extra = [*extra, "--data.init_args.augment_on", "device"]
     start = time.perf_counter()
     run_cli(["fit", "--config", "configs/demo.yaml", *extra, "--data.init_args.data_dir", str(data),
              "--data.init_args.cache_dir", str(out / "cache"), "--trainer.max_epochs", str(epochs),

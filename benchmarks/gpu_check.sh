@@ -12,3 +12,8 @@ $PY -c "import torch; print(torch.__version__, torch.cuda.get_device_name())"
 $PY -m benchmarks.gpu_fast_path --steps 5 --compile | tee "${OUT:-/tmp}/gpu_fast_path.txt"
 # Can the CPU loader keep up, or should augmentation run on the GPU (augment_on: device)?
 $PY -m benchmarks.augmentation_device | tee "${OUT:-/tmp}/augmentation_device.txt"
+# Issue 18: the demo in float32 against bf16-mixed, same seed (the test DSC must stay within 0.005).
+$PY -m benchmarks.demo_precision --accelerator gpu | tee "${OUT:-/tmp}/demo_precision.txt"
+# Issue 19: the contrast table at a GPU's budget (the label-map model's patches generated on the GPU).
+$PY -m benchmarks.contrast_agnostic --out /tmp/contrast --accelerator gpu --epochs 48 \
+  | tee "${OUT:-/tmp}/contrast_agnostic.txt"

@@ -52,7 +52,8 @@ from scipy import ndimage
 from datamodules.synthesis import LabelsToImage
 
 AUGMENTATIONS: tuple[str, ...] = ("flip", "affine", "elastic", "gamma", "bias_field", "noise", "blur", "brightness",
-                                   "contrast", "low_resolution", "labels_to_image")
+                                   "contrast", "low_resolution")  # each keeps the patch's channels
+GENERATORS: tuple[str, ...] = ("labels_to_image",)  # a new image (one channel) from the label patch
 
 _KEYS = ("image", "label")
 _MODES = ("bilinear", "nearest")
@@ -466,7 +467,7 @@ def _options(cls: type) -> list[str]:
 def build_augmentation(specs: Sequence[Mapping[str, Any]]) -> Augmentation | None:
     """The augmentation a config asks for, or None for an empty list (no work per patch).
 
-    Each spec is ``{"name": <one of AUGMENTATIONS>, **options}``; an unknown name or option, or a
+    Each spec is ``{"name": <one of AUGMENTATIONS or GENERATORS>, **options}``; an unknown name or option, or a
     bad value, raises ValueError naming the spec and what is allowed, so config typos fail at
     start-up rather than silently training without the augmentation."""
     if isinstance(specs, Mapping | str):
@@ -475,10 +476,12 @@ def build_augmentation(specs: Sequence[Mapping[str, Any]]) -> Augmentation | Non
     for index, spec in enumerate(specs):
         where = f"augmentation spec #{index} {dict(spec) if isinstance(spec, Mapping) else spec!r}"
         if not isinstance(spec, Mapping) or "name" not in spec:
-            raise ValueError(f"{where}: each spec must be a mapping with a 'name' among {', '.join(AUGMENTATIONS)}")
+            raise ValueError(f"{where}: each spec must be a mapping with a 'name' among "
+                             f"{', '.join(AUGMENTATIONS + GENERATORS)}")
         name = spec["name"]
         if name not in _STEPS:
-            raise ValueError(f"{where}: unknown augmentation {name!r}; allowed: {', '.join(AUGMENTATIONS)}")
+            allowed = ", ".join(AUGMENTATIONS + GENERATORS)
+            raise ValueError(f"{where}: unknown augmentation {name!r}; allowed: {allowed}")
         cls = _STEPS[name]
         options = {k: v for k, v in spec.items() if k != "name"}
         allowed = _options(cls)

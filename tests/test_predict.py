@@ -416,7 +416,7 @@ def test_bf16_prediction_runs_the_network_in_bfloat16_and_keeps_float32_outputs(
     written = np.asarray(nib.load(str(tmp_path / "bf16" / "subject-4_seg.nii.gz")).dataobj)
     assert written.shape == nib.load(files[0]).shape[:3] and set(np.unique(written)) <= {0, 10, 150, 250}
     chosen: list[str] = []
-    monkeypatch.setattr("predict.predict", lambda *args: chosen.append(args[-1]))
+    monkeypatch.setattr("predict.predict", lambda *args, **kwargs: chosen.append(kwargs["precision"]))
     for flags in (["--cpu-fast"], ["--cpu-fast", "--precision", "32"], []):
         main(["--checkpoint", str(checkpoint), "--input", *files, "--output", str(tmp_path / "x"), *flags])
     assert chosen == ["bf16" if fast_bf16("cpu") else "32", "32", "32"]  # an explicit --precision wins
