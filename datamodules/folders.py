@@ -81,9 +81,9 @@ def subjects_in_folder(folder: str | Path, record: Mapping[str, Any] | None, mod
     except (TypeError, ValueError) as error:  # e.g. a Decathlon task whose dataset.json lacks a modality
         raise DataError(f"{folder}: cannot provide the modalities {list(modalities)} that {source} was "
                         f"trained on ({error})") from error
-    if list(modalities) == [ANY_CONTRAST] and len(datamodule.modalities) == 1:
-        pass  # an any-contrast model reads the layout's one modality, whatever its contrast
-    elif list(datamodule.modalities) != list(modalities):
+    # an any-contrast model reads the layout's one modality, whatever its contrast
+    any_contrast = list(modalities) == [ANY_CONTRAST] and len(datamodule.modalities) == 1
+    if not any_contrast and list(datamodule.modalities) != list(modalities):
         raise DataError(f"{folder}: offers modalities {list(datamodule.modalities)}, {source} was trained on "
                         f"{list(modalities)}")
     return datamodule.find_subjects(folder, require_labels=False)
