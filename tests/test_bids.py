@@ -152,3 +152,27 @@ def test_train_predict_as_a_derivative_and_evaluate_derivative_against_derivativ
     with open(tmp_path / "scores" / "scores.csv") as handle:
         scored = [(r["subject"], r["structure"]) for r in csv.DictReader(handle)]
     assert scored == [(s, t) for s in ("sub-01_ses-1", "sub-01_ses-2") for t in ("CSF", "GM", "WM")]
+
+
+def test_a_model_of_any_contrast_segments_a_bids_tree_by_the_suffix_asked_for(bids: Path, tmp_path: Path) -> None:
+    """Trained from the label maps (validated on T1w), predict.py segments the tree's T2w images
+    (``--contrast T2w``) into the same derivative layout; sub-02, which has no T2w, is skipped."""
+    import predict
+    from train import run_cli
+
+    with pytest.warns(DataWarning):
+        run_cli(["fit", "--config", "configs/datasets/bids.yaml", "--config", "configs/recipes/synthseg.yaml",
+                 "--data.init_args.data_dir", str(bids), "--data.init_args.modalities", "[T1w]",
+                 "--data.init_args.target_spacing", "[1.0, 1.0, 1.0]", "--data.init_args.val_subjects", "[sub-04]",
+                 "--data.init_args.val_fraction", "0", "--data.init_args.patch_size", "[16, 16, 16]",
+                 "--data.init_args.samples_per_volume", "1", "--data.init_args.num_workers", "0",
+                 "--data.init_args.cache_dir", "null", "--model.network_kwargs", "{base_features: 2}",
+                 "--trainer.max_epochs", "1", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+                 "--trainer.precision", "32-true", "--trainer.default_root_dir", str(tmp_path),
+                 "--checkpoint.dirpath", str(tmp_path / "checkpoints")], save_config=False)
+    with pytest.warns(DataWarning, match="skipping sub-02_ses-1: no T2w image"):
+        written = predict.predict(tmp_path / "checkpoints" / "last.ckpt", [bids], tmp_path / "t2", contrast="T2w")
+    assert [p.relative_to(tmp_path / "t2").as_posix() for p in written] == [
+        f"{s.replace('_', '/')}/anat/{s}_space-orig_dseg.nii.gz" for s in SESSIONS]
+    header = nib.load(written[0]).header
+    assert bytes(header["descrip"]).rstrip(b"\0").endswith(b"; any-contrast model")
