@@ -110,20 +110,9 @@ def match_predictions(pred_dir: Path, truths: Mapping[str, Path]) -> Matching:
     """Pair each label file of ``pred_dir`` with its subject's ground truth, whatever the naming:
     ``<subject>_seg.nii.gz`` (ours), ``<subject>.nii.gz`` (nnU-Net's) or the ground truth's own
     file name. Probability maps and other files are passed over."""
-    by_name = {Path(path).name: subject for subject, path in truths.items()}
     pairs: dict[str, tuple[Path, Path]] = {}
     unknown = []
-    if is_derivative(pred_dir):  # a BIDS derivative: sub-*/[ses-*/]anat/*_dseg.nii.gz, by subject[_session]
-        found = derivative_files(pred_dir)
-        pairs = {s: (p, Path(truths[s])) for s, p in found.items() if s in truths}
-        unknown = [p for s, p in found.items() if s not in truths]
-        unpredicted = sorted(set(truths) - set(pairs), key=natural_key)
-        return Matching(dict(sorted(pairs.items(), key=lambda item: natural_key(item[0]))), unpredicted, unknown)
-    for path in sorted(pred_dir.iterdir(), key=lambda p: natural_key(p.name)):
-        stem = subject_of(path.name)
-        if not path.is_file() or stem is None or stem.endswith(PROBABILITIES):
-            continue
-        subject = by_name.get(path.name) or (stem if stem in truths else None)
+    for path, subject in _prediction_files(pred_dir, truths):
         if subject is None:
             unknown.append(path)
         elif subject in pairs:
@@ -134,6 +123,21 @@ def match_predictions(pred_dir: Path, truths: Mapping[str, Path]) -> Matching:
         raise EvaluationError(f"{pred_dir}: no prediction files (*.nii.gz, *.nii, *.hdr)")
     unpredicted = sorted(set(truths) - set(pairs), key=natural_key)
     return Matching(dict(sorted(pairs.items(), key=lambda item: natural_key(item[0]))), unpredicted, unknown)
+
+
+def _prediction_files(pred_dir: Path, truths: Mapping[str, Path]) -> list[tuple[Path, str | None]]:
+    """Each label file of ``pred_dir`` with the subject of ``truths`` it names (None: none): a BIDS
+    derivative's ``*_dseg`` files by subject[_session], else the folder's files by name."""
+    if is_derivative(pred_dir):
+        return [(path, subject if subject in truths else None)
+                for subject, path in derivative_files(pred_dir).items()]
+    by_name = {Path(path).name: subject for subject, path in truths.items()}
+    files = []
+    for path in sorted(pred_dir.iterdir(), key=lambda p: natural_key(p.name)):
+        stem = subject_of(path.name)
+        if path.is_file() and stem is not None and not stem.endswith(PROBABILITIES):
+            files.append((path, by_name.get(path.name) or (stem if stem in truths else None)))
+    return files
 
 
 def truth_files(gt_dir: Path, dataset: str) -> dict[str, Path]:

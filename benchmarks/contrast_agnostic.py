@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from core.dataset_labels import ISEG
+from core.geometry import voxel_spacing
 from core.io import load_volume
 from core.metrics import score_subject
 
@@ -57,8 +58,7 @@ def dice(prediction: Path, truth: Path) -> tuple[list[float], float]:
     """Dice per tissue of a predicted iSeg-valued map against the truth, and the WM volume error (%)."""
     predicted, _ = load_volume(prediction)
     reference, affine = load_volume(truth)
-    spacing = np.sqrt((affine[:3, :3] ** 2).sum(0))
-    scores = score_subject(np.rint(predicted), np.rint(reference), spacing,
+    scores = score_subject(np.rint(predicted), np.rint(reference), voxel_spacing(affine),
                            {n: ISEG.structure_values[n] for n in TISSUES})
     wm = ISEG.structure_values["WM"][0]
     error = 100 * ((np.rint(predicted) == wm).sum() / max((np.rint(reference) == wm).sum(), 1) - 1)

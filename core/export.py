@@ -72,12 +72,12 @@ class Segmentation:
     @classmethod
     def from_network_grid(cls, subject_id: str, classes: np.ndarray, labels: LabelSpace, affine: np.ndarray,
                           original_affine: np.ndarray | None = None, original_shape: Sequence[int] | None = None,
-                          probabilities: np.ndarray | None = None) -> Segmentation:
+                          probabilities: np.ndarray | None = None, note: str = "") -> Segmentation:
         """Map a class map (and probabilities, linearly) from the network's grid back onto the scan's."""
         grid = {"affine": affine, "original_affine": original_affine, "original_shape": original_shape}
         scan_classes, scan_affine = to_scan_space(np.asarray(classes), **grid)
         maps = None if probabilities is None else to_scan_space(np.asarray(probabilities), **grid, order=1)[0]
-        return cls(subject_id, scan_classes, scan_affine, labels, maps)
+        return cls(subject_id, scan_classes, scan_affine, labels, maps, note)
 
     def image(self) -> nib.Nifti1Image:
         """The segmentation in the dataset's own label values (e.g. 10/150/250 for iSeg),

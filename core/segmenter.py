@@ -125,11 +125,9 @@ class ScanSegmenter(ABC):
         image = torch.from_numpy(np.asarray(volume.image, dtype=np.float32))[None]
         probs = self.probabilities(image, flips)
         classes = self.labels.classes_from_probabilities(probs)[0, 0].cpu().numpy()
-        segmentation = Segmentation.from_network_grid(
+        return Segmentation.from_network_grid(
             volume.subject_id, classes, self.labels, volume.affine, volume.original_affine, volume.original_shape,
-            probs[0].cpu().numpy() if probabilities else None)
-        segmentation.note = self.note
-        return segmentation
+            probs[0].cpu().numpy() if probabilities else None, note=self.note)
 
     @property
     def any_contrast(self) -> bool:

@@ -49,7 +49,7 @@ from monai.transforms import (
 )
 from scipy import ndimage
 
-from datamodules.synthesis import LabelsToImage
+from datamodules.synthesis import LabelsToImage, blur_axes
 
 AUGMENTATIONS: tuple[str, ...] = ("flip", "affine", "elastic", "gamma", "bias_field", "noise", "blur", "brightness",
                                    "contrast", "low_resolution")  # each keeps the patch's channels
@@ -329,21 +329,9 @@ class Noise(_BrainIntensity):
 
 
 def gaussian_blur(volume: torch.Tensor, sigma: float, truncate: float = 3.0) -> torch.Tensor:
-    """``volume`` (D, H, W) smoothed by a Gaussian of ``sigma`` voxels, one 1D convolution per
-    axis on the volume's own device, edges extended (SciPy's ``nearest``), truncated at
-    ``truncate`` sigma."""
-    radius = max(1, int(truncate * sigma + 0.5))
-    taps = torch.arange(-radius, radius + 1, dtype=volume.dtype, device=volume.device)
-    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    out = volume[None, None]
-    for axis in range(3):
-        shape = [1, 1, 1, 1, 1]
-        shape[2 + axis] = kernel.numel()
-        padding = [0, 0] * 3
-        padding[2 * (2 - axis)] = padding[2 * (2 - axis) + 1] = radius  # F.pad lists the last axis first
-        out = F.conv3d(F.pad(out, padding, mode="replicate"), kernel.view(shape))
-    return out[0, 0]
+    """``volume`` (D, H, W) smoothed by a Gaussian of ``sigma`` voxels along every axis, on the
+    volume's own device, edges extended (SciPy's ``nearest``), truncated at ``truncate`` sigma."""
+    return blur_axes(volume, [sigma] * 3, truncate)
 
 
 class Blur(_BrainIntensity):

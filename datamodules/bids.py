@@ -96,21 +96,22 @@ class BIDSDataModule(VolumeSegmentationDataModule):
     @property
     def label_space(self) -> LabelSpace:
         if self._label_space is None:
-            if self.labels_dir is None:
-                raise DataError(f"{self.data_dir}: no labels_dir given (the derivatives pipeline with *_dseg label "
-                                "maps, e.g. derivatives/manual); it is needed to train and to score")
-            space = LabelSpace.from_values(read_dseg_tsv(self.labels_dir / "dseg.tsv"))
+            space = LabelSpace.from_values(read_dseg_tsv(self._required_labels_dir() / "dseg.tsv"))
             self._label_space = space.with_regions(self._regions) if self._regions else space
         return self._label_space
+
+    def _required_labels_dir(self) -> Path:
+        if self.labels_dir is None:
+            raise DataError(f"{self.data_dir}: no labels_dir given (the derivatives pipeline with *_dseg label "
+                            "maps, e.g. derivatives/manual); it is needed to train and to score")
+        return self.labels_dir
 
     def split_unit(self, subject_id: str) -> str:
         return f"sub-{unit_parts(subject_id)[0]}"
 
     def find_subjects(self, folder: Path, require_labels: bool) -> list[Subject]:
         layout = _layout(folder)
-        labels = _layout(self.labels_dir, derivative=True) if require_labels and self.labels_dir else None
-        if require_labels and labels is None:
-            self.label_space  # noqa: B018  (raises: no labels_dir)
+        labels = _layout(self._required_labels_dir(), derivative=True) if require_labels else None
         subjects, skipped = [], []
         for subject in sorted(layout.get_subjects(), key=natural_key):
             for session in sorted(layout.get_sessions(subject=subject), key=natural_key) or [None]:

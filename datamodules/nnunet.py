@@ -9,7 +9,6 @@ voxels) and ``file_ending``. A dataset made by nnU-Net's own conversion scripts 
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -116,16 +115,18 @@ class NnUNetDataModule(VolumeSegmentationDataModule):
         given = {"channel_names": channel_names, "labels": labels, "regions_class_order": regions_class_order,
                  "file_ending": file_ending}
         source = str(Path(data_dir) / "dataset.json")
+        self.num_training: int | None = None  # dataset.json's count of imagesTr's cases, checked when they are found
         if (Path(data_dir) / "dataset.json").is_file():
             description = read_nnunet_description(Path(data_dir))
             given.update({k: description.get(k) for k in given})
+            self.num_training = description.get("numTraining")
         elif channel_names is None or labels is None or file_ending is None:
             raise DataError(f"{source}: file not found (an nnU-Net raw dataset folder holds dataset.json; for a "
                             "folder of cases alone give channel_names, labels and file_ending)")
         if given["file_ending"] not in FILE_ENDINGS:
             raise DataError(f"{source}: file_ending {given['file_ending']!r} is not a 3D format read here "
                             f"({', '.join(FILE_ENDINGS)})")
-        self.description = given
+        self.file_ending = str(given["file_ending"])
         self.available_modalities = channel_modalities(given["channel_names"], source)
         self._label_space = nnunet_label_space(given["labels"], given["regions_class_order"], source)
         super().__init__(data_dir, modalities=modalities, **kwargs)
@@ -134,10 +135,6 @@ class NnUNetDataModule(VolumeSegmentationDataModule):
     @property
     def label_space(self) -> LabelSpace:
         return self._label_space
-
-    @property
-    def file_ending(self) -> str:
-        return str(self.description["file_ending"])
 
     def find_subjects(self, folder: Path, require_labels: bool) -> list[Subject]:
         if require_labels:
@@ -170,10 +167,8 @@ class NnUNetDataModule(VolumeSegmentationDataModule):
             subjects.append(Subject(case, files, label))
         if labels is not None:
             self._check_labels_have_images(labels, set(cases), ending)
-            expected = (json.loads((folder / "dataset.json").read_text()).get("numTraining")
-                        if (folder / "dataset.json").is_file() else None)
-            if expected is not None and int(expected) != len(subjects):
-                raise DataError(f"{folder / 'dataset.json'}: numTraining is {expected}, {images} holds "
+            if self.num_training is not None and int(self.num_training) != len(subjects):
+                raise DataError(f"{folder / 'dataset.json'}: numTraining is {self.num_training}, {images} holds "
                                 f"{len(subjects)} cases")
         return subjects
 

@@ -323,8 +323,8 @@ class SegmentationWriter(BasePredictionWriter):
                      if k in prediction}
             probabilities = prediction["probabilities"][i].cpu().numpy() if self.probabilities else None
             segmentation = Segmentation.from_network_grid(subject, prediction["prediction"][i].cpu().numpy(),
-                                                          pl_module.labels, probabilities=probabilities, **grids)
-            segmentation.note = pl_module.segmenter.note
+                                                          pl_module.labels, probabilities=probabilities,
+                                                          note=pl_module.segmenter.note, **grids)
             rank_zero_info(f"wrote {folder.write(segmentation)}")
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
