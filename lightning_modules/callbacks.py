@@ -63,6 +63,10 @@ class LearningCurves(pl.Callback):
         self.output_dir = output_dir
         self.history: dict[str, list[tuple[int, float]]] = {}
         self._loss_sum, self._loss_count = 0.0, 0
+        self._drawn_points = -1  # how many points the last picture had: none is drawn twice
+
+    def _points(self) -> int:
+        return sum(len(points) for points in self.history.values())
 
     def _add(self, name: str, epoch: int, value: float) -> None:
         self.history.setdefault(name, []).append((epoch, float(value)))
@@ -100,8 +104,8 @@ class LearningCurves(pl.Callback):
         self._draw(trainer, pl_module)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.is_global_zero and self.history:
-            self._draw(trainer, pl_module)
+        if trainer.is_global_zero and self.history and self._points() != self._drawn_points:
+            self._draw(trainer, pl_module)  # the training loss after the last validation
 
     def _draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.output_dir:
@@ -113,6 +117,7 @@ class LearningCurves(pl.Callback):
         save_learning_curves_png(self.history, directory / "learning_curves.png",
                                  title=str(pl_module.hparams.get("network", "")))
         write_text_atomically(directory / "learning_curves.json", json.dumps(self.history, indent=1))
+        self._drawn_points = self._points()
 
 
 class RunCheckpoint(ModelCheckpoint):

@@ -29,9 +29,9 @@ class _ResidualConvs(nn.Module):
 
 
 class _InputStage(nn.Module):
-    """A 5x5x5 convolution to 16 channels plus the input itself. The paper replicates its
-    one-channel input 16 times; several channels are replicated when they divide 16, else
-    projected by a 1x1x1 convolution, so any number of modalities works."""
+    """A 5x5x5 convolution to the first stage's maps (16 in the paper) plus the input itself. The
+    paper replicates its one-channel input 16 times; several channels are replicated when they
+    divide the maps, else projected by a 1x1x1 convolution, so any number of modalities works."""
 
     def __init__(self, in_channels: int, out_channels: int = 16) -> None:
         super().__init__()
@@ -77,19 +77,22 @@ class _Up(nn.Module):
 
 
 class _VNetBase(nn.Module):
-    """Shared encoder-decoder; subclasses give the stages as (convolutions, dropout) lists."""
+    """Shared encoder-decoder; subclasses give the stages as (convolutions, dropout) lists.
+    ``base_channels``: the maps of the first stage, doubled at each down-step (16 in the paper;
+    fewer for small GPUs and quick checks)."""
 
     down_stages: tuple[tuple[int, bool], ...] = ()
     up_stages: tuple[tuple[int, bool], ...] = ()
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 4, dropout: float = 0.2) -> None:
+    def __init__(self, in_channels: int = 1, num_classes: int = 4, dropout: float = 0.2,
+                 base_channels: int = 16) -> None:
         super().__init__()
-        if in_channels < 1 or num_classes < 1:
-            raise ValueError(f"{type(self).__name__} needs in_channels >= 1 and num_classes >= 1, "
-                             f"got {in_channels} and {num_classes}")
+        if in_channels < 1 or num_classes < 1 or base_channels < 1:
+            raise ValueError(f"{type(self).__name__} needs in_channels, num_classes and base_channels >= 1, "
+                             f"got {in_channels}, {num_classes} and {base_channels}")
         self.in_channels = in_channels
-        self.input_stage = _InputStage(in_channels, 16)
-        channels = [16]
+        self.input_stage = _InputStage(in_channels, base_channels)
+        channels = [base_channels]
         self.down = nn.ModuleList()
         for n_convs, drop in self.down_stages:
             self.down.append(_Down(channels[-1], n_convs, dropout if drop else 0.0))
@@ -118,7 +121,7 @@ class _VNetBase(nn.Module):
         return self.head(out)
 
 
-@register_network("vnet", smoke=SmokeSettings({"dropout": 0.0}, (16, 16, 32), size_divisor=16))
+@register_network("vnet", smoke=SmokeSettings({"dropout": 0.0, "base_channels": 4}, (16, 16, 32), size_divisor=16))
 class VNet(_VNetBase):
     """V-Net: 5x5x5 convolutions with PReLU, residual stages of 1-3 convolutions, strided
     2x2x2 down-convolutions (16 -> 256 channels over four steps), transposed-convolution
@@ -128,7 +131,8 @@ class VNet(_VNetBase):
     up_stages = ((2, True), (2, True), (1, False), (1, False))
 
 
-@register_network("vnet_light", smoke=SmokeSettings({"dropout": 0.0}, (8, 16, 24), size_divisor=8))
+@register_network("vnet_light", smoke=SmokeSettings({"dropout": 0.0, "base_channels": 4}, (8, 16, 24),
+                                                   size_divisor=8))
 class VNetLight(_VNetBase):
     """The thesis' lighter V-Net: V-Net without its deepest stage (three down-steps, 16 ->
     128 channels). Output size equals input size (divisible by 8)."""

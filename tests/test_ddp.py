@@ -6,6 +6,7 @@ with DDP on 2 CPU processes (gloo) and 3 subjects gives the one-process metrics 
 import csv
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -29,10 +30,17 @@ def checkpoint(trained_checkpoint: Path) -> Path:
     return trained_checkpoint
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def run_train(args: list[str], processes: int) -> None:
-    """``train.py`` with ``args``: on 2 processes in a subprocess (Lightning starts the second), on
-    one in this process (no interpreter to start), one thread per process either way, so both
-    compute the same floats."""
+    """``train.py`` with ``args``: on one process in this process (no interpreter to start); on
+    2, both ranks started at once as torchrun or srun start them (``LOCAL_RANK`` set: Lightning
+    joins them instead of starting the second itself, so the two interpreters load side by
+    side). One thread per process either way, so both compute the same floats."""
     if processes == 1:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
@@ -42,9 +50,14 @@ def run_train(args: list[str], processes: int) -> None:
             torch.set_num_threads(threads)
         return
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "WANDB_MODE": "offline",
-           "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, env=env, check=True, capture_output=True,
-                   timeout=600)
+           "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
+           "WORLD_SIZE": str(processes), "NODE_RANK": "0"}
+    ranks = [subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, env={**env, "LOCAL_RANK": str(rank)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for rank in range(processes)]
+    outputs = [rank.communicate(timeout=600) for rank in ranks]
+    for rank, (process, (_, stderr)) in enumerate(zip(ranks, outputs, strict=True)):
+        assert process.returncode == 0, f"rank {rank}: {stderr[-2000:]}"
 
 
 def validate(checkpoint: Path, data: Path, out: Path, devices: int) -> dict[str, float]:

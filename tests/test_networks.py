@@ -122,6 +122,13 @@ def test_vnet_parameter_counts() -> None:
     assert sum(p.numel() for p in light.parameters()) == pytest.approx(12.25e6, rel=0.005)
     assert all(c.kernel_size == (5, 5, 5) for c in vnet.modules()
                if isinstance(c, torch.nn.Conv3d) and c.stride == (1, 1, 1) and c.kernel_size != (1, 1, 1))
+    # Half the maps at every stage: a quarter of the weights (45.61 M / 4 = 11.40 M, plus the per-map terms).
+    half = build_network("vnet", in_channels=1, num_classes=4, base_channels=8)
+    assert sum(p.numel() for p in half.parameters()) == 11_409_932
+    assert [m.out_channels for m in half.modules() if isinstance(m, torch.nn.Conv3d) and m.stride == (2, 2, 2)] == [
+        16, 32, 64, 128]
+    with pytest.raises(ValueError, match="base_channels >= 1"):
+        build_network("vnet", base_channels=0)
 
 
 @pytest.mark.parametrize(("name", "in_channels", "ours", "thesis"), [
