@@ -27,10 +27,20 @@ WANDB_RUN_ID = "wandb_run_id"  # ours: the W&B run that wrote it, so resume and 
 LIGHTNING_VERSION = "pytorch-lightning_version"  # Lightning: the version that wrote it (its migrations)
 NETWORK_PREFIX = "network."  # the network's weights inside STATE_DICT
 
+LAST = "last.ckpt"  # the checkpoint folder's latest state (lightning_modules.callbacks.RunCheckpoint)
+HPC_PATTERN = "hpc_ckpt_*.ckpt"  # Lightning's state saved on SLURM's preemption signal, in the run folder
+
 LEGACY_LABEL_ARGS = ("num_classes", "class_names", "label_values", "regions", "region_names")
 # Optimiser settings of checkpoints written when they were strings and numbers; today the
 # optimiser and schedule are classes recorded in the run's config, not in the checkpoint.
 LEGACY_OPTIMIZER_ARGS = ("optimizer", "lr", "weight_decay", "momentum", "lr_schedule")
+
+
+def newest_checkpoint(folder: Path, checkpoint_dir: str | Path) -> Path | None:
+    """The latest state of a run: Lightning's SLURM checkpoint (written on SIGUSR1 into the run
+    folder, the fit's ``default_root_dir``) or ``last.ckpt``, whichever was written last."""
+    candidates = [*Path(folder).glob(HPC_PATTERN), *Path(checkpoint_dir).glob(LAST)]
+    return max(candidates, key=lambda p: p.stat().st_mtime_ns, default=None)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from lightning_fabric.plugins.environments import SLURMEnvironment
 
+from core.checkpoint import newest_checkpoint
 from core.io import DataError
 
 RUN_ID_VARIABLE = "BRAINSEG_RUN_ID"  # shared with the DDP processes Lightning starts by re-running the command
@@ -83,13 +84,6 @@ def slurm_run_id(command: Sequence[str]) -> str | None:
 def requeued() -> bool:
     """This SLURM job is running again after a requeue or a node failure."""
     return int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0
-
-
-def newest_checkpoint(folder: Path, checkpoint_dir: str) -> Path | None:
-    """The latest state of a run: Lightning's SLURM checkpoint (written on SIGUSR1 into the run
-    folder, the fit's ``default_root_dir``) or ``last.ckpt``, whichever was written last."""
-    candidates = [*folder.glob("hpc_ckpt_*.ckpt"), *Path(checkpoint_dir).glob("last.ckpt")]
-    return max(candidates, key=lambda p: p.stat().st_mtime_ns, default=None)
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from core.checkpoint import newest_checkpoint
 from core.io import DataError
-from lightning_modules.run_folders import RunTemplate, choose_run_folder, newest_checkpoint, slurm_run_id
+from lightning_modules.run_folders import RunTemplate, choose_run_folder, slurm_run_id
 
 SLURM = {"SLURM_NTASKS": "2", "SLURM_JOB_NAME": "train", "SLURM_JOB_ID": "77"}
 

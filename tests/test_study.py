@@ -1,14 +1,26 @@
 """study.py: the grid, subsets, overrides, smoke flags, resuming and an end-to-end smoke study."""
 
+import csv
 import json
+import os
+import shlex
+import shutil
+import socket
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from core.io import DataError
+from core.study_state import cell_lock, read_record, write_record
 from study import SMOKE, Runner, Study, main
+
+from conftest import tiny_run_args
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def write_study(path: Path, data_dir: Path, **extra: object) -> Path:
@@ -71,23 +83,81 @@ def test_commands_carry_seed_fold_smoke_and_wandb_group(tmp_path: Path) -> None:
     assert runner.commands(cell) == []
 
 
-@pytest.mark.slow  # a train.py process per cell
-def test_a_smoke_study_runs_every_cell_and_compares_them(tiny_demo_dir: Path, tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.slow  # a process per cell
+def test_a_smoke_study_runs_its_cells_two_at_a_time_and_compares_them(tiny_demo_dir: Path, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """submitit's local executor: each cell a process of its own (fit, then test), two at once."""
     path = write_study(tmp_path / "s.yaml", tiny_demo_dir, seeds=[0], wandb=False,
                        args={"trainer.logger": False, "trainer.enable_progress_bar": False})
     out = tmp_path / "study"
-    assert main([str(path), "--smoke", "--output", str(out)]) == 0
+    assert main([str(path), "--smoke", "--output", str(out), "--max-parallel", "2"]) == 0
     status = json.loads((out / "study.json").read_text())
     assert [c["state"] for c in status["cells"]] == ["done", "done"] and status["smoke"] is True
-    for network in ("unet3d", "segresnet"):
-        assert (out / "demo" / network / "seed0" / "test" / "metrics.csv").is_file()
+    records = [read_record(out / "demo" / network / "seed0") for network in ("unet3d", "segresnet")]
+    assert len({r["job_id"] for r in records}) == 2 and {r["launcher"] for r in records} == {"local"}
+    assert max(r["started"] for r in records) < min(r["ended"] for r in records)  # the two ran at the same time
+    for network, record in zip(("unet3d", "segresnet"), records, strict=True):
+        report = out / "demo" / network / "seed0" / "test" / "metrics.csv"
+        with open(report) as handle:
+            dice = [float(row["dice"]) for row in csv.DictReader(handle)]
+        assert record["test_dice"] == pytest.approx(sum(dice) / len(dice))
     report = (out / "comparison.md").read_text()
     assert "| demo/unet3d/seed0 | unet3d |" in report and "| demo/segresnet/seed0 | segresnet |" in report
     assert "| mean | 1 |" in report  # the paired test on the one test subject both scored
+    assert "Partial" not in report
     capsys.readouterr()
     assert main([str(path), "--smoke", "--output", str(out)]) == 0  # resumable: nothing left to do
     assert capsys.readouterr().out.count("finished earlier, skipped") == 2
+    assert main(["status", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert f"| demo/unet3d/seed0 | done | {records[0]['job_id']} | {records[0]['test_dice']:.4f} |" in table
+    assert table.rstrip().endswith("2 done")
+
+
+def test_failed_cells_run_again_only_when_asked_and_a_live_job_keeps_its_cell(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    study = Study.from_file(write_study(tmp_path / "s.yaml", tmp_path, seeds=[0, 1, 2]))
+    cells = study.cells(networks=["unet3d"])
+    runner = Runner(study, tmp_path / "out")
+    failed, held, lost = (runner.folder(c) for c in cells)
+    write_record(failed, state="failed", launcher="local", error="CUDA out of memory")
+    write_record(held, state="running", launcher="local", job_id=str(os.getpid()), host=socket.gethostname())
+    write_record(lost, state="running", launcher="local", job_id="999999999", host=socket.gethostname())
+    assert runner.to_run(cells) == []
+    said = capsys.readouterr().out
+    assert "failed earlier (CUDA out of memory), skipped; --retry-failed runs it again" in said
+    assert f"running as job {os.getpid()} (local), skipped" in said
+    assert "the job ended without a result" not in said and said.count("failed earlier") == 2  # the dead job's cell
+    runner.retry_failed = True
+    assert runner.to_run(cells) == [cells[0], cells[2]]  # never the one a live process holds
+    with cell_lock(held):  # and a second process that reaches a held cell does not run it
+        busy = runner.job(cells[1])()
+    assert busy == {"cell": cells[1].name, "state": "busy"}
+    assert read_record(held)["state"] == "running"
+
+
+def test_collect_marks_a_partial_comparison(tiny_demo_dir: Path, trained_run: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    study = Study.from_file(write_study(tmp_path / "s.yaml", tiny_demo_dir, seeds=[0]))
+    runner = Runner(study, tmp_path / "out")
+    cells = study.cells()
+    done = runner.folder(cells[0])
+    shutil.copytree(trained_run / "checkpoints", done / "checkpoints")
+    from train import run_cli
+
+    run_cli(tiny_run_args("test", tiny_demo_dir, None, "--ckpt_path", str(done / "checkpoints" / "best.ckpt"),
+                          "--test_report.output_dir", str(done / "test"), "--trainer.default_root_dir", str(done)),
+            save_config=False)
+    write_record(runner.folder(cells[1]), state="failed", launcher="local", error="exit 1")
+    runner.write_status(cells)
+    assert main(["collect", str(tmp_path / "out")]) == 0
+    report = (tmp_path / "out" / "comparison.md").read_text()
+    assert report.startswith("**Partial comparison: 1 of 2 cells have a test report.** Missing: "
+                             "demo/segresnet/seed0 (failed).")
+    assert "| demo/unet3d/seed0 | unet3d |" in report
+    with pytest.raises(SystemExit) as stop:
+        main(["status", str(tmp_path / "nowhere")])
+    assert stop.value.code == 2 and "no study.json" in capsys.readouterr().err
 
 
 def test_the_sweep_file_drives_the_same_cli() -> None:
@@ -103,3 +173,144 @@ def test_the_sweep_file_drives_the_same_cli() -> None:
     config = parser.parse_args(["--config", "configs/demo.yaml", *(f"--{k}={v}" for k, v in sampled.items())])
     assert config.model.optimizer.init_args.lr == pytest.approx(0.0003)
     assert config.model.loss == "dice" and config.seed_everything == 1
+
+
+STAND_INS = {  # SLURM's commands as a test's scheduler: they record what they were asked and answer from files
+    "sbatch": 'cp "$1" "$LOG/sbatch.sh"; echo "Submitted batch job 4242"',
+    "sacct": 'cat "$LOG/sacct.txt" 2>/dev/null; true',
+    "scontrol": 'echo "$@" >> "$LOG/scontrol.txt"',
+    "srun": 'exec "$@"',  # submitit submits only where srun is found
+}
+
+
+@pytest.mark.slow  # the simulated node runs one cell twice, a process each time
+def test_a_study_on_slurm_is_one_array_and_a_preempted_cell_resumes_its_own_checkpoint(
+        tiny_demo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``--launcher slurm`` against stand-in sbatch/sacct/scontrol: one job array with the study's
+    resources and Lightning's preemption signal; then a node runs array task 0, is sent SIGUSR1
+    after its first batch (Lightning saves the cell's state and requeues ``4242_0``) and ends as
+    SLURM ends it; the requeued task resumes from that checkpoint in the same cell folder and
+    tests. ``status`` follows it; ``collect`` marks the comparison partial while task 1 has failed."""
+    log, bin_dir = tmp_path / "scheduler", tmp_path / "bin"
+    log.mkdir()
+    bin_dir.mkdir()
+    for name, script in STAND_INS.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{script}\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("LOG", str(log))
+    (tmp_path / "signal.yaml").write_text("trainer:\n  callbacks:\n    - class_path: ddp_recorder.SendSignal\n"
+                                          "      init_args:\n        after_batch: 1\n        then_exit: true\n")
+    path = write_study(tmp_path / "s.yaml", tiny_demo_dir, seeds=[0], wandb=False,
+                       args={"trainer.logger": False, "trainer.enable_progress_bar": False,
+                             "trainer.accelerator": "cpu", "trainer.devices": 1},
+                       slurm={"partition": "gpu", "account": "lab", "gpus": 1, "cpus": 4, "mem_gb": 16,
+                              "time_min": 90, "sbatch": {"constraint": "a100"}})
+    study = yaml.safe_load(path.read_text())
+    study["networks"]["unet3d"]["configs"] = [str(tmp_path / "signal.yaml")]
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    out = tmp_path / "study"
+    assert main([str(path), "--smoke", "--launcher", "slurm", "--max-parallel", "1", "--output", str(out)]) == 0
+    assert "submitted 2 cells as SLURM job array 4242 (at most 1 at a time)" in capsys.readouterr().out
+    sbatch = (log / "sbatch.sh").read_text()
+    for line in ("--array=0-1%1", "--gres=gpu:1", "--time=90", "--signal=USR1@120", "--partition=gpu",
+                 "--account=lab", "--constraint=a100", "--cpus-per-task=4", "--mem=16GB", "--ntasks-per-node=1",
+                 "--job-name=study-tiny"):
+        assert f"#SBATCH {line}\n" in sbatch, line
+    unet, segresnet = out / "demo" / "unet3d" / "seed0", out / "demo" / "segresnet" / "seed0"
+    assert [read_record(f)["job_id"] for f in (unet, segresnet)] == ["4242_0", "4242_1"]
+    (log / "sacct.txt").write_text("4242_0|PENDING\n4242_1|PENDING\n")
+    assert main(["status", str(out)]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("2 submitted")
+
+    # The node: array task 0, as srun starts it (the sbatch script's command without srun's flags).
+    command = shlex.split(sbatch.strip().splitlines()[-1])
+    command = command[command.index("--unbuffered") + 5:]
+    assert command[1:4] == ["-u", "-m", "submitit.core._submit"]
+    node = {**os.environ, "SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "4243", "SLURM_ARRAY_JOB_ID": "4242",
+            "SLURM_ARRAY_TASK_ID": "0", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0",
+            "SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1", "SLURM_JOB_NUM_NODES": "1",
+            "SLURM_JOB_NODELIST": "node1", "SLURM_JOB_NAME": "study-tiny", "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
+    preempted = subprocess.run(command, cwd=ROOT, env=node, capture_output=True, text=True, timeout=600)
+    assert preempted.returncode == 143, preempted.stderr[-3000:]
+    assert (log / "scontrol.txt").read_text().split() == ["requeue", "4242_0"]
+    (hpc,) = unet.glob("hpc_ckpt_*.ckpt")
+    assert torch.load(hpc, map_location="cpu", weights_only=True)["global_step"] == 1
+    (log / "sacct.txt").write_text("4242_0|REQUEUED\n4242_1|PENDING\n")
+    assert main(["status", str(out)]) == 0
+    assert "| demo/unet3d/seed0 | running | 4242_0 |" in capsys.readouterr().out
+
+    resumed = subprocess.run(command, cwd=ROOT, env={**node, "SLURM_RESTART_COUNT": "1"}, capture_output=True,
+                             text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"Restoring states from the checkpoint path at {hpc}" in resumed.stdout + resumed.stderr
+    assert torch.load(unet / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] == 2
+    assert read_record(unet)["state"] == "done" and (unet / "test" / "metrics.csv").is_file()
+    assert not list(segresnet.glob("*.ckpt")) and not list((out / "demo" / "unet3d").glob("seed0?*"))
+
+    (log / "sacct.txt").write_text("4242_0|COMPLETED\n4242_1|OUT_OF_MEMORY\n")
+    assert main(["status", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "| demo/unet3d/seed0 | done | 4242_0 |" in table
+    assert "| demo/segresnet/seed0 | failed | 4242_1 |" in table and "(scheduler: OUT_OF_MEMORY); log " in table
+    assert main(["collect", str(out)]) == 0
+    assert (out / "comparison.md").read_text().startswith("**Partial comparison: 1 of 2 cells")
+    # Submitting again: the finished cell is skipped, the failed one only with --retry-failed.
+    assert main([str(path), "--smoke", "--launcher", "slurm", "--output", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "finished earlier, skipped" in said and "--retry-failed runs it again" in said
+
+
+class FakeLocalExecutor:
+    """Stands in for submitit's local executor: records the GPUs each job was given and which jobs
+    were running then; a job ends at the second poll after it started."""
+
+    def __init__(self) -> None:
+        self.parameters: dict = {}
+        self.jobs: list = []
+        self.started: list[tuple[tuple[int, ...], list[tuple[int, ...]]]] = []
+
+    def update_parameters(self, **kwargs) -> None:
+        self.parameters.update(kwargs)
+
+    def submit(self, job):
+        fake = FakeJob(len(self.jobs), tuple(self.parameters["visible_gpus"]))
+        running = [j.gpus for j in self.jobs if not j.ended]
+        self.started.append((fake.gpus, running))
+        self.jobs.append(fake)
+        return fake
+
+
+class FakeJob:
+    def __init__(self, number: int, gpus: tuple[int, ...]) -> None:
+        self.job_id, self.gpus, self.polls, self.ended = str(10_000 + number), gpus, 0, False
+        self.paths = type("Paths", (), {"stderr": Path(f"/logs/{self.job_id}.err")})()
+
+    def done(self) -> bool:
+        self.polls += 1
+        self.ended = self.polls >= 2
+        return self.ended
+
+    def result(self) -> None:
+        raise RuntimeError("killed")
+
+
+def test_local_gpus_get_one_cell_each_and_the_next_cell_takes_the_gpu_that_freed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    study = Study.from_file(write_study(tmp_path / "s.yaml", tmp_path, seeds=[0, 1, 2]))
+    cells = study.cells(networks=["unet3d"])
+    fake = FakeLocalExecutor()
+    monkeypatch.setattr(Runner, "executor", lambda self, kind: fake)
+    monkeypatch.setattr("study.time.sleep", lambda seconds: None)
+    runner = Runner(study, tmp_path / "out", gpus=[3, 1], max_parallel=2)
+    runner.run_local(cells)
+    assert [gpus for gpus, _ in fake.started] == [(3,), (1,), (3,)]
+    assert all(gpus not in running for gpus, running in fake.started)  # never two cells on one GPU
+    assert runner.job(cells[0]).threads is None  # a GPU cell keeps torch's threads
+    record = read_record(runner.folder(cells[2]))  # the fake job ended without running the cell
+    assert (record["state"], record["error"], record["log"]) == ("failed", "killed", "/logs/10002.err")
+    with pytest.raises(SystemExit) as stop:
+        main([str(tmp_path / "s.yaml"), "--gpus", "0,0"])
+    assert stop.value.code == 2
