@@ -28,7 +28,7 @@ from monai.inferers import sliding_window_inference
 from torch.utils.flop_counter import FlopCounterMode
 
 from core.inference import sliding_window_logits
-from core.planning import MemoryModel, activations_per_voxel, dynunet_topology
+from core.planning import CUDA_OVERHEAD_GB, MemoryModel
 from lightning_modules.losses import build_loss
 from networks import build_network
 
@@ -115,18 +115,22 @@ def training_table(device: torch.device, patches: dict, batch: int, steps: int, 
 
 
 def planned_memory(device: torch.device, patch: tuple[int, ...], batch: int, steps: int) -> None:
-    """What core/planning.py predicts for a DynUNet plan, and what the step really takes."""
-    kwargs = dynunet_topology(patch)
-    net = build_network("dynunet", in_channels=2, num_classes=4, **kwargs)
-    divisor = 2 ** (kwargs["levels"] - 1)
-    model = MemoryModel(sum(p.numel() for p in net.parameters()),
-                        activations_per_voxel(net, 2, [2 * divisor] * 3), "bf16-mixed")
-    _reset_peak(device)
-    time_step(training_step("dynunet", kwargs, patch, batch, device, True, False, False), device, steps)
-    peak = _peak_gb(device)
-    measured = "not measured on CPU" if peak is None else f"measured {peak:.2f} GB (+ CUDA context)"
-    print(f"planned DynUNet {kwargs['filters']} at {list(patch)} x {batch}, bf16: estimated "
-          f"{model.gigabytes(patch, batch):.2f} GB, {measured}")
+    """core/planning.py's memory estimate against the peak a bf16 training step really takes,
+    for each family (the DynUNet as the planner configures it for ``patch``)."""
+    from benchmarks.memory_plan import NETWORKS as FAMILIES
+
+    print("\n| network | patch x batch | estimated GB (no CUDA overhead) | measured peak GB | estimate / measured |\n"
+          "|---|---|---:|---:|---:|")
+    for name, configure in FAMILIES.items():
+        kwargs, divisor = configure(patch)
+        net = build_network(name, in_channels=2, num_classes=4, **kwargs)
+        estimate = MemoryModel.of(net, 2, divisor, "bf16-mixed").gigabytes(patch, batch) - CUDA_OVERHEAD_GB
+        _reset_peak(device)
+        time_step(training_step(name, kwargs, patch, batch, device, True, False, False), device, steps)
+        peak = _peak_gb(device)
+        measured = ("", "not measured on a CPU") if peak is None else (f"{peak:.2f}", f"{estimate / peak:.2f}")
+        print(f"| {name} | {'x'.join(map(str, patch))} x {batch} | {estimate:.2f} | {measured[0]} | {measured[1]} |",
+              flush=True)
 
 
 def prediction_table(device: torch.device, volume: tuple[int, ...], roi: tuple[int, ...]) -> None:

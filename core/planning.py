@@ -4,11 +4,15 @@ it into a target spacing, a patch and batch size that fit a GPU, and a network's
 The rules follow nnU-Net v2's experiment planner (Isensee et al. 2021), with two differences
 that come from this codebase:
 
-- Memory is estimated in bytes, not in nnU-Net's reference units: the network is built once at
-  a small probe size, every leaf module's output is counted (what autograd keeps for the
-  backward pass), and that count per voxel is scaled to the patch and batch, plus parameters,
-  gradients and optimiser state, plus a fixed CUDA overhead. ``benchmarks/gpu_fast_path.py``
-  measures the real peak on a GPU to check the estimate.
+- Memory is estimated in bytes, not in nnU-Net's reference units: one training-mode forward
+  pass of the network on PyTorch's ``meta`` device (shapes only: instant, no memory) counts the
+  tensors autograd saves for the backward pass (``torch.autograd.graph.saved_tensors_hooks``),
+  at two probe sizes, giving elements per voxel; that is scaled to the patch and batch at the
+  precision's bytes per element, plus what the backward pass holds at once, parameters,
+  gradients and optimiser state, and a fixed CUDA overhead. (Counting every leaf module's output
+  instead, as before, doubled the estimate: 10.63 GB against 5.30 GB measured for DynUNet 128^3
+  x 2 in bf16 on an H200.) ``benchmarks/memory_plan.py`` checks the count against the bytes
+  autograd really saves on a CPU; ``benchmarks/gpu_fast_path.py`` against the peak on a GPU.
 - DynUNet here downsamples all three axes at every level (isotropic strides), so the number of
   levels follows the patch's *shortest* side; nnU-Net can stop pooling one axis early.
 
@@ -17,6 +21,7 @@ Plain NumPy/PyTorch: ``plan.py`` reads a dataset through its DataModule and call
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -42,8 +47,8 @@ MIN_BATCH = 2
 SAMPLE_PER_SUBJECT = 10_000  # foreground intensities drawn per subject and modality (nnU-Net)
 CUDA_OVERHEAD_GB = 1.0  # context, cuDNN workspaces, allocator slack
 USABLE_FRACTION = 0.9  # of the card's memory, the rest for fragmentation
-BYTES_PER_ACTIVATION = {"bf16-mixed": 3.0, "16-mixed": 3.0, "32": 4.0}  # bf16 convs, fp32 norms (mixed)
-BACKWARD_FACTOR = 1.3  # saved activations plus the gradient buffers alive during the backward pass
+BYTES_PER_SAVED_ELEMENT = {"bf16-mixed": 2.0, "16-mixed": 2.0, "32": 4.0, "32-true": 4.0}  # autocast saves half
+BACKWARD_FACTOR = 1.3  # the saved tensors plus the gradient buffers alive at once during the backward pass
 OPTIMISER_BYTES_PER_PARAMETER = 16  # fp32 weight, gradient, two moments (AdamW; SGD needs 12)
 
 
@@ -162,38 +167,54 @@ def network_for(family: str, patch: Sequence[int]) -> tuple[str, dict[str, Any],
     raise ValueError(f"no planning rules for {family!r}; families: {list(FAMILIES)}")
 
 
-def activations_per_voxel(network: nn.Module, in_channels: int, probe: Sequence[int]) -> float:
-    """Elements that the leaf modules of ``network`` output for one input voxel (what autograd
-    keeps for the backward pass), counted on one forward pass at ``probe`` size."""
-    total = 0
+def saved_elements(network: nn.Module, in_channels: int, size: Sequence[int], batch_size: int = 1) -> int:
+    """Elements of the tensors autograd saves for the backward pass of one training-mode forward
+    pass (parameters excluded: they are counted once, with the optimiser), counted on the
+    ``meta`` device: shapes only, nothing computed. ``network`` must be on ``meta``."""
+    parameters = {id(p) for p in network.parameters()}
+    saved: dict[int, int] = {}
 
-    def count(_module: nn.Module, _inputs: Any, output: Any) -> None:
-        nonlocal total
-        for tensor in output if isinstance(output, tuple | list) else [output]:
-            if isinstance(tensor, torch.Tensor):
-                total += tensor.numel()
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        if id(tensor) not in parameters:
+            saved[id(tensor)] = tensor.numel()  # a tensor two operations save is kept once
+        return tensor
 
-    handles = [m.register_forward_hook(count) for m in network.modules() if not list(m.children())]
-    try:
-        with torch.no_grad():
-            network.eval()(torch.zeros(1, in_channels, *probe))
-    finally:
-        for handle in handles:
-            handle.remove()
-    return total / math.prod(probe)
+    network.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        network(torch.zeros(batch_size, in_channels, *size, device="meta"))
+    return sum(saved.values())
 
 
 @dataclass
 class MemoryModel:
-    """Training memory of one network, in GB, for a patch and batch size."""
+    """Training memory of one network, in GB, for a patch and batch size: the saved elements
+    (``fixed`` plus ``per_voxel`` per input voxel and sample), their bytes at ``precision``,
+    what the backward pass adds, 16 bytes per parameter (fp32 weight, gradient, two Adam
+    moments) and the CUDA overhead."""
 
     parameters: int
-    activations_per_voxel: float
+    per_voxel: float
+    fixed: float = 0.0
     precision: str = "bf16-mixed"
 
+    @classmethod
+    def of(cls, network: nn.Module, in_channels: int, divisor: int, precision: str = "bf16-mixed") -> MemoryModel:
+        """Count ``network``'s saved elements at two probes (2 and 3 times ``divisor`` per side),
+        on a ``meta`` copy: the network itself is left as it is."""
+        parameters = sum(p.numel() for p in network.parameters())
+        meta = copy.deepcopy(network).to("meta")
+        small, large = ([k * divisor] * 3 for k in (2, 3))
+        first, second = saved_elements(meta, in_channels, small), saved_elements(meta, in_channels, large)
+        per_voxel = (second - first) / (math.prod(large) - math.prod(small))
+        return cls(parameters, per_voxel, max(0.0, first - per_voxel * math.prod(small)), precision)
+
+    def saved_bytes(self, patch: Sequence[int], batch_size: int) -> float:
+        """What autograd keeps for the backward pass of one batch, in bytes."""
+        per_element = BYTES_PER_SAVED_ELEMENT.get(self.precision, 4.0)
+        return (self.fixed + batch_size * math.prod(patch) * self.per_voxel) * per_element
+
     def gigabytes(self, patch: Sequence[int], batch_size: int) -> float:
-        per_activation = BYTES_PER_ACTIVATION.get(self.precision, 4.0)
-        activations = batch_size * math.prod(patch) * self.activations_per_voxel * per_activation * BACKWARD_FACTOR
+        activations = self.saved_bytes(patch, batch_size) * BACKWARD_FACTOR
         return (activations + self.parameters * OPTIMISER_BYTES_PER_PARAMETER) / 1e9 + CUDA_OVERHEAD_GB
 
 
@@ -219,10 +240,9 @@ def _memory_model(family: str, patch: Sequence[int], in_channels: int, num_outpu
     name, kwargs, divisor = network_for(family, patch)
     key = (name, repr(kwargs))
     if key not in cache:
-        network = build_network(name, in_channels=in_channels, num_classes=num_outputs, **kwargs)
-        probe = [2 * divisor] * 3
-        cache[key] = MemoryModel(sum(p.numel() for p in network.parameters()),
-                                 activations_per_voxel(network, in_channels, probe), precision)
+        with torch.device("meta"):  # no weights allocated: only shapes are needed
+            network = build_network(name, in_channels=in_channels, num_classes=num_outputs, **kwargs)
+        cache[key] = MemoryModel.of(network, in_channels, divisor, precision)
     return cache[key]
 
 

@@ -13,11 +13,13 @@ from torch import nn
 
 from core.planning import (
     Fingerprint,
-    activations_per_voxel,
+    MemoryModel,
     dynunet_topology,
     plan_training,
+    saved_elements,
     target_spacing,
 )
+from networks import build_network
 from plan import main
 from train import run_cli
 
@@ -42,9 +44,27 @@ def test_dynunet_levels_stop_at_a_bottleneck_of_four_voxels() -> None:
     assert dynunet_topology([32, 64, 64])["levels"] == 4  # 32 / 2^3 = 4
 
 
-def test_activations_are_counted_per_voxel_from_every_leaf_module() -> None:
+def test_memory_counts_the_tensors_autograd_saves_once_each() -> None:
+    # The first convolution saves its input (1 map), ReLU its output (2 maps), which the second
+    # convolution saves again as its input: the same tensor, counted once. The weights are not
+    # activations (they are counted with the optimiser).
     net = nn.Sequential(nn.Conv3d(1, 2, 1), nn.ReLU(), nn.Conv3d(2, 3, 1))
-    assert activations_per_voxel(net, 1, (4, 4, 4)) == pytest.approx(2 + 2 + 3)
+    assert saved_elements(net.to("meta"), 1, (4, 4, 4)) == (1 + 2) * 64
+    model = MemoryModel.of(nn.Sequential(nn.Conv3d(1, 2, 1), nn.ReLU(), nn.Conv3d(2, 3, 1)), 1, 4, "32")
+    assert (model.per_voxel, model.fixed, model.parameters) == (3, 0, 2 * 1 + 2 + 3 * 2 + 3)
+    assert model.saved_bytes((8, 8, 8), batch_size=2) == 2 * 512 * 3 * 4  # float32
+    assert MemoryModel(1, 3, precision="bf16-mixed").saved_bytes((8, 8, 8), 2) == 2 * 512 * 3 * 2
+
+
+def test_the_memory_estimate_is_what_autograd_saves_for_a_real_network() -> None:
+    """Counted on the meta device at two probes, scaled to the patch; against the storages a
+    real float32 forward pass saves (benchmarks/memory_plan.py prints the table for large nets)."""
+    from benchmarks.memory_plan import saved_bytes
+
+    net = build_network("dynunet", in_channels=2, num_classes=4, **dynunet_topology([32, 32, 48]))
+    estimate = MemoryModel.of(net, 2, 8, "32").saved_bytes((32, 32, 48), 2)
+    assert estimate == pytest.approx(saved_bytes(net, 2, (32, 32, 48), 2), rel=0.02)
+    assert all(p.device.type == "cpu" for p in net.parameters())  # counted on a copy
 
 
 def synthetic_fingerprint(shape: tuple[int, int, int] = (160, 192, 160), subjects: int = 20) -> Fingerprint:

@@ -3,10 +3,8 @@
 import csv
 import json
 import os
-import shlex
 import shutil
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,11 +14,10 @@ import yaml
 
 from core.io import DataError
 from core.study_state import cell_lock, read_record, write_record
+from scripts import standin_slurm
 from study import SMOKE, Runner, Study, main
 
 from conftest import tiny_run_args
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def write_study(path: Path, data_dir: Path, **extra: object) -> Path:
@@ -175,14 +172,6 @@ def test_the_sweep_file_drives_the_same_cli() -> None:
     assert config.model.loss == "dice" and config.seed_everything == 1
 
 
-STAND_INS = {  # SLURM's commands as a test's scheduler: they record what they were asked and answer from files
-    "sbatch": 'cp "$1" "$LOG/sbatch.sh"; echo "Submitted batch job 4242"',
-    "sacct": 'cat "$LOG/sacct.txt" 2>/dev/null; true',
-    "scontrol": 'echo "$@" >> "$LOG/scontrol.txt"',
-    "srun": 'exec "$@"',  # submitit submits only where srun is found
-}
-
-
 @pytest.mark.slow  # the simulated node runs one cell twice, a process each time
 def test_a_study_on_slurm_is_one_array_and_a_preempted_cell_resumes_its_own_checkpoint(
         tiny_demo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -192,26 +181,17 @@ def test_a_study_on_slurm_is_one_array_and_a_preempted_cell_resumes_its_own_chec
     after its first batch (Lightning saves the cell's state and requeues ``4242_0``) and ends as
     SLURM ends it; the requeued task resumes from that checkpoint in the same cell folder and
     tests. ``status`` follows it; ``collect`` marks the comparison partial while task 1 has failed."""
-    log, bin_dir = tmp_path / "scheduler", tmp_path / "bin"
-    log.mkdir()
-    bin_dir.mkdir()
-    for name, script in STAND_INS.items():
-        (bin_dir / name).write_text(f"#!/bin/sh\n{script}\n")
-        (bin_dir / name).chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("LOG", str(log))
-    (tmp_path / "signal.yaml").write_text("trainer:\n  callbacks:\n    - class_path: ddp_recorder.SendSignal\n"
-                                          "      init_args:\n        after_batch: 1\n        then_exit: true\n")
+    log = tmp_path / "scheduler"
+    for name, value in standin_slurm.install(log).items():
+        monkeypatch.setenv(name, value)
     path = write_study(tmp_path / "s.yaml", tiny_demo_dir, seeds=[0], wandb=False,
                        args={"trainer.logger": False, "trainer.enable_progress_bar": False,
                              "trainer.accelerator": "cpu", "trainer.devices": 1},
                        slurm={"partition": "gpu", "account": "lab", "gpus": 1, "cpus": 4, "mem_gb": 16,
                               "time_min": 90, "sbatch": {"constraint": "a100"}})
-    study = yaml.safe_load(path.read_text())
-    study["networks"]["unet3d"]["configs"] = [str(tmp_path / "signal.yaml")]
-    path.write_text(yaml.safe_dump(study, sort_keys=False))
     out = tmp_path / "study"
-    assert main([str(path), "--smoke", "--launcher", "slurm", "--max-parallel", "1", "--output", str(out)]) == 0
+    assert main([str(path), "--smoke", "--launcher", "slurm", "--max-parallel", "1", "--output", str(out),
+                 "--trainer.callbacks+=scripts.standin_slurm.Preempt"]) == 0
     assert "submitted 2 cells as SLURM job array 4242 (at most 1 at a time)" in capsys.readouterr().out
     sbatch = (log / "sbatch.sh").read_text()
     for line in ("--array=0-1%1", "--gres=gpu:1", "--time=90", "--signal=USR1@120", "--partition=gpu",
@@ -220,37 +200,28 @@ def test_a_study_on_slurm_is_one_array_and_a_preempted_cell_resumes_its_own_chec
         assert f"#SBATCH {line}\n" in sbatch, line
     unet, segresnet = out / "demo" / "unet3d" / "seed0", out / "demo" / "segresnet" / "seed0"
     assert [read_record(f)["job_id"] for f in (unet, segresnet)] == ["4242_0", "4242_1"]
-    (log / "sacct.txt").write_text("4242_0|PENDING\n4242_1|PENDING\n")
+    standin_slurm.set_states(log, {"4242_0": "PENDING", "4242_1": "PENDING"})
     assert main(["status", str(out)]) == 0
     assert capsys.readouterr().out.rstrip().endswith("2 submitted")
 
-    # The node: array task 0, as srun starts it (the sbatch script's command without srun's flags).
-    command = shlex.split(sbatch.strip().splitlines()[-1])
-    command = command[command.index("--unbuffered") + 5:]
-    assert command[1:4] == ["-u", "-m", "submitit.core._submit"]
-    node = {**os.environ, "SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "4243", "SLURM_ARRAY_JOB_ID": "4242",
-            "SLURM_ARRAY_TASK_ID": "0", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0",
-            "SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1", "SLURM_JOB_NUM_NODES": "1",
-            "SLURM_JOB_NODELIST": "node1", "SLURM_JOB_NAME": "study-tiny", "OMP_NUM_THREADS": "1",
-            "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
-    preempted = subprocess.run(command, cwd=ROOT, env=node, capture_output=True, text=True, timeout=600)
+    # The node: array task 0 as srun starts it, sent SIGUSR1 after its first batch and then ended.
+    preempted = standin_slurm.run_task(log, 0, extra_env={"STANDIN_PREEMPT": "1"})
     assert preempted.returncode == 143, preempted.stderr[-3000:]
     assert (log / "scontrol.txt").read_text().split() == ["requeue", "4242_0"]
     (hpc,) = unet.glob("hpc_ckpt_*.ckpt")
     assert torch.load(hpc, map_location="cpu", weights_only=True)["global_step"] == 1
-    (log / "sacct.txt").write_text("4242_0|REQUEUED\n4242_1|PENDING\n")
+    standin_slurm.set_states(log, {"4242_0": "REQUEUED", "4242_1": "PENDING"})
     assert main(["status", str(out)]) == 0
     assert "| demo/unet3d/seed0 | running | 4242_0 |" in capsys.readouterr().out
 
-    resumed = subprocess.run(command, cwd=ROOT, env={**node, "SLURM_RESTART_COUNT": "1"}, capture_output=True,
-                             text=True, timeout=600)
+    resumed = standin_slurm.run_task(log, 0, restarts=1)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"Restoring states from the checkpoint path at {hpc}" in resumed.stdout + resumed.stderr
     assert torch.load(unet / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] == 2
     assert read_record(unet)["state"] == "done" and (unet / "test" / "metrics.csv").is_file()
     assert not list(segresnet.glob("*.ckpt")) and not list((out / "demo" / "unet3d").glob("seed0?*"))
 
-    (log / "sacct.txt").write_text("4242_0|COMPLETED\n4242_1|OUT_OF_MEMORY\n")
+    standin_slurm.set_states(log, {"4242_0": "COMPLETED", "4242_1": "OUT_OF_MEMORY"})
     assert main(["status", str(out)]) == 0
     table = capsys.readouterr().out
     assert "| demo/unet3d/seed0 | done | 4242_0 |" in table
