@@ -32,7 +32,8 @@ from core.planning import CUDA_OVERHEAD_GB, MemoryModel
 from lightning_modules.losses import build_loss
 from networks import build_network
 
-NETWORKS = {"unet3d": {"base_features": 32}, "segresnet": {"init_filters": 16}}
+NETWORKS = {"unet3d": {"base_features": 32}, "segresnet": {"init_filters": 16}, "vnet": {"dropout": 0.0},
+            "dynunet": {"filters": [32, 64, 128, 256, 320], "levels": 5}}
 PATCHES = {"128^3": (128, 128, 128), "thesis 64x128x128": (64, 128, 128)}
 BRATS = (4, 240, 240, 155)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -9,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 from monai.losses import DeepSupervisionLoss
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from pytorch_lightning.utilities import rank_zero_info
 
 from core.checkpoint import DATAMODULE_CLASS, MODALITY_PROFILES, RUN_RECORD, model_hparams, read_checkpoint
 from core.labels import LabelSpace
@@ -38,6 +40,10 @@ class SegmentationModule(pl.LightningModule):
         channels_last: the 3D convolution weights in ``channels_last_3d`` memory layout: faster
             on CPUs (oneDNN), same results and checkpoints; None: the network's default
             (:func:`networks.build_network`).
+        compile_network: ``torch.compile`` the network when fitting starts (opt-in: the first
+            steps pay the compilation, printed; later ones run faster on a GPU); true for the
+            default backend (inductor), or a backend's name (``"eager"`` checks the tracing
+            alone). The module's weights and checkpoint keys are the same either way.
         in_channels, modalities, label_space: filled in from the DataModule by ``train.py``;
             ``label_space`` is the data's label space (:class:`core.labels.LabelSpace` as a dict):
             classes and the dataset value of each, ignored values, and regions. With regions
@@ -74,6 +80,7 @@ class SegmentationModule(pl.LightningModule):
         network: str = "unet3d",
         network_kwargs: dict[str, Any] | None = None,
         channels_last: bool | None = None,
+        compile_network: bool | str = False,
         in_channels: int = 1,
         modalities: list[str] | None = None,
         label_space: dict[str, Any] | None = None,
@@ -96,6 +103,8 @@ class SegmentationModule(pl.LightningModule):
         self.flips = flips
         self.network = build_network(network, channels_last=channels_last, in_channels=in_channels,
                                      num_classes=self.labels.num_outputs, **(network_kwargs or {}))
+        self._compiled = self._timing_first_step = False  # torch.compile: done, its first step to time
+        self._first_step_start = 0.0
         self.loss_fn = build_loss(loss, region_based=self.labels.region_based)
         self.deep_supervision_loss = DeepSupervisionLoss(self.loss_fn, weight_mode="exp")
         self.border = network_border(self.network)
@@ -148,6 +157,24 @@ class SegmentationModule(pl.LightningModule):
                         else self.loss_fn(output.logits.float(), target))
         loss = segmentation + sum(output.regularisers.values())
         return {"loss": loss, "segmentation": segmentation, **output.regularisers}
+
+    def on_fit_start(self) -> None:
+        backend = self.hparams.get("compile_network")
+        if backend and not self._compiled:
+            # In place (nn.Module.compile): the same module, parameters and state-dict keys.
+            self.network.compile(**({} if backend is True else {"backend": backend}))
+            self._compiled, self._timing_first_step = True, True
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self._timing_first_step:
+            self._first_step_start = time.perf_counter()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._timing_first_step:  # said once: what the compilation cost
+            self._timing_first_step = False
+            start, backend = self._first_step_start, self.hparams.get("compile_network")
+            rank_zero_info(f"torch.compile ({'inductor' if backend is True else backend}): the first training "
+                           f"step took {time.perf_counter() - start:.1f} s, compilation included")
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         losses = self.training_losses(batch["image"], batch["label"])

@@ -10,6 +10,7 @@ import pkgutil
 from networks.registry import (
     SmokeSettings,
     build_network,
+    channels_last_default,
     check_network_options,
     describe_options,
     list_networks,
@@ -27,6 +28,7 @@ for _module in pkgutil.iter_modules(__path__):
 __all__ = [
     "SmokeSettings",
     "build_network",
+    "channels_last_default",
     "check_network_options",
     "describe_options",
     "list_networks",

@@ -15,7 +15,7 @@ from networks.registry import SmokeSettings, register_network
 
 
 @register_network("attention_unet", smoke=SmokeSettings({"channels": (4, 8, 16, 32)}, input_size=(8, 16, 24),
-                                                        size_divisor=8))
+                                                        size_divisor=8), channels_last=True)
 class AttentionUNet(nets.AttentionUnet):
     """MONAI's ``AttentionUnet`` behind the registry's (in_channels, num_classes) interface.
 

@@ -61,7 +61,7 @@ def _deconv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
 
 @register_network("densevoxelnet", smoke=SmokeSettings(
     {"init_features": 8, "growth_rate": 8, "layers_per_block": 2, "deconv_channels": (16, 8), "dropout": 0.0},
-    input_size=(8, 16, 24), size_divisor=4))
+    input_size=(8, 16, 24), size_divisor=4), channels_last=True)
 class DenseVoxelNet(nn.Module):
     """DenseVoxNet (Yu et al. 2017): two dense blocks at 1/2 and 1/4 resolution, two stride-2
     deconvolutions back up, and an auxiliary side path from dense block 1 (deep supervision).

@@ -121,7 +121,8 @@ class _VNetBase(nn.Module):
         return self.head(out)
 
 
-@register_network("vnet", smoke=SmokeSettings({"dropout": 0.0, "base_channels": 4}, (16, 16, 32), size_divisor=16))
+@register_network("vnet", smoke=SmokeSettings({"dropout": 0.0, "base_channels": 4}, (16, 16, 32), size_divisor=16),
+                  channels_last=True)
 class VNet(_VNetBase):
     """V-Net: 5x5x5 convolutions with PReLU, residual stages of 1-3 convolutions, strided
     2x2x2 down-convolutions (16 -> 256 channels over four steps), transposed-convolution
@@ -132,7 +133,7 @@ class VNet(_VNetBase):
 
 
 @register_network("vnet_light", smoke=SmokeSettings({"dropout": 0.0, "base_channels": 4}, (8, 16, 24),
-                                                   size_divisor=8))
+                                                   size_divisor=8), channels_last=True)
 class VNetLight(_VNetBase):
     """The thesis' lighter V-Net: V-Net without its deepest stage (three down-steps, 16 ->
     128 channels). Output size equals input size (divisible by 8)."""

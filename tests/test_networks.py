@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from networks import build_network, list_networks
+from networks import build_network, channels_last_default, list_networks
 from networks.checks import input_size_problem
 from networks.outputs import as_training_output, network_border
 from networks.unet3d import UNet3D
@@ -38,6 +38,27 @@ def test_output_shape_and_finite_gradients(name: str, in_channels: int) -> None:
         assert parameter.grad is not None, parameter_name
         assert torch.isfinite(parameter.grad).all(), parameter_name
     assert any(p.grad.abs().sum() > 0 for p in net.parameters())
+
+
+CHANNELS_LAST = {"unet3d", "vnet", "vnet_light", "densevoxelnet", "attention_unet"}  # measured faster
+
+
+@pytest.mark.parametrize("name", sorted(CHANNELS_LAST | {"segresnet", "dynunet"}))
+def test_the_channels_last_layout_changes_speed_not_results(name: str) -> None:
+    """The registered default (measured per family, see ``build_network``) and either layout
+    give the same logits from the same weights."""
+    assert channels_last_default(name) is (name in CHANNELS_LAST)
+    kwargs, size = SMALL[name]
+    torch.manual_seed(0)
+    plain = build_network(name, in_channels=2, num_classes=4, channels_last=False, **kwargs).eval()
+    torch.manual_seed(0)
+    last = build_network(name, in_channels=2, num_classes=4, channels_last=True, **kwargs).eval()
+    convolutions = [p for p in last.parameters() if p.dim() == 5]
+    assert convolutions and all(p.is_contiguous(memory_format=torch.channels_last_3d) for p in convolutions)
+    x = torch.randn(1, 2, *size)
+    with torch.no_grad():
+        torch.testing.assert_close(last(x), plain(x), rtol=1e-4, atol=1e-5)
+    assert last.state_dict().keys() == plain.state_dict().keys()
 
 
 @pytest.mark.parametrize("num_classes", [3, 1])  # 1: a single sigmoid region (e.g. lesion only)

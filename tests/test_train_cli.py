@@ -410,3 +410,24 @@ def test_fast_bf16_means_the_instructions_not_onednn_emulation(monkeypatch: pyte
                                  ({"avx2": True, "avx512f": True}, False), ({"avx2": True}, False)):
         monkeypatch.setattr(inference.torch.cpu, "get_capabilities", lambda c=capabilities: c)
         assert inference.fast_bf16("cpu") is native, capabilities
+
+
+def test_a_compiled_network_trains_with_deep_supervision_and_saves_the_same_checkpoint_keys(
+        tiny_demo_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``model.compile_network`` (here the ``eager`` backend: dynamo's tracing without code
+    generation, quick on a CPU): the deep-supervised DynUNet trains, the first step's time is
+    said, and the checkpoint's keys are the plain network's (it loads without compiling)."""
+    kwargs = json.dumps(dict(SMALL["dynunet"][0]))
+    with caplog.at_level("INFO"):
+        run = cli("fit", tiny_demo_dir, tmp_path, "--config", "configs/models/dynunet.yaml", "--model.network_kwargs",
+                  kwargs, "--model.compile_network", "eager", "--data.init_args.patch_size", "[16, 16, 32]",
+                  "--model.inference_roi_size", "null", "--trainer.max_epochs", "1",
+                  "--trainer.limit_train_batches", "2", "--trainer.check_val_every_n_epoch", "1")
+    assert re.search(r"torch\.compile \(eager\): the first training step took \d+\.\d s", caplog.text)
+    assert torch.isfinite(run.trainer.callback_metrics["train/loss"])
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    plain = SegmentationModule(network="dynunet", network_kwargs=dict(SMALL["dynunet"][0]), in_channels=2,
+                               label_space=run.model.hparams.label_space)
+    assert checkpoint["state_dict"].keys() == plain.state_dict().keys()
+    reloaded = SegmentationModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert reloaded.hparams.compile_network == "eager" and not reloaded._compiled  # compiled again only to fit
