@@ -37,6 +37,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import socket
 import sys
 import time
@@ -222,9 +223,10 @@ class CellJob:
                 state, error = "interrupted", type(problem).__name__
             elif isinstance(problem, SystemExit):  # the CLI refused its arguments: the message is in the log
                 error = f"train.py exited with {problem.code}"
+            elif isinstance(problem, DataError):  # bad input: its own one line names the file
+                error = last_line(str(problem))
             else:
-                error = last_line(str(problem)) if isinstance(problem, DataError) else last_line(
-                    f"{type(problem).__name__}: {problem}")
+                error = last_line(f"{type(problem).__name__}: {problem}")
             raise
         finally:
             seconds = float(read_record(folder).get("seconds") or 0.0) + time.perf_counter() - start
@@ -239,6 +241,7 @@ class CellJob:
 
             torch.set_num_threads(self.threads)
         os.chdir(ROOT)  # the study's config paths are relative to the repository
+        sys.argv[1:] = []  # the job runner's own arguments are not train.py's (LightningCLI reads both)
         from core.io import one_line_warnings
         from train import run_cli
 
@@ -407,7 +410,30 @@ class Runner:
         started as soon as one ends."""
         executor = self.executor("local")
         free: list[int | None] = list(self.gpus) if self.gpus else [None] * max(1, self.max_parallel)
-        pending, running = list(cells), {}
+        pending: list[Cell] = list(cells)
+        running: dict[Any, tuple[Cell, int | None]] = {}
+        # Ctrl-C or a SIGTERM to this process stops its cells too (submitit's local jobs would
+        # outlive it): each is interrupted, records so, and resumes when the study runs again.
+        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+        try:
+            self._run_local(executor, free, pending, running)
+        except KeyboardInterrupt:
+            print(f"stopping {len(running)} running cells: " + ", ".join(c.name for c, _ in running.values()),
+                  flush=True)
+            for job in running:
+                job.cancel(check=False)
+            deadline = time.monotonic() + 120
+            while any(not job.done() for job in running) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            for cell, _ in running.values():  # stopped by us, whether or not its process said so
+                if read_record(self.folder(cell)).get("state") in ACTIVE and not is_done(self.folder(cell)):
+                    write_record(self.folder(cell), state="interrupted", error="study.py was stopped")
+            raise
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _run_local(self, executor: Any, free: list[int | None], pending: list[Cell],
+                   running: dict[Any, tuple[Cell, int | None]]) -> None:
         while pending or running:
             while pending and free:
                 slot, cell = free.pop(0), pending.pop(0)

@@ -1,19 +1,42 @@
 #!/usr/bin/env bash
-# Issue 13's GPU checks as one short script (a few minutes on a recent GPU), for a lent device:
-# training steps (fp32, bf16, channels_last_3d, torch.compile), planned vs measured memory and a
-# BraTS-size prediction; augmentation patches/s on CPU vs GPU. Run from the repository root; the
-# tables go to $OUT (or stdout).
+# The GPU checks, for a lent device, as sections that each fit one call (a few minutes each):
+#   bash benchmarks/gpu_check.sh speed study      # issue 20: step table, memory, the GPU study
+#   bash benchmarks/gpu_check.sh precision contrast   # issues 18 and 19
+# (no section: all four). Run from the repository root; the tables go to $OUT (or /tmp).
+#   speed:     training steps (fp32, bf16, channels_last_3d, torch.compile) per family, planned vs
+#              measured memory per family, a BraTS-size prediction; augmentation patches/s CPU vs GPU
+#   study:     configs/studies/gpu_thesis.yaml on the demo data, one GPU, and its comparison (~8 min)
+#   precision: the demo in float32 against bf16-mixed, same seed (test DSC within 0.005?)
+#   contrast:  the any-contrast table at a GPU's budget (48 epochs)
 set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp}
+SECTIONS=${*:-speed study precision contrast}
+# Offline: what the machine lacks comes as wheels in .whl/ (benchmarks/gpu_wheels.sh, run where pip
+# reaches a registry; carry .whl), installed without an index; nothing is fetched.
 PY=python3
-if ! $PY -c "import torch, monai, pytorch_lightning; assert torch.cuda.is_available()" 2>/dev/null; then
-  python3 -m venv /tmp/v && /tmp/v/bin/pip install -q -r requirements.txt && PY=/tmp/v/bin/python
+if ! $PY -c "import monai, nibabel, jsonargparse, submitit, nilearn" 2>/dev/null; then
+  ls .whl/*.whl >/dev/null || { echo "gpu_check.sh: no .whl/; run benchmarks/gpu_wheels.sh first" >&2; exit 2; }
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
-$PY -c "import torch; print(torch.__version__, torch.cuda.get_device_name())"
-$PY -m benchmarks.gpu_fast_path --steps 5 --compile | tee "${OUT:-/tmp}/gpu_fast_path.txt"
-# Can the CPU loader keep up, or should augmentation run on the GPU (augment_on: device)?
-$PY -m benchmarks.augmentation_device | tee "${OUT:-/tmp}/augmentation_device.txt"
-# Issue 18: the demo in float32 against bf16-mixed, same seed (the test DSC must stay within 0.005).
-$PY -m benchmarks.demo_precision --accelerator gpu | tee "${OUT:-/tmp}/demo_precision.txt"
-# Issue 19: the contrast table at a GPU's budget (the label-map model's patches generated on the GPU).
-$PY -m benchmarks.contrast_agnostic --out /tmp/contrast --accelerator gpu --epochs 48 \
-  | tee "${OUT:-/tmp}/contrast_agnostic.txt"
+export WANDB_MODE=offline
+$PY -c "import torch; assert torch.cuda.is_available(), 'no GPU'; print(torch.__version__, torch.cuda.get_device_name())"
+for section in $SECTIONS; do
+  case $section in
+    speed)
+      $PY -m benchmarks.gpu_fast_path --steps 5 --compile | tee "$OUT/gpu_fast_path.txt"
+      $PY -m benchmarks.augmentation_device | tee "$OUT/augmentation_device.txt" ;;
+    study)
+      $PY -m demo.synthetic_iseg --out data/demo/iSeg-2017-Training
+      # max_time counts training only: start-up, validation and the test come on top (~20 s a cell).
+      time $PY study.py configs/studies/gpu_thesis.yaml --gpus 0 --output "$OUT/gpu_thesis" \
+        --trainer.logger false | tee "$OUT/gpu_thesis.txt" ;;
+    precision)
+      $PY -m benchmarks.demo_precision --accelerator gpu | tee "$OUT/demo_precision.txt" ;;
+    contrast)
+      $PY -m benchmarks.contrast_agnostic --out /tmp/contrast --accelerator gpu --epochs 48 \
+        | tee "$OUT/contrast_agnostic.txt" ;;
+    *) echo "gpu_check.sh: unknown section $section (speed, study, precision, contrast)" >&2; exit 2 ;;
+  esac
+done

@@ -1,4 +1,5 @@
-"""study.py: the grid, subsets, overrides, smoke flags, resuming and an end-to-end smoke study."""
+"""study.py: the grid, subsets, overrides, smoke flags, resuming, the local and SLURM launchers, status
+and collect, and the GPU study preset."""
 
 import csv
 import json
@@ -259,10 +260,15 @@ class FakeJob:
         self.job_id, self.gpus, self.polls, self.ended = str(10_000 + number), gpus, 0, False
         self.paths = type("Paths", (), {"stderr": Path(f"/logs/{self.job_id}.err")})()
 
+        self.cancelled = False
+
     def done(self) -> bool:
         self.polls += 1
-        self.ended = self.polls >= 2
+        self.ended = self.ended or self.polls >= 2
         return self.ended
+
+    def cancel(self, check: bool = True) -> None:
+        self.cancelled = self.ended = True
 
     def result(self) -> None:
         raise RuntimeError("killed")
@@ -285,3 +291,50 @@ def test_local_gpus_get_one_cell_each_and_the_next_cell_takes_the_gpu_that_freed
     with pytest.raises(SystemExit) as stop:
         main([str(tmp_path / "s.yaml"), "--gpus", "0,0"])
     assert stop.value.code == 2
+
+
+def test_the_gpu_study_preset_composes_every_cell_with_one_budget(tmp_path: Path) -> None:
+    """configs/studies/gpu_thesis.yaml: the thesis' networks and the planned DynUNet, each cell's
+    fit command parsed by train.py's own parser (nothing built, no data needed)."""
+    from train import run_cli
+
+    study = Study.from_file("configs/studies/gpu_thesis.yaml")
+    runner = Runner(study, tmp_path / "out")
+    parser = run_cli(["--config", "configs/demo.yaml"], run=False, save_config=False).parser
+    seen = {}
+    for cell in study.cells():
+        config = parser.parse_args(runner.job(cell).fit[1:])
+        seen[cell.network] = config
+        assert config.trainer.max_time == "00:00:00:50" and config.trainer.check_val_every_n_epoch == 1
+        assert config.trainer.precision == "bf16-mixed" and config.trainer.max_epochs == 10000
+    assert {name: c.model.network for name, c in seen.items()} == {
+        "vnet": "vnet", "vnet_light": "vnet_light", "unet3d": "unet3d", "densenet3d": "densenet3d",
+        "densenet3d_late_fusion": "densenet3d_late_fusion", "densenet3d_early_fusion": "densenet3d_early_fusion",
+        "dynunet_planned": "dynunet"}
+    planned = seen["dynunet_planned"]
+    assert tuple(planned.data.init_args.patch_size) == (80, 96, 80) and planned.model.network_kwargs["levels"] == 5
+    assert planned.model.optimizer.class_path == "torch.optim.SGD"  # nnU-Net's recipe
+    assert tuple(seen["densenet3d"].data.init_args.patch_size) == (32, 32, 32)
+    assert seen["unet3d"].model.network_kwargs == {"base_features": 32}
+
+
+def test_stopping_a_local_study_stops_its_cells_and_they_resume_later(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C (or SIGTERM) while cells run: each running job is cancelled (submitit's local jobs
+    would outlive study.py), its cell recorded as interrupted, which a later run resumes."""
+    study = Study.from_file(write_study(tmp_path / "s.yaml", tmp_path, seeds=[0, 1, 2]))
+    cells = study.cells(networks=["unet3d"])
+    fake = FakeLocalExecutor()
+    monkeypatch.setattr(Runner, "executor", lambda self, kind: fake)
+
+    def interrupt(seconds: float) -> None:
+        if not any(job.cancelled for job in fake.jobs):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr("study.time.sleep", interrupt)
+    runner = Runner(study, tmp_path / "out", max_parallel=2)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_local(cells)
+    assert [job.cancelled for job in fake.jobs] == [True, True]  # the third never started
+    assert [read_record(runner.folder(c)).get("state") for c in cells] == ["interrupted", "interrupted", None]
+    assert runner.to_run(cells) == cells  # interrupted cells run again without --retry-failed
