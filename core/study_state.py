@@ -35,12 +35,13 @@ class CellBusy(RuntimeError):
     """Another process is running this cell now."""
 
 
-def test_report(folder: Path) -> Path:
+def report_path(folder: Path) -> Path:
+    """The cell's test report (``train.py test``'s ``metrics.csv``): there when the cell is done."""
     return Path(folder) / "test" / "metrics.csv"
 
 
 def is_done(folder: Path) -> bool:
-    return test_report(folder).is_file()
+    return report_path(folder).is_file()
 
 
 def read_record(folder: Path) -> dict[str, Any]:
@@ -85,7 +86,7 @@ def cell_lock(folder: Path) -> Iterator[None]:
 def mean_test_dice(folder: Path) -> float | None:
     """The cell's test DSC, the mean over its subjects and structures (``test/metrics.csv``)."""
     try:
-        with open(test_report(folder), newline="") as handle:
+        with open(report_path(folder), newline="") as handle:
             values = [float(row["dice"]) for row in csv.DictReader(handle) if row.get("dice") not in ("", "nan", None)]
     except (OSError, KeyError, ValueError):
         return None
