@@ -376,8 +376,7 @@ class Runner:
             executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN)
             return executor
         resources = self.study.slurm
-        if shutil.which("sbatch") is None or shutil.which("srun") is None:
-            raise DataError("--launcher slurm: no sbatch/srun on PATH; submit from a login node of the cluster")
+        check_slurm_commands()
         executor = submitit.SlurmExecutor(folder=logs)
         gpus = int(resources["gpus"] or 0)
         sbatch = {"signal": f"USR1@{int(resources['signal_delay_s'])}",  # Lightning's: save, then requeue
@@ -529,6 +528,11 @@ def collect(output: Path) -> int:
     return 0
 
 
+def check_slurm_commands() -> None:
+    if shutil.which("sbatch") is None or shutil.which("srun") is None:
+        raise DataError("--launcher slurm: no sbatch/srun on PATH; submit from a login node of the cluster")
+
+
 def parse_gpus(text: str | None) -> list[int]:
     if not text:
         return []
@@ -586,6 +590,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             study.datasets[dataset].setdefault("args", {})[key] = yaml.safe_load(value)
         cells = study.cells(args.datasets, args.networks, args.seeds, args.folds)
         gpus = parse_gpus(args.gpus)
+        if args.launcher == "slurm" and not args.dry_run:
+            check_slurm_commands()  # before any file is written
         if gpus and args.launcher != "local":
             raise DataError("--gpus is for --launcher local; on SLURM a cell's GPUs are the study's slurm: gpus")
         max_parallel = args.max_parallel or len(gpus) or (len(cells) if args.launcher == "slurm" else 1)

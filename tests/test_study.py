@@ -291,6 +291,10 @@ def test_local_gpus_get_one_cell_each_and_the_next_cell_takes_the_gpu_that_freed
     with pytest.raises(SystemExit) as stop:
         main([str(tmp_path / "s.yaml"), "--gpus", "0,0"])
     assert stop.value.code == 2
+    monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))  # no sbatch: refused before anything is written
+    with pytest.raises(SystemExit) as stop:
+        main([str(tmp_path / "s.yaml"), "--launcher", "slurm", "--output", str(tmp_path / "refused")])
+    assert stop.value.code == 2 and not (tmp_path / "refused").exists()
 
 
 def test_the_gpu_study_preset_composes_every_cell_with_one_budget(tmp_path: Path) -> None:
