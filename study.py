@@ -542,6 +542,13 @@ def parse_gpus(text: str | None) -> list[int]:
         raise DataError(f"--gpus {text!r}: expected GPU indices such as 0,1,2,3") from None
     if len(set(gpus)) != len(gpus):
         raise DataError(f"--gpus {text!r}: a GPU named twice would run two cells at once")
+    if "CUDA_VISIBLE_DEVICES" not in os.environ:  # else the indices are the machine's, not torch's
+        import torch
+
+        count = torch.cuda.device_count()
+        if max(gpus) >= count:  # a cell given a GPU that is not there would train on the CPU, silently
+            raise DataError(f"--gpus {text!r}: this machine has {count} GPU(s) (indices 0-{count - 1})"
+                            if count else f"--gpus {text!r}: this machine has no GPU")
     return gpus
 
 
@@ -575,7 +582,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="local: processes of this machine (default); slurm: one SLURM job array")
     parser.add_argument("--max-parallel", type=int, default=None,
                         help="cells at once: local (default 1, or one per --gpus), or the SLURM array's throttle")
-    parser.add_argument("--gpus", help="local: GPU indices, e.g. 0,1,2,3: one cell per GPU, never two on one")
+    parser.add_argument("--gpus", help="local: GPU indices as nvidia-smi numbers them, e.g. 0,1,2,3: one cell "
+                                       "per GPU, never two on one")
     parser.add_argument("--retry-failed", action="store_true", help="run the cells that failed earlier again")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     args, extra = parser.parse_known_args(argv)

@@ -291,6 +291,11 @@ def test_local_gpus_get_one_cell_each_and_the_next_cell_takes_the_gpu_that_freed
     with pytest.raises(SystemExit) as stop:
         main([str(tmp_path / "s.yaml"), "--gpus", "0,0"])
     assert stop.value.code == 2
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(SystemExit) as stop:  # a GPU that is not there: the cell would train on the CPU
+        main([str(tmp_path / "s.yaml"), "--gpus", "1,2", "--output", str(tmp_path / "refused")])
+    assert stop.value.code == 2 and not (tmp_path / "refused").exists()
     monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))  # no sbatch: refused before anything is written
     with pytest.raises(SystemExit) as stop:
         main([str(tmp_path / "s.yaml"), "--launcher", "slurm", "--output", str(tmp_path / "refused")])
