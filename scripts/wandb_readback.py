@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -57,11 +58,21 @@ def _key(item: Any) -> str:
     return item.key or "/".join(item.nested_key)
 
 
-def read_offline_run(folder: str | Path) -> dict[str, Any]:
+def read_offline_run(folder: str | Path, wait_s: float = 30.0) -> dict[str, Any]:
     """``{"id", "job_type", "group", "tags", "config", "summary", "history", "logged"}`` of one
     offline run folder (``offline-run-<time>-<id>``): the config and summary as their final
-    values, every logged value per key in ``history``."""
-    folder = Path(folder)
+    values, every logged value per key in ``history``. W&B's service process writes the file
+    after ``wandb.finish()`` returns, so a run read at once may not hold its run record yet:
+    read again until it does, for at most ``wait_s`` seconds."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        run = _read_offline_run(Path(folder))
+        if "id" in run or time.monotonic() > deadline:
+            return run
+        time.sleep(0.2)
+
+
+def _read_offline_run(folder: Path) -> dict[str, Any]:
     (path,) = folder.glob("run-*.wandb")
     run: dict[str, Any] = {"config": {}, "summary": {}, "history": {}}
     for data in record_bytes(path):
