@@ -370,7 +370,9 @@ class Runner:
         import submitit
 
         logs = self.output / ".submitit" / "%j"
-        os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+        paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        if str(ROOT) not in paths:  # the jobs import this module by name (``study.CellJob``)
+            os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *paths])
         if kind == "local":
             executor = submitit.LocalExecutor(folder=logs)
             executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN)
@@ -383,7 +385,8 @@ class Runner:
                   **({"gres": f"gpu:{gpus}"} if gpus else {}), **dict(resources["sbatch"] or {})}
         executor.update_parameters(
             job_name=f"study-{self.study.name}", time=int(resources["time_min"]), cpus_per_task=int(resources["cpus"]),
-            mem=f"{resources['mem_gb']}GB", ntasks_per_node=max(gpus, 1),  # one task per GPU: Lightning's DDP on SLURM
+            mem=f"{int(float(resources['mem_gb']) * 1024)}MB",  # sbatch takes whole units
+            ntasks_per_node=max(gpus, 1),  # one task per GPU: Lightning's DDP on SLURM
             partition=resources["partition"], account=resources["account"], qos=resources["qos"],
             array_parallelism=self.max_parallel, additional_parameters=sbatch,
             setup=[f"cd {shlex.quote(str(ROOT))}",

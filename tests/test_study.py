@@ -196,7 +196,7 @@ def test_a_study_on_slurm_is_one_array_and_a_preempted_cell_resumes_its_own_chec
     assert "submitted 2 cells as SLURM job array 4242 (at most 1 at a time)" in capsys.readouterr().out
     sbatch = (log / "sbatch.sh").read_text()
     for line in ("--array=0-1%1", "--gres=gpu:1", "--time=90", "--signal=USR1@120", "--partition=gpu",
-                 "--account=lab", "--constraint=a100", "--cpus-per-task=4", "--mem=16GB", "--ntasks-per-node=1",
+                 "--account=lab", "--constraint=a100", "--cpus-per-task=4", "--mem=16384MB", "--ntasks-per-node=1",
                  "--job-name=study-tiny"):
         assert f"#SBATCH {line}\n" in sbatch, line
     unet, segresnet = out / "demo" / "unet3d" / "seed0", out / "demo" / "segresnet" / "seed0"
