@@ -58,7 +58,7 @@ from core.study_state import (
     last_line,
     mean_test_dice,
     read_record,
-    slurm_states,
+    scheduler_states,
     write_record,
 )
 
@@ -211,7 +211,7 @@ class CellJob:
             return write_record(folder, state="done")
         write_record(folder, state="running", launcher=self.launcher, job_id=job_id(),
                      host=socket.gethostname(), started=time.time(), error=None)
-        start, state, error = time.perf_counter(), "failed", None
+        start, state, error, record = time.perf_counter(), "failed", None, {}
         try:
             self._run()
             state = "done" if is_done(folder) else "failed"
@@ -230,9 +230,9 @@ class CellJob:
             raise
         finally:
             seconds = float(read_record(folder).get("seconds") or 0.0) + time.perf_counter() - start
-            write_record(folder, state=state, error=error, seconds=seconds, ended=time.time(),
-                         test_dice=mean_test_dice(folder))
-        return read_record(folder)
+            record = write_record(folder, state=state, error=error, seconds=seconds, ended=time.time(),
+                                  test_dice=mean_test_dice(folder))
+        return record
 
     def _run(self) -> None:
         """Fit (resumed when the cell has a checkpoint), then test: Lightning's CLI, in this process."""
@@ -326,13 +326,14 @@ class Runner:
         prefix = [sys.executable, "train.py"]
         return [[*prefix, *job.fit, *(["--ckpt_path", str(newest)] if newest else [])], [*prefix, *job.test]]
 
-    def to_run(self, cells: Sequence[Cell], slurm: Mapping[str, str] | None = None) -> list[Cell]:
+    def to_run(self, cells: Sequence[Cell]) -> list[Cell]:
         """The cells to start now, each said in one line: not done ones that no live job holds,
         failed ones only with ``retry_failed``."""
+        records = [read_record(self.folder(cell)) for cell in cells]
+        slurm = scheduler_states(records)
         chosen = []
-        for index, cell in enumerate(cells, start=1):
+        for index, (cell, record) in enumerate(zip(cells, records, strict=True), start=1):
             folder = self.folder(cell)
-            record = read_record(folder)
             state = current_state(folder, record, slurm)
             prefix = f"[{index}/{len(cells)}] {cell.name}:"
             if state == "done":
@@ -351,9 +352,7 @@ class Runner:
     def run(self, cells: Sequence[Cell]) -> list[dict[str, Any]]:
         """Start what is left of ``cells``; locally wait for them, on SLURM return once submitted.
         Returns one record per cell."""
-        slurm = slurm_states(str(read_record(self.folder(c)).get("job_id")) for c in cells
-                             if read_record(self.folder(c)).get("launcher") == "slurm") if not self.dry_run else {}
-        chosen = self.to_run(cells, slurm)
+        chosen = self.to_run(cells)
         if self.dry_run:
             for cell in chosen:
                 for command in self.commands(cell):
@@ -484,7 +483,7 @@ def status_rows(output: Path) -> list[dict[str, Any]]:
         raise DataError(f"{output}: no study.json; is this a study folder (study.py ... --output)?")
     cells = json.loads(path.read_text())["cells"]
     records = {c["cell"]: read_record(Path(c["folder"])) for c in cells}
-    slurm = slurm_states(str(r.get("job_id")) for r in records.values() if r.get("launcher") == "slurm")
+    slurm = scheduler_states(records.values())
     rows = []
     for cell in cells:
         folder, record = Path(cell["folder"]), records[cell["cell"]]
@@ -494,8 +493,8 @@ def status_rows(output: Path) -> list[dict[str, Any]]:
             scheduler = slurm.get(str(record.get("job_id")), "gone")
             ended = record.get("error") or f"the job ended without a result (scheduler: {scheduler})"
             note = ended + (f"; log {record['log']}" if record.get("log") else "")
-        elif state in ("interrupted", "pending") and resume_from(folder):
-            note = f"resumes from {resume_from(folder)}"
+        elif state in ("interrupted", "pending") and (newest := resume_from(folder)):
+            note = f"resumes from {newest}"
         rows.append({"cell": cell["cell"], "state": state, "job": record.get("job_id") or "",
                      "dice": mean_test_dice(folder) if state == "done" else None,
                      "seconds": record.get("seconds"), "note": note})

@@ -22,10 +22,17 @@ from torch import nn
 from core.planning import BASE_FEATURES, MemoryModel, dynunet_topology
 from networks import build_network
 
-# The families compared: the two the planner plans (as it configures them) and two more.
+
+def _planned_dynunet(patch: Sequence[int]) -> tuple[dict[str, Any], int]:
+    topology = dynunet_topology(patch)
+    return topology, 2 ** (topology["levels"] - 1)
+
+
+# The families compared: the two the planner plans (as it configures them) and two more; each
+# gives its options for a patch and the size its sides must divide by.
 NETWORKS = {
     "unet3d": lambda patch: ({"base_features": BASE_FEATURES, "deep_supervision": 2}, 8),
-    "dynunet": lambda patch: (dynunet_topology(patch), 2 ** (dynunet_topology(patch)["levels"] - 1)),
+    "dynunet": _planned_dynunet,
     "segresnet": lambda patch: ({"init_filters": 16}, 8),
     "vnet": lambda patch: ({}, 16),
 }

@@ -116,6 +116,11 @@ def slurm_states(job_ids: Iterable[str]) -> dict[str, str]:
     return states
 
 
+def scheduler_states(records: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """``sacct``'s state of each SLURM job among ``records`` (one call for all of them)."""
+    return slurm_states(str(r.get("job_id")) for r in records if r.get("launcher") == "slurm")
+
+
 def local_job_alive(record: Mapping[str, Any]) -> bool | None:
     """Whether the local process of ``record`` still runs; None when it ran on another host."""
     if record.get("host") != socket.gethostname():

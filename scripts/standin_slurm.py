@@ -52,7 +52,7 @@ def set_states(folder: Path, states: Mapping[str, str]) -> None:
 def task_command(folder: Path) -> list[str]:
     """The submitted script's command as srun starts it on a node (srun's own flags dropped)."""
     command = shlex.split((folder / "sbatch.sh").read_text().strip().splitlines()[-1])
-    return command[command.index("--unbuffered") + 5:]
+    return command[command.index("submitit.core._submit") - 3:]  # <python> -u -m submitit.core._submit <folder>
 
 
 def run_task(folder: Path, task: int, restarts: int = 0, extra_env: Mapping[str, str] | None = None,
