@@ -1,5 +1,5 @@
 # make demo: venv + synthetic iSeg-2017 dataset + train a 3D U-Net + test the best checkpoint.
-# make test: the test suite (what CI runs).
+# make test: ruff, then the whole test suite on every core (what CI runs).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -27,7 +27,7 @@ demo: venv
 
 test: venv
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n auto tests  # one worker per core (pytest-xdist); tests/conftest.py shares the threads
 
 lint: venv
 	$(VENV)/bin/ruff check .
