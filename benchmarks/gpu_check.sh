@@ -4,7 +4,10 @@
 #   bash benchmarks/gpu_check.sh precision contrast   # issues 18 and 19
 # (no section: all four). Run from the repository root; the tables go to $OUT (or /tmp).
 #   speed:     training steps (fp32, bf16, channels_last_3d, torch.compile) per family, planned vs
-#              measured memory per family, a BraTS-size prediction; augmentation patches/s CPU vs GPU
+#              measured memory per family, a BraTS-size prediction; augmentation patches/s CPU vs GPU,
+#              patch by patch and batched, and whether the batched path makes the host wait;
+#              the planned DynUNet's nnU-Net recipe in steps/s, augmenting in 8 loader workers
+#              against on the device (issue 20: device must be faster, or not offered)
 #   study:     configs/studies/gpu_thesis.yaml on the demo data, one GPU, and its comparison (~8 min)
 #   precision: the demo in float32 against bf16-mixed, same seed (test DSC within 0.005?)
 #   contrast:  the any-contrast table at a GPU's budget (48 epochs)
@@ -26,7 +29,13 @@ for section in $SECTIONS; do
   case $section in
     speed)
       $PY -m benchmarks.gpu_fast_path --steps 5 --compile | tee "$OUT/gpu_fast_path.txt"
-      $PY -m benchmarks.augmentation_device | tee "$OUT/augmentation_device.txt" ;;
+      $PY -m benchmarks.augmentation_device | tee "$OUT/augmentation_device.txt"
+      $PY -m demo.synthetic_iseg --out data/demo/iSeg-2017-Training
+      $PY -m benchmarks.train_step --config configs/demo.yaml --config configs/models/dynunet.yaml \
+        --config configs/recipes/nnunet.yaml --set data.init_args.num_workers 8 \
+        --set model.network_kwargs "{levels: 5, filters: [32, 64, 128, 256, 320], deep_supervision: true, deep_supr_num: 2}" \
+        --set data.init_args.patch_size "[80, 96, 80]" --set data.init_args.batch_size 2 \
+        --arms bf16 --augment-on loader device --steps 300 --warmup 20 | tee "$OUT/augment_on.txt" ;;
     study)
       $PY -m demo.synthetic_iseg --out data/demo/iSeg-2017-Training
       # max_time counts training only: start-up, validation and the test come on top (~20 s a cell).

@@ -3,6 +3,8 @@ seconds per volume, for each precision and memory layout, side by side in one ru
 
     python -m demo.synthetic_iseg            # the demo data, once
     python -m benchmarks.train_step [--steps 30] [--arms fp32 fp32+cl bf16 bf16+cl]
+    python -m benchmarks.train_step --config configs/demo.yaml --config configs/recipes/nnunet.yaml \
+        --set data.init_args.num_workers 8 --arms bf16 --augment-on loader device   # where to augment
 
 Each arm builds ``configs/demo.yaml``'s model and DataModule through ``train.py`` (same
 seed, the demo's disk cache), trains ``--warmup`` + ``--steps`` steps with Lightning's fit loop
@@ -15,9 +17,12 @@ seed, the demo's disk cache), trains ``--warmup`` + ``--steps`` steps with Light
 - epoch: the demo's epoch (48 steps and, every second epoch, 2 validation volumes) in seconds.
 
 Arms: ``fp32``/``bf16`` is the precision (``bf16-mixed`` autocast), ``+cl`` the weights in
-channels_last_3d (``model.channels_last``). bf16 arms are skipped where the CPU lacks native
-bf16 (``core.inference.fast_bf16``): emulated, a step takes minutes. Arms run one after
-another, never two at once; quote ratios from one run and the load average printed with them.
+channels_last_3d (``model.channels_last``); with ``--augment-on loader device`` each arm runs
+once per place of the augmentation (``data.init_args.augment_on``), for a recipe that augments.
+``--config`` (repeatable) and ``--set KEY VALUE`` compose the recipe as ``train.py`` would.
+bf16 arms are skipped where the CPU lacks native bf16 (``core.inference.fast_bf16``): emulated,
+a step takes minutes. Arms run one after another, never two at once; quote ratios from one run
+and the load average printed with them.
 """
 
 from __future__ import annotations
@@ -55,17 +60,19 @@ class StepClock(pl.Callback):
         self.val_seconds.append(time.perf_counter() - self._val_start)
 
 
-def measure(arm: str, config: str, steps: int, warmup: int, workdir: Path) -> dict[str, float]:
+def measure(arm: str, configs: list[str], steps: int, warmup: int, workdir: Path,
+            extra: list[str] = ()) -> dict[str, float]:
     """One arm: steps/s over ``steps`` after ``warmup``, seconds per validation volume."""
     from lightning_modules.trainer import Trainer
     from train import run_cli
 
-    precision, channels_last = ARMS[arm]
-    cli = run_cli(["--config", config, "--model.channels_last", str(channels_last).lower(),
+    precision, channels_last = ARMS[arm.split("/")[0]]
+    config_args = [arg for config in configs for arg in ("--config", config)]
+    cli = run_cli([*config_args, *extra, "--model.channels_last", str(channels_last).lower(),
                    "--trainer.precision", precision, "--trainer.logger", "false",
                    "--trainer.max_steps", str(warmup + steps), "--trainer.limit_val_batches", "0",
                    "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-                   "--checkpoint.dirpath", str(workdir / arm)], run=False, save_config=False)
+                   "--checkpoint.dirpath", str(workdir / arm.replace("/", "-"))], run=False, save_config=False)
     clock = StepClock()
     cli.trainer.callbacks.append(clock)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
@@ -82,7 +89,11 @@ def measure(arm: str, config: str, steps: int, warmup: int, workdir: Path) -> di
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(REPO / "configs/demo.yaml"))
+    parser.add_argument("--config", action="append", help="train.py configs, in order (default: the demo's)")
+    parser.add_argument("--set", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                        help="a train.py option, e.g. --set data.init_args.num_workers 8")
+    parser.add_argument("--augment-on", nargs="+", choices=["loader", "device"],
+                        help="run every arm with the augmentation in each of these places")
     parser.add_argument("--steps", type=int, default=30, help="timed steps per arm")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     parser.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=list(ARMS))
@@ -99,10 +110,15 @@ def main(argv: list[str] | None = None) -> int:
     skipped = sorted(set(args.arms) - set(arms))
     print(f"device: {'cuda' if torch.cuda.is_available() else 'cpu'}, {torch.get_num_threads()} threads, "
           f"native bf16: {native_bf16}" + (f" (skipped: {', '.join(skipped)})" if skipped else ""), flush=True)
+    configs = args.config or [str(REPO / "configs/demo.yaml")]
+    extra = [arg for key, value in args.set for arg in (f"--{key}", value)]
+    places = args.augment_on or [None]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for arm in arms:
-            figures = measure(arm, args.config, args.steps, args.warmup, Path(tmp))
+        for arm, place in [(arm, place) for arm in arms for place in places]:
+            here = extra + ([] if place is None else ["--data.init_args.augment_on", place])
+            arm = arm if place is None else f"{arm}/{place}"
+            figures = measure(arm, configs, args.steps, args.warmup, Path(tmp), here)
             load = os.getloadavg()[0]
             rows.append((arm, figures, load))
             print(f"{arm}: " + ", ".join(f"{k} {v:.3f}" for k, v in figures.items()) + f" (load {load:.2f})",

@@ -22,9 +22,18 @@ DataLoader workers (different generators) draw different augmentations.
   (SynthSeg's generator, :mod:`datamodules.synthesis`): after the spatial steps, for models of
   any contrast.
 
-Every step runs on the tensors' device: in the DataLoader's CPU workers by default, or on the
-GPU after the batch got there (the DataModule's ``augment_on: device``). ``bias_field`` and the
-elastic field are drawn on the CPU either way (NumPy/SciPy) and only applied there.
+Two paths, one set of steps and options:
+
+- ``augment(image, label, rng)``, patch by patch in the DataLoader's CPU workers (the default,
+  ``augment_on: loader``); MONAI's transforms and SciPy's filters do the work.
+- ``augment.batch(images, labels, rng)``, the whole training batch in one call per step on the
+  model's device after the transfer (``augment_on: device``): each step's decisions and
+  parameters are drawn per patch on the host (a few numbers, no device synchronisation), its
+  voxel fields (elastic, noise) on the device from a generator seeded from ``rng``, and it is
+  applied to the patches that fire in batched tensor operations (:mod:`datamodules.batch_ops`).
+  The draws follow the same distributions as the patch path but not the same sequence, so a
+  seed gives other (equally distributed) augmentations on the two paths; with fixed
+  parameters the two give the same patch (tested per step).
 
 Units are the user's, not MONAI's: rotations in degrees, scaling as the fractional change of
 the anatomy's size, elastic displacements in voxels (MONAI's elastic ``magnitude`` multiplies a
@@ -49,6 +58,7 @@ from monai.transforms import (
 )
 from scipy import ndimage
 
+import datamodules.batch_ops as batch_ops
 from datamodules.synthesis import LabelsToImage, blur_axes
 
 AUGMENTATIONS: tuple[str, ...] = ("flip", "affine", "elastic", "gamma", "bias_field", "noise", "blur", "brightness",
@@ -103,6 +113,24 @@ def _brain_mask(image: torch.Tensor) -> torch.Tensor:
     return (image != 0).any(dim=0)
 
 
+class BatchRandom:
+    """The randomness of one batch on the device path: decisions and per-patch parameters from
+    the NumPy generator ``rng`` (host numbers, so choosing never waits for the device), voxel
+    fields from ``noise``, a torch generator on the batch's device seeded from ``rng``."""
+
+    def __init__(self, rng: np.random.Generator, device: torch.device) -> None:
+        self.rng = rng
+        self.noise = torch.Generator(device=device).manual_seed(int(rng.integers(2**62)))
+
+    def fires(self, prob: float, count: int) -> list[int]:
+        """The patches (indices of ``count``) for which a step of probability ``prob`` fires."""
+        return [i for i in range(count) if self.rng.random() < prob]
+
+
+def _indices(chosen: Sequence[int], device: torch.device) -> torch.Tensor:
+    return batch_ops.to_device(list(chosen), device, torch.long)
+
+
 class Flip:
     """Mirror along each axis in ``axes`` (0, 1, 2 = D, H, W) independently with probability ``prob``.
 
@@ -122,6 +150,21 @@ class Flip:
         if not dims:
             return image, label
         return torch.flip(image, dims), torch.flip(label, dims)
+
+    def batch(self, image: torch.Tensor, label: torch.Tensor,
+              random: BatchRandom) -> tuple[torch.Tensor, torch.Tensor]:
+        groups: dict[tuple[int, ...], list[int]] = {}  # the axes mirrored -> the patches mirrored so
+        for patch in range(len(image)):
+            groups.setdefault(tuple(a + 2 for a in self.axes if random.rng.random() < self.prob), []).append(patch)
+        for dims, chosen in groups.items():
+            if not dims:
+                continue
+            if len(chosen) == len(image):  # one flip of the whole batch
+                return torch.flip(image, dims), torch.flip(label, dims)
+            index = _indices(chosen, image.device)
+            image = image.index_copy(0, index, image.index_select(0, index).flip(dims))
+            label = label.index_copy(0, index, label.index_select(0, index).flip(dims))
+        return image, label
 
 
 class Affine:
@@ -143,6 +186,7 @@ class Affine:
         self.translate = _per_axis("translate", translate)
         # Anatomy zoom z corresponds to MONAI grid factor 1/z, i.e. scale_range value 1/z - 1.
         grid_scale = (1.0 / (1.0 + self.scale[1]) - 1.0, 1.0 / (1.0 + self.scale[0]) - 1.0)
+        self._grid_scale = grid_scale
         self._transform = RandAffined(
             keys=_KEYS, mode=_MODES, padding_mode="zeros", prob=1.0,
             rotate_range=[(-np.deg2rad(a), np.deg2rad(a)) for a in self.rotate_degrees],
@@ -157,6 +201,29 @@ class Affine:
         self._transform.set_random_state(seed=_seed(rng))  # one draw for image and label
         out = self._transform({"image": image, "label": label.float()})
         return _plain(out["image"]).float(), torch.round(_plain(out["label"])).long()
+
+    def batch(self, image: torch.Tensor, label: torch.Tensor,
+              random: BatchRandom) -> tuple[torch.Tensor, torch.Tensor]:
+        chosen = random.fires(self.prob, len(image))
+        if not chosen:
+            return image, label
+        rotations = random.rng.uniform(-1.0, 1.0, (len(chosen), 3)) * np.deg2rad(self.rotate_degrees)
+        grid_scales = 1.0 + random.rng.uniform(*self._grid_scale, (len(chosen), 3))
+        translations = random.rng.uniform(-1.0, 1.0, (len(chosen), 3)) * np.asarray(self.translate)
+        return self.apply_batch(image, label, chosen, rotations, grid_scales, translations)
+
+    @staticmethod
+    def apply_batch(image: torch.Tensor, label: torch.Tensor, chosen: Sequence[int], rotations: np.ndarray,
+                    grid_scales: np.ndarray, translations: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The patches ``chosen`` moved by MONAI's affine of the given parameters (radians, grid
+        scale factors, voxels), as the patch path's RandAffined resamples them."""
+        index = _indices(chosen, image.device)
+        part = image.index_select(0, index)
+        thetas = batch_ops.to_device(batch_ops.affine_thetas(part.shape[2:], rotations, grid_scales, translations),
+                                     image.device)
+        grid = F.affine_grid(thetas, list(part.shape), align_corners=False)
+        moved, labels = batch_ops.sample(part, label.index_select(0, index), grid, align_corners=False)
+        return image.index_copy(0, index, moved), label.index_copy(0, index, labels)
 
 
 def elastic_field(shape: Sequence[int], sigma: float, rms: float, rng: np.random.Generator) -> np.ndarray:
@@ -178,19 +245,9 @@ def elastic_field(shape: Sequence[int], sigma: float, rms: float, rng: np.random
 def warp(image: torch.Tensor, label: torch.Tensor, displacement: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample image (linear) and label (nearest) at ``voxel + displacement`` (voxels, per spatial
     axis), one grid for both; outside the patch is 0."""
-    shape = tuple(image.shape[1:])
-    moved = torch.from_numpy(displacement).to(image.device)
-    # grid_sample wants (x, y, z) = (W, H, D) in [-1, 1] (align_corners: -1 and 1 are voxel centres),
-    # written straight into the grid: voxel index and displacement, both scaled by 2 / (n - 1).
-    grid = torch.empty((1, *shape, 3), dtype=torch.float32, device=image.device)
-    for axis, n in enumerate(shape):
-        scale = 2.0 / max(n - 1, 1)
-        index = (torch.arange(n, dtype=torch.float32, device=image.device) * scale - 1.0).view(
-            [n if a == axis else 1 for a in range(3)])
-        torch.add(index, moved[axis], alpha=scale, out=grid[0, ..., 2 - axis])
-    image = F.grid_sample(image[None], grid, mode="bilinear", padding_mode="zeros", align_corners=True)[0]
-    label = F.grid_sample(label[None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=True)[0]
-    return image, torch.round(label).long()
+    grid = batch_ops.displacement_grid(torch.from_numpy(displacement).to(image.device)[None])
+    moved, moved_label = batch_ops.sample(image[None], label[None], grid, align_corners=True)
+    return moved[0], moved_label[0]
 
 
 class Elastic:
@@ -226,6 +283,32 @@ class Elastic:
         rms = float(rng.uniform(*self.magnitude))
         return warp(image, label, elastic_field(tuple(image.shape[1:]), sigma, rms, rng))
 
+    def batch(self, image: torch.Tensor, label: torch.Tensor,
+              random: BatchRandom) -> tuple[torch.Tensor, torch.Tensor]:
+        chosen = random.fires(self.prob, len(image))
+        if not chosen:
+            return image, label
+        sigmas = random.rng.uniform(*self.sigma, len(chosen))
+        magnitudes = random.rng.uniform(*self.magnitude, len(chosen))
+        noise = torch.rand((len(chosen), 3, *image.shape[2:]), generator=random.noise, device=image.device)
+        field = smooth_fields(noise * 2.0 - 1.0, sigmas, magnitudes)
+        index = _indices(chosen, image.device)
+        moved, labels = batch_ops.sample(image.index_select(0, index), label.index_select(0, index),
+                                         batch_ops.displacement_grid(field), align_corners=True)
+        return image.index_copy(0, index, moved), label.index_copy(0, index, labels)
+
+
+def smooth_fields(noise: torch.Tensor, sigmas: Sequence[float], rms: Sequence[float]) -> torch.Tensor:
+    """:func:`elastic_field` for a batch on its device: ``noise`` ``(B, 3, D, H, W)`` (uniform in
+    [-1, 1]) smoothed per patch by a Gaussian of ``sigmas[b]`` voxels (zero-padded, truncated at 3
+    sigma), each axis scaled to a root-mean-square of exactly ``rms[b]`` voxels."""
+    batch = len(noise)
+    smoothed = batch_ops.blur(noise.flatten(0, 1), np.repeat(np.asarray(sigmas, dtype=np.float64), 3)[:, None]
+                              .repeat(3, axis=1), _ELASTIC_TRUNCATION, edges="zeros").view(noise.shape)
+    current = smoothed.flatten(2).square().mean(-1).sqrt().clamp_min(1e-12)
+    wanted = batch_ops.to_device(np.asarray(rms, dtype=np.float64), noise.device, noise.dtype)
+    return smoothed * (wanted.view(batch, 1) / current).view(batch, 3, 1, 1, 1)
+
 
 class _BrainIntensity:
     """An intensity step: fires with ``prob``, seeds its MONAI transform from the call's
@@ -249,6 +332,22 @@ class _BrainIntensity:
 
     def apply(self, image: torch.Tensor, mask: torch.Tensor, rng: np.random.Generator | None = None) -> torch.Tensor:
         """The change inside ``mask``; ``rng`` for steps that draw their own parameters."""
+        raise NotImplementedError
+
+    def batch(self, image: torch.Tensor, label: torch.Tensor,
+              random: BatchRandom) -> tuple[torch.Tensor, torch.Tensor]:
+        chosen = random.fires(self.prob, len(image))
+        if not chosen:
+            return image, label
+        index = _indices(chosen, image.device)
+        part = image.index_select(0, index)
+        mask = batch_ops.brain_masks(part)
+        changed = self.apply_batch(part, mask, random)
+        enough = mask.flatten(1).sum(1) >= self.min_brain_voxels  # as the patch path, which skips the others
+        return image.index_copy(0, index, torch.where(enough.view(-1, 1, 1, 1, 1), changed, part)), label
+
+    def apply_batch(self, image: torch.Tensor, mask: torch.Tensor, random: BatchRandom) -> torch.Tensor:
+        """The change inside ``mask`` (``(B, 1, ...)``) of every patch of ``image``."""
         raise NotImplementedError
 
 
@@ -280,6 +379,27 @@ class Gamma(_BrainIntensity):
             out[c][mask] = _plain(adjusted)[0].to(image.dtype)
         return out
 
+    def apply_batch(self, image: torch.Tensor, mask: torch.Tensor, random: BatchRandom) -> torch.Tensor:
+        batch, channels = image.shape[:2]
+        gammas = random.rng.uniform(*self.gamma, (batch, channels if self.per_channel else 1))
+        return self.gamma_batch(image, mask, np.repeat(gammas, channels // gammas.shape[1], axis=1),
+                                self.retain_stats)
+
+    @staticmethod
+    def gamma_batch(image: torch.Tensor, mask: torch.Tensor, gammas: np.ndarray, retain_stats: bool) -> torch.Tensor:
+        """MONAI's AdjustContrast of each channel's brain voxels with ``gammas[b, c]``; channels
+        whose brain voxels are all equal stay unchanged."""
+        stats = batch_ops.masked_channel_stats(image, mask)
+        shape = (*image.shape[:2], 1, 1, 1)
+        low, span = stats["min"].view(shape), (stats["max"] - stats["min"]).view(shape)
+        power = batch_ops.to_device(gammas, image.device, image.dtype).view(shape)
+        adjusted = ((image - low) / (span + 1e-7)).clamp_min(0.0) ** power * span + low
+        if retain_stats:
+            new = batch_ops.masked_channel_stats(adjusted, mask)
+            adjusted = ((adjusted - new["mean"].view(shape)) / (new["std"].view(shape) + 1e-8)
+                        * stats["std"].view(shape) + stats["mean"].view(shape))
+        return torch.where(mask & (span > 0), adjusted, image)
+
 
 class BiasField(_BrainIntensity):
     """Smooth multiplicative intensity inhomogeneity (MONAI RandBiasField) inside the brain mask.
@@ -307,6 +427,19 @@ class BiasField(_BrainIntensity):
         biased = _plain(self._transform(shifted)).to(image.dtype)
         return torch.where(mask, biased + floor, torch.zeros((), dtype=image.dtype))
 
+    def apply_batch(self, image: torch.Tensor, mask: torch.Tensor, random: BatchRandom) -> torch.Tensor:
+        terms = (self.degree + 1) * (self.degree + 2) * (self.degree + 3) // 6
+        return self.bias_batch(image, mask, random.rng.uniform(*self.coeff_range, (len(image), terms)), self.degree)
+
+    @staticmethod
+    def bias_batch(image: torch.Tensor, mask: torch.Tensor, coefficients: np.ndarray, degree: int) -> torch.Tensor:
+        """Each patch's brain voxels, shifted to start at 0 per channel, times ``exp`` of its
+        Legendre field (MONAI RandBiasField's, one field for all channels), shifted back."""
+        floor = batch_ops.masked_channel_stats(image, mask)["min"].view(*image.shape[:2], 1, 1, 1)
+        field = torch.exp(batch_ops.legendre_fields(image.shape[2:], coefficients, degree, image.device))
+        biased = (image - floor) * field[:, None] + floor
+        return torch.where(mask, biased, torch.zeros((), dtype=image.dtype))
+
 
 class Noise(_BrainIntensity):
     """Additive Gaussian noise inside the brain mask (MONAI RandGaussianNoise).
@@ -326,6 +459,12 @@ class Noise(_BrainIntensity):
         out = image.clone()
         out[:, mask] = _plain(self._transform(image[:, mask])).to(image.dtype)
         return out
+
+    def apply_batch(self, image: torch.Tensor, mask: torch.Tensor, random: BatchRandom) -> torch.Tensor:
+        stds = random.rng.uniform(0.0, self.std, len(image)) if self.sample_std else np.full(len(image), self.std)
+        noise = torch.randn(image.shape, generator=random.noise, device=image.device, dtype=image.dtype)
+        scale = batch_ops.to_device(stds, image.device, image.dtype).view(-1, 1, 1, 1, 1)
+        return torch.where(mask, image + noise * scale, image)
 
 
 def gaussian_blur(volume: torch.Tensor, sigma: float, truncate: float = 3.0) -> torch.Tensor:
@@ -350,6 +489,24 @@ class Blur(_BrainIntensity):
                 out[c] = torch.where(mask, gaussian_blur(image[c], float(rng.uniform(*self.sigma))), out[c])
         return out
 
+    def apply_batch(self, image: torch.Tensor, mask: torch.Tensor, random: BatchRandom) -> torch.Tensor:
+        pairs = [(b, c) for b in range(image.shape[0]) for c in range(image.shape[1])
+                 if random.rng.random() < self.per_channel_prob]
+        return self.blur_batch(image, mask, pairs, random.rng.uniform(*self.sigma, len(pairs)))
+
+    @staticmethod
+    def blur_batch(image: torch.Tensor, mask: torch.Tensor, pairs: Sequence[tuple[int, int]],
+                   sigmas: Sequence[float]) -> torch.Tensor:
+        """The channels ``pairs`` ((patch, channel)) blurred by their ``sigmas`` in one grouped
+        convolution (edges extended), inside the brain mask."""
+        if not pairs:
+            return image
+        patches, channels = (_indices(axis, image.device) for axis in zip(*pairs, strict=True))
+        blurred = batch_ops.blur(image[patches, channels], [[s] * 3 for s in sigmas])
+        out = image.clone()
+        out[patches, channels] = torch.where(mask[patches, 0], blurred, image[patches, channels])
+        return out
+
 
 class Brightness(_BrainIntensity):
     """Multiplicative brightness: a channel's brain voxels times a factor drawn from ``factor``
@@ -363,6 +520,10 @@ class Brightness(_BrainIntensity):
         factors = torch.tensor(rng.uniform(*self.factor, size=image.shape[0]), dtype=image.dtype,
                                device=image.device).view(-1, 1, 1, 1)
         return torch.where(mask, image * factors, image)
+
+    def apply_batch(self, image: torch.Tensor, mask: torch.Tensor, random: BatchRandom) -> torch.Tensor:
+        factors = batch_ops.to_device(random.rng.uniform(*self.factor, image.shape[:2]), image.device, image.dtype)
+        return torch.where(mask, image * factors.view(*image.shape[:2], 1, 1, 1), image)
 
 
 class Contrast(_BrainIntensity):
@@ -380,6 +541,20 @@ class Contrast(_BrainIntensity):
             mean, low, high = values.mean(), values.min(), values.max()
             out[c][mask] = ((values - mean) * float(rng.uniform(*self.factor)) + mean).clamp(low, high)
         return out
+
+    def apply_batch(self, image: torch.Tensor, mask: torch.Tensor, random: BatchRandom) -> torch.Tensor:
+        return self.contrast_batch(image, mask, random.rng.uniform(*self.factor, image.shape[:2]))
+
+    @staticmethod
+    def contrast_batch(image: torch.Tensor, mask: torch.Tensor, factors: np.ndarray) -> torch.Tensor:
+        """Each channel's brain voxels scaled by ``factors[b, c]`` around their mean, clipped to
+        their former range."""
+        stats = batch_ops.masked_channel_stats(image, mask)
+        shape = (*image.shape[:2], 1, 1, 1)
+        mean = stats["mean"].view(shape)
+        factor = batch_ops.to_device(factors, image.device, image.dtype).view(shape)
+        scaled = torch.clamp((image - mean) * factor + mean, stats["min"].view(shape), stats["max"].view(shape))
+        return torch.where(mask, scaled, image)
 
 
 class LowResolution(_BrainIntensity):
@@ -404,6 +579,26 @@ class LowResolution(_BrainIntensity):
                 down = F.interpolate(image[c][None, None], size=small, mode="nearest")
                 up = F.interpolate(down, size=tuple(shape), mode="trilinear", align_corners=False)[0, 0]
                 out[c] = torch.where(mask, up, out[c])
+        return out
+
+    def apply_batch(self, image: torch.Tensor, mask: torch.Tensor, random: BatchRandom) -> torch.Tensor:
+        pairs = [(b, c) for b in range(image.shape[0]) for c in range(image.shape[1])
+                 if random.rng.random() < self.per_channel_prob]
+        return self.low_resolution_batch(image, mask, pairs, random.rng.uniform(*self.zoom, len(pairs)))
+
+    @staticmethod
+    def low_resolution_batch(image: torch.Tensor, mask: torch.Tensor, pairs: Sequence[tuple[int, int]],
+                             zooms: Sequence[float]) -> torch.Tensor:
+        """The channels ``pairs`` ((patch, channel)) shrunk by their ``zooms`` (nearest) and
+        brought back (trilinear), inside the brain mask. Each zoom is a grid of its own, so this
+        is a short loop of device calls (no synchronisation)."""
+        out = image.clone()
+        shape = tuple(image.shape[2:])
+        for (b, c), zoom in zip(pairs, zooms, strict=True):
+            small = [max(1, round(s * zoom)) for s in shape]
+            down = F.interpolate(image[b, c][None, None], size=small, mode="nearest")
+            up = F.interpolate(down, size=shape, mode="trilinear", align_corners=False)[0, 0]
+            out[b, c] = torch.where(mask[b, 0], up, image[b, c])
         return out
 
 
@@ -436,6 +631,31 @@ class Augmentation:
         label = _plain(label)
         for step in self.steps:
             image, label = step(image, label, rng)
+        return image.to(image_dtype).contiguous(), label.to(label_dtype).contiguous()
+
+    def batch(self, image: torch.Tensor, label: torch.Tensor,
+              rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Augment a batch on its own device: image (B, C, D, H, W), label (B, 1, D, H, W) int64.
+
+        Each step is one batched call over the patches it fires for (see the module docstring);
+        a step without a batched form (``labels_to_image``) runs patch by patch. All randomness
+        comes from ``rng``; the inputs are not modified."""
+        image = torch.as_tensor(image)
+        label = torch.as_tensor(label)
+        if image.ndim != 5 or label.ndim != 5 or label.shape[1] != 1 or image.shape[0] != label.shape[0] \
+                or image.shape[2:] != label.shape[2:]:
+            raise ValueError(f"expected images (B, C, D, H, W) and labels (B, 1, D, H, W), got {tuple(image.shape)} "
+                             f"and {tuple(label.shape)}")
+        image_dtype, label_dtype = image.dtype, label.dtype
+        image = _plain(image).float()
+        label = _plain(label)
+        random = BatchRandom(rng, image.device)
+        for step in self.steps:
+            if hasattr(step, "batch"):
+                image, label = step.batch(image, label, random)
+            else:
+                pairs = [step(one_image, one_label, rng) for one_image, one_label in zip(image, label, strict=True)]
+                image, label = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
         return image.to(image_dtype).contiguous(), label.to(label_dtype).contiguous()
 
     def __repr__(self) -> str:

@@ -68,8 +68,9 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
         augmentation: training augmentations, e.g. ``[{name: flip}, {name: elastic}]``
             (see ``datamodules/augmentation.py`` and ``configs/augmentation/``).
         augment_on: where they run: ``loader`` (each patch in the DataLoader workers, on the
-            CPU) or ``device`` (each patch of the batch once it is on the model's device, the
-            GPU's work when the CPU workers cannot keep up with the steps).
+            CPU) or ``device`` (the whole batch once it is on the model's device, one batched
+            call per step, fields drawn there: the GPU's work when the CPU workers cannot keep
+            up with the steps).
         cache_dir: preprocessed volumes are cached here and memory-mapped by the loaders;
             ``null`` keeps them in memory only.
         preprocess_workers: processes that fill the cache in parallel (default: one per
@@ -280,12 +281,12 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """With ``augment_on: device``, the training batch is augmented here, on the model's
-        device, patch by patch with one generator drawn from torch's (seeded) RNG and the rank."""
+        device, one batched call per step (``Augmentation.batch``) with one generator drawn from
+        torch's (seeded) RNG and the rank."""
         if self.augment_on != "device" or self.augment is None or self.trainer is None or not self.trainer.training:
             return batch
-        rng = worker_rng()
-        pairs = [self.augment(image, label, rng) for image, label in zip(batch["image"], batch["label"], strict=True)]
-        return {**batch, "image": torch.stack([p[0] for p in pairs]), "label": torch.stack([p[1] for p in pairs])}
+        image, label = self.augment.batch(batch["image"], batch["label"], worker_rng())
+        return {**batch, "image": image, "label": label}
 
     # Loaders.
     def train_dataloader(self) -> DataLoader:

@@ -33,6 +33,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from datamodules.batch_ops import blur
+
 
 def _interval(name: str, value: Sequence[float], low: float = 0.0) -> tuple[float, float]:
     try:
@@ -47,19 +49,7 @@ def _interval(name: str, value: Sequence[float], low: float = 0.0) -> tuple[floa
 def blur_axes(volume: torch.Tensor, sigmas: Sequence[float], truncate: float = 3.0) -> torch.Tensor:
     """``volume`` (D, H, W) smoothed by a Gaussian of ``sigmas[axis]`` voxels along each axis
     (0: that axis untouched), edges replicated."""
-    out = volume[None, None]
-    for axis, sigma in enumerate(sigmas):
-        if sigma <= 0:
-            continue
-        radius = max(1, int(truncate * sigma + 0.5))
-        taps = torch.arange(-radius, radius + 1, dtype=volume.dtype, device=volume.device)
-        kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
-        shape = [1, 1, 1, 1, 1]
-        shape[2 + axis] = kernel.numel()
-        padding = [0, 0] * 3
-        padding[2 * (2 - axis)] = padding[2 * (2 - axis) + 1] = radius  # F.pad lists the last axis first
-        out = F.conv3d(F.pad(out, padding, mode="replicate"), (kernel / kernel.sum()).view(shape))
-    return out[0, 0]
+    return blur(volume[None], [sigmas], truncate)[0]
 
 
 class LabelsToImage:

@@ -82,10 +82,11 @@ def test_an_epoch_can_be_a_fixed_number_of_iterations(iseg_dir: Path) -> None:
         make_dm(iseg_dir, iterations_per_epoch=0)
 
 
-def test_augmentation_on_the_device_is_the_loaders_augmentation_of_the_batch(iseg_dir: Path) -> None:
+def test_augmentation_on_the_device_is_one_batched_call_for_the_training_batch(iseg_dir: Path) -> None:
     """``augment_on: device``: the loader hands out plain patches, and the training batch is
-    augmented after its transfer, each patch as the loader would have (same steps, one generator
-    from torch's seeded RNG); validation batches and an unattached module pass through."""
+    augmented after its transfer by ``Augmentation.batch`` (the loader's steps and options, one
+    batched call per step; tests/test_augmentation.py checks it against the patch path) with one
+    generator from torch's seeded RNG; validation batches and an unattached module pass through."""
     from types import SimpleNamespace
 
     from datamodules.patches import worker_rng
@@ -100,15 +101,18 @@ def test_augmentation_on_the_device_is_the_loaders_augmentation_of_the_batch(ise
     dm.trainer = SimpleNamespace(training=False)
     assert dm.on_after_batch_transfer(batch, 0) is batch  # validation
     dm.trainer = SimpleNamespace(training=True)
+    before = {key: value.clone() for key, value in batch.items() if isinstance(value, torch.Tensor)}
     torch.manual_seed(7)
     out = dm.on_after_batch_transfer(batch, 0)
     torch.manual_seed(7)
-    rng = worker_rng()
-    expected = [dm.augment(image, label, rng) for image, label in zip(batch["image"], batch["label"], strict=True)]
-    torch.testing.assert_close(out["image"], torch.stack([e[0] for e in expected]))
-    assert torch.equal(out["label"], torch.stack([e[1] for e in expected]))
+    expected_image, expected_label = dm.augment.batch(batch["image"], batch["label"], worker_rng())
+    torch.testing.assert_close(out["image"], expected_image)
+    assert torch.equal(out["label"], expected_label)
+    assert all(torch.equal(batch[key], value) for key, value in before.items())  # the loader's batch untouched
     assert out["image"].shape == batch["image"].shape and out["label"].dtype == torch.int64
     assert not torch.equal(out["image"], batch["image"])  # brightness and blur always fire
+    torch.manual_seed(8)
+    assert not torch.equal(dm.on_after_batch_transfer(batch, 0)["image"], out["image"])  # seeded from torch's RNG
     with pytest.raises(ValueError, match="augment_on must be 'loader' or 'device'"):
         make_dm(iseg_dir, augment_on="gpu")
 
