@@ -303,8 +303,9 @@ def smooth_fields(noise: torch.Tensor, sigmas: Sequence[float], rms: Sequence[fl
     [-1, 1]) smoothed per patch by a Gaussian of ``sigmas[b]`` voxels (zero-padded, truncated at 3
     sigma), each axis scaled to a root-mean-square of exactly ``rms[b]`` voxels."""
     batch = len(noise)
-    smoothed = batch_ops.blur(noise.flatten(0, 1), np.repeat(np.asarray(sigmas, dtype=np.float64), 3)[:, None]
-                              .repeat(3, axis=1), _ELASTIC_TRUNCATION, edges="zeros").view(noise.shape)
+    per_component = np.repeat(np.asarray(sigmas, dtype=np.float64), 3)  # a patch's sigma for its 3 components
+    smoothed = batch_ops.blur(noise.flatten(0, 1), [[sigma] * 3 for sigma in per_component], _ELASTIC_TRUNCATION,
+                              edges="zeros").view(noise.shape)
     current = smoothed.flatten(2).square().mean(-1).sqrt().clamp_min(1e-12)
     wanted = batch_ops.to_device(np.asarray(rms, dtype=np.float64), noise.device, noise.dtype)
     return smoothed * (wanted.view(batch, 1) / current).view(batch, 3, 1, 1, 1)
