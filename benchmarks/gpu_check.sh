@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
 # The GPU checks, for a lent device, as sections that each fit one call (a few minutes each):
-#   bash benchmarks/gpu_check.sh speed study      # issue 20: step table, memory, the GPU study
-#   bash benchmarks/gpu_check.sh precision contrast   # issues 18 and 19
-# (no section: all four). Run from the repository root; the tables go to $OUT (or /tmp).
+#   bash benchmarks/gpu_check.sh speed augment study   # issue 20: step table, memory, augmentation, the GPU study
+#   bash benchmarks/gpu_check.sh precision contrast    # issues 18 and 19
+# (no section: all five). Run from the repository root; the tables go to $OUT (or /tmp).
 #   speed:     training steps (fp32, bf16, channels_last_3d, torch.compile) per family, planned vs
-#              measured memory per family, a BraTS-size prediction; augmentation patches/s CPU vs GPU,
-#              patch by patch and batched, and whether the batched path makes the host wait;
-#              the planned DynUNet's nnU-Net recipe in steps/s, augmenting in 8 loader workers
-#              against on the device (issue 20: device must be faster, or not offered)
+#              measured memory per family, a BraTS-size prediction
+#   augment:   augmentation patches/s CPU vs GPU, patch by patch and batched, and whether the batched
+#              path makes the host wait; the planned DynUNet's nnU-Net recipe in steps/s, augmenting
+#              in 8 loader workers against on the device (issue 20: device must be faster, or not
+#              offered) (~3 min)
 #   study:     configs/studies/gpu_thesis.yaml on the demo data, one GPU, and its comparison (~8 min)
 #   precision: the demo in float32 against bf16-mixed, same seed (test DSC within 0.005?)
 #   contrast:  the any-contrast table at a GPU's budget (48 epochs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp}
-SECTIONS=${*:-speed study precision contrast}
+SECTIONS=${*:-speed augment study precision contrast}
 # Offline: what the machine lacks comes as wheels in .whl/ (benchmarks/gpu_wheels.sh, run where pip
 # reaches a registry; carry .whl), installed without an index; nothing is fetched.
 PY=python3
@@ -28,7 +29,8 @@ $PY -c "import torch; assert torch.cuda.is_available(), 'no GPU'; print(torch.__
 for section in $SECTIONS; do
   case $section in
     speed)
-      $PY -m benchmarks.gpu_fast_path --steps 5 --compile | tee "$OUT/gpu_fast_path.txt"
+      $PY -m benchmarks.gpu_fast_path --steps 5 --compile | tee "$OUT/gpu_fast_path.txt" ;;
+    augment)
       $PY -m benchmarks.augmentation_device | tee "$OUT/augmentation_device.txt"
       $PY -m demo.synthetic_iseg --out data/demo/iSeg-2017-Training
       $PY -m benchmarks.train_step --config configs/demo.yaml --config configs/models/dynunet.yaml \
@@ -46,6 +48,6 @@ for section in $SECTIONS; do
     contrast)
       $PY -m benchmarks.contrast_agnostic --out /tmp/contrast --accelerator gpu --epochs 48 \
         | tee "$OUT/contrast_agnostic.txt" ;;
-    *) echo "gpu_check.sh: unknown section $section (speed, study, precision, contrast)" >&2; exit 2 ;;
+    *) echo "gpu_check.sh: unknown section $section (speed, augment, study, precision, contrast)" >&2; exit 2 ;;
   esac
 done
