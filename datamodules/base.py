@@ -11,7 +11,7 @@ from typing import Any, Literal
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from core.export import OUR_NAMES, OutputNames
@@ -164,6 +164,7 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
         if augment_on not in ("loader", "device"):
             raise ValueError(f"augment_on must be 'loader' or 'device', got {augment_on!r}")
         self.augment_on = augment_on
+        self._device_checked = False  # augment_on: device on a CPU is said once
         self.cache = VolumeCache(cache_dir)
         self.preprocess_workers = (os.cpu_count() or 1) if preprocess_workers is None else preprocess_workers
         self.num_workers = num_workers
@@ -285,6 +286,12 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
         torch's (seeded) RNG and the rank."""
         if self.augment_on != "device" or self.augment is None or self.trainer is None or not self.trainer.training:
             return batch
+        if not self._device_checked:
+            self._device_checked = True
+            if batch["image"].device.type == "cpu":
+                rank_zero_warn("augment_on: device, but the model trains on the CPU: each batch is augmented in the "
+                               "training process between steps; augment_on: loader with num_workers > 0 augments "
+                               "in the loader's workers while the model trains")
         image, label = self.augment.batch(batch["image"], batch["label"], worker_rng())
         return {**batch, "image": image, "label": label}
 

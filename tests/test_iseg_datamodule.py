@@ -103,7 +103,8 @@ def test_augmentation_on_the_device_is_one_batched_call_for_the_training_batch(i
     dm.trainer = SimpleNamespace(training=True)
     before = {key: value.clone() for key, value in batch.items() if isinstance(value, torch.Tensor)}
     torch.manual_seed(7)
-    out = dm.on_after_batch_transfer(batch, 0)
+    with pytest.warns(UserWarning, match="augment_on: device, but the model trains on the CPU"):
+        out = dm.on_after_batch_transfer(batch, 0)
     torch.manual_seed(7)
     expected_image, expected_label = dm.augment.batch(batch["image"], batch["label"], worker_rng())
     torch.testing.assert_close(out["image"], expected_image)
