@@ -651,12 +651,13 @@ class Augmentation:
         image = _plain(image).float()
         label = _plain(label)
         random = BatchRandom(rng, image.device)
-        for step in self.steps:
-            if hasattr(step, "batch"):
-                image, label = step.batch(image, label, random)
-            else:
-                pairs = [step(one_image, one_label, rng) for one_image, one_label in zip(image, label, strict=True)]
-                image, label = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+        with torch.autocast(image.device.type, enabled=False):  # float32 fields and filters, whatever the caller's
+            for step in self.steps:
+                if hasattr(step, "batch"):
+                    image, label = step.batch(image, label, random)
+                else:
+                    pairs = [step(one_image, one_label, rng) for one_image, one_label in zip(image, label, strict=True)]
+                    image, label = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
         return image.to(image_dtype).contiguous(), label.to(label_dtype).contiguous()
 
     def __repr__(self) -> str:

@@ -489,3 +489,17 @@ def test_labels_to_image_runs_patch_by_patch_inside_a_batch() -> None:
     assert out.shape == (2, 1, *SHAPE) and out_label.shape == (2, 1, *SHAPE)
     assert not torch.equal(out[0], out[1])
     assert bool((out[out_label == 0] == 0).all())  # the generator's background stays 0
+
+
+def test_the_batch_path_computes_in_float32_inside_a_bf16_autocast() -> None:
+    """The fields and filters are float32 even where the caller runs under autocast (the
+    training step's bf16-mixed): the same batch as outside it."""
+    specs = [{"name": "affine", "prob": 1.0}, {"name": "blur", "prob": 1.0, "per_channel_prob": 1.0},
+             {"name": "elastic", "prob": 1.0}]
+    label = phantom()
+    images, labels = image_for(label).expand(2, 2, *SHAPE), label.expand(2, 1, *SHAPE)
+    plain = build_augmentation(specs).batch(images, labels, np.random.default_rng(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = build_augmentation(specs).batch(images, labels, np.random.default_rng(3))
+    assert inside[0].dtype == torch.float32
+    assert torch.equal(inside[0], plain[0]) and torch.equal(inside[1], plain[1])
