@@ -118,9 +118,10 @@ class BatchRandom:
     the NumPy generator ``rng`` (host numbers, so choosing never waits for the device), voxel
     fields from ``noise``, a torch generator on the batch's device seeded from ``rng``."""
 
-    def __init__(self, rng: np.random.Generator, device: torch.device) -> None:
+    def __init__(self, rng: np.random.Generator, device: torch.device, classes: int | None = None) -> None:
         self.rng = rng
         self.noise = torch.Generator(device=device).manual_seed(int(rng.integers(2**62)))
+        self.classes = classes  # the label space's class count, where the caller knows it
 
     def fires(self, prob: float, count: int) -> list[int]:
         """The patches (indices of ``count``) for which a step of probability ``prob`` fires."""
@@ -634,13 +635,14 @@ class Augmentation:
             image, label = step(image, label, rng)
         return image.to(image_dtype).contiguous(), label.to(label_dtype).contiguous()
 
-    def batch(self, image: torch.Tensor, label: torch.Tensor,
-              rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, image: torch.Tensor, label: torch.Tensor, rng: np.random.Generator,
+              classes: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Augment a batch on its own device: image (B, C, D, H, W), label (B, 1, D, H, W) int64.
 
-        Each step is one batched call over the patches it fires for (see the module docstring);
-        a step without a batched form (``labels_to_image``) runs patch by patch. All randomness
-        comes from ``rng``; the inputs are not modified."""
+        Each step is one batched call over the patches it fires for (see the module docstring).
+        ``classes``: the label space's class count (``labels_to_image`` draws an intensity per
+        class; without it, it reads the batch's largest class back once). All randomness comes
+        from ``rng``; the inputs are not modified."""
         image = torch.as_tensor(image)
         label = torch.as_tensor(label)
         if image.ndim != 5 or label.ndim != 5 or label.shape[1] != 1 or image.shape[0] != label.shape[0] \
@@ -650,14 +652,10 @@ class Augmentation:
         image_dtype, label_dtype = image.dtype, label.dtype
         image = _plain(image).float()
         label = _plain(label)
-        random = BatchRandom(rng, image.device)
+        random = BatchRandom(rng, image.device, classes)
         with torch.autocast(image.device.type, enabled=False):  # float32 fields and filters, whatever the caller's
             for step in self.steps:
-                if hasattr(step, "batch"):
-                    image, label = step.batch(image, label, random)
-                else:
-                    pairs = [step(one_image, one_label, rng) for one_image, one_label in zip(image, label, strict=True)]
-                    image, label = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+                image, label = step.batch(image, label, random)
         return image.to(image_dtype).contiguous(), label.to(label_dtype).contiguous()
 
     def __repr__(self) -> str:

@@ -292,7 +292,7 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
                 rank_zero_warn("augment_on: device, but the model trains on the CPU: each batch is augmented in the "
                                "training process between steps; augment_on: loader with num_workers > 0 augments "
                                "in the loader's workers while the model trains")
-        image, label = self.augment.batch(batch["image"], batch["label"], worker_rng())
+        image, label = self.augment.batch(batch["image"], batch["label"], worker_rng(), self.label_space.num_classes)
         return {**batch, "image": image, "label": label}
 
     # Loaders.

@@ -27,12 +27,13 @@ for the voxel noise on the patch's device), so a seeded generator reproduces a p
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+import datamodules.batch_ops as batch_ops
 from datamodules.batch_ops import blur
 
 
@@ -106,6 +107,49 @@ class LabelsToImage:
         volume = volume + rng.uniform(*self.noise_std) * torch.randn(volume.shape, generator=noise, device=device)
         brain = classes != 0 if self.background == "zero" else torch.ones_like(classes, dtype=torch.bool)
         return self._normalised(volume.clamp_min(0.0), brain, rng)[None], label
+
+    def batch(self, image: torch.Tensor, label: torch.Tensor, random: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same generator for a batch on its device (``augment_on: device``), the same
+        distributions, one batched call per stage: parameters drawn per patch on the host from
+        ``random.rng``, voxel noise on the device from ``random.noise``, nothing read back. The
+        class count comes from ``random.classes`` (the label space's, given by the DataModule);
+        without it the batch's largest class is read once."""
+        classes = label[:, 0].long()
+        batch, shape, device, rng = len(classes), tuple(classes.shape[1:]), classes.device, random.rng
+        count = (random.classes if random.classes is not None else int(classes.max().item()) + 1) + 1  # + ignored
+        means, stds = rng.uniform(*self.means, (batch, count)), rng.uniform(*self.stds, (batch, count))
+        if self.background == "zero":
+            means[:, 0] = stds[:, 0] = 0.0
+        index = torch.where(classes < 0, count - 1, classes).flatten(1)
+        mean = batch_ops.to_device(means, device, torch.float32).gather(1, index).view(classes.shape)
+        spread = batch_ops.to_device(stds, device, torch.float32).gather(1, index).view(classes.shape)
+        volume = mean + spread * torch.randn(classes.shape, generator=random.noise, device=device)
+        volume = blur(volume, [[sigma] * 3 for sigma in rng.uniform(*self.blur_sigma, batch)])
+        for patch in [b for b in range(batch) if rng.random() < self.resolution_prob]:
+            volume[patch] = self._thick_slices(volume[patch], rng)
+        field = torch.randn((batch, 1, *[self.bias_grid] * 3), generator=random.noise, device=device)
+        spread = batch_ops.to_device(rng.uniform(*self.bias_std, batch), device, torch.float32)
+        field = field * spread.view(-1, 1, 1, 1, 1)
+        volume = volume * torch.exp(F.interpolate(field, size=shape, mode="trilinear", align_corners=True)[:, 0])
+        noise = batch_ops.to_device(rng.uniform(*self.noise_std, batch), device, torch.float32).view(-1, 1, 1, 1)
+        volume = volume + noise * torch.randn(volume.shape, generator=random.noise, device=device)
+        brain = (classes != 0) if self.background == "zero" else torch.ones_like(classes, dtype=torch.bool)
+        gammas = np.exp(rng.normal(0.0, self.gamma_std, batch))
+        return self._normalised_batch(volume.clamp_min(0.0)[:, None], brain[:, None], gammas), label
+
+    @staticmethod
+    def _normalised_batch(volume: torch.Tensor, brain: torch.Tensor, gammas: np.ndarray) -> torch.Tensor:
+        """:meth:`_normalised` of every patch of ``volume`` ``(B, 1, D, H, W)``, its gamma
+        ``gammas[b]``; a patch without two brain voxels is all 0."""
+        stats = batch_ops.masked_channel_stats(volume, brain)
+        shape = (len(volume), 1, 1, 1, 1)
+        low, high = stats["min"].view(shape), stats["max"].view(shape)
+        power = batch_ops.to_device(gammas, volume.device, volume.dtype).view(shape)
+        scaled = ((volume - low) / (high - low).clamp_min(1e-6)).clamp(0.0, 1.0) ** power
+        scaled_stats = batch_ops.masked_channel_stats(scaled, brain)
+        z = (scaled - scaled_stats["mean"].view(shape)) / scaled_stats["std"].view(shape).clamp_min(1e-6)
+        enough = (stats["count"] > 1).view(shape)
+        return torch.where(brain & enough, z, torch.zeros((), dtype=volume.dtype))
 
     def _thick_slices(self, volume: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         """One random axis made ``thickness`` voxels thick: blurred to that width, sampled on the

@@ -503,3 +503,27 @@ def test_the_batch_path_computes_in_float32_inside_a_bf16_autocast() -> None:
         inside = build_augmentation(specs).batch(images, labels, np.random.default_rng(3))
     assert inside[0].dtype == torch.float32
     assert torch.equal(inside[0], plain[0]) and torch.equal(inside[1], plain[1])
+
+
+def test_the_batch_path_reads_nothing_back_from_the_tensors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a GPU each value read back (``.item()``, ``bool()``, ``int()``, ``float()``,
+    ``.tolist()``) makes the host wait for the device; the batch path of every step, the
+    generator included (given the class count, as the DataModule gives it), reads none."""
+    label = phantom().clamp_min(0)
+    images, labels = image_for(label).expand(2, 2, *SHAPE), label.expand(2, 1, *SHAPE)
+    specs = [*ALL_ON, {"name": "labels_to_image"}]
+    augment = build_augmentation([{**spec, **({"per_channel_prob": 1.0} if spec["name"] in ("blur", "low_resolution")
+                                              else {})} for spec in specs])
+
+    def read_back(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a value was read back from a tensor")
+
+    for method in ("item", "__bool__", "__int__", "__float__", "tolist"):
+        monkeypatch.setattr(torch.Tensor, method, read_back)
+    out, _ = augment.batch(images, labels, np.random.default_rng(0), classes=10)
+    monkeypatch.undo()
+    assert out.shape == (2, 1, *SHAPE)
+    with pytest.raises(AssertionError, match="read back"):  # the check can fail: without the count, one read
+        for method in ("item", "__bool__", "__int__", "__float__", "tolist"):
+            monkeypatch.setattr(torch.Tensor, method, read_back)
+        augment.batch(images, labels, np.random.default_rng(0))

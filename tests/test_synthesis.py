@@ -10,7 +10,7 @@ import torch
 
 from core.io import DataError
 from core.modality_profiles import ANY_CONTRAST
-from datamodules.augmentation import build_augmentation
+from datamodules.augmentation import Augmentation, build_augmentation
 from datamodules.synthesis import LabelsToImage
 
 PLAIN = {"blur_sigma": [0.0, 0.0], "resolution_prob": 0.0, "bias_std": [0.0, 0.0], "noise_std": [0.0, 0.0],
@@ -27,9 +27,25 @@ def label_patch(shape: tuple[int, int, int] = (24, 24, 24)) -> torch.Tensor:
     return label
 
 
-def test_a_generated_patch_is_one_z_scored_channel_with_zero_background() -> None:
+PATHS = ("patch", "batch")  # in the loader's workers; on the device (augment_on: device)
+
+
+def generate(step: LabelsToImage, image: torch.Tensor, label: torch.Tensor, rng: np.random.Generator,
+             path: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """One patch generated on ``path``; on ``batch`` as the middle of three copies, the label
+    space's 4 classes given as the DataModule gives them."""
+    if path == "patch":
+        return step(image, label, rng)
+    images, labels = Augmentation([step]).batch(image.expand(3, *image.shape), label.expand(3, *label.shape), rng,
+                                                classes=4)
+    assert images.shape[:2] == (3, 1) and torch.equal(labels, label.expand(3, *label.shape))
+    return images[1], labels[1]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_generated_patch_is_one_z_scored_channel_with_zero_background(path: str) -> None:
     label = label_patch()
-    image, out = LabelsToImage()(torch.zeros((2, 24, 24, 24)), label, np.random.default_rng(0))
+    image, out = generate(LabelsToImage(), torch.zeros((2, 24, 24, 24)), label, np.random.default_rng(0), path)
     assert image.shape == (1, 24, 24, 24) and image.dtype == torch.float32
     assert torch.equal(out, label)  # the label is returned as it came
     brain = label[0] != 0
@@ -38,29 +54,67 @@ def test_a_generated_patch_is_one_z_scored_channel_with_zero_background() -> Non
     assert image[0][brain].std().item() == pytest.approx(1.0, abs=1e-3)
 
 
-def test_each_label_gets_its_own_gaussian_and_each_patch_another_contrast() -> None:
+@pytest.mark.parametrize("path", PATHS)
+def test_each_label_gets_its_own_gaussian_and_each_patch_another_contrast(path: str) -> None:
     label = label_patch()
     step = LabelsToImage(**PLAIN)
     orders = set()
     for seed in range(12):
-        image = step(torch.zeros((1, 24, 24, 24)), label, np.random.default_rng(seed))[0][0]
+        image = generate(step, torch.zeros((1, 24, 24, 24)), label, np.random.default_rng(seed), path)[0][0]
         means = [image[label[0] == c].mean().item() for c in (1, 2, 3)]
         spreads = [image[label[0] == c].std().item() for c in (1, 2, 3)]
         assert max(spreads) < 1.5  # a Gaussian per label: far tighter than the z-scored whole...
         orders.add(tuple(np.argsort(means)))  # ...whose order of tissue brightness is drawn anew
     assert len(orders) >= 4  # T1-like, T2-like and other orderings among 12 patches
-    again = step(torch.zeros((1, 24, 24, 24)), label, np.random.default_rng(3))[0]
-    first = step(torch.zeros((1, 24, 24, 24)), label, np.random.default_rng(3))[0]
+    again = generate(step, torch.zeros((1, 24, 24, 24)), label, np.random.default_rng(3), path)[0]
+    first = generate(step, torch.zeros((1, 24, 24, 24)), label, np.random.default_rng(3), path)[0]
     assert torch.equal(again, first)  # all randomness from the generator
 
 
-def test_thick_slices_smooth_one_axis() -> None:
+@pytest.mark.parametrize("path", PATHS)
+def test_thick_slices_smooth_one_axis(path: str) -> None:
     label = torch.zeros((1, 32, 32, 32), dtype=torch.int64)
     label[0, 1:-1, 1:-1, 1:-1] = 1
     step = LabelsToImage(**{**PLAIN, "resolution_prob": 1.0, "thickness": [6.0, 6.0], "stds": [20.0, 25.0]})
-    image = step(torch.zeros((1, 32, 32, 32)), label, np.random.default_rng(5))[0][0][8:-8, 8:-8, 8:-8]
+    image = generate(step, torch.zeros((1, 32, 32, 32)), label, np.random.default_rng(5), path)[0][0][8:-8, 8:-8, 8:-8]
     roughness = [image.diff(dim=d).abs().mean().item() for d in range(3)]
     assert min(roughness) < 0.35 * sorted(roughness)[1]  # one axis far smoother than the other two
+
+
+class MidpointDraws:
+    """A stand-in for the NumPy generator whose draws are fixed: each ``uniform`` gives evenly
+    spaced values from low to high (the same for every patch of a batch), ``normal`` its mean."""
+
+    def uniform(self, low: float, high: float, size: int | tuple[int, ...] = ()) -> np.ndarray:
+        shape = (size,) if isinstance(size, int) else tuple(size)
+        if not shape:
+            return np.float64((low + high) / 2)
+        return np.broadcast_to(np.linspace(low, high, shape[-1]), shape).copy()
+
+    def normal(self, mean: float, std: float, size: int | tuple[int, ...] = ()) -> np.ndarray:
+        return np.full(size, float(mean)) if size != () else np.float64(mean)
+
+    def integers(self, high: int) -> int:
+        return 7
+
+    def random(self) -> float:
+        return 0.5
+
+
+def test_with_the_same_draws_the_batch_path_generates_the_patch_paths_image() -> None:
+    """Draws pinned (a Gaussian of spread 0 per class, intensities spaced over ``means``, the
+    ignored voxel its own): the two paths compute the same image, class lookups and the
+    normalisation included."""
+    label = label_patch()
+    step = LabelsToImage(**{**PLAIN, "stds": [0.0, 0.0]})
+    one, _ = step(torch.zeros((1, 24, 24, 24)), label, MidpointDraws())
+    both, _ = Augmentation([step]).batch(torch.zeros((2, 1, 24, 24, 24)), label.expand(2, 1, 24, 24, 24),
+                                         MidpointDraws(), classes=4)
+    assert len(torch.unique(one)) == 5  # background and four intensities (three classes, ignored)
+    torch.testing.assert_close(both[0], one, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(both[1], one, atol=1e-5, rtol=1e-5)
+    without_count, _ = Augmentation([step]).batch(torch.zeros((1, 1, 24, 24, 24)), label[None], MidpointDraws())
+    torch.testing.assert_close(without_count[0], one, atol=1e-5, rtol=1e-5)  # the batch's largest class read
 
 
 def test_options_are_checked() -> None:
