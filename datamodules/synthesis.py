@@ -128,8 +128,8 @@ class LabelsToImage:
         for patch in [b for b in range(batch) if rng.random() < self.resolution_prob]:
             volume[patch] = self._thick_slices(volume[patch], rng)
         field = torch.randn((batch, 1, *[self.bias_grid] * 3), generator=random.noise, device=device)
-        spread = batch_ops.to_device(rng.uniform(*self.bias_std, batch), device, torch.float32)
-        field = field * spread.view(-1, 1, 1, 1, 1)
+        bias_spread = batch_ops.to_device(rng.uniform(*self.bias_std, batch), device, torch.float32)
+        field = field * bias_spread.view(-1, 1, 1, 1, 1)
         volume = volume * torch.exp(F.interpolate(field, size=shape, mode="trilinear", align_corners=True)[:, 0])
         noise = batch_ops.to_device(rng.uniform(*self.noise_std, batch), device, torch.float32).view(-1, 1, 1, 1)
         volume = volume + noise * torch.randn(volume.shape, generator=random.noise, device=device)
