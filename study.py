@@ -234,6 +234,11 @@ class CellJob:
                                   test_dice=mean_test_dice(folder))
         return record
 
+    def fit_args(self) -> list[str]:
+        """``train.py fit``'s arguments, resuming the cell's newest checkpoint when it has one."""
+        newest = resume_from(Path(self.folder))
+        return self.fit + (["--ckpt_path", str(newest)] if newest else [])
+
     def _run(self) -> None:
         """Fit (resumed when the cell has a checkpoint), then test: Lightning's CLI, in this process."""
         if self.threads:
@@ -246,9 +251,7 @@ class CellJob:
         from train import run_cli
 
         one_line_warnings("train.py")
-        folder = Path(self.folder)
-        newest = resume_from(folder)
-        run_cli(self.fit + (["--ckpt_path", str(newest)] if newest else []))
+        run_cli(self.fit_args())
         _finish_wandb_run()
         run_cli(self.test, save_config=False)
         _finish_wandb_run()
@@ -322,9 +325,8 @@ class Runner:
         if is_done(folder):
             return []
         job = self.job(cell)
-        newest = resume_from(folder)
         prefix = [sys.executable, "train.py"]
-        return [[*prefix, *job.fit, *(["--ckpt_path", str(newest)] if newest else [])], [*prefix, *job.test]]
+        return [[*prefix, *job.fit_args()], [*prefix, *job.test]]
 
     def to_run(self, cells: Sequence[Cell]) -> list[Cell]:
         """The cells to start now, each said in one line: not done ones that no live job holds,
@@ -352,6 +354,8 @@ class Runner:
     def run(self, cells: Sequence[Cell]) -> list[dict[str, Any]]:
         """Start what is left of ``cells``; locally wait for them, on SLURM return once submitted.
         Returns one record per cell."""
+        if self.launcher == "slurm" and not self.dry_run:
+            check_slurm_commands()  # before any file is written
         chosen = self.to_run(cells)
         if self.dry_run:
             for cell in chosen:
@@ -377,7 +381,6 @@ class Runner:
             executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN)
             return executor
         resources = self.study.slurm
-        check_slurm_commands()
         executor = submitit.SlurmExecutor(folder=logs)
         gpus = int(resources["gpus"] or 0)
         sbatch = {"signal": f"USR1@{int(resources['signal_delay_s'])}",  # Lightning's: save, then requeue
@@ -600,8 +603,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             study.datasets[dataset].setdefault("args", {})[key] = yaml.safe_load(value)
         cells = study.cells(args.datasets, args.networks, args.seeds, args.folds)
         gpus = parse_gpus(args.gpus)
-        if args.launcher == "slurm" and not args.dry_run:
-            check_slurm_commands()  # before any file is written
         if gpus and args.launcher != "local":
             raise DataError("--gpus is for --launcher local; on SLURM a cell's GPUs are the study's slurm: gpus")
         max_parallel = args.max_parallel or len(gpus) or (len(cells) if args.launcher == "slurm" else 1)

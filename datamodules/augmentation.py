@@ -127,9 +127,25 @@ class BatchRandom:
         """The patches (indices of ``count``) for which a step of probability ``prob`` fires."""
         return [i for i in range(count) if self.rng.random() < prob]
 
+    def channels(self, prob: float, patches: int, channels: int) -> list[tuple[int, int]]:
+        """The (patch, channel) pairs for which a per-channel change of probability ``prob`` fires."""
+        return [(b, c) for b in range(patches) for c in range(channels) if self.rng.random() < prob]
+
 
 def _indices(chosen: Sequence[int], device: torch.device) -> torch.Tensor:
     return batch_ops.to_device(list(chosen), device, torch.long)
+
+
+def _on_patches(chosen: Sequence[int], image: torch.Tensor, label: torch.Tensor, change: Any,
+                moves_labels: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The patches ``chosen`` changed and put back in their places (new tensors, the inputs
+    untouched): ``change(images, labels)`` returns both, or with ``moves_labels=False``
+    ``change(images)`` returns the images and the labels stay as they are."""
+    index = _indices(chosen, image.device)
+    if not moves_labels:
+        return image.index_copy(0, index, change(image.index_select(0, index))), label
+    changed_image, changed_label = change(image.index_select(0, index), label.index_select(0, index))
+    return image.index_copy(0, index, changed_image), label.index_copy(0, index, changed_label)
 
 
 class Flip:
@@ -162,9 +178,7 @@ class Flip:
                 continue
             if len(chosen) == len(image):  # one flip of the whole batch
                 return torch.flip(image, dims), torch.flip(label, dims)
-            index = _indices(chosen, image.device)
-            image = image.index_copy(0, index, image.index_select(0, index).flip(dims))
-            label = label.index_copy(0, index, label.index_select(0, index).flip(dims))
+            image, label = _on_patches(chosen, image, label, lambda i, lab, d=dims: (i.flip(d), lab.flip(d)))
         return image, label
 
 
@@ -218,13 +232,11 @@ class Affine:
                     grid_scales: np.ndarray, translations: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """The patches ``chosen`` moved by MONAI's affine of the given parameters (radians, grid
         scale factors, voxels), as the patch path's RandAffined resamples them."""
-        index = _indices(chosen, image.device)
-        part = image.index_select(0, index)
-        thetas = batch_ops.to_device(batch_ops.affine_thetas(part.shape[2:], rotations, grid_scales, translations),
+        thetas = batch_ops.to_device(batch_ops.affine_thetas(image.shape[2:], rotations, grid_scales, translations),
                                      image.device)
-        grid = F.affine_grid(thetas, list(part.shape), align_corners=False)
-        moved, labels = batch_ops.sample(part, label.index_select(0, index), grid, align_corners=False)
-        return image.index_copy(0, index, moved), label.index_copy(0, index, labels)
+        grid = F.affine_grid(thetas, [len(chosen), *image.shape[1:]], align_corners=False)
+        return _on_patches(chosen, image, label,
+                           lambda part, labels: batch_ops.sample(part, labels, grid, align_corners=False))
 
 
 def elastic_field(shape: Sequence[int], sigma: float, rms: float, rng: np.random.Generator) -> np.ndarray:
@@ -292,11 +304,9 @@ class Elastic:
         sigmas = random.rng.uniform(*self.sigma, len(chosen))
         magnitudes = random.rng.uniform(*self.magnitude, len(chosen))
         noise = torch.rand((len(chosen), 3, *image.shape[2:]), generator=random.noise, device=image.device)
-        field = smooth_fields(noise * 2.0 - 1.0, sigmas, magnitudes)
-        index = _indices(chosen, image.device)
-        moved, labels = batch_ops.sample(image.index_select(0, index), label.index_select(0, index),
-                                         batch_ops.displacement_grid(field), align_corners=True)
-        return image.index_copy(0, index, moved), label.index_copy(0, index, labels)
+        grid = batch_ops.displacement_grid(smooth_fields(noise * 2.0 - 1.0, sigmas, magnitudes))
+        return _on_patches(chosen, image, label,
+                           lambda part, labels: batch_ops.sample(part, labels, grid, align_corners=True))
 
 
 def smooth_fields(noise: torch.Tensor, sigmas: Sequence[float], rms: Sequence[float]) -> torch.Tensor:
@@ -341,12 +351,12 @@ class _BrainIntensity:
         chosen = random.fires(self.prob, len(image))
         if not chosen:
             return image, label
-        index = _indices(chosen, image.device)
-        part = image.index_select(0, index)
+        return _on_patches(chosen, image, label, lambda part: self._changed(part, random), moves_labels=False)
+
+    def _changed(self, part: torch.Tensor, random: BatchRandom) -> torch.Tensor:
         mask = batch_ops.brain_masks(part)
-        changed = self.apply_batch(part, mask, random)
         enough = mask.flatten(1).sum(1) >= self.min_brain_voxels  # as the patch path, which skips the others
-        return image.index_copy(0, index, torch.where(enough.view(-1, 1, 1, 1, 1), changed, part)), label
+        return torch.where(enough.view(-1, 1, 1, 1, 1), self.apply_batch(part, mask, random), part)
 
     def apply_batch(self, image: torch.Tensor, mask: torch.Tensor, random: BatchRandom) -> torch.Tensor:
         """The change inside ``mask`` (``(B, 1, ...)``) of every patch of ``image``."""
@@ -492,8 +502,7 @@ class Blur(_BrainIntensity):
         return out
 
     def apply_batch(self, image: torch.Tensor, mask: torch.Tensor, random: BatchRandom) -> torch.Tensor:
-        pairs = [(b, c) for b in range(image.shape[0]) for c in range(image.shape[1])
-                 if random.rng.random() < self.per_channel_prob]
+        pairs = random.channels(self.per_channel_prob, *image.shape[:2])
         return self.blur_batch(image, mask, pairs, random.rng.uniform(*self.sigma, len(pairs)))
 
     @staticmethod
@@ -584,8 +593,7 @@ class LowResolution(_BrainIntensity):
         return out
 
     def apply_batch(self, image: torch.Tensor, mask: torch.Tensor, random: BatchRandom) -> torch.Tensor:
-        pairs = [(b, c) for b in range(image.shape[0]) for c in range(image.shape[1])
-                 if random.rng.random() < self.per_channel_prob]
+        pairs = random.channels(self.per_channel_prob, *image.shape[:2])
         return self.low_resolution_batch(image, mask, pairs, random.rng.uniform(*self.zoom, len(pairs)))
 
     @staticmethod
