@@ -132,6 +132,26 @@ class SegmentationCLI(LightningCLI):
     """The CLI: any DataModule by class path; the network, its size and the data's channels,
     classes and patch size flow into the model without being repeated in the config."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        given = kwargs.get("args")
+        given = sys.argv[1:] if given is None else given
+        first = given[0] if isinstance(given, list | tuple) and given else None
+        self._asked = first if first in type(self).subcommands() else None
+        super().__init__(*args, **kwargs)
+
+    def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
+        """Build the parser of the subcommand the command line starts with, not all four: each holds
+        the whole signature of the Trainer, model and data (about 0.2 s apiece). Any other command line
+        (``--help``, a mistyped subcommand, options first) gets all four, as Lightning builds them."""
+        if self._asked is None:
+            return super()._add_subcommands(parser, **kwargs)
+        asked = {self._asked: type(self).subcommands()[self._asked]}
+        self.subcommands = lambda: asked  # type: ignore[method-assign]  # Lightning's loop reads self.subcommands()
+        try:
+            super()._add_subcommands(parser, **kwargs)
+        finally:
+            del self.subcommands
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.set_defaults({

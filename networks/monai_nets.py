@@ -3,6 +3,7 @@ interface and the same clear input checks as our own networks."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -30,14 +31,22 @@ class SegResNet(nets.SegResNet):
         return super().forward(x)
 
 
-@register_network("highresnet", smoke=SmokeSettings({}, (8, 12, 16)))
+@register_network("highresnet", smoke=SmokeSettings({"base_features": 4}, (8, 12, 16)))
 class HighResNet(nets.HighResNet):
     """HighResNet (Li et al., IPMI 2017) as MONAI builds it: 20 padded layers, residual blocks
-    of 16, 32 and 64 maps with dilations 1, 2 and 4; full resolution throughout, any size."""
+    of 16, 32 and 64 maps with dilations 1, 2 and 4; full resolution throughout, any size.
+    ``base_features`` scales every layer's width (16: the paper's, MONAI's default layers)."""
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 2, dropout_prob: float = 0.0) -> None:
+    def __init__(self, in_channels: int = 1, num_classes: int = 2, dropout_prob: float = 0.0,
+                 base_features: int = 16) -> None:
+        if base_features < 1:
+            raise ValueError(f"HighResNet needs base_features >= 1, got {base_features}")
+        # MONAI's layer table with every width scaled: 16, 16, 32, 64, 80 maps at base 16.
+        scale = {"conv_0": 1, "res_1": 1, "res_2": 2, "res_3": 4, "conv_1": 5}
+        layers = tuple({**layer, "n_features": scale[layer["name"]] * base_features} if layer["name"] in scale
+                       else dict(layer) for layer in nets.highresnet.DEFAULT_LAYER_PARAMS_3D)
         super().__init__(spatial_dims=3, in_channels=in_channels, out_channels=num_classes,
-                         dropout_prob=dropout_prob)
+                         dropout_prob=dropout_prob, layer_params=layers)
         self.in_channels = in_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -118,12 +127,12 @@ class DynUNet(nets.DynUNet):
 
 
 @register_network("swinunetr", smoke=SmokeSettings(
-    {"feature_size": 12, "depths": (1, 1, 1, 1), "window_size": 4}, input_size=(64, 64, 64), size_divisor=32,
-    batch_size=1, patch_size=(64, 64, 64)))
+    {"feature_size": 12, "depths": (1, 1, 1, 1), "window_size": 4}, input_size=(64, 32, 32), size_divisor=32,
+    batch_size=1, patch_size=(64, 32, 32)))
 class SwinUNETR(nets.SwinUNETR):
     """SwinUNETR (Hatamizadeh et al. 2022) from MONAI: a Swin transformer encoder (window 7,
     depths 2-2-2-2) with a convolutional decoder; ``feature_size`` 48 as in the paper (62 M);
-    sizes divisible by 32 and at least 64."""
+    sides divisible by 32, at least one of them 64 or more."""
 
     def __init__(self, in_channels: int = 1, num_classes: int = 2, feature_size: int = 48,
                  depths: Sequence[int] = (2, 2, 2, 2), num_heads: Sequence[int] = (3, 6, 12, 24),
@@ -137,6 +146,11 @@ class SwinUNETR(nets.SwinUNETR):
         self.size_divisor = 32
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # The deepest features are size/32: instance norm needs more than one voxel there.
-        check_input("SwinUNETR", x, self.in_channels, self.size_divisor, min_size=2 * self.size_divisor)
+        check_input("SwinUNETR", x, self.in_channels, self.size_divisor, min_size=self.size_divisor)
+        # The deepest features are size/32 and instance-normalised: one voxel there normalises to
+        # a constant (an error in training, lost information at inference).
+        if math.prod(s // self.size_divisor for s in x.shape[2:]) < 2:
+            raise ValueError(f"SwinUNETR's deepest features are 1/{self.size_divisor} of the input, one voxel for "
+                             f"{tuple(x.shape[2:])}, which instance norm cannot normalise; make at least one side "
+                             f"{2 * self.size_divisor} or more")
         return super().forward(x)

@@ -134,6 +134,19 @@ def test_resnet3d_vae_rejects_training_patches_its_vae_was_not_built_for() -> No
     assert net.eval()(torch.zeros(1, 1, 16, 16, 32)).shape == (1, 2, 16, 16, 32)  # inference takes any size
 
 
+def test_swinunetr_needs_more_than_one_voxel_at_its_deepest_level_not_64_on_every_side() -> None:
+    """Its deepest features (1/32 of the input) are instance-normalised: 32³ leaves one voxel
+    there, refused in training and at inference alike (the meta probe that train.py runs says so
+    too); 64x32x32 leaves two and is taken."""
+    net = build_network("swinunetr", in_channels=1, num_classes=2, **SMALL["swinunetr"][0])
+    for training in (True, False):
+        assert "one voxel for (32, 32, 32)" in input_size_problem(net, 1, (32, 32, 32), training=training)
+        assert input_size_problem(net, 1, (32, 64, 32), training=training) is None
+    with pytest.raises(ValueError, match="make at least one side 64 or more"):
+        net.eval()(torch.zeros(1, 1, 32, 32, 32))
+    assert net.eval()(torch.zeros(1, 1, 32, 32, 64)).shape == (1, 2, 32, 32, 64)
+
+
 def test_vnet_parameter_counts() -> None:
     # V-Net as in the paper and the thesis' Table 1 (~45 M); the light V-Net drops the deepest
     # stage, as the thesis' released code did (12.25 M; Table 1 says ~25 M, see the README).
@@ -150,6 +163,21 @@ def test_vnet_parameter_counts() -> None:
         16, 32, 64, 128]
     with pytest.raises(ValueError, match="base_channels >= 1"):
         build_network("vnet", base_channels=0)
+
+
+def test_highresnet_is_monais_at_base_16_and_scales_every_width() -> None:
+    from monai.networks.nets import HighResNet as MonaiHighResNet
+
+    ours = build_network("highresnet", in_channels=2, num_classes=4)
+    monai = MonaiHighResNet(spatial_dims=3, in_channels=2, out_channels=4)
+    assert list(ours.state_dict()) == list(monai.state_dict())  # checkpoints of the default load either way
+    assert [v.shape for v in ours.state_dict().values()] == [v.shape for v in monai.state_dict().values()]
+    assert sum(p.numel() for p in ours.parameters()) == 809_544
+    quarter = build_network("highresnet", in_channels=2, num_classes=4, base_features=4)
+    widths = [m.out_channels for m in quarter.modules() if isinstance(m, torch.nn.Conv3d)]
+    assert widths[0] == 4 and sorted(set(widths)) == [4, 8, 16, 20] and widths[-1] == 4  # 16, 32, 64, 80 / 4; 4 classes
+    with pytest.raises(ValueError, match="base_features >= 1"):
+        build_network("highresnet", base_features=0)
 
 
 @pytest.mark.parametrize(("name", "in_channels", "ours", "thesis"), [

@@ -276,6 +276,24 @@ def test_network_options_are_listed_by_the_cli_and_checked_before_building(capsy
     assert "model: network 'unet3d' has no option 'base_feature'; its options: base_features" in capsys.readouterr().err
 
 
+def test_a_command_builds_its_own_subcommand_parser_and_help_lists_all_four(
+        trained: Path, tiny_demo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each subcommand's parser holds the whole Trainer, model and data signature: a command line
+    led by its subcommand builds that one only."""
+    run = cli("validate", tiny_demo_dir, tmp_path, "--ckpt_path", str(trained / "checkpoints" / "best.ckpt"))
+    assert set(run._subcommand_parsers) == {"validate"} and run.subcommand == "validate"
+    assert 0.0 <= run.trainer.callback_metrics["val/dice_mean"].item() <= 1.0
+    with pytest.raises(SystemExit) as exit_code:  # not led by a subcommand: all four, as Lightning builds them
+        run_cli(["--help"], save_config=False)
+    assert exit_code.value.code == 0
+    listed = capsys.readouterr().out
+    assert all(re.search(rf"^\s+{name}\s", listed, re.MULTILINE) for name in ("fit", "validate", "test", "predict"))
+    with pytest.raises(SystemExit) as exit_code:
+        run_cli(["fitt"], save_config=False)
+    assert exit_code.value.code == 2
+    assert "invalid choice: 'fitt' (choose from 'fit', 'validate', 'test', 'predict')" in capsys.readouterr().err
+
+
 def test_every_fit_gets_its_own_run_folder(tiny_demo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """``{run}`` in checkpoint.dirpath: a second fit never replaces the first one's best.ckpt;
