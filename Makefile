@@ -27,7 +27,8 @@ demo: venv
 
 test: venv
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -n auto tests  # one worker per core (pytest-xdist); tests/conftest.py shares the threads
+	$(PY) -m pytest -q -n auto --dist loadgroup tests  # a worker per core (pytest-xdist), a module's
+	# costly shared fixture on one of them (xdist_group); tests/conftest.py shares the threads
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -12,6 +12,9 @@ from train import run_cli
 
 from conftest import tiny_run_args
 
+# One worker runs the module (make test: --dist loadgroup), so its fit and test run once, not once per worker.
+pytestmark = pytest.mark.xdist_group("wandb_record")
+
 
 def wandb_args(subcommand: str, data: Path, save_dir: Path, *extra: str) -> list[str]:
     """The tiny run with the default logger (offline W&B) under ``save_dir``."""
