@@ -21,9 +21,10 @@ from jsonargparse import Namespace
 from pytorch_lightning import LightningModule
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from core.checkpoint import WANDB_RUN_ID, model_hparams, read_checkpoint
-from core.io import DataError, one_line_warnings, unused_path, write_text_atomically
+from core.io import DataError, DataWarning, one_line_warnings, unused_path, write_text_atomically
 from core.labels import LabelSpace
 from core.provenance import code_version
 from datamodules import VolumeSegmentationDataModule
@@ -274,7 +275,9 @@ class SegmentationCLI(LightningCLI):
         """Plan the fit's run folder (``{run}``; a requeued SLURM job resumes its newest
         checkpoint), then read the checkpoint to resume or evaluate once: Lightning takes the
         model's arguments from it; one written before the label space was stored whole has its
-        separate label arguments folded into it."""
+        separate label arguments folded into it. The inference settings given on the command
+        line or in a config (``INFERENCE_OPTIONS``) win over the checkpoint's, and the network
+        given there is said when it is not the checkpoint's, never dropped in silence."""
         self.resumed: dict[str, Any] = {}  # the checkpoint given by --ckpt_path, read once here
         self.run_folder = RunFolder(None, None, None)
         subcommand = self.config.get("subcommand")
@@ -293,7 +296,43 @@ class SegmentationCLI(LightningCLI):
         if not ckpt_path or not Path(ckpt_path).is_file():
             return
         self.resumed = read_checkpoint(ckpt_path)  # weights_only, memory-mapped; bad files named
-        self.config = self.parser.parse_object({subcommand: {"model": model_hparams(self.resumed)}}, self.config)
+        stored = model_hparams(self.resumed)
+        given = self._given_model_options(subcommand)
+        for key in INFERENCE_OPTIONS:
+            if key in given and _plain(given[key]) != _plain(stored.get(key)):
+                rank_zero_info(f"model.{key}: {_plain(given[key])} as given, not the checkpoint's "
+                               f"{_plain(stored.get(key))}")
+                stored[key] = given[key]
+        for key in ("network", "network_kwargs"):
+            if key in given and _plain(given[key]) != _plain(stored.get(key)):
+                rank_zero_warn(f"model.{key}: the checkpoint's {_plain(stored.get(key))} is used, not "
+                               f"{_plain(given[key])} as given: {ckpt_path} holds that network's weights",
+                               category=DataWarning)
+        self.config = self.parser.parse_object({subcommand: {"model": stored}}, self.config)
+
+    def _given_model_options(self, subcommand: str) -> dict[str, Any]:
+        """The model options the command line or a config file gives: named on the command line,
+        or set to something other than the parser's default."""
+        defaults = self._parser(subcommand).get_defaults().model
+        model = self.config[subcommand].model
+        named = {word.split("=")[0].removeprefix("--model.") for word in self.command if word.startswith("--model.")}
+        return {key: model.get(key) for key in (*INFERENCE_OPTIONS, "network", "network_kwargs")
+                if key in named or _plain(model.get(key)) != _plain(defaults.get(key))}
+
+
+INFERENCE_OPTIONS = ("inference_roi_size", "sw_batch_size", "sw_overlap", "channels_last")
+"""Model options that change how a trained network is run, not its weights: given ones win over a checkpoint's."""
+
+
+def _plain(value: Any) -> Any:
+    """A value as a checkpoint stores it (tuples as lists, Namespaces as dicts), for comparing."""
+    if isinstance(value, Namespace):
+        value = value.as_dict()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 class _DropMessages(logging.Filter):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.io import DataError
+from core.io import DataError, DataWarning
 from lightning_modules import SegmentationModule
 from train import SegmentationCLI, run_cli
 
@@ -292,6 +292,28 @@ def test_a_command_builds_its_own_subcommand_parser_and_help_lists_all_four(
         run_cli(["fitt"], save_config=False)
     assert exit_code.value.code == 2
     assert "invalid choice: 'fitt' (choose from 'fit', 'validate', 'test', 'predict')" in capsys.readouterr().err
+
+
+def test_inference_settings_given_win_over_the_checkpoints_and_another_network_is_said(
+        trained: Path, tiny_demo_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``train.py test --ckpt_path``: the checkpoint decides the network; the window, overlap,
+    window batch and weight layout given on the command line (even at the default's value) or in
+    a config are used, and said. Before, they were dropped for the checkpoint's in silence."""
+    best = str(trained / "checkpoints" / "best.ckpt")
+    plain = cli("test", tiny_demo_dir, tmp_path / "plain", "--ckpt_path", best).model.segmenter
+    assert (plain.roi_size, plain.sw_overlap, plain.sw_batch_size) == ((16, 16, 16), 0.5, 4)  # the checkpoint's
+    with caplog.at_level("INFO"), pytest.warns(DataWarning, match=r"model\.network_kwargs: the checkpoint's "
+                                               r"\{'base_features': 2\} is used, not \{'base_features': 4\} as given"):
+        run = cli("test", tiny_demo_dir, tmp_path / "given", "--ckpt_path", best, "--model.sw_overlap", "0.25",
+                  "--model.inference_roi_size", "[24, 24, 24]", "--model.sw_batch_size", "2",
+                  "--model.network_kwargs", "{base_features: 4}")
+    given = run.model.segmenter
+    assert (given.roi_size, given.sw_overlap, given.sw_batch_size) == ((24, 24, 24), 0.25, 2)
+    assert "model.sw_overlap: 0.25 as given, not the checkpoint's 0.5" in caplog.text
+    assert "model.inference_roi_size: [24, 24, 24] as given, not the checkpoint's None" in caplog.text
+    assert "model.sw_batch_size: 2 as given, not the checkpoint's 4" in caplog.text  # 2 is the default, but named
+    assert run.model.hparams.network_kwargs == {"base_features": 2}  # the weights' network
+    assert 0.0 <= run.trainer.callback_metrics["test/dice_mean"].item() <= 1.0
 
 
 def test_every_fit_gets_its_own_run_folder(tiny_demo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
