@@ -48,20 +48,20 @@ def cpu_fast_precision() -> str:
     return "bf16" if fast_bf16("cpu") else "32"
 
 
-def cpu_fast(sw_overlap: float | None = None, sw_batch_size: int | None = None, window_scale: int = 1,
+def cpu_fast(sw_overlap: float | None = None, sw_batch_size: int | None = None, window_scale: int | None = None,
              precision: str | None = None) -> dict[str, Any]:
     """The CPU preset's window and precision settings, a setting given explicitly kept (windows
     at least the preset's scale)."""
     return {"sw_overlap": CPU_FAST["sw_overlap"] if sw_overlap is None else sw_overlap,
             "sw_batch_size": sw_batch_size or CPU_FAST["sw_batch_size"],
-            "window_scale": max(window_scale, CPU_FAST["window_scale"]),
+            "window_scale": max(window_scale or 1, CPU_FAST["window_scale"]),
             "precision": precision or cpu_fast_precision()}
 
 
 def predict(checkpoint: Path | Sequence[Path], inputs: Sequence[Path], output: Path, device: str = "cpu",
             sw_overlap: float | None = None, sw_batch_size: int | None = None, flips: bool = False,
             save_probabilities: bool = False, subject_id: str | None = None, overwrite: bool = False,
-            window_scale: int = 1, precision: str = "32", contrast: str | None = None) -> list[Path]:
+            window_scale: int | None = None, precision: str = "32", contrast: str | None = None) -> list[Path]:
     """Segment every subject of ``inputs`` with one checkpoint or the ensemble of several;
     returns the segmentation files written. ``contrast``: for a folder and a model of any
     contrast, the modality of the folder's layout to segment (default: the one it was validated on)."""
@@ -95,8 +95,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--probabilities", action="store_true", help="also write per-class probability maps")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace earlier predictions of the same subjects in --output (never any other file)")
-    parser.add_argument("--window-scale", type=int, default=1,
-                        help="sliding windows this many times the checkpoint's per side (padded networks)")
+    parser.add_argument("--window-scale", type=int,
+                        help="sliding windows this many times the checkpoint's window per side (default: the "
+                             "checkpoint's window_scale, 1 for checkpoints without one)")
     parser.add_argument("--threads", type=int, help="CPU threads for inference (default: torch's)")
     parser.add_argument("--precision", choices=PRECISIONS,
                         help="bf16: the network under bfloat16 autocast (GPUs from Ampere on, CPUs with AVX512-BF16); "

@@ -320,7 +320,7 @@ class SegmentationCLI(LightningCLI):
                 if key in named or _plain(model.get(key)) != _plain(defaults.get(key))}
 
 
-INFERENCE_OPTIONS = ("inference_roi_size", "sw_batch_size", "sw_overlap", "channels_last")
+INFERENCE_OPTIONS = ("inference_roi_size", "window_scale", "sw_batch_size", "sw_overlap", "channels_last")
 """Model options that change how a trained network is run, not its weights: given ones win over a checkpoint's."""
 
 

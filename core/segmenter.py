@@ -214,10 +214,11 @@ class Segmenter(ScanSegmenter):
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None,
-                        sw_overlap: float | None = None, sw_batch_size: int | None = None, window_scale: int = 1,
-                        progress: bool = False, precision: str = "32") -> Segmenter:
+                        sw_overlap: float | None = None, sw_batch_size: int | None = None,
+                        window_scale: int | None = None, progress: bool = False, precision: str = "32") -> Segmenter:
         """Everything from the checkpoint alone: network, label space, modalities,
-        preprocessing (the DataModule's saved arguments) and window (the model's)."""
+        preprocessing (the DataModule's saved arguments) and windows (the model's; a setting
+        given here wins)."""
         checkpoint = read_checkpoint(path)
         hparams = model_hparams(checkpoint)
         labels = LabelSpace.from_dict(hparams["label_space"])
@@ -242,7 +243,7 @@ class Segmenter(ScanSegmenter):
             datamodule=datamodule,
             profiles=ModalityProfiles.from_dict(checkpoint.get(MODALITY_PROFILES)),
             progress=progress,
-            window_scale=int(window_scale),
+            window_scale=int(hparams.get("window_scale") or 1 if window_scale is None else window_scale),
             precision=precision,
         )
 
@@ -309,8 +310,8 @@ class Ensemble(ScanSegmenter):
 
     @classmethod
     def from_checkpoints(cls, paths: Sequence[str | Path], device: str | torch.device | None = None,
-                         sw_overlap: float | None = None, sw_batch_size: int | None = None, window_scale: int = 1,
-                         progress: bool = False, precision: str = "32") -> Ensemble:
+                         sw_overlap: float | None = None, sw_batch_size: int | None = None,
+                         window_scale: int | None = None, progress: bool = False, precision: str = "32") -> Ensemble:
         return cls(tuple(Segmenter.from_checkpoint(p, device, sw_overlap, sw_batch_size, window_scale, progress,
                                                    precision) for p in paths))
 
@@ -323,8 +324,9 @@ class Ensemble(ScanSegmenter):
 
 
 def load_segmenter(checkpoints: str | Path | Sequence[str | Path], device: str | torch.device | None = None,
-                   sw_overlap: float | None = None, sw_batch_size: int | None = None, window_scale: int = 1,
-                   progress: bool = False, precision: str = "32") -> Segmenter | Ensemble:
+                   sw_overlap: float | None = None, sw_batch_size: int | None = None,
+                   window_scale: int | None = None, progress: bool = False,
+                   precision: str = "32") -> Segmenter | Ensemble:
     """A :class:`Segmenter` for one checkpoint, an :class:`Ensemble` of several (window settings
     and precision for every member alike)."""
     paths = [checkpoints] if isinstance(checkpoints, str | Path) else list(checkpoints)

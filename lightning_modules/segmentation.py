@@ -60,6 +60,10 @@ class SegmentationModule(pl.LightningModule):
         roi_size: sliding-window size (``train.py`` sets it to the training patch size).
         inference_roi_size: a different window for validation/test/predict, e.g. larger
             windows for unpadded networks, which waste less of each window on its border.
+        window_scale: inference windows this many times ``inference_roi_size`` (or the patch)
+            per side, no larger than the volume rounded up to whole windows: fewer, larger windows
+            recompute less of the overlap (the demo's volume: 1.97 s against 5.00 s at 2); any
+            integer keeps every size the network must divide by.
         sw_batch_size: windows per forward pass at inference.
         sw_overlap: overlap of neighbouring windows at inference (raised where an unpadded
             network needs more to cover every voxel with a window's valid centre).
@@ -89,6 +93,7 @@ class SegmentationModule(pl.LightningModule):
         lr_scheduler: LRSchedulerCallable | None = PolyLR,
         roi_size: tuple[int, int, int] = (64, 64, 64),
         inference_roi_size: tuple[int, int, int] | None = None,
+        window_scale: int = 1,
         sw_batch_size: int = 2,
         sw_overlap: float = 0.5,
         flips: bool = False,
@@ -136,7 +141,7 @@ class SegmentationModule(pl.LightningModule):
         return Segmenter(self.network, self.labels, tuple(hp.inference_roi_size or hp.roi_size),
                          tuple(hp.modalities or ()), sw_batch_size=hp.sw_batch_size, sw_overlap=hp.sw_overlap,
                          source=f"{type(self).__name__}({hp.network})", profiles=self.modality_profiles,
-                         precision=precision)
+                         window_scale=int(hp.get("window_scale") or 1), precision=precision)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.network(image)

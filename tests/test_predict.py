@@ -376,7 +376,8 @@ def test_the_cpu_preset_uses_larger_windows_less_overlap_and_no_mirroring(checkp
                                                                           tmp_path: Path) -> None:
     from core.segmenter import Segmenter
 
-    segmenter = Segmenter.from_checkpoint(checkpoint, "cpu")
+    assert Segmenter.from_checkpoint(checkpoint, "cpu").window_scale == 2  # the checkpoint's (configs/demo.yaml)
+    segmenter = Segmenter.from_checkpoint(checkpoint, "cpu", window_scale=1)  # given: wins
     assert segmenter.window((27, 33, 29)) == (16, 16, 16)
     segmenter.window_scale = 2
     # Twice the 16^3 training window, but never more than the volume in whole 16-voxel windows.
