@@ -34,7 +34,6 @@ import torch
 import torch.nn.functional as F
 
 import datamodules.batch_ops as batch_ops
-from datamodules.batch_ops import blur
 
 
 def _interval(name: str, value: Sequence[float], low: float = 0.0) -> tuple[float, float]:
@@ -50,7 +49,7 @@ def _interval(name: str, value: Sequence[float], low: float = 0.0) -> tuple[floa
 def blur_axes(volume: torch.Tensor, sigmas: Sequence[float], truncate: float = 3.0) -> torch.Tensor:
     """``volume`` (D, H, W) smoothed by a Gaussian of ``sigmas[axis]`` voxels along each axis
     (0: that axis untouched), edges replicated."""
-    return blur(volume[None], [sigmas], truncate)[0]
+    return batch_ops.blur(volume[None], [sigmas], truncate)[0]
 
 
 class LabelsToImage:
@@ -124,7 +123,7 @@ class LabelsToImage:
         mean = batch_ops.to_device(means, device, torch.float32).gather(1, index).view(classes.shape)
         spread = batch_ops.to_device(stds, device, torch.float32).gather(1, index).view(classes.shape)
         volume = mean + spread * torch.randn(classes.shape, generator=random.noise, device=device)
-        volume = blur(volume, [[sigma] * 3 for sigma in rng.uniform(*self.blur_sigma, batch)])
+        volume = batch_ops.blur(volume, [[sigma] * 3 for sigma in rng.uniform(*self.blur_sigma, batch)])
         for patch in [b for b in range(batch) if rng.random() < self.resolution_prob]:
             volume[patch] = self._thick_slices(volume[patch], rng)
         field = torch.randn((batch, 1, *[self.bias_grid] * 3), generator=random.noise, device=device)

@@ -141,7 +141,7 @@ class SegmentationModule(pl.LightningModule):
         return Segmenter(self.network, self.labels, tuple(hp.inference_roi_size or hp.roi_size),
                          tuple(hp.modalities or ()), sw_batch_size=hp.sw_batch_size, sw_overlap=hp.sw_overlap,
                          source=f"{type(self).__name__}({hp.network})", profiles=self.modality_profiles,
-                         window_scale=int(hp.get("window_scale") or 1), precision=precision)
+                         window_scale=hp.window_scale, precision=precision)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.network(image)
