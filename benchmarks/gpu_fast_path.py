@@ -1,18 +1,22 @@
 """Training steps and whole-volume prediction on the device at hand: time, memory, FLOPs.
 
     python -m benchmarks.gpu_fast_path                       # on a GPU: the full table (a few minutes)
+    python -m benchmarks.gpu_fast_path --networks unet3d segresnet --patches 128 --compile unet3d
     python -m benchmarks.gpu_fast_path --quick               # CPU-sized: small patches, 2 steps
 
-For the 3D U-Net (32 base maps, 19 M parameters) and SegResNet (16 initial filters) at 128³ and
-the thesis patch (64 x 128 x 128), batch ``--batch``, 2 channels, 4 classes, Dice + CE, SGD, it
-prints per setting (fp32; bf16 autocast; bf16 + channels_last_3d; with ``--compile`` also
-torch.compile): step time (median after warm-up), samples/s, peak memory (CUDA's allocator; on
-CPU none is measured), model FLOPs per step counted by ``torch.utils.flop_counter`` on one
-forward + backward, and achieved TFLOP/s. Then the memory ``core/planning.py`` predicts for a
-DynUNet plan against the peak measured for it. Last, a BraTS-size volume (4 x 240 x 240 x 155)
-segmented by ``core.inference.sliding_window_logits`` (our path) and by MONAI's
-``sliding_window_inference`` called directly, windows on the device and stitching on the device
-or, for volumes that do not fit, on the CPU: time and peak memory of each.
+First the memory ``core/planning.py`` predicts for each family it plans (the DynUNet as the
+planner configures it) against the peak a bf16 step really takes. Then, for the 3D U-Net (32 base
+maps, 19 M parameters), SegResNet (16 initial filters), V-Net and DynUNet at 128³ and the thesis
+patch (64 x 128 x 128), batch ``--batch``, 2 channels, 4 classes, Dice + CE, SGD, per setting
+(fp32; bf16 autocast where bf16 is native; bf16 + channels_last_3d on a GPU; last, for the
+networks ``--compile`` names, or all with no name, torch.compile of the bf16 settings, a minute or
+so each to compile): step time (median after the first step, whose time is given too), samples/s,
+peak memory (CUDA's allocator; none on a CPU), model FLOPs per step counted by
+``torch.utils.flop_counter`` on one forward + backward (once per network and patch), and achieved
+TFLOP/s. Last, a BraTS-size volume (4 x 240 x 240 x 155) segmented by
+``core.inference.sliding_window_logits`` (our path) and by MONAI's ``sliding_window_inference``
+called directly, windows on the device and stitching on the device or, for volumes that do not
+fit, on the CPU: time and peak memory of each.
 """
 
 from __future__ import annotations
@@ -27,14 +31,14 @@ import torch
 from monai.inferers import sliding_window_inference
 from torch.utils.flop_counter import FlopCounterMode
 
-from core.inference import sliding_window_logits
+from core.inference import fast_bf16, sliding_window_logits
 from core.planning import CUDA_OVERHEAD_GB, MemoryModel
 from lightning_modules.losses import build_loss
 from networks import build_network
 
 NETWORKS = {"unet3d": {"base_features": 32}, "segresnet": {"init_filters": 16}, "vnet": {"dropout": 0.0},
             "dynunet": {"filters": [32, 64, 128, 256, 320], "levels": 5}}
-PATCHES = {"128^3": (128, 128, 128), "thesis 64x128x128": (64, 128, 128)}
+PATCHES = {"128": (128, 128, 128), "thesis": (64, 128, 128)}  # --patches names them
 BRATS = (4, 240, 240, 155)
 
 
@@ -85,34 +89,47 @@ def flops_per_step(step: Callable[[], None]) -> int:
     return counter.get_total_flops()
 
 
-def time_step(step: Callable[[], None], device: torch.device, steps: int) -> float:
-    step()  # warm-up (and compilation)
+def time_step(step: Callable[[], None], device: torch.device, steps: int) -> tuple[float, float]:
+    """Seconds of the first step (compilation, cuDNN's autotuning) and the median of ``steps`` after it."""
+    start = time.perf_counter()
+    step()
     _sync(device)
+    first = time.perf_counter() - start
     times = []
     for _ in range(steps):
         start = time.perf_counter()
         step()
         _sync(device)
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return first, statistics.median(times)
 
 
-def training_table(device: torch.device, patches: dict, batch: int, steps: int, compile_model: bool) -> None:
-    settings = [("fp32", False, False), ("bf16", True, False)]
+def training_table(device: torch.device, networks: list[str], patches: dict, batch: int, steps: int,
+                   compiled: list[str]) -> None:
+    """One row per network, patch and setting, then the ``compiled`` networks under torch.compile
+    (its first step, the compilation, is the warm-up and not in the figure), last because each
+    compilation takes a minute or so."""
+    settings = [("fp32", False, False)] + ([("bf16", True, False)] if fast_bf16(device) else [])
     if device.type == "cuda":
         settings.append(("bf16 + channels_last_3d", True, True))
-    print("| network | patch | setting | s/step | samples/s | peak GB | GFLOP/step | TFLOP/s |\n" + "|---" * 8 + "|")
-    for name, kwargs in NETWORKS.items():
-        for label, patch in patches.items():
-            for setting, bf16, channels_last in settings + ([("bf16 + compile", True, False)] if compile_model else []):
-                _reset_peak(device)
-                step = training_step(name, kwargs, patch, batch, device, bf16, channels_last, "compile" in setting)
-                flops = flops_per_step(training_step(name, kwargs, patch, batch, device, bf16, channels_last, False))
-                seconds = time_step(step, device, steps)
-                peak = _peak_gb(device)
-                print(f"| {name} | {label} | {setting} | {seconds:.3f} | {batch / seconds:.2f} | "
-                      f"{'' if peak is None else f'{peak:.2f}'} | {flops / 1e9:.0f} | {flops / seconds / 1e12:.2f} |",
-                      flush=True)
+    rows = [(name, patch, setting, bf16, cl) for name in networks for patch in patches.values()
+            for setting, bf16, cl in settings]
+    rows += [(name, patch, f"{setting} + compile", bf16, cl) for name in compiled for patch in patches.values()
+             for setting, bf16, cl in settings if bf16]
+    print("| network | patch | setting | s/step | samples/s | peak GB | GFLOP/step | TFLOP/s | first step s |\n"
+          + "|---" * 9 + "|")
+    flops: dict[tuple, int] = {}
+    for name, patch, setting, bf16, channels_last in rows:
+        kwargs = NETWORKS[name]
+        if (name, patch) not in flops:  # the same in every setting
+            flops[name, patch] = flops_per_step(training_step(name, kwargs, patch, batch, device, False, False, False))
+        _reset_peak(device)
+        step = training_step(name, kwargs, patch, batch, device, bf16, channels_last, "compile" in setting)
+        first, seconds = time_step(step, device, steps)
+        peak = _peak_gb(device)
+        print(f"| {name} | {'x'.join(map(str, patch))} | {setting} | {seconds:.3f} | {batch / seconds:.2f} | "
+              f"{'' if peak is None else f'{peak:.2f}'} | {flops[name, patch] / 1e9:.0f} | "
+              f"{flops[name, patch] / seconds / 1e12:.2f} | {first:.1f} |", flush=True)
 
 
 def planned_memory(device: torch.device, patch: tuple[int, ...], batch: int, steps: int) -> None:
@@ -120,18 +137,21 @@ def planned_memory(device: torch.device, patch: tuple[int, ...], batch: int, ste
     for each family (the DynUNet as the planner configures it for ``patch``)."""
     from benchmarks.memory_plan import NETWORKS as FAMILIES
 
-    print("\n| network | patch x batch | estimated GB (no CUDA overhead) | measured peak GB | estimate / measured |\n"
+    print("| network | patch x batch | estimated GB (no CUDA overhead) | measured peak GB | estimate / measured |\n"
           "|---|---|---:|---:|---:|")
     for name, configure in FAMILIES.items():
         kwargs, divisor = configure(patch)
         net = build_network(name, in_channels=2, num_classes=4, **kwargs)
         estimate = MemoryModel.of(net, 2, divisor, "bf16-mixed").gigabytes(patch, batch) - CUDA_OVERHEAD_GB
-        _reset_peak(device)
-        time_step(training_step(name, kwargs, patch, batch, device, True, False, False), device, steps)
-        peak = _peak_gb(device)
+        peak = None
+        if device.type == "cuda":  # a CPU has no peak to compare with
+            _reset_peak(device)
+            time_step(training_step(name, kwargs, patch, batch, device, True, False, False), device, steps)
+            peak = _peak_gb(device)
         measured = ("", "not measured on a CPU") if peak is None else (f"{peak:.2f}", f"{estimate / peak:.2f}")
         print(f"| {name} | {'x'.join(map(str, patch))} x {batch} | {estimate:.2f} | {measured[0]} | {measured[1]} |",
               flush=True)
+    print()
 
 
 def prediction_table(device: torch.device, volume: tuple[int, ...], roi: tuple[int, ...]) -> None:
@@ -163,20 +183,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="small patches and volume: checks it runs on a CPU")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow first step)")
+    parser.add_argument("--networks", nargs="+", choices=list(NETWORKS), default=list(NETWORKS))
+    parser.add_argument("--patches", nargs="+", choices=list(PATCHES), default=list(PATCHES),
+                        help="128: 128^3; thesis: 64x128x128")
+    parser.add_argument("--compile", nargs="*", choices=list(NETWORKS),
+                        help="also time torch.compile for these networks (all of them when none is named)")
+    parser.add_argument("--no-prediction", action="store_true", help="leave out the BraTS-size prediction")
     args = parser.parse_args(argv)
+    compiled = [] if args.compile is None else (args.compile or list(NETWORKS))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    patches = {"32x64x64": (32, 64, 64)} if args.quick else PATCHES
+    patches = {"quick": (32, 64, 64)} if args.quick else {name: PATCHES[name] for name in args.patches}
     steps = 2 if args.quick else args.steps
     print(f"device: {name}; torch {torch.__version__}; batch {args.batch}\n")
-    training_table(device, patches, args.batch, steps, args.compile)
-    print()
     planned_memory(device, (64, 64, 64) if args.quick else (128, 128, 128), args.batch, steps)
-    volume, roi = ((4, 96, 96, 64), (64, 64, 64)) if args.quick else (BRATS, (128, 128, 128))
-    prediction_table(device, volume, roi)
+    training_table(device, args.networks, patches, args.batch, steps, compiled)
+    if not args.no_prediction:
+        volume, roi = ((4, 96, 96, 64), (64, 64, 64)) if args.quick else (BRATS, (128, 128, 128))
+        prediction_table(device, volume, roi)
 
 
 if __name__ == "__main__":
