@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from core.checkpoint import model_hparams, read_checkpoint
 from core.inference import PRECISIONS, fast_bf16
 from core.io import DataError, one_line_warnings
 from core.segmenter import load_segmenter
@@ -49,13 +50,18 @@ def cpu_fast_precision() -> str:
 
 
 def cpu_fast(sw_overlap: float | None = None, sw_batch_size: int | None = None, window_scale: int | None = None,
-             precision: str | None = None) -> dict[str, Any]:
-    """The CPU preset's window and precision settings, a setting given explicitly kept (windows
-    at least the preset's scale)."""
+             precision: str | None = None, checkpoint_window_scale: int = 1) -> dict[str, Any]:
+    """The CPU preset's window and precision settings, a setting given explicitly kept; windows
+    at least the preset's scale, and at least the checkpoint's when none is given."""
     return {"sw_overlap": CPU_FAST["sw_overlap"] if sw_overlap is None else sw_overlap,
             "sw_batch_size": sw_batch_size or CPU_FAST["sw_batch_size"],
-            "window_scale": max(window_scale or 1, CPU_FAST["window_scale"]),
+            "window_scale": max(window_scale or checkpoint_window_scale, CPU_FAST["window_scale"]),
             "precision": precision or cpu_fast_precision()}
+
+
+def stored_window_scale(checkpoints: Sequence[Path]) -> int:
+    """The largest ``window_scale`` the checkpoints were saved with (1 for those without one)."""
+    return max(int(model_hparams(read_checkpoint(path)).get("window_scale") or 1) for path in checkpoints)
 
 
 def predict(checkpoint: Path | Sequence[Path], inputs: Sequence[Path], output: Path, device: str = "cpu",
@@ -107,14 +113,15 @@ def main(argv: Sequence[str] | None = None) -> None:
                              "bf16 where the CPU has it")
     args = parser.parse_args(argv)
     one_line_warnings("predict.py")
-    if args.cpu_fast:
-        args.device, args.flips = "cpu", CPU_FAST["flips"]
-        vars(args).update(cpu_fast(args.sw_overlap, args.sw_batch_size, args.window_scale, args.precision))
-        args.threads = args.threads or os.cpu_count()
-    args.precision = args.precision or "32"
-    if args.threads:
-        torch.set_num_threads(args.threads)
     try:
+        if args.cpu_fast:
+            args.device, args.flips = "cpu", CPU_FAST["flips"]
+            stored = stored_window_scale(args.checkpoint) if args.window_scale is None else 1
+            vars(args).update(cpu_fast(args.sw_overlap, args.sw_batch_size, args.window_scale, args.precision, stored))
+            args.threads = args.threads or os.cpu_count()
+        args.precision = args.precision or "32"
+        if args.threads:
+            torch.set_num_threads(args.threads)
         predict(args.checkpoint, args.input, args.output, device=args.device, sw_overlap=args.sw_overlap,
                 sw_batch_size=args.sw_batch_size, flips=args.flips, save_probabilities=args.probabilities,
                 subject_id=args.subject, overwrite=args.overwrite, window_scale=args.window_scale,

@@ -65,6 +65,17 @@ def repository_root_untouched() -> Iterator[None]:
     assert not left, f"the test left files in the repository root: {left}"
 
 
+@pytest.fixture(autouse=True)
+def threads_restored() -> Iterator[None]:
+    """A command run in-process may set torch's thread count (``predict.py --threads``, ``--cpu-fast``:
+    every core); the worker's share of the cores comes back after the test."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 def write_analyze(array: np.ndarray, path: Path, zooms: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> None:
     image = nib.AnalyzeImage(array, affine=np.diag([*zooms, 1.0]))
     image.header.set_zooms(zooms)

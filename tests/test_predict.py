@@ -389,6 +389,31 @@ def test_the_cpu_preset_uses_larger_windows_less_overlap_and_no_mirroring(checkp
     assert fast.shape == source.shape[:3] and set(np.unique(np.asarray(fast.dataobj))) <= {0, 10, 150, 250}
 
 
+def test_the_cpu_preset_keeps_a_checkpoints_larger_windows_and_a_given_scale(
+        checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--cpu-fast`` windows are at least twice the patch: a checkpoint saved with larger ones
+    (``window_scale: 3``) keeps them, and ``--window-scale`` given wins over both."""
+    import predict as predict_module
+
+    wide = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    wide["hyper_parameters"]["window_scale"] = 3
+    torch.save(wide, tmp_path / "wide.ckpt")
+    used = {}
+    monkeypatch.setattr(predict_module, "predict", lambda *args, **kwargs: used.update(kwargs))
+    for checkpoints, given, expected in ([[checkpoint], [], 2], [[tmp_path / "wide.ckpt"], [], 3],
+                                         [[checkpoint, tmp_path / "wide.ckpt"], [], 3],
+                                         [[tmp_path / "wide.ckpt"], ["--window-scale", "2"], 2],
+                                         [[checkpoint], ["--window-scale", "4"], 4]):
+        main(["--checkpoint", *map(str, checkpoints), "--input", "x.nii.gz", "--output", str(tmp_path / "out"),
+              "--cpu-fast", "--threads", "1", *given])
+        assert used["window_scale"] == expected, (checkpoints, given)
+        assert used["sw_overlap"] == 0.25 and used["flips"] is False and used["sw_batch_size"] == 1
+    with pytest.raises(SystemExit) as exit_info:  # a checkpoint that is not there: one line, not a traceback
+        main(["--checkpoint", str(tmp_path / "missing.ckpt"), "--input", "x.nii.gz", "--output", str(tmp_path / "o"),
+              "--cpu-fast", "--threads", "1"])
+    assert exit_info.value.code == 2
+
+
 def test_bf16_prediction_runs_the_network_in_bfloat16_and_keeps_float32_outputs(
         checkpoint: Path, tiny_demo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``--precision bf16`` (and ``--cpu-fast`` on a CPU with native bf16): the convolutions run
