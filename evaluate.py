@@ -8,7 +8,9 @@ ground truth's own file names. ``--gt`` is either the dataset folder as the chal
 (subjects found by the dataset's DataModule) or a flat folder of
 ``<subject>[_seg|_label|...].nii.gz`` files; either side may be a BIDS derivative folder
 (``sub-*/[ses-*/]anat/*_dseg.nii.gz``, paired by subject and session; ``--dataset dseg`` scores
-the structures of the ground truth's ``dseg.tsv``). The predicted subjects are scored and the others
+the structures of the ground truth's ``dseg.tsv``); ``--dataset nnunet`` scores the labels (or
+regions) of an nnU-Net dataset's ``dataset.json``, found in ``--gt`` (the dataset folder: its
+``labelsTr``) or its parent (``--gt .../labelsTs``). The predicted subjects are scored and the others
 listed (``--require-all`` makes a subject on one side only an error). Writes
 ``scores.csv`` (one row per subject and structure), ``summary.csv`` (mean, std and count per
 structure and metric; NaN values left out) and ``summary.md`` (also printed). Metric
@@ -34,6 +36,7 @@ from core.dataset_labels import DATASET_LABELS
 from core.io import DataError, check_size, one_line_warnings, write_text_atomically
 from core.labels import LabelSpace
 from core.metrics import ROW_COLUMNS, csv_text, markdown_table, score_rows, score_subject, summarise
+from core.nnunet import nnunet_label_space, read_nnunet_description
 from core.volumes import natural_key
 
 PROBABILITIES = "_probabilities"  # the probability maps predict.py may write beside the segmentations
@@ -45,7 +48,8 @@ NIFTI = re.compile(rf"^(?P<stem>.+?){_SUFFIX}\.nii(?:\.gz)?$", re.IGNORECASE)
 LABEL_FILE = re.compile(rf"^(?P<stem>.+?){_SUFFIX}\.(?:nii(?:\.gz)?|hdr)$", re.IGNORECASE)
 # The challenge layouts evaluate.py can read ground truth from (by their DataModule).
 LAYOUTS = {"iseg": "ISeg2017DataModule", "mrbrains18": "MRBrainS18DataModule",
-           "mrbrains18_thesis": "MRBrainS18DataModule", "brats": "BraTSDataModule"}
+           "mrbrains18_thesis": "MRBrainS18DataModule", "brats": "BraTSDataModule",
+           "nnunet": "NnUNetDataModule"}  # an nnU-Net dataset folder: its labelsTr
 
 
 class EvaluationError(ValueError):
@@ -70,10 +74,32 @@ def parse_labels(labels: str | Mapping[int, str]) -> LabelSpace:
     return LabelSpace.from_groups({"background": background, **{n: [v] for v, n in foreground.items()}})
 
 
+def nnunet_dataset_folder(gt_dir: Path) -> Path:
+    """The nnU-Net dataset folder whose ``dataset.json`` describes ``gt_dir``'s labels: ``gt_dir``
+    itself, or its parent for one of its label folders (``labelsTr``, ``labelsTs``)."""
+    for folder in (gt_dir, gt_dir.parent):
+        if (folder / "dataset.json").is_file():
+            return folder
+    raise EvaluationError(f"{gt_dir}: no dataset.json in it or its parent (--dataset nnunet takes the labels from "
+                          "the nnU-Net dataset folder's dataset.json)")
+
+
 def label_space_for(dataset: str, labels: str | Mapping[int, str] | None = None,
                     gt_dir: str | Path | None = None) -> LabelSpace:
     """The scored structures and ignored values: a challenge's (``DATASET_LABELS``), ``--labels``,
-    or (``dseg``) the ``dseg.tsv`` of a BIDS derivative ground truth."""
+    (``dseg``) the ``dseg.tsv`` of a BIDS derivative ground truth, or (``nnunet``) the ``labels``
+    of an nnU-Net dataset's ``dataset.json`` (its regions, when it has them, scored as nnU-Net
+    scores them)."""
+    if dataset == "nnunet":
+        if gt_dir is None:
+            raise EvaluationError("--dataset nnunet reads the labels from the dataset's dataset.json: give --gt")
+        folder = nnunet_dataset_folder(Path(gt_dir))
+        try:
+            description = read_nnunet_description(folder)
+            return nnunet_label_space(description["labels"], description.get("regions_class_order"),
+                                      str(folder / "dataset.json"))
+        except DataError as error:
+            raise EvaluationError(str(error)) from error
     if dataset == "dseg":
         if gt_dir is None:
             raise EvaluationError("--dataset dseg reads the labels from the ground truth's dseg.tsv: give --gt")
@@ -86,7 +112,8 @@ def label_space_for(dataset: str, labels: str | Mapping[int, str] | None = None,
             raise EvaluationError("--dataset labels needs --labels, e.g. '0:background,1:lesion'")
         return parse_labels(labels)
     if dataset not in DATASET_LABELS:
-        raise EvaluationError(f"unknown dataset {dataset!r}; choose from {sorted([*DATASET_LABELS, 'labels'])}")
+        choices = sorted([*DATASET_LABELS, "labels", "dseg", "nnunet"])
+        raise EvaluationError(f"unknown dataset {dataset!r}; choose from {choices}")
     return DATASET_LABELS[dataset]
 
 
@@ -263,8 +290,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pred", required=True, type=Path, help="folder of predictions: <subject>_seg.nii.gz, "
                         "<subject>.nii.gz or the ground truth's file names")
     parser.add_argument("--gt", required=True, type=Path, help="dataset folder or flat folder of label files")
-    parser.add_argument("--dataset", required=True, choices=sorted([*DATASET_LABELS, "labels", "dseg"]),
-                        help="whose structures to score; dseg: those of the ground truth's dseg.tsv (BIDS)")
+    parser.add_argument("--dataset", required=True, choices=sorted([*DATASET_LABELS, "labels", "dseg", "nnunet"]),
+                        help="whose structures to score; dseg: those of the ground truth's dseg.tsv (BIDS); "
+                             "nnunet: those of the dataset.json in --gt or its parent (labels, regions)")
     parser.add_argument("--labels", help="for --dataset labels: '0:background,1:lesion'")
     parser.add_argument("--output", type=Path, help="where the results go (default: --pred)")
     parser.add_argument("--require-all", action="store_true",

@@ -2,31 +2,14 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from core.io import DataError
 from core.labels import LabelSpace
+from core.nnunet import read_dataset_json
 from core.volumes import Subject
 from datamodules.base import VolumeSegmentationDataModule
-
-
-def read_dataset_json(folder: Path, required: Sequence[str] = ("modality", "labels", "training"),
-                      kind: str = "a Decathlon task folder") -> dict[str, Any]:
-    """``folder/dataset.json`` (Decathlon's and nnU-Net's), checked for the ``required`` keys."""
-    path = Path(folder) / "dataset.json"
-    if not path.is_file():
-        raise DataError(f"{path}: file not found ({kind} holds dataset.json)")
-    try:
-        description = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path}: not valid JSON ({error})") from error
-    missing = [k for k in required if k not in description]
-    if missing:
-        raise DataError(f"{path}: missing keys {missing}")
-    return description
 
 
 def _subject_id(path: str) -> str:

@@ -13,8 +13,8 @@ from layouts import NNUNET_BRATS, write_nnunet
 from benchmarks.nnunet_dataset import main as export_to_nnunet
 from core.export import is_our_prediction
 from core.io import DataError
+from core.nnunet import channel_modalities, nnunet_label_space
 from datamodules import NnUNetDataModule
-from datamodules.nnunet import channel_modalities, nnunet_label_space
 
 SMALL = {"patch_size": (8, 8, 8), "cache_dir": None, "val_subjects": ["BraTS2021_00001"]}
 
@@ -161,3 +161,43 @@ def test_the_demo_converted_to_nnunet_trains_predicts_in_nnunet_names_and_scores
         rows = list(csv.DictReader(handle))
     assert [(r["subject"], r["structure"]) for r in rows] == [("subject-4", s) for s in ("CSF", "GM", "WM")]
     assert all(0.0 <= float(r["dice"]) <= 1.0 for r in rows)
+    # The dataset's own labels, from the dataset.json beside labelsTs: the same scores, typed by no one.
+    assert evaluate.main(["--pred", str(tmp_path / "pred"), "--gt", str(dataset / "labelsTs"), "--dataset", "nnunet",
+                          "--require-all", "--output", str(tmp_path / "by_json")]) == 0
+    with open(tmp_path / "by_json" / "scores.csv") as handle:
+        assert list(csv.DictReader(handle)) == rows
+
+
+def test_evaluate_scores_an_nnunet_dataset_by_its_own_labels_and_regions(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``evaluate.py --dataset nnunet`` takes the structures from dataset.json: BraTS' regions
+    (whole tumour, tumour core, enhancing tumour) for a region-based dataset, whether ``--gt`` is
+    the dataset folder (its labelsTr, read by the DataModule) or labelsTr itself; a folder with
+    no dataset.json near it is one line."""
+    import evaluate
+
+    folder = write_nnunet(tmp_path, cases=3)
+    truths = [np.asarray(nib.load(folder / "labelsTr" / f"BraTS2021_0000{n}.nii.gz").dataobj) for n in (0, 1)]
+    assert (truths[1] == 3).any() and (truths[1] == 2).any()
+    predictions = tmp_path / "pred"
+    predictions.mkdir()
+    affine = nib.load(folder / "labelsTr" / "BraTS2021_00000.nii.gz").affine
+    nib.save(nib.Nifti1Image(truths[0], affine), predictions / "BraTS2021_00000.nii.gz")  # perfect
+    nib.save(nib.Nifti1Image(np.where(truths[1] == 3, 2, truths[1]).astype(truths[1].dtype), affine),
+             predictions / "BraTS2021_00001.nii.gz")  # enhancing tumour called necrosis: ET missed, TC and WT whole
+    for gt, output in ((folder, tmp_path / "folder"), (folder / "labelsTr", tmp_path / "flat")):
+        assert evaluate.main(["--pred", str(predictions), "--gt", str(gt), "--dataset", "nnunet",
+                              "--output", str(output)]) == 0
+        assert "not predicted in" in capsys.readouterr().out  # BraTS2021_00002
+        with open(output / "scores.csv") as handle:
+            dice = {(r["subject"], r["structure"]): float(r["dice"]) for r in csv.DictReader(handle)}
+        regions = ("whole tumor", "tumor core", "enhancing tumor")
+        assert list(dice) == [(f"BraTS2021_0000{n}", r) for n in (0, 1) for r in regions]
+        assert [dice["BraTS2021_00000", r] for r in regions] == [1.0, 1.0, 1.0]
+        assert [dice["BraTS2021_00001", r] for r in regions] == [1.0, 1.0, 0.0]
+    alone = tmp_path / "alone" / "labels"
+    alone.parent.mkdir()
+    (folder / "labelsTr").rename(alone)
+    assert evaluate.main(["--pred", str(predictions), "--gt", str(alone), "--dataset", "nnunet"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"evaluate.py: error: {alone}: no dataset.json in it or its parent") and "\n" not in error
