@@ -9,6 +9,7 @@ with its own checkpoint, then one comparison table; on this machine or on a SLUR
     python study.py status runs/studies/thesis                     # pending / running / done / failed, per cell
     python study.py collect runs/studies/thesis                    # the comparison (partial ones say so)
     python study.py configs/studies/demo.yaml --dry-run            # print the commands only
+    python study.py configs/studies/thesis.yaml --launcher slurm --dry-run   # and the job array's sbatch script
 
 A study file names the configs every cell starts from, the datasets and networks (each its
 configs and CLI overrides), the seeds and folds, overrides for chosen cells and, for
@@ -361,6 +362,9 @@ class Runner:
             for cell in chosen:
                 for command in self.commands(cell):
                     print("  " + shlex.join(command))
+            if chosen and self.launcher == "slurm":
+                print(f"the job array's script (sbatch would be given it; {len(chosen)} tasks, one a cell):\n"
+                      + self.sbatch_script(len(chosen)))
             return []
         self.write_status(cells)
         if chosen and self.launcher == "slurm":
@@ -380,12 +384,17 @@ class Runner:
             executor = submitit.LocalExecutor(folder=logs)
             executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN)
             return executor
-        resources = self.study.slurm
         executor = submitit.SlurmExecutor(folder=logs)
+        executor.update_parameters(**self.slurm_parameters())
+        return executor
+
+    def slurm_parameters(self) -> dict[str, Any]:
+        """submitit's SLURM parameters for one cell of this study (the study file's ``slurm:``)."""
+        resources = self.study.slurm
         gpus = int(resources["gpus"] or 0)
         sbatch = {"signal": f"USR1@{int(resources['signal_delay_s'])}",  # Lightning's: save, then requeue
                   **({"gres": f"gpu:{gpus}"} if gpus else {}), **dict(resources["sbatch"] or {})}
-        executor.update_parameters(
+        return dict(
             job_name=f"study-{self.study.name}", time=int(resources["time_min"]), cpus_per_task=int(resources["cpus"]),
             mem=f"{int(float(resources['mem_gb']) * 1024)}MB",  # sbatch takes whole units
             ntasks_per_node=max(gpus, 1),  # one task per GPU: Lightning's DDP on SLURM
@@ -393,7 +402,16 @@ class Runner:
             array_parallelism=self.max_parallel, additional_parameters=sbatch,
             setup=[f"cd {shlex.quote(str(ROOT))}",
                    f"export PYTHONPATH={shlex.quote(str(ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}", *resources["setup"]])
-        return executor
+
+    def sbatch_script(self, tasks: int) -> str:
+        """The script submitit gives ``sbatch`` for an array of ``tasks`` cells (its own writer,
+        as it calls it for an array; written nowhere): what ``--dry-run`` shows before a study's
+        jobs are queued, also where SLURM's commands are not installed."""
+        from submitit.slurm.slurm import _make_sbatch_string
+
+        logs = self.output / ".submitit" / "%j"
+        command = f"{shlex.quote(sys.executable)} -u -m submitit.core._submit {shlex.quote(str(logs))}"
+        return _make_sbatch_string(command=command, folder=logs, map_count=tasks, **self.slurm_parameters())
 
     def submit_slurm(self, cells: Sequence[Cell]) -> None:
         executor = self.executor("slurm")
@@ -590,7 +608,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--gpus", help="local: GPU indices as nvidia-smi numbers them, e.g. 0,1,2,3: one cell "
                                        "per GPU, never two on one")
     parser.add_argument("--retry-failed", action="store_true", help="run the cells that failed earlier again")
-    parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the commands (and with --launcher slurm the job array's script), run nothing")
     args, extra = parser.parse_known_args(argv)
     try:
         study = Study.from_file(args.study)

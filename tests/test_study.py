@@ -191,10 +191,15 @@ def test_a_study_on_slurm_is_one_array_and_a_preempted_cell_resumes_its_own_chec
                        slurm={"partition": "gpu", "account": "lab", "gpus": 1, "cpus": 4, "mem_gb": 16,
                               "time_min": 90, "sbatch": {"constraint": "a100"}})
     out = tmp_path / "study"
-    assert main([str(path), "--smoke", "--launcher", "slurm", "--max-parallel", "1", "--output", str(out),
-                 "--trainer.callbacks+=scripts.standin_slurm.Preempt"]) == 0
+    submit = [str(path), "--smoke", "--launcher", "slurm", "--max-parallel", "1", "--output", str(out),
+              "--trainer.callbacks+=scripts.standin_slurm.Preempt"]
+    assert main([*submit, "--dry-run"]) == 0 and not out.exists()
+    shown = capsys.readouterr().out
+    assert main(submit) == 0
     assert "submitted 2 cells as SLURM job array 4242 (at most 1 at a time)" in capsys.readouterr().out
     sbatch = (log / "sbatch.sh").read_text()
+    assert [line for line in shown.splitlines() if line.startswith("#SBATCH")] == [  # what --dry-run showed
+        line for line in sbatch.splitlines() if line.startswith("#SBATCH")]
     for line in ("--array=0-1%1", "--gres=gpu:1", "--time=90", "--signal=USR1@120", "--partition=gpu",
                  "--account=lab", "--constraint=a100", "--cpus-per-task=4", "--mem=16384MB", "--ntasks-per-node=1",
                  "--job-name=study-tiny"):
@@ -300,6 +305,29 @@ def test_local_gpus_get_one_cell_each_and_the_next_cell_takes_the_gpu_that_freed
     with pytest.raises(SystemExit) as stop:
         main([str(tmp_path / "s.yaml"), "--launcher", "slurm", "--output", str(tmp_path / "refused")])
     assert stop.value.code == 2 and not (tmp_path / "refused").exists()
+
+
+def test_a_dry_run_shows_the_job_arrays_script_without_slurm_and_writes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--launcher slurm --dry-run`` prints the cells' commands and the script sbatch would get
+    (the array, the study's resources, Lightning's requeue signal), also on a machine without
+    SLURM's commands (a laptop before the cluster), and writes no file."""
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no sbatch, no srun
+    path = write_study(tmp_path / "s.yaml", tmp_path, seeds=[0, 1, 2],
+                       slurm={"partition": "a100", "account": "lab", "qos": "normal", "gpus": 2, "cpus": 16,
+                              "mem_gb": 7.5, "time_min": 240, "signal_delay_s": 300,
+                              "sbatch": {"constraint": "a100_80gb"}, "setup": ["module load cuda/12.4"]})
+    out = tmp_path / "study"
+    assert main([str(path), "--launcher", "slurm", "--dry-run", "--max-parallel", "4", "--output", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert not out.exists()
+    assert said.count(" train.py fit ") == 6 and said.count(" train.py test ") == 6  # 2 networks x 3 seeds
+    assert "the job array's script (sbatch would be given it; 6 tasks, one a cell):" in said
+    for line in ("--array=0-5%4", "--gres=gpu:2", "--ntasks-per-node=2", "--cpus-per-task=16", "--mem=7680MB",
+                 "--time=240", "--signal=USR1@300", "--partition=a100", "--account=lab", "--qos=normal",
+                 "--constraint=a100_80gb", "--job-name=study-tiny"):
+        assert f"#SBATCH {line}\n" in said, line
+    assert "\nmodule load cuda/12.4\n" in said and " -u -m submitit.core._submit " in said
 
 
 def test_the_gpu_study_preset_composes_every_cell_with_one_budget(tmp_path: Path) -> None:
