@@ -104,18 +104,26 @@ def time_step(step: Callable[[], None], device: torch.device, steps: int) -> tup
     return first, statistics.median(times)
 
 
+def table_rows(networks: list[str], patches: dict[str, tuple[int, ...]], compiled: list[str], native_bf16: bool,
+               cuda: bool) -> list[tuple[str, tuple[int, ...], str, bool, bool]]:
+    """(network, patch, setting, bf16, channels_last) in the order they are timed: every network's
+    plain settings (bf16 only where it is native, channels_last_3d on a GPU), then the compiled
+    networks' bf16 settings, whose first steps take a minute or so each."""
+    settings = [("fp32", False, False)] + ([("bf16", True, False)] if native_bf16 else [])
+    if cuda:
+        settings.append(("bf16 + channels_last_3d", True, True))
+    rows = [(name, patch, setting, bf16, cl) for name in networks for patch in patches.values()
+            for setting, bf16, cl in settings]
+    return rows + [(name, patch, f"{setting} + compile", bf16, cl) for name in compiled for patch in patches.values()
+                   for setting, bf16, cl in settings if bf16]
+
+
 def training_table(device: torch.device, networks: list[str], patches: dict, batch: int, steps: int,
                    compiled: list[str]) -> None:
     """One row per network, patch and setting, then the ``compiled`` networks under torch.compile
     (its first step, the compilation, is the warm-up and not in the figure), last because each
     compilation takes a minute or so."""
-    settings = [("fp32", False, False)] + ([("bf16", True, False)] if fast_bf16(device) else [])
-    if device.type == "cuda":
-        settings.append(("bf16 + channels_last_3d", True, True))
-    rows = [(name, patch, setting, bf16, cl) for name in networks for patch in patches.values()
-            for setting, bf16, cl in settings]
-    rows += [(name, patch, f"{setting} + compile", bf16, cl) for name in compiled for patch in patches.values()
-             for setting, bf16, cl in settings if bf16]
+    rows = table_rows(networks, patches, compiled, native_bf16=fast_bf16(device), cuda=device.type == "cuda")
     print("| network | patch | setting | s/step | samples/s | peak GB | GFLOP/step | TFLOP/s | first step s |\n"
           + "|---" * 9 + "|")
     flops: dict[tuple, int] = {}
