@@ -159,17 +159,21 @@ def tiny_run_args(subcommand: str, data_dir: Path, run_dir: Path | None = None, 
 
 
 @pytest.fixture(scope="session")
-def trained_run(tiny_demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def trained_run(tiny_demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """One run folder shared by every test that only needs *a* trained model: a one-epoch fit of
     the tiny demo set (validation subject-3, test subject-4) with CSV logs under ``logs/``,
-    ``checkpoints/{best,last}.ckpt``, learning curves and the cache. Tests must not change it."""
+    ``checkpoints/{best,last}.ckpt``, learning curves and the cache. Tests must not change it:
+    a file one of them adds (a test report beside the checkpoint) fails the session's end."""
     from train import run_cli
 
     run_dir = tmp_path_factory.mktemp("trained_run")
     run_cli(tiny_run_args("fit", tiny_demo_dir, run_dir, "--trainer.max_epochs", "1",
                           "--trainer.check_val_every_n_epoch", "1", "--trainer.log_every_n_steps", "1",
                           logger=csv_logger(run_dir)), save_config=False)
-    return run_dir
+    written = set(run_dir.rglob("*"))
+    yield run_dir
+    added = sorted(str(p.relative_to(run_dir)) for p in set(run_dir.rglob("*")) - written)
+    assert not added, f"tests wrote into the shared trained run: {added}"
 
 
 @pytest.fixture(scope="session")

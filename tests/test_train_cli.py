@@ -300,14 +300,17 @@ def test_inference_settings_given_win_over_the_checkpoints_and_another_network_i
     window batch and weight layout given on the command line (even at the default's value) or in
     a config are used, and said. Before, they were dropped for the checkpoint's in silence."""
     best = str(trained / "checkpoints" / "best.ckpt")
-    plain = cli("test", tiny_demo_dir, tmp_path / "plain", "--ckpt_path", best).model.segmenter
+    report = ["--test_report.save_png", "false", "--test_report.output_dir"]  # not beside the shared checkpoint
+    plain = cli("test", tiny_demo_dir, tmp_path / "plain", "--ckpt_path", best, *report,
+                str(tmp_path / "plain" / "test")).model.segmenter
     assert (plain.roi_size, plain.sw_overlap, plain.sw_batch_size, plain.window_scale) == ((16, 16, 16), 0.5, 4, 2)
     assert plain.window((27, 33, 29)) == (32, 32, 32)  # the checkpoint's settings (configs/demo.yaml's)
     with caplog.at_level("INFO"), pytest.warns(DataWarning, match=r"model\.network_kwargs: the checkpoint's "
                                                r"\{'base_features': 2\} is used, not \{'base_features': 4\} as given"):
         run = cli("test", tiny_demo_dir, tmp_path / "given", "--ckpt_path", best, "--model.sw_overlap", "0.25",
                   "--model.inference_roi_size", "[24, 24, 24]", "--model.sw_batch_size", "2",
-                  "--model.window_scale", "1", "--model.network_kwargs", "{base_features: 4}")
+                  "--model.window_scale", "1", "--model.network_kwargs", "{base_features: 4}", *report,
+                  str(tmp_path / "given" / "test"))
     given = run.model.segmenter
     assert (given.roi_size, given.sw_overlap, given.sw_batch_size, given.window_scale) == ((24, 24, 24), 0.25, 2, 1)
     assert given.window((27, 33, 29)) == (24, 24, 24)
