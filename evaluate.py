@@ -50,6 +50,8 @@ LABEL_FILE = re.compile(rf"^(?P<stem>.+?){_SUFFIX}\.(?:nii(?:\.gz)?|hdr)$", re.I
 LAYOUTS = {"iseg": "ISeg2017DataModule", "mrbrains18": "MRBrainS18DataModule",
            "mrbrains18_thesis": "MRBrainS18DataModule", "brats": "BraTSDataModule",
            "nnunet": "NnUNetDataModule"}  # an nnU-Net dataset folder: its labelsTr
+# What --dataset takes: a challenge's label space, --labels, or the ground truth's own description.
+DATASETS = sorted([*DATASET_LABELS, "labels", "dseg", "nnunet"])
 
 
 class EvaluationError(ValueError):
@@ -112,8 +114,7 @@ def label_space_for(dataset: str, labels: str | Mapping[int, str] | None = None,
             raise EvaluationError("--dataset labels needs --labels, e.g. '0:background,1:lesion'")
         return parse_labels(labels)
     if dataset not in DATASET_LABELS:
-        choices = sorted([*DATASET_LABELS, "labels", "dseg", "nnunet"])
-        raise EvaluationError(f"unknown dataset {dataset!r}; choose from {choices}")
+        raise EvaluationError(f"unknown dataset {dataset!r}; choose from {DATASETS}")
     return DATASET_LABELS[dataset]
 
 
@@ -290,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pred", required=True, type=Path, help="folder of predictions: <subject>_seg.nii.gz, "
                         "<subject>.nii.gz or the ground truth's file names")
     parser.add_argument("--gt", required=True, type=Path, help="dataset folder or flat folder of label files")
-    parser.add_argument("--dataset", required=True, choices=sorted([*DATASET_LABELS, "labels", "dseg", "nnunet"]),
+    parser.add_argument("--dataset", required=True, choices=DATASETS,
                         help="whose structures to score; dseg: those of the ground truth's dseg.tsv (BIDS); "
                              "nnunet: those of the dataset.json in --gt or its parent (labels, regions)")
     parser.add_argument("--labels", help="for --dataset labels: '0:background,1:lesion'")

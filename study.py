@@ -373,10 +373,15 @@ class Runner:
             self.run_local(chosen)
         return self.write_status(cells)
 
+    @property
+    def job_logs(self) -> Path:
+        """submitit's folder for the jobs' pickles and logs (``%j``: the job id)."""
+        return self.output / ".submitit" / "%j"
+
     def executor(self, kind: str) -> Any:
         import submitit
 
-        logs = self.output / ".submitit" / "%j"
+        logs = self.job_logs
         paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
         if str(ROOT) not in paths:  # the jobs import this module by name (``study.CellJob``)
             os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *paths])
@@ -409,7 +414,7 @@ class Runner:
         jobs are queued, also where SLURM's commands are not installed."""
         from submitit.slurm.slurm import _make_sbatch_string
 
-        logs = self.output / ".submitit" / "%j"
+        logs = self.job_logs
         command = f"{shlex.quote(sys.executable)} -u -m submitit.core._submit {shlex.quote(str(logs))}"
         return _make_sbatch_string(command=command, folder=logs, map_count=tasks, **self.slurm_parameters())
 
