@@ -58,6 +58,26 @@ def load_template() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return mask, gm * mask, wm * mask
 
 
+@dataclass(frozen=True)
+class Template:
+    """ICBM152's (brain mask, GM, WM) anti-aliased for one output spacing, and the output grid
+    around the brain (origin in template voxels, shape). Both depend on the spacing alone, so a
+    dataset computes them once, not once per subject (three Gaussian filters of the 1 mm volume)."""
+
+    maps: tuple[np.ndarray, np.ndarray, np.ndarray]
+    origin: np.ndarray
+    shape: np.ndarray
+    spacing: float
+
+
+def prepare_template(spacing: float) -> Template:
+    """The template for subjects (or the reference) at ``spacing`` mm."""
+    mask, gm, wm = load_template()
+    origin, shape = _output_grid(mask, spacing)
+    maps = (_antialias(mask, spacing), _antialias(gm, spacing), _antialias(wm, spacing))
+    return Template(maps, origin, shape, spacing)
+
+
 def _smooth_field(rng: np.random.Generator, coarse_shape: tuple[int, ...], shape: tuple[int, ...]) -> np.ndarray:
     """Random values on a coarse grid, cubic-upsampled to ``shape``: a smooth random field."""
     coarse = rng.standard_normal(coarse_shape).astype(np.float32)
@@ -86,20 +106,21 @@ def _output_grid(mask: np.ndarray, spacing: float, margin_mm: float = 8.0) -> tu
     return lo, shape
 
 
-def _sample(volume: np.ndarray, coords: np.ndarray, spacing: float) -> np.ndarray:
-    """A 1 mm template map sampled at ``coords`` (template voxels), anti-aliased for ``spacing``."""
+def _antialias(volume: np.ndarray, spacing: float) -> np.ndarray:
+    """A 1 mm template map smoothed for sampling at ``spacing`` mm."""
     sigma = max(0.0, (spacing - 1.0) / 2.0)
-    smoothed = ndimage.gaussian_filter(volume, sigma) if sigma > 0 else volume
+    return ndimage.gaussian_filter(volume, sigma) if sigma > 0 else volume
+
+
+def _sample(smoothed: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """An anti-aliased template map at ``coords`` (template voxels), linearly interpolated."""
     return ndimage.map_coordinates(smoothed, coords, order=1, mode="constant", cval=0.0)
 
 
-def _tissues_and_label(template: tuple[np.ndarray, np.ndarray, np.ndarray], coords: np.ndarray,
-                       spacing: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _tissues_and_label(template: Template, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(CSF, GM, WM) probabilities at ``coords``, the brain mask, and the label map: the argmax
     of the tissue probabilities inside the mask, in iSeg's values. CSF is the mask minus GM and WM."""
-    mask, gm, wm = template
-    brain = _sample(mask, coords, spacing)
-    gm_d, wm_d = _sample(gm, coords, spacing), _sample(wm, coords, spacing)
+    brain, gm_d, wm_d = (_sample(volume, coords) for volume in template.maps)
     csf_d = np.clip(brain - gm_d - wm_d, 0.0, 1.0)
     inside = brain > 0.5
     tissues = np.stack([csf_d, gm_d, wm_d])
@@ -115,24 +136,27 @@ def icbm_reference(spacing: float) -> tuple[np.ndarray, np.ndarray]:
     ``(T1 int16, label uint8)``. A real scan, for the synthetic-to-real gap."""
     from nilearn import datasets
 
-    template = load_template()
-    origin, shape = _output_grid(template[0], spacing)
-    grid = np.stack(np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij"))
-    coords = grid * np.float32(spacing) + origin.reshape(3, 1, 1, 1).astype(np.float32)
-    _, inside, label = _tissues_and_label(template, coords, spacing)
-    t1 = _sample(datasets.load_mni152_template(resolution=1).get_fdata(dtype=np.float32), coords, spacing)
+    template = prepare_template(spacing)
+    grid = np.stack(np.meshgrid(*[np.arange(s, dtype=np.float32) for s in template.shape], indexing="ij"))
+    coords = grid * np.float32(spacing) + template.origin.reshape(3, 1, 1, 1).astype(np.float32)
+    _, inside, label = _tissues_and_label(template, coords)
+    t1 = datasets.load_mni152_template(resolution=1).get_fdata(dtype=np.float32)
+    t1 = _sample(_antialias(t1, spacing), coords)
     t1[~inside] = 0.0
     return np.round(t1 / max(float(t1.max()), 1e-6) * 1000).astype(np.int16), label
 
 
 def synthesize_subject(
-    template: tuple[np.ndarray, np.ndarray, np.ndarray],
+    template: Template,
     settings: SynthesisSettings,
     rng: np.random.Generator,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """One synthetic subject: ``({"T1": int16, "T2": int16}, label uint8 with iSeg values)``."""
-    mask = template[0]
-    origin, shape = _output_grid(mask, settings.spacing)
+    """One synthetic subject: ``({"T1": int16, "T2": int16}, label uint8 with iSeg values)``;
+    ``template`` from ``prepare_template(settings.spacing)``."""
+    if template.spacing != settings.spacing:
+        raise ValueError(f"the template was prepared for {template.spacing} mm, "
+                         f"the subject is at {settings.spacing} mm")
+    origin, shape = template.origin, template.shape
     center_out = (shape - 1) / 2.0
     center_tpl = origin + center_out * settings.spacing
 
@@ -148,7 +172,7 @@ def synthesize_subject(
         field = _smooth_field(rng, coarse, tuple(shape))
         coords[axis] += settings.displacement_mm * field / max(np.abs(field).max(), 1e-6)
 
-    tissues, inside, label = _tissues_and_label(template, coords, settings.spacing)
+    tissues, inside, label = _tissues_and_label(template, coords)
 
     images = {}
     for modality, means in TISSUE_INTENSITY.items():
@@ -183,7 +207,7 @@ def build_dataset(out_dir: Path, settings: SynthesisSettings = SynthesisSettings
         print(f"demo dataset: reusing {out_dir} ({settings.subjects} subjects)")
         return out_dir
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    template = load_template()
+    template = prepare_template(settings.spacing)
     rng = np.random.default_rng(settings.seed)
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}-") as tmp:
         tmp_dir = Path(tmp)
