@@ -1,4 +1,4 @@
-"""Callbacks for the tests that run train.py in a subprocess (tests/test_ddp.py): ``Recorder``
+"""Callbacks for the tests that run train.py in subprocesses (tests/test_ddp.py): ``Recorder``
 writes what each process validated (``<out>.rank<r>.json``) and process 0 the logged metrics
 (``<out>``); ``SendSignal`` sends a signal to the process during training."""
 

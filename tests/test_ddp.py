@@ -24,78 +24,89 @@ ROOT = Path(__file__).resolve().parent.parent
 VALIDATION = ["subject-2", "subject-3", "subject-4"]
 
 
-@pytest.fixture
-def checkpoint(trained_checkpoint: Path) -> Path:
-    """The shared trained model (``conftest.trained_run``)."""
-    return trained_checkpoint
-
-
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
 
-def run_train(args: list[str], processes: int) -> None:
-    """``train.py`` with ``args``: on one process in this process (no interpreter to start); on
-    2, both ranks started at once as torchrun or srun start them (``LOCAL_RANK`` set: Lightning
-    joins them instead of starting the second itself, so the two interpreters load side by
-    side). One thread per process either way, so both compute the same floats."""
+def run_train(commands: list[list[str]], processes: int) -> None:
+    """``train.py`` with each argument list of ``commands``, one after another: on one process in
+    this process (no interpreter to start); on 2, both ranks started at once as torchrun or srun
+    start them (``LOCAL_RANK`` set: Lightning joins them instead of starting the second itself, so
+    the two interpreters load side by side), each rank running every command in turn in the process
+    group the first one set up (``tests/train_commands.py``). One thread per process either way, so
+    both compute the same floats."""
     if processes == 1:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            run_cli(args, save_config=False)
+            for args in commands:
+                run_cli(args, save_config=False)
         finally:
             torch.set_num_threads(threads)
         return
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "WANDB_MODE": "offline",
            "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
            "WORLD_SIZE": str(processes), "NODE_RANK": "0"}
-    ranks = [subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, env={**env, "LOCAL_RANK": str(rank)},
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ranks = [subprocess.Popen([sys.executable, "tests/train_commands.py", json.dumps(commands)], cwd=ROOT,
+                              env={**env, "LOCAL_RANK": str(rank)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
              for rank in range(processes)]
     outputs = [rank.communicate(timeout=600) for rank in ranks]
     for rank, (process, (_, stderr)) in enumerate(zip(ranks, outputs, strict=True)):
         assert process.returncode == 0, f"rank {rank}: {stderr[-2000:]}"
 
 
-def validate(checkpoint: Path, data: Path, out: Path, devices: int) -> dict[str, float]:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    recorder = out.parent / "recorder.yaml"
-    recorder.write_text(f"trainer:\n  callbacks:\n    - class_path: ddp_recorder.Recorder\n"
-                        f"      init_args:\n        out: {out}\n")
+def evaluation_commands(checkpoint: Path, data: Path, out: Path, devices: int) -> list[list[str]]:
+    """``train.py validate`` with VALIDATION as validation subjects (what each process saw and the
+    logged metrics under ``out/validate``), then ``train.py test`` with them as test subjects
+    (its report and logged metrics under ``out/test``), of ``checkpoint`` on ``devices`` processes."""
     strategy = ["--trainer.strategy", "ddp", "--trainer.devices", str(devices)] if devices > 1 else []
-    run_train(tiny_run_args("validate", data, None, "--config", str(recorder), "--ckpt_path", str(checkpoint),
-                            "--trainer.accelerator", "cpu", *strategy, "--trainer.default_root_dir", str(out.parent),
-                            val=json.dumps(VALIDATION), test="[]"), devices)
-    return json.loads(out.read_text())
+    commands = []
+    for subcommand, subjects in (("validate", {"val": json.dumps(VALIDATION), "test": "[]"}),
+                                 ("test", {"val": "[]", "test": json.dumps(VALIDATION)})):
+        folder = out / subcommand
+        folder.mkdir(parents=True)
+        recorder = folder / "recorder.yaml"
+        recorder.write_text("trainer:\n  callbacks:\n    - class_path: ddp_recorder.Recorder\n"
+                            f"      init_args:\n        out: {folder / 'logged.json'}\n")
+        report = ["--test_report.output_dir", str(folder)] if subcommand == "test" else []
+        commands.append(tiny_run_args(subcommand, data, None, "--config", str(recorder), "--ckpt_path",
+                                      str(checkpoint), "--trainer.accelerator", "cpu", *strategy, *report,
+                                      "--trainer.default_root_dir", str(folder), **subjects))
+    return commands
 
 
-def test_ddp_counts_every_validation_subject_once(checkpoint: Path, tiny_demo_dir: Path, tmp_path: Path) -> None:
-    single = validate(checkpoint, tiny_demo_dir, tmp_path / "one" / "metrics.json", devices=1)
-    ddp = validate(checkpoint, tiny_demo_dir, tmp_path / "two" / "metrics.json", devices=2)
-    seen = [json.loads((tmp_path / "two" / f"metrics.json.rank{r}.json").read_text()) for r in (0, 1)]
+@pytest.fixture(scope="module")
+def evaluations(trained_checkpoint: Path, tiny_demo_dir: Path, tmp_path_factory: pytest.TempPathFactory
+                ) -> dict[int, Path]:
+    """The shared trained model (``conftest.trained_run``) validated and tested on 1 process and
+    on 2 (one launch of the ranks for both commands): the output folder per process count."""
+    outputs = {}
+    for devices in (1, 2):
+        outputs[devices] = tmp_path_factory.mktemp(f"ddp{devices}")
+        run_train(evaluation_commands(trained_checkpoint, tiny_demo_dir, outputs[devices], devices), devices)
+    return outputs
+
+
+@pytest.mark.xdist_group("ddp_evaluations")  # one launch of the ranks for both tests
+def test_ddp_counts_every_validation_subject_once(evaluations: dict[int, Path]) -> None:
+    single, ddp = (json.loads((evaluations[d] / "validate" / "logged.json").read_text()) for d in (1, 2))
+    seen = [json.loads((evaluations[2] / "validate" / f"logged.json.rank{r}.json").read_text()) for r in (0, 1)]
     assert sorted(seen[0] + seen[1]) == sorted(VALIDATION)  # each subject on exactly one process
     assert len(seen[0]) == 2 and len(seen[1]) == 1
     for name in ("val/loss", "val/dice_mean", "val/dice_CSF", "val/dice_GM", "val/dice_WM"):
         assert ddp[name] == pytest.approx(single[name], abs=1e-6), name  # the loss too: unequal shards weigh right
 
 
-def test_ddp_test_report_holds_every_subject_once(checkpoint: Path, tiny_demo_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.xdist_group("ddp_evaluations")
+def test_ddp_test_report_holds_every_subject_once(evaluations: dict[int, Path]) -> None:
     """``train.py test`` on 2 processes: metrics.csv and dice.csv gather both processes' subjects;
     the logged test loss and Dice equal one process's."""
     tables, logged = {}, {}
     for devices in (1, 2):
-        out = tmp_path / f"test{devices}"
-        out.mkdir()
-        recorder = out / "recorder.yaml"
-        recorder.write_text("trainer:\n  callbacks:\n    - class_path: ddp_recorder.Recorder\n"
-                            f"      init_args:\n        out: {out / 'logged.json'}\n")
-        strategy = ["--trainer.strategy", "ddp", "--trainer.devices", "2"] if devices > 1 else []
-        run_train(tiny_run_args("test", tiny_demo_dir, None, "--config", str(recorder), "--ckpt_path", str(checkpoint),
-                                "--trainer.accelerator", "cpu", *strategy, "--test_report.output_dir", str(out),
-                                "--trainer.default_root_dir", str(out), val="[]", test=json.dumps(VALIDATION)), devices)
+        out = evaluations[devices] / "test"
         with open(out / "metrics.csv") as handle:
             tables[devices] = sorted(tuple(row.values()) for row in csv.DictReader(handle))
         logged[devices] = json.loads((out / "logged.json").read_text())
