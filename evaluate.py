@@ -35,7 +35,7 @@ from core.bids import derivative_files, is_derivative, read_dseg_tsv
 from core.dataset_labels import DATASET_LABELS
 from core.io import DataError, check_size, one_line_warnings, write_text_atomically
 from core.labels import LabelSpace
-from core.metrics import ROW_COLUMNS, csv_text, markdown_table, score_rows, score_subject, summarise
+from core.metrics import ROW_COLUMNS, SCORE_FILES, csv_text, markdown_table, score_rows, score_subject, summarise
 from core.nnunet import nnunet_label_space, read_nnunet_description
 from core.volumes import natural_key
 
@@ -280,9 +280,10 @@ def write_outputs(rows: Sequence[dict], output: Path) -> str:
     """Write scores.csv, summary.csv and summary.md into ``output``; returns the Markdown table."""
     summary = summarise(rows)
     table = markdown_table(summary)
-    write_text_atomically(output / "scores.csv", csv_text(rows, ROW_COLUMNS))
-    write_text_atomically(output / "summary.csv", csv_text(summary, ["structure", "metric", "mean", "std", "n"]))
-    write_text_atomically(output / "summary.md", table)
+    scores, summary_csv, summary_md = SCORE_FILES
+    write_text_atomically(output / scores, csv_text(rows, ROW_COLUMNS))
+    write_text_atomically(output / summary_csv, csv_text(summary, ["structure", "metric", "mean", "std", "n"]))
+    write_text_atomically(output / summary_md, table)
     return table
 
 
@@ -312,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     output = args.output or args.pred
     print(write_outputs(rows, output), end="")
-    print(f"scored {len(matching.pairs)} subjects; written to {output}/scores.csv, summary.csv, summary.md")
+    print(f"scored {len(matching.pairs)} subjects; written to {output}/{', '.join(SCORE_FILES)}")
     if missing:
         print(missing)
     return 0

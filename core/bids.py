@@ -13,6 +13,7 @@ from pathlib import Path
 from core.export import OutputNames
 from core.io import DataError
 from core.labels import LabelSpace
+from core.metrics import SCORE_FILES
 from core.provenance import code_version
 
 DERIVATIVE_NAME = "brain-mri-segmentation"
@@ -53,9 +54,10 @@ def read_dseg_tsv(path: Path) -> dict[int, str]:
 @dataclass(frozen=True)
 class BIDSOutputNames(OutputNames):
     """Predictions as a BIDS derivative: ``sub-*/[ses-*/]anat/sub-*_[ses-*_]space-orig_dseg.nii.gz``
-    (``_probseg`` for the probabilities), ``volumes.tsv``, and at the top ``dseg.tsv`` and
+    (``_probseg`` for the probabilities), ``volumes.tsv``, and at the top ``dseg.tsv``,
     ``dataset_description.json`` (``DatasetType: derivative``, ``GeneratedBy`` with the code's
-    version and commit)."""
+    version and commit) and ``.bidsignore``: the tables BIDS has no name for, ``volumes.tsv`` and
+    ``evaluate.py``'s scores when they are written here, kept out of the BIDS validator's way."""
 
     segmentation: str = "{folder}/{subject}_space-orig_dseg.nii.gz"
     probabilities: str = "{folder}/{subject}_space-orig_probseg.nii.gz"
@@ -78,7 +80,9 @@ class BIDSOutputNames(OutputNames):
                         "Description": commit if code["commit"] else "outside a git checkout"}
         description = {"Name": f"{DERIVATIVE_NAME} segmentations", "BIDSVersion": "1.9.0",
                        "DatasetType": "derivative", "GeneratedBy": [generated_by]}
-        return {"dseg.tsv": table.getvalue(), "dataset_description.json": json.dumps(description, indent=2) + "\n"}
+        ignored = "".join(f"/{name}\n" for name in (self.volumes, *SCORE_FILES))  # gitignore syntax: at the top
+        return {"dseg.tsv": table.getvalue(), "dataset_description.json": json.dumps(description, indent=2) + "\n",
+                ".bidsignore": ignored}
 
 
 BIDS_NAMES = BIDSOutputNames()

@@ -73,6 +73,7 @@ COLUMNS = {f.name: f.metadata["column"] for f in fields(StructureScores)}  # met
 TITLES = {f.metadata["column"]: f.metadata["title"] for f in fields(StructureScores)}
 DIGITS = {f.metadata["column"]: f.metadata["digits"] for f in fields(StructureScores)}
 ROW_COLUMNS = ("subject", "structure", *COLUMNS.values())  # one row per subject and structure
+SCORE_FILES = ("scores.csv", "summary.csv", "summary.md")  # what evaluate.py writes: rows, summary, its table
 
 
 def dice_from_counts(overlap: Any, n_prediction: Any, n_truth: Any) -> Any:

@@ -103,6 +103,7 @@ def test_derivative_names_and_sidecars() -> None:
     (generated,) = description["GeneratedBy"]
     assert generated["Name"] == "brain-mri-segmentation" and generated["Version"] == "0.2.0"
     assert generated["Description"].startswith("git commit ")
+    assert sidecars[".bidsignore"] == "/volumes.tsv\n/scores.csv\n/summary.csv\n/summary.md\n"
 
 
 def test_train_predict_as_a_derivative_and_evaluate_derivative_against_derivative(bids: Path,
@@ -126,7 +127,7 @@ def test_train_predict_as_a_derivative_and_evaluate_derivative_against_derivativ
         run_cli(["predict", *common, "--ckpt_path", str(tmp_path / "checkpoints" / "last.ckpt"),
                  "--prediction_writer.output_dir", str(output)], save_config=False)
     written = sorted(p.relative_to(output).as_posix() for p in output.rglob("*") if p.is_file())
-    assert written == ["dataset_description.json", "dseg.tsv",
+    assert written == [".bidsignore", "dataset_description.json", "dseg.tsv",
                        "sub-01/ses-1/anat/sub-01_ses-1_space-orig_dseg.nii.gz",
                        "sub-01/ses-2/anat/sub-01_ses-2_space-orig_dseg.nii.gz", "volumes.tsv"]
     assert json.loads((output / "dataset_description.json").read_text())["DatasetType"] == "derivative"
@@ -145,13 +146,20 @@ def test_train_predict_as_a_derivative_and_evaluate_derivative_against_derivativ
 
     with pytest.warns(DataWarning, match="skipping sub-02_ses-1: no T2w image"):
         again = predict.predict(tmp_path / "checkpoints" / "last.ckpt", [bids], tmp_path / "again")
-    assert [p.relative_to(tmp_path / "again").as_posix() for p in again][:2] == written[2:4]
+    assert [p.relative_to(tmp_path / "again").as_posix() for p in again][:2] == written[3:5]
     np.testing.assert_array_equal(np.asarray(nib.load(again[1]).dataobj), np.asarray(prediction.dataobj))
     assert evaluate.main(["--pred", str(output), "--gt", str(bids / "derivatives" / "manual"), "--dataset", "dseg",
                           "--output", str(tmp_path / "scores")]) == 0
     with open(tmp_path / "scores" / "scores.csv") as handle:
         scored = [(r["subject"], r["structure"]) for r in csv.DictReader(handle)]
     assert scored == [(s, t) for s in ("sub-01_ses-1", "sub-01_ses-2") for t in ("CSF", "GM", "WM")]
+    # Scored into the derivative itself (the default): every table at its top that BIDS has no
+    # name for is in its .bidsignore, so the BIDS validator passes over them.
+    assert evaluate.main(["--pred", str(output), "--gt", str(bids / "derivatives" / "manual"),
+                          "--dataset", "dseg"]) == 0
+    tables = {p.name for p in output.iterdir() if p.is_file()} - {".bidsignore", "dataset_description.json", "dseg.tsv"}
+    assert tables == {"volumes.tsv", "scores.csv", "summary.csv", "summary.md"}
+    assert {line.lstrip("/") for line in (output / ".bidsignore").read_text().split()} == tables
 
 
 def test_a_model_of_any_contrast_segments_a_bids_tree_by_the_suffix_asked_for(bids: Path, tmp_path: Path) -> None:
