@@ -60,6 +60,52 @@ def test_sessions_are_subjects_and_what_is_left_out_is_said(bids: Path) -> None:
         assert "sub-02_ses-1" in dm(bids, modalities=["T1w"]).subjects()  # T1w alone: sub-02 is in
 
 
+def names_only_tree(root: Path) -> Path:
+    """A BIDS tree of empty files (listing reads names only): sub-01 with sessions 1, 2 and 10;
+    sub-02 without sessions, two T1w acquisitions and two label maps (desc-tissue, desc-other);
+    sub-03 with functional data only; sub-04 with a FLAIR alone."""
+    manual = root / "derivatives" / "manual"
+    files = [*(f"sub-01/ses-{s}/anat/sub-01_ses-{s}_{m}.nii.gz" for s in (1, 2, 10) for m in ("T1w", "T2w")),
+             "sub-02/anat/sub-02_acq-mprage_T1w.nii.gz", "sub-02/anat/sub-02_acq-fast_T1w.nii.gz",
+             "sub-03/func/sub-03_task-rest_bold.nii.gz", "sub-04/anat/sub-04_FLAIR.nii.gz"]
+    labels = [*(f"sub-01/ses-{s}/anat/sub-01_ses-{s}_desc-tissue_dseg.nii.gz" for s in (1, 2, 10)),
+              "sub-02/anat/sub-02_desc-tissue_dseg.nii.gz", "sub-02/anat/sub-02_desc-other_dseg.nii.gz"]
+    for path in [root / f for f in files] + [manual / f for f in labels]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    (root / "dataset_description.json").write_text('{"Name": "names", "BIDSVersion": "1.9.0"}')
+    (manual / "dataset_description.json").write_text('{"Name": "manual", "BIDSVersion": "1.9.0", '
+                                                     '"DatasetType": "derivative", "GeneratedBy": [{"Name": "x"}]}')
+    (manual / "dseg.tsv").write_text("index\tname\n1\tCSF\n")
+    return root
+
+
+def test_entities_pick_among_acquisitions_and_sessions_sort_naturally(tmp_path: Path) -> None:
+    root = names_only_tree(tmp_path / "bids")
+
+    def found(modalities: list[str], labels: bool = True, **kwargs: object) -> tuple[list[str], list[str]]:
+        module = BIDSDataModule(str(root), modalities=modalities, labels_dir="derivatives/manual", cache_dir=None,
+                                **kwargs)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            subjects = module.find_subjects(root, require_labels=labels)
+        said = [str(w.message).removeprefix(f"{root}: ") for w in caught if w.category is DataWarning]
+        return [f"{s.subject_id}:{'+'.join(p.name for p in s.images)}" for s in subjects], said
+
+    with pytest.raises(DataError, match=r"sub-02 has several T1w images \['sub-02_acq-fast_T1w.nii.gz', "
+                                        r"'sub-02_acq-mprage_T1w.nii.gz'\]; name the one"):
+        found(["T1w"], labels=False)
+    assert found(["acq-mprage_T1w"], labels=False) == (
+        ["sub-02:sub-02_acq-mprage_T1w.nii.gz"],
+        [f"skipping {unit}: no acq-mprage_T1w image" for unit in ("sub-01_ses-1", "sub-01_ses-2", "sub-01_ses-10",
+                                                                  "sub-03", "sub-04")])  # in the natural order
+    with pytest.raises(DataError, match=r"sub-02 has several dseg images"):  # two label maps, none named
+        found(["T2w"])
+    sessions, said = found(["T2w"], label_entities={"desc": "tissue"})
+    assert sessions == [f"sub-01_ses-{s}:sub-01_ses-{s}_T2w.nii.gz" for s in (1, 2, 10)]  # 10 after 2
+    assert said == ["skipping sub-02: no T2w image", "skipping sub-03: no T2w image", "skipping sub-04: no T2w image"]
+
+
 def test_the_label_space_comes_from_dseg_tsv_and_labels_are_read(bids: Path) -> None:
     data = dm(bids)
     assert data.label_space.class_names == ("background", "CSF", "GM", "WM")
