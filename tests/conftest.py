@@ -33,6 +33,15 @@ def share_the_cores_between_workers() -> None:
 
 share_the_cores_between_workers()
 
+
+@pytest.hookimpl(trylast=True)  # after pytest's own ordering by shared fixtures; the sort is stable
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The ``slow`` tests (processes of their own, 15-25 s each) run first: pytest-xdist hands each
+    worker the next test as it runs low, so the suite no longer ends on one of them while the
+    other worker idles."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 ISEG_VALUES = (0, 10, 150, 250)
 SCRATCH = {".pytest_cache", "__pycache__", ".ruff_cache"}
 

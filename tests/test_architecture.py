@@ -13,6 +13,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from scripts.import_graph import ROOT, first_party_imports, module_graph, package_graph
 
 # Which of our packages each package may import (itself always).
@@ -60,6 +62,7 @@ def test_no_import_cycles_between_modules() -> None:
             visit(module, [])
 
 
+@pytest.mark.slow  # a Python process of its own
 def test_scoring_loads_no_lightning() -> None:
     """``evaluate.py --help`` (numpy metrics) imports neither Lightning nor a network."""
     out = subprocess.run([sys.executable, "-X", "importtime", "evaluate.py", "--help"], cwd=ROOT,

@@ -1,5 +1,6 @@
 """The model table's counts against hand-computed ones, and a tiny step measurement."""
 
+import pytest
 from torch import nn
 
 from benchmarks.model_table import (
@@ -50,6 +51,7 @@ def test_unet3d_params_and_macs() -> None:
     assert f"| unet3d | 2 | {row.params / 1e6:.2f} | 10.0 | 128x128x64 | {row.macs / 1e9:.1f} |" in table
 
 
+@pytest.mark.slow  # a Python process of its own
 def test_step_measurement_in_a_fresh_process() -> None:
     # One thread: on a shared machine, threads waiting on busy cores make tiny steps slow.
     seconds, gib = measure_in_subprocess("unet3d", 16, overrides={"base_features": 2}, threads=1)
