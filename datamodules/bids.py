@@ -7,6 +7,7 @@ sessions); splits keep a participant's sessions together.
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from collections.abc import Mapping, Sequence
@@ -66,10 +67,9 @@ def _units(layout: Any) -> dict[str, list[str | None]]:
     """Each participant's sessions (``[None]`` without sessions), from the indexed files' folders:
     one query for the dataset (pybids' ``get_subjects`` and ``get_sessions`` per participant took
     minutes on a 1,000-session tree)."""
-    root = Path(layout.root)
     sessions: dict[str, set[str]] = {}
     for name in layout.get(return_type="filename"):
-        match = _UNIT_FOLDER.match(Path(name).relative_to(root).as_posix())
+        match = _UNIT_FOLDER.match(Path(os.path.relpath(name, layout.root)).as_posix())
         if match:
             sessions.setdefault(match[1], set()).update([match[2]] if match[2] else [])
     return {subject: sorted(found, key=natural_key) or [None]
