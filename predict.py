@@ -11,8 +11,8 @@ orientation) and label values, optionally ``<subject>_probabilities.nii.gz`` (on
 class or region, float32), and finally ``volumes.csv``: millilitres per class (or region) per
 subject. A model trained on an nnU-Net dataset names them as nnU-Net does (``<case>.nii.gz``);
 one trained on a BIDS dataset writes a BIDS derivative (``sub-*/[ses-*/]anat/*_dseg.nii.gz``,
-``dseg.tsv``, ``dataset_description.json``, ``volumes.tsv``, ``.bidsignore``). Every file is written under a
-temporary name and renamed.
+``dseg.tsv``, ``dataset_description.json``, ``volumes.tsv``, ``.bidsignore``). Every file is
+written under a temporary name and renamed.
 
 Several checkpoints (``--checkpoint fold0.ckpt fold1.ckpt ...``: the folds of a
 cross-validation, or seeds) are an ensemble: their probabilities are averaged, then one class
