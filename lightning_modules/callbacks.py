@@ -126,7 +126,21 @@ class RunCheckpoint(ModelCheckpoint):
     Lightning 2.6 refreshes ``last.ckpt`` after a validation only when a top-k checkpoint was
     saved at the same step: while the monitored Dice does not improve, ``last.ckpt`` stays at the
     best epoch, and resuming from it silently repeats epochs. Here it is written whenever
-    Lightning considers saving (after every validation or training epoch)."""
+    Lightning considers saving (after every validation or training epoch).
+
+    Evaluating a checkpoint (``validate``, ``test``, ``predict``) saves nothing, so the
+    checkpoint's best score and top-k list are not restored: Lightning's warning that they cannot
+    be, for a checkpoint evaluated outside the folder that trained it, said nothing to act on."""
+
+    _fitting = True
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        self._fitting = stage == "fit"
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if self._fitting:
+            super().load_state_dict(state_dict)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
