@@ -9,6 +9,8 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -49,13 +51,25 @@ def run_train(commands: list[list[str]], processes: int) -> None:
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "WANDB_MODE": "offline",
            "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
            "WORLD_SIZE": str(processes), "NODE_RANK": "0"}
+    logs = [tempfile.TemporaryFile("w+") for _ in range(processes)]
     ranks = [subprocess.Popen([sys.executable, "tests/train_commands.py", json.dumps(commands)], cwd=ROOT,
-                              env={**env, "LOCAL_RANK": str(rank)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
-             for rank in range(processes)]
-    outputs = [rank.communicate(timeout=600) for rank in ranks]
-    for rank, (process, (_, stderr)) in enumerate(zip(ranks, outputs, strict=True)):
-        assert process.returncode == 0, f"rank {rank}: {stderr[-2000:]}"
+                              env={**env, "LOCAL_RANK": str(rank)}, stdout=log, stderr=subprocess.STDOUT, text=True)
+             for rank, log in enumerate(logs)]
+    deadline, killed = time.monotonic() + 600, False
+    while any(process.poll() is None for process in ranks):
+        if any(process.returncode for process in ranks) or time.monotonic() > deadline:
+            for process in ranks:  # a rank that failed leaves the other waiting in a collective, for minutes
+                process.kill()
+            killed = True
+            break
+        time.sleep(0.2)
+    said = []
+    for rank, (process, log) in enumerate(zip(ranks, logs, strict=True)):
+        process.wait()
+        log.seek(0)
+        if process.returncode:
+            said.append(f"rank {rank} (exit {process.returncode}): {log.read()[-2000:]}")
+    assert not said and not killed, "\n".join(said) or "the ranks ran past 600 s"
 
 
 def evaluation_commands(checkpoint: Path, data: Path, out: Path, devices: int) -> list[list[str]]:
