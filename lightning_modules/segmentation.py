@@ -41,9 +41,10 @@ class SegmentationModule(pl.LightningModule):
             on CPUs (oneDNN), same results and checkpoints; None: the network's default
             (:func:`networks.build_network`).
         compile_network: ``torch.compile`` the network when fitting starts (opt-in: the first
-            steps pay the compilation, printed; later ones run faster on a GPU); true for the
-            default backend (inductor), or a backend's name (``"eager"`` checks the tracing
-            alone). The module's weights and checkpoint keys are the same either way.
+            steps pay the compilation, printed; later ones run faster on a GPU, slower on the
+            demo's 2-core CPU: docs/benchmarks.md); true for the default backend (inductor), or a
+            backend's name (``"eager"`` checks the tracing alone). The module's weights and
+            checkpoint keys are the same either way.
         in_channels, modalities, label_space: filled in from the DataModule by ``train.py``;
             ``label_space`` is the data's label space (:class:`core.labels.LabelSpace` as a dict):
             classes and the dataset value of each, ignored values, and regions. With regions
