@@ -202,10 +202,10 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    patches = {"quick": (32, 64, 64)} if args.quick else {name: PATCHES[name] for name in args.patches}
+    device_name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    patches = {"quick": (32, 64, 64)} if args.quick else {key: PATCHES[key] for key in args.patches}
     steps = 2 if args.quick else args.steps
-    print(f"device: {name}; torch {torch.__version__}; batch {args.batch}\n")
+    print(f"device: {device_name}; torch {torch.__version__}; batch {args.batch}\n")
     planned_memory(device, (64, 64, 64) if args.quick else (128, 128, 128), args.batch, steps)
     training_table(device, args.networks, patches, args.batch, steps, compiled)
     if not args.no_prediction:
