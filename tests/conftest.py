@@ -64,6 +64,22 @@ def float32_training() -> Iterator[None]:
     trainer.fast_bf16 = real
 
 
+@pytest.fixture(autouse=True, scope="session")
+def child_temporary_files_under_basetemp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Processes the tests start (study cells, DDP ranks, SLURM tasks) keep their temporary files
+    in the session's pytest folder, which pytest prunes: a task the tests end as SLURM does
+    (SIGTERM) never runs its exit handlers, and W&B's import-time ``wandb-media`` and
+    ``wandb-artifacts`` folders were left in the system's temporary folder, two per killed task."""
+    folder = tmp_path_factory.mktemp("child_tmp")
+    before = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(folder)
+    yield
+    if before is None:
+        del os.environ["TMPDIR"]
+    else:
+        os.environ["TMPDIR"] = before
+
+
 @pytest.fixture(autouse=True)
 def repository_root_untouched() -> Iterator[None]:
     """Tests write into their tmp folders only: a file a test leaves in the repository (a config or
