@@ -6,12 +6,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.export import OutputNames
-from core.io import DataError
+from core.export import PREDICTION_MARK, OutputNames
+from core.io import DataError, DataWarning
 from core.labels import LabelSpace
 from core.metrics import SCORE_FILES
 from core.provenance import code_version
@@ -51,12 +54,41 @@ def read_dseg_tsv(path: Path) -> dict[int, str]:
     return dict(sorted({0: "background", **values}.items()))
 
 
+def dataset_root(path: Path) -> Path | None:
+    """The BIDS dataset ``path`` lies in: the nearest folder above it with a
+    ``dataset_description.json`` (symbolic links, as DataLad makes them, are not followed)."""
+    for folder in Path(os.path.abspath(path)).parents:
+        if (folder / "dataset_description.json").is_file():
+            return folder
+    return None
+
+
+def _link(root: Path, directory: Path) -> str:
+    """Where ``root`` is, as seen from the derivative ``directory``: a relative path when the
+    derivative lies inside it (``<dataset>/derivatives/<name>``: ``../..``), else a file URI."""
+    root, directory = Path(os.path.abspath(root)), Path(os.path.abspath(directory))
+    if directory.is_relative_to(root):
+        return Path(os.path.relpath(root, directory)).as_posix()
+    return root.as_uri()
+
+
+def _linked_root(link: str, directory: Path) -> Path:
+    """The folder a ``DatasetLinks`` value names (the inverse of :func:`_link`)."""
+    if link.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        return Path(unquote(urlparse(link).path))
+    return Path(os.path.normpath(Path(os.path.abspath(directory)) / link))
+
+
 @dataclass(frozen=True)
 class BIDSOutputNames(OutputNames):
     """Predictions as a BIDS derivative: ``sub-*/[ses-*/]anat/sub-*_[ses-*_]space-orig_dseg.nii.gz``
-    (``_probseg`` for the probabilities), ``volumes.tsv``, and at the top ``dseg.tsv``,
+    (``_probseg`` for the probabilities), each with a JSON sidecar (``Sources``: the input
+    images as BIDS URIs, ``Manual: false``), ``volumes.tsv``, and at the top ``dseg.tsv``,
     ``dataset_description.json`` (``DatasetType: derivative``, ``GeneratedBy`` with the code's
-    version and commit) and ``.bidsignore``: the tables BIDS has no name for, ``volumes.tsv`` and
+    version and commit, ``DatasetLinks`` to the input datasets that the URIs name) and
+    ``.bidsignore``: the tables BIDS has no name for, ``volumes.tsv`` and
     ``evaluate.py``'s scores when they are written here, kept out of the BIDS validator's way."""
 
     segmentation: str = "{folder}/{subject}_space-orig_dseg.nii.gz"
@@ -69,7 +101,51 @@ class BIDSOutputNames(OutputNames):
         return [self.segmentation.format(folder=folder, subject=subject_id),
                 *([self.probabilities.format(folder=folder, subject=subject_id)] if probabilities else [])]
 
-    def sidecars(self, labels: LabelSpace) -> dict[str, str]:
+    def image_sidecars(self, subject_id: str, probabilities: bool = False) -> list[str]:
+        return [name.removesuffix(".nii.gz") + ".json" for name in self.files(subject_id, probabilities)]
+
+    def links(self, sources: Sequence[Path], directory: Path) -> dict[str, str]:
+        """``raw`` (``raw2``, ... for more than one; ``input`` for a derivative dataset) -> where
+        each dataset the ``sources`` lie in is. An existing ``dataset_description.json`` is kept:
+        a key it already has for the same dataset is used again, and a dataset it has no key for is
+        said before any work, since the new sidecars' URIs then cannot be resolved from it."""
+        described = Path(directory) / "dataset_description.json"
+        try:
+            kept = json.loads(described.read_text(encoding="utf-8")).get("DatasetLinks") or {}
+        except FileNotFoundError:
+            kept = None
+        except (OSError, ValueError, AttributeError):
+            kept = {}
+        links: dict[str, str] = {}
+        for root in dict.fromkeys(r for r in map(dataset_root, sources) if r is not None):
+            same = [key for key, link in (kept or {}).items()
+                    if isinstance(link, str) and _linked_root(link, directory) == root]
+            if same:
+                links[same[0]] = kept[same[0]]
+                continue
+            base = "input" if is_derivative(root) else "raw"
+            key = next(k for k in (base, *(f"{base}{n}" for n in range(2, 10_000)))
+                       if k not in links and k not in (kept or {}))
+            links[key] = _link(root, directory)
+            if kept is not None:
+                warnings.warn(f"{described}: kept as it is, but it has no DatasetLinks entry for {root}; the new "
+                              f"sidecars name its files bids:{key}:..., which it cannot resolve (write into a new "
+                              "folder to get one)", DataWarning, stacklevel=2)
+        return links
+
+    def describe_image(self, sources: Sequence[Path], directory: Path, links: Mapping[str, str],
+                       note: str = "") -> str:
+        roots = {_linked_root(link, directory): key for key, link in links.items()}
+        uris = []
+        for source in sources:
+            root = dataset_root(source)
+            if root in roots:
+                uris.append(f"bids:{roots[root]}:{Path(os.path.relpath(os.path.abspath(source), root)).as_posix()}")
+        description = PREDICTION_MARK.decode() + " (automated, by a trained network)" + (f"; {note}" if note else "")
+        sidecar = {"Description": description, "Manual": False, **({"Sources": uris} if uris else {})}
+        return json.dumps(sidecar, indent=2) + "\n"
+
+    def sidecars(self, labels: LabelSpace, links: Mapping[str, str] | None = None) -> dict[str, str]:
         table = io.StringIO()
         table.write("index\tname\n")
         for value, name in zip(labels.class_values, labels.class_names, strict=True):
@@ -79,7 +155,8 @@ class BIDSOutputNames(OutputNames):
         generated_by = {"Name": DERIVATIVE_NAME, "Version": package_version(),
                         "Description": commit if code["commit"] else "outside a git checkout"}
         description = {"Name": f"{DERIVATIVE_NAME} segmentations", "BIDSVersion": "1.9.0",
-                       "DatasetType": "derivative", "GeneratedBy": [generated_by]}
+                       "DatasetType": "derivative", "GeneratedBy": [generated_by],
+                       **({"DatasetLinks": dict(links)} if links else {})}
         ignored = "".join(f"/{name}\n" for name in (self.volumes, *SCORE_FILES))  # gitignore syntax: at the top
         return {"dseg.tsv": table.getvalue(), "dataset_description.json": json.dumps(description, indent=2) + "\n",
                 ".bidsignore": ignored}

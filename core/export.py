@@ -11,10 +11,11 @@ from __future__ import annotations
 import csv
 import fcntl
 import io
+import json
 import os
 import shutil
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +51,14 @@ def _marked(image: nib.Nifti1Image, note: str = "") -> nib.Nifti1Image:
 
 
 def is_our_prediction(path: Path) -> bool:
-    """Whether ``path`` is a NIfTI image written by this codebase's prediction (header mark)."""
+    """Whether ``path`` was written by this codebase's prediction: a NIfTI image with the mark in
+    its header, or a JSON sidecar whose ``Description`` starts with it."""
+    if Path(path).suffix == ".json":
+        try:
+            description = json.loads(Path(path).read_text(encoding="utf-8")).get("Description")
+        except (OSError, ValueError, AttributeError):  # unreadable, not JSON, not an object
+            return False
+        return isinstance(description, str) and description.startswith(PREDICTION_MARK.decode())
     try:
         return bytes(nib.load(str(path)).header["descrip"]).rstrip(b"\x00").startswith(PREDICTION_MARK)
     except Exception:  # not a NIfTI file, unreadable: certainly not ours
@@ -110,7 +118,24 @@ class OutputNames:
         return [self.segmentation.format(subject=subject_id),
                 *([self.probabilities.format(subject=subject_id)] if probabilities else [])]
 
-    def sidecars(self, labels: LabelSpace) -> dict[str, str]:
+    def links(self, sources: Sequence[Path], directory: Path) -> dict[str, str]:
+        """How the folder's metadata refers to the datasets the inputs ``sources`` come from,
+        by name (a BIDS derivative's ``DatasetLinks``): none here."""
+        return {}
+
+    def image_sidecars(self, subject_id: str, probabilities: bool = False) -> list[str]:
+        """A metadata file per image of :meth:`files` (a BIDS derivative's JSON), in that order:
+        none here."""
+        return []
+
+    def describe_image(self, sources: Sequence[Path], directory: Path, links: Mapping[str, str],
+                       note: str = "") -> str:
+        """The text of an image's sidecar in the folder ``directory``: what it is and which input
+        files (``sources``, through ``links``) it was computed from. Only called for names that
+        have :meth:`image_sidecars`."""
+        raise NotImplementedError(f"{type(self).__name__} names no image sidecars")
+
+    def sidecars(self, labels: LabelSpace, links: Mapping[str, str] | None = None) -> dict[str, str]:
         """Files that describe the folder as a whole (a BIDS derivative's), by name: none here."""
         return {}
 
@@ -134,15 +159,21 @@ class PredictionFolder:
     Build it with :meth:`for_subjects`, which checks everything that can be known before any
     work (:meth:`check`); a write that fails all the same (a disk filled meanwhile) is an
     :class:`~core.io.OutputError` naming the file, and leaves no partial file.
+
+    ``sources``: each subject's input images, for names whose images have sidecars saying what
+    they were computed from (a BIDS derivative's ``Sources``).
     """
 
     def __init__(self, directory: str | Path, probabilities: bool = False, overwrite: bool = False,
-                 protect: Sequence[str | Path] = (), names: OutputNames = OUR_NAMES) -> None:
+                 protect: Sequence[str | Path] = (), names: OutputNames = OUR_NAMES,
+                 sources: Mapping[str, Sequence[Path]] | None = None) -> None:
         self.directory = Path(directory)
         self.names = names
         self.probabilities = probabilities
         self.overwrite = overwrite
         self.protected = {Path(p).resolve() for p in protect}
+        self.sources = {subject: [Path(p) for p in files] for subject, files in (sources or {}).items()}
+        self.links = names.links([p for files in self.sources.values() for p in files], self.directory)
         self.created: set[Path] = set()
         self.volumes: list[dict[str, Any]] = []
         self.volumes_labels: LabelSpace | None = None  # the label space of what was written (for sidecars)
@@ -153,13 +184,14 @@ class PredictionFolder:
         """The folder for segmenting ``subjects`` (their files protected), checked before any
         work; ``maps``: probability maps per subject (classes or regions)."""
         folder = cls(directory, probabilities, overwrite, protect=[f for s in subjects for f in s.files()],
-                     names=names)
+                     names=names, sources={s.subject_id: list(dict.fromkeys(s.images)) for s in subjects})
         folder.check([s.subject_id for s in subjects], expected_bytes(subjects, maps if probabilities else 0))
         return folder
 
     def outputs(self, subject_id: str) -> list[Path]:
-        """The files :meth:`write` makes for ``subject_id``."""
-        return [self.directory / name for name in self.names.files(subject_id, self.probabilities)]
+        """The files :meth:`write` makes for ``subject_id``: its images, then their sidecars."""
+        return [self.directory / name for name in (*self.names.files(subject_id, self.probabilities),
+                                                   *self.names.image_sidecars(subject_id, self.probabilities))]
 
     def check(self, subject_ids: Sequence[str], expected_bytes: int = 0) -> None:
         """Refuse, before any work, outputs that would replace a file they must not (see the
@@ -205,6 +237,12 @@ class PredictionFolder:
         save_nifti_atomically(segmentation.image(), paths[0])
         if self.probabilities:
             save_nifti_atomically(segmentation.probability_image(), paths[1])
+        images = len(self.names.files(subject, self.probabilities))
+        if len(paths) > images:  # one sidecar per image: the same sources
+            text = self.names.describe_image(self.sources.get(subject, ()), self.directory, self.links,
+                                             segmentation.note)
+            for path in paths[images:]:
+                write_text_atomically(path, text)
         self.created.update(paths)
         self.volumes.append({"subject": subject, **segmentation.volumes_ml()})
         self.volumes_labels = segmentation.labels
@@ -218,7 +256,7 @@ class PredictionFolder:
         path = self.directory / self.names.volumes
         delimiter = "\t" if path.suffix == ".tsv" else ","
         with locked(self.directory):
-            for name, text in self.names.sidecars(self.volumes_labels).items():
+            for name, text in self.names.sidecars(self.volumes_labels, self.links).items():
                 if not (self.directory / name).exists():
                     write_text_atomically(self.directory / name, text)
             rows: dict[str, dict[str, Any]] = {}

@@ -9,7 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from layouts import BIDS_TISSUES, write_bids
+from layouts import BIDS_TISSUES, write_bids, write_nifti
 
 from core.bids import BIDS_NAMES, derivative_files, read_dseg_tsv, unit_parts
 from core.io import DataError, DataWarning
@@ -142,10 +142,13 @@ def test_derivative_names_and_sidecars() -> None:
         "sub-01/ses-2/anat/sub-01_ses-2_space-orig_dseg.nii.gz",
         "sub-01/ses-2/anat/sub-01_ses-2_space-orig_probseg.nii.gz"]
     assert BIDS_NAMES.files("sub-07") == ["sub-07/anat/sub-07_space-orig_dseg.nii.gz"]
+    assert BIDS_NAMES.image_sidecars("sub-01_ses-2", probabilities=True) == [
+        "sub-01/ses-2/anat/sub-01_ses-2_space-orig_dseg.json",
+        "sub-01/ses-2/anat/sub-01_ses-2_space-orig_probseg.json"]
     sidecars = BIDS_NAMES.sidecars(LabelSpace.from_values({0: "background", **BIDS_TISSUES}))
     assert sidecars["dseg.tsv"] == "index\tname\n0\tbackground\n1\tCSF\n2\tGM\n3\tWM\n"
     description = json.loads(sidecars["dataset_description.json"])
-    assert description["DatasetType"] == "derivative"
+    assert description["DatasetType"] == "derivative" and "DatasetLinks" not in description  # no inputs named
     (generated,) = description["GeneratedBy"]
     assert generated["Name"] == "brain-mri-segmentation" and generated["Version"] == "0.2.0"
     assert generated["Description"].startswith("git commit ")
@@ -174,9 +177,17 @@ def test_train_predict_as_a_derivative_and_evaluate_derivative_against_derivativ
                  "--prediction_writer.output_dir", str(output)], save_config=False)
     written = sorted(p.relative_to(output).as_posix() for p in output.rglob("*") if p.is_file())
     assert written == [".bidsignore", "dataset_description.json", "dseg.tsv",
+                       "sub-01/ses-1/anat/sub-01_ses-1_space-orig_dseg.json",
                        "sub-01/ses-1/anat/sub-01_ses-1_space-orig_dseg.nii.gz",
+                       "sub-01/ses-2/anat/sub-01_ses-2_space-orig_dseg.json",
                        "sub-01/ses-2/anat/sub-01_ses-2_space-orig_dseg.nii.gz", "volumes.tsv"]
-    assert json.loads((output / "dataset_description.json").read_text())["DatasetType"] == "derivative"
+    description = json.loads((output / "dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative"
+    assert description["DatasetLinks"] == {"raw": bids.as_uri()}  # the derivative lies outside the dataset
+    sidecar = json.loads((output / "sub-01/ses-2/anat/sub-01_ses-2_space-orig_dseg.json").read_text())
+    assert sidecar["Manual"] is False and sidecar["Description"].startswith("brain-mri-segmentation prediction")
+    assert sidecar["Sources"] == ["bids:raw:sub-01/ses-2/anat/sub-01_ses-2_T1w.nii.gz",
+                                  "bids:raw:sub-01/ses-2/anat/sub-01_ses-2_T2w.nii.gz"]
     with open(output / "volumes.tsv", newline="") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
     assert [r["subject"] for r in rows] == ["sub-01_ses-1", "sub-01_ses-2"]
@@ -192,7 +203,7 @@ def test_train_predict_as_a_derivative_and_evaluate_derivative_against_derivativ
 
     with pytest.warns(DataWarning, match="skipping sub-02_ses-1: no T2w image"):
         again = predict.predict(tmp_path / "checkpoints" / "last.ckpt", [bids], tmp_path / "again")
-    assert [p.relative_to(tmp_path / "again").as_posix() for p in again][:2] == written[3:5]
+    assert [p.relative_to(tmp_path / "again").as_posix() for p in again][:2] == written[4:7:2]
     np.testing.assert_array_equal(np.asarray(nib.load(again[1]).dataobj), np.asarray(prediction.dataobj))
     assert evaluate.main(["--pred", str(output), "--gt", str(bids / "derivatives" / "manual"), "--dataset", "dseg",
                           "--output", str(tmp_path / "scores")]) == 0
@@ -230,3 +241,67 @@ def test_a_model_of_any_contrast_segments_a_bids_tree_by_the_suffix_asked_for(bi
         f"{s.replace('_', '/')}/anat/{s}_space-orig_dseg.nii.gz" for s in SESSIONS]
     header = nib.load(written[0]).header
     assert bytes(header["descrip"]).rstrip(b"\0").endswith(b"; any-contrast model")
+
+
+def test_every_derivative_image_says_which_input_files_it_came_from(tmp_path: Path) -> None:
+    """Each ``_dseg``/``_probseg`` gets a JSON sidecar: ``Sources`` as BIDS URIs that
+    ``dataset_description.json``'s ``DatasetLinks`` resolve to the input images (a relative link
+    for ``<dataset>/derivatives/<name>``), ``Manual: false``. A sidecar that is not ours is never
+    replaced (refused before any work), ours only with ``overwrite``; a second input dataset
+    written into a kept description is said, with a key of its own."""
+    from core.export import PredictionFolder, Segmentation
+    from core.labels import LabelSpace
+    from core.volumes import Subject
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "dataset_description.json").write_text(json.dumps({"Name": "raw", "BIDSVersion": "1.9.0"}))
+    images = tuple(write_nifti(np.ones((4, 4, 4), np.float32), raw / "sub-01" / "anat" / f"sub-01_{s}.nii.gz")
+                   for s in ("T1w", "FLAIR"))
+    labels = LabelSpace.from_values({0: "background", 1: "lesion"})
+    segmentation = Segmentation("sub-01", np.eye(4, dtype=np.int16)[None].repeat(4, 0), np.eye(4), labels,
+                                probabilities=np.full((2, 4, 4, 4), 0.5, np.float32))
+    subject = Subject("sub-01", images)
+    output = raw / "derivatives" / "seg"
+
+    def folder(**kwargs: object) -> PredictionFolder:
+        return PredictionFolder.for_subjects(output, [subject], maps=2, names=BIDS_NAMES, **kwargs)
+
+    written = folder(probabilities=True)
+    written.write(segmentation)
+    written.close()
+    links = json.loads((output / "dataset_description.json").read_text())["DatasetLinks"]
+    assert links == {"raw": "../.."}
+    for suffix in ("dseg", "probseg"):
+        sidecar = json.loads((output / "sub-01" / "anat" / f"sub-01_space-orig_{suffix}.json").read_text())
+        assert sidecar["Manual"] is False
+        assert sidecar["Sources"] == ["bids:raw:sub-01/anat/sub-01_T1w.nii.gz",
+                                      "bids:raw:sub-01/anat/sub-01_FLAIR.nii.gz"]
+        resolved = [output / links["raw"] / uri.removeprefix("bids:raw:") for uri in sidecar["Sources"]]
+        assert [p.resolve() for p in resolved] == [p.resolve() for p in images]
+
+    ours = output / "sub-01" / "anat" / "sub-01_space-orig_dseg.json"
+    (output / "sub-01" / "anat" / "sub-01_space-orig_dseg.nii.gz").unlink()
+    with pytest.raises(DataError, match=rf"{ours}: exists \(an earlier prediction\); pass --overwrite"):
+        folder()
+    folder(overwrite=True).write(segmentation)  # ours: replaced with overwrite
+    ours.write_text(json.dumps({"Description": "reviewed by hand", "Manual": True}))
+    with pytest.raises(DataError, match=rf"{ours}: exists and was not written by a prediction of this codebase"):
+        folder(overwrite=True)
+    assert json.loads(ours.read_text())["Manual"] is True
+
+    other = tmp_path / "other"  # a second dataset into the same derivative, outside it
+    other.mkdir()
+    (other / "dataset_description.json").write_text(json.dumps({"Name": "other", "BIDSVersion": "1.9.0"}))
+    image = write_nifti(np.ones((4, 4, 4), np.float32), other / "sub-02" / "anat" / "sub-02_T1w.nii.gz")
+    with pytest.warns(DataWarning, match=r"dataset_description.json: kept as it is, but it has no DatasetLinks "
+                                         rf"entry for {other}; the new sidecars name its files bids:raw2:"):
+        second = PredictionFolder.for_subjects(output, [Subject("sub-02", (image,))], maps=2, names=BIDS_NAMES)
+    assert second.links == {"raw2": other.as_uri()}
+    second.write(Segmentation("sub-02", np.zeros((4, 4, 4), np.int16), np.eye(4), labels))
+    sidecar = json.loads((output / "sub-02" / "anat" / "sub-02_space-orig_dseg.json").read_text())
+    assert sidecar["Sources"] == ["bids:raw2:sub-02/anat/sub-02_T1w.nii.gz"]
+    # The first dataset again: the kept description's own key, no warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert BIDS_NAMES.links(images, output) == {"raw": "../.."}
