@@ -10,9 +10,13 @@ For each subject it writes ``<subject>_seg.nii.gz`` in the scan's own space (sha
 orientation) and label values, optionally ``<subject>_probabilities.nii.gz`` (one volume per
 class or region, float32), and finally ``volumes.csv``: millilitres per class (or region) per
 subject. A model trained on an nnU-Net dataset names them as nnU-Net does (``<case>.nii.gz``);
-one trained on a BIDS dataset writes a BIDS derivative (``sub-*/[ses-*/]anat/*_dseg.nii.gz``,
-``dseg.tsv``, ``dataset_description.json``, ``volumes.tsv``, ``.bidsignore``). Every file is
+one trained on a BIDS dataset writes a BIDS derivative (``sub-*/[ses-*/]anat/*_dseg.nii.gz``
+with JSON sidecars naming their input images, ``dseg.tsv``, ``dataset_description.json``,
+``volumes.tsv``, ``.bidsignore``). Every file is
 written under a temporary name and renamed.
+
+Of a folder, ``--subjects`` picks some subjects (``sub-01``: a BIDS participant's sessions) and
+``--shard K/N`` every N-th from the K-th, so that the tasks of a SLURM array share a dataset.
 
 Several checkpoints (``--checkpoint fold0.ckpt fold1.ckpt ...``: the folds of a
 cross-validation, or seeds) are an ensemble: their probabilities are averaged, then one class
@@ -67,20 +71,40 @@ def stored_window_scale(checkpoints: Sequence[Path]) -> int:
 def predict(checkpoint: Path | Sequence[Path], inputs: Sequence[Path], output: Path, device: str = "cpu",
             sw_overlap: float | None = None, sw_batch_size: int | None = None, flips: bool = False,
             save_probabilities: bool = False, subject_id: str | None = None, overwrite: bool = False,
-            window_scale: int | None = None, precision: str = "32", contrast: str | None = None) -> list[Path]:
+            window_scale: int | None = None, precision: str = "32", contrast: str | None = None,
+            subjects: Sequence[str] | None = None, shard: tuple[int, int] | None = None) -> list[Path]:
     """Segment every subject of ``inputs`` with one checkpoint or the ensemble of several;
-    returns the segmentation files written. ``contrast``: for a folder and a model of any
-    contrast, the modality of the folder's layout to segment (default: the one it was validated on)."""
+    returns the segmentation files written. For a folder: ``contrast``, with a model of any
+    contrast, the modality of the folder's layout to segment (default: the one it was validated
+    on); ``subjects``, only these (a BIDS participant, ``sub-01``, stands for its sessions);
+    ``shard`` ``(k, n)``, only every n-th subject from the k-th (0-based), so that n jobs (a
+    SLURM array) segment a dataset between them into one folder."""
     # A bar over the windows of each volume when run in a terminal.
     segmenter = load_segmenter(checkpoint, device, sw_overlap=sw_overlap, sw_batch_size=sw_batch_size,
                                window_scale=window_scale, progress=sys.stderr.isatty(), precision=precision)
     if len(inputs) == 1 and Path(inputs[0]).is_dir():
-        subjects = subjects_in_folder(inputs[0], segmenter.datamodule, segmenter.modalities, segmenter.source,
-                                      contrast)
+        chosen = subjects_in_folder(inputs[0], segmenter.datamodule, segmenter.modalities, segmenter.source,
+                                    contrast, only=subjects)
+        if shard is not None:
+            chosen = chosen[shard[0]::shard[1]]
+    elif subjects is not None or shard is not None:
+        raise DataError(f"{inputs[0]}: choosing subjects (--subjects, --shard) needs a dataset folder as --input, "
+                        "not one subject's files")
     else:
-        subjects = [segmenter.subject(inputs, subject_id)]
-    return segmenter.segment_to_folder(subjects, output, flips=flips, probabilities=save_probabilities,
+        chosen = [segmenter.subject(inputs, subject_id)]
+    return segmenter.segment_to_folder(chosen, output, flips=flips, probabilities=save_probabilities,
                                        overwrite=overwrite, names=output_names(segmenter.datamodule))
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``K/N`` -> ``(K, N)`` with ``0 <= K < N`` (``$SLURM_ARRAY_TASK_ID/N`` for ``--array=0-<N-1>``)."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not K/N (e.g. 0/4)") from None
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"{text!r}: K must be 0 to N-1")
+    return index, count
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -91,6 +115,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="one subject's modality files (checkpoint order) or a dataset folder")
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--subject", help="output name for modality-file input (default: the files' shared name)")
+    parser.add_argument("--subjects", nargs="+", metavar="ID",
+                        help="a folder's subjects to segment, by id (sub-01 stands for all its BIDS sessions)")
+    parser.add_argument("--shard", type=parse_shard, metavar="K/N",
+                        help="segment every N-th subject of the folder from the K-th (0-based): N jobs, e.g. a SLURM "
+                             "array --array=0-<N-1> with --shard $SLURM_ARRAY_TASK_ID/N, share one output folder")
     parser.add_argument("--contrast", help="a model of any contrast given a folder: the layout's modality to "
                         "segment (T2, FLAIR, a BIDS suffix such as T2w; default: the one it was validated on)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -122,10 +151,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.precision = args.precision or "32"
         if args.threads:
             torch.set_num_threads(args.threads)
-        predict(args.checkpoint, args.input, args.output, device=args.device, sw_overlap=args.sw_overlap,
-                sw_batch_size=args.sw_batch_size, flips=args.flips, save_probabilities=args.probabilities,
-                subject_id=args.subject, overwrite=args.overwrite, window_scale=args.window_scale,
-                precision=args.precision, contrast=args.contrast)
+        written = predict(args.checkpoint, args.input, args.output, device=args.device, sw_overlap=args.sw_overlap,
+                          sw_batch_size=args.sw_batch_size, flips=args.flips, save_probabilities=args.probabilities,
+                          subject_id=args.subject, overwrite=args.overwrite, window_scale=args.window_scale,
+                          precision=args.precision, contrast=args.contrast, subjects=args.subjects, shard=args.shard)
+        if not written and args.shard:
+            print(f"predict.py: shard {args.shard[0]}/{args.shard[1]} has no subjects (the folder has fewer than "
+                  f"{args.shard[0] + 1}); nothing written")
     except DataError as error:
         parser.exit(2, f"predict.py: error: {error}\n")
 

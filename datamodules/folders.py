@@ -7,7 +7,7 @@ path, and importing whatever a file names would let a checkpoint run code.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,10 +61,12 @@ def output_names(record: Mapping[str, Any] | None) -> OutputNames:
 
 
 def subjects_in_folder(folder: str | Path, record: Mapping[str, Any] | None, modalities: Sequence[str],
-                       source: str, contrast: str | None = None) -> list[Subject]:
+                       source: str, contrast: str | None = None, only: Sequence[str] | None = None) -> list[Subject]:
     """Every subject of ``folder``, read by the DataModule of ``record`` (a checkpoint's
     ``{"class_path", "init_args"}``), which must offer ``modalities`` in that order; a model of
-    any contrast reads the layout's ``contrast`` (default: the modality it was validated on)."""
+    any contrast reads the layout's ``contrast`` (default: the modality it was validated on).
+    ``only``: just these subjects, by id or by what a split keeps together (a BIDS participant,
+    ``sub-01``, stands for its sessions); a name that matches none is an error."""
     if contrast is not None and list(modalities) != [ANY_CONTRAST]:
         raise DataError(f"{source}: was trained on {list(modalities)}, not on any contrast; --contrast is for models "
                         "trained from label maps")
@@ -86,4 +88,18 @@ def subjects_in_folder(folder: str | Path, record: Mapping[str, Any] | None, mod
     if not any_contrast and list(datamodule.modalities) != list(modalities):
         raise DataError(f"{folder}: offers modalities {list(datamodule.modalities)}, {source} was trained on "
                         f"{list(modalities)}")
-    return datamodule.find_subjects(folder, require_labels=False)
+    subjects = datamodule.find_subjects(folder, require_labels=False)
+    return subjects if only is None else select_subjects(subjects, only, datamodule.split_unit, folder)
+
+
+def select_subjects(subjects: Sequence[Subject], names: Sequence[str], unit: Callable[[str], str],
+                    folder: Path) -> list[Subject]:
+    """The ``subjects`` named by id or by their split ``unit``, in the folder's order."""
+    names = list(dict.fromkeys(names))
+    unmatched = [n for n in names if not any(n in (s.subject_id, unit(s.subject_id)) for s in subjects)]
+    if unmatched:
+        there = [s.subject_id for s in subjects]
+        shown = ", ".join(there[:10]) + (f", ... ({len(there)} in all)" if len(there) > 10 else "")
+        raise DataError(f"{folder}: no subject {', '.join(unmatched)} there (its subjects: {shown or 'none'})")
+    wanted = set(names)
+    return [s for s in subjects if s.subject_id in wanted or unit(s.subject_id) in wanted]

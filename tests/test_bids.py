@@ -205,6 +205,11 @@ def test_train_predict_as_a_derivative_and_evaluate_derivative_against_derivativ
         again = predict.predict(tmp_path / "checkpoints" / "last.ckpt", [bids], tmp_path / "again")
     assert [p.relative_to(tmp_path / "again").as_posix() for p in again][:2] == written[4:7:2]
     np.testing.assert_array_equal(np.asarray(nib.load(again[1]).dataobj), np.asarray(prediction.dataobj))
+    with pytest.warns(DataWarning, match="skipping sub-02_ses-1"):  # a participant stands for its sessions
+        chosen = predict.predict(tmp_path / "checkpoints" / "last.ckpt", [bids], tmp_path / "one",
+                                 subjects=["sub-01", "sub-04_ses-1"])
+    assert [p.name for p in chosen] == [f"{s}_space-orig_dseg.nii.gz" for s in ("sub-01_ses-1", "sub-01_ses-2",
+                                                                              "sub-04_ses-1")]
     assert evaluate.main(["--pred", str(output), "--gt", str(bids / "derivatives" / "manual"), "--dataset", "dseg",
                           "--output", str(tmp_path / "scores")]) == 0
     with open(tmp_path / "scores" / "scores.csv") as handle:

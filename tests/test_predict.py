@@ -46,6 +46,45 @@ def test_folder_input_writes_every_subject_in_its_own_space(checkpoint: Path, ti
     assert not list((tmp_path / "out").glob(".*"))  # no temporary files left behind
 
 
+def test_a_folders_subjects_can_be_chosen_by_id_or_split_between_jobs(checkpoint: Path, tiny_demo_dir: Path,
+                                                                      tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """``--subjects`` segments only those; ``--shard K/N`` every N-th subject from the K-th, so
+    that the shards of a SLURM array together write each subject once into one folder (and one
+    ``volumes.csv``). A name the folder lacks, a shard that is not K/N, and a choice made of one
+    subject's files are one line each (exit 2), before any segmentation."""
+    common = ["--checkpoint", str(checkpoint), "--input", str(tiny_demo_dir)]
+    main([*common, "--output", str(tmp_path / "chosen"), "--subjects", "subject-3", "subject-1"])
+    assert sorted(p.name for p in (tmp_path / "chosen").glob("*.nii.gz")) == [
+        "subject-1_seg.nii.gz", "subject-3_seg.nii.gz"]
+    for shard in ("0/3", "1/3", "2/3"):
+        main([*common, "--output", str(tmp_path / "shards"), "--shard", shard])
+    assert sorted(p.name for p in (tmp_path / "shards").glob("*.nii.gz")) == [
+        f"subject-{n}_seg.nii.gz" for n in (1, 2, 3, 4)]
+    with open(tmp_path / "shards" / "volumes.csv", newline="") as handle:
+        assert sorted(row["subject"] for row in csv.DictReader(handle)) == [f"subject-{n}" for n in (1, 2, 3, 4)]
+    np.testing.assert_array_equal(np.asarray(nib.load(tmp_path / "shards" / "subject-3_seg.nii.gz").dataobj),
+                                  np.asarray(nib.load(tmp_path / "chosen" / "subject-3_seg.nii.gz").dataobj))
+    capsys.readouterr()
+    main([*common, "--output", str(tmp_path / "empty"), "--shard", "5/6"])  # more shards than subjects
+    assert "shard 5/6 has no subjects (the folder has fewer than 6); nothing written" in capsys.readouterr().out
+    assert not (tmp_path / "empty").exists()
+    refused = [(["--subjects", "subject-2", "subject-9"], f"{tiny_demo_dir}: no subject subject-9 there (its "
+                 "subjects: subject-1, subject-2, subject-3, subject-4)"),
+               (["--shard", "3/3"], "argument --shard: '3/3': K must be 0 to N-1"),
+               (["--shard", "half"], "argument --shard: 'half' is not K/N (e.g. 0/4)")]
+    for extra, said in refused:
+        with pytest.raises(SystemExit) as exit_code:
+            main([*common, "--output", str(tmp_path / "refused"), *extra])
+        assert exit_code.value.code == 2 and said in capsys.readouterr().err, extra
+    files = [str(tiny_demo_dir / f"subject-1-{m}.hdr") for m in ("T1", "T2")]
+    with pytest.raises(SystemExit) as exit_code:
+        main(["--checkpoint", str(checkpoint), "--input", *files, "--output", str(tmp_path / "refused"),
+              "--shard", "0/2"])
+    assert exit_code.value.code == 2 and "needs a dataset folder as --input" in capsys.readouterr().err
+    assert not (tmp_path / "refused").exists()
+
+
 def test_same_segmentation_as_train_py_predict_and_from_the_files(checkpoint: Path, tiny_demo_dir: Path,
                                                                  tmp_path: Path) -> None:
     run_with(checkpoint, tiny_demo_dir, "predict", ["--prediction_writer.output_dir", str(tmp_path / "cli")])
