@@ -156,8 +156,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                           subject_id=args.subject, overwrite=args.overwrite, window_scale=args.window_scale,
                           precision=args.precision, contrast=args.contrast, subjects=args.subjects, shard=args.shard)
         if not written and args.shard:
-            print(f"predict.py: shard {args.shard[0]}/{args.shard[1]} has no subjects (the folder has fewer than "
-                  f"{args.shard[0] + 1}); nothing written")
+            print(f"predict.py: shard {args.shard[0]}/{args.shard[1]} has no subjects (fewer than "
+                  f"{args.shard[0] + 1} to share out); nothing written")
     except DataError as error:
         parser.exit(2, f"predict.py: error: {error}\n")
 

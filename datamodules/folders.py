@@ -95,11 +95,12 @@ def subjects_in_folder(folder: str | Path, record: Mapping[str, Any] | None, mod
 def select_subjects(subjects: Sequence[Subject], names: Sequence[str], unit: Callable[[str], str],
                     folder: Path) -> list[Subject]:
     """The ``subjects`` named by id or by their split ``unit``, in the folder's order."""
-    names = list(dict.fromkeys(names))
-    unmatched = [n for n in names if not any(n in (s.subject_id, unit(s.subject_id)) for s in subjects)]
+    units = {s.subject_id: unit(s.subject_id) for s in subjects}
+    known = set(units) | set(units.values())
+    unmatched = [n for n in dict.fromkeys(names) if n not in known]
     if unmatched:
-        there = [s.subject_id for s in subjects]
+        there = list(units)
         shown = ", ".join(there[:10]) + (f", ... ({len(there)} in all)" if len(there) > 10 else "")
         raise DataError(f"{folder}: no subject {', '.join(unmatched)} there (its subjects: {shown or 'none'})")
     wanted = set(names)
-    return [s for s in subjects if s.subject_id in wanted or unit(s.subject_id) in wanted]
+    return [s for s in subjects if s.subject_id in wanted or units[s.subject_id] in wanted]

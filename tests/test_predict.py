@@ -67,7 +67,7 @@ def test_a_folders_subjects_can_be_chosen_by_id_or_split_between_jobs(checkpoint
                                   np.asarray(nib.load(tmp_path / "chosen" / "subject-3_seg.nii.gz").dataobj))
     capsys.readouterr()
     main([*common, "--output", str(tmp_path / "empty"), "--shard", "5/6"])  # more shards than subjects
-    assert "shard 5/6 has no subjects (the folder has fewer than 6); nothing written" in capsys.readouterr().out
+    assert "shard 5/6 has no subjects (fewer than 6 to share out); nothing written" in capsys.readouterr().out
     assert not (tmp_path / "empty").exists()
     refused = [(["--subjects", "subject-2", "subject-9"], f"{tiny_demo_dir}: no subject subject-9 there (its "
                  "subjects: subject-1, subject-2, subject-3, subject-4)"),
