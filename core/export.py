@@ -27,7 +27,7 @@ import numpy as np
 from core.geometry import resample_onto
 from core.io import DataError, OutputError, nearest_existing, save_nifti_atomically, write_text_atomically
 from core.labels import LabelSpace
-from core.volumes import Subject
+from core.volumes import Subject, natural_key
 
 
 def to_scan_space(array: np.ndarray, affine: np.ndarray, original_affine: np.ndarray | None = None,
@@ -154,7 +154,8 @@ class PredictionFolder:
     (marked in its header); an input file (``protect``) or any other file never is. The folder
     is created at the first write, so a run that fails before it leaves no empty folder.
     ``volumes.csv`` is updated under a lock: concurrent and repeated runs into one folder keep
-    every subject's row (a subject segmented again gets its new row).
+    every subject's row (a subject segmented again gets its new row), in the subjects' natural
+    order (``sub-2`` before ``sub-10``) whichever run ended first.
 
     Build it with :meth:`for_subjects`, which checks everything that can be known before any
     work (:meth:`check`); a write that fails all the same (a disk filled meanwhile) is an
@@ -264,6 +265,7 @@ class PredictionFolder:
                 with open(path, newline="", encoding="utf-8") as handle:
                     rows = {row["subject"]: row for row in csv.DictReader(handle, delimiter=delimiter)}
             rows.update({str(row["subject"]): row for row in self.volumes})
+            rows = dict(sorted(rows.items(), key=lambda item: natural_key(item[0])))  # whatever order runs ended in
             columns = list(dict.fromkeys(k for row in rows.values() for k in row))
             buffer = io.StringIO()
             writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", restval="",
