@@ -7,7 +7,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -44,6 +44,40 @@ def one_line_warnings(program: str) -> None:
         return default(message, category, *args, **kwargs)
 
     warnings.formatwarning = format_warning  # type: ignore[assignment]
+
+
+def unreadable(path: str | Path) -> str | None:
+    """Why ``path`` cannot be read as an input file, or None when it can: not there, a symbolic
+    link whose target is not there (a DataLad or git-annex file whose content was never fetched:
+    it is listed, but holds nothing), a folder, or no read permission."""
+    path = Path(path)
+    if path.is_file():
+        return None if os.access(path, os.R_OK) else "not readable (permission denied)"
+    if path.is_symlink():
+        return (f"a symbolic link to {os.readlink(path)}, which is not here (a DataLad or git-annex file whose "
+                "content was not fetched? `datalad get` or `git annex get` it)")
+    if path.is_dir():
+        return "a folder, not a file"
+    return "file not found"
+
+
+def require_file(path: str | Path, context: str = "") -> None:
+    """Refuse an input file that cannot be read, naming it, the reason and ``context`` (which
+    subject lacks it)."""
+    if (reason := unreadable(path)) is not None:
+        raise DataError(f"{path}: {reason}" + (f" ({context})" if context else ""))
+
+
+def check_present(files: Iterable[str | Path], shown: int = 5) -> None:
+    """Refuse, before any work, input files that cannot be read: one error naming the first
+    ``shown`` of them, each with its reason, and how many there are in all."""
+    problems = [(Path(f), reason) for f in dict.fromkeys(files) if (reason := unreadable(f)) is not None]
+    if len(problems) == 1:
+        raise DataError(f"{problems[0][0]}: {problems[0][1]}")
+    if problems:
+        listed = "; ".join(f"{path}: {reason}" for path, reason in problems[:shown])
+        more = f"; and {len(problems) - shown} more" if len(problems) > shown else ""
+        raise DataError(f"{len(problems)} input files cannot be read: {listed}{more}")
 
 
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")  # read by SimpleITK (nnU-Net datasets use them too)
@@ -88,8 +122,7 @@ def load_volume(path: Path, channel: int | None = None) -> tuple[np.ndarray, np.
     3D is an error, as are unreadable or truncated files and NaN or infinite voxels.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
+    require_file(path)
     if is_itk_file(path):
         data, affine = _load_itk(path)
         check_finite(path, data)

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from core.export import OUR_NAMES, OutputNames
 from core.intensity import simpleitk
-from core.io import DataError
+from core.io import DataError, check_present
 from core.labels import LabelSpace
 from core.modality_profiles import ANY_CONTRAST, ModalityProfiles
 from core.volumes import PreprocessingSettings, Subject, Volume
@@ -205,7 +205,9 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
         if not folder.exists():
             option = "predict_dir" if folder == self.predict_dir else "data_dir"
             raise DataError(f"{folder}: dataset folder not found (set data.init_args.{option} to the dataset's folder)")
-        return self.find_subjects(folder, require_labels)
+        subjects = self.find_subjects(folder, require_labels)
+        check_present(f for subject in subjects for f in subject.files())  # all of them, before any work
+        return subjects
 
     def subjects(self) -> dict[str, Subject]:
         """The labelled subjects of ``data_dir`` by id, in the dataset's natural order."""

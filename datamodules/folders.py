@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from core.export import OUR_NAMES, OutputNames
-from core.io import DataError
+from core.io import DataError, check_present
 from core.modality_profiles import ANY_CONTRAST
 from core.volumes import Subject
 from datamodules.base import VolumeSegmentationDataModule
@@ -89,7 +89,10 @@ def subjects_in_folder(folder: str | Path, record: Mapping[str, Any] | None, mod
         raise DataError(f"{folder}: offers modalities {list(datamodule.modalities)}, {source} was trained on "
                         f"{list(modalities)}")
     subjects = datamodule.find_subjects(folder, require_labels=False)
-    return subjects if only is None else select_subjects(subjects, only, datamodule.split_unit, folder)
+    if only is not None:
+        subjects = select_subjects(subjects, only, datamodule.split_unit, folder)
+    check_present(f for subject in subjects for f in subject.files())  # the chosen ones, before any work
+    return subjects
 
 
 def select_subjects(subjects: Sequence[Subject], names: Sequence[str], unit: Callable[[str], str],

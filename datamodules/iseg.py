@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from core.dataset_labels import ISEG
-from core.io import DataError
+from core.io import DataError, require_file
 from core.volumes import Subject, natural_key
 from datamodules.base import VolumeSegmentationDataModule
 
@@ -15,10 +15,8 @@ _FILE = re.compile(r"^subject-(\d+)-(\w+)\.hdr$")
 
 def _analyze_pair(folder: Path, stem: str) -> Path:
     header = folder / f"{stem}.hdr"
-    if not header.is_file():
-        raise DataError(f"{header}: file not found")
-    if not (folder / f"{stem}.img").is_file():
-        raise DataError(f"{folder / (stem + '.img')}: file not found (Analyze needs both .hdr and .img)")
+    require_file(header)
+    require_file(folder / f"{stem}.img", "Analyze needs both .hdr and .img")
     return header
 
 

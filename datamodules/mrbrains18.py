@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from core.dataset_labels import MRBRAINS18, MRBRAINS18_THESIS
-from core.io import DataError
+from core.io import DataError, require_file
 from core.labels import LabelSpace
 from core.volumes import Subject, natural_key
 from datamodules.base import VolumeSegmentationDataModule
@@ -54,10 +54,9 @@ class MRBrainS18DataModule(VolumeSegmentationDataModule):
             root = folder / subject_id
             images = tuple(root / "pre" / MODALITY_FILES[m] for m in self.modalities)
             for path in images:
-                if not path.is_file():
-                    raise DataError(f"{path}: file not found (subject {subject_id} lacks this modality)")
+                require_file(path, f"subject {subject_id} lacks this modality")
             label = root / "segm.nii.gz"
-            if require_labels and not label.is_file():
-                raise DataError(f"{label}: file not found (subject {subject_id} has no segmentation)")
+            if require_labels:
+                require_file(label, f"subject {subject_id} has no segmentation")
             subjects.append(Subject(subject_id, images, label if require_labels else None))
         return subjects

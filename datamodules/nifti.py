@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from core.io import DataError
+from core.io import DataError, require_file, unreadable
 from core.labels import LabelSpace
 from core.volumes import Subject, natural_key
 from datamodules.base import VolumeSegmentationDataModule
@@ -109,11 +109,10 @@ class NiftiDataModule(VolumeSegmentationDataModule):
             fields = found[subject_id]
             images = tuple(folder / self.image_pattern.format(**fields, modality=m) for m in self.modalities)
             for path in images:
-                if not path.is_file():
-                    raise DataError(f"{path}: file not found (subject {subject_id} lacks this modality)")
+                require_file(path, f"subject {subject_id} lacks this modality")
             label = folder / self.label_pattern.format(**fields) if require_labels else None
-            if label is not None and not label.is_file():
-                raise DataError(f"{label}: file not found (subject {subject_id} has no label map)")
+            if label is not None:
+                require_file(label, f"subject {subject_id} has no label map")
             subjects.append(Subject(subject_id, images, label))
         return subjects
 
@@ -131,8 +130,8 @@ class NiftiDataModule(VolumeSegmentationDataModule):
             images = tuple(root / row[m] for m in self.modalities)
             label = root / row["label"] if require_labels else None
             for file in [*images, *([label] if label else [])]:
-                if not file.is_file():
-                    raise DataError(f"{path}, line {line}: {file}: file not found")
+                if (reason := unreadable(file)) is not None:
+                    raise DataError(f"{path}, line {line}: {file}: {reason}")
             subjects.append(Subject(row["subject"], images, label))
         counts = Counter(s.subject_id for s in subjects)
         duplicated = sorted(name for name, count in counts.items() if count > 1)

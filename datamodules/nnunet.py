@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from core.export import OutputNames
-from core.io import ITK_SUFFIXES, DataError
+from core.io import ITK_SUFFIXES, DataError, require_file
 from core.labels import LabelSpace
 from core.nnunet import channel_modalities, nnunet_label_space, read_nnunet_description
 from core.volumes import Subject, natural_key
@@ -99,8 +99,7 @@ class NnUNetDataModule(VolumeSegmentationDataModule):
             label = None
             if labels is not None:
                 label = labels / f"{case}{ending}"
-                if not label.is_file():
-                    raise DataError(f"{label}: file not found (case {case} has no label map)")
+                require_file(label, f"case {case} has no label map")
             subjects.append(Subject(case, files, label))
         if labels is not None:
             self._check_labels_have_images(labels, set(cases), ending)

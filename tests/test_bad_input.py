@@ -95,6 +95,37 @@ def test_missing_modality(layout: Layout) -> None:
     assert layout.subject in str(error.value)
 
 
+def test_files_a_datalad_dataset_has_not_fetched(layout: Layout, tmp_path: Path) -> None:
+    """A DataLad or git-annex dataset not fully fetched lists its images as symbolic links to
+    content that is not there: said as that (not "file not found" beside a file ``ls`` shows)
+    when the subjects are listed, before any volume is read."""
+    target = tmp_path / ".git" / "annex" / "objects" / layout.other.name
+    layout.other.unlink()
+    layout.other.symlink_to(target)
+    with pytest.raises(DataError) as error:
+        layout.make(layout.folder).subjects()
+    assert str(error.value).startswith(f"{layout.other}: a symbolic link to {target}, which is not here (a DataLad "
+                                       "or git-annex file whose content was not fetched? `datalad get` or `git "
+                                       "annex get` it)"), str(error.value)
+
+
+def test_every_unreadable_input_is_counted_in_one_error(tmp_path: Path) -> None:
+    from core.io import check_present
+
+    files = [tmp_path / f"sub-{n:02d}_T1w.nii.gz" for n in range(1, 9)]
+    for path in files[:2]:
+        path.write_bytes(b"\0")
+    (tmp_path / "folder.nii.gz").mkdir()
+    check_present(files[:2])  # readable: nothing said
+    with pytest.raises(DataError) as error:
+        check_present([*files, tmp_path / "folder.nii.gz"])
+    text = str(error.value)
+    assert text.startswith(f"7 input files cannot be read: {files[2]}: file not found; {files[3]}: file not found")
+    assert text.endswith("; and 2 more") and text.count("file not found") == 5 and "folder.nii.gz" not in text
+    with pytest.raises(DataError, match=r"folder\.nii\.gz: a folder, not a file$"):
+        check_present([tmp_path / "folder.nii.gz"])
+
+
 def test_modality_shapes_differ(layout: Layout) -> None:
     data = np.asarray(nib.load(str(layout.other)).dataobj)
     rewrite(layout.other, data[:-1])

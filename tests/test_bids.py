@@ -135,6 +135,32 @@ def test_a_missing_labels_dir_or_dseg_tsv_is_one_line(bids: Path, tmp_path: Path
         _ = dm(bids, labels_dir=str(tmp_path / "nowhere")).label_space
 
 
+def test_unfetched_annex_files_are_said_before_any_work_and_fetched_ones_can_be_chosen(
+        bids: Path, tmp_path: Path) -> None:
+    """pybids lists a DataLad dataset's unfetched files (symbolic links to absent content): the
+    DataModule says so when it lists its subjects, naming every such file, before any volume is
+    read; ``predict.py --subjects`` then segments the participants whose files are there."""
+    import shutil
+
+    from datamodules.folders import subjects_in_folder
+
+    copy = tmp_path / "bids"
+    shutil.copytree(bids, copy)
+    for name in ("sub-04/ses-1/anat/sub-04_ses-1_T2w.nii.gz", "sub-05/ses-1/anat/sub-05_ses-1_T1w.nii.gz"):
+        (copy / name).unlink()
+        (copy / name).symlink_to(tmp_path / ".git" / "annex" / "objects" / Path(name).name)
+    with pytest.warns(DataWarning), pytest.raises(DataError) as error:
+        dm(copy).subjects()
+    assert str(error.value).startswith(f"2 input files cannot be read: {copy}/sub-04/ses-1/anat/sub-04_ses-1_T2w"
+                                       ".nii.gz: a symbolic link to ")
+    record = {"class_path": "datamodules.BIDSDataModule", "init_args": {"modalities": ["T1w", "T2w"]}}
+    with pytest.warns(DataWarning):
+        chosen = subjects_in_folder(copy, record, ["T1w", "T2w"], "model.ckpt", only=["sub-01", "sub-03"])
+    assert [s.subject_id for s in chosen] == ["sub-01_ses-1", "sub-01_ses-2", "sub-03_ses-1"]
+    with pytest.warns(DataWarning), pytest.raises(DataError, match="sub-05_ses-1_T1w.nii.gz: a symbolic link"):
+        subjects_in_folder(copy, record, ["T1w", "T2w"], "model.ckpt", only=["sub-05"])
+
+
 def test_derivative_names_and_sidecars() -> None:
     from core.labels import LabelSpace
 
