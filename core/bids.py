@@ -134,14 +134,15 @@ class BIDSOutputNames(OutputNames):
         return links
 
     def describe_image(self, sources: Sequence[Path], directory: Path, links: Mapping[str, str],
-                       note: str = "") -> str:
+                       note: str = "", model: str = "") -> str:
         roots = {_linked_root(link, directory): key for key, link in links.items()}
         uris = []
         for source in sources:
             root = dataset_root(source)
             if root in roots:
                 uris.append(f"bids:{roots[root]}:{Path(os.path.relpath(os.path.abspath(source), root)).as_posix()}")
-        description = PREDICTION_MARK.decode() + " (automated, by a trained network)" + (f"; {note}" if note else "")
+        by = f"the network of {model}" if model else "a trained network"
+        description = f"{PREDICTION_MARK.decode()} (automated, by {by})" + (f"; {note}" if note else "")
         sidecar = {"Description": description, "Manual": False, **({"Sources": uris} if uris else {})}
         return json.dumps(sidecar, indent=2) + "\n"
 

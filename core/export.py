@@ -129,10 +129,10 @@ class OutputNames:
         return []
 
     def describe_image(self, sources: Sequence[Path], directory: Path, links: Mapping[str, str],
-                       note: str = "") -> str:
-        """The text of an image's sidecar in the folder ``directory``: what it is and which input
-        files (``sources``, through ``links``) it was computed from. Only called for names that
-        have :meth:`image_sidecars`."""
+                       note: str = "", model: str = "") -> str:
+        """The text of an image's sidecar in the folder ``directory``: what it is, which ``model``
+        (checkpoints) made it and which input files (``sources``, through ``links``) it was
+        computed from. Only called for names that have :meth:`image_sidecars`."""
         raise NotImplementedError(f"{type(self).__name__} names no image sidecars")
 
     def sidecars(self, labels: LabelSpace, links: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -161,19 +161,21 @@ class PredictionFolder:
     work (:meth:`check`); a write that fails all the same (a disk filled meanwhile) is an
     :class:`~core.io.OutputError` naming the file, and leaves no partial file.
 
-    ``sources``: each subject's input images, for names whose images have sidecars saying what
-    they were computed from (a BIDS derivative's ``Sources``).
+    ``sources``: each subject's input images, and ``model``: the checkpoints that segment them,
+    for names whose images have sidecars saying what they were computed from and by what (a BIDS
+    derivative's ``Sources`` and ``Description``).
     """
 
     def __init__(self, directory: str | Path, probabilities: bool = False, overwrite: bool = False,
                  protect: Sequence[str | Path] = (), names: OutputNames = OUR_NAMES,
-                 sources: Mapping[str, Sequence[Path]] | None = None) -> None:
+                 sources: Mapping[str, Sequence[Path]] | None = None, model: str = "") -> None:
         self.directory = Path(directory)
         self.names = names
         self.probabilities = probabilities
         self.overwrite = overwrite
         self.protected = {Path(p).resolve() for p in protect}
         self.sources = {subject: [Path(p) for p in files] for subject, files in (sources or {}).items()}
+        self.model = model
         self.links = names.links([p for files in self.sources.values() for p in files], self.directory)
         self.created: set[Path] = set()
         self.volumes: list[dict[str, Any]] = []
@@ -181,11 +183,12 @@ class PredictionFolder:
 
     @classmethod
     def for_subjects(cls, directory: str | Path, subjects: Sequence[Subject], maps: int, probabilities: bool = False,
-                     overwrite: bool = False, names: OutputNames = OUR_NAMES) -> PredictionFolder:
-        """The folder for segmenting ``subjects`` (their files protected), checked before any
-        work; ``maps``: probability maps per subject (classes or regions)."""
+                     overwrite: bool = False, names: OutputNames = OUR_NAMES, model: str = "") -> PredictionFolder:
+        """The folder for segmenting ``subjects`` (their files protected) with ``model``, checked
+        before any work; ``maps``: probability maps per subject (classes or regions)."""
         folder = cls(directory, probabilities, overwrite, protect=[f for s in subjects for f in s.files()],
-                     names=names, sources={s.subject_id: list(dict.fromkeys(s.images)) for s in subjects})
+                     names=names, sources={s.subject_id: list(dict.fromkeys(s.images)) for s in subjects},
+                     model=model)
         folder.check([s.subject_id for s in subjects], expected_bytes(subjects, maps if probabilities else 0))
         return folder
 
@@ -241,7 +244,7 @@ class PredictionFolder:
         images = len(self.names.files(subject, self.probabilities))
         if len(paths) > images:  # one sidecar per image: the same sources
             text = self.names.describe_image(self.sources.get(subject, ()), self.directory, self.links,
-                                             segmentation.note)
+                                             segmentation.note, self.model)
             for path in paths[images:]:
                 write_text_atomically(path, text)
         self.created.update(paths)

@@ -166,7 +166,7 @@ class ScanSegmenter(ABC):
         that must not be, checked before any work), named by ``names``; returns the segmentation
         files written."""
         folder = PredictionFolder.for_subjects(output, subjects, self.labels.num_outputs, probabilities, overwrite,
-                                               names)
+                                               names, model=self.source)
         written = []
         bar = tqdm(subjects, desc="segmenting", unit="subject", disable=None if progress else True)
         for subject in bar:

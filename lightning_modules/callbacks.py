@@ -333,6 +333,10 @@ class SegmentationWriter(BasePredictionWriter):
         self.folder = PredictionFolder.for_subjects(directory, subjects, pl_module.labels.num_outputs,
                                                     self.probabilities, self.overwrite, names)
 
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.folder is not None:  # the checkpoint is known once it is restored, after setup
+            self.folder.model = str(trainer.ckpt_path or "")
+
     def write_on_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prediction: Any,
                            batch_indices: Sequence[int] | None, batch: Any, batch_idx: int,
                            dataloader_idx: int) -> None:

@@ -211,7 +211,9 @@ def test_train_predict_as_a_derivative_and_evaluate_derivative_against_derivativ
     assert description["DatasetType"] == "derivative"
     assert description["DatasetLinks"] == {"raw": bids.as_uri()}  # the derivative lies outside the dataset
     sidecar = json.loads((output / "sub-01/ses-2/anat/sub-01_ses-2_space-orig_dseg.json").read_text())
-    assert sidecar["Manual"] is False and sidecar["Description"].startswith("brain-mri-segmentation prediction")
+    assert sidecar["Manual"] is False
+    checkpoint = tmp_path / "checkpoints" / "last.ckpt"
+    assert sidecar["Description"] == f"brain-mri-segmentation prediction (automated, by the network of {checkpoint})"
     assert sidecar["Sources"] == ["bids:raw:sub-01/ses-2/anat/sub-01_ses-2_T1w.nii.gz",
                                   "bids:raw:sub-01/ses-2/anat/sub-01_ses-2_T2w.nii.gz"]
     with open(output / "volumes.tsv", newline="") as handle:
@@ -230,6 +232,7 @@ def test_train_predict_as_a_derivative_and_evaluate_derivative_against_derivativ
     with pytest.warns(DataWarning, match="skipping sub-02_ses-1: no T2w image"):
         again = predict.predict(tmp_path / "checkpoints" / "last.ckpt", [bids], tmp_path / "again")
     assert [p.relative_to(tmp_path / "again").as_posix() for p in again][:2] == written[4:7:2]
+    assert json.loads(again[1].with_name("sub-01_ses-2_space-orig_dseg.json").read_text()) == sidecar  # the same
     np.testing.assert_array_equal(np.asarray(nib.load(again[1]).dataobj), np.asarray(prediction.dataobj))
     with pytest.warns(DataWarning, match="skipping sub-02_ses-1"):  # a participant stands for its sessions
         chosen = predict.predict(tmp_path / "checkpoints" / "last.ckpt", [bids], tmp_path / "one",
