@@ -65,9 +65,11 @@ def dataset_root(path: Path) -> Path | None:
 
 def _link(root: Path, directory: Path) -> str:
     """Where ``root`` is, as seen from the derivative ``directory``: a relative path when the
-    derivative lies inside it (``<dataset>/derivatives/<name>``: ``../..``), else a file URI."""
+    derivative lies inside it (``<dataset>/derivatives/<name>``: ``../..``) or inside the dataset
+    that holds it (a sibling derivative: ``../prep``), so that the link moves with the dataset;
+    else a file URI."""
     root, directory = Path(os.path.abspath(root)), Path(os.path.abspath(directory))
-    if directory.is_relative_to(root):
+    if directory.is_relative_to(root) or directory.is_relative_to(dataset_root(root) or root):
         return Path(os.path.relpath(root, directory)).as_posix()
     return root.as_uri()
 

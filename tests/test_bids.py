@@ -339,3 +339,14 @@ def test_every_derivative_image_says_which_input_files_it_came_from(tmp_path: Pa
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert BIDS_NAMES.links(images, output) == {"raw": "../.."}
+    # Inputs from another derivative of the same dataset (preprocessed images): "input", a
+    # relative link that moves with the dataset; the raw images beside them keep "raw".
+    prep = raw / "derivatives" / "prep"
+    prep.mkdir()
+    (prep / "dataset_description.json").write_text(json.dumps({"Name": "prep", "DatasetType": "derivative"}))
+    preprocessed = prep / "sub-01" / "anat" / "sub-01_desc-preproc_T1w.nii.gz"
+    new = raw / "derivatives" / "seg2"
+    links = BIDS_NAMES.links([preprocessed, images[1]], new)
+    assert links == {"input": "../prep", "raw": "../.."}
+    assert json.loads(BIDS_NAMES.describe_image([preprocessed, images[1]], new, links))["Sources"] == [
+        "bids:input:sub-01/anat/sub-01_desc-preproc_T1w.nii.gz", "bids:raw:sub-01/anat/sub-01_FLAIR.nii.gz"]
