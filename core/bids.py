@@ -87,7 +87,8 @@ def _linked_root(link: str, directory: Path) -> Path:
 class BIDSOutputNames(OutputNames):
     """Predictions as a BIDS derivative: ``sub-*/[ses-*/]anat/sub-*_[ses-*_]space-orig_dseg.nii.gz``
     (``_probseg`` for the probabilities), each with a JSON sidecar (``Sources``: the input
-    images as BIDS URIs, ``Manual: false``), ``volumes.tsv``, and at the top ``dseg.tsv``,
+    images as BIDS URIs; ``Description``: the checkpoints; ``Manual: false``), ``volumes.tsv``,
+    and at the top ``dseg.tsv``,
     ``dataset_description.json`` (``DatasetType: derivative``, ``GeneratedBy`` with the code's
     version and commit, ``DatasetLinks`` to the input datasets that the URIs name) and
     ``.bidsignore``: the tables BIDS has no name for, ``volumes.tsv`` and
