@@ -9,7 +9,8 @@ files, in the checkpoint's modality order, or a folder in the layout the model w
 For each subject it writes ``<subject>_seg.nii.gz`` in the scan's own space (shape, affine,
 orientation) and label values, optionally ``<subject>_probabilities.nii.gz`` (one volume per
 class or region, float32), and finally ``volumes.csv``: millilitres per class (or region) per
-subject. A model trained on an nnU-Net dataset names them as nnU-Net does (``<case>.nii.gz``);
+subject, and a line in ``predictions.jsonl``: when, with which checkpoints and settings, which
+subjects, at which commit. A model trained on an nnU-Net dataset names them as nnU-Net does (``<case>.nii.gz``);
 one trained on a BIDS dataset writes a BIDS derivative (``sub-*/[ses-*/]anat/*_dseg.nii.gz``
 with JSON sidecars naming their input images, ``dseg.tsv``, ``dataset_description.json``,
 ``volumes.tsv``, ``.bidsignore``). Every file is

@@ -91,7 +91,7 @@ class BIDSOutputNames(OutputNames):
     and at the top ``dseg.tsv``,
     ``dataset_description.json`` (``DatasetType: derivative``, ``GeneratedBy`` with the code's
     version and commit, ``DatasetLinks`` to the input datasets that the URIs name) and
-    ``.bidsignore``: the tables BIDS has no name for, ``volumes.tsv`` and
+    ``.bidsignore``: the files BIDS has no name for, ``volumes.tsv``, the log of prediction runs and
     ``evaluate.py``'s scores when they are written here, kept out of the BIDS validator's way."""
 
     segmentation: str = "{folder}/{subject}_space-orig_dseg.nii.gz"
@@ -161,7 +161,7 @@ class BIDSOutputNames(OutputNames):
         description = {"Name": f"{DERIVATIVE_NAME} segmentations", "BIDSVersion": "1.9.0",
                        "DatasetType": "derivative", "GeneratedBy": [generated_by],
                        **({"DatasetLinks": dict(links)} if links else {})}
-        ignored = "".join(f"/{name}\n" for name in (self.volumes, *SCORE_FILES))  # gitignore syntax: at the top
+        ignored = "".join(f"/{name}\n" for name in (self.volumes, self.log, *SCORE_FILES))  # gitignore syntax
         return {"dseg.tsv": table.getvalue(), "dataset_description.json": json.dumps(description, indent=2) + "\n",
                 ".bidsignore": ignored}
 

@@ -14,10 +14,12 @@ import io
 import json
 import os
 import shutil
+import warnings
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +27,9 @@ import nibabel as nib
 import numpy as np
 
 from core.geometry import resample_onto
-from core.io import DataError, OutputError, nearest_existing, save_nifti_atomically, write_text_atomically
+from core.io import DataError, DataWarning, OutputError, nearest_existing, save_nifti_atomically, write_text_atomically
 from core.labels import LabelSpace
+from core.provenance import code_version
 from core.volumes import Subject, natural_key
 
 
@@ -42,12 +45,23 @@ def to_scan_space(array: np.ndarray, affine: np.ndarray, original_affine: np.nda
     return resample_onto(array, affine, shape, original_affine, order=order), original_affine
 
 
+REPOSITORY = Path(__file__).resolve().parents[1]
 PREDICTION_MARK = b"brain-mri-segmentation prediction"  # NIfTI descrip of every image we write
 
 
 def _marked(image: nib.Nifti1Image, note: str = "") -> nib.Nifti1Image:
     image.header["descrip"] = PREDICTION_MARK + (f"; {note}".encode()[: 79 - len(PREDICTION_MARK)] if note else b"")
     return image
+
+
+def is_our_log(path: Path) -> bool:
+    """Whether ``path`` is a log of prediction runs written by this codebase (its first line says so)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            first = json.loads(handle.readline() or "{}")
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(first, dict) and first.get("record") == PREDICTION_MARK.decode()
 
 
 def is_our_prediction(path: Path) -> bool:
@@ -112,6 +126,7 @@ class OutputNames:
     segmentation: str = "{subject}_seg.nii.gz"
     probabilities: str = "{subject}_probabilities.nii.gz"
     volumes: str = "volumes.csv"  # millilitres per structure and subject (``.tsv``: tab-separated)
+    log: str = "predictions.jsonl"  # a line per run: when, by which checkpoints and settings, which subjects
 
     def files(self, subject_id: str, probabilities: bool = False) -> list[str]:
         """The segmentation's name, then the probabilities' (when written)."""
@@ -163,12 +178,16 @@ class PredictionFolder:
 
     ``sources``: each subject's input images, and ``model``: the checkpoints that segment them,
     for names whose images have sidecars saying what they were computed from and by what (a BIDS
-    derivative's ``Sources`` and ``Description``).
+    derivative's ``Sources`` and ``Description``). ``record``: how this run segments (checkpoints
+    and settings); :meth:`close` appends it, with the time, the subjects written and the code's
+    commit, as one line to the folder's ``predictions.jsonl`` (nnU-Net keeps its prediction
+    arguments beside its outputs too), so every file can be traced to the run that wrote it.
     """
 
     def __init__(self, directory: str | Path, probabilities: bool = False, overwrite: bool = False,
                  protect: Sequence[str | Path] = (), names: OutputNames = OUR_NAMES,
-                 sources: Mapping[str, Sequence[Path]] | None = None, model: str = "") -> None:
+                 sources: Mapping[str, Sequence[Path]] | None = None, model: str = "",
+                 record: Mapping[str, Any] | None = None) -> None:
         self.directory = Path(directory)
         self.names = names
         self.probabilities = probabilities
@@ -176,6 +195,7 @@ class PredictionFolder:
         self.protected = {Path(p).resolve() for p in protect}
         self.sources = {subject: [Path(p) for p in files] for subject, files in (sources or {}).items()}
         self.model = model
+        self.record = dict(record or {})
         self.links = names.links([p for files in self.sources.values() for p in files], self.directory)
         self.created: set[Path] = set()
         self.volumes: list[dict[str, Any]] = []
@@ -183,12 +203,13 @@ class PredictionFolder:
 
     @classmethod
     def for_subjects(cls, directory: str | Path, subjects: Sequence[Subject], maps: int, probabilities: bool = False,
-                     overwrite: bool = False, names: OutputNames = OUR_NAMES, model: str = "") -> PredictionFolder:
-        """The folder for segmenting ``subjects`` (their files protected) with ``model``, checked
-        before any work; ``maps``: probability maps per subject (classes or regions)."""
+                     overwrite: bool = False, names: OutputNames = OUR_NAMES, model: str = "",
+                     record: Mapping[str, Any] | None = None) -> PredictionFolder:
+        """The folder for segmenting ``subjects`` (their files protected) with ``model`` (and how:
+        ``record``), checked before any work; ``maps``: probability maps per subject."""
         folder = cls(directory, probabilities, overwrite, protect=[f for s in subjects for f in s.files()],
                      names=names, sources={s.subject_id: list(dict.fromkeys(s.images)) for s in subjects},
-                     model=model)
+                     model=model, record=record)
         folder.check([s.subject_id for s in subjects], expected_bytes(subjects, maps if probabilities else 0))
         return folder
 
@@ -207,6 +228,10 @@ class PredictionFolder:
         for subject_id in subject_ids:
             for path in self.outputs(subject_id):
                 self._check_replaceable(path)
+        log = self.directory / self.names.log
+        if log.exists() and not is_our_log(log):
+            raise DataError(f"{log}: exists and is not this codebase's log of prediction runs; refusing to add to it "
+                            "(choose another output folder)")
         self._check_room(expected_bytes)
 
     def _check_room(self, expected_bytes: int) -> None:
@@ -275,7 +300,22 @@ class PredictionFolder:
                                     delimiter=delimiter)
             writer.writeheader()
             writer.writerows(rows.values())
-            return write_text_atomically(path, buffer.getvalue())
+            written = write_text_atomically(path, buffer.getvalue())
+            self._log_run()
+            return written
+
+    def _log_run(self) -> None:
+        """Append this run to the folder's log (under the caller's lock; an earlier log of ours kept)."""
+        log = self.directory / self.names.log
+        if log.exists() and not is_our_log(log):  # it appeared during the run: left as it is
+            warnings.warn(f"{log}: is not this codebase's log of prediction runs (it appeared during the run); the "
+                          "predictions are written, this run is not logged", DataWarning, stacklevel=3)
+            return
+        entry = {"record": PREDICTION_MARK.decode(), "time": datetime.now(UTC).isoformat(timespec="seconds"),
+                 **self.record, "subjects": [str(row["subject"]) for row in self.volumes],
+                 "code": code_version(REPOSITORY)}
+        before = log.read_text(encoding="utf-8") if log.exists() else ""
+        write_text_atomically(log, before + json.dumps(entry, default=str) + "\n")
 
 
 # What gzip leaves of an output, per voxel: label maps shrink tens of times, float32

@@ -116,6 +116,10 @@ class ScanSegmenter(ABC):
         """Class (softmax) or region (sigmoid) probabilities (B, C, ...) of preprocessed volumes
         (B, M, ...); with ``flips``, the mean over the 8 mirrorings."""
 
+    @abstractmethod
+    def settings(self) -> dict[str, Any]:
+        """How it segments (checkpoints, windows, precision), for the log of prediction runs."""
+
     def subject(self, files: Sequence[str | Path], subject_id: str | None = None) -> Subject:
         """One subject from its modality files, in the model's modality order (see :func:`subject_from_files`)."""
         return subject_from_files(files, self.modalities, self.source, subject_id)
@@ -165,8 +169,9 @@ class ScanSegmenter(ABC):
         """Segment ``subjects`` into ``output`` (see :class:`PredictionFolder`: nothing replaced
         that must not be, checked before any work), named by ``names``; returns the segmentation
         files written."""
+        record = {**self.settings(), "flips": flips, "probabilities": probabilities}
         folder = PredictionFolder.for_subjects(output, subjects, self.labels.num_outputs, probabilities, overwrite,
-                                               names, model=self.source)
+                                               names, model=self.source, record=record)
         written = []
         bar = tqdm(subjects, desc="segmenting", unit="subject", disable=None if progress else True)
         for subject in bar:
@@ -211,6 +216,10 @@ class Segmenter(ScanSegmenter):
     progress: bool = False  # a bar over each volume's windows (predict.py in a terminal)
     window_scale: int = 1  # windows this many times the checkpoint's per side (capped by the volume)
     precision: str = "32"  # "bf16": the network under bfloat16 autocast (core.inference.fast_bf16)
+
+    def settings(self) -> dict[str, Any]:
+        return {"checkpoint": self.source, "window": list(self.roi_size), "window_scale": self.window_scale,
+                "sw_overlap": self.sw_overlap, "sw_batch_size": self.sw_batch_size, "precision": self.precision}
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None,
@@ -314,6 +323,9 @@ class Ensemble(ScanSegmenter):
                          window_scale: int | None = None, progress: bool = False, precision: str = "32") -> Ensemble:
         return cls(tuple(Segmenter.from_checkpoint(p, device, sw_overlap, sw_batch_size, window_scale, progress,
                                                    precision) for p in paths))
+
+    def settings(self) -> dict[str, Any]:
+        return {"ensemble": [member.settings() for member in self.members]}
 
     def probabilities(self, image: torch.Tensor, flips: bool = False) -> torch.Tensor:
         """The members' probabilities (each over its own windows and mirrorings), averaged."""

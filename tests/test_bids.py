@@ -178,7 +178,7 @@ def test_derivative_names_and_sidecars() -> None:
     (generated,) = description["GeneratedBy"]
     assert generated["Name"] == "brain-mri-segmentation" and generated["Version"] == "0.2.0"
     assert generated["Description"].startswith("git commit ")
-    assert sidecars[".bidsignore"] == "/volumes.tsv\n/scores.csv\n/summary.csv\n/summary.md\n"
+    assert sidecars[".bidsignore"] == "/volumes.tsv\n/predictions.jsonl\n/scores.csv\n/summary.csv\n/summary.md\n"
 
 
 def test_train_predict_as_a_derivative_and_evaluate_derivative_against_derivative(bids: Path,
@@ -202,7 +202,7 @@ def test_train_predict_as_a_derivative_and_evaluate_derivative_against_derivativ
         run_cli(["predict", *common, "--ckpt_path", str(tmp_path / "checkpoints" / "last.ckpt"),
                  "--prediction_writer.output_dir", str(output)], save_config=False)
     written = sorted(p.relative_to(output).as_posix() for p in output.rglob("*") if p.is_file())
-    assert written == [".bidsignore", "dataset_description.json", "dseg.tsv",
+    assert written == [".bidsignore", "dataset_description.json", "dseg.tsv", "predictions.jsonl",
                        "sub-01/ses-1/anat/sub-01_ses-1_space-orig_dseg.json",
                        "sub-01/ses-1/anat/sub-01_ses-1_space-orig_dseg.nii.gz",
                        "sub-01/ses-2/anat/sub-01_ses-2_space-orig_dseg.json",
@@ -216,6 +216,8 @@ def test_train_predict_as_a_derivative_and_evaluate_derivative_against_derivativ
     assert sidecar["Description"] == f"brain-mri-segmentation prediction (automated, by the network of {checkpoint})"
     assert sidecar["Sources"] == ["bids:raw:sub-01/ses-2/anat/sub-01_ses-2_T1w.nii.gz",
                                   "bids:raw:sub-01/ses-2/anat/sub-01_ses-2_T2w.nii.gz"]
+    (logged,) = [json.loads(line) for line in (output / "predictions.jsonl").read_text().splitlines()]
+    assert logged["checkpoint"] == str(checkpoint) and logged["subjects"] == ["sub-01_ses-1", "sub-01_ses-2"]
     with open(output / "volumes.tsv", newline="") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
     assert [r["subject"] for r in rows] == ["sub-01_ses-1", "sub-01_ses-2"]
@@ -231,7 +233,7 @@ def test_train_predict_as_a_derivative_and_evaluate_derivative_against_derivativ
 
     with pytest.warns(DataWarning, match="skipping sub-02_ses-1: no T2w image"):
         again = predict.predict(tmp_path / "checkpoints" / "last.ckpt", [bids], tmp_path / "again")
-    assert [p.relative_to(tmp_path / "again").as_posix() for p in again][:2] == written[4:7:2]
+    assert [p.relative_to(tmp_path / "again").as_posix() for p in again][:2] == written[5:8:2]
     assert json.loads(again[1].with_name("sub-01_ses-2_space-orig_dseg.json").read_text()) == sidecar  # the same
     np.testing.assert_array_equal(np.asarray(nib.load(again[1]).dataobj), np.asarray(prediction.dataobj))
     with pytest.warns(DataWarning, match="skipping sub-02_ses-1"):  # a participant stands for its sessions
@@ -249,7 +251,7 @@ def test_train_predict_as_a_derivative_and_evaluate_derivative_against_derivativ
     assert evaluate.main(["--pred", str(output), "--gt", str(bids / "derivatives" / "manual"),
                           "--dataset", "dseg"]) == 0
     tables = {p.name for p in output.iterdir() if p.is_file()} - {".bidsignore", "dataset_description.json", "dseg.tsv"}
-    assert tables == {"volumes.tsv", "scores.csv", "summary.csv", "summary.md"}
+    assert tables == {"volumes.tsv", "predictions.jsonl", "scores.csv", "summary.csv", "summary.md"}
     assert {line.lstrip("/") for line in (output / ".bidsignore").read_text().split()} == tables
 
 

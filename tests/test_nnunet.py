@@ -149,7 +149,8 @@ def test_the_demo_converted_to_nnunet_trains_predicts_in_nnunet_names_and_scores
     (dataset / "imagesTs").rename(cases)
     written = predict.predict(checkpoint, [cases], tmp_path / "pred")
     assert [p.name for p in written] == ["subject-4.nii.gz"] and is_our_prediction(written[0])
-    assert sorted(p.name for p in (tmp_path / "cli").iterdir()) == ["subject-4.nii.gz", "volumes.csv"]
+    assert sorted(p.name for p in (tmp_path / "cli").iterdir()) == ["predictions.jsonl", "subject-4.nii.gz",
+                                                                    "volumes.csv"]
     np.testing.assert_array_equal(np.asarray(nib.load(tmp_path / "cli" / "subject-4.nii.gz").dataobj),
                                   np.asarray(nib.load(written[0]).dataobj))
     prediction, truth = nib.load(written[0]), nib.load(dataset / "labelsTs" / "subject-4.nii.gz")

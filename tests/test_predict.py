@@ -2,6 +2,7 @@
 
 import csv
 import gzip
+import json
 import os
 import re
 import sys
@@ -65,6 +66,19 @@ def test_a_folders_subjects_can_be_chosen_by_id_or_split_between_jobs(checkpoint
         assert sorted(row["subject"] for row in csv.DictReader(handle)) == [f"subject-{n}" for n in (1, 2, 3, 4)]
     np.testing.assert_array_equal(np.asarray(nib.load(tmp_path / "shards" / "subject-3_seg.nii.gz").dataobj),
                                   np.asarray(nib.load(tmp_path / "chosen" / "subject-3_seg.nii.gz").dataobj))
+    # Each run (shard) appends a line to the folder's log: which subjects, by what, with which code.
+    runs = [json.loads(line) for line in (tmp_path / "shards" / "predictions.jsonl").read_text().splitlines()]
+    assert [run["subjects"] for run in runs] == [["subject-1", "subject-4"], ["subject-2"], ["subject-3"]]
+    assert {run["checkpoint"] for run in runs} == {str(checkpoint)} and runs[0]["flips"] is False
+    assert runs[0]["window"] == [16, 16, 16] and runs[0]["sw_overlap"] == 0.5 and runs[0]["precision"] == "32"
+    assert len(runs[0]["code"]["commit"]) == 40 and runs[0]["time"].endswith("+00:00")
+    foreign = tmp_path / "foreign"  # a file of that name that is not our log is never added to
+    foreign.mkdir()
+    (foreign / "predictions.jsonl").write_text('{"their": "notes"}\n')
+    with pytest.raises(SystemExit) as exit_code:
+        main([*common, "--output", str(foreign), "--subjects", "subject-1"])
+    assert exit_code.value.code == 2 and "is not this codebase's log of prediction runs" in capsys.readouterr().err
+    assert sorted(p.name for p in foreign.iterdir()) == ["predictions.jsonl"]
     capsys.readouterr()
     main([*common, "--output", str(tmp_path / "empty"), "--shard", "5/6"])  # more shards than subjects
     assert "shard 5/6 has no subjects (fewer than 6 to share out); nothing written" in capsys.readouterr().out
@@ -393,6 +407,8 @@ def test_an_ensemble_averages_its_members_probabilities(checkpoint: Path, second
     written = np.asarray(nib.load(str(tmp_path / "ensemble" / "subject-4_seg.nii.gz")).dataobj)
     expected = ensemble.segment_volume(volume).image()
     np.testing.assert_array_equal(written, np.asarray(expected.dataobj))
+    (logged,) = [json.loads(line) for line in (tmp_path / "ensemble" / "predictions.jsonl").read_text().splitlines()]
+    assert [member["checkpoint"] for member in logged["ensemble"]] == [str(checkpoint), str(second_checkpoint)]
 
 
 @pytest.mark.parametrize(("key", "value", "what"), [
