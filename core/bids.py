@@ -13,14 +13,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.export import PREDICTION_MARK, OutputNames
+from core.export import PREDICTION_MARK, REPOSITORY, OutputNames
 from core.io import DataError, DataWarning
 from core.labels import LabelSpace
 from core.metrics import SCORE_FILES
 from core.provenance import code_version
 
 DERIVATIVE_NAME = "brain-mri-segmentation"
-REPOSITORY = Path(__file__).resolve().parents[1]
 _DSEG = re.compile(r"^(sub-[a-zA-Z0-9]+)(?:_(ses-[a-zA-Z0-9]+))?(?:_[a-z]+-[a-zA-Z0-9]+)*_dseg\.nii(?:\.gz)?$")
 
 

@@ -45,7 +45,7 @@ def to_scan_space(array: np.ndarray, affine: np.ndarray, original_affine: np.nda
     return resample_onto(array, affine, shape, original_affine, order=order), original_affine
 
 
-REPOSITORY = Path(__file__).resolve().parents[1]
+REPOSITORY = Path(__file__).resolve().parents[1]  # whose commit the outputs record
 PREDICTION_MARK = b"brain-mri-segmentation prediction"  # NIfTI descrip of every image we write
 
 
