@@ -13,7 +13,9 @@ regions) of an nnU-Net dataset's ``dataset.json``, found in ``--gt`` (the datase
 ``labelsTr``) or its parent (``--gt .../labelsTs``). The predicted subjects are scored and the others
 listed (``--require-all`` makes a subject on one side only an error). Writes
 ``scores.csv`` (one row per subject and structure), ``summary.csv`` (mean, std and count per
-structure and metric; NaN values left out) and ``summary.md`` (also printed). Metric
+structure and metric; NaN values left out) and ``summary.md`` (also printed; below the table,
+the logged prediction runs, checkpoints and settings, that wrote the scored files, with a warning
+when there are several: their scores are pooled). Metric
 definitions and the empty-mask conventions: :mod:`core.metrics`; the
 structures each ``--dataset`` scores: :mod:`core.dataset_labels`.
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +36,8 @@ from tqdm.auto import tqdm
 
 from core.bids import derivative_files, is_derivative, read_dseg_tsv
 from core.dataset_labels import DATASET_LABELS
-from core.io import DataError, check_size, one_line_warnings, write_text_atomically
+from core.export import predictions_by_run
+from core.io import DataError, DataWarning, check_size, one_line_warnings, write_text_atomically
 from core.labels import LabelSpace
 from core.metrics import ROW_COLUMNS, SCORE_FILES, csv_text, markdown_table, score_rows, score_subject, summarise
 from core.nnunet import nnunet_label_space, read_nnunet_description
@@ -276,10 +280,25 @@ def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path, dataset: str,
     return evaluate_matching(pred_dir, gt_dir, dataset, labels, require_all, affine_tolerance)[0]
 
 
-def write_outputs(rows: Sequence[dict], output: Path) -> str:
-    """Write scores.csv, summary.csv and summary.md into ``output``; returns the Markdown table."""
+def provenance_text(pred_dir: Path, subjects: Sequence[str]) -> str:
+    """Which logged prediction run (checkpoints, settings) wrote the scored files, as lines for
+    ``summary.md``; said as a warning when they come from several (their scores are pooled)."""
+    groups = predictions_by_run(pred_dir, subjects)
+    if list(groups) == ["not logged"]:
+        return ""
+    if len(groups) > 1:
+        warnings.warn(f"{pred_dir}: the scored predictions come from {len(groups)} different runs "
+                      f"({'; '.join(f'{run}: {len(ids)}' for run, ids in groups.items())} subjects); their scores "
+                      "are pooled in one table", DataWarning, stacklevel=2)
+    return "".join(f"\nPredictions of {len(ids)} subject{'s' * (len(ids) > 1)} by {run}.\n"
+                   for run, ids in groups.items())
+
+
+def write_outputs(rows: Sequence[dict], output: Path, provenance: str = "") -> str:
+    """Write scores.csv, summary.csv and summary.md (the table, then ``provenance``) into
+    ``output``; returns the Markdown."""
     summary = summarise(rows)
-    table = markdown_table(summary)
+    table = markdown_table(summary) + provenance
     scores, summary_csv, summary_md = SCORE_FILES
     write_text_atomically(output / scores, csv_text(rows, ROW_COLUMNS))
     write_text_atomically(output / summary_csv, csv_text(summary, ["structure", "metric", "mean", "std", "n"]))
@@ -312,7 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     output = args.output or args.pred
-    print(write_outputs(rows, output), end="")
+    provenance = provenance_text(args.pred, list(matching.pairs))
+    print(write_outputs(rows, output, provenance), end="")
     print(f"scored {len(matching.pairs)} subjects; written to {output}/{', '.join(SCORE_FILES)}")
     if missing:
         print(missing)

@@ -54,6 +54,48 @@ def _marked(image: nib.Nifti1Image, note: str = "") -> nib.Nifti1Image:
     return image
 
 
+LOG_NAME = "predictions.jsonl"  # a line per prediction run, in every output folder
+_NOT_SETTINGS = ("record", "time", "subjects", "code")
+
+
+def prediction_runs(folder: str | Path) -> list[dict[str, Any]]:
+    """The runs logged in ``folder``'s ``predictions.jsonl``, oldest first (none without a log of ours)."""
+    path = Path(folder) / LOG_NAME
+    if not path.is_file() or not is_our_log(path):
+        return []
+    runs = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            runs.append(entry)
+    return runs
+
+
+def describe_run(run: Mapping[str, Any]) -> str:
+    """A logged run in a line: its checkpoint(s) and settings."""
+    settings = {k: v for k, v in run.items() if k not in _NOT_SETTINGS}
+    members = settings.get("ensemble") or [settings]
+    checkpoints = " + ".join(str(m.get("checkpoint")) for m in members)
+    shown = {k: v for k, v in settings.items() if k not in ("checkpoint", "ensemble")}
+    return f"{checkpoints} ({', '.join(f'{k} {v}' for k, v in shown.items())})" if shown else checkpoints
+
+
+def predictions_by_run(folder: str | Path, subjects: Sequence[str]) -> dict[str, list[str]]:
+    """Which run (:func:`describe_run`) wrote each of ``subjects``' files last, as run -> subjects;
+    ``"not logged"`` for files no logged run wrote (older, or another tool's)."""
+    last: dict[str, Mapping[str, Any]] = {}
+    for run in prediction_runs(folder):
+        for subject in run.get("subjects") or ():
+            last[str(subject)] = run
+    groups: dict[str, list[str]] = {}
+    for subject in subjects:
+        groups.setdefault(describe_run(last[subject]) if subject in last else "not logged", []).append(subject)
+    return groups
+
+
 def is_our_log(path: Path) -> bool:
     """Whether ``path`` is a log of prediction runs written by this codebase (its first line says so)."""
     try:
@@ -126,7 +168,7 @@ class OutputNames:
     segmentation: str = "{subject}_seg.nii.gz"
     probabilities: str = "{subject}_probabilities.nii.gz"
     volumes: str = "volumes.csv"  # millilitres per structure and subject (``.tsv``: tab-separated)
-    log: str = "predictions.jsonl"  # a line per run: when, by which checkpoints and settings, which subjects
+    log: str = LOG_NAME  # a line per run: when, by which checkpoints and settings, which subjects
 
     def files(self, subject_id: str, probabilities: bool = False) -> list[str]:
         """The segmentation's name, then the probabilities' (when written)."""

@@ -213,6 +213,44 @@ def test_cli_end_to_end_writes_the_three_outputs(tmp_path: Path, capsys: pytest.
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary file left
 
 
+def test_the_summary_names_the_runs_that_wrote_the_scored_files(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """``summary.md`` says which logged prediction run (checkpoints, settings) wrote the scored
+    files; files of two different runs in one folder are said in a warning: their scores are
+    pooled in one table."""
+    from core.export import PredictionFolder, Segmentation
+    from core.io import DataWarning
+    from core.labels import LabelSpace
+
+    pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
+    truth = cube((4, 4, 4), 2).astype(np.uint8)
+    space = LabelSpace.from_values({0: "background", 1: "lesion"})
+
+    def predict(subjects: list[str], record: dict) -> None:
+        folder = PredictionFolder(pred_dir, overwrite=True, record=record)
+        for subject in subjects:
+            write_nifti(truth, gt_dir / f"{subject}_label.nii.gz", AFFINE)
+            folder.write(Segmentation(subject, truth.astype(np.int16), AFFINE, space))
+        folder.close()
+
+    predict(["s1", "s2"], {"checkpoint": "a.ckpt", "flips": False})
+    arguments = ["--pred", str(pred_dir), "--gt", str(gt_dir), "--dataset", "labels",
+                 "--labels", "0:background,1:lesion"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one run: nothing to warn about
+        assert evaluate.main(arguments) == 0
+    assert (pred_dir / "summary.md").read_text().endswith("\nPredictions of 2 subjects by a.ckpt (flips False).\n")
+    predict(["s2"], {"checkpoint": "b.ckpt", "flips": True})  # s2 segmented again by another model
+    capsys.readouterr()
+    with pytest.warns(DataWarning, match=r"come from 2 different runs \(a\.ckpt \(flips False\): 1; b\.ckpt "
+                                         r"\(flips True\): 1 subjects\); their scores are pooled"):
+        assert evaluate.main(arguments) == 0
+    summary = (pred_dir / "summary.md").read_text()
+    assert summary.endswith("\nPredictions of 1 subject by a.ckpt (flips False).\n"
+                            "\nPredictions of 1 subject by b.ckpt (flips True).\n")
+    assert summary in capsys.readouterr().out
+
+
 def test_label_values_outside_the_map_are_refused_on_either_side(tmp_path: Path) -> None:
     """Once, a value outside the label map scored DSC 0 without a word."""
     pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"

@@ -160,6 +160,11 @@ def test_evaluate_on_predict_output_gives_the_dice_of_train_py_test(checkpoint: 
     assert set(scores) == {"CSF", "GM", "WM"}
     for structure, dice in scores.items():
         assert dice == pytest.approx(float(tested[structure]), abs=1e-6)
+    from evaluate import provenance_text  # the scores name the checkpoint and settings that made them
+
+    assert provenance_text(tmp_path / "pred", ["subject-4"]) == (
+        f"\nPredictions of 1 subject by {checkpoint} (window [16, 16, 16], window_scale 2, sw_overlap 0.5, "
+        "sw_batch_size 4, precision 32, flips False, probabilities False).\n")
 
 
 def test_train_py_predict_writes_the_same_files_with_flips_and_probabilities(checkpoint: Path, tiny_demo_dir: Path,
