@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from core.bids import derivative_files, is_derivative, read_dseg_tsv
 from core.dataset_labels import DATASET_LABELS
-from core.export import predictions_by_run
+from core.export import NOT_LOGGED, predictions_by_run
 from core.io import DataError, DataWarning, check_size, one_line_warnings, write_text_atomically
 from core.labels import LabelSpace
 from core.metrics import ROW_COLUMNS, SCORE_FILES, csv_text, markdown_table, score_rows, score_subject, summarise
@@ -284,14 +284,18 @@ def provenance_text(pred_dir: Path, subjects: Sequence[str]) -> str:
     """Which logged prediction run (checkpoints, settings) wrote the scored files, as lines for
     ``summary.md``; said as a warning when they come from several (their scores are pooled)."""
     groups = predictions_by_run(pred_dir, subjects)
-    if list(groups) == ["not logged"]:
+    if list(groups) == [NOT_LOGGED]:
         return ""
     if len(groups) > 1:
-        warnings.warn(f"{pred_dir}: the scored predictions come from {len(groups)} different runs "
-                      f"({'; '.join(f'{run}: {len(ids)}' for run, ids in groups.items())} subjects); their scores "
-                      "are pooled in one table", DataWarning, stacklevel=2)
-    return "".join(f"\nPredictions of {len(ids)} subject{'s' * (len(ids) > 1)} by {run}.\n"
-                   for run, ids in groups.items())
+        warnings.warn(f"{pred_dir}: the scored predictions come from {len(groups)} different checkpoints or "
+                      f"settings ({'; '.join(f'{run}: {len(ids)}' for run, ids in groups.items())} subjects); their "
+                      "scores are pooled in one table", DataWarning, stacklevel=2)
+    lines = []
+    for run, ids in groups.items():
+        count = f"{len(ids)} subject{'s' * (len(ids) > 1)}"
+        lines.append(f"\nPredictions of {count} not in the folder's log (written before it, or by another tool).\n"
+                     if run == NOT_LOGGED else f"\nPredictions of {count} by {run}.\n")
+    return "".join(lines)
 
 
 def write_outputs(rows: Sequence[dict], output: Path, provenance: str = "") -> str:

@@ -55,6 +55,7 @@ def _marked(image: nib.Nifti1Image, note: str = "") -> nib.Nifti1Image:
 
 
 LOG_NAME = "predictions.jsonl"  # a line per prediction run, in every output folder
+NOT_LOGGED = "not logged"  # what wrote a file that no logged run wrote
 _NOT_SETTINGS = ("record", "time", "subjects", "code")
 
 
@@ -85,14 +86,14 @@ def describe_run(run: Mapping[str, Any]) -> str:
 
 def predictions_by_run(folder: str | Path, subjects: Sequence[str]) -> dict[str, list[str]]:
     """Which run (:func:`describe_run`) wrote each of ``subjects``' files last, as run -> subjects;
-    ``"not logged"`` for files no logged run wrote (older, or another tool's)."""
+    :data:`NOT_LOGGED` for files no logged run wrote (older, or another tool's)."""
     last: dict[str, Mapping[str, Any]] = {}
     for run in prediction_runs(folder):
         for subject in run.get("subjects") or ():
             last[str(subject)] = run
     groups: dict[str, list[str]] = {}
     for subject in subjects:
-        groups.setdefault(describe_run(last[subject]) if subject in last else "not logged", []).append(subject)
+        groups.setdefault(describe_run(last[subject]) if subject in last else NOT_LOGGED, []).append(subject)
     return groups
 
 

@@ -242,13 +242,19 @@ def test_the_summary_names_the_runs_that_wrote_the_scored_files(tmp_path: Path,
     assert (pred_dir / "summary.md").read_text().endswith("\nPredictions of 2 subjects by a.ckpt (flips False).\n")
     predict(["s2"], {"checkpoint": "b.ckpt", "flips": True})  # s2 segmented again by another model
     capsys.readouterr()
-    with pytest.warns(DataWarning, match=r"come from 2 different runs \(a\.ckpt \(flips False\): 1; b\.ckpt "
-                                         r"\(flips True\): 1 subjects\); their scores are pooled"):
+    with pytest.warns(DataWarning, match=r"come from 2 different checkpoints or settings \(a\.ckpt \(flips False\): "
+                                         r"1; b\.ckpt \(flips True\): 1 subjects\); their scores are pooled"):
         assert evaluate.main(arguments) == 0
     summary = (pred_dir / "summary.md").read_text()
     assert summary.endswith("\nPredictions of 1 subject by a.ckpt (flips False).\n"
                             "\nPredictions of 1 subject by b.ckpt (flips True).\n")
     assert summary in capsys.readouterr().out
+    write_nifti(truth, gt_dir / "s3_label.nii.gz", AFFINE)  # a file no logged run wrote
+    write_nifti(truth, pred_dir / "s3_seg.nii.gz", AFFINE)
+    with pytest.warns(DataWarning, match="come from 3 different"):
+        assert evaluate.main(arguments) == 0
+    assert (pred_dir / "summary.md").read_text().endswith(
+        "\nPredictions of 1 subject not in the folder's log (written before it, or by another tool).\n")
 
 
 def test_label_values_outside_the_map_are_refused_on_either_side(tmp_path: Path) -> None:

@@ -72,6 +72,13 @@ def test_a_folders_subjects_can_be_chosen_by_id_or_split_between_jobs(checkpoint
     assert {run["checkpoint"] for run in runs} == {str(checkpoint)} and runs[0]["flips"] is False
     assert runs[0]["window"] == [16, 16, 16] and runs[0]["sw_overlap"] == 0.5 and runs[0]["precision"] == "32"
     assert len(runs[0]["code"]["commit"]) == 40 and runs[0]["time"].endswith("+00:00")
+    from evaluate import provenance_text  # the shards are one checkpoint with one set of settings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        said = provenance_text(tmp_path / "shards", [f"subject-{n}" for n in (1, 2, 3, 4)])
+    assert said.startswith(f"\nPredictions of 4 subjects by {checkpoint} (window [16, 16, 16], ")
+    assert said.count("\n") == 2  # one line
     foreign = tmp_path / "foreign"  # a file of that name that is not our log is never added to
     foreign.mkdir()
     (foreign / "predictions.jsonl").write_text('{"their": "notes"}\n')
