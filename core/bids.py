@@ -68,7 +68,7 @@ def _link(root: Path, directory: Path) -> str:
     that holds it (a sibling derivative: ``../prep``), so that the link moves with the dataset;
     else a file URI."""
     root, directory = Path(os.path.abspath(root)), Path(os.path.abspath(directory))
-    if directory.is_relative_to(root) or directory.is_relative_to(dataset_root(root) or root):
+    if directory.is_relative_to(dataset_root(root) or root):  # the holding dataset contains root itself
         return Path(os.path.relpath(root, directory)).as_posix()
     return root.as_uri()
 

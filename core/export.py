@@ -56,7 +56,7 @@ def _marked(image: nib.Nifti1Image, note: str = "") -> nib.Nifti1Image:
 
 LOG_NAME = "predictions.jsonl"  # a line per prediction run, in every output folder
 NOT_LOGGED = "not logged"  # what wrote a file that no logged run wrote
-_NOT_SETTINGS = ("record", "time", "subjects", "code")
+_NOT_SETTINGS = ("written_by", "time", "subjects", "code")
 
 
 def prediction_runs(folder: str | Path) -> list[dict[str, Any]]:
@@ -75,12 +75,17 @@ def prediction_runs(folder: str | Path) -> list[dict[str, Any]]:
     return runs
 
 
+def run_checkpoints(run: Mapping[str, Any]) -> str:
+    """The checkpoint(s) of a run's record (an ensemble's joined by ``+``); empty when not known."""
+    members = run.get("ensemble") or [run]
+    return " + ".join(str(m["checkpoint"]) for m in members if m.get("checkpoint"))
+
+
 def describe_run(run: Mapping[str, Any]) -> str:
     """A logged run in a line: its checkpoint(s) and settings."""
     settings = {k: v for k, v in run.items() if k not in _NOT_SETTINGS}
-    members = settings.get("ensemble") or [settings]
-    checkpoints = " + ".join(str(m.get("checkpoint")) for m in members)
     shown = {k: v for k, v in settings.items() if k not in ("checkpoint", "ensemble")}
+    checkpoints = run_checkpoints(settings) or "an unnamed model"
     return f"{checkpoints} ({', '.join(f'{k} {v}' for k, v in shown.items())})" if shown else checkpoints
 
 
@@ -104,7 +109,7 @@ def is_our_log(path: Path) -> bool:
             first = json.loads(handle.readline() or "{}")
     except (OSError, ValueError, UnicodeDecodeError):
         return False
-    return isinstance(first, dict) and first.get("record") == PREDICTION_MARK.decode()
+    return isinstance(first, dict) and first.get("written_by") == PREDICTION_MARK.decode()
 
 
 def is_our_prediction(path: Path) -> bool:
@@ -219,17 +224,17 @@ class PredictionFolder:
     work (:meth:`check`); a write that fails all the same (a disk filled meanwhile) is an
     :class:`~core.io.OutputError` naming the file, and leaves no partial file.
 
-    ``sources``: each subject's input images, and ``model``: the checkpoints that segment them,
-    for names whose images have sidecars saying what they were computed from and by what (a BIDS
-    derivative's ``Sources`` and ``Description``). ``record``: how this run segments (checkpoints
-    and settings); :meth:`close` appends it, with the time, the subjects written and the code's
-    commit, as one line to the folder's ``predictions.jsonl`` (nnU-Net keeps its prediction
-    arguments beside its outputs too), so every file can be traced to the run that wrote it.
+    ``sources``: each subject's input images, for names whose images have sidecars saying what
+    they were computed from (a BIDS derivative's ``Sources``). ``record``: how this run segments
+    (checkpoints and settings), named in those sidecars too; :meth:`close` appends it, with the
+    time, the subjects written and the code's commit, as one line to the folder's
+    ``predictions.jsonl`` (nnU-Net keeps its prediction arguments beside its outputs too), so
+    every file can be traced to the run that wrote it.
     """
 
     def __init__(self, directory: str | Path, probabilities: bool = False, overwrite: bool = False,
                  protect: Sequence[str | Path] = (), names: OutputNames = OUR_NAMES,
-                 sources: Mapping[str, Sequence[Path]] | None = None, model: str = "",
+                 sources: Mapping[str, Sequence[Path]] | None = None,
                  record: Mapping[str, Any] | None = None) -> None:
         self.directory = Path(directory)
         self.names = names
@@ -237,7 +242,6 @@ class PredictionFolder:
         self.overwrite = overwrite
         self.protected = {Path(p).resolve() for p in protect}
         self.sources = {subject: [Path(p) for p in files] for subject, files in (sources or {}).items()}
-        self.model = model
         self.record = dict(record or {})
         self.links = names.links([p for files in self.sources.values() for p in files], self.directory)
         self.created: set[Path] = set()
@@ -246,13 +250,13 @@ class PredictionFolder:
 
     @classmethod
     def for_subjects(cls, directory: str | Path, subjects: Sequence[Subject], maps: int, probabilities: bool = False,
-                     overwrite: bool = False, names: OutputNames = OUR_NAMES, model: str = "",
+                     overwrite: bool = False, names: OutputNames = OUR_NAMES,
                      record: Mapping[str, Any] | None = None) -> PredictionFolder:
-        """The folder for segmenting ``subjects`` (their files protected) with ``model`` (and how:
-        ``record``), checked before any work; ``maps``: probability maps per subject."""
+        """The folder for segmenting ``subjects`` (their files protected) as ``record`` says
+        (checkpoints, settings), checked before any work; ``maps``: probability maps per subject."""
         folder = cls(directory, probabilities, overwrite, protect=[f for s in subjects for f in s.files()],
                      names=names, sources={s.subject_id: list(dict.fromkeys(s.images)) for s in subjects},
-                     model=model, record=record)
+                     record=record)
         folder.check([s.subject_id for s in subjects], expected_bytes(subjects, maps if probabilities else 0))
         return folder
 
@@ -312,7 +316,7 @@ class PredictionFolder:
         images = len(self.names.files(subject, self.probabilities))
         if len(paths) > images:  # one sidecar per image: the same sources
             text = self.names.describe_image(self.sources.get(subject, ()), self.directory, self.links,
-                                             segmentation.note, self.model)
+                                             segmentation.note, run_checkpoints(self.record))
             for path in paths[images:]:
                 write_text_atomically(path, text)
         self.created.update(paths)
@@ -354,7 +358,7 @@ class PredictionFolder:
             warnings.warn(f"{log}: is not this codebase's log of prediction runs (it appeared during the run); the "
                           "predictions are written, this run is not logged", DataWarning, stacklevel=3)
             return
-        entry = {"record": PREDICTION_MARK.decode(), "time": datetime.now(UTC).isoformat(timespec="seconds"),
+        entry = {"written_by": PREDICTION_MARK.decode(), "time": datetime.now(UTC).isoformat(timespec="seconds"),
                  **self.record, "subjects": [str(row["subject"]) for row in self.volumes],
                  "code": code_version(REPOSITORY)}
         before = log.read_text(encoding="utf-8") if log.exists() else ""

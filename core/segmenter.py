@@ -171,7 +171,7 @@ class ScanSegmenter(ABC):
         files written."""
         record = {**self.settings(), "flips": flips, "probabilities": probabilities}
         folder = PredictionFolder.for_subjects(output, subjects, self.labels.num_outputs, probabilities, overwrite,
-                                               names, model=self.source, record=record)
+                                               names, record=record)
         written = []
         bar = tqdm(subjects, desc="segmenting", unit="subject", disable=None if progress else True)
         for subject in bar:

@@ -205,8 +205,24 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
         if not folder.exists():
             option = "predict_dir" if folder == self.predict_dir else "data_dir"
             raise DataError(f"{folder}: dataset folder not found (set data.init_args.{option} to the dataset's folder)")
+        return self.list_subjects(folder, require_labels)
+
+    def list_subjects(self, folder: Path, require_labels: bool, only: Sequence[str] | None = None) -> list[Subject]:
+        """:meth:`find_subjects`, or with ``only`` just those named, by id or by what a split keeps
+        together (a BIDS participant, ``sub-01``, stands for its sessions; a name that matches none
+        is an error); every file of theirs checked readable before any work (an unfetched
+        DataLad file is said as that), so the others may be missing."""
         subjects = self.find_subjects(folder, require_labels)
-        check_present(f for subject in subjects for f in subject.files())  # all of them, before any work
+        if only is not None:
+            units = {s.subject_id: self.split_unit(s.subject_id) for s in subjects}
+            wanted, known = set(only), set(units) | set(units.values())
+            unmatched = [n for n in dict.fromkeys(only) if n not in known]
+            if unmatched:
+                there = list(units)
+                shown = ", ".join(there[:10]) + (f", ... ({len(there)} in all)" if len(there) > 10 else "")
+                raise DataError(f"{folder}: no subject {', '.join(unmatched)} there (its subjects: {shown or 'none'})")
+            subjects = [s for s in subjects if s.subject_id in wanted or units[s.subject_id] in wanted]
+        check_present(f for subject in subjects for f in subject.files())
         return subjects
 
     def subjects(self) -> dict[str, Subject]:

@@ -7,12 +7,12 @@ path, and importing whatever a file names would let a checkpoint run code.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from core.export import OUR_NAMES, OutputNames
-from core.io import DataError, check_present
+from core.io import DataError
 from core.modality_profiles import ANY_CONTRAST
 from core.volumes import Subject
 from datamodules.base import VolumeSegmentationDataModule
@@ -88,22 +88,4 @@ def subjects_in_folder(folder: str | Path, record: Mapping[str, Any] | None, mod
     if not any_contrast and list(datamodule.modalities) != list(modalities):
         raise DataError(f"{folder}: offers modalities {list(datamodule.modalities)}, {source} was trained on "
                         f"{list(modalities)}")
-    subjects = datamodule.find_subjects(folder, require_labels=False)
-    if only is not None:
-        subjects = select_subjects(subjects, only, datamodule.split_unit, folder)
-    check_present(f for subject in subjects for f in subject.files())  # the chosen ones, before any work
-    return subjects
-
-
-def select_subjects(subjects: Sequence[Subject], names: Sequence[str], unit: Callable[[str], str],
-                    folder: Path) -> list[Subject]:
-    """The ``subjects`` named by id or by their split ``unit``, in the folder's order."""
-    units = {s.subject_id: unit(s.subject_id) for s in subjects}
-    known = set(units) | set(units.values())
-    unmatched = [n for n in dict.fromkeys(names) if n not in known]
-    if unmatched:
-        there = list(units)
-        shown = ", ".join(there[:10]) + (f", ... ({len(there)} in all)" if len(there) > 10 else "")
-        raise DataError(f"{folder}: no subject {', '.join(unmatched)} there (its subjects: {shown or 'none'})")
-    wanted = set(names)
-    return [s for s in subjects if s.subject_id in wanted or units[s.subject_id] in wanted]
+    return datamodule.list_subjects(folder, require_labels=False, only=only)

@@ -335,8 +335,8 @@ class SegmentationWriter(BasePredictionWriter):
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.folder is not None:  # the checkpoint is known once it is restored, after setup
-            self.folder.model = str(trainer.ckpt_path or "")
-            self.folder.record = {**pl_module.segmenter.settings(), "checkpoint": self.folder.model or None,
+            checkpoint = str(trainer.ckpt_path) if trainer.ckpt_path else None
+            self.folder.record = {**pl_module.segmenter.settings(), "checkpoint": checkpoint,
                                   "flips": bool(pl_module.flips), "probabilities": self.probabilities}
 
     def write_on_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prediction: Any,
