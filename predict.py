@@ -16,7 +16,8 @@ with JSON sidecars naming their input images, ``dseg.tsv``, ``dataset_descriptio
 ``volumes.tsv``, ``.bidsignore``). Every file is
 written under a temporary name and renamed.
 
-Of a folder, ``--subjects`` picks some subjects (``sub-01``: a BIDS participant's sessions) and
+Of a folder, ``--subjects`` picks some subjects (``sub-01`` or, as BIDS Apps'
+``--participant_label`` takes it, ``01``: a BIDS participant's sessions) and
 ``--shard K/N`` every N-th from the K-th, so that the tasks of a SLURM array share a dataset.
 
 Several checkpoints (``--checkpoint fold0.ckpt fold1.ckpt ...``: the folds of a
@@ -116,8 +117,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="one subject's modality files (checkpoint order) or a dataset folder")
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--subject", help="output name for modality-file input (default: the files' shared name)")
-    parser.add_argument("--subjects", nargs="+", metavar="ID",
-                        help="a folder's subjects to segment, by id (sub-01 stands for all its BIDS sessions)")
+    parser.add_argument("--subjects", "--participant_label", nargs="+", metavar="ID",
+                        help="a folder's subjects to segment, by id (sub-01 stands for all its BIDS sessions; "
+                             "as in BIDS Apps, the label alone, 01, does too)")
     parser.add_argument("--shard", type=parse_shard, metavar="K/N",
                         help="segment every N-th subject of the folder from the K-th (0-based): N jobs, e.g. a SLURM "
                              "array --array=0-<N-1> with --shard $SLURM_ARRAY_TASK_ID/N, share one output folder")

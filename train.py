@@ -129,6 +129,34 @@ class NetworkHelp(argparse.Action):
         parser.exit(list_options([] if value == "all" else [str(value)]))
 
 
+OWN_PACKAGES = ("core", "datamodules", "lightning_modules", "networks")
+"""Where the classes a config builds live: a ValueError raised there refuses a value given."""
+
+
+def refusal_of_a_given_value(error: BaseException) -> str | None:
+    """The message of a ValueError that one of our classes raised on a value given to it (a
+    DataModule's or network's argument check) while jsonargparse built the classes, found in the
+    chain jsonargparse wraps it in; prefixed with that class. None for anything else: a bug keeps
+    its traceback."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        frames = []
+        tb = error.__traceback__
+        while tb is not None:
+            frames.append(tb.tb_frame)
+            tb = tb.tb_next
+        if isinstance(error, ValueError) and frames and \
+                frames[-1].f_globals.get("__name__", "").split(".")[0] in OWN_PACKAGES:
+            owners = [type(f.f_locals["self"]).__name__ for f in frames  # the outermost: the class built
+                      if f.f_code.co_name == "__init__" and "self" in f.f_locals
+                      and type(f.f_locals["self"]).__module__.split(".")[0] in OWN_PACKAGES]
+            message = str(error)
+            return message if not owners or message.startswith(owners[0]) else f"{owners[0]}: {message}"
+        error = error.__cause__ or error.__context__
+    return None
+
+
 class SegmentationCLI(LightningCLI):
     """The CLI: any DataModule by class path; the network, its size and the data's channels,
     classes and patch size flow into the model without being repeated in the config."""
@@ -177,6 +205,22 @@ class SegmentationCLI(LightningCLI):
         parser.link_arguments("data.modality_names", "model.modalities", apply_on="instantiate")
         parser.link_arguments("data.label_space", "model.label_space", compute_fn=LabelSpace.to_dict,
                               apply_on="instantiate")
+
+    def instantiate_classes(self) -> None:
+        """Build model, data and trainer; a value one of them refuses is one line (a DataError:
+        exit 2), not jsonargparse's union report with a traceback. Say which split setting took
+        the place of a preset's fraction."""
+        try:
+            super().instantiate_classes()
+        except Exception as error:
+            refusal = refusal_of_a_given_value(error)
+            if refusal is None:
+                raise
+            raise DataError(refusal) from None
+        datamodule = self.datamodule
+        if self.subcommand != "predict" and isinstance(datamodule, VolumeSegmentationDataModule):
+            for note in datamodule.split_rule.replaced():
+                rank_zero_info(f"data: {note}")
 
     def before_instantiate_classes(self) -> None:
         """Refuse an unknown network or network option with one line, before anything is built."""

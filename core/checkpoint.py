@@ -43,6 +43,14 @@ def newest_checkpoint(folder: Path, checkpoint_dir: str | Path) -> Path | None:
     return max(candidates, key=lambda p: p.stat().st_mtime_ns, default=None)
 
 
+def recorded_path(source: str | Path) -> str:
+    """A checkpoint as a log of the runs it served records it: absolute, symbolic links
+    resolved (``runs/x/latest/...`` names another run once the next fit starts; one file given
+    relatively and absolutely is one model). What is not a file (a model in memory) stays as given."""
+    path = Path(source)
+    return str(path.resolve()) if path.is_file() else str(source)
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """A Lightning checkpoint as a dict, loaded with ``weights_only=True`` (a file carrying
     pickled code is refused, never run); unreadable files raise :class:`DataError`."""

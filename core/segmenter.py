@@ -37,6 +37,7 @@ from core.checkpoint import (
     model_hparams,
     network_weights,
     read_checkpoint,
+    recorded_path,
 )
 from core.export import OUR_NAMES, OutputNames, PredictionFolder, Segmentation
 from core.inference import mean_over_flips, sliding_window_logits
@@ -218,8 +219,9 @@ class Segmenter(ScanSegmenter):
     precision: str = "32"  # "bf16": the network under bfloat16 autocast (core.inference.fast_bf16)
 
     def settings(self) -> dict[str, Any]:
-        return {"checkpoint": self.source, "window": list(self.roi_size), "window_scale": self.window_scale,
-                "sw_overlap": self.sw_overlap, "sw_batch_size": self.sw_batch_size, "precision": self.precision}
+        return {"checkpoint": recorded_path(self.source), "window": list(self.roi_size),
+                "window_scale": self.window_scale, "sw_overlap": self.sw_overlap, "sw_batch_size": self.sw_batch_size,
+                "precision": self.precision}
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None,

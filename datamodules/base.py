@@ -24,7 +24,7 @@ from datamodules.augmentation import build_augmentation
 from datamodules.cache import VolumeCache
 from datamodules.datasets import PatchDataset, ReadOnDemand, VolumeDataset
 from datamodules.patches import worker_rng
-from datamodules.splits import make_split
+from datamodules.splits import SplitRule, make_split
 
 PROFILE_SUBJECTS = 16  # training subjects (evenly spread) whose modality profiles go into checkpoints
 
@@ -42,7 +42,8 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
         modalities: which modalities to stack as input channels, in this order.
         val_subjects, test_subjects, train_subjects: explicit subject ids per role
             (default training set: every subject not held out).
-        val_fraction, test_fraction: or hold out these fractions at random (``split_seed``).
+        val_fraction, test_fraction: or hold out these fractions at random (``split_seed``);
+            a list or k-fold given takes the place of a fraction.
         num_folds, fold: or k-fold cross-validation: validate on fold ``fold`` of ``num_folds``
             (drawn with ``split_seed`` from the subjects outside the test set).
         split_seed: seed of the random split and of the folds.
@@ -89,8 +90,8 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
         val_subjects: Sequence[str] = (),
         test_subjects: Sequence[str] = (),
         train_subjects: Sequence[str] | None = None,
-        val_fraction: float = 0.0,
-        test_fraction: float = 0.0,
+        val_fraction: float | None = 0.0,
+        test_fraction: float | None = 0.0,
         num_folds: int | None = None,
         fold: int | None = None,
         split_seed: int = 0,
@@ -125,15 +126,13 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
         self.data_dir = Path(data_dir)
         unknown = [m for m in self.modalities if m not in self.available_modalities]
         if unknown or not self.modalities:
-            raise ValueError(
+            raise DataError(
                 f"{type(self).__name__}: unknown modalities {unknown}; available: {list(self.available_modalities)}"
             )
-        self.split_settings = {
-            "val_subjects": [str(s) for s in val_subjects], "test_subjects": [str(s) for s in test_subjects],
-            "train_subjects": None if train_subjects is None else [str(s) for s in train_subjects],
-            "val_fraction": val_fraction, "test_fraction": test_fraction, "num_folds": num_folds, "fold": fold,
-            "seed": split_seed,
-        }
+        self.split_rule = SplitRule(  # contradictions refused now, before anything is built on them
+            tuple(map(str, val_subjects)), tuple(map(str, test_subjects)),
+            None if train_subjects is None else tuple(map(str, train_subjects)),
+            val_fraction, test_fraction, num_folds, fold, split_seed)
         self.predict_dir = Path(predict_dir) if predict_dir else None
         self.patch_size = tuple(int(p) for p in patch_size)
         self.batch_size = batch_size
@@ -214,6 +213,7 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
         DataLad file is said as that), so the others may be missing."""
         subjects = self.find_subjects(folder, require_labels)
         if only is not None:
+            only = [self.subject_name(n) for n in only]
             units = {s.subject_id: self.split_unit(s.subject_id) for s in subjects}
             wanted, known = set(only), set(units) | set(units.values())
             unmatched = [n for n in dict.fromkeys(only) if n not in known]
@@ -235,6 +235,11 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
         """What a split keeps together: each subject alone here; a BIDS participant's sessions."""
         return subject_id
 
+    def subject_name(self, name: str) -> str:
+        """The id that a subject named in a split or on the command line stands for: the name
+        itself here; a BIDS participant label may leave out its ``sub-`` (BIDS Apps' form)."""
+        return name
+
     def split(self) -> dict[str, list[Subject]]:
         """``{"train", "val", "test"}`` subject lists; training never includes a held-out subject,
         and no split unit (a participant with several sessions) lies on both sides."""
@@ -242,16 +247,17 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
         members: dict[str, list[str]] = {}
         for subject_id in subjects:
             members.setdefault(self.split_unit(subject_id), []).append(subject_id)
-        settings = dict(self.split_settings)
+        settings = self.split_rule.as_dict()
         for key in ("val_subjects", "test_subjects", "train_subjects"):  # a session named stands for its unit
             if settings[key] is not None:
-                settings[key] = list(dict.fromkeys(self.split_unit(i) if i in subjects else i for i in settings[key]))
+                named = (self.subject_name(i) for i in settings[key])
+                settings[key] = list(dict.fromkeys(self.split_unit(i) if i in subjects else i for i in named))
         units = make_split(list(members), **settings, where=str(self.data_dir))
         return {role: [subjects[i] for unit in chosen for i in members[unit]] for role, chosen in units.items()}
 
     def split_summary(self) -> dict[str, Any]:
         """The split as saved beside a run's config: subject ids per role and how they were chosen."""
-        return {"data_dir": str(self.data_dir), "rule": self.split_settings,
+        return {"data_dir": str(self.data_dir), "rule": self.split_rule.as_dict(),
                 **{role: [s.subject_id for s in members] for role, members in self.split().items()}}
 
     # Volumes.

@@ -137,6 +137,9 @@ class BIDSDataModule(VolumeSegmentationDataModule):
     def split_unit(self, subject_id: str) -> str:
         return f"sub-{unit_parts(subject_id)[0]}"
 
+    def subject_name(self, name: str) -> str:
+        return name if name.startswith("sub-") else f"sub-{name}"
+
     def find_subjects(self, folder: Path, require_labels: bool) -> list[Subject]:
         layout = _layout(folder)
         images = _by_session(layout.get(datatype="anat", extension=IMAGE_EXTENSIONS, return_type="object"))

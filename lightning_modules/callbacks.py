@@ -16,7 +16,7 @@ from pytorch_lightning.callbacks import BasePredictionWriter, LearningRateMonito
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 
-from core.checkpoint import WANDB_RUN_ID
+from core.checkpoint import WANDB_RUN_ID, recorded_path
 from core.export import OUR_NAMES, PredictionFolder, Segmentation
 from core.figures import plt, save_comparison_png, save_learning_curves_png
 from core.geometry import voxel_spacing
@@ -335,7 +335,7 @@ class SegmentationWriter(BasePredictionWriter):
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.folder is not None:  # the checkpoint is known once it is restored, after setup
-            checkpoint = str(trainer.ckpt_path) if trainer.ckpt_path else None
+            checkpoint = recorded_path(trainer.ckpt_path) if trainer.ckpt_path else None
             self.folder.record = {**pl_module.segmenter.settings(), "checkpoint": checkpoint,
                                   "flips": bool(pl_module.flips), "probabilities": self.probabilities}
 

@@ -121,6 +121,8 @@ def test_splits_keep_a_participants_sessions_together(bids: Path) -> None:
         split = dm(bids, val_subjects=["sub-01_ses-1"], test_subjects=["sub-05"]).split()
     assert [s.subject_id for s in split["val"]] == ["sub-01_ses-1", "sub-01_ses-2"]
     assert [s.subject_id for s in split["test"]] == ["sub-05_ses-1"]
+    with pytest.warns(DataWarning):  # participant labels as BIDS Apps take them, without sub-
+        assert dm(bids, val_subjects=["01_ses-1"], test_subjects=["05"]).split() == split
     for seed in range(8):
         with pytest.warns(DataWarning):
             split = dm(bids, val_fraction=0.25, split_seed=seed).split()
@@ -241,6 +243,10 @@ def test_train_predict_as_a_derivative_and_evaluate_derivative_against_derivativ
                                  subjects=["sub-01", "sub-04_ses-1"])
     assert [p.name for p in chosen] == [f"{s}_space-orig_dseg.nii.gz" for s in ("sub-01_ses-1", "sub-01_ses-2",
                                                                               "sub-04_ses-1")]
+    with pytest.warns(DataWarning, match="skipping sub-02_ses-1"):  # BIDS Apps' option and labels
+        predict.main(["--checkpoint", str(tmp_path / "checkpoints" / "last.ckpt"), "--input", str(bids),
+                      "--output", str(tmp_path / "label"), "--participant_label", "04"])
+    assert [p.name for p in (tmp_path / "label").rglob("*.nii.gz")] == ["sub-04_ses-1_space-orig_dseg.nii.gz"]
     assert evaluate.main(["--pred", str(output), "--gt", str(bids / "derivatives" / "manual"), "--dataset", "dseg",
                           "--output", str(tmp_path / "scores")]) == 0
     with open(tmp_path / "scores" / "scores.csv") as handle:

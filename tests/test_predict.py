@@ -106,6 +106,26 @@ def test_a_folders_subjects_can_be_chosen_by_id_or_split_between_jobs(checkpoint
     assert not (tmp_path / "refused").exists()
 
 
+def test_the_log_names_the_checkpoint_file_itself_however_it_was_given(
+        checkpoint: Path, tiny_demo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``runs/x/latest/checkpoints/best.ckpt`` names another run once the next fit starts, and a
+    relative path means nothing elsewhere: the log records the file, absolute with links
+    resolved, so one checkpoint given two ways is one run to evaluate.py."""
+    from evaluate import provenance_text
+
+    (tmp_path / "latest").symlink_to(checkpoint.parent, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    for given, subject in ((f"latest/{checkpoint.name}", "subject-1"), (str(checkpoint), "subject-2")):
+        main(["--checkpoint", given, "--input", str(tiny_demo_dir), "--output", str(out), "--subjects", subject])
+    runs = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [run["checkpoint"] for run in runs] == [str(checkpoint.resolve())] * 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one checkpoint, one set of settings: no warning of pooled runs
+        said = provenance_text(out, ["subject-1", "subject-2"])
+    assert said.startswith(f"\nPredictions of 2 subjects by {checkpoint.resolve()} (window [16, 16, 16], ")
+
+
 def test_same_segmentation_as_train_py_predict_and_from_the_files(checkpoint: Path, tiny_demo_dir: Path,
                                                                  tmp_path: Path) -> None:
     run_with(checkpoint, tiny_demo_dir, "predict", ["--prediction_writer.output_dir", str(tmp_path / "cli")])

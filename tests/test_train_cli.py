@@ -413,6 +413,76 @@ def test_a_patch_the_network_cannot_take_is_refused_before_training(tiny_demo_di
                 save_config=False)
 
 
+def test_a_value_the_datamodule_refuses_is_one_line_before_anything_is_built(
+        tiny_demo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A DataModule's own check of an argument (an unknown modality, a fold without folds) is one
+    line naming the class, exit 2, not jsonargparse's report of every type in the union with a
+    traceback; nothing is created."""
+    import sys
+
+    import train
+
+    for option, value, said in (
+            ("modalities", "[T3]", "ISeg2017DataModule: unknown modalities ['T3']; available: ['T1', 'T2']"),
+            ("fold", "1", "ISeg2017DataModule: fold 1 is set but num_folds is not")):
+        monkeypatch.setattr(sys, "argv", ["train.py", *tiny_run_args("fit", tiny_demo_dir, tmp_path / "run",
+                                                                       f"--data.init_args.{option}", value)])
+        with pytest.raises(SystemExit) as exit_code:
+            train.main()
+        assert exit_code.value.code == 2
+        error = capsys.readouterr().err
+        assert error.endswith(f"train.py: error: {said}\n") and "Traceback" not in error, error
+        with pytest.raises(DataError, match=f"^{re.escape(said)}$"):
+            run_cli(tiny_run_args("fit", tiny_demo_dir, tmp_path / "run", f"--data.init_args.{option}", value),
+                    save_config=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_only_a_refusal_raised_by_our_own_classes_is_shortened() -> None:
+    """What jsonargparse wraps is walked to the cause: a ValueError raised in our packages (a
+    DataModule's or network's check) is its message with the class built; any other error, a
+    bug in ours or a failure inside a library, keeps its traceback (None here)."""
+    from datamodules import ISeg2017DataModule
+    from train import refusal_of_a_given_value
+
+    def wrapped(build) -> BaseException:
+        try:
+            try:
+                build()
+            except Exception as cause:
+                raise ValueError("Does not validate against any of the Union subtypes") from cause
+        except ValueError as error:
+            return error
+        raise AssertionError("nothing raised")
+
+    ours = wrapped(lambda: ISeg2017DataModule("data", modalities=["T3"]))
+    assert refusal_of_a_given_value(ours) == "ISeg2017DataModule: unknown modalities ['T3']; available: ['T1', 'T2']"
+    assert refusal_of_a_given_value(wrapped(lambda: ISeg2017DataModule("data", num_folds=2, fold=2))) == (
+        "ISeg2017DataModule: k-fold needs num_folds >= 2 and 0 <= fold < num_folds, got num_folds=2, fold=2")
+    assert refusal_of_a_given_value(wrapped(lambda: np.zeros(3).reshape(2, 2))) is None  # numpy's, not ours
+    assert refusal_of_a_given_value(wrapped(lambda: ISeg2017DataModule("data", patch_size=None))) is None  # a TypeError
+
+
+def test_validation_subjects_given_on_a_preset_with_a_fraction_replace_it_and_are_said(
+        tiny_demo_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A data preset's ``val_fraction: 0.2`` (BIDS, BraTS, nnU-Net, NIfTI) with ``val_subjects`` or
+    k-fold given on top: those choose, and the CLI says what they replace."""
+    preset = ["--data.init_args.val_fraction", "0.2"]
+    with caplog.at_level("INFO"):
+        run = run_cli(tiny_run_args("fit", tiny_demo_dir, None, *preset, val="[subject-2]", test="[]")[1:],
+                      save_config=False, run=False)
+    assert [s.subject_id for s in run.datamodule.split()["val"]] == ["subject-2"]
+    assert "data: val_subjects ['subject-2'] take the place of val_fraction 0.2" in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        run = run_cli(tiny_run_args("fit", tiny_demo_dir, None, *preset, "--data.init_args.num_folds", "2",
+                                    "--data.init_args.fold", "1", val="[]", test="[]")[1:], save_config=False,
+                      run=False)
+    assert len(run.datamodule.split()["val"]) == 2  # half of the 4 subjects, not a fifth
+    assert "data: fold 1 of num_folds 2 take the place of val_fraction 0.2" in caplog.text
+
+
 def test_presets_by_name_and_a_missing_data_config_said_plainly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                                                 ) -> None:
     """``--config demo`` is configs/demo.yaml from any folder; a model, recipe or experiment preset
