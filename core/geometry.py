@@ -83,9 +83,15 @@ def same_grid(
     the same world position within ``tolerance`` mm (checked at the 8 corners, which bound it)."""
     if tuple(shape_a[-3:]) != tuple(shape_b[-3:]):
         return False
-    corners = _corner_centres(shape_a)
+    return grid_offset(affine_a, affine_b, shape_a) <= tolerance
+
+
+def grid_offset(affine_a: np.ndarray, affine_b: np.ndarray, shape: Sequence[int]) -> float:
+    """How far apart (mm, largest coordinate) two affines put the same voxel of a grid of
+    ``shape``: checked at the 8 corners, which bound it."""
+    corners = _corner_centres(shape)
     difference = (np.asarray(affine_a, dtype=np.float64) - np.asarray(affine_b, dtype=np.float64)) @ corners
-    return bool(np.abs(difference[:3]).max() <= tolerance)
+    return float(np.abs(difference[:3]).max())
 
 
 def reorient_to_canonical(

@@ -10,7 +10,14 @@ from typing import Any
 
 import numpy as np
 
-from core.geometry import reorient_to_canonical, resample_onto, resample_to_spacing, same_grid, voxel_spacing
+from core.geometry import (
+    grid_offset,
+    reorient_to_canonical,
+    resample_onto,
+    resample_to_spacing,
+    same_grid,
+    voxel_spacing,
+)
 from core.intensity import clip_percentiles, n4_bias_correction, zscore_nonzero
 from core.io import DataError, load_volume
 from core.labels import LabelSpace
@@ -95,13 +102,12 @@ def _onto_reference(path: Path, data: np.ndarray, affine: np.ndarray, ref: tuple
         return data
     if settings.resample_to_first:
         return resample_onto(data, affine, ref_data.shape, ref_affine, order=order, path=path)
+    remedy = "resample_to_first: true resamples it onto the first modality's grid through the affines"
     if data.shape != ref_data.shape:
-        raise DataError(f"{path}: shape {data.shape} differs from {ref_path.name} {ref_data.shape}")
-    raise DataError(
-        f"{path}: affine differs from {ref_path.name}'s by more than {settings.affine_tolerance} mm (set "
-        f"resample_to_first to resample onto the first modality's grid)\n{np.round(affine, 4)}\nvs\n"
-        f"{np.round(ref_affine, 4)}"
-    )
+        raise DataError(f"{path}: shape {data.shape} differs from {ref_path.name} {ref_data.shape} ({remedy})")
+    offset = grid_offset(affine, ref_affine, data.shape)
+    raise DataError(f"{path}: affine differs from {ref_path.name}'s: the same voxel lies up to {offset:.4g} mm "
+                    f"apart, more than affine_tolerance {settings.affine_tolerance} mm ({remedy})")
 
 
 def load_subject(subject: Subject, label_space: LabelSpace | None, settings: PreprocessingSettings) -> Volume:

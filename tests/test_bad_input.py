@@ -130,6 +130,8 @@ def test_modality_shapes_differ(layout: Layout) -> None:
     data = np.asarray(nib.load(str(layout.other)).dataobj)
     rewrite(layout.other, data[:-1])
     expect(layout, layout.other, f"differs from {layout.image.name}")
+    expect(layout, layout.other, "(resample_to_first: true resamples it onto the first modality's grid through "
+                                 "the affines)")  # what to do about it
 
 
 def test_modality_affines_differ(layout: Layout) -> None:
@@ -138,6 +140,11 @@ def test_modality_affines_differ(layout: Layout) -> None:
     shifted[:3, 3] += 2.5
     rewrite(layout.other, np.asarray(image.dataobj), shifted)
     expect(layout, layout.other, "affine differs")
+    expect(layout, layout.other, f"affine differs from {layout.image.name}'s: the same voxel lies up to 2.5 mm apart, "
+                                 "more than affine_tolerance 0.001 mm (resample_to_first: true resamples it")
+    with pytest.raises(DataError) as error:
+        load_validation(layout)
+    assert "\n" not in str(error.value)  # one line, not two matrices
 
 
 def test_label_grid_differs(layout: Layout) -> None:
