@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import os
 import re
@@ -34,6 +35,21 @@ def unit_parts(subject_id: str) -> tuple[str, str | None]:
     if not match:
         raise DataError(f"{subject_id!r} is not a BIDS subject[_session] id (sub-01, sub-01_ses-1)")
     return match[1], match[2]
+
+
+ENTITY_ORDER = ("acq", "ce", "rec", "dir", "run", "echo", "part", "inv", "mt", "space", "res", "den", "label", "desc")
+"""BIDS entities in the order file names hold them (those a ``*_dseg`` file may carry)."""
+
+
+def dseg_tables(folder: Path, entities: Mapping[str, str | None] | None = None) -> list[Path]:
+    """Where the lookup table of a pipeline's ``*_dseg`` files with these entities (file-name
+    keys, ``{"desc": "aseg"}``) may be, most specific first, by BIDS' inheritance principle:
+    ``desc-aseg_dseg.tsv`` at the pipeline's top (as fMRIPrep writes it), then ``dseg.tsv``."""
+    given = sorted(((k, v) for k, v in (entities or {}).items() if v is not None),
+                   key=lambda item: ENTITY_ORDER.index(item[0]) if item[0] in ENTITY_ORDER else len(ENTITY_ORDER))
+    names = ["_".join(f"{k}-{v}" for k, v in chosen) + "_dseg.tsv"
+             for size in range(len(given), 0, -1) for chosen in itertools.combinations(given, size)]
+    return [Path(folder) / name for name in [*names, "dseg.tsv"]]
 
 
 def read_dseg_tsv(path: Path) -> dict[int, str]:

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from core.bids import BIDS_NAMES, read_dseg_tsv, unit_id, unit_parts
+from core.bids import BIDS_NAMES, dseg_tables, read_dseg_tsv, unit_id, unit_parts
 from core.io import DataError, DataWarning
 from core.labels import LabelSpace
 from core.volumes import Subject, natural_key
@@ -24,6 +24,7 @@ from datamodules.base import VolumeSegmentationDataModule
 ENTITIES = {"acq": "acquisition", "ce": "ceagent", "rec": "reconstruction", "dir": "direction", "echo": "echo",
             "part": "part", "inv": "inversion", "mt": "mt", "desc": "desc", "space": "space", "res": "resolution",
             "run": "run"}
+FILE_KEYS = {name: key for key, name in ENTITIES.items()}
 _MODALITY = re.compile(r"^((?:[a-z]+-[a-zA-Z0-9]+_)*)([a-zA-Z0-9]+)$")
 IMAGE_EXTENSIONS = [".nii.gz", ".nii"]
 
@@ -95,7 +96,12 @@ class BIDSDataModule(VolumeSegmentationDataModule):
             ``[acq-mprage_T1w, FLAIR]``, ``[ce-gadolinium_T1w]``.
         labels_dir: the derivatives pipeline with the label maps, relative to ``data_dir``
             (``derivatives/manual``) or absolute; ``null`` for prediction only.
-        label_entities: entities that pick the label map among several (``{desc: tissue}``).
+        label_entities: entities that pick the label map among several (``{desc: tissue}``);
+            ``null`` for one that must be absent (fMRIPrep's tissue map among its ``desc-aseg``
+            and ``space-MNI...`` maps: ``{desc: null, space: null}``).
+        labels: the label values' names, ``{1: GM, 2: WM, 3: CSF}``, for a pipeline that ships
+            no table; else its table gives them: ``<entities>_dseg.tsv`` for the label entities
+            (fMRIPrep's ``desc-aseg_dseg.tsv``), or ``dseg.tsv``.
         regions: optional ``name -> label values`` for region-based (sigmoid) training.
         require_all: a session lacking a modality (or its label map) is an error instead of
             skipped with a one-line warning.
@@ -107,15 +113,19 @@ class BIDSDataModule(VolumeSegmentationDataModule):
     output_names = BIDS_NAMES
 
     def __init__(self, data_dir: str, modalities: Sequence[str] = ("T1w",), labels_dir: str | None = None,
-                 label_entities: Mapping[str, str] | None = None, regions: Mapping[str, Sequence[int]] | None = None,
-                 require_all: bool = False, run: Literal["first", "last"] = "last", **kwargs: Any) -> None:
+                 label_entities: Mapping[str, str | None] | None = None,
+                 regions: Mapping[str, Sequence[int]] | None = None, require_all: bool = False,
+                 run: Literal["first", "last"] = "last", labels: Mapping[int, str] | None = None,
+                 **kwargs: Any) -> None:
         for spec in modalities:
             parse_modality(spec)
         if run not in ("first", "last"):
             raise ValueError(f"run must be 'first' or 'last', got {run!r}")
         self.available_modalities = tuple(modalities)
         self.labels_dir = None if labels_dir is None else Path(data_dir) / labels_dir
-        self.label_entities = {ENTITIES.get(k, k): v for k, v in (label_entities or {}).items()}
+        self.label_entities = {ENTITIES.get(k, k): v for k, v in (label_entities or {}).items()}  # pybids' names
+        self._entity_keys = {FILE_KEYS.get(k, k): v for k, v in self.label_entities.items()}  # as in file names
+        self._labels = {int(value): str(name) for value, name in labels.items()} if labels else None
         self.require_all, self.run = require_all, run
         self._regions = dict(regions) if regions else None
         self._label_space: LabelSpace | None = None
@@ -124,9 +134,22 @@ class BIDSDataModule(VolumeSegmentationDataModule):
     @property
     def label_space(self) -> LabelSpace:
         if self._label_space is None:
-            space = LabelSpace.from_values(read_dseg_tsv(self._required_labels_dir() / "dseg.tsv"))
+            values = ({0: "background", **self._labels} if self._labels is not None
+                      else read_dseg_tsv(self._label_table()))
+            space = LabelSpace.from_values(dict(sorted(values.items())))
             self._label_space = space.with_regions(self._regions) if self._regions else space
         return self._label_space
+
+    def _label_table(self) -> Path:
+        """The pipeline's table for the chosen label maps (BIDS inheritance: the most specific)."""
+        candidates = dseg_tables(self._required_labels_dir(), self._entity_keys)
+        for table in candidates:
+            if table.is_file():
+                return table
+        nor = f", nor {', '.join(c.name for c in candidates[:-1])}" if len(candidates) > 1 else ""
+        raise DataError(f"{candidates[-1]}: file not found{nor} (the table of the *_dseg label values: columns "
+                        "index and name; for a pipeline that ships none, give their names as labels: "
+                        "{1: GM, 2: WM, 3: CSF})")
 
     def _required_labels_dir(self) -> Path:
         if self.labels_dir is None:

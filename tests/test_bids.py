@@ -137,6 +137,64 @@ def test_a_missing_labels_dir_or_dseg_tsv_is_one_line(bids: Path, tmp_path: Path
         _ = dm(bids, labels_dir=str(tmp_path / "nowhere")).label_space
 
 
+def test_labels_from_an_fmriprep_derivative_its_aseg_or_its_tissue_map(bids: Path, tmp_path: Path) -> None:
+    """fMRIPrep keeps several label maps per session (tissues, ``desc-aseg``, ``desc-aparcaseg``,
+    ``space-MNI...``), describes aseg in ``desc-aseg_dseg.tsv`` at its top and its tissue map in
+    no table: ``label_entities`` picks one (``null``: the entity absent), the table is found by
+    BIDS' inheritance, and ``labels`` names the values where there is none."""
+    import shutil
+
+    copy = tmp_path / "bids"
+    shutil.copytree(bids, copy)
+    prep = copy / "derivatives" / "fmriprep"
+    prep.mkdir()
+    (prep / "dataset_description.json").write_text(json.dumps(
+        {"Name": "fMRIPrep", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
+         "GeneratedBy": [{"Name": "fMRIPrep"}]}))
+    (prep / "desc-aseg_dseg.tsv").write_text("index\tname\n2\tLeft-Cerebral-White-Matter\n3\tLeft-Cerebral-Cortex\n"
+                                             "4\tLeft-Lateral-Ventricle\n")
+    for tissue in (copy / "derivatives" / "manual").rglob("*_desc-tissue_dseg.nii.gz"):
+        anat = prep / tissue.parent.relative_to(copy / "derivatives" / "manual")
+        anat.mkdir(parents=True)
+        stem = tissue.name.removesuffix("_desc-tissue_dseg.nii.gz")
+        image = nib.load(tissue)
+        values = np.asarray(image.dataobj)  # manual 1 CSF, 2 GM, 3 WM -> fMRIPrep's 1 GM, 2 WM, 3 CSF; aseg's 4, 3, 2
+        for name, mapping in ((f"{stem}_dseg", {1: 3, 2: 1, 3: 2}), (f"{stem}_desc-aseg_dseg", {1: 4, 2: 3, 3: 2}),
+                              (f"{stem}_space-MNI152NLin2009cAsym_dseg", {1: 3, 2: 1, 3: 2})):
+            mapped = np.zeros_like(values)
+            for old, new in mapping.items():
+                mapped[values == old] = new
+            nib.save(nib.Nifti1Image(mapped, image.affine), anat / f"{name}.nii.gz")
+    options = {"labels_dir": "derivatives/fmriprep", "require_all": True, "modalities": ["T1w"]}
+    with pytest.warns(DataWarning, match="2 runs of T1w"):
+        aseg = dm(copy, **options, label_entities={"desc": "aseg"})
+        subjects = aseg.subjects()
+    assert aseg.label_space.class_names == ("background", "Left-Cerebral-White-Matter", "Left-Cerebral-Cortex",
+                                            "Left-Lateral-Ventricle")
+    assert subjects["sub-01_ses-2"].label.name == "sub-01_ses-2_desc-aseg_dseg.nii.gz"
+    assert set(np.unique(aseg._load([subjects["sub-01_ses-2"]])[0].label).tolist()) == {0, 1, 2, 3}
+    tissue = {"label_entities": {"desc": None, "space": None}}
+    with pytest.raises(DataError, match=r"fmriprep/dseg\.tsv: file not found \(the table of the \*_dseg label "
+                                        r"values: columns index and name; for a pipeline that ships none, give "
+                                        r"their names as labels: \{1: GM, 2: WM, 3: CSF\}\)$"):
+        _ = dm(copy, **options, **tissue).label_space
+    with pytest.warns(DataWarning, match="2 runs of T1w"):
+        named = dm(copy, **options, **tissue, labels={1: "GM", 2: "WM", 3: "CSF"})
+        subjects = named.subjects()
+    assert named.label_space.class_names == ("background", "GM", "WM", "CSF")
+    assert subjects["sub-04_ses-1"].label.name == "sub-04_ses-1_dseg.nii.gz"  # not aseg, not the MNI map
+    truth = np.asarray(nib.load(copy / "derivatives/manual/sub-04/ses-1/anat/sub-04_ses-1_desc-tissue_dseg.nii.gz"
+                                ).dataobj)
+    loaded = named._load([subjects["sub-04_ses-1"]])[0].label
+    assert set(np.unique(loaded).tolist()) == {0, 1, 2, 3}
+    assert (loaded == 3).sum() == (truth == 1).sum() and (loaded == 1).sum() == (truth == 2).sum()  # CSF, GM
+    with pytest.raises(DataError, match=r"sub-01_ses-1 has several dseg images .* name the one to use with entities"):
+        dm(copy, **options).subjects()
+    with pytest.raises(DataError, match=r"fmriprep/dseg\.tsv: file not found, nor space-MNI_desc-x_dseg\.tsv, "
+                                        r"space-MNI_dseg\.tsv, desc-x_dseg\.tsv \("):  # most specific first
+        _ = dm(copy, **options, label_entities={"desc": "x", "space": "MNI"}).label_space
+
+
 def test_unfetched_annex_files_are_said_before_any_work_and_fetched_ones_can_be_chosen(
         bids: Path, tmp_path: Path) -> None:
     """pybids lists a DataLad dataset's unfetched files (symbolic links to absent content): the
