@@ -99,6 +99,10 @@ class BIDSDataModule(VolumeSegmentationDataModule):
         label_entities: entities that pick the label map among several (``{desc: tissue}``);
             ``null`` for one that must be absent (fMRIPrep's tissue map among its ``desc-aseg``
             and ``space-MNI...`` maps: ``{desc: null, space: null}``).
+        image_entities: entities every image must have besides its modality's (``null``: must
+            be absent): a derivative read as input, fMRIPrep's native-space preprocessed scans
+            among their ``space-MNI...`` copies, is ``modalities: [desc-preproc_T1w]`` with
+            ``{space: null}``.
         labels: the label values' names, ``{1: GM, 2: WM, 3: CSF}``, for a pipeline that ships
             no table; else its table gives them: ``<entities>_dseg.tsv`` for the label entities
             (fMRIPrep's ``desc-aseg_dseg.tsv``), or ``dseg.tsv``.
@@ -116,7 +120,7 @@ class BIDSDataModule(VolumeSegmentationDataModule):
                  label_entities: Mapping[str, str | None] | None = None,
                  regions: Mapping[str, Sequence[int]] | None = None, require_all: bool = False,
                  run: Literal["first", "last"] = "last", labels: Mapping[int, str] | None = None,
-                 **kwargs: Any) -> None:
+                 image_entities: Mapping[str, str | None] | None = None, **kwargs: Any) -> None:
         for spec in modalities:
             parse_modality(spec)
         if run not in ("first", "last"):
@@ -126,6 +130,7 @@ class BIDSDataModule(VolumeSegmentationDataModule):
         self.label_entities = {ENTITIES.get(k, k): v for k, v in (label_entities or {}).items()}  # pybids' names
         self._entity_keys = {FILE_KEYS.get(k, k): v for k, v in self.label_entities.items()}  # as in file names
         self._labels = {int(value): str(name) for value, name in labels.items()} if labels else None
+        self.image_entities = {ENTITIES.get(k, k): v for k, v in (image_entities or {}).items()}
         self.require_all, self.run = require_all, run
         self._regions = dict(regions) if regions else None
         self._label_space: LabelSpace | None = None
@@ -192,12 +197,13 @@ class BIDSDataModule(VolumeSegmentationDataModule):
                             + (" and a label map" if labels is not None else ""))
         return subjects
 
-    @staticmethod
-    def _matching(files: list[Any], spec: str) -> list[Any]:
-        """The session's images of ``spec``: its suffix, and its entities where it names any."""
+    def _matching(self, files: list[Any], spec: str) -> list[Any]:
+        """The session's images of ``spec``: its suffix, and its entities and ``image_entities``
+        (the spec's win; ``None``: the entity absent)."""
         suffix, entities = parse_modality(spec)
+        wanted = {**self.image_entities, **entities}
         return [f for f in files if f.entities.get("suffix") == suffix
-                and all(f.entities.get(key) == value for key, value in entities.items())]
+                and all(f.entities.get(key) == value for key, value in wanted.items())]
 
     def _one(self, files: list[Any], name: str, what: str) -> Path | None:
         if not files:

@@ -190,6 +190,19 @@ def test_labels_from_an_fmriprep_derivative_its_aseg_or_its_tissue_map(bids: Pat
     assert (loaded == 3).sum() == (truth == 1).sum() and (loaded == 1).sum() == (truth == 2).sum()  # CSF, GM
     with pytest.raises(DataError, match=r"sub-01_ses-1 has several dseg images .* name the one to use with entities"):
         dm(copy, **options).subjects()
+    # Its preprocessed scans as the input: the native-space ones among their MNI copies.
+    for raw in sorted(copy.glob("sub-*/ses-*/anat/*_T1w.nii.gz")):
+        stem = raw.name.split("_run-")[0].removesuffix("_T1w.nii.gz")
+        anat = prep / raw.parent.relative_to(copy)
+        for name in (f"{stem}_desc-preproc_T1w", f"{stem}_space-MNI152NLin2009cAsym_desc-preproc_T1w",
+                     f"{stem}_desc-brain_mask"):
+            shutil.copy(raw, anat / f"{name}.nii.gz")
+    preprocessed = {"labels_dir": ".", "modalities": ["desc-preproc_T1w"], "label_entities": {"desc": "aseg"}}
+    with pytest.raises(DataError, match=r"has several desc-preproc_T1w images \['sub-01_ses-1_desc-preproc_T1w"):
+        dm(prep, **preprocessed).subjects()
+    subjects = dm(prep, **preprocessed, image_entities={"space": None}).subjects()
+    assert [p.name for p in subjects["sub-03_ses-1"].images] == ["sub-03_ses-1_desc-preproc_T1w.nii.gz"]
+    assert len(subjects) == 6 and subjects["sub-03_ses-1"].label.name == "sub-03_ses-1_desc-aseg_dseg.nii.gz"
     with pytest.raises(DataError, match=r"fmriprep/dseg\.tsv: file not found, nor space-MNI_desc-x_dseg\.tsv, "
                                         r"space-MNI_dseg\.tsv, desc-x_dseg\.tsv \("):  # most specific first
         _ = dm(copy, **options, label_entities={"desc": "x", "space": "MNI"}).label_space
