@@ -337,7 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     output = args.output or args.pred
     provenance = provenance_text(args.pred, list(matching.pairs))
     print(write_outputs(rows, output, provenance), end="")
-    print(f"scored {len(matching.pairs)} subjects; written to {output}/{', '.join(SCORE_FILES)}")
+    scored = len(matching.pairs)
+    print(f"scored {scored} subject{'s' * (scored != 1)}; written to {output}/{', '.join(SCORE_FILES)}")
     if missing:
         print(missing)
     return 0

@@ -33,3 +33,32 @@ def test_demo_data_is_deterministic_and_cached(tmp_path: Path, tiny_demo_dir: Pa
     assert (again / "subject-1-T1.img").stat().st_mtime_ns == stamp
     other = build_dataset(tmp_path / "other", SynthesisSettings(subjects=2, seed=4, spacing=6.0))  # subject-2 is enough
     assert (other / "subject-2-T1.img").read_bytes() != (again / "subject-2-T1.img").read_bytes()
+
+
+def test_the_real_size_bids_tree_reads_back_the_same_anatomy_in_either_orientation(tmp_path: Path) -> None:
+    """``demo/real_bids.py`` (here at 4 mm): the ICBM T1 as BIDS participants, every second stored
+    LAS; the BIDS DataModule reads both back on one RAS+ grid with the same tissue labels, from
+    the derivative's dseg.tsv; a folder that is not empty is refused."""
+    import pytest
+
+    from datamodules import BIDSDataModule
+    from demo.real_bids import build
+
+    root = build(tmp_path / "bids", participants=2, spacing=4.0)
+    first, second = (nib.load(str(root / f"sub-0{n}" / "anat" / f"sub-0{n}_T1w.nii.gz")) for n in (1, 2))
+    assert nib.aff2axcodes(first.affine) == ("R", "A", "S") and nib.aff2axcodes(second.affine) == ("L", "A", "S")
+    assert first.shape == (40, 49, 43) and first.get_data_dtype() == np.int16
+    data = BIDSDataModule(str(root), modalities=["T1w"], labels_dir="derivatives/manual", cache_dir=None,
+                          val_subjects=["sub-02"])
+    assert data.label_space.class_names == ("background", "CSF", "GM", "WM")
+    volumes = data._load(list(data.subjects().values()))
+    assert volumes[0].label.shape == volumes[1].label.shape == (40, 49, 43)
+    np.testing.assert_array_equal(volumes[0].label, volumes[1].label)  # the flip undone
+    assert set(np.unique(volumes[0].label).tolist()) == {0, 1, 2, 3}
+    brain = volumes[0].label > 0
+    t1 = volumes[0].image[0]
+    means = [t1[volumes[0].label == c].mean() for c in (1, 2, 3)]
+    assert means[0] < means[1] < means[2]  # the real T1 contrast: CSF dark, WM bright
+    assert (t1[~brain] == 0).all()
+    with pytest.raises(SystemExit, match="exists and is not empty"):
+        build(root)

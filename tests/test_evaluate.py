@@ -334,7 +334,7 @@ def test_the_predicted_subjects_are_scored_and_the_others_listed(tmp_path: Path,
         args = ["--pred", str(pred_dir), "--gt", str(gt_dir), "--dataset", "labels", "--labels", "1:x"]
         assert evaluate.main(args) == 0
     out = capsys.readouterr().out
-    assert "scored 1 subjects" in out and f"not predicted in {pred_dir} (1): s3" in out
+    assert "scored 1 subject; written to" in out and f"not predicted in {pred_dir} (1): s3" in out
     assert evaluate.main([*args, "--require-all"]) == 2
     assert "(--require-all)" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:  # the hidden flag of the old default is gone: said so, exit 2

@@ -1,0 +1,79 @@
+"""A BIDS dataset of real anatomy at a real scan's size, to try the BIDS path as a researcher's
+data would take it: the ICBM152 2009 T1 template that nilearn ships, at 1 mm (160x196x170 voxels
+on the demo's brain grid), as ``--participants`` T1w scans, with tissue labels built from the
+template's GM/WM maps and mask (as the demo's are) in ``derivatives/manual`` and its ``dseg.tsv``.
+
+    python -m demo.real_bids --out data/bids-icbm [--participants 4] [--spacing 1.0]
+
+Participants differ only by an intensity scale and noise inside the brain, so this is a check
+of the pipeline on real sizes and orientations, not a benchmark of accuracy: every second
+participant is stored left-right flipped (LAS, as many scanners write), which the DataModules
+reorient to RAS+ and ``predict.py`` writes back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from core.io import atomic_path, write_text_atomically
+from demo.synthetic_iseg import LABEL_VALUES, icbm_reference
+
+TISSUES = {1: "CSF", 2: "GM", 3: "WM"}  # dseg.tsv of the labels: the demo's iSeg values 10, 150, 250 in order
+
+
+def _save(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        nib.save(nib.Nifti1Image(array, affine), str(tmp))
+
+
+def build(out: Path, participants: int = 4, spacing: float = 1.0, seed: int = 0) -> Path:
+    """Write the dataset into ``out`` (a new or empty folder) and return it."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise SystemExit(f"{out}: exists and is not empty; choose a new folder")
+    t1, label = icbm_reference(spacing)
+    tissues = np.zeros(label.shape, dtype=np.uint8)
+    for index, value in enumerate(LABEL_VALUES, start=1):
+        tissues[label == value] = index
+    affine = np.diag([spacing, spacing, spacing, 1.0])
+    affine[:3, 3] = -np.asarray(t1.shape) * spacing / 2
+    flip = np.eye(4)
+    flip[0, 0], flip[0, 3] = -1.0, t1.shape[0] - 1  # voxel i -> n-1-i: the same world, stored LAS
+    rng = np.random.default_rng(seed)
+    manual = out / "derivatives" / "manual"
+    for number in range(1, participants + 1):
+        sub = f"sub-{number:02d}"
+        image = t1 * rng.uniform(0.7, 1.3) + rng.normal(0.0, 10.0, t1.shape) * (t1 > 0)
+        image, labels, grid = np.clip(image, 0, None).astype(np.int16), tissues, affine
+        if number % 2 == 0:
+            image, labels, grid = image[::-1].copy(), tissues[::-1].copy(), affine @ flip
+        _save(image, grid, out / sub / "anat" / f"{sub}_T1w.nii.gz")
+        _save(labels, grid, manual / sub / "anat" / f"{sub}_dseg.nii.gz")
+    write_text_atomically(out / "dataset_description.json", json.dumps(
+        {"Name": "ICBM152 2009 at scan size", "BIDSVersion": "1.9.0", "DatasetType": "raw"}, indent=1))
+    write_text_atomically(manual / "dataset_description.json", json.dumps(
+        {"Name": "tissues from the ICBM152 GM/WM maps", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
+         "GeneratedBy": [{"Name": "demo.real_bids"}]}, indent=1))
+    write_text_atomically(manual / "dseg.tsv", "index\tname\n" + "".join(f"{i}\t{n}\n" for i, n in TISSUES.items()))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="a new folder for the BIDS dataset")
+    parser.add_argument("--participants", type=int, default=4)
+    parser.add_argument("--spacing", type=float, default=1.0, help="voxel size in mm (1.0: a real scan's)")
+    args = parser.parse_args(argv)
+    root = build(args.out, args.participants, args.spacing)
+    shape = nib.load(next(root.glob("sub-01/anat/*_T1w.nii.gz"))).shape
+    print(f"{root}: {args.participants} participants, T1w {shape} at {args.spacing} mm, labels in derivatives/manual")
+
+
+if __name__ == "__main__":
+    main()
