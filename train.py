@@ -135,9 +135,9 @@ OWN_PACKAGES = ("core", "datamodules", "lightning_modules", "networks")
 
 def refusal_of_a_given_value(error: BaseException) -> str | None:
     """The message of a ValueError that one of our classes raised on a value given to it (a
-    DataModule's or network's argument check) while jsonargparse built the classes, found in the
-    chain jsonargparse wraps it in; prefixed with that class. None for anything else: a bug keeps
-    its traceback."""
+    DataModule's or network's argument check) while jsonargparse built the classes: the first
+    exception of the chain jsonargparse wraps it in that our code raised, prefixed with the class
+    being built. None when that one is not a ValueError, or there is none: a bug keeps its traceback."""
     seen: set[int] = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
@@ -146,8 +146,9 @@ def refusal_of_a_given_value(error: BaseException) -> str | None:
         while tb is not None:
             frames.append(tb.tb_frame)
             tb = tb.tb_next
-        if isinstance(error, ValueError) and frames and \
-                frames[-1].f_globals.get("__name__", "").split(".")[0] in OWN_PACKAGES:
+        if frames and frames[-1].f_globals.get("__name__", "").split(".")[0] in OWN_PACKAGES:
+            if not isinstance(error, ValueError):
+                return None
             owners = [type(f.f_locals["self"]).__name__ for f in frames  # the outermost: the class built
                       if f.f_code.co_name == "__init__" and "self" in f.f_locals
                       and type(f.f_locals["self"]).__module__.split(".")[0] in OWN_PACKAGES]

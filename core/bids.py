@@ -37,8 +37,12 @@ def unit_parts(subject_id: str) -> tuple[str, str | None]:
     return match[1], match[2]
 
 
-ENTITY_ORDER = ("acq", "ce", "rec", "dir", "run", "echo", "part", "inv", "mt", "space", "res", "den", "label", "desc")
-"""BIDS entities in the order file names hold them (those a ``*_dseg`` file may carry)."""
+ENTITIES = {"acq": "acquisition", "ce": "ceagent", "rec": "reconstruction", "dir": "direction", "run": "run",
+            "echo": "echo", "part": "part", "inv": "inversion", "mt": "mt", "space": "space", "res": "resolution",
+            "den": "density", "label": "label", "desc": "desc"}
+"""The BIDS entities an anatomical image or label map may carry after ``sub``/``ses``, in the
+order file names hold them: file-name key -> pybids' name."""
+ENTITY_ORDER = tuple(ENTITIES)
 
 
 def dseg_tables(folder: Path, entities: Mapping[str, str | None] | None = None) -> list[Path]:

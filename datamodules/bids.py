@@ -14,16 +14,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from core.bids import BIDS_NAMES, dseg_tables, read_dseg_tsv, unit_id, unit_parts
+from core.bids import BIDS_NAMES, ENTITIES, dseg_tables, read_dseg_tsv, unit_id, unit_parts
 from core.io import DataError, DataWarning
 from core.labels import LabelSpace
 from core.volumes import Subject, natural_key
 from datamodules.base import VolumeSegmentationDataModule
 
-# BIDS entity keys as they appear in file names -> pybids' entity names.
-ENTITIES = {"acq": "acquisition", "ce": "ceagent", "rec": "reconstruction", "dir": "direction", "echo": "echo",
-            "part": "part", "inv": "inversion", "mt": "mt", "desc": "desc", "space": "space", "res": "resolution",
-            "run": "run"}
 FILE_KEYS = {name: key for key, name in ENTITIES.items()}
 _MODALITY = re.compile(r"^((?:[a-z]+-[a-zA-Z0-9]+_)*)([a-zA-Z0-9]+)$")
 IMAGE_EXTENSIONS = [".nii.gz", ".nii"]

@@ -463,6 +463,14 @@ def test_only_a_refusal_raised_by_our_own_classes_is_shortened() -> None:
     assert refusal_of_a_given_value(wrapped(lambda: np.zeros(3).reshape(2, 2))) is None  # numpy's, not ours
     assert refusal_of_a_given_value(wrapped(lambda: ISeg2017DataModule("data", patch_size=None))) is None  # a TypeError
 
+    def handled_then_failed() -> None:  # ours, raised while handling a refusal of ours: not a refusal
+        try:
+            ISeg2017DataModule("data", modalities=["T3"])
+        except ValueError:
+            SegmentationModule(network="unet3d", network_kwargs={"base_features": "two"})
+
+    assert refusal_of_a_given_value(wrapped(handled_then_failed)) is None
+
 
 def test_validation_subjects_given_on_a_preset_with_a_fraction_replace_it_and_are_said(
         tiny_demo_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
