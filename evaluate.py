@@ -34,7 +34,7 @@ import nibabel as nib
 import numpy as np
 from tqdm.auto import tqdm
 
-from core.bids import derivative_files, is_derivative, read_dseg_tsv
+from core.bids import derivative_files, dseg_tables, is_derivative, read_dseg_tsv
 from core.dataset_labels import DATASET_LABELS
 from core.export import NOT_LOGGED, predictions_by_run
 from core.io import DataError, DataWarning, check_size, one_line_warnings, write_text_atomically
@@ -91,9 +91,11 @@ def nnunet_dataset_folder(gt_dir: Path) -> Path:
 
 
 def label_space_for(dataset: str, labels: str | Mapping[int, str] | None = None,
-                    gt_dir: str | Path | None = None) -> LabelSpace:
+                    gt_dir: str | Path | None = None, gt_entities: Mapping[str, str | None] | None = None
+                    ) -> LabelSpace:
     """The scored structures and ignored values: a challenge's (``DATASET_LABELS``), ``--labels``,
-    (``dseg``) the ``dseg.tsv`` of a BIDS derivative ground truth, or (``nnunet``) the ``labels``
+    (``dseg``) the table of a BIDS derivative ground truth (``dseg.tsv``, or the most specific for
+    ``gt_entities``: fMRIPrep's ``desc-aseg_dseg.tsv``), or (``nnunet``) the ``labels``
     of an nnU-Net dataset's ``dataset.json`` (its regions, when it has them, scored as nnU-Net
     scores them)."""
     if dataset == "nnunet":
@@ -109,8 +111,14 @@ def label_space_for(dataset: str, labels: str | Mapping[int, str] | None = None,
     if dataset == "dseg":
         if gt_dir is None:
             raise EvaluationError("--dataset dseg reads the labels from the ground truth's dseg.tsv: give --gt")
+        tables = dseg_tables(Path(gt_dir), gt_entities)
+        table = next((t for t in tables if t.is_file()), None)
+        if table is None:
+            raise EvaluationError(f"{tables[-1]}: file not found{''.join(f', nor {t.name}' for t in tables[:-1])} "
+                                  "(a derivatives pipeline describes its *_dseg values in dseg.tsv; for one that "
+                                  "ships none: --dataset labels --labels '0:background,1:GM,2:WM,3:CSF')")
         try:
-            return parse_labels(read_dseg_tsv(Path(gt_dir) / "dseg.tsv"))
+            return parse_labels(read_dseg_tsv(table))
         except DataError as error:
             raise EvaluationError(str(error)) from error
     if dataset == "labels":
@@ -172,11 +180,20 @@ def _prediction_files(pred_dir: Path, truths: Mapping[str, Path]) -> list[tuple[
     return files
 
 
-def truth_files(gt_dir: Path, dataset: str) -> dict[str, Path]:
-    """Subject id -> ground-truth file: a BIDS derivative's ``*_dseg`` files by subject[_session],
-    top-level NIfTI files named by subject, else the dataset's own layout found by its DataModule."""
+def truth_files(gt_dir: Path, dataset: str, gt_entities: Mapping[str, str | None] | None = None
+                ) -> dict[str, Path]:
+    """Subject id -> ground-truth file: a BIDS derivative's ``*_dseg`` files by subject[_session]
+    (those with ``gt_entities``), top-level NIfTI files named by subject, else the dataset's own
+    layout found by its DataModule."""
     if is_derivative(gt_dir):
-        return derivative_files(gt_dir)
+        try:
+            return derivative_files(gt_dir, gt_entities)
+        except DataError as error:
+            raise EvaluationError(f"{error} (choose by entities: --gt-entities desc=aseg, space= for none)"
+                                  if not gt_entities else str(error)) from error
+    if gt_entities:
+        raise EvaluationError(f"{gt_dir}: --gt-entities picks among a BIDS derivative's label maps; this is not one "
+                              "(no dataset_description.json with DatasetType derivative)")
     flat = {}
     for path in sorted(gt_dir.iterdir()):
         match = NIFTI.match(path.name)
@@ -214,14 +231,15 @@ def load_label(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
         float(z) for z in image.header.get_zooms()[:3])
 
 
-def match_folders(pred_dir: str | Path, gt_dir: str | Path, dataset: str) -> Matching:
+def match_folders(pred_dir: str | Path, gt_dir: str | Path, dataset: str,
+                  gt_entities: Mapping[str, str | None] | None = None) -> Matching:
     """Predictions of ``pred_dir`` paired with the ground truth of ``gt_dir`` (see
     :func:`match_predictions`)."""
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     for folder in (pred_dir, gt_dir):
         if not folder.is_dir():
             raise EvaluationError(f"{folder}: not a folder")
-    return match_predictions(pred_dir, truth_files(gt_dir, dataset))
+    return match_predictions(pred_dir, truth_files(gt_dir, dataset, gt_entities))
 
 
 def score_pairs(pairs: Mapping[str, tuple[Path, Path]], space: LabelSpace, dataset: str,
@@ -261,12 +279,14 @@ def missing_text(matching: Matching, pred_dir: Path | str, gt_dir: Path | str) -
 
 def evaluate_matching(pred_dir: str | Path, gt_dir: str | Path, dataset: str,
                       labels: str | Mapping[int, str] | None = None, require_all: bool = False,
-                      affine_tolerance: float = 1e-3, progress: bool | None = None) -> tuple[list[dict], Matching]:
+                      affine_tolerance: float = 1e-3, progress: bool | None = None,
+                      gt_entities: Mapping[str, str | None] | None = None) -> tuple[list[dict], Matching]:
     """Score every prediction of ``pred_dir`` that has a ground truth in ``gt_dir``: the rows
     (:func:`score_pairs`) and how the files were paired. Subjects on one side only are left out
-    (an error with ``require_all``)."""
-    space = label_space_for(dataset, labels, gt_dir)
-    matching = match_folders(pred_dir, gt_dir, dataset)
+    (an error with ``require_all``). ``gt_entities``: which of a BIDS derivative's label maps is
+    the ground truth (file-name keys; ``None``: the entity absent)."""
+    space = label_space_for(dataset, labels, gt_dir, gt_entities)
+    matching = match_folders(pred_dir, gt_dir, dataset, gt_entities)
     if require_all and (missing := missing_text(matching, pred_dir, gt_dir)):
         raise EvaluationError(missing.replace("\n", "; ") + " (--require-all)")
     return score_pairs(matching.pairs, space, dataset, affine_tolerance, progress), matching
@@ -298,6 +318,14 @@ def provenance_text(pred_dir: Path, subjects: Sequence[str]) -> str:
     return "".join(lines)
 
 
+def parse_entity(text: str) -> tuple[str, str | None]:
+    """``desc=aseg`` -> ``("desc", "aseg")``; ``space=`` -> ``("space", None)``: the entity absent."""
+    key, equals, value = text.partition("=")
+    if not equals or not re.fullmatch(r"[a-z]+", key) or not re.fullmatch(r"[a-zA-Z0-9]*", value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE with a BIDS entity key (desc=aseg, space=)")
+    return key, value or None
+
+
 def write_outputs(rows: Sequence[dict], output: Path, provenance: str = "") -> str:
     """Write scores.csv, summary.csv and summary.md (the table, then ``provenance``) into
     ``output``; returns the Markdown."""
@@ -319,13 +347,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="whose structures to score; dseg: those of the ground truth's dseg.tsv (BIDS); "
                              "nnunet: those of the dataset.json in --gt or its parent (labels, regions)")
     parser.add_argument("--labels", help="for --dataset labels: '0:background,1:lesion'")
+    parser.add_argument("--gt-entities", nargs="+", type=parse_entity, metavar="KEY=VALUE",
+                        help="which of a BIDS derivative's label maps is the ground truth, by entities: "
+                             "desc=aseg (fMRIPrep's aseg), space= (the entity absent)")
     parser.add_argument("--output", type=Path, help="where the results go (default: --pred)")
     parser.add_argument("--require-all", action="store_true",
                         help="a subject with ground truth but no prediction (or the reverse) is an error")
     args = parser.parse_args(argv)
     one_line_warnings("evaluate.py")
     try:
-        rows, matching = evaluate_matching(args.pred, args.gt, args.dataset, args.labels, args.require_all)
+        rows, matching = evaluate_matching(args.pred, args.gt, args.dataset, args.labels, args.require_all,
+                                           gt_entities=dict(args.gt_entities or ()))
     except ValueError as error:  # EvaluationError, and the DataModules' DataError naming the bad file
         print(f"evaluate.py: error: {error}", file=sys.stderr)
         return 2

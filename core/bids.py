@@ -197,13 +197,26 @@ def is_derivative(folder: Path) -> bool:
     return isinstance(description, dict) and description.get("DatasetType") == "derivative"
 
 
-def derivative_files(folder: Path) -> dict[str, Path]:
-    """``sub-01_ses-1`` -> its ``*_dseg.nii[.gz]`` in a derivative folder (two for one session
-    are an error naming both)."""
+def file_entities(name: str) -> dict[str, str]:
+    """The entities a BIDS file name carries after ``sub``/``ses``, by file-name key:
+    ``sub-01_ses-1_space-MNI_desc-aseg_dseg.nii.gz`` -> ``{"space": "MNI", "desc": "aseg"}``."""
+    parts = name.split(".", 1)[0].split("_")[:-1]  # the suffix (dseg) and extensions dropped
+    pairs = dict(part.split("-", 1) for part in parts if "-" in part)
+    return {key: value for key, value in pairs.items() if key not in ("sub", "ses")}
+
+
+def derivative_files(folder: Path, entities: Mapping[str, str | None] | None = None) -> dict[str, Path]:
+    """``sub-01_ses-1`` -> its ``*_dseg.nii[.gz]`` in a derivative folder, among those with
+    ``entities`` (file-name keys; ``None``: the entity absent), as a pipeline with several label
+    maps per session needs (fMRIPrep's ``{"desc": "aseg"}``); two for one session are an error
+    naming both."""
     found: dict[str, Path] = {}
     for path in sorted(Path(folder).glob("sub-*/**/*_dseg.nii*")):
         match = _DSEG.match(path.name)
         if not match:
+            continue
+        carried = file_entities(path.name)
+        if any(carried.get(key) != (None if value is None else str(value)) for key, value in (entities or {}).items()):
             continue
         subject_id = match[1] + (f"_{match[2]}" if match[2] else "")
         if subject_id in found:

@@ -137,7 +137,8 @@ def test_a_missing_labels_dir_or_dseg_tsv_is_one_line(bids: Path, tmp_path: Path
         _ = dm(bids, labels_dir=str(tmp_path / "nowhere")).label_space
 
 
-def test_labels_from_an_fmriprep_derivative_its_aseg_or_its_tissue_map(bids: Path, tmp_path: Path) -> None:
+def test_labels_from_an_fmriprep_derivative_its_aseg_or_its_tissue_map(bids: Path, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
     """fMRIPrep keeps several label maps per session (tissues, ``desc-aseg``, ``desc-aparcaseg``,
     ``space-MNI...``), describes aseg in ``desc-aseg_dseg.tsv`` at its top and its tissue map in
     no table: ``label_entities`` picks one (``null``: the entity absent), the table is found by
@@ -203,6 +204,34 @@ def test_labels_from_an_fmriprep_derivative_its_aseg_or_its_tissue_map(bids: Pat
     subjects = dm(prep, **preprocessed, image_entities={"space": None}).subjects()
     assert [p.name for p in subjects["sub-03_ses-1"].images] == ["sub-03_ses-1_desc-preproc_T1w.nii.gz"]
     assert len(subjects) == 6 and subjects["sub-03_ses-1"].label.name == "sub-03_ses-1_desc-aseg_dseg.nii.gz"
+    # Scored against it: --gt-entities picks the ground truth among its maps, and its table.
+    import evaluate
+
+    ours = copy / "derivatives" / "ours"
+    for aseg in prep.rglob("*_desc-aseg_dseg.nii.gz"):
+        (ours / aseg.parent.relative_to(prep)).mkdir(parents=True)
+        shutil.copy(aseg, ours / aseg.parent.relative_to(prep) / aseg.name.replace("desc-aseg", "space-orig"))
+    shutil.copy(prep / "dataset_description.json", ours / "dataset_description.json")
+    common = ["--pred", str(ours), "--gt", str(prep), "--dataset", "dseg", "--output", str(tmp_path / "scores")]
+    assert evaluate.main([*common, "--gt-entities", "desc=aseg"]) == 0
+    with open(tmp_path / "scores" / "scores.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {r["structure"] for r in rows} == {"Left-Cerebral-White-Matter", "Left-Cerebral-Cortex",
+                                              "Left-Lateral-Ventricle"}
+    assert len(rows) == 18 and all(float(r["dice"]) == 1.0 for r in rows)  # 6 sessions x 3 structures
+    capsys.readouterr()
+    labels = ["--dataset", "labels", "--labels", "0:background,2:WM,3:GM,4:ventricle"]
+    for extra, said in (
+            (["--gt-entities", "space="], "fmriprep/dseg.tsv: file not found (a derivatives pipeline describes its "
+             "*_dseg values in dseg.tsv; for one that ships none: --dataset labels --labels '0:background,1:GM,"),
+            ([*labels, "--gt-entities", "space="], "two label maps for sub-01_ses-1: "
+             "sub-01_ses-1_desc-aseg_dseg.nii.gz, sub-01_ses-1_dseg.nii.gz\n"),
+            (labels, "(choose by entities: --gt-entities desc=aseg, space= for none)")):
+        assert evaluate.main([*common, *extra]) == 2, extra
+        assert said in capsys.readouterr().err, extra
+    with pytest.raises(SystemExit) as exited:
+        evaluate.main([*common, "--gt-entities", "desc"])
+    assert exited.value.code == 2 and "'desc' is not KEY=VALUE with a BIDS entity key" in capsys.readouterr().err
     with pytest.raises(DataError, match=r"fmriprep/dseg\.tsv: file not found, nor space-MNI_desc-x_dseg\.tsv, "
                                         r"space-MNI_dseg\.tsv, desc-x_dseg\.tsv \("):  # most specific first
         _ = dm(copy, **options, label_entities={"desc": "x", "space": "MNI"}).label_space
