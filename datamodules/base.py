@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from core.export import OUR_NAMES, OutputNames
 from core.intensity import simpleitk
-from core.io import DataError, check_present
+from core.io import DataError, DataWarning, check_present
 from core.labels import LabelSpace
 from core.modality_profiles import ANY_CONTRAST, ModalityProfiles
 from core.volumes import PreprocessingSettings, Subject, Volume
@@ -24,7 +24,7 @@ from datamodules.augmentation import build_augmentation
 from datamodules.cache import VolumeCache
 from datamodules.datasets import PatchDataset, ReadOnDemand, VolumeDataset
 from datamodules.patches import worker_rng
-from datamodules.splits import SplitRule, make_split
+from datamodules.splits import SplitRule, make_split, read_splits_file
 
 PROFILE_SUBJECTS = 16  # training subjects (evenly spread) whose modality profiles go into checkpoints
 
@@ -47,6 +47,10 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
         num_folds, fold: or k-fold cross-validation: validate on fold ``fold`` of ``num_folds``
             (drawn with ``split_seed`` from the subjects outside the test set).
         split_seed: seed of the random split and of the folds.
+        fold_rule: how k-fold draws its folds: ``seeded`` (with ``split_seed``) or ``nnunet``
+            (nnU-Net's own folds: the sorted ids, its fixed seed; ``num_folds: 5`` is its split).
+        splits_file: or a split file in nnU-Net's format (its ``splits_final.json``: per fold,
+            ``{"train": [...], "val": [...]}``), of which ``fold`` is used.
         predict_dir: folder (same layout, labels not needed) to segment with ``predict``;
             default: the test subjects.
         patch_size: training patch, also the sliding-window size at inference.
@@ -95,6 +99,8 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
         num_folds: int | None = None,
         fold: int | None = None,
         split_seed: int = 0,
+        fold_rule: Literal["seeded", "nnunet"] = "seeded",
+        splits_file: str | None = None,
         predict_dir: str | None = None,
         patch_size: tuple[int, int, int] = (64, 64, 64),
         batch_size: int = 2,
@@ -132,7 +138,7 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
         self.split_rule = SplitRule(  # contradictions refused now, before anything is built on them
             tuple(map(str, val_subjects)), tuple(map(str, test_subjects)),
             None if train_subjects is None else tuple(map(str, train_subjects)),
-            val_fraction, test_fraction, num_folds, fold, split_seed)
+            val_fraction, test_fraction, num_folds, fold, split_seed, fold_rule, splits_file)
         self.predict_dir = Path(predict_dir) if predict_dir else None
         self.patch_size = tuple(int(p) for p in patch_size)
         self.batch_size = batch_size
@@ -248,11 +254,20 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
         for subject_id in subjects:
             members.setdefault(self.split_unit(subject_id), []).append(subject_id)
         settings = self.split_rule.as_dict()
+        if settings["splits_file"] is not None:  # its lists name subjects as any list does
+            settings["train_subjects"], settings["val_subjects"] = read_splits_file(settings["splits_file"],
+                                                                                    settings["fold"])
+            settings.update(splits_file=None, fold=None)
         for key in ("val_subjects", "test_subjects", "train_subjects"):  # a session named stands for its unit
             if settings[key] is not None:
                 named = (self.subject_name(i) for i in settings[key])
                 settings[key] = list(dict.fromkeys(self.split_unit(i) if i in subjects else i for i in named))
         units = make_split(list(members), **settings, where=str(self.data_dir))
+        unused = [u for u in members if not any(u in chosen for chosen in units.values())]
+        if self.split_rule.splits_file is not None and unused:
+            rank_zero_warn(f"{self.data_dir}: {len(unused)} subjects are in no list of fold {self.split_rule.fold} of "
+                           f"{self.split_rule.splits_file} and not in the test set; unused: "
+                           f"{', '.join(unused[:10])}{', ...' if len(unused) > 10 else ''}", category=DataWarning)
         return {role: [subjects[i] for unit in chosen for i in members[unit]] for role, chosen in units.items()}
 
     def split_summary(self) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 import pytest
 
 from datamodules import DataError
-from datamodules.splits import SplitRule, make_split
+from datamodules.splits import SplitRule, make_split, nnunet_folds
 
 SUBJECTS = [f"s{i}" for i in range(10)]
 
@@ -75,3 +75,77 @@ def test_contradictions_are_refused_when_the_rule_is_built_not_when_the_split_is
                                                                                        message: str) -> None:
     with pytest.raises(DataError, match=f"^{message}$"):
         SplitRule(**settings)
+
+
+@pytest.mark.parametrize(("count", "folds"), [(10, 5), (11, 5), (7, 3), (23, 5)])
+def test_nnunet_fold_rule_draws_exactly_nnunets_folds(count: int, folds: int) -> None:
+    """nnU-Net v2 writes splits_final.json with scikit-learn's shuffled KFold (seed 12345) over the
+    sorted case ids; ``fold_rule: nnunet`` draws the same folds without scikit-learn's help, from
+    the ids in any order."""
+    from sklearn.model_selection import KFold
+
+    ids = [f"case_{i:03d}" for i in range(count)]
+    ordered = sorted(ids)
+    expected = [[ordered[i] for i in val] for _, val in KFold(folds, shuffle=True, random_state=12345).split(ordered)]
+    assert nnunet_folds(list(reversed(ids)), folds) == expected
+    splits = [make_split(ids[::-1], num_folds=folds, fold=k, fold_rule="nnunet", seed=7) for k in range(folds)]
+    assert [sorted(split["val"]) for split in splits] == expected  # the split seed plays no part: nnU-Net's is fixed
+    assert all(sorted(split["train"] + split["val"]) == ordered for split in splits)
+
+
+def test_a_splits_file_in_nnunets_format_gives_each_folds_subjects(tmp_path) -> None:
+    import json
+
+    path = tmp_path / "splits_final.json"
+    path.write_text(json.dumps([{"train": ["s1", "s2", "s3"], "val": ["s4", "s5"]},
+                                {"train": ["s4", "s5", "s6"], "val": ["s1", "s2"]}]))
+    split = make_split(SUBJECTS, splits_file=str(path), fold=1, test_subjects=["s9"], val_fraction=0.2)
+    assert split == {"train": ["s4", "s5", "s6"], "val": ["s1", "s2"], "test": ["s9"]}  # the rest unused
+    assert SplitRule(val_fraction=0.2, splits_file=str(path), fold=1).replaced() == [
+        f"fold 1 of {path} take the place of val_fraction 0.2"]
+    with pytest.raises(DataError, match=r"\['s4'\] are in both the training and the test set"):
+        make_split(SUBJECTS, splits_file=str(path), fold=1, test_subjects=["s4"])
+    with pytest.raises(DataError, match=rf"^{path}: has 2 folds \(0 to 1\), asked for fold 2$"):
+        make_split(SUBJECTS, splits_file=str(path), fold=2)
+    path.write_text(json.dumps({"train": ["s1"], "val": ["s2"]}))
+    with pytest.raises(DataError, match=r"expected nnU-Net's splits format, a list of \{\"train\": \[\.\.\.\], "):
+        make_split(SUBJECTS, splits_file=str(path), fold=0)
+    path.write_text("[{")
+    with pytest.raises(DataError, match=rf"^{path}: cannot read the splits file"):
+        make_split(SUBJECTS, splits_file=str(path), fold=0)
+    with pytest.raises(DataError, match=r"nowhere.json: splits_file not found$"):
+        make_split(SUBJECTS, splits_file=str(tmp_path / "nowhere.json"), fold=0)
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"splits_file": "s.json", "fold": 0, "num_folds": 5}, "splits_file s.json holds each fold's training and "
+                                                           "validation subjects: drop num_folds"),
+    ({"splits_file": "s.json", "fold": 0, "val_subjects": ("s1",), "train_subjects": ("s2",)},
+     "splits_file s.json holds each fold's training and validation subjects: drop val_subjects, train_subjects"),
+    ({"splits_file": "s.json"}, r"splits_file s.json needs the fold to use: fold 0, 1, \.\.\."),
+    ({"fold_rule": "nnunet"}, r"fold_rule nnunet is a rule of k-fold: set num_folds \(nnU-Net's 5\) and fold"),
+    ({"fold_rule": "random", "num_folds": 5, "fold": 0}, r"fold_rule must be one of \['seeded', 'nnunet'\], "
+                                                         "got 'random'"),
+])
+def test_split_files_and_fold_rules_that_contradict_are_refused(settings: dict, message: str) -> None:
+    with pytest.raises(DataError, match=f"^{message}$"):
+        SplitRule(**settings)
+
+
+def test_a_datamodule_takes_nnunets_splits_file_and_says_what_it_leaves_unused(tiny_demo_dir, tmp_path) -> None:
+    import json
+
+    from core.io import DataWarning
+    from datamodules import ISeg2017DataModule
+
+    path = tmp_path / "splits_final.json"
+    path.write_text(json.dumps([{"train": ["subject-1"], "val": ["subject-3"]}]))
+    data = ISeg2017DataModule(str(tiny_demo_dir), val_subjects=[], test_subjects=["subject-4"], splits_file=str(path),
+                              fold=0, cache_dir=None)
+    with pytest.warns(DataWarning, match=rf"1 subjects are in no list of fold 0 of {path} and not in the test set; "
+                                         "unused: subject-2"):
+        split = data.split()
+    assert {role: [s.subject_id for s in members] for role, members in split.items()} == {
+        "train": ["subject-1"], "val": ["subject-3"], "test": ["subject-4"]}
+    with pytest.warns(DataWarning, match="unused: subject-2"):
+        assert data.split_summary()["rule"]["splits_file"] == str(path)

@@ -489,6 +489,13 @@ def test_validation_subjects_given_on_a_preset_with_a_fraction_replace_it_and_ar
                       run=False)
     assert len(run.datamodule.split()["val"]) == 2  # half of the 4 subjects, not a fifth
     assert "data: fold 1 of num_folds 2 take the place of val_fraction 0.2" in caplog.text
+    from datamodules.splits import nnunet_folds
+
+    run = run_cli(tiny_run_args("fit", tiny_demo_dir, None, "--data.init_args.num_folds", "2", "--data.init_args.fold",
+                                "1", "--data.init_args.fold_rule", "nnunet", val="[]", test="[]")[1:],
+                  save_config=False, run=False)
+    subjects = [f"subject-{n}" for n in range(1, 5)]
+    assert [s.subject_id for s in run.datamodule.split()["val"]] == nnunet_folds(subjects, 2)[1]
 
 
 def test_presets_by_name_and_a_missing_data_config_said_plainly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
