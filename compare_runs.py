@@ -3,10 +3,14 @@ intervals and paired tests.
 
     python compare_runs.py runs/study                # every run below (any */test/metrics.csv)
     python compare_runs.py runs/a runs/b --output comparison/
+    python compare_runs.py runs/study --scores nnU-Net=nnunet_scores/   # and another method's scores
 
 A run is a folder with ``checkpoints/*.ckpt`` and the ``test/metrics.csv`` that ``train.py
 test`` wrote beside them. Everything else comes from the checkpoint: the dataset, and the run's
 full config (``run_record``; older checkpoints: the model's and DataModule's arguments).
+``--scores NAME[@DATASET]=FOLDER`` adds a method trained elsewhere (nnU-Net's predictions, say)
+by the ``scores.csv`` that ``evaluate.py`` wrote for its segmentations of the same subjects: a
+group of its own, in the same tables and paired tests.
 
 Per dataset it reports
 - one row per run, with the settings that differ between runs as columns and the mean DSC per
@@ -66,6 +70,7 @@ class Run:
     dataset: str
     settings: dict[str, Any]  # dotted config keys -> values
     scores: dict[str, dict[str, float]] = field(default_factory=dict)  # structure -> subject -> DSC
+    external: bool = False  # scores of a method trained elsewhere (evaluate.py's scores.csv): no config
 
     @property
     def network(self) -> str:
@@ -107,8 +112,13 @@ def load_run(report: Path) -> Run:
     datamodule = datamodule_record(checkpoint)
     dataset = str(datamodule["class_path"] or "unknown").rsplit(".", 1)[-1].removesuffix("DataModule")
     mode = datamodule["init_args"].get("label_mode")
-    run = Run(folder, f"{dataset} ({mode})" if mode else dataset, run_settings(checkpoint))
-    with open(report, newline="") as handle:
+    return _read_scores(Run(folder, f"{dataset} ({mode})" if mode else dataset, run_settings(checkpoint)), report)
+
+
+def _read_scores(run: Run, table: Path) -> Run:
+    """``run`` with the per-subject DSC of a score table (``test/metrics.csv``, ``scores.csv``: the
+    same columns) and their mean over structures per subject."""
+    with open(table, newline="") as handle:
         for row in csv.DictReader(handle):
             run.scores.setdefault(row["structure"], {})[row["subject"]] = float(row["dice"])
     if run.scores:
@@ -116,6 +126,36 @@ def load_run(report: Path) -> Run:
         subjects = sorted(set.intersection(*(set(run.scores[k]) for k in structures)))
         run.scores[MEAN] = {s: _nanmean([run.scores[k][s] for k in structures]) for s in subjects}
     return run
+
+
+def parse_scores(text: str) -> tuple[str, str | None, Path]:
+    """``NAME[@DATASET]=FOLDER`` (``--scores``) -> ``(name, dataset or None, scores.csv)``."""
+    label, equals, where = text.partition("=")
+    name, _, dataset = label.partition("@")
+    if not equals or not name or not where:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME[@DATASET]=FOLDER (nnU-Net=nnunet_scores/)")
+    table = Path(where)
+    return name, dataset or None, table if table.suffix == ".csv" else table / "scores.csv"
+
+
+def load_scores(name: str, dataset: str | None, table: Path, runs: Sequence[Run]) -> Run:
+    """A method trained elsewhere as a run of ``dataset`` (the runs' only one when not named), from
+    ``evaluate.py``'s ``scores.csv``; it must score the structures the dataset's runs score."""
+    if not table.is_file():
+        raise DataError(f"{table}: not found (--scores {name}: the scores.csv evaluate.py wrote)")
+    datasets = sorted({run.dataset for run in runs})
+    if dataset is None and len(datasets) != 1:
+        raise DataError(f"--scores {name}: say which dataset it scored, {name}@<dataset>=..., one of {datasets}")
+    dataset = dataset or datasets[0]
+    if dataset not in datasets:
+        raise DataError(f"--scores {name}@{dataset}: no run of {dataset} to compare with; datasets: {datasets}")
+    external = _read_scores(Run(table.parent, dataset, {NETWORK_KEY: name}, external=True), table)
+    theirs = sorted(s for s in external.scores if s != MEAN)
+    ours = sorted({s for run in runs if run.dataset == dataset for s in run.scores if s != MEAN})
+    if theirs != ours:
+        raise DataError(f"{table}: scores {theirs}, the runs of {dataset} score {ours} (evaluate.py --dataset "
+                        "must score the runs' structures)")
+    return external
 
 
 def _nanmean(values: Sequence[float]) -> float:
@@ -153,7 +193,10 @@ def short_name(key: str) -> str:
 
 
 def group_label(run: Run, keys: Sequence[str]) -> str:
-    """The network and the settings (other than seed and fold) that set the run apart."""
+    """The network and the settings (other than seed and fold) that set the run apart; a method
+    trained elsewhere, its name."""
+    if run.external:
+        return run.network
     extra = [f"{short_name(k)}={run.settings.get(k)}" for k in keys if k not in REPLICATE_KEYS and k != NETWORK_KEY]
     return " ".join([run.network, *extra])
 
@@ -187,11 +230,13 @@ class Comparison:
     boxplots: dict[str, dict[str, dict[str, list[float]]]]  # dataset -> structure -> group -> per-subject DSC
 
 
-def compare(paths: Sequence[Path]) -> Comparison:
-    """Read every run below ``paths`` and compute the tables."""
+def compare(paths: Sequence[Path], scores: Sequence[tuple[str, str | None, Path]] = ()) -> Comparison:
+    """Read every run below ``paths``, and the methods of ``scores`` (:func:`parse_scores`), and
+    compute the tables."""
     runs = [load_run(report) for report in find_reports(paths)]
     if not runs:
         raise DataError(f"no test/metrics.csv under {[str(p) for p in paths]}: run train.py test first")
+    runs += [load_scores(name, dataset, table, runs) for name, dataset, table in scores]
     by_dataset: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
         by_dataset[run.dataset].append(run)
@@ -202,7 +247,7 @@ def compare(paths: Sequence[Path]) -> Comparison:
     group_means: dict[str, dict[str, float]] = defaultdict(dict)  # group -> dataset -> mean DSC
     root = Path(paths[0])
     for dataset, members in sorted(by_dataset.items()):
-        keys = differing_settings(members)
+        keys = differing_settings([run for run in members if not run.external])
         structures = structures_of(members)
         columns = [k for k in keys if k != NETWORK_KEY]
         counts = sorted({len(run.scores.get(MEAN, {})) for run in members})
@@ -298,9 +343,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", type=Path, nargs="+", help="run folders, or folders holding runs")
     parser.add_argument("--output", type=Path, help="where the reports go (default: the first folder given)")
+    parser.add_argument("--scores", type=parse_scores, action="append", default=[], metavar="NAME[@DATASET]=FOLDER",
+                        help="a method trained elsewhere, by the scores.csv evaluate.py wrote for its segmentations "
+                             "of the runs' test subjects (repeatable)")
     args = parser.parse_args(argv)
     try:
-        comparison = compare(args.runs)
+        comparison = compare(args.runs, args.scores)
         written = write_reports(comparison, args.output or args.runs[0])
     except (DataError, FileNotFoundError) as error:
         parser.exit(2, f"compare_runs.py: error: {error}\n")

@@ -125,3 +125,44 @@ def test_a_networks_own_options_are_not_settings_unless_they_vary_within_it(tmp_
     comparison = compare([tmp_path])
     assert "network_kwargs.base_features" in comparison.run_rows[0]
     assert "| unet3d network_kwargs.base_features=16 | 1 |" in comparison.markdown
+
+
+def test_another_methods_scores_join_the_tables_and_the_paired_tests(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """``--scores nnU-Net=<folder>``: evaluate.py's scores.csv for another method's segmentations of
+    the same test subjects is a group of its own, compared subject by subject with the runs."""
+    rng = np.random.default_rng(1)
+    unet = {seed: rng.uniform(0.80, 0.90, 6) for seed in (0, 1)}
+    for seed in (0, 1):
+        fake_run(tmp_path / "runs" / f"unet3d-{seed}", "unet3d", "ISeg2017DataModule", {"WM": list(unet[seed])},
+                 config=config("unet3d", seed))
+    theirs = rng.uniform(0.90, 0.95, 6)
+    scores = tmp_path / "nnunet_scores"
+    scores.mkdir()
+    (scores / "scores.csv").write_text("subject,structure,dice,hd95_mm\n"
+                                       + "".join(f"s{i},WM,{v},1.0\n" for i, v in enumerate(theirs)))
+    out = tmp_path / "report"
+    main([str(tmp_path / "runs"), "--scores", f"nnU-Net={scores}", "--output", str(out)])
+    table = (out / "comparison.md").read_text()
+    assert f"| nnU-Net | 1 | {theirs.mean():.4f} ± 0.0000 [" in table  # its own group, named as given
+    assert "| unet3d | 2 |" in table and "seed_everything" in table  # the runs' settings, as before
+    (wm,) = [t for t in compare([tmp_path / "runs"], [("nnU-Net", None, scores / "scores.csv")]).test_rows
+             if t["structure"] == "WM"]
+    unet_mean = (unet[0] + unet[1]) / 2
+    assert (wm["a"], wm["b"], wm["subjects"]) == ("nnU-Net", "unet3d", 6)  # ranked by mean DSC
+    assert wm["p"] == pytest.approx(stats.wilcoxon(theirs - unet_mean).pvalue)
+    assert wm["mean_difference"] == pytest.approx((theirs - unet_mean).mean())
+    capsys.readouterr()
+    refused = [
+        (f"nnU-Net@MRBrainS18={scores}", "--scores nnU-Net@MRBrainS18: no run of MRBrainS18 to compare with; "
+                                          "datasets: ['ISeg2017']"),
+        (f"nnU-Net={tmp_path / 'nowhere'}", "nowhere/scores.csv: not found (--scores nnU-Net: the scores.csv "
+                                            "evaluate.py wrote)"),
+        ("nnU-Net", "argument --scores: 'nnU-Net' is not NAME[@DATASET]=FOLDER")]
+    (tmp_path / "gm").mkdir()
+    (tmp_path / "gm" / "scores.csv").write_text("subject,structure,dice\ns0,GM,0.9\n")
+    refused.append((f"x={tmp_path / 'gm'}", "gm/scores.csv: scores ['GM'], the runs of ISeg2017 score ['WM']"))
+    for spec, said in refused:
+        with pytest.raises(SystemExit) as exited:
+            main([str(tmp_path / "runs"), "--scores", spec, "--output", str(out)])
+        assert exited.value.code == 2 and said in capsys.readouterr().err, spec
