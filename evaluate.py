@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from core.bids import derivative_files, dseg_tables, is_derivative, read_dseg_tsv
 from core.dataset_labels import DATASET_LABELS
 from core.export import NOT_LOGGED, predictions_by_run
+from core.geometry import grid_offset, reorient_like, voxel_spacing
 from core.io import DataError, DataWarning, check_size, one_line_warnings, write_text_atomically
 from core.labels import LabelSpace
 from core.metrics import ROW_COLUMNS, SCORE_FILES, csv_text, markdown_table, score_rows, score_subject, summarise
@@ -252,11 +253,18 @@ def score_pairs(pairs: Mapping[str, tuple[Path, Path]], space: LabelSpace, datas
                                                        disable=None if progress is None else not progress):
         pred, pred_affine, _ = load_label(prediction_path)
         truth, truth_affine, spacing = load_label(truth_path)
+        if pred.shape != truth.shape or not np.allclose(pred_affine, truth_affine, atol=affine_tolerance):
+            # The same grid stored in another voxel order (fMRIPrep's RAS beside a LAS scan): taken as it is.
+            reordered, reordered_affine = reorient_like(truth, truth_affine, pred_affine, truth_path)
+            if reordered.shape == pred.shape and np.allclose(pred_affine, reordered_affine, atol=affine_tolerance):
+                truth, truth_affine, spacing = reordered, reordered_affine, tuple(voxel_spacing(reordered_affine))
         if pred.shape != truth.shape:
             raise EvaluationError(f"{prediction_path} has shape {pred.shape} but {truth_path} has {truth.shape}")
         if not np.allclose(pred_affine, truth_affine, atol=affine_tolerance):
-            raise EvaluationError(f"{prediction_path} and {truth_path} have different affines:\n"
-                                  f"{np.round(pred_affine, 4)}\nvs\n{np.round(truth_affine, 4)}")
+            reordered, reordered_affine = reorient_like(truth, truth_affine, pred_affine, truth_path)
+            apart = grid_offset(pred_affine, reordered_affine, pred.shape) if reordered.shape == pred.shape else None
+            raise EvaluationError(f"{prediction_path} and {truth_path} have different affines"
+                                  + (f": the same voxel lies up to {apart:.4g} mm apart" if apart is not None else ""))
         for path, labels in ((prediction_path, pred), (truth_path, truth)):
             unknown = sorted(set(np.unique(labels).tolist()) - set(space.value_to_class))
             if unknown:

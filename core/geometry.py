@@ -24,7 +24,7 @@ from itertools import product
 from pathlib import Path
 
 import numpy as np
-from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
+from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
 from scipy import ndimage
 
 from core.io import DataError
@@ -115,6 +115,24 @@ def reorient_to_canonical(
     spatial_first = np.moveaxis(data, (-3, -2, -1), (0, 1, 2))
     reoriented = np.moveaxis(apply_orientation(spatial_first, ornt), (0, 1, 2), (-3, -2, -1))
     return np.ascontiguousarray(reoriented), new_affine
+
+
+def reorient_like(data: np.ndarray, affine: np.ndarray, reference_affine: np.ndarray,
+                  path: str | Path = "image") -> tuple[np.ndarray, np.ndarray]:
+    """Permute/flip the spatial axes (no interpolation) into the voxel order of
+    ``reference_affine``: a label stored RAS beside a scan stored LAS (fMRIPrep conforms its
+    outputs to RAS) comes back on the scan's own voxels when it is the same grid. Returns
+    ``(data, new_affine)`` describing the same world positions."""
+    affine = _check_affine(affine, path)
+    data = np.asarray(data)
+    shape = _spatial_shape(data, path)
+    source, target = io_orientation(affine), io_orientation(_check_affine(reference_affine, path))
+    if np.isnan(source).any() or np.isnan(target).any():
+        raise DataError(f"{path}: cannot tell the orientation of the voxel axes from the affine")
+    transform = ornt_transform(source, target)
+    spatial_first = np.moveaxis(data, (-3, -2, -1), (0, 1, 2))
+    reoriented = np.moveaxis(apply_orientation(spatial_first, transform), (0, 1, 2), (-3, -2, -1))
+    return np.ascontiguousarray(reoriented), affine @ inv_ornt_aff(transform, shape)
 
 
 def resample_to_spacing(

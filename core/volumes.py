@@ -12,6 +12,7 @@ import numpy as np
 
 from core.geometry import (
     grid_offset,
+    reorient_like,
     reorient_to_canonical,
     resample_onto,
     resample_to_spacing,
@@ -96,16 +97,20 @@ class Volume:
 def _onto_reference(path: Path, data: np.ndarray, affine: np.ndarray, ref: tuple[Path, np.ndarray, np.ndarray],
                     settings: PreprocessingSettings, order: int) -> np.ndarray:
     """``data`` on the reference grid: there already (within ``affine_tolerance`` mm at every
-    voxel), resampled onto it when allowed, or refused with both files named."""
+    voxel), the same grid stored in another voxel order (its axes permuted or flipped back, no
+    interpolation), resampled onto it when allowed, or refused with both files named."""
     ref_path, ref_data, ref_affine = ref
     if same_grid(affine, ref_affine, data.shape, ref_data.shape, settings.affine_tolerance):
         return data
+    reordered, reordered_affine = reorient_like(data, affine, ref_affine, path)
+    if same_grid(reordered_affine, ref_affine, reordered.shape, ref_data.shape, settings.affine_tolerance):
+        return reordered
     if settings.resample_to_first:
         return resample_onto(data, affine, ref_data.shape, ref_affine, order=order, path=path)
     remedy = "resample_to_first: true resamples it onto the first modality's grid through the affines"
-    if data.shape != ref_data.shape:
+    if reordered.shape != ref_data.shape:
         raise DataError(f"{path}: shape {data.shape} differs from {ref_path.name} {ref_data.shape} ({remedy})")
-    offset = grid_offset(affine, ref_affine, data.shape)
+    offset = grid_offset(reordered_affine, ref_affine, reordered.shape)  # in the voxel order closest to it
     raise DataError(f"{path}: affine differs from {ref_path.name}'s: the same voxel lies up to {offset:.4g} mm "
                     f"apart, more than affine_tolerance {settings.affine_tolerance} mm ({remedy})")
 

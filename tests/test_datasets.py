@@ -327,3 +327,33 @@ def test_folders_are_read_by_the_checkpoints_datamodule_with_its_layout_argument
         subjects_in_folder(training, record, ["FLAIR"], "c.ckpt")
     with pytest.raises(DataError, match=r"c\.ckpt: records no DataModule"):
         subjects_in_folder(training, None, ["T1"], "c.ckpt")
+
+
+def test_a_modality_or_label_stored_in_another_voxel_order_is_the_same_grid(tmp_path: Path) -> None:
+    """A label written RAS beside a scan stored LAS (fMRIPrep conforms its outputs to RAS), or a
+    modality stored with its axes permuted: the same voxels, taken back without interpolation and
+    without resample_to_first; a grid that differs otherwise is still refused."""
+    folder = write_nifti_folder(tmp_path)
+    args = {"modalities": ["T1", "FLAIR"], "labels": LABELS, "val_subjects": ["sub-02"], **SMALL}
+    reference = NiftiDataModule(str(folder), **args)
+    reference.setup("validate")
+    expected = reference.val_set[0]
+    label_path, flair_path = folder / "sub-02" / "label.nii.gz", folder / "sub-02" / "FLAIR.nii.gz"
+    label, flair = nib.load(str(label_path)), nib.load(str(flair_path))
+    flip = np.diag([-1.0, 1.0, 1.0, 1.0])
+    flip[0, 3] = label.shape[0] - 1  # voxel i -> n-1-i: the same world positions, x stored the other way
+    nib.save(nib.Nifti1Image(np.asarray(label.dataobj)[::-1], label.affine @ flip), str(label_path))
+    swap = np.eye(4)[[1, 0, 2, 3]]  # voxel (i, j, k) -> (j, i, k): the first two axes exchanged
+    nib.save(nib.Nifti1Image(np.asarray(flair.dataobj).transpose(1, 0, 2), flair.affine @ swap), str(flair_path))
+    assert nib.aff2axcodes(nib.load(str(label_path)).affine) != nib.aff2axcodes(label.affine)
+    reordered = NiftiDataModule(str(folder), **args)
+    reordered.setup("validate")
+    got = reordered.val_set[0]
+    np.testing.assert_array_equal(got["label"].numpy(), expected["label"].numpy())
+    np.testing.assert_array_equal(got["image"].numpy(), expected["image"].numpy())
+    shifted = label.affine @ flip
+    shifted[1, 3] += 3.0  # flipped and 3 mm off: not the same grid
+    nib.save(nib.Nifti1Image(np.asarray(label.dataobj)[::-1], shifted), str(label_path))
+    with pytest.raises(DataError, match=r"label\.nii\.gz: affine differs from T1\.nii\.gz's: the same voxel lies up "
+                                        r"to 3 mm apart"):
+        NiftiDataModule(str(folder), **args).setup("validate")

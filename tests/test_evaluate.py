@@ -306,6 +306,32 @@ def test_mismatched_affine_is_a_clear_error(tmp_path: Path, capsys: pytest.Captu
     assert "different affines" in capsys.readouterr().err
 
 
+def test_a_truth_stored_in_another_voxel_order_scores_as_the_same_grid(tmp_path: Path) -> None:
+    """A ground truth written with its x axis the other way and its axes exchanged (fMRIPrep's RAS
+    beside a LAS scan) is the same voxels: the same scores as the truth stored like the
+    prediction, distances in mm included; shifted by 2 mm as well, it is an error giving the
+    distance in one line."""
+    truth = (cube((2, 3, 4), 4) * 1 + cube((9, 9, 9), 3) * 2).astype(np.uint8)
+    prediction = (cube((3, 3, 4), 4) * 1 + cube((9, 10, 9), 3) * 2).astype(np.uint8)
+    plain, stored = tmp_path / "plain", tmp_path / "stored"
+    write_pair(plain / "pred", plain / "gt", "s1", prediction, truth)
+    write_pair(stored / "pred", stored / "gt", "s1", prediction, truth)
+    flip_swap = np.eye(4)[[1, 0, 2, 3]]  # voxel (i, j, k) of the stored file is (j, i, k) of the plain one
+    reordered = truth.transpose(1, 0, 2)[::-1]
+    flip_swap = flip_swap @ np.array([[-1.0, 0, 0, reordered.shape[0] - 1], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    write_nifti(reordered, stored / "gt" / "s1_label.nii.gz", AFFINE @ flip_swap)
+    labels = "0:background,1:a,2:b"
+    expected = evaluate.evaluate_folders(plain / "pred", plain / "gt", "labels", labels)
+    assert evaluate.evaluate_folders(stored / "pred", stored / "gt", "labels", labels) == expected
+    assert 0.0 < expected[0]["dice"] < 1.0 and expected[0]["hd95_mm"] > 0
+    shifted = AFFINE @ flip_swap
+    shifted[2, 3] += 2.0
+    write_nifti(reordered, stored / "gt" / "s1_label.nii.gz", shifted)
+    with pytest.raises(evaluate.EvaluationError, match=r"s1_seg\.nii\.gz and .*s1_label\.nii\.gz have different "
+                                                      r"affines: the same voxel lies up to 2 mm apart$"):
+        evaluate.evaluate_folders(stored / "pred", stored / "gt", "labels", labels)
+
+
 def test_mismatched_shape_is_a_clear_error(tmp_path: Path) -> None:
     pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
     write_pair(pred_dir, gt_dir, "s1", np.zeros((4, 4, 4)), np.zeros((4, 4, 5)))
