@@ -39,7 +39,7 @@ from core.dataset_labels import DATASET_LABELS
 from core.export import NOT_LOGGED, predictions_by_run
 from core.geometry import grid_offset, reorient_like, voxel_spacing
 from core.io import DataError, DataWarning, check_size, one_line_warnings, write_text_atomically
-from core.labels import LabelSpace
+from core.labels import LabelSpace, whole_label_values
 from core.metrics import ROW_COLUMNS, SCORE_FILES, csv_text, markdown_table, score_rows, score_subject, summarise
 from core.nnunet import nnunet_label_space, read_nnunet_description
 from core.volumes import natural_key
@@ -228,8 +228,11 @@ def load_label(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
         data = data[..., 0]
     if data.ndim != 3:
         raise EvaluationError(f"{path}: expected a 3D label map, got shape {data.shape}")
-    return np.rint(data).astype(np.int64), np.asarray(image.affine, dtype=float), tuple(
-        float(z) for z in image.header.get_zooms()[:3])
+    try:
+        values = whole_label_values(data, path)  # as training reads label maps: never rounded in silence
+    except DataError as error:
+        raise EvaluationError(str(error)) from error
+    return values, np.asarray(image.affine, dtype=float), tuple(float(z) for z in image.header.get_zooms()[:3])
 
 
 def match_folders(pred_dir: str | Path, gt_dir: str | Path, dataset: str,

@@ -28,9 +28,27 @@ import torch.nn.functional as F
 
 from core.io import DataError
 
-__all__ = ["IGNORE_INDEX", "LabelSpace", "masked_one_hot", "valid_mask"]
+__all__ = ["IGNORE_INDEX", "LabelSpace", "masked_one_hot", "valid_mask", "whole_label_values"]
 
+LABEL_ROUNDING = 1e-3  # a stored label value this close to a whole number is that number (float rounding)
 IGNORE_INDEX = -1  # target voxels with this class count in no loss and no metric (e.g. MRBrainS18 labels 9, 10)
+
+
+def whole_label_values(label: np.ndarray, path: Path | str = "label") -> np.ndarray:
+    """A label map's values as int64: each within :data:`LABEL_ROUNDING` of a whole number is
+    that number (a map stored as scaled floats); any other is an error naming the file, the
+    count and a few values (a map resampled with linear interpolation)."""
+    label = np.asarray(label)
+    if np.issubdtype(label.dtype, np.integer):
+        return label.astype(np.int64, copy=False)
+    rounded = np.rint(label)
+    off = np.abs(rounded - label) > LABEL_ROUNDING
+    if off.any():
+        shown = ", ".join(f"{v:g}" for v in np.unique(label[off])[:4])
+        raise DataError(f"{path}: label map has non-integer values in {int(off.sum())} voxels (e.g. {shown}); "
+                        "a label map holds whole numbers: was it resampled with linear interpolation "
+                        "instead of nearest neighbour?")
+    return rounded.astype(np.int64)
 
 
 def valid_mask(target: torch.Tensor) -> torch.Tensor:
@@ -231,12 +249,11 @@ class LabelSpace:
     def encode(self, label: np.ndarray, path: Path | str = "label") -> np.ndarray:
         """Dataset values -> class indices (int16; ``IGNORE_INDEX`` where ignored).
 
-        Non-integer values and values outside the map are errors that name the file and list them.
+        Non-integer values and values outside the map are errors that name the file and list them;
+        values within :data:`LABEL_ROUNDING` of a whole number (a label map stored as scaled floats)
+        are that number.
         """
-        rounded = np.rint(label)
-        if not np.array_equal(rounded, label):
-            raise DataError(f"{path}: label map has non-integer values")
-        rounded = rounded.astype(np.int64)
+        rounded = whole_label_values(label, path)
         values = np.unique(rounded)
         unknown = sorted(set(values.tolist()) - set(self.value_to_class))
         if unknown:

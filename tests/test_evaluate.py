@@ -332,6 +332,24 @@ def test_a_truth_stored_in_another_voxel_order_scores_as_the_same_grid(tmp_path:
         evaluate.evaluate_folders(stored / "pred", stored / "gt", "labels", labels)
 
 
+def test_label_maps_are_read_as_training_reads_them_never_rounded_in_silence(tmp_path: Path) -> None:
+    """A ground truth stored as scaled floats (0.9999999) is its whole numbers, as the DataModules
+    read it; one resampled with linear interpolation (0.5) is an error naming the file, where
+    evaluate.py used to round it and score it."""
+    pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
+    truth = cube((2, 2, 2), 4)
+    write_pair(pred_dir, gt_dir, "s1", truth, truth)
+    write_nifti(truth.astype(np.float32) * np.float32(0.9999999), gt_dir / "s1_label.nii.gz", AFFINE)
+    (row,) = evaluate.evaluate_folders(pred_dir, gt_dir, "labels", "0:background,1:x")
+    assert row["dice"] == 1.0
+    blurred = truth.astype(np.float32)
+    blurred[1, 2:6, 2:6] = 0.5  # a rim that interpolation made
+    write_nifti(blurred, gt_dir / "s1_label.nii.gz", AFFINE)
+    with pytest.raises(evaluate.EvaluationError, match=r"s1_label\.nii\.gz: label map has non-integer values in 16 "
+                                                      r"voxels \(e\.g\. 0\.5\); .* linear interpolation"):
+        evaluate.evaluate_folders(pred_dir, gt_dir, "labels", "0:background,1:x")
+
+
 def test_mismatched_shape_is_a_clear_error(tmp_path: Path) -> None:
     pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
     write_pair(pred_dir, gt_dir, "s1", np.zeros((4, 4, 4)), np.zeros((4, 4, 5)))

@@ -37,6 +37,14 @@ def test_encoding_names_the_file_and_the_bad_values() -> None:
         labels.encode(np.array([0, 1, 7, -3], np.float32), "seg.nii.gz")
     with pytest.raises(DataError, match=r"seg\.nii\.gz: label map has non-integer values"):
         labels.encode(np.array([0, 0.5], np.float32), "seg.nii.gz")
+    with pytest.raises(DataError, match=r"^seg\.nii\.gz: label map has non-integer values in 2 voxels \(e\.g\. "
+                                        r"0\.25, 0\.5\); a label map holds whole numbers: was it resampled with "
+                                        r"linear interpolation instead of nearest neighbour\?$"):
+        labels.encode(np.array([0, 0.5, 1, 0.25], np.float32), "seg.nii.gz")
+    # Stored as scaled floats: 0.9999999 is 1 (within 1e-3), 0.99 is not.
+    np.testing.assert_array_equal(labels.encode(np.array([0.0, 0.9999999, 1.0002], np.float32)), [0, 1, 1])
+    with pytest.raises(DataError, match=r"non-integer values in 1 voxels \(e\.g\. 0\.99\)"):
+        labels.encode(np.array([0.0, 0.99], np.float32))
 
 
 def test_inconsistent_maps_are_refused() -> None:
