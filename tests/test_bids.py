@@ -189,6 +189,15 @@ def test_labels_from_an_fmriprep_derivative_its_aseg_or_its_tissue_map(bids: Pat
     loaded = named._load([subjects["sub-04_ses-1"]])[0].label
     assert set(np.unique(loaded).tolist()) == {0, 1, 2, 3}
     assert (loaded == 3).sum() == (truth == 1).sum() and (loaded == 1).sum() == (truth == 2).sum()  # CSF, GM
+    from train import run_cli  # the same through the CLI and the preset: null entities, integer keys in YAML
+
+    cli = run_cli(["--config", "configs/datasets/bids.yaml", "--data.init_args.data_dir", str(copy),
+                   "--data.init_args.labels_dir", "derivatives/fmriprep", "--data.init_args.modalities", "[T1w]",
+                   "--data.init_args.label_entities", "{desc: null, space: null}",
+                   "--data.init_args.labels", "{1: GM, 2: WM, 3: CSF}", "--trainer.logger", "false"],
+                  run=False, save_config=False)
+    assert cli.datamodule.label_entities == {"desc": None, "space": None}
+    assert cli.model.hparams.label_space["classes"] == {"background": 0, "GM": 1, "WM": 2, "CSF": 3}
     with pytest.raises(DataError, match=r"sub-01_ses-1 has several dseg images .* name the one to use with entities"):
         dm(copy, **options).subjects()
     # Its preprocessed scans as the input: the native-space ones among their MNI copies.
