@@ -3,12 +3,16 @@ data would take it: the ICBM152 2009 T1 template that nilearn ships, at 1 mm (16
 on the demo's brain grid), as ``--participants`` T1w scans, with tissue labels built from the
 template's GM/WM maps and mask (as the demo's are) in ``derivatives/manual`` and its ``dseg.tsv``.
 
-    python -m demo.real_bids --out data/bids-icbm [--participants 4] [--spacing 1.0]
+    python -m demo.real_bids --out data/bids-icbm [--participants 4] [--spacing 1.0] [--fmriprep]
 
 Participants differ only by an intensity scale and noise inside the brain, so this is a check
 of the pipeline on real sizes and orientations, not a benchmark of accuracy: every second
 participant is stored left-right flipped (LAS, as many scanners write), which the DataModules
-reorient to RAS+ and ``predict.py`` writes back.
+reorient to RAS+ and ``predict.py`` writes back. ``--fmriprep`` adds ``derivatives/fmriprep`` laid
+out as fMRIPrep writes its anatomical outputs (conformed to RAS, also for the LAS participants):
+``desc-preproc_T1w`` with a ``space-MNI152NLin2009cAsym`` copy, the tissue map ``_dseg``
+(GM 1, WM 2, CSF 3, no table) and ``desc-aseg_dseg`` with ``desc-aseg_dseg.tsv`` (FreeSurfer's
+values for cerebral white matter 2, cortex 3 and lateral ventricle 4).
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ from core.io import atomic_path, write_text_atomically
 from demo.synthetic_iseg import LABEL_VALUES, icbm_reference
 
 TISSUES = {1: "CSF", 2: "GM", 3: "WM"}  # dseg.tsv of the labels: the demo's iSeg values 10, 150, 250 in order
+FMRIPREP_TISSUES = {1: 3, 2: 1, 3: 2}  # ours -> fMRIPrep's tissue map: GM 1, WM 2, CSF 3
+ASEG = {1: 4, 2: 3, 3: 2}  # ours -> FreeSurfer aseg: Left-Lateral-Ventricle 4, Left-Cerebral-Cortex 3, WM 2
+ASEG_NAMES = {2: "Left-Cerebral-White-Matter", 3: "Left-Cerebral-Cortex", 4: "Left-Lateral-Ventricle"}
 
 
 def _save(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
@@ -32,7 +39,14 @@ def _save(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
         nib.save(nib.Nifti1Image(array, affine), str(tmp))
 
 
-def build(out: Path, participants: int = 4, spacing: float = 1.0, seed: int = 0) -> Path:
+def _mapped(labels: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
+    out = np.zeros_like(labels)
+    for ours, theirs in mapping.items():
+        out[labels == ours] = theirs
+    return out
+
+
+def build(out: Path, participants: int = 4, spacing: float = 1.0, seed: int = 0, fmriprep: bool = False) -> Path:
     """Write the dataset into ``out`` (a new or empty folder) and return it."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
@@ -51,6 +65,13 @@ def build(out: Path, participants: int = 4, spacing: float = 1.0, seed: int = 0)
         sub = f"sub-{number:02d}"
         image = t1 * rng.uniform(0.7, 1.3) + rng.normal(0.0, 10.0, t1.shape) * (t1 > 0)
         image, labels, grid = np.clip(image, 0, None).astype(np.int16), tissues, affine
+        if fmriprep:  # its outputs conformed to RAS, whatever the scan's storage order
+            anat = out / "derivatives" / "fmriprep" / sub / "anat"
+            for name in (f"{sub}_desc-preproc_T1w", f"{sub}_space-MNI152NLin2009cAsym_desc-preproc_T1w"):
+                _save(image, affine, anat / f"{name}.nii.gz")
+            _save(_mapped(tissues, FMRIPREP_TISSUES), affine, anat / f"{sub}_dseg.nii.gz")
+            _save(_mapped(tissues, FMRIPREP_TISSUES), affine, anat / f"{sub}_space-MNI152NLin2009cAsym_dseg.nii.gz")
+            _save(_mapped(tissues, ASEG), affine, anat / f"{sub}_desc-aseg_dseg.nii.gz")
         if number % 2 == 0:
             image, labels, grid = image[::-1].copy(), tissues[::-1].copy(), affine @ flip
         _save(image, grid, out / sub / "anat" / f"{sub}_T1w.nii.gz")
@@ -61,6 +82,13 @@ def build(out: Path, participants: int = 4, spacing: float = 1.0, seed: int = 0)
         {"Name": "tissues from the ICBM152 GM/WM maps", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
          "GeneratedBy": [{"Name": "demo.real_bids"}]}, indent=1))
     write_text_atomically(manual / "dseg.tsv", "index\tname\n" + "".join(f"{i}\t{n}\n" for i, n in TISSUES.items()))
+    if fmriprep:
+        prep = out / "derivatives" / "fmriprep"
+        write_text_atomically(prep / "dataset_description.json", json.dumps(
+            {"Name": "fMRIPrep - fMRI PREProcessing workflow (as laid out by demo.real_bids)", "BIDSVersion": "1.9.0",
+             "DatasetType": "derivative", "GeneratedBy": [{"Name": "fMRIPrep"}]}, indent=1))
+        write_text_atomically(prep / "desc-aseg_dseg.tsv",
+                              "index\tname\n" + "".join(f"{i}\t{n}\n" for i, n in ASEG_NAMES.items()))
     return out
 
 
@@ -69,8 +97,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="a new folder for the BIDS dataset")
     parser.add_argument("--participants", type=int, default=4)
     parser.add_argument("--spacing", type=float, default=1.0, help="voxel size in mm (1.0: a real scan's)")
+    parser.add_argument("--fmriprep", action="store_true",
+                        help="also derivatives/fmriprep, laid out as fMRIPrep writes its anatomical outputs")
     args = parser.parse_args(argv)
-    root = build(args.out, args.participants, args.spacing)
+    root = build(args.out, args.participants, args.spacing, fmriprep=args.fmriprep)
     shape = nib.load(next(root.glob("sub-01/anat/*_T1w.nii.gz"))).shape
     print(f"{root}: {args.participants} participants, T1w {shape} at {args.spacing} mm, labels in derivatives/manual")
 

@@ -44,7 +44,7 @@ def test_the_real_size_bids_tree_reads_back_the_same_anatomy_in_either_orientati
     from datamodules import BIDSDataModule
     from demo.real_bids import build
 
-    root = build(tmp_path / "bids", participants=2, spacing=4.0)
+    root = build(tmp_path / "bids", participants=2, spacing=4.0, fmriprep=True)
     first, second = (nib.load(str(root / f"sub-0{n}" / "anat" / f"sub-0{n}_T1w.nii.gz")) for n in (1, 2))
     assert nib.aff2axcodes(first.affine) == ("R", "A", "S") and nib.aff2axcodes(second.affine) == ("L", "A", "S")
     assert first.shape == (40, 49, 43) and first.get_data_dtype() == np.int16
@@ -60,5 +60,17 @@ def test_the_real_size_bids_tree_reads_back_the_same_anatomy_in_either_orientati
     means = [t1[volumes[0].label == c].mean() for c in (1, 2, 3)]
     assert means[0] < means[1] < means[2]  # the real T1 contrast: CSF dark, WM bright
     assert (t1[~brain] == 0).all()
+    # fMRIPrep's layout beside it: its tissue map, conformed to RAS, labels the LAS participant too.
+    prep = BIDSDataModule(str(root), modalities=["T1w"], labels_dir="derivatives/fmriprep", cache_dir=None,
+                          label_entities={"desc": None, "space": None}, labels={1: "GM", 2: "WM", 3: "CSF"},
+                          val_subjects=["sub-02"])
+    assert nib.aff2axcodes(nib.load(str(prep.subjects()["sub-02"].label)).affine) == ("R", "A", "S")
+    theirs = prep._load(list(prep.subjects().values()))
+    for ours, fmriprep in zip(volumes, theirs, strict=True):  # ours CSF 1, GM 2, WM 3; fMRIPrep's GM 1, WM 2, CSF 3
+        np.testing.assert_array_equal(fmriprep.label, np.array([0, 3, 1, 2])[ours.label])
+    aseg = BIDSDataModule(str(root), modalities=["T1w"], labels_dir="derivatives/fmriprep", cache_dir=None,
+                          label_entities={"desc": "aseg"})
+    assert aseg.label_space.class_names == ("background", "Left-Cerebral-White-Matter", "Left-Cerebral-Cortex",
+                                            "Left-Lateral-Ventricle")
     with pytest.raises(SystemExit, match="exists and is not empty"):
         build(root)
