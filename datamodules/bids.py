@@ -209,8 +209,11 @@ class BIDSDataModule(VolumeSegmentationDataModule):
                   for f in files}
         if len(others) > 1:  # not runs of one acquisition: the user must say which
             names = sorted(Path(f.path).name for f in files)
+            how = ("label_entities: {desc: aseg}, or {desc: null, space: null} for the map without those entities"
+                   if what == "dseg" else f"acq-<label>_{what}, or image_entities: {{space: null}} for the images "
+                   "without one")
             raise DataError(f"{Path(files[0].path).parent}: {name} has several {what} images {names}; name the one "
-                            "to use with entities (acq-<label>_T1w, or label_entities for the label map)")
+                            f"to use with entities ({how})")
         if len(files) > 1:
             chosen = by_run[-1] if self.run == "last" else by_run[0]
             warnings.warn(f"{name}: {len(files)} runs of {what}; using {Path(chosen.path).name} (run: {self.run})",

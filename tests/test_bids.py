@@ -200,6 +200,9 @@ def test_labels_from_an_fmriprep_derivative_its_aseg_or_its_tissue_map(bids: Pat
     assert cli.model.hparams.label_space["classes"] == {"background": 0, "GM": 1, "WM": 2, "CSF": 3}
     with pytest.raises(DataError, match=r"sub-01_ses-1 has several dseg images .* name the one to use with entities"):
         dm(copy, **options).subjects()
+    with pytest.raises(DataError, match=r"name the one to use with entities \(label_entities: \{desc: aseg\}, or "
+                                        r"\{desc: null, space: null\} for the map without those entities\)$"):
+        dm(copy, **options).subjects()
     # Its preprocessed scans as the input: the native-space ones among their MNI copies.
     for raw in sorted(copy.glob("sub-*/ses-*/anat/*_T1w.nii.gz")):
         stem = raw.name.split("_run-")[0].removesuffix("_T1w.nii.gz")
@@ -208,7 +211,9 @@ def test_labels_from_an_fmriprep_derivative_its_aseg_or_its_tissue_map(bids: Pat
                      f"{stem}_desc-brain_mask"):
             shutil.copy(raw, anat / f"{name}.nii.gz")
     preprocessed = {"labels_dir": ".", "modalities": ["desc-preproc_T1w"], "label_entities": {"desc": "aseg"}}
-    with pytest.raises(DataError, match=r"has several desc-preproc_T1w images \['sub-01_ses-1_desc-preproc_T1w"):
+    with pytest.raises(DataError, match=r"has several desc-preproc_T1w images \['sub-01_ses-1_desc-preproc_T1w.*"
+                                        r"\(acq-<label>_desc-preproc_T1w, or image_entities: \{space: null\} for the "
+                                        r"images without one\)$"):
         dm(prep, **preprocessed).subjects()
     subjects = dm(prep, **preprocessed, image_entities={"space": None}).subjects()
     assert [p.name for p in subjects["sub-03_ses-1"].images] == ["sub-03_ses-1_desc-preproc_T1w.nii.gz"]
