@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from core.export import OUR_NAMES, OutputNames
 from core.intensity import simpleitk
-from core.io import DataError, DataWarning, check_present
+from core.io import DataError, DataWarning, OutputError, check_present, raise_together
 from core.labels import LabelSpace
 from core.modality_profiles import ANY_CONTRAST, ModalityProfiles
 from core.volumes import PreprocessingSettings, Subject, Volume
@@ -277,9 +277,17 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
 
     # Volumes.
     def _load(self, subjects: Sequence[Subject]) -> list[Volume]:
+        """The subjects' volumes (read once); the bad input of all of them is said together."""
+        errors = []
         for s in subjects:
             if s not in self._volumes:
-                self._volumes[s] = self.cache.load(s, self.label_space, self.preprocessing)
+                try:
+                    self._volumes[s] = self.cache.load(s, self.label_space, self.preprocessing)
+                except OutputError:
+                    raise
+                except DataError as error:
+                    errors.append(error)
+        raise_together(errors, len(subjects))
         return [self._volumes[s] for s in subjects]
 
     def prepare_data(self) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from core.io import OutputError, umask_mode
+from core.io import DataError, OutputError, raise_together, umask_mode
 from core.labels import LabelSpace
 from core.volumes import PreprocessingSettings, Subject, Volume, load_subject
 
@@ -75,26 +75,40 @@ class VolumeCache:
              workers: int) -> int:
         """Preprocess and cache every subject not cached yet, ``workers`` at a time in separate
         processes (N4 on a large dataset takes hours on one core), with a progress bar in a
-        terminal. Returns how many were made."""
+        terminal. Returns how many were made. Bad input does not stop the others: the subjects
+        that can be used are cached, then the problems of all the others are raised together."""
         missing = [s for s in subjects
                    if (e := self.entry(s, label_space, settings)) is not None and not (e / "meta.json").is_file()]
         progress = tqdm(total=len(missing), desc="preprocessing", unit="subject", disable=None if missing else True)
+        errors: dict[int, DataError] = {}  # by the subject's place, so that they are said in the dataset's order
         with progress:
             if workers < 2 or len(missing) < 2:
-                for subject in missing:
-                    self.load(subject, label_space, settings)
+                for index, subject in enumerate(missing):
+                    try:
+                        self.load(subject, label_space, settings)
+                    except OutputError:  # the cache cannot be written (a full disk): no use going on
+                        raise
+                    except DataError as error:
+                        errors[index] = error
                     progress.update()
-                return len(missing)
-            # Fork where there is fork (as DataLoader workers do): a spawned worker spends seconds
-            # importing torch before its first subject.
-            methods = multiprocessing.get_all_start_methods()
-            context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-            with ProcessPoolExecutor(min(workers, len(missing)), mp_context=context) as pool:
-                futures = [pool.submit(_cache_one, self.directory, s, label_space, settings) for s in missing]
-                for future in as_completed(futures):
-                    future.result()  # re-raises the first DataError with its message
-                    progress.update()
-        return len(missing)
+            else:
+                # Fork where there is fork (as DataLoader workers do): a spawned worker spends seconds
+                # importing torch before its first subject.
+                methods = multiprocessing.get_all_start_methods()
+                context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+                with ProcessPoolExecutor(min(workers, len(missing)), mp_context=context) as pool:
+                    futures = {pool.submit(_cache_one, self.directory, s, label_space, settings): i
+                               for i, s in enumerate(missing)}
+                    for future in as_completed(futures):
+                        try:
+                            future.result()  # a DataError comes back with its message; anything else is raised
+                        except OutputError:
+                            raise
+                        except DataError as error:
+                            errors[futures[future]] = error
+                        progress.update()
+        raise_together([errors[i] for i in sorted(errors)], len(missing))
+        return len(missing) - len(errors)
 
     @staticmethod
     def _write(entry: Path, volume: Volume) -> None:

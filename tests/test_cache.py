@@ -101,3 +101,40 @@ def test_cache_entries_get_the_umask_mode_and_a_full_disk_is_one_line(subject: S
                                         r"device\); free space or choose another --data\.init_args\.cache_dir"):
         full.load(subject, LABELS, PreprocessingSettings())
     assert list((tmp_path / "full").iterdir()) == []
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_every_bad_subject_is_said_at_once_and_the_good_ones_are_cached(tmp_path: Path, workers: int) -> None:
+    """A dataset with three bad subjects among six (a T2 of another shape, a label value outside the
+    map, an all-zero T1) used to stop at the first, one run per problem: now one error
+    names all three, in the dataset's order, after the other three were preprocessed and cached
+    (in one process, or in a pool of two). Without a cache, loading says them together too."""
+    from datamodules import ISeg2017DataModule
+
+    from conftest import write_analyze
+
+    folder = tmp_path / "iSeg-2017-Training"
+    for n in range(1, 7):
+        write_iseg_subject(folder, n)
+    write_analyze(np.zeros((16, 20, 20), np.int16), folder / "subject-2-T2.hdr")
+    label = write_iseg_subject(folder, 4)["label"].copy()
+    label[0, 0, 0] = 7
+    write_analyze(label, folder / "subject-4-label.hdr")
+    write_analyze(np.zeros((16, 20, 24), np.int16), folder / "subject-6-T1.hdr")  # all zero: nothing to normalise
+    data = ISeg2017DataModule(str(folder), val_subjects=["subject-5"], test_subjects=["subject-6"],
+                              cache_dir=str(tmp_path / "cache"), preprocess_workers=workers)
+    with pytest.raises(DataError) as error:
+        data.prepare_data()
+    said = str(error.value)
+    assert said.startswith("3 of 6 subjects cannot be used: ") and "\n" not in said, said
+    places = [said.index(f"subject-{n}-") for n in (2, 4, 6)]
+    assert places == sorted(places)  # in the dataset's order, whichever worker ended first
+    assert "subject-2-T2.hdr: shape (16, 20, 20) differs from subject-2-T1.hdr" in said
+    assert "subject-4-label.hdr: label values [7] are not in the label map" in said
+    assert "subject-6-T1.hdr" in said
+    cached = sorted(p.name.split("-")[1] for p in (tmp_path / "cache").iterdir() if not p.name.startswith("."))
+    assert cached == ["1", "3", "5"]  # the usable subjects are preprocessed all the same
+    memory = ISeg2017DataModule(str(folder), val_subjects=["subject-5"], test_subjects=["subject-6"], cache_dir=None)
+    with pytest.raises(DataError, match=r"^2 of 4 subjects cannot be used: .*subject-2-T2\.hdr: shape .*; "
+                                        r".*subject-4-label\.hdr: label values \[7\]"):
+        memory.setup("fit")
