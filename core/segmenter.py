@@ -41,7 +41,7 @@ from core.checkpoint import (
 )
 from core.export import OUR_NAMES, OutputNames, PredictionFolder, Segmentation
 from core.inference import mean_over_flips, sliding_window_logits
-from core.io import DataError, DataWarning
+from core.io import DataError, DataWarning, OutputError, raise_together
 from core.labels import LabelSpace
 from core.modality_profiles import ANY_CONTRAST, ModalityProfiles
 from core.volumes import PreprocessingSettings, Subject, Volume, load_subject
@@ -169,18 +169,27 @@ class ScanSegmenter(ABC):
                           names: OutputNames = OUR_NAMES) -> list[Path]:
         """Segment ``subjects`` into ``output`` (see :class:`PredictionFolder`: nothing replaced
         that must not be, checked before any work), named by ``names``; returns the segmentation
-        files written."""
+        files written. A subject with bad input does not stop the others: they are segmented and
+        the folder's tables and log written, then the problems are raised together."""
         record = {**self.settings(), "flips": flips, "probabilities": probabilities}
         folder = PredictionFolder.for_subjects(output, subjects, self.labels.num_outputs, probabilities, overwrite,
                                                names, record=record)
-        written = []
+        written, errors = [], []
         bar = tqdm(subjects, desc="segmenting", unit="subject", disable=None if progress else True)
         for subject in bar:
             bar.set_postfix_str(subject.subject_id)
-            written.append(folder.write(self.segment_subject(subject, flips, probabilities)))
+            try:
+                segmentation = self.segment_subject(subject, flips, probabilities)
+            except OutputError:
+                raise
+            except DataError as error:
+                errors.append(error)
+                continue
+            written.append(folder.write(segmentation))
             if progress:
                 tqdm.write(f"wrote {written[-1]}")
         folder.close()
+        raise_together(errors, len(subjects))
         return written
 
 

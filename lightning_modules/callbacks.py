@@ -14,13 +14,13 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from core.checkpoint import WANDB_RUN_ID, recorded_path
 from core.export import OUR_NAMES, PredictionFolder, Segmentation
 from core.figures import plt, save_comparison_png, save_learning_curves_png
 from core.geometry import voxel_spacing
-from core.io import write_text_atomically
+from core.io import DataWarning, OutputError, write_text_atomically
 from core.labels import IGNORE_INDEX
 from core.metrics import ROW_COLUMNS, csv_text, score_rows, score_subject, summarise, text_table
 from lightning_modules.distributed import gather_by_subject
@@ -356,3 +356,14 @@ class SegmentationWriter(BasePredictionWriter):
         if self.folder is not None:
             self.folder.close()
             self.folder = None
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        """A run stopped by bad input still leaves the folder's tables and log for the subjects it
+        wrote (not when the folder itself cannot be written)."""
+        if self.folder is not None and not isinstance(exception, OutputError):
+            folder, self.folder = self.folder, None
+            try:
+                folder.close()
+            except Exception as error:  # the run's own error is the one to see; say this one beside it
+                rank_zero_warn(f"{folder.directory}: the tables of the subjects written could not be written "
+                               f"({error})", category=DataWarning)

@@ -126,6 +126,43 @@ def test_the_log_names_the_checkpoint_file_itself_however_it_was_given(
     assert said.startswith(f"\nPredictions of 2 subjects by {checkpoint.resolve()} (window [16, 16, 16], ")
 
 
+def test_a_subject_with_bad_input_does_not_stop_the_others_or_lose_the_folders_tables(
+        checkpoint: Path, tiny_demo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A folder where subject-2's T2 is of another shape and subject-3 has NaN voxels: predict.py
+    segments subjects 1 and 4, writes their volumes.csv rows and the run's log line, then says
+    both problems in one line (exit 2). train.py predict, which stops at the first, still leaves
+    the tables of what it wrote."""
+    import shutil
+
+    from conftest import write_analyze
+
+    folder = tmp_path / "scans"
+    shutil.copytree(tiny_demo_dir, folder)
+    t1 = np.asarray(nib.load(str(folder / "subject-3-T1.hdr")).dataobj).astype(np.float32)
+    write_analyze(np.zeros((5, 5, 5), np.int16), folder / "subject-2-T2.hdr")
+    t1[0, 0, 0] = np.nan
+    nib.save(nib.AnalyzeImage(t1, nib.load(str(folder / "subject-3-T1.hdr")).affine), str(folder / "subject-3-T1.hdr"))
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exited:
+        main(["--checkpoint", str(checkpoint), "--input", str(folder), "--output", str(out)])
+    said = capsys.readouterr().err
+    assert exited.value.code == 2 and said.count("\n") == 1, said
+    assert said.startswith("predict.py: error: 2 of 4 subjects cannot be used: ") and "subject-2-T2.hdr: shape" in said
+    assert "subject-3-T1.hdr: 1 voxels are NaN or infinite" in said
+    assert sorted(p.name for p in out.glob("*_seg.nii.gz")) == ["subject-1_seg.nii.gz", "subject-4_seg.nii.gz"]
+    with open(out / "volumes.csv", newline="") as handle:
+        assert [row["subject"] for row in csv.DictReader(handle)] == ["subject-1", "subject-4"]
+    (run,) = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert run["subjects"] == ["subject-1", "subject-4"]
+    cli = tmp_path / "cli"
+    with pytest.raises(DataError, match=r"subject-2-T2\.hdr: shape"):
+        run_with(checkpoint, tiny_demo_dir, "predict", ["--data.init_args.predict_dir", str(folder),
+                                                         "--prediction_writer.output_dir", str(cli)])
+    with open(cli / "volumes.csv", newline="") as handle:
+        assert [row["subject"] for row in csv.DictReader(handle)] == ["subject-1"]
+    assert json.loads((cli / "predictions.jsonl").read_text())["subjects"] == ["subject-1"]
+
+
 def test_same_segmentation_as_train_py_predict_and_from_the_files(checkpoint: Path, tiny_demo_dir: Path,
                                                                  tmp_path: Path) -> None:
     run_with(checkpoint, tiny_demo_dir, "predict", ["--prediction_writer.output_dir", str(tmp_path / "cli")])
