@@ -80,16 +80,17 @@ def check_present(files: Iterable[str | Path], shown: int = 5) -> None:
         raise DataError(f"{len(problems)} input files cannot be read: {listed}{more}")
 
 
-def raise_together(errors: Sequence[DataError], total: int, what: str = "subjects", shown: int = 5) -> None:
+def raise_together(errors: Sequence[ValueError], total: int, what: str = "subjects", shown: int = 5) -> None:
     """One error for the bad input found while going through ``total`` items (each error names
-    its file): one is raised as it is; several as one line naming the first ``shown`` and counting
-    the rest, so that a dataset's problems are all known after one run, not one per run."""
+    its file): one is raised as it is; several as one line (of the first one's type) naming the
+    first ``shown`` and counting the rest, so that a dataset's problems are all known after one
+    run, not one per run."""
     if len(errors) == 1:
         raise errors[0]
     if errors:
         listed = "; ".join(str(e) for e in errors[:shown])
         more = f"; and {len(errors) - shown} more" if len(errors) > shown else ""
-        raise DataError(f"{len(errors)} of {total} {what} cannot be used: {listed}{more}")
+        raise type(errors[0])(f"{len(errors)} of {total} {what} cannot be used: {listed}{more}")
 
 
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")  # read by SimpleITK (nnU-Net datasets use them too)

@@ -350,6 +350,23 @@ def test_label_maps_are_read_as_training_reads_them_never_rounded_in_silence(tmp
         evaluate.evaluate_folders(pred_dir, gt_dir, "labels", "0:background,1:x")
 
 
+def test_every_pair_that_cannot_be_scored_is_said_at_once_and_no_table_is_written(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Three subjects, two with problems (another shape; a value outside the map): one line names
+    both, in order, exit 2, and no scores are written for the third alone."""
+    pred_dir, gt_dir, out = tmp_path / "pred", tmp_path / "gt", tmp_path / "out"
+    write_pair(pred_dir, gt_dir, "s1", cube((2, 2, 2), 4), cube((2, 2, 2), 4))
+    write_pair(pred_dir, gt_dir, "s2", np.zeros((4, 4, 4)), np.zeros((4, 4, 5)))
+    write_pair(pred_dir, gt_dir, "s3", cube((2, 2, 2), 4) * 5, cube((2, 2, 2), 4))
+    assert evaluate.main(["--pred", str(pred_dir), "--gt", str(gt_dir), "--dataset", "labels", "--labels", "1:x",
+                          "--output", str(out)]) == 2
+    said = capsys.readouterr().err
+    assert re.match(r"evaluate\.py: error: 2 of 3 pairs cannot be used: .*s2_seg\.nii\.gz has shape \(4, 4, 4\) but "
+                    r".*s2_label\.nii\.gz has \(4, 4, 5\); .*s3_seg\.nii\.gz: label values \[5\] are not in the "
+                    r"labels label map \[0, 1\]\n$", said), said
+    assert not out.exists()
+
+
 def test_mismatched_shape_is_a_clear_error(tmp_path: Path) -> None:
     pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
     write_pair(pred_dir, gt_dir, "s1", np.zeros((4, 4, 4)), np.zeros((4, 4, 5)))
