@@ -31,6 +31,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -74,16 +75,21 @@ def predict(checkpoint: Path | Sequence[Path], inputs: Sequence[Path], output: P
             sw_overlap: float | None = None, sw_batch_size: int | None = None, flips: bool = False,
             save_probabilities: bool = False, subject_id: str | None = None, overwrite: bool = False,
             window_scale: int | None = None, precision: str = "32", contrast: str | None = None,
-            subjects: Sequence[str] | None = None, shard: tuple[int, int] | None = None) -> list[Path]:
+            subjects: Sequence[str] | None = None, shard: tuple[int, int] | None = None,
+            resample_to_first: bool = False) -> list[Path]:
     """Segment every subject of ``inputs`` with one checkpoint or the ensemble of several;
     returns the segmentation files written. For a folder: ``contrast``, with a model of any
     contrast, the modality of the folder's layout to segment (default: the one it was validated
     on); ``subjects``, only these (a BIDS participant, ``sub-01``, stands for its sessions);
     ``shard`` ``(k, n)``, only every n-th subject from the k-th (0-based), so that n jobs (a
-    SLURM array) segment a dataset between them into one folder."""
+    SLURM array) segment a dataset between them into one folder. ``resample_to_first``: the other
+    modalities (scans not co-registered onto one grid) resampled onto the first one's grid through
+    the affines, whatever the checkpoint's preprocessing says."""
     # A bar over the windows of each volume when run in a terminal.
     segmenter = load_segmenter(checkpoint, device, sw_overlap=sw_overlap, sw_batch_size=sw_batch_size,
                                window_scale=window_scale, progress=sys.stderr.isatty(), precision=precision)
+    if resample_to_first:
+        segmenter.preprocessing = replace(segmenter.preprocessing, resample_to_first=True)
     if len(inputs) == 1 and Path(inputs[0]).is_dir():
         chosen = subjects_in_folder(inputs[0], segmenter.datamodule, segmenter.modalities, segmenter.source,
                                     contrast, only=subjects)
@@ -140,6 +146,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--precision", choices=PRECISIONS,
                         help="bf16: the network under bfloat16 autocast (GPUs from Ampere on, CPUs with AVX512-BF16); "
                              "default 32")
+    parser.add_argument("--resample-to-first", action="store_true",
+                        help="resample the other modalities onto the first one's grid through the affines (scans not "
+                             "co-registered onto one grid); default: the checkpoint's preprocessing")
     parser.add_argument("--cpu-fast", action="store_true",
                         help="the CPU preset: no mirroring, overlap 0.25, windows x2, one window a pass, every core, "
                              "bf16 where the CPU has it")
@@ -157,7 +166,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         written = predict(args.checkpoint, args.input, args.output, device=args.device, sw_overlap=args.sw_overlap,
                           sw_batch_size=args.sw_batch_size, flips=args.flips, save_probabilities=args.probabilities,
                           subject_id=args.subject, overwrite=args.overwrite, window_scale=args.window_scale,
-                          precision=args.precision, contrast=args.contrast, subjects=args.subjects, shard=args.shard)
+                          precision=args.precision, contrast=args.contrast, subjects=args.subjects, shard=args.shard,
+                          resample_to_first=args.resample_to_first)
         if not written and args.shard:
             print(f"predict.py: shard {args.shard[0]}/{args.shard[1]} has no subjects (fewer than "
                   f"{args.shard[0] + 1} to share out); nothing written")

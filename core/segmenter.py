@@ -171,7 +171,8 @@ class ScanSegmenter(ABC):
         that must not be, checked before any work), named by ``names``; returns the segmentation
         files written. A subject with bad input does not stop the others: they are segmented and
         the folder's tables and log written, then the problems are raised together."""
-        record = {**self.settings(), "flips": flips, "probabilities": probabilities}
+        record = {**self.settings(), "flips": flips, "probabilities": probabilities,
+                  **({"resample_to_first": True} if self.preprocessing.resample_to_first else {})}
         folder = PredictionFolder.for_subjects(output, subjects, self.labels.num_outputs, probabilities, overwrite,
                                                names, record=record)
         written, errors = [], []

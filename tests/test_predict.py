@@ -163,6 +163,35 @@ def test_a_subject_with_bad_input_does_not_stop_the_others_or_lose_the_folders_t
     assert json.loads((cli / "predictions.jsonl").read_text())["subjects"] == ["subject-1"]
 
 
+def test_scans_not_on_one_grid_are_resampled_onto_the_first_when_asked(checkpoint: Path, tiny_demo_dir: Path,
+                                                                      tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A new subject's T2 at half the resolution of its T1 (as clinical scans come): refused by the
+    checkpoint's preprocessing, naming the remedy; ``--resample-to-first`` resamples it onto the
+    T1's grid, says so in the run's log, and writes the segmentation on the T1's grid."""
+    from scipy import ndimage
+
+    from conftest import write_analyze
+
+    t1, t2 = tiny_demo_dir / "subject-4-T1.hdr", tiny_demo_dir / "subject-4-T2.hdr"
+    image = nib.load(str(t2))
+    coarse = ndimage.zoom(np.asarray(image.dataobj, dtype=np.float32), 0.5, order=1)
+    zooms = tuple(2 * z for z in image.header.get_zooms()[:3])
+    write_analyze(np.round(coarse).astype(np.int16), tmp_path / "T2-coarse.hdr", zooms)
+    args = ["--checkpoint", str(checkpoint), "--input", str(t1), str(tmp_path / "T2-coarse.hdr"),
+            "--subject", "subject-4"]
+    with pytest.raises(SystemExit) as exited:
+        main([*args, "--output", str(tmp_path / "refused")])
+    assert exited.value.code == 2
+    assert "T2-coarse.hdr: shape" in capsys.readouterr().err and not (tmp_path / "refused").exists()
+    main([*args, "--output", str(tmp_path / "out"), "--resample-to-first"])
+    written = nib.load(str(tmp_path / "out" / "subject-4_seg.nii.gz"))
+    assert written.shape == nib.load(str(t1)).shape[:3]
+    np.testing.assert_allclose(written.affine, nib.load(str(t1)).affine)
+    (run,) = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
+    assert run["resample_to_first"] is True
+
+
 def test_same_segmentation_as_train_py_predict_and_from_the_files(checkpoint: Path, tiny_demo_dir: Path,
                                                                  tmp_path: Path) -> None:
     run_with(checkpoint, tiny_demo_dir, "predict", ["--prediction_writer.output_dir", str(tmp_path / "cli")])
