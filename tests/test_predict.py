@@ -184,7 +184,9 @@ def test_scans_not_on_one_grid_are_resampled_onto_the_first_when_asked(checkpoin
         main([*args, "--output", str(tmp_path / "refused")])
     assert exited.value.code == 2
     assert "T2-coarse.hdr: shape" in capsys.readouterr().err and not (tmp_path / "refused").exists()
-    main([*args, "--output", str(tmp_path / "out"), "--resample-to-first"])
+    with warnings.catch_warnings():  # a 6 mm scan at 12 mm has lost the histogram the modality check knows it by
+        warnings.filterwarnings("ignore", message=".*has the intensities of", category=DataWarning)
+        main([*args, "--output", str(tmp_path / "out"), "--resample-to-first"])
     written = nib.load(str(tmp_path / "out" / "subject-4_seg.nii.gz"))
     assert written.shape == nib.load(str(t1)).shape[:3]
     np.testing.assert_allclose(written.affine, nib.load(str(t1)).affine)
