@@ -38,7 +38,7 @@ from core.bids import derivative_files, dseg_tables, is_derivative, read_dseg_ts
 from core.dataset_labels import DATASET_LABELS
 from core.export import NOT_LOGGED, predictions_by_run
 from core.geometry import grid_offset, reorient_like, voxel_spacing
-from core.io import DataError, DataWarning, check_size, one_line_warnings, raise_together, write_text_atomically
+from core.io import BadInputs, DataError, DataWarning, check_size, one_line_warnings, write_text_atomically
 from core.labels import LabelSpace, whole_label_values
 from core.metrics import ROW_COLUMNS, SCORE_FILES, csv_text, markdown_table, score_rows, score_subject, summarise
 from core.nnunet import nnunet_label_space, read_nnunet_description
@@ -251,14 +251,12 @@ def score_pairs(pairs: Mapping[str, tuple[Path, Path]], space: LabelSpace, datas
     """One row per subject and structure (:data:`core.metrics.ROW_COLUMNS`); prediction and truth
     of different shape or affine, or with values outside the label map, are errors naming them.
     ``progress``: a bar over the subjects (None: when writing to a terminal)."""
-    rows, errors = [], []
+    rows, bad = [], BadInputs(len(pairs), "pairs", kind=EvaluationError)  # every pair's problem, no table of the rest
     for subject, (prediction_path, truth_path) in tqdm(pairs.items(), desc="scoring", unit="subject",
                                                        disable=None if progress is None else not progress):
-        try:
-            rows += _score_pair(subject, prediction_path, truth_path, space, dataset, affine_tolerance)
-        except EvaluationError as error:  # every pair's problem in one line, and no table of the others
-            errors.append(error)
-    raise_together(errors, len(pairs), "pairs")
+        rows += bad.attempt(lambda s=subject, p=prediction_path, t=truth_path:
+                            _score_pair(s, p, t, space, dataset, affine_tolerance)) or []
+    bad.raise_any()
     return rows
 
 
@@ -270,15 +268,15 @@ def _score_pair(subject: str, prediction_path: Path, truth_path: Path, space: La
     if pred.shape != truth.shape or not np.allclose(pred_affine, truth_affine, atol=affine_tolerance):
         # The same grid stored in another voxel order (fMRIPrep's RAS beside a LAS scan): taken as it is.
         reordered, reordered_affine = reorient_like(truth, truth_affine, pred_affine, truth_path)
-        if reordered.shape == pred.shape and np.allclose(pred_affine, reordered_affine, atol=affine_tolerance):
-            truth, truth_affine, spacing = reordered, reordered_affine, tuple(voxel_spacing(reordered_affine))
-    if pred.shape != truth.shape:
-        raise EvaluationError(f"{prediction_path} has shape {pred.shape} but {truth_path} has {truth.shape}")
-    if not np.allclose(pred_affine, truth_affine, atol=affine_tolerance):
-        reordered, reordered_affine = reorient_like(truth, truth_affine, pred_affine, truth_path)
-        apart = grid_offset(pred_affine, reordered_affine, pred.shape) if reordered.shape == pred.shape else None
-        raise EvaluationError(f"{prediction_path} and {truth_path} have different affines"
-                              + (f": the same voxel lies up to {apart:.4g} mm apart" if apart is not None else ""))
+        same_shape = reordered.shape == pred.shape
+        if same_shape and np.allclose(pred_affine, reordered_affine, atol=affine_tolerance):
+            truth, spacing = reordered, tuple(voxel_spacing(reordered_affine))
+        elif pred.shape != truth.shape:
+            raise EvaluationError(f"{prediction_path} has shape {pred.shape} but {truth_path} has {truth.shape}")
+        else:
+            apart = (f": the same voxel lies up to {grid_offset(pred_affine, reordered_affine, pred.shape):.4g} mm "
+                     "apart" if same_shape else "")
+            raise EvaluationError(f"{prediction_path} and {truth_path} have different affines{apart}")
     for path, labels in ((prediction_path, pred), (truth_path, truth)):
         unknown = sorted(set(np.unique(labels).tolist()) - set(space.value_to_class))
         if unknown:

@@ -7,9 +7,10 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import nibabel as nib
 import numpy as np
@@ -71,26 +72,51 @@ def require_file(path: str | Path, context: str = "") -> None:
 def check_present(files: Iterable[str | Path], shown: int = 5) -> None:
     """Refuse, before any work, input files that cannot be read: one error naming the first
     ``shown`` of them, each with its reason, and how many there are in all."""
-    problems = [(Path(f), reason) for f in dict.fromkeys(files) if (reason := unreadable(f)) is not None]
-    if len(problems) == 1:
-        raise DataError(f"{problems[0][0]}: {problems[0][1]}")
-    if problems:
-        listed = "; ".join(f"{path}: {reason}" for path, reason in problems[:shown])
-        more = f"; and {len(problems) - shown} more" if len(problems) > shown else ""
-        raise DataError(f"{len(problems)} input files cannot be read: {listed}{more}")
+    problems = [DataError(f"{f}: {reason}") for f in dict.fromkeys(files) if (reason := unreadable(f)) is not None]
+    raise_together(problems, "input files cannot be read", shown)
 
 
-def raise_together(errors: Sequence[ValueError], total: int, what: str = "subjects", shown: int = 5) -> None:
-    """One error for the bad input found while going through ``total`` items (each error names
-    its file): one is raised as it is; several as one line (of the first one's type) naming the
-    first ``shown`` and counting the rest, so that a dataset's problems are all known after one
-    run, not one per run."""
+def raise_together(errors: Sequence[ValueError], summary: str, shown: int = 5) -> None:
+    """One error for several problems of bad input, each naming its file: one is raised as it is;
+    several as one line of the first one's type, ``<count> <summary>: `` then the first ``shown``
+    and how many more, so that a dataset's problems are all known after one run, not one per run."""
     if len(errors) == 1:
         raise errors[0]
     if errors:
         listed = "; ".join(str(e) for e in errors[:shown])
         more = f"; and {len(errors) - shown} more" if len(errors) > shown else ""
-        raise type(errors[0])(f"{len(errors)} of {total} {what} cannot be used: {listed}{more}")
+        raise type(errors[0])(f"{len(errors)} {summary}: {listed}{more}")
+
+
+T = TypeVar("T")
+
+
+class BadInputs:
+    """The bad input met while going through ``total`` items (subjects, pairs), said together at
+    the end (:meth:`raise_any`): an item's ``kind`` of error is kept, in the items' order, and the
+    work goes on with the next; an :class:`OutputError` (an output that cannot be written) stops
+    at once, since going on could not help."""
+
+    def __init__(self, total: int, what: str = "subjects", kind: type[ValueError] = DataError) -> None:
+        self.total, self.what, self.kind = total, what, kind
+        self.errors: dict[int, ValueError] = {}
+        self._attempts = 0
+
+    def attempt(self, work: Callable[[], T], place: int | None = None) -> T | None:
+        """``work()``, or None when it met bad input (kept, at ``place`` among the items: by
+        default the order of the attempts)."""
+        place = self._attempts if place is None else place
+        self._attempts += 1
+        try:
+            return work()
+        except OutputError:
+            raise
+        except self.kind as error:
+            self.errors[place] = error
+            return None
+
+    def raise_any(self) -> None:
+        raise_together([self.errors[i] for i in sorted(self.errors)], f"of {self.total} {self.what} cannot be used")
 
 
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")  # read by SimpleITK (nnU-Net datasets use them too)

@@ -41,7 +41,7 @@ from core.checkpoint import (
 )
 from core.export import OUR_NAMES, OutputNames, PredictionFolder, Segmentation
 from core.inference import mean_over_flips, sliding_window_logits
-from core.io import DataError, DataWarning, OutputError, raise_together
+from core.io import BadInputs, DataError, DataWarning
 from core.labels import LabelSpace
 from core.modality_profiles import ANY_CONTRAST, ModalityProfiles
 from core.volumes import PreprocessingSettings, Subject, Volume, load_subject
@@ -175,22 +175,18 @@ class ScanSegmenter(ABC):
                   **({"resample_to_first": True} if self.preprocessing.resample_to_first else {})}
         folder = PredictionFolder.for_subjects(output, subjects, self.labels.num_outputs, probabilities, overwrite,
                                                names, record=record)
-        written, errors = [], []
+        written, bad = [], BadInputs(len(subjects))
         bar = tqdm(subjects, desc="segmenting", unit="subject", disable=None if progress else True)
         for subject in bar:
             bar.set_postfix_str(subject.subject_id)
-            try:
-                segmentation = self.segment_subject(subject, flips, probabilities)
-            except OutputError:
-                raise
-            except DataError as error:
-                errors.append(error)
+            segmentation = bad.attempt(lambda s=subject: self.segment_subject(s, flips, probabilities))
+            if segmentation is None:
                 continue
             written.append(folder.write(segmentation))
             if progress:
                 tqdm.write(f"wrote {written[-1]}")
         folder.close()
-        raise_together(errors, len(subjects))
+        bad.raise_any()
         return written
 
 

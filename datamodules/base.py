@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from core.export import OUR_NAMES, OutputNames
 from core.intensity import simpleitk
-from core.io import DataError, DataWarning, OutputError, check_present, raise_together
+from core.io import BadInputs, DataError, DataWarning, check_present
 from core.labels import LabelSpace
 from core.modality_profiles import ANY_CONTRAST, ModalityProfiles
 from core.volumes import PreprocessingSettings, Subject, Volume
@@ -278,16 +278,13 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
     # Volumes.
     def _load(self, subjects: Sequence[Subject]) -> list[Volume]:
         """The subjects' volumes (read once); the bad input of all of them is said together."""
-        errors = []
+        bad = BadInputs(len(subjects))
         for s in subjects:
             if s not in self._volumes:
-                try:
-                    self._volumes[s] = self.cache.load(s, self.label_space, self.preprocessing)
-                except OutputError:
-                    raise
-                except DataError as error:
-                    errors.append(error)
-        raise_together(errors, len(subjects))
+                volume = bad.attempt(lambda s=s: self.cache.load(s, self.label_space, self.preprocessing))
+                if volume is not None:
+                    self._volumes[s] = volume
+        bad.raise_any()
         return [self._volumes[s] for s in subjects]
 
     def prepare_data(self) -> None:

@@ -124,7 +124,6 @@ class BIDSDataModule(VolumeSegmentationDataModule):
         self.available_modalities = tuple(modalities)
         self.labels_dir = None if labels_dir is None else Path(data_dir) / labels_dir
         self.label_entities = {ENTITIES.get(k, k): v for k, v in (label_entities or {}).items()}  # pybids' names
-        self._entity_keys = {FILE_KEYS.get(k, k): v for k, v in self.label_entities.items()}  # as in file names
         self._labels = {int(value): str(name) for value, name in labels.items()} if labels else None
         self.image_entities = {ENTITIES.get(k, k): v for k, v in (image_entities or {}).items()}
         self.require_all, self.run = require_all, run
@@ -143,7 +142,8 @@ class BIDSDataModule(VolumeSegmentationDataModule):
 
     def _label_table(self) -> Path:
         """The pipeline's table for the chosen label maps (BIDS inheritance: the most specific)."""
-        candidates = dseg_tables(self._required_labels_dir(), self._entity_keys)
+        in_file_names = {FILE_KEYS.get(k, k): v for k, v in self.label_entities.items()}
+        candidates = dseg_tables(self._required_labels_dir(), in_file_names)
         for table in candidates:
             if table.is_file():
                 return table

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from core.io import DataError, OutputError, raise_together, umask_mode
+from core.io import BadInputs, OutputError, umask_mode
 from core.labels import LabelSpace
 from core.volumes import PreprocessingSettings, Subject, Volume, load_subject
 
@@ -80,16 +80,11 @@ class VolumeCache:
         missing = [s for s in subjects
                    if (e := self.entry(s, label_space, settings)) is not None and not (e / "meta.json").is_file()]
         progress = tqdm(total=len(missing), desc="preprocessing", unit="subject", disable=None if missing else True)
-        errors: dict[int, DataError] = {}  # by the subject's place, so that they are said in the dataset's order
+        bad = BadInputs(len(missing))  # said in the dataset's order, whichever worker ended first
         with progress:
             if workers < 2 or len(missing) < 2:
-                for index, subject in enumerate(missing):
-                    try:
-                        self.load(subject, label_space, settings)
-                    except OutputError:  # the cache cannot be written (a full disk): no use going on
-                        raise
-                    except DataError as error:
-                        errors[index] = error
+                for subject in missing:
+                    bad.attempt(lambda s=subject: self.load(s, label_space, settings))
                     progress.update()
             else:
                 # Fork where there is fork (as DataLoader workers do): a spawned worker spends seconds
@@ -100,15 +95,10 @@ class VolumeCache:
                     futures = {pool.submit(_cache_one, self.directory, s, label_space, settings): i
                                for i, s in enumerate(missing)}
                     for future in as_completed(futures):
-                        try:
-                            future.result()  # a DataError comes back with its message; anything else is raised
-                        except OutputError:
-                            raise
-                        except DataError as error:
-                            errors[futures[future]] = error
+                        bad.attempt(future.result, place=futures[future])  # a DataError comes back with its message
                         progress.update()
-        raise_together([errors[i] for i in sorted(errors)], len(missing))
-        return len(missing) - len(errors)
+        bad.raise_any()
+        return len(missing)
 
     @staticmethod
     def _write(entry: Path, volume: Volume) -> None:
