@@ -35,7 +35,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from core.bids import derivative_files, dseg_tables, is_derivative, read_dseg_tsv
-from core.dataset_labels import DATASET_LABELS
+from core.dataset_labels import BRATS_CONVENTIONS, DATASET_LABELS
 from core.export import NOT_LOGGED, predictions_by_run
 from core.geometry import grid_offset, reorient_like, voxel_spacing
 from core.io import BadInputs, DataError, DataWarning, check_size, one_line_warnings, write_text_atomically
@@ -53,7 +53,7 @@ NIFTI = re.compile(rf"^(?P<stem>.+?){_SUFFIX}\.nii(?:\.gz)?$", re.IGNORECASE)
 LABEL_FILE = re.compile(rf"^(?P<stem>.+?){_SUFFIX}\.(?:nii(?:\.gz)?|hdr)$", re.IGNORECASE)
 # The challenge layouts evaluate.py can read ground truth from (by their DataModule).
 LAYOUTS = {"iseg": "ISeg2017DataModule", "mrbrains18": "MRBrainS18DataModule",
-           "mrbrains18_thesis": "MRBrainS18DataModule", "brats": "BraTSDataModule",
+           "mrbrains18_thesis": "MRBrainS18DataModule", **dict.fromkeys(BRATS_CONVENTIONS, "BraTSDataModule"),
            "nnunet": "NnUNetDataModule"}  # an nnU-Net dataset folder: its labelsTr
 # What --dataset takes: a challenge's label space, --labels, or the ground truth's own description.
 DATASETS = sorted([*DATASET_LABELS, "labels", "dseg", "nnunet"])
@@ -281,8 +281,18 @@ def _score_pair(subject: str, prediction_path: Path, truth_path: Path, space: La
         unknown = sorted(set(np.unique(labels).tolist()) - set(space.value_to_class))
         if unknown:
             raise EvaluationError(f"{path}: label values {unknown} are not in the {dataset} label map "
-                                  f"{sorted(space.value_to_class)}")
+                                  f"{sorted(space.value_to_class)}{_other_convention(dataset, labels)}")
     return score_rows(subject, score_subject(pred, truth, spacing, space.structure_values, space.ignored_values))
+
+
+def _other_convention(dataset: str, labels: np.ndarray) -> str:
+    """For a BraTS label map scored under the wrong convention (a 2023 case's enhancing tumour 3
+    under ``brats``), the ``--dataset`` whose values it holds."""
+    if dataset not in BRATS_CONVENTIONS:
+        return ""
+    values = set(np.unique(labels).tolist())
+    fitting = [name for name, (classes, _) in BRATS_CONVENTIONS.items() if values <= set(classes.value_to_class)]
+    return f" (its values are those of --dataset {' or '.join(fitting)})" if fitting else ""
 
 
 def missing_text(matching: Matching, pred_dir: Path | str, gt_dir: Path | str) -> str:
@@ -363,7 +373,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "<subject>.nii.gz or the ground truth's file names")
     parser.add_argument("--gt", required=True, type=Path, help="dataset folder or flat folder of label files")
     parser.add_argument("--dataset", required=True, choices=DATASETS,
-                        help="whose structures to score; dseg: those of the ground truth's dseg.tsv (BIDS); "
+                        help="whose structures to score; brats: BraTS 2018-2021 (enhancing tumour 4), brats2023: "
+                             "2023 on (3), brats_post_treatment: 2024's with the resection cavity; "
+                             "dseg: those of the ground truth's dseg.tsv (BIDS); "
                              "nnunet: those of the dataset.json in --gt or its parent (labels, regions)")
     parser.add_argument("--labels", help="for --dataset labels: '0:background,1:lesion'")
     parser.add_argument("--gt-entities", nargs="+", type=parse_entity, metavar="KEY=VALUE",

@@ -77,27 +77,38 @@ def write_mrbrains18(root: Path, ids: Sequence[str] = ("1", "070", "148", "14"),
 
 BRATS_MEANS = {"t1": {2: 500, 1: 300, 4: 450, 3: 600}, "t1ce": {2: 500, 1: 250, 4: 1200, 3: 600},
                "t2": {2: 900, 1: 800, 4: 700, 3: 500}, "flair": {2: 900, 1: 600, 4: 700, 3: 450}}
+BRATS_2023_SUFFIXES = {"t1": "t1n", "t1ce": "t1c", "t2": "t2w", "flair": "t2f"}  # BraTS 2023 on
 
 
 def write_brats_case(folder: Path, case: str, seed: int, shape: Sequence[int] = (24, 24, 20),
-                     seg_name: str | None = None, with_seg: bool = True) -> Path:
+                     seg_name: str | None = None, with_seg: bool = True, naming: int = 2021,
+                     cavity: bool = False) -> Path:
     """``<folder>/<case>/<case>_{t1,t1ce,t2,flair,seg}.nii.gz``: a brain (stored as 3) with
-    oedema (2) around a core (1) holding enhancing tumour (4)."""
+    oedema (2) around a core (1) holding enhancing tumour (4). ``naming=2023``: BraTS 2023's
+    ``<case>-{t1n,t1c,t2w,t2f,seg}.nii.gz``, enhancing tumour stored as 3; ``cavity``: and a
+    resection cavity (4) beside the tumour, as post-treatment cases hold."""
     brain = blob_labels(shape, [(3, 0.95)], seed)
     tumour = blob_labels(shape, [(2, 0.55), (4, 0.35), (1, 0.2)], seed + 100)
     tumour[brain == 0] = 0
     case_dir = folder / case
+    separator = "_" if naming == 2021 else "-"
     for modality, means in BRATS_MEANS.items():
         combined = np.where(tumour > 0, tumour, brain)
-        write_nifti(images_for(combined, means, seed), case_dir / f"{case}_{modality}.nii.gz", BRATS_AFFINE)
+        suffix = modality if naming == 2021 else BRATS_2023_SUFFIXES[modality]
+        write_nifti(images_for(combined, means, seed), case_dir / f"{case}{separator}{suffix}.nii.gz", BRATS_AFFINE)
+    if naming != 2021:
+        tumour = np.where(tumour == 4, 3, tumour).astype(np.uint8)
+    if cavity:
+        tumour[2:5, 2:5, 8:12] = 4
     if with_seg:
-        write_nifti(tumour, case_dir / (seg_name or f"{case}_seg.nii.gz"), BRATS_AFFINE)
+        write_nifti(tumour, case_dir / (seg_name or f"{case}{separator}seg.nii.gz"), BRATS_AFFINE)
     return case_dir
 
 
 def write_brats(root: Path, year: int, cases: int = 4) -> Path:
     """A BraTS training folder of ``year``: 2018/2019 with HGG/ and LGG/, 2020 flat (one case
-    with the oddly named segmentation), 2021 flat with 5-digit ids."""
+    with the oddly named segmentation), 2021 flat with 5-digit ids, 2023 (adult glioma) with
+    2023's names and values, 2024 post-treatment glioma (2023's, and a resection cavity)."""
     if year in (2018, 2019):
         folder = root / f"MICCAI_BraTS_{year}_Data_Training"
         for n in range(cases):
@@ -112,6 +123,14 @@ def write_brats(root: Path, year: int, cases: int = 4) -> Path:
         folder = root / "RSNA_ASNR_MICCAI_BraTS2021_TrainingData"
         for n in range(cases):
             write_brats_case(folder, f"BraTS2021_{n:05d}", seed=n)
+    elif year == 2023:
+        folder = root / "ASNR-MICCAI-BraTS2023-GLI-Challenge-TrainingData"
+        for n in range(cases):
+            write_brats_case(folder, f"BraTS-GLI-{n:05d}-000", seed=n, naming=2023)
+    elif year == 2024:
+        folder = root / "BraTS2024-BraTS-GLI-TrainingData" / "training_data1_v2"
+        for n in range(cases):
+            write_brats_case(folder, f"BraTS-GLI-{n + 2000:05d}-100", seed=n, naming=2023, cavity=n % 2 == 0)
     else:
         raise ValueError(year)
     return folder

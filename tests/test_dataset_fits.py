@@ -80,14 +80,19 @@ def test_one_epoch_fit_on_each_layout(dataset: str, tmp_path: Path) -> None:
         assert dm.modalities == ("T1", "T1ce", "T2", "Flair") and model.hparams.in_channels == 4
 
 
-def test_predictions_go_back_to_the_scans_own_space(tmp_path: Path) -> None:
+@pytest.mark.parametrize("year", [2021, 2024])
+def test_predictions_go_back_to_the_scans_own_space(tmp_path: Path, year: int) -> None:
     """BraTS files are stored flipped; predictions come out reoriented and are written back
-    exactly onto the scan's grid: writing the ground truth as the "prediction" reproduces it."""
+    exactly onto the scan's grid, in the release's values (2024 post-treatment: enhancing tumour
+    3, the cavity 4): writing the ground truth as the "prediction" reproduces it."""
     from core.export import PredictionFolder, Segmentation
     from datamodules import BraTSDataModule
 
-    folder = write_brats(tmp_path, 2021, cases=2)
-    dm = BraTSDataModule(str(folder), val_subjects=["BraTS2021_00001"], cache_dir=None, target_spacing=None)
+    folder = write_brats(tmp_path, year, cases=2)
+    case = "BraTS2021_00000" if year == 2021 else "BraTS-GLI-02000-100"
+    convention = "auto" if year == 2021 else "brats_post_treatment"
+    dm = BraTSDataModule(str(folder), val_subjects=[case], cache_dir=None, target_spacing=None,
+                         label_convention=convention)
     dm.setup("validate")
     item = dm.val_set[0]
     batch = {k: (v[None] if isinstance(v, torch.Tensor) else [v]) for k, v in item.items()}
@@ -98,8 +103,9 @@ def test_predictions_go_back_to_the_scans_own_space(tmp_path: Path) -> None:
     segmentation = Segmentation.from_network_grid(batch["subject"][0], prediction["prediction"][0].numpy(),
                                                   dm.label_space, **grids)
     PredictionFolder(tmp_path / "out").write(segmentation)
-    written = nib.load(str(tmp_path / "out" / "BraTS2021_00001_seg.nii.gz"))
-    source = nib.load(str(folder / "BraTS2021_00001" / "BraTS2021_00001_seg.nii.gz"))
+    written = nib.load(str(tmp_path / "out" / f"{case}_seg.nii.gz"))
+    source = nib.load(str(next((folder / case).glob("*seg.nii.gz"))))
+    assert set(np.unique(np.asarray(source.dataobj))) == ({0, 1, 2, 4} if year == 2021 else {0, 1, 2, 3, 4})
     np.testing.assert_array_equal(written.affine, source.affine)
     np.testing.assert_array_equal(np.asarray(written.dataobj), np.asarray(source.dataobj))
 

@@ -130,6 +130,60 @@ def test_brats_case_without_segmentation(tmp_path: Path) -> None:
     assert len(dm.predict_set) == 1 and "label" not in dm.predict_set[0]
 
 
+@pytest.mark.parametrize("year", [2023, 2024])
+def test_brats_2023_on_names_modalities_and_values(tmp_path: Path, year: int) -> None:
+    """BraTS 2023 on (``<case>-t1n/-t1c/-t2w/-t2f/-seg``, enhancing tumour 3; post-treatment adds
+    the resection cavity 4): the same modality names, the values of the release."""
+    folder = write_brats(tmp_path, year)
+    convention = "brats2023" if year == 2023 else "brats_post_treatment"
+    case = "BraTS-GLI-00001-000" if year == 2023 else "BraTS-GLI-02000-100"  # 02000 holds a cavity
+    dm = BraTSDataModule(str(folder), modalities=["FLAIR", "T1ce"], val_subjects=[case],
+                         label_convention="auto" if year == 2023 else convention, **SMALL)
+    subjects = dm.subjects()
+    assert len(subjects) == 4 and dm.convention == convention
+    assert [p.name for p in subjects[case].images] == [f"{case}-t2f.nii.gz", f"{case}-t1c.nii.gz"]
+    assert subjects[case].label.name == f"{case}-seg.nii.gz"
+    assert list(dm.label_space.class_values) == ([0, 1, 2, 3] if year == 2023 else [0, 1, 2, 3, 4])
+    dm.setup("validate")
+    seg = raw(folder / case / f"{case}-seg.nii.gz")
+    expected = seg[::-1, ::-1, :]  # the values are the classes here; the files are stored flipped
+    assert set(np.unique(seg)) == ({0, 1, 2, 3} if year == 2023 else {0, 1, 2, 3, 4})
+    np.testing.assert_array_equal(dm.val_set[0]["label"][0].numpy(), expected)
+    regions = BraTSDataModule(str(folder), region_based=True, label_convention=convention, **SMALL).label_space
+    assert regions.structure_classes == {"WT": [1, 2, 3], "TC": [1, 3], "ET": [3],
+                                         **({"RC": [4]} if year == 2024 else {})}
+    assert regions.paint_classes == [2, 1, 3, *([4] if year == 2024 else [])]
+
+
+def test_brats_conventions_are_never_mixed_in_silence(tmp_path: Path) -> None:
+    post_treatment = write_brats(tmp_path, 2024)
+    # Post-treatment cases are named as 2023's: read as 2023's, the cavity is a value outside the map.
+    dm = BraTSDataModule(str(post_treatment), val_subjects=["BraTS-GLI-02000-100"], **SMALL)
+    with pytest.raises(DataError, match=r"BraTS-GLI-02000-100-seg\.nii\.gz: label values \[4\] are not in the "
+                                         r"label map \[0, 1, 2, 3\]"):
+        dm.setup("validate")
+    # A 2018-2021 convention given for 2023's names is said.
+    with pytest.warns(UserWarning, match="label_convention brats given for cases named as BraTS 2023 on names them "
+                                         "\\(convention brats2023\\)"):
+        assert BraTSDataModule(str(post_treatment), label_convention="brats", **SMALL).label_space.class_values[-1] == 4
+    # One folder with cases of both namings: their enhancing tumours differ (4 against 3).
+    glioma = write_brats(tmp_path, 2023)
+    write_brats_case(glioma, "BraTS2021_00009", seed=3)
+    with pytest.raises(DataError, match="holds cases of both BraTS namings"):
+        BraTSDataModule(str(glioma), val_subjects=["BraTS2021_00009"], **SMALL).setup("validate")
+    # One case mixing them.
+    case = write_brats_case(tmp_path / "mixed", "BraTS-GLI-00007-000", seed=7, naming=2023)
+    (case / "BraTS-GLI-00007-000-t2f.nii.gz").rename(case / "BraTS-GLI-00007-000_flair.nii.gz")
+    with pytest.raises(DataError, match="BraTS-GLI-00007-000: mixes the 2018-2021 file names"):
+        BraTSDataModule(str(tmp_path / "mixed"), **SMALL).subjects()
+    # A case missing one modality is said, not passed over (the FLAIR used to be how cases were found).
+    (post_treatment / "BraTS-GLI-02001-100" / "BraTS-GLI-02001-100-t2f.nii.gz").unlink()
+    with pytest.raises(DataError, match=r"BraTS-GLI-02001-100: no FLAIR image \(BraTS-GLI-02001-100-t2f\.nii\.gz\)"):
+        BraTSDataModule(str(post_treatment), label_convention="brats_post_treatment", **SMALL).subjects()
+    with pytest.raises(ValueError, match="label_convention must be auto or one of"):
+        BraTSDataModule(str(post_treatment), label_convention="brats2024", **SMALL)
+
+
 # Decathlon.
 
 def test_decathlon_reads_dataset_json_and_4d_images(tmp_path: Path) -> None:
@@ -327,6 +381,27 @@ def test_folders_are_read_by_the_checkpoints_datamodule_with_its_layout_argument
         subjects_in_folder(training, record, ["FLAIR"], "c.ckpt")
     with pytest.raises(DataError, match=r"c\.ckpt: records no DataModule"):
         subjects_in_folder(training, None, ["T1"], "c.ckpt")
+
+
+def test_a_brats_model_reads_the_cases_of_either_naming(tmp_path: Path) -> None:
+    """A model trained on 2018-2021 cases (its checkpoint from before label conventions, or one
+    with its convention) segments a 2023 validation folder, and the other way round: the
+    modalities keep their names in both namings."""
+    from datamodules.folders import layout_arguments, subjects_in_folder
+
+    validation = tmp_path / "ASNR-MICCAI-BraTS2023-GLI-Challenge-ValidationData"
+    write_brats_case(validation, "BraTS-GLI-00001-000", seed=1, with_seg=False, naming=2023)
+    older = {"class_path": "datamodules.brats.BraTSDataModule",
+             "init_args": {"modalities": ["T1", "T1ce", "T2", "FLAIR"], "region_based": True}}
+    (subject,) = subjects_in_folder(validation, older, ["T1", "T1ce", "T2", "FLAIR"], "old.ckpt")
+    assert [p.name for p in subject.images] == [f"BraTS-GLI-00001-000-{s}.nii.gz" for s in ("t1n", "t1c", "t2w", "t2f")]
+    saved = {"modalities": ["FLAIR"], "region_based": True, "label_convention": "brats2023", "val_fraction": 0.2}
+    assert layout_arguments(BraTSDataModule, saved) == {"modalities": ["FLAIR"], "region_based": True,
+                                                        "label_convention": "brats2023"}
+    folder = write_brats(tmp_path, 2021, cases=2)
+    record = {"class_path": "datamodules.BraTSDataModule", "init_args": saved}
+    subjects = subjects_in_folder(folder, record, ["FLAIR"], "new.ckpt")
+    assert [s.images[0].name for s in subjects] == ["BraTS2021_00000_flair.nii.gz", "BraTS2021_00001_flair.nii.gz"]
 
 
 def test_a_modality_or_label_stored_in_another_voxel_order_is_the_same_grid(tmp_path: Path) -> None:

@@ -448,6 +448,38 @@ def test_brats_dataset_folder(tmp_path: Path) -> None:
         assert row["avd_percent"] == (100.0 if wiped else 0.0)
 
 
+def test_brats_post_treatment_folder_scores_the_cavity_apart(tmp_path: Path) -> None:
+    """BraTS 2024 post-treatment (2023's names; 1 NETC, 2 SNFH, 3 ET, 4 resection cavity): the
+    cavity is a region of its own, outside the whole tumour. One case's cavity predicted as
+    oedema: its RC Dice 0, its WT Dice by hand; cases without a cavity that predict none: 1."""
+    folder = write_brats(tmp_path / "data", 2024, cases=3)
+    pred_dir = tmp_path / "pred"
+    expected_wt = {}
+    for case in sorted(p for p in folder.iterdir() if p.is_dir()):
+        label = np.asarray(nib.load(str(case / f"{case.name}-seg.nii.gz")).dataobj).astype(np.uint8)
+        tumour, cavity = int(np.isin(label, [1, 2, 3]).sum()), int((label == 4).sum())
+        expected_wt[case.name] = 2 * tumour / (2 * tumour + cavity)
+        label[label == 4] = 2
+        write_nifti(label, pred_dir / f"{case.name}.nii.gz", BRATS_AFFINE)
+    rows = evaluate.evaluate_folders(pred_dir, folder, "brats_post_treatment", require_all=True)
+    by = {(r["subject"], r["structure"]): r["dice"] for r in rows}
+    assert sorted({r["structure"] for r in rows}) == ["ET", "RC", "TC", "WT"] and len(rows) == 12
+    for case in ("BraTS-GLI-02000-100", "BraTS-GLI-02002-100"):  # the cases with a cavity
+        assert by[case, "RC"] == 0.0 and by[case, "WT"] == pytest.approx(expected_wt[case]) and by[case, "WT"] < 1
+        assert by[case, "TC"] == by[case, "ET"] == 1.0
+    assert by["BraTS-GLI-02001-100", "RC"] == by["BraTS-GLI-02001-100", "WT"] == 1.0
+    # 2023's values scored as 2018-2021's: the enhancing tumour 3 is outside that map, and said whose it is.
+    glioma = write_brats(tmp_path / "glioma", 2023, cases=1)
+    seg = glioma / "BraTS-GLI-00000-000" / "BraTS-GLI-00000-000-seg.nii.gz"
+    write_nifti(np.asarray(nib.load(str(seg)).dataobj), tmp_path / "pred2023" / "BraTS-GLI-00000-000.nii.gz",
+                BRATS_AFFINE)
+    with pytest.raises(evaluate.EvaluationError, match=r"label values \[3\] are not in the brats label map "
+                                                       r"\[0, 1, 2, 4\] \(its values are those of --dataset "
+                                                       r"brats2023 or brats_post_treatment\)"):
+        evaluate.evaluate_folders(tmp_path / "pred2023", glioma, "brats")
+    assert {r["dice"] for r in evaluate.evaluate_folders(tmp_path / "pred2023", glioma, "brats2023")} == {1.0}
+
+
 @pytest.mark.parametrize("dataset", ["mrbrains18", "mrbrains18_thesis"])
 def test_mrbrains18_dataset_folder(tmp_path: Path, dataset: str) -> None:
     training = write_mrbrains18(tmp_path / "data", ids=("1", "070"), shape=(16, 16, 10))
