@@ -267,9 +267,15 @@ class SegmentationCLI(LightningCLI):
 
     def before_fit(self) -> None:
         """Say where the run goes, and point ``<runs>/latest`` at it (process 0 only); give the
-        model the run's record for its checkpoints."""
+        model the run's record for its checkpoints; load the weights it fine-tunes (a fit that
+        does not resume), before any data is prepared, so a checkpoint that does not fit is said
+        first."""
         self.check_windows(training=True)
         self.model.run_record = self.run_record()
+        if not self.run_folder.resume_from:
+            transfer = self.model.load_pretrained()
+            if transfer is not None:
+                rank_zero_info(transfer.summary())
         folder = self.run_folder.folder
         if folder is not None and self.trainer.is_global_zero:
             folder.mkdir(parents=True, exist_ok=True)

@@ -12,11 +12,19 @@ from monai.losses import DeepSupervisionLoss
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from pytorch_lightning.utilities import rank_zero_info
 
-from core.checkpoint import DATAMODULE_CLASS, MODALITY_PROFILES, RUN_RECORD, model_hparams, read_checkpoint
+from core.checkpoint import (
+    DATAMODULE_CLASS,
+    MODALITY_PROFILES,
+    RUN_RECORD,
+    model_hparams,
+    read_checkpoint,
+    recorded_path,
+)
 from core.labels import LabelSpace
 from core.metrics import dice_per_structure
 from core.modality_profiles import ModalityProfiles
 from core.segmenter import Segmenter
+from core.transfer import WeightTransfer, transfer_weights
 from lightning_modules.distributed import gather_by_subject
 from lightning_modules.losses import build_loss
 from lightning_modules.schedules import PolyLR
@@ -71,6 +79,12 @@ class SegmentationModule(pl.LightningModule):
         flips: in ``predict``, average the probabilities over the 8 mirrorings
             (test-time augmentation). An inference choice, not stored in checkpoints;
             ``train.py`` links it to ``--prediction_writer.flips``.
+        pretrained: fine-tune: start fitting from this checkpoint's network weights (a checkpoint
+            of this codebase, same network and options; read with ``weights_only=True``). Input
+            channels are matched by modality and outputs by class or region name, so the data may
+            differ: a modality it lacks starts from the mean of its channels' filters, a class or
+            region it lacks from fresh weights (:mod:`core.transfer`; what was taken is printed).
+            Loaded when a fit starts, not when a fit resumes; recorded absolute in checkpoints.
 
     Target voxels equal to ``IGNORE_INDEX`` count in no loss and no Dice.
 
@@ -98,6 +112,7 @@ class SegmentationModule(pl.LightningModule):
         sw_batch_size: int = 2,
         sw_overlap: float = 0.5,
         flips: bool = False,
+        pretrained: str | None = None,
     ) -> None:
         super().__init__()
         self.labels = LabelSpace.from_dict(label_space) if label_space else LabelSpace.generic(2)
@@ -106,6 +121,8 @@ class SegmentationModule(pl.LightningModule):
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "flips"])
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self.hparams["label_space"] = self.labels.to_dict()  # always stored whole, the default too
+        self.hparams["pretrained"] = recorded_path(pretrained) if pretrained else None  # which file, for good
+        self._pretrained_loaded = False
         self.flips = flips
         self.network = build_network(network, channels_last=channels_last, in_channels=in_channels,
                                      num_classes=self.labels.num_outputs, **(network_kwargs or {}))
@@ -164,7 +181,23 @@ class SegmentationModule(pl.LightningModule):
         loss = segmentation + sum(output.regularisers.values())
         return {"loss": loss, "segmentation": segmentation, **output.regularisers}
 
+    def load_pretrained(self) -> WeightTransfer | None:
+        """Fine-tuning: the ``pretrained`` checkpoint's weights into the network, once (see the
+        class docstring); None when there is none or it was loaded already."""
+        path = self.hparams.get("pretrained")
+        if not path or self._pretrained_loaded:
+            return None
+        transfer = transfer_weights(self.network, read_checkpoint(path), list(self.hparams.get("modalities") or []),
+                                    self.labels, tuple(self.hparams.roi_size), source=str(path),
+                                    network_name=self.hparams.network)
+        self._pretrained_loaded = True
+        return transfer
+
     def on_fit_start(self) -> None:
+        if self.trainer.ckpt_path is None:  # a resumed fit has its own weights
+            transfer = self.load_pretrained()
+            if transfer is not None:
+                rank_zero_info(transfer.summary())
         backend = self.hparams.get("compile_network")
         if backend and not self._compiled:
             # In place (nn.Module.compile): the same module, parameters and state-dict keys.
