@@ -147,13 +147,15 @@ class Matching:
     unknown: list[Path]  # prediction files that name no subject of the ground truth
 
 
-def match_predictions(pred_dir: Path, truths: Mapping[str, Path]) -> Matching:
+def match_predictions(pred_dir: Path, truths: Mapping[str, Path],
+                      pred_entities: Mapping[str, str | None] | None = None) -> Matching:
     """Pair each label file of ``pred_dir`` with its subject's ground truth, whatever the naming:
     ``<subject>_seg.nii.gz`` (ours), ``<subject>.nii.gz`` (nnU-Net's) or the ground truth's own
-    file name. Probability maps and other files are passed over."""
+    file name; of a BIDS derivative, the label maps with ``pred_entities``. Probability maps and
+    other files are passed over."""
     pairs: dict[str, tuple[Path, Path]] = {}
     unknown = []
-    for path, subject in _prediction_files(pred_dir, truths):
+    for path, subject in _prediction_files(pred_dir, truths, pred_entities):
         if subject is None:
             unknown.append(path)
         elif subject in pairs:
@@ -166,12 +168,14 @@ def match_predictions(pred_dir: Path, truths: Mapping[str, Path]) -> Matching:
     return Matching(dict(sorted(pairs.items(), key=lambda item: natural_key(item[0]))), unpredicted, unknown)
 
 
-def _prediction_files(pred_dir: Path, truths: Mapping[str, Path]) -> list[tuple[Path, str | None]]:
+def _prediction_files(pred_dir: Path, truths: Mapping[str, Path], pred_entities: Mapping[str, str | None] | None
+                      ) -> list[tuple[Path, str | None]]:
     """Each label file of ``pred_dir`` with the subject of ``truths`` it names (None: none): a BIDS
-    derivative's ``*_dseg`` files by subject[_session], else the folder's files by name."""
-    if is_derivative(pred_dir):
+    derivative's ``*_dseg`` files (those with ``pred_entities``) by subject[_session], else the
+    folder's files by name."""
+    if is_derivative(pred_dir) or pred_entities:
         return [(path, subject if subject in truths else None)
-                for subject, path in derivative_files(pred_dir).items()]
+                for subject, path in _derivative_maps(pred_dir, pred_entities, "--pred-entities").items()]
     by_name = {Path(path).name: subject for subject, path in truths.items()}
     files = []
     for path in sorted(pred_dir.iterdir(), key=lambda p: natural_key(p.name)):
@@ -186,15 +190,8 @@ def truth_files(gt_dir: Path, dataset: str, gt_entities: Mapping[str, str | None
     """Subject id -> ground-truth file: a BIDS derivative's ``*_dseg`` files by subject[_session]
     (those with ``gt_entities``), top-level NIfTI files named by subject, else the dataset's own
     layout found by its DataModule."""
-    if is_derivative(gt_dir):
-        try:
-            return derivative_files(gt_dir, gt_entities)
-        except DataError as error:
-            raise EvaluationError(f"{error} (choose by entities: --gt-entities desc=aseg, space= for none)"
-                                  if not gt_entities else str(error)) from error
-    if gt_entities:
-        raise EvaluationError(f"{gt_dir}: --gt-entities picks among a BIDS derivative's label maps; this is not one "
-                              "(no dataset_description.json with DatasetType derivative)")
+    if is_derivative(gt_dir) or gt_entities:
+        return _derivative_maps(gt_dir, gt_entities, "--gt-entities")
     flat = {}
     for path in sorted(gt_dir.iterdir()):
         match = NIFTI.match(path.name)
@@ -211,6 +208,19 @@ def truth_files(gt_dir: Path, dataset: str, gt_entities: Mapping[str, str | None
 
     subjects = getattr(datamodules, LAYOUTS[dataset])(str(gt_dir), cache_dir=None).subjects()
     return {sid: s.label for sid, s in subjects.items() if s.label is not None}
+
+
+def _derivative_maps(folder: Path, entities: Mapping[str, str | None] | None, option: str) -> dict[str, Path]:
+    """A BIDS derivative's label maps by subject[_session], those with ``entities`` (``option``
+    names them in the errors: a folder that is no derivative, or several maps for a session)."""
+    if not is_derivative(folder):
+        raise EvaluationError(f"{folder}: {option} picks among a BIDS derivative's label maps; this is not one "
+                              "(no dataset_description.json with DatasetType derivative)")
+    try:
+        return derivative_files(folder, entities)
+    except DataError as error:
+        raise EvaluationError(f"{error} (choose by entities: {option} desc=aseg, space= for none)"
+                              if not entities else str(error)) from error
 
 
 def load_label(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
@@ -236,14 +246,15 @@ def load_label(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
 
 
 def match_folders(pred_dir: str | Path, gt_dir: str | Path, dataset: str,
-                  gt_entities: Mapping[str, str | None] | None = None) -> Matching:
+                  gt_entities: Mapping[str, str | None] | None = None,
+                  pred_entities: Mapping[str, str | None] | None = None) -> Matching:
     """Predictions of ``pred_dir`` paired with the ground truth of ``gt_dir`` (see
     :func:`match_predictions`)."""
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     for folder in (pred_dir, gt_dir):
         if not folder.is_dir():
             raise EvaluationError(f"{folder}: not a folder")
-    return match_predictions(pred_dir, truth_files(gt_dir, dataset, gt_entities))
+    return match_predictions(pred_dir, truth_files(gt_dir, dataset, gt_entities), pred_entities)
 
 
 def score_pairs(pairs: Mapping[str, tuple[Path, Path]], space: LabelSpace, dataset: str,
@@ -309,13 +320,15 @@ def missing_text(matching: Matching, pred_dir: Path | str, gt_dir: Path | str) -
 def evaluate_matching(pred_dir: str | Path, gt_dir: str | Path, dataset: str,
                       labels: str | Mapping[int, str] | None = None, require_all: bool = False,
                       affine_tolerance: float = 1e-3, progress: bool | None = None,
-                      gt_entities: Mapping[str, str | None] | None = None) -> tuple[list[dict], Matching]:
+                      gt_entities: Mapping[str, str | None] | None = None,
+                      pred_entities: Mapping[str, str | None] | None = None) -> tuple[list[dict], Matching]:
     """Score every prediction of ``pred_dir`` that has a ground truth in ``gt_dir``: the rows
     (:func:`score_pairs`) and how the files were paired. Subjects on one side only are left out
-    (an error with ``require_all``). ``gt_entities``: which of a BIDS derivative's label maps is
-    the ground truth (file-name keys; ``None``: the entity absent)."""
+    (an error with ``require_all``). ``gt_entities`` (``pred_entities``): which of a BIDS
+    derivative's label maps is the ground truth (the prediction), by file-name keys (``None``:
+    the entity absent)."""
     space = label_space_for(dataset, labels, gt_dir, gt_entities)
-    matching = match_folders(pred_dir, gt_dir, dataset, gt_entities)
+    matching = match_folders(pred_dir, gt_dir, dataset, gt_entities, pred_entities)
     if require_all and (missing := missing_text(matching, pred_dir, gt_dir)):
         raise EvaluationError(missing.replace("\n", "; ") + " (--require-all)")
     return score_pairs(matching.pairs, space, dataset, affine_tolerance, progress), matching
@@ -381,6 +394,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--gt-entities", nargs="+", type=parse_entity, metavar="KEY=VALUE",
                         help="which of a BIDS derivative's label maps is the ground truth, by entities: "
                              "desc=aseg (fMRIPrep's aseg), space= (the entity absent)")
+    parser.add_argument("--pred-entities", nargs="+", type=parse_entity, metavar="KEY=VALUE",
+                        help="the same for the predictions, when --pred is a BIDS derivative holding several maps "
+                             "per session (a pipeline's own, scored as a method)")
     parser.add_argument("--output", type=Path, help="where the results go (default: --pred)")
     parser.add_argument("--require-all", action="store_true",
                         help="a subject with ground truth but no prediction (or the reverse) is an error")
@@ -388,7 +404,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     one_line_warnings("evaluate.py")
     try:
         rows, matching = evaluate_matching(args.pred, args.gt, args.dataset, args.labels, args.require_all,
-                                           gt_entities=dict(args.gt_entities or ()))
+                                           gt_entities=dict(args.gt_entities or ()),
+                                           pred_entities=dict(args.pred_entities or ()))
     except ValueError as error:  # EvaluationError, and the DataModules' DataError naming the bad file
         print(f"evaluate.py: error: {error}", file=sys.stderr)
         return 2

@@ -243,6 +243,20 @@ def test_labels_from_an_fmriprep_derivative_its_aseg_or_its_tissue_map(bids: Pat
             (labels, "(choose by entities: --gt-entities desc=aseg, space= for none)")):
         assert evaluate.main([*common, *extra]) == 2, extra
         assert said in capsys.readouterr().err, extra
+    # The pipeline's own map scored as a method: --pred-entities picks it among the prediction's maps.
+    as_method = ["--pred", str(prep), "--gt", str(ours), "--dataset", "labels", "--labels", "0:background,2:WM,3:GM,"
+                 "4:ventricle", "--output", str(tmp_path / "method")]
+    assert evaluate.main([*as_method, "--pred-entities", "desc=aseg", "space="]) == 0
+    with open(tmp_path / "method" / "scores.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 18 and all(float(r["dice"]) == 1.0 for r in rows)
+    capsys.readouterr()
+    assert evaluate.main(as_method) == 2
+    assert "(choose by entities: --pred-entities desc=aseg, space= for none)" in capsys.readouterr().err
+    assert evaluate.main(["--pred", str(tmp_path / "scores"), "--pred-entities", "desc=aseg", *common[2:],
+                          "--gt-entities", "desc=aseg"]) == 2
+    assert ("--pred-entities picks among a BIDS derivative's label maps; this is not one"
+            in capsys.readouterr().err)
     with pytest.raises(SystemExit) as exited:
         evaluate.main([*common, "--gt-entities", "desc"])
     assert exited.value.code == 2 and "'desc' is not KEY=VALUE with a BIDS entity key" in capsys.readouterr().err
