@@ -10,7 +10,13 @@ must match the checkpoint's exactly: the same network with the same options.
 
 Which tensors read the input channels and which write the outputs is found by measurement, for
 any network: a training-mode forward pass of a copy with one input channel non-zero (or one
-output summed) gives gradient only to the filters of that channel (or output).
+output summed) gives gradient only to the filters of that channel (or output). The result is then
+checked: on scans of the modalities both have, the new network's logits for the outputs both have
+must be the checkpoint's; a network that reads a modality or writes an output by position
+elsewhere (V-Net adds its input to its first maps channel by channel) is refused, as is one with
+a pathway per modality. Not covered: a one-output model takes the checkpoint's only output
+whatever its name, and an auxiliary branch rebuilding the scans (resnet3d_vae's) is matched by
+modality only where the counts differ.
 """
 
 from __future__ import annotations
@@ -137,6 +143,14 @@ def _with_aliases(network: nn.Module, keys: set[str]) -> set[str]:
     return {alias for group in groups.values() if keys & set(group) for alias in group}
 
 
+def _with_buffers(state: Mapping[str, torch.Tensor], keys: set[str], rows: int) -> set[str]:
+    """``keys`` and the tensors of their modules with ``rows`` rows that gradients do not reach: a
+    batch norm's running statistics beside its weight (HighResNet's last block)."""
+    modules = {key.rpartition(".")[0] for key in keys}
+    return keys | {key for key, tensor in state.items()
+                   if key.rpartition(".")[0] in modules and tensor.ndim >= 1 and tensor.shape[0] == rows}
+
+
 def _by_name(wanted: Sequence[str], available: Sequence[str]) -> dict[str, str | None]:
     return {name: (name if name in available else None) for name in wanted}
 
@@ -171,6 +185,7 @@ def transfer_weights(network: nn.Module, checkpoint: Mapping[str, Any], modaliti
         size = probe_size(network, len(modalities), patch_size)
         inputs, outputs, private = (_with_aliases(network, keys) for keys in channel_layers(
             network, len(modalities), len(ours), size, remap_inputs, remap_outputs))
+        outputs = _with_buffers(state, outputs, len(ours))
         if remap_inputs and private:
             raise DataError(f"{source}: {hparams.get('network')} keeps a pathway per modality "
                             f"({sorted(private)[0]}, ...), which cannot be matched by name; fine-tune it on the "

@@ -66,23 +66,29 @@ def test_channels_by_modality_and_outputs_by_name_tensor_by_tensor() -> None:
 # (highresnet), a branch that rebuilds the scans (resnet3d_vae).
 @pytest.mark.parametrize("name", ["unet3d", "dynunet", "highresnet", "resnet3d_vae"])
 def test_a_transferred_network_computes_the_checkpoints_outputs_on_the_shared_channels(name: str) -> None:
-    """iSeg's T1 + T2 model (background, CSF, GM, WM) starts a T2 + T1 + FLAIR model of
-    background, WM, CSF: on T2 and T1 scans (FLAIR zero) its WM and CSF logits are the checkpoint's."""
+    """iSeg's T1 + T2 model (background, CSF, GM, WM; batch norms' running statistics as a
+    trained model has them) starts a T2 + T1 + FLAIR model of background, WM, GM, CSF: on T2 and
+    T1 scans (FLAIR zero) its logits are the checkpoint's, class by class."""
     kwargs, size = SMALL[name]
     torch.manual_seed(1)
     source = build_network(name, in_channels=2, num_classes=4, **kwargs).eval()
+    for buffer_name, buffer in source.named_buffers():
+        if buffer_name.endswith("running_mean"):
+            buffer.normal_()
+        elif buffer_name.endswith("running_var"):
+            buffer.uniform_(0.5, 2.0)
     checkpoint = checkpoint_of(source, name, kwargs, ["T1", "T2"], ISEG)
-    labels = LabelSpace.from_values({0: "background", 1: "WM", 2: "CSF"})
-    target = build_network(name, in_channels=3, num_classes=3, **kwargs)
+    labels = LabelSpace.from_values({0: "background", 1: "WM", 2: "GM", 3: "CSF"})  # ISEG's classes, reordered
+    target = build_network(name, in_channels=3, num_classes=4, **kwargs)
     transfer = transfer_weights(target, checkpoint, ["T2", "T1", "FLAIR"], labels, size, "iseg.ckpt")
     assert transfer.modalities == {"T2": "T2", "T1": "T1", "FLAIR": None}
-    assert transfer.outputs == {"background": "background", "WM": "WM", "CSF": "CSF"}
+    assert transfer.outputs == {"background": "background", "WM": "WM", "GM": "GM", "CSF": "CSF"}
     t1, t2 = torch.randn((1, 1, *size)), torch.randn((1, 1, *size))
     with torch.no_grad():
         expected = source(torch.cat([t1, t2], 1))
         got = target.eval()(torch.cat([t2, t1, torch.zeros_like(t1)], 1))
     scale = float(expected.abs().max())
-    for ours, theirs in ((0, 0), (1, 3), (2, 1)):  # background, WM, CSF
+    for ours, theirs in ((0, 0), (1, 3), (2, 2), (3, 1)):  # background, WM, GM, CSF
         torch.testing.assert_close(got[:, ours], expected[:, theirs], rtol=1e-3, atol=1e-4 * scale)
 
 
