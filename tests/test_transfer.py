@@ -167,3 +167,29 @@ def test_fine_tuning_through_the_cli_from_brats_2021_to_post_treatment(tmp_path:
                  "--ckpt_path", str(tmp_path / "tuned" / "last.ckpt"), "--checkpoint.dirpath", str(tmp_path / "tuned")])
     assert "initialised from" not in caplog.text and "Restoring states from the checkpoint" in caplog.text
     assert read_checkpoint(tmp_path / "tuned" / "last.ckpt")["epoch"] == 1
+
+
+def test_a_fit_from_python_loads_the_pretrained_weights_when_it_starts_never_when_it_resumes(tmp_path: Path) -> None:
+    """``SegmentationModule(pretrained=...)`` with a Trainer of one's own: the weights come in at
+    ``on_fit_start`` (once), and not in a fit that resumes from a checkpoint of its own."""
+    from core.checkpoint import write_checkpoint
+    from lightning_modules import SegmentationModule
+    from lightning_modules.trainer import Trainer
+
+    common = {"network": "unet3d", "network_kwargs": {"base_features": 2}, "label_space": ISEG.to_dict(),
+              "roi_size": (16, 16, 16)}
+    source = SegmentationModule(**common, in_channels=2, modalities=["T1", "T2"])
+    path = write_checkpoint(tmp_path / "t1t2.ckpt", source.state_dict(), dict(source.hparams),
+                            "datamodules.ISeg2017DataModule", {})
+    model = SegmentationModule(**common, in_channels=1, modalities=["T2"], pretrained=str(path))
+    assert model.hparams.pretrained == str(path.resolve())
+    fresh = model.network.encoder[0][0][0].weight.detach().clone()
+    model.trainer = Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    model.trainer.ckpt_path = str(tmp_path / "own_run_last.ckpt")  # a resumed fit: its own weights
+    model.on_fit_start()
+    torch.testing.assert_close(model.network.encoder[0][0][0].weight, fresh)
+    model.trainer.ckpt_path = None
+    model.on_fit_start()
+    expected = source.network.encoder[0][0][0].weight[:, 1:2]  # T2's filters
+    torch.testing.assert_close(model.network.encoder[0][0][0].weight, expected)
+    assert model.load_pretrained() is None  # once
