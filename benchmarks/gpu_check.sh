@@ -8,7 +8,7 @@
 #   bash benchmarks/gpu_check.sh full_speed / precision / contrast   # and the remaining tables
 # Run from the repository root; the tables go to $OUT (or /tmp), written as they are printed, so a
 # section stopped by its time box (or the call's limit) still returns what it measured.
-#   env:        the GPU, torch, the host CPU's bf16 instructions
+#   env:        the GPU, torch, the host CPU's bf16 instructions; fine-tuning into a model on the GPU
 #   speed:      issue 20's decisions: training steps per family at 128³ (fp32, bf16, bf16 +
 #               channels_last_3d; torch.compile of the U-Net's two bf16 settings), planned vs
 #               measured memory per family (~3 min)
@@ -56,7 +56,8 @@ for section in $SECTIONS; do
       { nvidia-smi -L; nproc; grep -m1 'model name' /proc/cpuinfo; $PY -c "import torch, pytorch_lightning as pl
 from core.inference import fast_bf16
 print('host CPU: native bf16', fast_bf16('cpu'), {k: v for k, v in torch.cpu.get_capabilities().items() if 'bf16' in k or 'amx' in k})
-print('torch', torch.__version__, 'lightning', pl.__version__, torch.cuda.get_device_name())"; } 2>&1 | tee "$OUT/env.txt" ;;
+print('torch', torch.__version__, 'lightning', pl.__version__, torch.cuda.get_device_name())"
+        $PY -m benchmarks.fine_tuning_device; } 2>&1 | tee "$OUT/env.txt" ;;
     speed)
       boxed 200 gpu_fast_path.txt $PY -m benchmarks.gpu_fast_path --patches 128 --steps 5 --compile unet3d --no-prediction ;;
     full_speed)
