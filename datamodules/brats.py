@@ -24,7 +24,6 @@ NAMINGS: dict[str, dict[str, str]] = {
 }
 # The label convention each naming comes with (what ``label_convention: auto`` takes).
 NAMING_CONVENTION = {"2018-2021": "brats", "2023+": "brats2023"}
-MODALITY_SUFFIXES = NAMINGS["2018-2021"]
 _NIFTI = re.compile(r"\.nii(\.gz)?$", re.IGNORECASE)
 _SUFFIX_NAMING = {suffix: naming for naming, suffixes in NAMINGS.items() for suffix in suffixes.values()}
 # A case folder holds at least one file named <case>_<suffix> or <case>-<suffix> of either naming.
@@ -100,7 +99,7 @@ class BraTSDataModule(VolumeSegmentationDataModule):
         **kwargs: everything :class:`VolumeSegmentationDataModule` takes.
     """
 
-    available_modalities = tuple(MODALITY_SUFFIXES)
+    available_modalities = tuple(NAMINGS["2018-2021"])  # the same names in both namings
 
     def __init__(self, data_dir: str, region_based: bool = False,
                  label_convention: Literal["auto", "brats", "brats2023", "brats_post_treatment"] = "auto",
