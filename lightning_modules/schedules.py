@@ -21,6 +21,15 @@ class _ToTheEnd(LambdaLR):
         self.total_iters = total_iters
         super().__init__(optimizer, self._factor)
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        """A resumed fit's state, with this fit's length where one is set: a run extended past its
+        first end (``--ckpt_path last.ckpt --trainer.max_epochs`` more) stretches the schedule to
+        the new end, instead of training on at the old end's rate of 0."""
+        total = self.total_iters
+        super().load_state_dict(state_dict)
+        if total is not None:
+            self.total_iters = total
+
     def _progress(self, step: int) -> float:
         if self.total_iters is None:  # not yet known (construction, or used outside a Trainer)
             return 0.0

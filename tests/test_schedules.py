@@ -39,3 +39,27 @@ def test_the_module_sets_the_length_from_the_trainer() -> None:
     assert isinstance(scheduler, PolyLR) and scheduler.total_iters == 40
     assert config["lr_scheduler"]["interval"] == "step"
     assert type(config["optimizer"]) is torch.optim.SGD and config["optimizer"].defaults["lr"] == 0.1
+
+
+def test_a_resumed_schedule_runs_to_the_end_of_the_fit_that_resumes_it() -> None:
+    """A run extended past its end (more epochs on resume): the state of the old run, the length
+    of the new one, so the rate picks up where (1 - t/T_new)^0.9 is, not at the old end's 0."""
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=1.0)
+    scheduler = PolyLR(optimizer, total_iters=10)
+    for _ in range(10):
+        optimizer.step()
+        scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == 0.0
+    resumed_optimizer = torch.optim.SGD([parameter], lr=1.0)
+    resumed = PolyLR(resumed_optimizer)
+    resumed.total_iters = 20  # as configure_optimizers sets it from the resumed Trainer
+    resumed_optimizer.load_state_dict(optimizer.state_dict())
+    resumed.load_state_dict(scheduler.state_dict())
+    resumed_optimizer.step()
+    resumed.step()
+    assert resumed.total_iters == 20 and resumed.last_epoch == 11
+    assert resumed_optimizer.param_groups[0]["lr"] == pytest.approx((1 - 11 / 20) ** 0.9)
+    unset = PolyLR(torch.optim.SGD([parameter], lr=1.0))  # used outside a Trainer: the saved length
+    unset.load_state_dict(scheduler.state_dict())
+    assert unset.total_iters == 10
