@@ -40,7 +40,17 @@ from core.export import NOT_LOGGED, predictions_by_run
 from core.geometry import grid_offset, reorient_like, voxel_spacing
 from core.io import BadInputs, DataError, DataWarning, check_size, one_line_warnings, write_text_atomically
 from core.labels import LabelSpace, whole_label_values
-from core.metrics import ROW_COLUMNS, SCORE_FILES, csv_text, markdown_table, score_rows, score_subject, summarise
+from core.lesions import LESION_COLUMNS, LESION_RULES, lesion_columns, lesion_table
+from core.metrics import (
+    COLUMNS,
+    ROW_COLUMNS,
+    SCORE_FILES,
+    csv_text,
+    markdown_table,
+    score_rows,
+    score_subject,
+    summarise,
+)
 from core.nnunet import nnunet_label_space, read_nnunet_description
 from core.volumes import natural_key
 
@@ -258,21 +268,24 @@ def match_folders(pred_dir: str | Path, gt_dir: str | Path, dataset: str,
 
 
 def score_pairs(pairs: Mapping[str, tuple[Path, Path]], space: LabelSpace, dataset: str,
-                affine_tolerance: float = 1e-3, progress: bool | None = None) -> list[dict]:
-    """One row per subject and structure (:data:`core.metrics.ROW_COLUMNS`); prediction and truth
-    of different shape or affine, or with values outside the label map, are errors naming them.
-    ``progress``: a bar over the subjects (None: when writing to a terminal)."""
+                affine_tolerance: float = 1e-3, progress: bool | None = None, lesion_rule: str | None = None
+                ) -> list[dict]:
+    """One row per subject and structure (:data:`core.metrics.ROW_COLUMNS`, and with
+    ``lesion_rule``, a :data:`core.lesions.LESION_RULES` name, the lesion-wise
+    :data:`core.lesions.LESION_COLUMNS`); prediction and truth of different shape or affine, or
+    with values outside the label map, are errors naming them. ``progress``: a bar over the
+    subjects (None: when writing to a terminal)."""
     rows, bad = [], BadInputs(len(pairs), "pairs", kind=EvaluationError)  # every pair's problem, no table of the rest
     for subject, (prediction_path, truth_path) in tqdm(pairs.items(), desc="scoring", unit="subject",
                                                        disable=None if progress is None else not progress):
         rows += bad.attempt(lambda s=subject, p=prediction_path, t=truth_path:
-                            _score_pair(s, p, t, space, dataset, affine_tolerance)) or []
+                            _score_pair(s, p, t, space, dataset, affine_tolerance, lesion_rule)) or []
     bad.raise_any()
     return rows
 
 
 def _score_pair(subject: str, prediction_path: Path, truth_path: Path, space: LabelSpace, dataset: str,
-                affine_tolerance: float) -> list[dict]:
+                affine_tolerance: float, lesion_rule: str | None = None) -> list[dict]:
     """The rows of one subject (see :func:`score_pairs`)."""
     pred, pred_affine, _ = load_label(prediction_path)
     truth, truth_affine, spacing = load_label(truth_path)
@@ -293,7 +306,12 @@ def _score_pair(subject: str, prediction_path: Path, truth_path: Path, space: La
         if unknown:
             raise EvaluationError(f"{path}: label values {unknown} are not in the {dataset} label map "
                                   f"{sorted(space.value_to_class)}{_other_convention(dataset, labels)}")
-    return score_rows(subject, score_subject(pred, truth, spacing, space.structure_values, space.ignored_values))
+    rows = score_rows(subject, score_subject(pred, truth, spacing, space.structure_values, space.ignored_values))
+    if lesion_rule is not None:
+        counted = np.where(np.isin(truth, space.ignored_values), -1, pred.astype(np.int64))  # ignored: in no mask
+        by_structure = lesion_columns(counted, truth, spacing, space.structure_values, LESION_RULES[lesion_rule])
+        rows = [{**row, **by_structure[row["structure"]]} for row in rows]
+    return rows
 
 
 def _other_convention(dataset: str, labels: np.ndarray) -> str:
@@ -321,17 +339,20 @@ def evaluate_matching(pred_dir: str | Path, gt_dir: str | Path, dataset: str,
                       labels: str | Mapping[int, str] | None = None, require_all: bool = False,
                       affine_tolerance: float = 1e-3, progress: bool | None = None,
                       gt_entities: Mapping[str, str | None] | None = None,
-                      pred_entities: Mapping[str, str | None] | None = None) -> tuple[list[dict], Matching]:
+                      pred_entities: Mapping[str, str | None] | None = None, lesion_rule: str | None = None
+                      ) -> tuple[list[dict], Matching]:
     """Score every prediction of ``pred_dir`` that has a ground truth in ``gt_dir``: the rows
     (:func:`score_pairs`) and how the files were paired. Subjects on one side only are left out
     (an error with ``require_all``). ``gt_entities`` (``pred_entities``): which of a BIDS
     derivative's label maps is the ground truth (the prediction), by file-name keys (``None``:
-    the entity absent)."""
+    the entity absent). ``lesion_rule``: and the lesion-wise scores of that BraTS challenge."""
+    if lesion_rule is not None and lesion_rule not in LESION_RULES:
+        raise EvaluationError(f"unknown lesion rule {lesion_rule!r}; choose from {list(LESION_RULES)}")
     space = label_space_for(dataset, labels, gt_dir, gt_entities)
     matching = match_folders(pred_dir, gt_dir, dataset, gt_entities, pred_entities)
     if require_all and (missing := missing_text(matching, pred_dir, gt_dir)):
         raise EvaluationError(missing.replace("\n", "; ") + " (--require-all)")
-    return score_pairs(matching.pairs, space, dataset, affine_tolerance, progress), matching
+    return score_pairs(matching.pairs, space, dataset, affine_tolerance, progress, lesion_rule), matching
 
 
 def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path, dataset: str,
@@ -368,13 +389,15 @@ def parse_entity(text: str) -> tuple[str, str | None]:
     return key, value or None
 
 
-def write_outputs(rows: Sequence[dict], output: Path, provenance: str = "") -> str:
-    """Write scores.csv, summary.csv and summary.md (the table, then ``provenance``) into
-    ``output``; returns the Markdown."""
-    summary = summarise(rows)
-    table = markdown_table(summary) + provenance
+def write_outputs(rows: Sequence[dict], output: Path, provenance: str = "", lesion_rule: str | None = None) -> str:
+    """Write scores.csv, summary.csv and summary.md (the table, the lesion-wise one with
+    ``lesion_rule``, then ``provenance``) into ``output``; returns the Markdown."""
+    lesions = lesion_rule is not None
+    summary = summarise(rows, [*COLUMNS.values(), *(LESION_COLUMNS if lesions else ())])
+    table = (markdown_table([s for s in summary if s["metric"] in COLUMNS.values()])
+             + (f"\n{lesion_table(rows, lesion_rule)}" if lesions else "") + provenance)
     scores, summary_csv, summary_md = SCORE_FILES
-    write_text_atomically(output / scores, csv_text(rows, ROW_COLUMNS))
+    write_text_atomically(output / scores, csv_text(rows, [*ROW_COLUMNS, *(LESION_COLUMNS if lesions else ())]))
     write_text_atomically(output / summary_csv, csv_text(summary, ["structure", "metric", "mean", "std", "n"]))
     write_text_atomically(output / summary_md, table)
     return table
@@ -391,6 +414,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "dseg: those of the ground truth's dseg.tsv (BIDS); "
                              "nnunet: those of the dataset.json in --gt or its parent (labels, regions)")
     parser.add_argument("--labels", help="for --dataset labels: '0:background,1:lesion'")
+    parser.add_argument("--lesion-wise", choices=list(LESION_RULES), metavar="CHALLENGE",
+                        help="also the lesion-wise Dice and HD95 by which BraTS ranks from 2023 on, with that "
+                             f"challenge's rule ({', '.join(LESION_RULES)})")
     parser.add_argument("--gt-entities", nargs="+", type=parse_entity, metavar="KEY=VALUE",
                         help="which of a BIDS derivative's label maps is the ground truth, by entities: "
                              "desc=aseg (fMRIPrep's aseg), space= (the entity absent)")
@@ -405,7 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         rows, matching = evaluate_matching(args.pred, args.gt, args.dataset, args.labels, args.require_all,
                                            gt_entities=dict(args.gt_entities or ()),
-                                           pred_entities=dict(args.pred_entities or ()))
+                                           pred_entities=dict(args.pred_entities or ()), lesion_rule=args.lesion_wise)
     except ValueError as error:  # EvaluationError, and the DataModules' DataError naming the bad file
         print(f"evaluate.py: error: {error}", file=sys.stderr)
         return 2
@@ -416,7 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     output = args.output or args.pred
     provenance = provenance_text(args.pred, list(matching.pairs))
-    print(write_outputs(rows, output, provenance), end="")
+    print(write_outputs(rows, output, provenance, args.lesion_wise), end="")
     scored = len(matching.pairs)
     print(f"scored {scored} subject{'s' * (scored != 1)}; written to {output}/{', '.join(SCORE_FILES)}")
     if missing:

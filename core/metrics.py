@@ -160,12 +160,12 @@ def score_rows(subject: str, scores: Mapping[str, StructureScores]) -> list[dict
     return [{"subject": subject, "structure": name, **s.as_row()} for name, s in scores.items()]
 
 
-def summarise(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and (population) std per structure and metric over subjects, NaN left out; ``n``
-    counts the values used."""
+def summarise(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Mean and (population) std per structure and metric (``columns``: default the metric set)
+    over subjects, NaN left out; ``n`` counts the values used."""
     out = []
     for structure in dict.fromkeys(r["structure"] for r in rows):
-        for column in COLUMNS.values():
+        for column in columns or COLUMNS.values():
             values = np.array([r[column] for r in rows if r["structure"] == structure], dtype=float)
             values = values[~np.isnan(values)]
             mean = float(values.mean()) if values.size else float("nan")
