@@ -22,6 +22,7 @@ from core.figures import plt, save_comparison_png, save_learning_curves_png
 from core.geometry import voxel_spacing
 from core.io import DataWarning, OutputError, write_text_atomically
 from core.labels import IGNORE_INDEX
+from core.lesions import LESION_COLUMNS, LESION_RULES, lesion_columns, lesion_table
 from core.metrics import ROW_COLUMNS, csv_text, score_rows, score_subject, summarise, text_table
 from lightning_modules.distributed import gather_by_subject
 
@@ -244,13 +245,19 @@ class TestReport(pl.Callback):
     Args:
         output_dir: where to write; default ``test/`` beside the checkpoint's folder.
         save_png: whether to draw the pictures.
+        lesion_wise: also the lesion-wise Dice and HD95 by which BraTS ranks from 2023 on, with
+            that challenge's rule (``BraTS-GLI``, ... :data:`core.lesions.LESION_RULES`), as
+            ``evaluate.py --lesion-wise`` scores them: columns of ``metrics.csv`` and a table.
     """
 
     __test__ = False  # a Lightning callback, not a pytest class
 
-    def __init__(self, output_dir: str | None = None, save_png: bool = True) -> None:
+    def __init__(self, output_dir: str | None = None, save_png: bool = True, lesion_wise: str | None = None) -> None:
+        if lesion_wise is not None and lesion_wise not in LESION_RULES:
+            raise ValueError(f"test_report.lesion_wise must be one of {list(LESION_RULES)}, got {lesion_wise!r}")
         self.output_dir = output_dir
         self.save_png = save_png
+        self.lesion_wise = lesion_wise
         self.subjects: dict[str, tuple[list[float], list[dict[str, Any]]]] = {}  # subject -> (Dice, metric rows)
 
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -264,7 +271,12 @@ class TestReport(pl.Callback):
         prediction, truth = outputs["prediction"][0, 0].cpu().numpy(), batch["label"][0, 0].cpu().numpy()
         spacing = voxel_spacing(batch["affine"][0].cpu().numpy())
         scores = score_subject(prediction, truth, spacing, labels.structure_classes, ignore=[IGNORE_INDEX])
-        self.subjects[subject] = (outputs["dice"].tolist(), score_rows(subject, scores))
+        rows = score_rows(subject, scores)
+        if self.lesion_wise is not None:
+            counted = np.where(truth == IGNORE_INDEX, -1, prediction.astype(np.int64))  # ignored: in no mask
+            lesions = lesion_columns(counted, truth, spacing, labels.structure_classes, LESION_RULES[self.lesion_wise])
+            rows = [{**row, **lesions[row["structure"]]} for row in rows]
+        self.subjects[subject] = (outputs["dice"].tolist(), rows)
         if self.save_png:  # every process draws its own subjects
             save_comparison_png(batch["image"][0, 0].float().cpu().numpy(), truth, prediction, labels.class_names,
                                 self.directory / f"{subject}.png", title=subject)
@@ -278,18 +290,20 @@ class TestReport(pl.Callback):
         metrics = [row for _, rows in subjects.values() for row in rows]
         dice_rows = [{"subject": name, **dict(zip(structures, scores, strict=True))} for name, scores in dice]
         write_text_atomically(self.directory / "dice.csv", csv_text(dice_rows, ["subject", *structures]))
-        write_text_atomically(self.directory / "metrics.csv", csv_text(metrics, ROW_COLUMNS))
-        table = [[row[c] for c in ROW_COLUMNS] for row in metrics]
+        columns = [*ROW_COLUMNS, *(LESION_COLUMNS if self.lesion_wise else ())]
+        write_text_atomically(self.directory / "metrics.csv", csv_text(metrics, columns))
+        table = [[row[c] for c in columns] for row in metrics]
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.log_table("test/metrics", columns=list(ROW_COLUMNS), data=table)
+                logger.log_table("test/metrics", columns=columns, data=table)
             elif isinstance(logger, TensorBoardLogger):
-                markdown = [ROW_COLUMNS, ["---"] * len(ROW_COLUMNS), *table]
+                markdown = [columns, ["---"] * len(columns), *table]
                 logger.experiment.add_text("test/metrics", "\n".join("| " + " | ".join(map(str, row)) + " |"
                                                                      for row in markdown))
         rank_zero_info("\nDice per subject and structure (whole volumes, hard labels, background excluded)\n"
                        + format_dice_table(dice, structures)
                        + "\n\nmean per structure\n" + text_table(summarise(metrics))
+                       + (f"\n\n{lesion_table(metrics, self.lesion_wise)}" if self.lesion_wise else "")
                        + f"\nwritten to {self.directory}\n")
 
 

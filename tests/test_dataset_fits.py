@@ -133,7 +133,8 @@ def test_logged_test_dice_is_the_mean_of_metrics_csv_on_a_case_without_enhancing
              "--trainer.limit_train_batches", "2", "--trainer.num_sanity_val_steps", "0",
              "--checkpoint.dirpath", str(tmp_path / "checkpoints")])
     cli = run_cli(["test", *common, "--ckpt_path", str(tmp_path / "checkpoints" / "last.ckpt"),
-                   "--test_report.output_dir", str(tmp_path / "test"), "--test_report.save_png", "false"])
+                   "--test_report.output_dir", str(tmp_path / "test"), "--test_report.save_png", "false",
+                   "--test_report.lesion_wise", "BraTS-GLI"])
     with open(tmp_path / "test" / "metrics.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert sorted({row["subject"] for row in rows}) == ["Brats19_2013_0_1", "Brats19_2013_1_1"]
@@ -143,3 +144,8 @@ def test_logged_test_dice_is_the_mean_of_metrics_csv_on_a_case_without_enhancing
     for structure in ("WT", "TC", "ET"):
         scores = [float(r["dice"]) for r in rows if r["structure"] == structure]
         assert logged[f"test/dice_{structure}"].item() == pytest.approx(np.mean(scores), abs=1e-5)
+    # Lesion-wise (--test_report.lesion_wise): each case's one tumour is a lesion of WT; the case
+    # without ET has no ET lesion, so its lesion-wise ET Dice is 1 with no spurious component, else 0.
+    assert all(r["lesions"] == "1" for r in rows if r["structure"] == "WT")
+    (no_et,) = [r for r in rows if r["subject"] == "Brats19_2013_0_1" and r["structure"] == "ET"]
+    assert no_et["lesions"] == "0" and float(no_et["lesion_dice"]) == (1.0 if no_et["false_positives"] == "0" else 0.0)
