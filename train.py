@@ -354,25 +354,32 @@ class SegmentationCLI(LightningCLI):
                 rank_zero_info(f"model.{key}: {_plain(given[key])} as given, not the checkpoint's "
                                f"{_plain(stored.get(key))}")
                 stored[key] = given[key]
-        for key in ("network", "network_kwargs"):
-            if key in given and _plain(given[key]) != _plain(stored.get(key)):
+        for key, value in given.items():  # what the weights were trained as: the checkpoint's, said
+            if key == "pretrained" and value:
+                value = str(Path(value).resolve())  # as the checkpoint records it: one file, however named
+            if key not in INFERENCE_OPTIONS and _plain(value) != _plain(stored.get(key)):
+                why = "holds that network's weights" if key.startswith("network") else "was trained so"
                 rank_zero_warn(f"model.{key}: the checkpoint's {_plain(stored.get(key))} is used, not "
-                               f"{_plain(given[key])} as given: {ckpt_path} holds that network's weights",
-                               category=DataWarning)
+                               f"{_plain(value)} as given: {ckpt_path} {why}", category=DataWarning)
         self.config = self.parser.parse_object({subcommand: {"model": stored}}, self.config)
 
     def _given_model_options(self, subcommand: str) -> dict[str, Any]:
         """The model options the command line or a config file gives: named on the command line,
-        or set to something other than the parser's default."""
+        or set to something other than the parser's default (those the data fills in, and the
+        optimiser and schedule, which checkpoints do not hold, aside)."""
         defaults = self._parser(subcommand).get_defaults().model
         model = self.config[subcommand].model
         named = {word.split("=")[0].removeprefix("--model.") for word in self.command if word.startswith("--model.")}
-        return {key: model.get(key) for key in (*INFERENCE_OPTIONS, "network", "network_kwargs")
-                if key in named or _plain(model.get(key)) != _plain(defaults.get(key))}
+        return {key: model.get(key) for key in vars(model) if key not in NOT_FROM_CHECKPOINTS
+                and (key in named or _plain(model.get(key)) != _plain(defaults.get(key)))}
 
 
-INFERENCE_OPTIONS = ("inference_roi_size", "window_scale", "sw_batch_size", "sw_overlap", "channels_last")
+INFERENCE_OPTIONS = ("inference_roi_size", "window_scale", "sw_batch_size", "sw_overlap", "channels_last",
+                     "compile_network")
 """Model options that change how a trained network is run, not its weights: given ones win over a checkpoint's."""
+NOT_FROM_CHECKPOINTS = ("roi_size", "in_channels", "modalities", "label_space", "flips", "optimizer", "lr_scheduler")
+"""Model options the data fills in (the patch, channels, modalities, labels), the prediction writer's
+``flips``, and the optimiser and schedule (in the run's config, not in checkpoints)."""
 
 
 def _plain(value: Any) -> Any:

@@ -325,6 +325,12 @@ def test_inference_settings_given_win_over_the_checkpoints_and_another_network_i
     assert "model.sw_batch_size: 2 as given, not the checkpoint's 4" in caplog.text  # 2 is the default, but named
     assert run.model.hparams.network_kwargs == {"base_features": 2}  # the weights' network
     assert 0.0 <= run.trainer.callback_metrics["test/dice_mean"].item() <= 1.0
+    # Any other option the weights were trained with is the checkpoint's too, and said: the loss.
+    with pytest.warns(DataWarning, match=r"model\.loss: the checkpoint's dice_ce is used, not ce as given: "
+                                         r".*best\.ckpt was trained so"):
+        run = cli("test", tiny_demo_dir, tmp_path / "loss", "--ckpt_path", best, "--model.loss", "ce", *report,
+                  str(tmp_path / "loss" / "test"))
+    assert run.model.hparams.loss == "dice_ce"
 
 
 def test_every_fit_gets_its_own_run_folder(tiny_demo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],

@@ -3,6 +3,7 @@ and by class or region name, checked to compute what the checkpoint computed, re
 network cannot be matched so."""
 
 import os
+import warnings
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from layouts import write_brats
 
 from core.checkpoint import read_checkpoint
 from core.dataset_labels import BRATS_POST_TREATMENT_REGIONS, BRATS_REGIONS, ISEG
-from core.io import DataError
+from core.io import DataError, DataWarning
 from core.labels import LabelSpace
 from core.transfer import transfer_weights
 from networks import build_network
@@ -162,9 +163,11 @@ def test_fine_tuning_through_the_cli_from_brats_2021_to_post_treatment(tmp_path:
     assert all(torch.equal(ours[k], theirs[k]) for k in parameters - {first, head, "network.head.bias"})
     source.unlink()
     caplog.clear()
-    with caplog.at_level("INFO"):
-        run_cli(["fit", *common, *post_treatment, "--model.pretrained", str(source), "--trainer.max_epochs", "2",
-                 "--ckpt_path", str(tmp_path / "tuned" / "last.ckpt"), "--checkpoint.dirpath", str(tmp_path / "tuned")])
+    with caplog.at_level("INFO"), warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)  # the same file named relatively: no "not as given"
+        run_cli(["fit", *common, *post_treatment, "--model.pretrained", os.path.relpath(source),
+                 "--trainer.max_epochs", "2", "--ckpt_path", str(tmp_path / "tuned" / "last.ckpt"),
+                 "--checkpoint.dirpath", str(tmp_path / "tuned")])
     assert "initialised from" not in caplog.text and "Restoring states from the checkpoint" in caplog.text
     assert read_checkpoint(tmp_path / "tuned" / "last.ckpt")["epoch"] == 1
 
