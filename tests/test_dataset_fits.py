@@ -89,7 +89,7 @@ def test_predictions_go_back_to_the_scans_own_space(tmp_path: Path, year: int) -
     from datamodules import BraTSDataModule
 
     folder = write_brats(tmp_path, year, cases=2)
-    case = "BraTS2021_00000" if year == 2021 else "BraTS-GLI-02000-100"
+    case = "BraTS2021_00001" if year == 2021 else "BraTS-GLI-02000-100"
     convention = "auto" if year == 2021 else "brats_post_treatment"
     dm = BraTSDataModule(str(folder), val_subjects=[case], cache_dir=None, target_spacing=None,
                          label_convention=convention)
