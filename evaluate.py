@@ -41,6 +41,7 @@ from core.geometry import grid_offset, reorient_like, voxel_spacing
 from core.io import BadInputs, DataError, DataWarning, check_size, one_line_warnings, write_text_atomically
 from core.labels import LabelSpace, whole_label_values
 from core.lesions import LESION_COLUMNS, LESION_RULES, lesion_columns, lesion_table
+from core.lesions import lesion_rule as rule_of
 from core.metrics import (
     COLUMNS,
     ROW_COLUMNS,
@@ -271,7 +272,7 @@ def score_pairs(pairs: Mapping[str, tuple[Path, Path]], space: LabelSpace, datas
                 affine_tolerance: float = 1e-3, progress: bool | None = None, lesion_rule: str | None = None
                 ) -> list[dict]:
     """One row per subject and structure (:data:`core.metrics.ROW_COLUMNS`, and with
-    ``lesion_rule``, a :data:`core.lesions.LESION_RULES` name, the lesion-wise
+    ``lesion_rule``, a challenge's name or ``DILATION:MIN_VOLUME`` (:func:`core.lesions.lesion_rule`), the lesion-wise
     :data:`core.lesions.LESION_COLUMNS`); prediction and truth of different shape or affine, or
     with values outside the label map, are errors naming them. ``progress``: a bar over the
     subjects (None: when writing to a terminal)."""
@@ -309,7 +310,7 @@ def _score_pair(subject: str, prediction_path: Path, truth_path: Path, space: La
     rows = score_rows(subject, score_subject(pred, truth, spacing, space.structure_values, space.ignored_values))
     if lesion_rule is not None:
         counted = np.where(np.isin(truth, space.ignored_values), -1, pred.astype(np.int64))  # ignored: in no mask
-        by_structure = lesion_columns(counted, truth, spacing, space.structure_values, LESION_RULES[lesion_rule])
+        by_structure = lesion_columns(counted, truth, spacing, space.structure_values, rule_of(lesion_rule))
         rows = [{**row, **by_structure[row["structure"]]} for row in rows]
     return rows
 
@@ -345,9 +346,13 @@ def evaluate_matching(pred_dir: str | Path, gt_dir: str | Path, dataset: str,
     (:func:`score_pairs`) and how the files were paired. Subjects on one side only are left out
     (an error with ``require_all``). ``gt_entities`` (``pred_entities``): which of a BIDS
     derivative's label maps is the ground truth (the prediction), by file-name keys (``None``:
-    the entity absent). ``lesion_rule``: and the lesion-wise scores of that BraTS challenge."""
-    if lesion_rule is not None and lesion_rule not in LESION_RULES:
-        raise EvaluationError(f"unknown lesion rule {lesion_rule!r}; choose from {list(LESION_RULES)}")
+    the entity absent). ``lesion_rule``: and the lesion-wise scores by that rule (a BraTS
+    challenge's, or ``DILATION:MIN_VOLUME``)."""
+    if lesion_rule is not None:
+        try:
+            rule_of(lesion_rule)
+        except ValueError as error:
+            raise EvaluationError(str(error)) from error
     space = label_space_for(dataset, labels, gt_dir, gt_entities)
     matching = match_folders(pred_dir, gt_dir, dataset, gt_entities, pred_entities)
     if require_all and (missing := missing_text(matching, pred_dir, gt_dir)):
@@ -403,6 +408,15 @@ def write_outputs(rows: Sequence[dict], output: Path, provenance: str = "", lesi
     return table
 
 
+def _lesion_spec(spec: str) -> str:
+    """argparse's check of ``--lesion-wise``: a rule :func:`core.lesions.lesion_rule` takes."""
+    try:
+        rule_of(spec)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+    return spec
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pred", required=True, type=Path, help="folder of predictions: <subject>_seg.nii.gz, "
@@ -414,9 +428,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "dseg: those of the ground truth's dseg.tsv (BIDS); "
                              "nnunet: those of the dataset.json in --gt or its parent (labels, regions)")
     parser.add_argument("--labels", help="for --dataset labels: '0:background,1:lesion'")
-    parser.add_argument("--lesion-wise", choices=list(LESION_RULES), metavar="CHALLENGE",
+    parser.add_argument("--lesion-wise", type=_lesion_spec, metavar="RULE",
                         help="also the lesion-wise Dice and HD95 by which BraTS ranks from 2023 on, with that "
-                             f"challenge's rule ({', '.join(LESION_RULES)})")
+                             f"challenge's rule ({', '.join(LESION_RULES)}), or DILATION:MIN_VOLUME (voxels, mm³: "
+                             "1:10) for lesions of other kinds")
     parser.add_argument("--gt-entities", nargs="+", type=parse_entity, metavar="KEY=VALUE",
                         help="which of a BIDS derivative's label maps is the ground truth, by entities: "
                              "desc=aseg (fMRIPrep's aseg), space= (the entity absent)")

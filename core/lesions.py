@@ -54,6 +54,24 @@ LESION_RULES: dict[str, LesionRule] = {
     "BraTS-PED": LesionRule(3, 50.0),
     "BraTS-MET": LesionRule(1, 2.0),
 }
+
+
+def lesion_rule(spec: str) -> LesionRule:
+    """A rule by a challenge's name (:data:`LESION_RULES`), or as ``DILATION:MIN_VOLUME`` (voxels,
+    mm³: ``1:10``) for lesion data of other kinds; anything else is a ValueError saying so."""
+    if spec in LESION_RULES:
+        return LESION_RULES[spec]
+    dilation, sep, volume = str(spec).partition(":")
+    try:
+        rule = LesionRule(int(dilation), float(volume)) if sep else None
+    except ValueError:
+        rule = None
+    if rule is None or rule.dilation < 0 or rule.min_volume_mm3 < 0:
+        raise ValueError(f"lesion rule {spec!r}: a challenge ({', '.join(LESION_RULES)}) or DILATION:MIN_VOLUME "
+                         "(voxels, mm³; e.g. 1:10)")
+    return rule
+
+
 LESION_METRICS = ("lesion_dice", "lesion_hd95_mm")  # averaged over subjects
 LESION_COUNTS = ("lesions", "detected", "missed", "false_positives")  # summed over subjects
 LESION_COLUMNS = (*LESION_METRICS, *LESION_COUNTS)  # what a row of scores gains
@@ -140,11 +158,12 @@ def lesion_columns(prediction: np.ndarray, truth: np.ndarray, spacing: Sequence[
     return out
 
 
-def lesion_table(rows: Sequence[Mapping[str, Any]], rule_name: str) -> str:
+def lesion_table(rows: Sequence[Mapping[str, Any]], spec: str) -> str:
     """Markdown: per structure, the lesion-wise Dice and HD95 (mean ± std over subjects) and the
-    lesions, detections, misses and false positives summed over subjects."""
-    rule = LESION_RULES[rule_name]
-    lines = [f"Lesion-wise, {rule_name} (lesions within {rule.dilation} voxels as one, above "
+    lesions, detections, misses and false positives summed over subjects; ``spec``: the rule
+    (:func:`lesion_rule`)."""
+    rule = lesion_rule(spec)
+    lines = [f"Lesion-wise, {spec} (lesions within {rule.dilation} voxels as one, above "
              f"{rule.min_volume_mm3:g} mm³):", "",
              "| structure | lesion DSC | lesion HD95 mm | lesions | detected | missed | false positives |",
              "|---|---|---|---|---|---|---|"]

@@ -22,7 +22,7 @@ from core.figures import plt, save_comparison_png, save_learning_curves_png
 from core.geometry import voxel_spacing
 from core.io import DataWarning, OutputError, write_text_atomically
 from core.labels import IGNORE_INDEX
-from core.lesions import LESION_COLUMNS, LESION_RULES, lesion_columns, lesion_table
+from core.lesions import LESION_COLUMNS, lesion_columns, lesion_rule, lesion_table
 from core.metrics import ROW_COLUMNS, csv_text, score_rows, score_subject, summarise, text_table
 from lightning_modules.distributed import gather_by_subject
 
@@ -246,15 +246,16 @@ class TestReport(pl.Callback):
         output_dir: where to write; default ``test/`` beside the checkpoint's folder.
         save_png: whether to draw the pictures.
         lesion_wise: also the lesion-wise Dice and HD95 by which BraTS ranks from 2023 on, with
-            that challenge's rule (``BraTS-GLI``, ... :data:`core.lesions.LESION_RULES`), as
-            ``evaluate.py --lesion-wise`` scores them: columns of ``metrics.csv`` and a table.
+            that challenge's rule (``BraTS-GLI``, ... :data:`core.lesions.LESION_RULES`; or
+            ``DILATION:MIN_VOLUME``), as ``evaluate.py --lesion-wise`` scores them: columns of
+            ``metrics.csv`` and a table.
     """
 
     __test__ = False  # a Lightning callback, not a pytest class
 
     def __init__(self, output_dir: str | None = None, save_png: bool = True, lesion_wise: str | None = None) -> None:
-        if lesion_wise is not None and lesion_wise not in LESION_RULES:
-            raise ValueError(f"test_report.lesion_wise must be one of {list(LESION_RULES)}, got {lesion_wise!r}")
+        if lesion_wise is not None:
+            lesion_rule(lesion_wise)  # refused now, one line, not after the test
         self.output_dir = output_dir
         self.save_png = save_png
         self.lesion_wise = lesion_wise
@@ -274,7 +275,7 @@ class TestReport(pl.Callback):
         rows = score_rows(subject, scores)
         if self.lesion_wise is not None:
             counted = np.where(truth == IGNORE_INDEX, -1, prediction.astype(np.int64))  # ignored: in no mask
-            lesions = lesion_columns(counted, truth, spacing, labels.structure_classes, LESION_RULES[self.lesion_wise])
+            lesions = lesion_columns(counted, truth, spacing, labels.structure_classes, lesion_rule(self.lesion_wise))
             rows = [{**row, **lesions[row["structure"]]} for row in rows]
         self.subjects[subject] = (outputs["dice"].tolist(), rows)
         if self.save_png:  # every process draws its own subjects

@@ -121,3 +121,24 @@ def test_evaluate_py_lesion_wise_on_a_brats_2023_folder(tmp_path: Path, capsys: 
     assert "| ET | 0.750 ± 0.250 | 93.50 ± 93.50 | 2 | 2 | 0 | 1 |" in printed
     assert printed == (tmp_path / "scores" / "summary.md").read_text() + (
         "scored 2 subjects; written to " f"{tmp_path / 'scores'}/scores.csv, summary.csv, summary.md\n")
+
+
+def test_a_rule_of_ones_own_for_lesions_of_other_kinds(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``--lesion-wise DILATION:MIN_VOLUME``: lesions of another kind (here value 1 of a plain
+    NIfTI folder) under a rule of one's own; a malformed rule is one line, exit 2."""
+    truth = cube((30, 30, 30), 3, cube((5, 5, 5), 4)).astype(np.uint8)
+    prediction = cube((5, 5, 5), 4).astype(np.uint8)
+    write_nifti(truth, tmp_path / "gt" / "s1.nii.gz")
+    write_nifti(prediction, tmp_path / "pred" / "s1.nii.gz")
+    common = ["--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--dataset", "labels",
+              "--labels", "0:background,1:lesion", "--output", str(tmp_path / "scores")]
+    assert evaluate.main([*common, "--lesion-wise", "0:10"]) == 0  # both cubes counted: one found, one missed
+    with open(tmp_path / "scores" / "scores.csv") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert (float(row["lesion_dice"]), row["lesions"], row["missed"]) == (0.5, "2", "1")
+    assert "Lesion-wise, 0:10 (lesions within 0 voxels as one, above 10 mm³):" in capsys.readouterr().out
+    for bad in ("BraTS-XYZ", "1:", "a:b", "1:-5"):
+        with pytest.raises(SystemExit) as exited:
+            evaluate.main([*common, "--lesion-wise", bad])
+        assert exited.value.code == 2
+        assert f"lesion rule {bad!r}: a challenge (BraTS-GLI, " in capsys.readouterr().err
