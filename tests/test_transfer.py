@@ -128,7 +128,8 @@ def test_what_cannot_be_matched_by_name_is_refused_and_leaves_the_network_as_it_
 
 def test_fine_tuning_through_the_cli_from_brats_2021_to_post_treatment(tmp_path: Path,
                                                                        caplog: pytest.LogCaptureFixture) -> None:
-    """``--model.pretrained``: a BraTS 2021 model (four modalities; WT, TC, ET) starts a FLAIR +
+    """``--model.pretrained``: a BraTS 2021 model (four modalities; WT, TC, ET; as a checkpoint
+    file of this codebase holds it) starts a FLAIR +
     T1ce model of 2024's post-treatment regions (RC new). With a learning rate of 0 the fine-tuned
     checkpoint holds exactly the transferred weights; it records the source absolute; resuming it
     reads the source no more (the file may be gone)."""
@@ -139,9 +140,13 @@ def test_fine_tuning_through_the_cli_from_brats_2021_to_post_treatment(tmp_path:
               "--trainer.num_sanity_val_steps", "0", "--trainer.logger", "false",
               "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
               "--trainer.default_root_dir", str(tmp_path)]
-    run_cli(["fit", *common, "--data.init_args.data_dir", str(write_brats(tmp_path, 2021, cases=3)),
-             "--checkpoint.dirpath", str(tmp_path / "brats2021")])
-    source = tmp_path / "brats2021" / "last.ckpt"
+    from core.checkpoint import write_checkpoint
+    from lightning_modules import SegmentationModule
+
+    brats2021 = SegmentationModule(network_kwargs={"base_features": 2}, in_channels=4, modalities=BRATS_MODALITIES,
+                                   label_space=BRATS_REGIONS.to_dict(), roi_size=(16, 16, 8))
+    source = write_checkpoint(tmp_path / "brats2021" / "last.ckpt", brats2021.state_dict(), dict(brats2021.hparams),
+                              "datamodules.BraTSDataModule", {"data_dir": str(write_brats(tmp_path, 2021, cases=1))})
     post_treatment = ["--data.init_args.data_dir", str(write_brats(tmp_path, 2024, cases=3)),
                       "--data.init_args.label_convention", "brats_post_treatment",
                       "--data.init_args.modalities", "[FLAIR, T1ce]"]
