@@ -128,11 +128,10 @@ def test_what_cannot_be_matched_by_name_is_refused_and_leaves_the_network_as_it_
 
 def test_fine_tuning_through_the_cli_from_brats_2021_to_post_treatment(tmp_path: Path,
                                                                        caplog: pytest.LogCaptureFixture) -> None:
-    """``--model.pretrained``: a BraTS 2021 model (four modalities; WT, TC, ET; as a checkpoint
-    file of this codebase holds it) starts a FLAIR +
-    T1ce model of 2024's post-treatment regions (RC new). With a learning rate of 0 the fine-tuned
-    checkpoint holds exactly the transferred weights; it records the source absolute; resuming it
-    reads the source no more (the file may be gone)."""
+    """``--model.pretrained``: a BraTS 2021 model (four modalities; WT, TC, ET; a checkpoint file
+    of this codebase) starts a FLAIR + T1ce model of 2024's post-treatment regions (RC new). With a
+    learning rate of 0 the fine-tuned checkpoint holds exactly the transferred weights; it records
+    the source absolute; resuming it reads the source no more (the file may be gone)."""
     common = ["--config", "configs/datasets/brats.yaml", "--data.init_args.patch_size", "[16, 16, 8]",
               "--data.init_args.num_workers", "0", "--data.init_args.cache_dir", "null",
               "--model.network_kwargs", "{base_features: 2}", "--trainer.max_epochs", "1",
