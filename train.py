@@ -26,6 +26,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from core.checkpoint import WANDB_RUN_ID, model_hparams, read_checkpoint
 from core.io import DataError, DataWarning, one_line_warnings, unused_path, write_text_atomically
 from core.labels import LabelSpace
+from core.modality_profiles import ANY_CONTRAST
 from core.provenance import code_version
 from datamodules import VolumeSegmentationDataModule
 from lightning_modules import SegmentationModule
@@ -265,12 +266,39 @@ class SegmentationCLI(LightningCLI):
             if problem:
                 raise DataError(f"{option} {list(size)}: {problem}")
 
+    def check_checkpoint_fits_data(self) -> None:
+        """The checkpoint evaluated or resumed against the data given: the same modalities in the
+        same order (the weights read channels by position) and as many outputs, else one line
+        before any work (it used to be a size-mismatch traceback, or, with the channels
+        reordered, wrong scores in silence); classes that differ otherwise (BraTS 2021's values
+        beside 2023's) are read as the data's by position, said in a warning."""
+        if not self.resumed:
+            return
+        ckpt_path = self.config[self.subcommand].get("ckpt_path")
+        stored = model_hparams(self.resumed)
+        theirs, ours = [str(m) for m in stored.get("modalities") or []], list(self.model.hparams.modalities or [])
+        any_contrast = theirs == [ANY_CONTRAST] and len(ours) == 1  # a model of any contrast takes any one
+        if theirs and theirs != ours and not any_contrast:
+            raise DataError(f"{ckpt_path}: was trained on the modalities {theirs}, in that order; the data gives "
+                            f"{ours} (data.init_args.modalities; to train on others, fine-tune: --model.pretrained)")
+        their_labels, labels = LabelSpace.from_dict(stored["label_space"]), self.model.labels
+        described = [name for name, _ in their_labels.regions] or list(their_labels.class_names)
+        given = [name for name, _ in labels.regions] or list(labels.class_names)
+        if their_labels.num_outputs != labels.num_outputs or their_labels.region_based != labels.region_based:
+            raise DataError(f"{ckpt_path}: was trained for {described}; the data here has {given} (evaluate it on "
+                            "data of its classes, or fine-tune it: --model.pretrained)")
+        if their_labels.to_dict() != labels.to_dict():
+            rank_zero_warn(f"{ckpt_path}: its outputs {described} (values {sorted(their_labels.value_to_class)}) are "
+                           f"read as the data's {given} (values {sorted(labels.value_to_class)}), one by one in "
+                           "that order", category=DataWarning)
+
     def before_fit(self) -> None:
         """Say where the run goes, and point ``<runs>/latest`` at it (process 0 only); give the
         model the run's record for its checkpoints; load the weights it fine-tunes (a fit that
         does not resume), before any data is prepared, so a checkpoint that does not fit is said
         first."""
         self.check_windows(training=True)
+        self.check_checkpoint_fits_data()
         self.model.run_record = self.run_record()
         if not self.run_folder.resume_from:
             transfer = self.model.load_pretrained()
@@ -297,14 +325,17 @@ class SegmentationCLI(LightningCLI):
 
     def before_validate(self) -> None:
         self.check_windows(training=False)
+        self.check_checkpoint_fits_data()
         self._record_evaluation()
 
     def before_test(self) -> None:
         self.check_windows(training=False)
+        self.check_checkpoint_fits_data()
         self._record_evaluation()
 
     def before_predict(self) -> None:
         self.check_windows(training=False)
+        self.check_checkpoint_fits_data()
 
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
         """Checkpoints (``--ckpt_path``, resume included) load with ``weights_only=True`` unless

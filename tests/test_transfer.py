@@ -126,6 +126,42 @@ def test_what_cannot_be_matched_by_name_is_refused_and_leaves_the_network_as_it_
         transfer_weights(wider, checkpoint, ["T1", "T2"], ISEG, size, "u.ckpt")
 
 
+def brats2021_checkpoint(tmp_path: Path) -> Path:
+    """An untrained BraTS 2021 model (four modalities; WT, TC, ET) as a checkpoint file of this codebase."""
+    from core.checkpoint import write_checkpoint
+    from lightning_modules import SegmentationModule
+
+    model = SegmentationModule(network_kwargs={"base_features": 2}, in_channels=4, modalities=BRATS_MODALITIES,
+                               label_space=BRATS_REGIONS.to_dict(), roi_size=(16, 16, 8))
+    return write_checkpoint(tmp_path / "brats2021" / "last.ckpt", model.state_dict(), dict(model.hparams),
+                            "datamodules.BraTSDataModule", {"data_dir": str(write_brats(tmp_path, 2021, cases=1))})
+
+
+def test_a_checkpoint_evaluated_on_data_it_was_not_trained_for_is_said_before_any_work(tmp_path: Path) -> None:
+    """``train.py test --ckpt_path``: modalities in another order, or other outputs, are one line
+    (they were a size-mismatch traceback, or with the channels reordered wrong scores in silence);
+    the same outputs under other values (BraTS 2023's ET 3 for 2021's 4) are read by position, said."""
+    source = brats2021_checkpoint(tmp_path)
+    common = ["test", "--config", "configs/datasets/brats.yaml", "--ckpt_path", str(source),
+              "--data.init_args.data_dir", str(write_brats(tmp_path, 2024, cases=2)),
+              "--data.init_args.patch_size", "[16, 16, 8]", "--data.init_args.cache_dir", "null",
+              "--data.init_args.num_workers", "0", "--data.init_args.val_fraction", "0",
+              "--data.init_args.test_subjects", "[BraTS-GLI-02001-100]", "--trainer.logger", "false",
+              "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path),
+              "--test_report.output_dir", str(tmp_path / "test"), "--test_report.save_png", "false"]
+    with pytest.raises(DataError, match=r"last\.ckpt: was trained on the modalities \['T1', 'T1ce', 'T2', 'FLAIR'\], "
+                                        r"in that order; the data gives \['FLAIR', 'T1ce', 'T2', 'T1'\]"):
+        run_cli([*common, "--data.init_args.modalities", "[FLAIR, T1ce, T2, T1]"])
+    with pytest.raises(DataError, match=r"last\.ckpt: was trained for \['WT', 'TC', 'ET'\]; the data here has "
+                                        r"\['WT', 'TC', 'ET', 'RC'\] \(evaluate it on data of its classes"):
+        run_cli([*common, "--data.init_args.label_convention", "brats_post_treatment"])
+    assert not (tmp_path / "test").exists()  # refused before any work
+    with pytest.warns(DataWarning, match=r"its outputs \['WT', 'TC', 'ET'\] \(values \[0, 1, 2, 4\]\) are read as the "
+                                         r"data's \['WT', 'TC', 'ET'\] \(values \[0, 1, 2, 3\]\), one by one"):
+        tested = run_cli([*common, "--data.init_args.label_convention", "brats2023"])
+    assert set(tested.trainer.callback_metrics) >= {"test/dice_WT", "test/dice_TC", "test/dice_ET"}
+
+
 def test_fine_tuning_through_the_cli_from_brats_2021_to_post_treatment(tmp_path: Path,
                                                                        caplog: pytest.LogCaptureFixture) -> None:
     """``--model.pretrained``: a BraTS 2021 model (four modalities; WT, TC, ET; a checkpoint file
@@ -139,13 +175,7 @@ def test_fine_tuning_through_the_cli_from_brats_2021_to_post_treatment(tmp_path:
               "--trainer.num_sanity_val_steps", "0", "--trainer.logger", "false",
               "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
               "--trainer.default_root_dir", str(tmp_path)]
-    from core.checkpoint import write_checkpoint
-    from lightning_modules import SegmentationModule
-
-    brats2021 = SegmentationModule(network_kwargs={"base_features": 2}, in_channels=4, modalities=BRATS_MODALITIES,
-                                   label_space=BRATS_REGIONS.to_dict(), roi_size=(16, 16, 8))
-    source = write_checkpoint(tmp_path / "brats2021" / "last.ckpt", brats2021.state_dict(), dict(brats2021.hparams),
-                              "datamodules.BraTSDataModule", {"data_dir": str(write_brats(tmp_path, 2021, cases=1))})
+    source = brats2021_checkpoint(tmp_path)
     post_treatment = ["--data.init_args.data_dir", str(write_brats(tmp_path, 2024, cases=3)),
                       "--data.init_args.label_convention", "brats_post_treatment",
                       "--data.init_args.modalities", "[FLAIR, T1ce]"]
