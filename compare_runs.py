@@ -10,7 +10,9 @@ test`` wrote beside them. Everything else comes from the checkpoint: the dataset
 full config (``run_record``; older checkpoints: the model's and DataModule's arguments).
 ``--scores NAME[@DATASET]=FOLDER`` adds a method trained elsewhere (nnU-Net's predictions, say)
 by the ``scores.csv`` that ``evaluate.py`` wrote for its segmentations of the same subjects: a
-group of its own, in the same tables and paired tests.
+group of its own, in the same tables and paired tests. ``--metric lesion_dice`` compares by the
+lesion-wise Dice BraTS ranks by (reports tested with ``--test_report.lesion_wise``, scores
+written with ``evaluate.py --lesion-wise``) instead of the DSC.
 
 Per dataset it reports
 - one row per run, with the settings that differ between runs as columns and the mean DSC per
@@ -59,6 +61,7 @@ NOT_SETTINGS = ("config", "ckpt_path", "checkpoint.", "trainer.logger", "trainer
                 "model.label_space", "model.in_channels", "model.modalities", "model.flips",
                 "model.predict_flips")  # flips: an inference choice (its name in older run records too)
 MEAN = "mean"  # the mean over structures, reported beside them
+METRICS = {"dice": "DSC", "lesion_dice": "lesion-wise DSC"}  # what can be compared (higher is better): its title
 SMALL_SAMPLE = 10  # fewer test subjects than this: say what the intervals and tests cannot show
 
 
@@ -69,7 +72,7 @@ class Run:
     folder: Path
     dataset: str
     settings: dict[str, Any]  # dotted config keys -> values
-    scores: dict[str, dict[str, float]] = field(default_factory=dict)  # structure -> subject -> DSC
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)  # structure -> subject -> score (DSC)
     external: bool = False  # scores of a method trained elsewhere (evaluate.py's scores.csv): no config
 
     @property
@@ -103,7 +106,7 @@ def run_settings(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
     return settings
 
 
-def load_run(report: Path) -> Run:
+def load_run(report: Path, metric: str = "dice") -> Run:
     folder = report.parent.parent
     checkpoints = sorted((folder / "checkpoints").glob("*.ckpt"), key=lambda p: p.name != "best.ckpt")
     if not checkpoints:
@@ -112,15 +115,20 @@ def load_run(report: Path) -> Run:
     datamodule = datamodule_record(checkpoint)
     dataset = str(datamodule["class_path"] or "unknown").rsplit(".", 1)[-1].removesuffix("DataModule")
     mode = datamodule["init_args"].get("label_mode")
-    return _read_scores(Run(folder, f"{dataset} ({mode})" if mode else dataset, run_settings(checkpoint)), report)
+    return _read_scores(Run(folder, f"{dataset} ({mode})" if mode else dataset, run_settings(checkpoint)), report,
+                        metric)
 
 
-def _read_scores(run: Run, table: Path) -> Run:
-    """``run`` with the per-subject DSC of a score table (``test/metrics.csv``, ``scores.csv``: the
-    same columns) and their mean over structures per subject."""
+def _read_scores(run: Run, table: Path, metric: str = "dice") -> Run:
+    """``run`` with the per-subject ``metric`` of a score table (``test/metrics.csv``,
+    ``scores.csv``: the same columns) and their mean over structures per subject."""
     with open(table, newline="") as handle:
-        for row in csv.DictReader(handle):
-            run.scores.setdefault(row["structure"], {})[row["subject"]] = float(row["dice"])
+        reader = csv.DictReader(handle)
+        if metric not in (reader.fieldnames or ()):
+            raise DataError(f"{table}: no {metric} column (lesion-wise scores come from train.py test "
+                            "--test_report.lesion_wise or evaluate.py --lesion-wise)")
+        for row in reader:
+            run.scores.setdefault(row["structure"], {})[row["subject"]] = float(row[metric])
     if run.scores:
         structures = list(run.scores)
         subjects = sorted(set.intersection(*(set(run.scores[k]) for k in structures)))
@@ -138,7 +146,7 @@ def parse_scores(text: str) -> tuple[str, str | None, Path]:
     return name, dataset or None, table if table.suffix == ".csv" else table / "scores.csv"
 
 
-def load_scores(name: str, dataset: str | None, table: Path, runs: Sequence[Run]) -> Run:
+def load_scores(name: str, dataset: str | None, table: Path, runs: Sequence[Run], metric: str = "dice") -> Run:
     """A method trained elsewhere as a run of ``dataset`` (the runs' only one when not named), from
     ``evaluate.py``'s ``scores.csv``; it must score the structures the dataset's runs score."""
     if not table.is_file():
@@ -149,7 +157,7 @@ def load_scores(name: str, dataset: str | None, table: Path, runs: Sequence[Run]
     dataset = dataset or datasets[0]
     if dataset not in datasets:
         raise DataError(f"--scores {name}@{dataset}: no run of {dataset} to compare with; datasets: {datasets}")
-    external = _read_scores(Run(table.parent, dataset, {NETWORK_KEY: name}, external=True), table)
+    external = _read_scores(Run(table.parent, dataset, {NETWORK_KEY: name}, external=True), table, metric)
     theirs = sorted(s for s in external.scores if s != MEAN)
     ours = sorted({s for run in runs if run.dataset == dataset for s in run.scores if s != MEAN})
     if theirs != ours:
@@ -227,16 +235,21 @@ class Comparison:
     markdown: str
     run_rows: list[dict[str, Any]]
     test_rows: list[dict[str, Any]]
-    boxplots: dict[str, dict[str, dict[str, list[float]]]]  # dataset -> structure -> group -> per-subject DSC
+    boxplots: dict[str, dict[str, dict[str, list[float]]]]  # dataset -> structure -> group -> per-subject score
+    metric: str = "dice"  # the compared score (:data:`METRICS`)
 
 
-def compare(paths: Sequence[Path], scores: Sequence[tuple[str, str | None, Path]] = ()) -> Comparison:
+def compare(paths: Sequence[Path], scores: Sequence[tuple[str, str | None, Path]] = (), metric: str = "dice"
+            ) -> Comparison:
     """Read every run below ``paths``, and the methods of ``scores`` (:func:`parse_scores`), and
-    compute the tables."""
-    runs = [load_run(report) for report in find_reports(paths)]
+    compute the tables of ``metric`` (:data:`METRICS`)."""
+    if metric not in METRICS:
+        raise DataError(f"metric {metric!r}: choose from {list(METRICS)}")
+    title = METRICS[metric]
+    runs = [load_run(report, metric) for report in find_reports(paths)]
     if not runs:
         raise DataError(f"no test/metrics.csv under {[str(p) for p in paths]}: run train.py test first")
-    runs += [load_scores(name, dataset, table, runs) for name, dataset, table in scores]
+    runs += [load_scores(name, dataset, table, runs, metric) for name, dataset, table in scores]
     by_dataset: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
         by_dataset[run.dataset].append(run)
@@ -255,7 +268,8 @@ def compare(paths: Sequence[Path], scores: Sequence[tuple[str, str | None, Path]
         caveat = (f" With {subjects} subjects the bootstrap interval understates the uncertainty and no paired "
                   "test can be significant: more test subjects, not more decimals." if counts[0] < SMALL_SAMPLE else "")
         lines += [f"## {dataset}", "",
-                  f"Runs: mean DSC over the {subjects} test subjects [95 % bootstrap CI over subjects].{caveat}", "",
+                  f"Runs: mean {title} over the {subjects} test subjects [95 % bootstrap CI over subjects].{caveat}",
+                  "",
                   "| run | network | " + "".join(f"{short_name(k)} | " for k in columns)
                   + " | ".join(structures) + " |", "|---" * (2 + len(columns) + len(structures)) + "|"]
         for run in sorted(members, key=lambda r: str(r.folder)):
@@ -269,7 +283,7 @@ def compare(paths: Sequence[Path], scores: Sequence[tuple[str, str | None, Path]
             for structure in structures:
                 values = list(run.scores.get(structure, {}).values())
                 low, high = bootstrap_ci(values)
-                row.update({f"{structure}_dice": run.mean_dice(structure), f"{structure}_ci_low": low,
+                row.update({f"{structure}_{metric}": run.mean_dice(structure), f"{structure}_ci_low": low,
                             f"{structure}_ci_high": high, f"{structure}_subjects": len(values)})
             run_rows.append(row)
         groups: dict[str, list[Run]] = defaultdict(list)
@@ -298,12 +312,12 @@ def compare(paths: Sequence[Path], scores: Sequence[tuple[str, str | None, Path]
                       f"{t['p']:.4g} | {t['p_holm']:.4g} |" for t in tests]
         lines.append("")
     datasets = sorted(by_dataset)
-    lines += ["## mean DSC, group x dataset", "", "| group | " + " | ".join(datasets) + " |",
+    lines += [f"## mean {title}, group x dataset", "", "| group | " + " | ".join(datasets) + " |",
               "|---|" + "---:|" * len(datasets)]
     for label in sorted(group_means):
         cells = [f"{group_means[label][d]:.4f}" if d in group_means[label] else "" for d in datasets]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return Comparison("\n".join(lines) + "\n", run_rows, test_rows, boxplots)
+    return Comparison("\n".join(lines) + "\n", run_rows, test_rows, boxplots, metric)
 
 
 def paired_tests(dataset: str, groups: Mapping[str, Sequence[Run]], order: Sequence[str],
@@ -335,7 +349,8 @@ def write_reports(comparison: Comparison, output: Path) -> list[Path]:
                write_text_atomically(output / "comparison_runs.csv", csv_text(comparison.run_rows, run_columns))]
     test_columns = ["dataset", "a", "b", "structure", "subjects", "mean_difference", "p", "p_holm"]
     written.append(write_text_atomically(output / "comparison_tests.csv", csv_text(comparison.test_rows, test_columns)))
-    written.append(save_score_boxplots(comparison.boxplots, output / "comparison.png"))
+    written.append(save_score_boxplots(comparison.boxplots, output / "comparison.png",
+                                       title=f"{METRICS[comparison.metric]} per subject"))
     return written
 
 
@@ -346,9 +361,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--scores", type=parse_scores, action="append", default=[], metavar="NAME[@DATASET]=FOLDER",
                         help="a method trained elsewhere, by the scores.csv evaluate.py wrote for its segmentations "
                              "of the runs' test subjects (repeatable)")
+    parser.add_argument("--metric", choices=list(METRICS), default="dice",
+                        help="the score compared: dice (default), or lesion_dice, the lesion-wise Dice BraTS ranks by")
     args = parser.parse_args(argv)
     try:
-        comparison = compare(args.runs, args.scores)
+        comparison = compare(args.runs, args.scores, args.metric)
         written = write_reports(comparison, args.output or args.runs[0])
     except (DataError, FileNotFoundError) as error:
         parser.exit(2, f"compare_runs.py: error: {error}\n")

@@ -166,3 +166,36 @@ def test_another_methods_scores_join_the_tables_and_the_paired_tests(tmp_path: P
         with pytest.raises(SystemExit) as exited:
             main([str(tmp_path / "runs"), "--scores", spec, "--output", str(out)])
         assert exited.value.code == 2 and said in capsys.readouterr().err, spec
+
+
+def test_runs_compared_by_the_lesion_wise_dice_brats_ranks_by(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """``--metric lesion_dice``: the tables, the paired tests and the box plots of the lesion-wise
+    Dice column (``--test_report.lesion_wise`` / ``evaluate.py --lesion-wise``), not of the DSC;
+    a report without that column is one line."""
+    rng = np.random.default_rng(2)
+    lesion = {name: rng.uniform(low, low + 0.1, 5) for name, low in (("unet3d", 0.6), ("segresnet", 0.8))}
+    for name, values in lesion.items():
+        folder = tmp_path / "runs" / name
+        fake_run(folder, name, "BraTSDataModule", {"ET": [0.9] * 5}, config=config(name, 0))
+        rows = (folder / "test" / "metrics.csv").read_text().splitlines()
+        (folder / "test" / "metrics.csv").write_text("\n".join(
+            [rows[0] + ",lesion_dice", *(f"{row},{v}" for row, v in zip(rows[1:], values, strict=True))]) + "\n")
+    out = tmp_path / "report"
+    main([str(tmp_path / "runs"), "--metric", "lesion_dice", "--output", str(out)])
+    table = (out / "comparison.md").read_text()
+    assert "Runs: mean lesion-wise DSC over the 5 test subjects" in table and "## mean lesion-wise DSC" in table
+    assert f"| segresnet | 1 | {lesion['segresnet'].mean():.4f} ± 0.0000 [" in table  # ranked first
+    (et,) = [t for t in compare([tmp_path / "runs"], metric="lesion_dice").test_rows if t["structure"] == "ET"]
+    assert (et["a"], et["b"]) == ("segresnet", "unet3d")
+    assert et["mean_difference"] == pytest.approx((lesion["segresnet"] - lesion["unet3d"]).mean())
+    assert et["p"] == pytest.approx(stats.wilcoxon(lesion["segresnet"] - lesion["unet3d"]).pvalue)
+    runs_csv = (out / "comparison_runs.csv").read_text()
+    assert "ET_lesion_dice" in runs_csv.splitlines()[0]
+    assert compare([tmp_path / "runs"]).test_rows[0]["mean_difference"] == 0.0  # by the DSC: equal
+    capsys.readouterr()
+    (tmp_path / "runs" / "unet3d" / "test" / "metrics.csv").write_text("subject,structure,dice\ns0,ET,0.9\n")
+    with pytest.raises(SystemExit) as exited:
+        main([str(tmp_path / "runs"), "--metric", "lesion_dice", "--output", str(out)])
+    assert exited.value.code == 2 and ("unet3d/test/metrics.csv: no lesion_dice column (lesion-wise scores come "
+                                       "from train.py test --test_report.lesion_wise" in capsys.readouterr().err)
