@@ -271,11 +271,10 @@ def match_folders(pred_dir: str | Path, gt_dir: str | Path, dataset: str,
 def score_pairs(pairs: Mapping[str, tuple[Path, Path]], space: LabelSpace, dataset: str,
                 affine_tolerance: float = 1e-3, progress: bool | None = None, lesion_rule: str | None = None
                 ) -> list[dict]:
-    """One row per subject and structure (:data:`core.metrics.ROW_COLUMNS`, and with
-    ``lesion_rule``, a challenge's name or ``DILATION:MIN_VOLUME`` (:func:`core.lesions.lesion_rule`), the lesion-wise
-    :data:`core.lesions.LESION_COLUMNS`); prediction and truth of different shape or affine, or
-    with values outside the label map, are errors naming them. ``progress``: a bar over the
-    subjects (None: when writing to a terminal)."""
+    """One row per subject and structure (:data:`core.metrics.ROW_COLUMNS`; with ``lesion_rule``,
+    a rule :func:`core.lesions.lesion_rule` takes, also :data:`core.lesions.LESION_COLUMNS`);
+    prediction and truth of different shape or affine, or with values outside the label map, are
+    errors naming them. ``progress``: a bar over the subjects (None: when writing to a terminal)."""
     rows, bad = [], BadInputs(len(pairs), "pairs", kind=EvaluationError)  # every pair's problem, no table of the rest
     for subject, (prediction_path, truth_path) in tqdm(pairs.items(), desc="scoring", unit="subject",
                                                        disable=None if progress is None else not progress):
