@@ -10,9 +10,10 @@ test`` wrote beside them. Everything else comes from the checkpoint: the dataset
 full config (``run_record``; older checkpoints: the model's and DataModule's arguments).
 ``--scores NAME[@DATASET]=FOLDER`` adds a method trained elsewhere (nnU-Net's predictions, say)
 by the ``scores.csv`` that ``evaluate.py`` wrote for its segmentations of the same subjects: a
-group of its own, in the same tables and paired tests. ``--metric lesion_dice`` compares by the
-lesion-wise Dice BraTS ranks by (reports tested with ``--test_report.lesion_wise``, scores
-written with ``evaluate.py --lesion-wise``) instead of the DSC.
+group of its own, in the same tables and paired tests. ``--metric`` compares another score than
+the DSC: ``hd95_mm``, or ``lesion_dice`` and ``lesion_hd95_mm``, the lesion-wise scores BraTS
+ranks by (reports tested with ``--test_report.lesion_wise``, scores written with ``evaluate.py
+--lesion-wise``); groups are ranked best first either way.
 
 Per dataset it reports
 - one row per run, with the settings that differ between runs as columns and the mean DSC per
@@ -61,7 +62,9 @@ NOT_SETTINGS = ("config", "ckpt_path", "checkpoint.", "trainer.logger", "trainer
                 "model.label_space", "model.in_channels", "model.modalities", "model.flips",
                 "model.predict_flips")  # flips: an inference choice (its name in older run records too)
 MEAN = "mean"  # the mean over structures, reported beside them
-METRICS = {"dice": "DSC", "lesion_dice": "lesion-wise DSC"}  # what can be compared (higher is better): its title
+# What can be compared (a column of the score tables): its title, and whether higher is better.
+METRICS = {"dice": ("DSC", True), "lesion_dice": ("lesion-wise DSC", True), "hd95_mm": ("HD95 mm", False),
+           "lesion_hd95_mm": ("lesion-wise HD95 mm", False)}
 SMALL_SAMPLE = 10  # fewer test subjects than this: say what the intervals and tests cannot show
 
 
@@ -245,7 +248,7 @@ def compare(paths: Sequence[Path], scores: Sequence[tuple[str, str | None, Path]
     compute the tables of ``metric`` (:data:`METRICS`)."""
     if metric not in METRICS:
         raise DataError(f"metric {metric!r}: choose from {list(METRICS)}")
-    title = METRICS[metric]
+    title, higher_is_better = METRICS[metric]
     runs = [load_run(report, metric) for report in find_reports(paths)]
     if not runs:
         raise DataError(f"no test/metrics.csv under {[str(p) for p in paths]}: run train.py test first")
@@ -292,7 +295,8 @@ def compare(paths: Sequence[Path], scores: Sequence[tuple[str, str | None, Path]
         lines += ["", "Groups (runs that differ only in seed or fold): mean ± std over runs [95 % CI over "
                   "subjects of the per-subject mean over runs].", "",
                   "| group | runs | " + " | ".join(structures) + " |", "|---" * (2 + len(structures)) + "|"]
-        ranked = sorted(groups, key=lambda g: -_nanmean([r.mean_dice(MEAN) for r in groups[g]]))
+        ranked = sorted(groups, key=lambda g: (-1 if higher_is_better else 1) * _nanmean(
+            [r.mean_dice(MEAN) for r in groups[g]]))  # the best first
         for label in ranked:
             cells = []
             for structure in structures:
@@ -350,7 +354,7 @@ def write_reports(comparison: Comparison, output: Path) -> list[Path]:
     test_columns = ["dataset", "a", "b", "structure", "subjects", "mean_difference", "p", "p_holm"]
     written.append(write_text_atomically(output / "comparison_tests.csv", csv_text(comparison.test_rows, test_columns)))
     written.append(save_score_boxplots(comparison.boxplots, output / "comparison.png",
-                                       title=f"{METRICS[comparison.metric]} per subject"))
+                                       title=f"{METRICS[comparison.metric][0]} per subject"))
     return written
 
 
@@ -362,7 +366,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="a method trained elsewhere, by the scores.csv evaluate.py wrote for its segmentations "
                              "of the runs' test subjects (repeatable)")
     parser.add_argument("--metric", choices=list(METRICS), default="dice",
-                        help="the score compared: dice (default), or lesion_dice, the lesion-wise Dice BraTS ranks by")
+                        help="the score compared: dice (default), hd95_mm, or lesion_dice and lesion_hd95_mm, the "
+                             "lesion-wise scores BraTS ranks by")
     args = parser.parse_args(argv)
     try:
         comparison = compare(args.runs, args.scores, args.metric)

@@ -172,7 +172,7 @@ def test_runs_compared_by_the_lesion_wise_dice_brats_ranks_by(tmp_path: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     """``--metric lesion_dice``: the tables, the paired tests and the box plots of the lesion-wise
     Dice column (``--test_report.lesion_wise`` / ``evaluate.py --lesion-wise``), not of the DSC;
-    a report without that column is one line."""
+    a distance ranks the lowest first; a report without the column is one line."""
     rng = np.random.default_rng(2)
     lesion = {name: rng.uniform(low, low + 0.1, 5) for name, low in (("unet3d", 0.6), ("segresnet", 0.8))}
     for name, values in lesion.items():
@@ -193,6 +193,12 @@ def test_runs_compared_by_the_lesion_wise_dice_brats_ranks_by(tmp_path: Path,
     runs_csv = (out / "comparison_runs.csv").read_text()
     assert "ET_lesion_dice" in runs_csv.splitlines()[0]
     assert compare([tmp_path / "runs"]).test_rows[0]["mean_difference"] == 0.0  # by the DSC: equal
+    # A distance: the lower the better, so the group of the smaller HD95 comes first.
+    for name, hd95 in (("unet3d", 3.0), ("segresnet", 5.0)):
+        table = tmp_path / "runs" / name / "test" / "metrics.csv"
+        table.write_text(table.read_text().replace(",1.0,0.5,2.0,", f",{hd95},0.5,2.0,"))
+    (hd,) = [t for t in compare([tmp_path / "runs"], metric="hd95_mm").test_rows if t["structure"] == "ET"]
+    assert (hd["a"], hd["b"], hd["mean_difference"]) == ("unet3d", "segresnet", -2.0)
     capsys.readouterr()
     (tmp_path / "runs" / "unet3d" / "test" / "metrics.csv").write_text("subject,structure,dice\ns0,ET,0.9\n")
     with pytest.raises(SystemExit) as exited:
