@@ -76,7 +76,7 @@ def predict(checkpoint: Path | Sequence[Path], inputs: Sequence[Path], output: P
             save_probabilities: bool = False, subject_id: str | None = None, overwrite: bool = False,
             window_scale: int | None = None, precision: str = "32", contrast: str | None = None,
             subjects: Sequence[str] | None = None, shard: tuple[int, int] | None = None,
-            resample_to_first: bool = False) -> list[Path]:
+            resample_to_first: bool = False, case_names: bool = False) -> list[Path]:
     """Segment every subject of ``inputs`` with one checkpoint or the ensemble of several;
     returns the segmentation files written. For a folder: ``contrast``, with a model of any
     contrast, the modality of the folder's layout to segment (default: the one it was validated
@@ -84,7 +84,8 @@ def predict(checkpoint: Path | Sequence[Path], inputs: Sequence[Path], output: P
     ``shard`` ``(k, n)``, only every n-th subject from the k-th (0-based), so that n jobs (a
     SLURM array) segment a dataset between them into one folder. ``resample_to_first``: the other
     modalities (scans not co-registered onto one grid) resampled onto the first one's grid through
-    the affines, whatever the checkpoint's preprocessing says."""
+    the affines, whatever the checkpoint's preprocessing says. ``case_names``: each segmentation
+    named ``<case>.nii.gz`` (BraTS' submissions, nnU-Net's), not the dataset's own convention."""
     # A bar over the windows of each volume when run in a terminal.
     segmenter = load_segmenter(checkpoint, device, sw_overlap=sw_overlap, sw_batch_size=sw_batch_size,
                                window_scale=window_scale, progress=sys.stderr.isatty(), precision=precision)
@@ -101,7 +102,7 @@ def predict(checkpoint: Path | Sequence[Path], inputs: Sequence[Path], output: P
     else:
         chosen = [segmenter.subject(inputs, subject_id)]
     return segmenter.segment_to_folder(chosen, output, flips=flips, probabilities=save_probabilities,
-                                       overwrite=overwrite, names=output_names(segmenter.datamodule))
+                                       overwrite=overwrite, names=output_names(segmenter.datamodule, case_names))
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -146,6 +147,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--precision", choices=PRECISIONS,
                         help="bf16: the network under bfloat16 autocast (GPUs from Ampere on, CPUs with AVX512-BF16); "
                              "default 32")
+    parser.add_argument("--case-names", action="store_true",
+                        help="name each segmentation <case>.nii.gz (a BraTS submission, nnU-Net's naming) instead "
+                             "of <case>_seg.nii.gz")
     parser.add_argument("--resample-to-first", action="store_true",
                         help="resample the other modalities onto the first one's grid through the affines (scans not "
                              "co-registered onto one grid); default: the checkpoint's preprocessing")
@@ -167,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                           sw_batch_size=args.sw_batch_size, flips=args.flips, save_probabilities=args.probabilities,
                           subject_id=args.subject, overwrite=args.overwrite, window_scale=args.window_scale,
                           precision=args.precision, contrast=args.contrast, subjects=args.subjects, shard=args.shard,
-                          resample_to_first=args.resample_to_first)
+                          resample_to_first=args.resample_to_first, case_names=args.case_names)
         if not written and args.shard:
             print(f"predict.py: shard {args.shard[0]}/{args.shard[1]} has no subjects (fewer than "
                   f"{args.shard[0] + 1} to share out); nothing written")

@@ -204,6 +204,8 @@ class OutputNames:
 
 
 OUR_NAMES = OutputNames()
+# <case>.nii.gz: nnU-Net's, and what the BraTS challenges take as submissions.
+CASE_NAMES = OutputNames(segmentation="{subject}.nii.gz", probabilities="{subject}_probabilities.nii.gz")
 
 
 class PredictionFolder:

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from core.export import OUR_NAMES, OutputNames
+from core.export import CASE_NAMES, OUR_NAMES, OutputNames
 from core.io import DataError
 from core.modality_profiles import ANY_CONTRAST
 from core.volumes import Subject
@@ -53,11 +53,19 @@ def datamodule_class(class_path: str | None, source: str) -> type[VolumeSegmenta
     return KNOWN_DATAMODULES[class_path]
 
 
-def output_names(record: Mapping[str, Any] | None) -> OutputNames:
+def output_names(record: Mapping[str, Any] | None, case_names: bool = False) -> OutputNames:
     """How predictions of a checkpoint trained on ``record``'s DataModule are named: its dataset's
-    convention (nnU-Net's ``<case>.nii.gz``), ours for anything else."""
+    convention (nnU-Net's ``<case>.nii.gz``), ours for anything else; with ``case_names``,
+    ``<case>.nii.gz`` whatever the dataset (what BraTS takes as a submission), except for a BIDS
+    derivative, whose names are its entities."""
     cls = KNOWN_DATAMODULES.get(str((record or {}).get("class_path")))
-    return cls.output_names if cls is not None else OUR_NAMES
+    names = cls.output_names if cls is not None else OUR_NAMES
+    if case_names and names is not CASE_NAMES:
+        if type(names) is not OutputNames:
+            raise DataError(f"{cls.__name__ if cls else 'this model'} writes a BIDS derivative, named by its entities: "
+                            "--case-names is for folders of files")
+        return CASE_NAMES
+    return names
 
 
 def subjects_in_folder(folder: str | Path, record: Mapping[str, Any] | None, modalities: Sequence[str],

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from core.export import OutputNames
+from core.export import CASE_NAMES
 from core.io import ITK_SUFFIXES, DataError, require_file
 from core.labels import LabelSpace
 from core.nnunet import channel_modalities, nnunet_label_space, read_nnunet_description
@@ -22,7 +22,7 @@ from core.volumes import Subject, natural_key
 from datamodules.base import VolumeSegmentationDataModule
 
 FILE_ENDINGS = (".nii.gz", ".nii", *ITK_SUFFIXES)  # 3D formats nibabel or SimpleITK read
-NNUNET_NAMES = OutputNames(segmentation="{subject}.nii.gz", probabilities="{subject}_probabilities.nii.gz")
+NNUNET_NAMES = CASE_NAMES  # nnU-Net names its predictions <case>.nii.gz
 
 
 class NnUNetDataModule(VolumeSegmentationDataModule):
