@@ -40,7 +40,7 @@ from core.export import NOT_LOGGED, predictions_by_run
 from core.geometry import grid_offset, reorient_like, voxel_spacing
 from core.io import BadInputs, DataError, DataWarning, check_size, one_line_warnings, write_text_atomically
 from core.labels import LabelSpace, whole_label_values
-from core.lesions import LESION_COLUMNS, LESION_RULES, lesion_columns, lesion_table
+from core.lesions import LESION_COLUMNS, LESION_RULES, LesionRule, lesion_columns, lesion_table
 from core.lesions import lesion_rule as rule_of
 from core.metrics import (
     COLUMNS,
@@ -269,10 +269,10 @@ def match_folders(pred_dir: str | Path, gt_dir: str | Path, dataset: str,
 
 
 def score_pairs(pairs: Mapping[str, tuple[Path, Path]], space: LabelSpace, dataset: str,
-                affine_tolerance: float = 1e-3, progress: bool | None = None, lesion_rule: str | None = None
+                affine_tolerance: float = 1e-3, progress: bool | None = None, lesion_rule: LesionRule | None = None
                 ) -> list[dict]:
     """One row per subject and structure (:data:`core.metrics.ROW_COLUMNS`; with ``lesion_rule``,
-    a rule :func:`core.lesions.lesion_rule` takes, also :data:`core.lesions.LESION_COLUMNS`);
+    also :data:`core.lesions.LESION_COLUMNS`);
     prediction and truth of different shape or affine, or with values outside the label map, are
     errors naming them. ``progress``: a bar over the subjects (None: when writing to a terminal)."""
     rows, bad = [], BadInputs(len(pairs), "pairs", kind=EvaluationError)  # every pair's problem, no table of the rest
@@ -285,7 +285,7 @@ def score_pairs(pairs: Mapping[str, tuple[Path, Path]], space: LabelSpace, datas
 
 
 def _score_pair(subject: str, prediction_path: Path, truth_path: Path, space: LabelSpace, dataset: str,
-                affine_tolerance: float, lesion_rule: str | None = None) -> list[dict]:
+                affine_tolerance: float, lesion_rule: LesionRule | None = None) -> list[dict]:
     """The rows of one subject (see :func:`score_pairs`)."""
     pred, pred_affine, _ = load_label(prediction_path)
     truth, truth_affine, spacing = load_label(truth_path)
@@ -308,8 +308,7 @@ def _score_pair(subject: str, prediction_path: Path, truth_path: Path, space: La
                                   f"{sorted(space.value_to_class)}{_other_convention(dataset, labels)}")
     rows = score_rows(subject, score_subject(pred, truth, spacing, space.structure_values, space.ignored_values))
     if lesion_rule is not None:
-        counted = np.where(np.isin(truth, space.ignored_values), -1, pred.astype(np.int64))  # ignored: in no mask
-        by_structure = lesion_columns(counted, truth, spacing, space.structure_values, rule_of(lesion_rule))
+        by_structure = lesion_columns(pred, truth, spacing, space.structure_values, lesion_rule, space.ignored_values)
         rows = [{**row, **by_structure[row["structure"]]} for row in rows]
     return rows
 
@@ -347,16 +346,15 @@ def evaluate_matching(pred_dir: str | Path, gt_dir: str | Path, dataset: str,
     derivative's label maps is the ground truth (the prediction), by file-name keys (``None``:
     the entity absent). ``lesion_rule``: and the lesion-wise scores by that rule (a BraTS
     challenge's, or ``DILATION:MIN_VOLUME``)."""
-    if lesion_rule is not None:
-        try:
-            rule_of(lesion_rule)
-        except ValueError as error:
-            raise EvaluationError(str(error)) from error
+    try:
+        rule = None if lesion_rule is None else rule_of(lesion_rule)
+    except ValueError as error:
+        raise EvaluationError(str(error)) from error
     space = label_space_for(dataset, labels, gt_dir, gt_entities)
     matching = match_folders(pred_dir, gt_dir, dataset, gt_entities, pred_entities)
     if require_all and (missing := missing_text(matching, pred_dir, gt_dir)):
         raise EvaluationError(missing.replace("\n", "; ") + " (--require-all)")
-    return score_pairs(matching.pairs, space, dataset, affine_tolerance, progress, lesion_rule), matching
+    return score_pairs(matching.pairs, space, dataset, affine_tolerance, progress, rule), matching
 
 
 def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path, dataset: str,

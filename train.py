@@ -28,6 +28,7 @@ from core.io import DataError, DataWarning, one_line_warnings, unused_path, writ
 from core.labels import LabelSpace
 from core.modality_profiles import ANY_CONTRAST
 from core.provenance import code_version
+from core.transfer import output_names
 from datamodules import VolumeSegmentationDataModule
 from lightning_modules import SegmentationModule
 from lightning_modules.callbacks import (
@@ -282,8 +283,7 @@ class SegmentationCLI(LightningCLI):
             raise DataError(f"{ckpt_path}: was trained on the modalities {theirs}, in that order; the data gives "
                             f"{ours} (data.init_args.modalities; to train on others, fine-tune: --model.pretrained)")
         their_labels, labels = LabelSpace.from_dict(stored["label_space"]), self.model.labels
-        described = [name for name, _ in their_labels.regions] or list(their_labels.class_names)
-        given = [name for name, _ in labels.regions] or list(labels.class_names)
+        described, given = output_names(their_labels), output_names(labels)
         if their_labels.num_outputs != labels.num_outputs or their_labels.region_based != labels.region_based:
             raise DataError(f"{ckpt_path}: was trained for {described}; the data here has {given} (evaluate it on "
                             "data of its classes, or fine-tune it: --model.pretrained)")
@@ -301,9 +301,7 @@ class SegmentationCLI(LightningCLI):
         self.check_checkpoint_fits_data()
         self.model.run_record = self.run_record()
         if not self.run_folder.resume_from:
-            transfer = self.model.load_pretrained()
-            if transfer is not None:
-                rank_zero_info(transfer.summary())
+            self.model.load_pretrained()
         folder = self.run_folder.folder
         if folder is not None and self.trainer.is_global_zero:
             folder.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ import argparse
 
 import torch
 
+from core.checkpoint import network_checkpoint
 from core.dataset_labels import BRATS_POST_TREATMENT_REGIONS, BRATS_REGIONS
 from core.transfer import transfer_weights
 from networks import build_network
@@ -21,10 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     source = build_network("unet3d", in_channels=4, num_classes=3, base_features=4)
-    checkpoint = {"state_dict": {f"network.{k}": v for k, v in source.state_dict().items()},
-                  "hyper_parameters": {"network": "unet3d", "network_kwargs": {"base_features": 4},
-                                       "modalities": ["T1", "T1ce", "T2", "FLAIR"],
-                                       "label_space": BRATS_REGIONS.to_dict()}}
+    checkpoint = network_checkpoint(source, "unet3d", {"base_features": 4}, ["T1", "T1ce", "T2", "FLAIR"],
+                                    BRATS_REGIONS)
     target = build_network("unet3d", in_channels=2, num_classes=4, base_features=4).to(args.device)
     transfer = transfer_weights(target, checkpoint, ["FLAIR", "T1ce"], BRATS_POST_TREATMENT_REGIONS, (32, 32, 32),
                                 "a CPU checkpoint", network_name="unet3d")

@@ -7,7 +7,7 @@ the keys below. Every reader and writer names a key by its constant here, never 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -83,6 +83,16 @@ def network_weights(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """The network's tensors, keyed as the network itself names them."""
     return {k.removeprefix(NETWORK_PREFIX): v for k, v in checkpoint[STATE_DICT].items()
             if k.startswith(NETWORK_PREFIX)}
+
+
+def network_checkpoint(network: torch.nn.Module, name: str, network_kwargs: Mapping[str, Any],
+                       modalities: Sequence[str], label_space: LabelSpace) -> dict[str, Any]:
+    """A checkpoint of this format in memory, as :func:`read_checkpoint` returns one, for a
+    network alone (registered as ``name``): what fine-tuning reads of one (the benchmarks' and
+    tests' stand-ins for a trained model)."""
+    return {STATE_DICT: {f"{NETWORK_PREFIX}{k}": v.detach().clone() for k, v in network.state_dict().items()},
+            HYPER_PARAMETERS: {"network": name, "network_kwargs": dict(network_kwargs),
+                               "modalities": list(modalities), "label_space": label_space.to_dict()}}
 
 
 def datamodule_record(checkpoint: Mapping[str, Any]) -> dict[str, Any]:

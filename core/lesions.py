@@ -147,12 +147,16 @@ def lesion_scores(prediction: np.ndarray, truth: np.ndarray, spacing: Sequence[f
 
 
 def lesion_columns(prediction: np.ndarray, truth: np.ndarray, spacing: Sequence[float],
-                   structures: Mapping[str, Sequence[int]], rule: LesionRule) -> dict[str, dict[str, float]]:
+                   structures: Mapping[str, Sequence[int]], rule: LesionRule, ignore: Sequence[int] = ()
+                   ) -> dict[str, dict[str, float]]:
     """Structure -> its :data:`LESION_COLUMNS` for one subject's label maps (the dataset's own
-    values; ``structures`` as :func:`core.metrics.score_subject` takes them)."""
+    values; ``structures`` and ``ignore`` as :func:`core.metrics.score_subject` takes them:
+    voxels whose truth is ignored are in neither mask)."""
+    valid = ~np.isin(truth, list(ignore)) if len(ignore) else True
     out = {}
     for name, values in structures.items():
-        scores = lesion_scores(np.isin(prediction, list(values)), np.isin(truth, list(values)), spacing, rule)
+        scores = lesion_scores(np.isin(prediction, list(values)) & valid, np.isin(truth, list(values)) & valid,
+                               spacing, rule)
         out[name] = {"lesion_dice": scores.dice, "lesion_hd95_mm": scores.hd95, "lesions": scores.lesions,
                      "detected": scores.detected, "missed": scores.missed, "false_positives": scores.false_positives}
     return out

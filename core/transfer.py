@@ -178,11 +178,11 @@ def transfer_weights(network: nn.Module, checkpoint: Mapping[str, Any], modaliti
     state = network.state_dict()
     remap_inputs, remap_outputs = modalities != their_modalities, ours != their_outputs
     inputs = outputs = private = set()
+    size = probe_size(network, len(modalities), patch_size) if remap_inputs or remap_outputs else None
     if remap_inputs or remap_outputs:
         if remap_inputs and not their_modalities:
             raise DataError(f"{source}: records no modalities, so its input channels cannot be matched to "
                             f"{modalities}")
-        size = probe_size(network, len(modalities), patch_size)
         inputs, outputs, private = (_with_aliases(network, keys) for keys in channel_layers(
             network, len(modalities), len(ours), size, remap_inputs, remap_outputs))
         outputs = _with_buffers(state, outputs, len(ours))
@@ -223,9 +223,8 @@ def transfer_weights(network: nn.Module, checkpoint: Mapping[str, Any], modaliti
                         f"({len(problems)} tensors); fine-tuning needs the same network with the same options{hint}")
     fresh = {k: v.clone() for k, v in state.items()}
     network.load_state_dict({**state, **loaded})
-    if (remap_inputs or remap_outputs) and not _computes_the_same(
-            network, hparams, weights, input_map, their_modalities, output_map, their_outputs,
-            probe_size(network, len(modalities), patch_size)):
+    if size is not None and not _computes_the_same(network, hparams, weights, input_map, their_modalities,
+                                                    output_map, their_outputs, size):
         network.load_state_dict(fresh)
         raise DataError(f"{source}: {hparams.get('network')} reads its modalities or writes its outputs in layers "
                         f"that cannot be matched by name (checked: the matched channels did not give the "

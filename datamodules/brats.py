@@ -54,6 +54,11 @@ def _segmentation_file(case: Path) -> Path | None:
     return candidates[0] if candidates else None
 
 
+def _no_cases(folder: Path) -> DataError:
+    return DataError(f"{folder}: no BraTS cases found (expected <case>/<case>_flair.nii.gz or, from 2023, "
+                     "<case>/<case>-t2f.nii.gz, ...)")
+
+
 def case_namings(folder: Path) -> dict[Path, str]:
     """Every case folder under ``folder`` (searched recursively) -> its naming (a key of
     :data:`NAMINGS`), in natural order; a case whose files mix the two namings is an error."""
@@ -134,8 +139,7 @@ class BraTSDataModule(VolumeSegmentationDataModule):
             named = NAMING_CONVENTION[next(iter(namings))] if namings else None
             if self.label_convention == "auto":
                 if named is None:
-                    raise DataError(f"{folder}: no BraTS cases found (expected <case>/<case>_flair.nii.gz or, "
-                                    "from 2023, <case>/<case>-t2f.nii.gz, ...)")
+                    raise _no_cases(folder)
                 self._convention = named
             else:
                 if named is not None and (named == "brats") != (self.label_convention == "brats"):
@@ -154,8 +158,7 @@ class BraTSDataModule(VolumeSegmentationDataModule):
     def find_subjects(self, folder: Path, require_labels: bool) -> list[Subject]:
         cases = self.cases(folder)
         if not cases:
-            raise DataError(f"{folder}: no BraTS cases found (expected <case>/<case>_flair.nii.gz or, from 2023, "
-                            "<case>/<case>-t2f.nii.gz, ...)")
+            raise _no_cases(folder)
         seen: dict[str, Path] = {}
         subjects = []
         for case, naming in cases.items():

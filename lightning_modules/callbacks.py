@@ -254,11 +254,10 @@ class TestReport(pl.Callback):
     __test__ = False  # a Lightning callback, not a pytest class
 
     def __init__(self, output_dir: str | None = None, save_png: bool = True, lesion_wise: str | None = None) -> None:
-        if lesion_wise is not None:
-            lesion_rule(lesion_wise)  # refused now, one line, not after the test
         self.output_dir = output_dir
         self.save_png = save_png
         self.lesion_wise = lesion_wise
+        self.lesion_rule = None if lesion_wise is None else lesion_rule(lesion_wise)  # refused now, not after the test
         self.subjects: dict[str, tuple[list[float], list[dict[str, Any]]]] = {}  # subject -> (Dice, metric rows)
 
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -273,9 +272,9 @@ class TestReport(pl.Callback):
         spacing = voxel_spacing(batch["affine"][0].cpu().numpy())
         scores = score_subject(prediction, truth, spacing, labels.structure_classes, ignore=[IGNORE_INDEX])
         rows = score_rows(subject, scores)
-        if self.lesion_wise is not None:
-            counted = np.where(truth == IGNORE_INDEX, -1, prediction.astype(np.int64))  # ignored: in no mask
-            lesions = lesion_columns(counted, truth, spacing, labels.structure_classes, lesion_rule(self.lesion_wise))
+        if self.lesion_rule is not None:
+            lesions = lesion_columns(prediction, truth, spacing, labels.structure_classes, self.lesion_rule,
+                                     ignore=[IGNORE_INDEX])
             rows = [{**row, **lesions[row["structure"]]} for row in rows]
         self.subjects[subject] = (outputs["dice"].tolist(), rows)
         if self.save_png:  # every process draws its own subjects

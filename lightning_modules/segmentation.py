@@ -183,7 +183,7 @@ class SegmentationModule(pl.LightningModule):
 
     def load_pretrained(self) -> WeightTransfer | None:
         """Fine-tuning: the ``pretrained`` checkpoint's weights into the network, once (see the
-        class docstring); None when there is none or it was loaded already."""
+        class docstring), and what was taken said; None when there is none or it was loaded already."""
         path = self.hparams.get("pretrained")
         if not path or self._pretrained_loaded:
             return None
@@ -191,13 +191,12 @@ class SegmentationModule(pl.LightningModule):
                                     self.labels, tuple(self.hparams.roi_size), source=str(path),
                                     network_name=self.hparams.network)
         self._pretrained_loaded = True
+        rank_zero_info(transfer.summary())
         return transfer
 
     def on_fit_start(self) -> None:
         if self.trainer.ckpt_path is None:  # a resumed fit has its own weights
-            transfer = self.load_pretrained()
-            if transfer is not None:
-                rank_zero_info(transfer.summary())
+            self.load_pretrained()
         backend = self.hparams.get("compile_network")
         if backend and not self._compiled:
             # In place (nn.Module.compile): the same module, parameters and state-dict keys.

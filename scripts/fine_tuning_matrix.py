@@ -15,6 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from core.checkpoint import network_checkpoint  # noqa: E402
 from core.dataset_labels import BRATS_POST_TREATMENT_REGIONS, BRATS_REGIONS, ISEG  # noqa: E402
 from core.io import DataError  # noqa: E402
 from core.labels import LabelSpace  # noqa: E402
@@ -36,9 +37,7 @@ def outcome(name: str, kwargs: dict, size: tuple[int, ...], case: tuple) -> str:
     start = time.perf_counter()
     try:
         source = build_network(name, in_channels=len(their_modalities), num_classes=their_labels.num_outputs, **kwargs)
-        checkpoint = {"state_dict": {f"network.{k}": v for k, v in source.state_dict().items()},
-                      "hyper_parameters": {"network": name, "network_kwargs": kwargs, "modalities": their_modalities,
-                                           "label_space": their_labels.to_dict()}}
+        checkpoint = network_checkpoint(source, name, kwargs, their_modalities, their_labels)
         target = build_network(name, in_channels=len(modalities), num_classes=labels.num_outputs, **kwargs)
         transfer = transfer_weights(target, checkpoint, modalities, labels, size, "checkpoint", network_name=name)
         result = f"ok ({transfer.tensors} whole)"

@@ -10,7 +10,7 @@ import pytest
 import torch
 from layouts import write_brats
 
-from core.checkpoint import read_checkpoint
+from core.checkpoint import network_checkpoint, read_checkpoint
 from core.dataset_labels import BRATS_POST_TREATMENT_REGIONS, BRATS_REGIONS, ISEG
 from core.io import DataError, DataWarning
 from core.labels import LabelSpace
@@ -23,14 +23,6 @@ from network_cases import SMALL
 BRATS_MODALITIES = ["T1", "T1ce", "T2", "FLAIR"]
 
 
-def checkpoint_of(network: torch.nn.Module, name: str, kwargs: dict, modalities: list[str],
-                  labels: LabelSpace) -> dict:
-    """A checkpoint as read by core.checkpoint.read_checkpoint, of ``network``."""
-    return {"state_dict": {f"network.{k}": v.clone() for k, v in network.state_dict().items()},
-            "hyper_parameters": {"network": name, "network_kwargs": kwargs, "modalities": modalities,
-                                 "label_space": labels.to_dict()}}
-
-
 def test_channels_by_modality_and_outputs_by_name_tensor_by_tensor() -> None:
     """A 4-modality BraTS model (WT, TC, ET) starts a FLAIR + PD post-treatment model (WT, TC,
     ET, RC): the FLAIR filters are the checkpoint's FLAIR filters, PD's the mean of its four,
@@ -38,7 +30,7 @@ def test_channels_by_modality_and_outputs_by_name_tensor_by_tensor() -> None:
     kwargs, size = SMALL["unet3d"]
     torch.manual_seed(0)
     source = build_network("unet3d", in_channels=4, num_classes=3, **kwargs)
-    checkpoint = checkpoint_of(source, "unet3d", kwargs, BRATS_MODALITIES, BRATS_REGIONS)
+    checkpoint = network_checkpoint(source, "unet3d", kwargs, BRATS_MODALITIES, BRATS_REGIONS)
     target = build_network("unet3d", in_channels=2, num_classes=4, **kwargs)
     fresh = {k: v.clone() for k, v in target.state_dict().items()}
     transfer = transfer_weights(target, checkpoint, ["FLAIR", "PD"], BRATS_POST_TREATMENT_REGIONS, size, "brats.ckpt",
@@ -78,7 +70,7 @@ def test_a_transferred_network_computes_the_checkpoints_outputs_on_the_shared_ch
             buffer.normal_()
         elif buffer_name.endswith("running_var"):
             buffer.uniform_(0.5, 2.0)
-    checkpoint = checkpoint_of(source, name, kwargs, ["T1", "T2"], ISEG)
+    checkpoint = network_checkpoint(source, name, kwargs, ["T1", "T2"], ISEG)
     labels = LabelSpace.from_values({0: "background", 1: "WM", 2: "GM", 3: "CSF"})  # ISEG's classes, reordered
     target = build_network(name, in_channels=3, num_classes=4, **kwargs)
     transfer = transfer_weights(target, checkpoint, ["T2", "T1", "FLAIR"], labels, size, "iseg.ckpt")
@@ -96,7 +88,7 @@ def test_a_transferred_network_computes_the_checkpoints_outputs_on_the_shared_ch
 def test_what_cannot_be_matched_by_name_is_refused_and_leaves_the_network_as_it_was() -> None:
     kwargs, size = SMALL["vnet"]
     source = build_network("vnet", in_channels=2, num_classes=4, **kwargs)
-    checkpoint = checkpoint_of(source, "vnet", kwargs, ["T1", "T2"], ISEG)
+    checkpoint = network_checkpoint(source, "vnet", kwargs, ["T1", "T2"], ISEG)
     target = build_network("vnet", in_channels=2, num_classes=4, **kwargs)
     before = {k: v.clone() for k, v in target.state_dict().items()}
     # V-Net adds its input to the first stage's maps channel by channel, by position: the check
@@ -110,7 +102,7 @@ def test_what_cannot_be_matched_by_name_is_refused_and_leaves_the_network_as_it_
     # A pathway per modality.
     kwargs, size = SMALL["densenet3d_late_fusion"]
     source = build_network("densenet3d_late_fusion", in_channels=2, num_classes=4, **kwargs)
-    checkpoint = checkpoint_of(source, "densenet3d_late_fusion", kwargs, ["T1", "T2"], ISEG)
+    checkpoint = network_checkpoint(source, "densenet3d_late_fusion", kwargs, ["T1", "T2"], ISEG)
     target = build_network("densenet3d_late_fusion", in_channels=2, num_classes=4, **kwargs)
     with pytest.raises(DataError, match=r"keeps a pathway per modality \(paths\.0\..*\), which cannot be matched"):
         transfer_weights(target, checkpoint, ["T2", "T1"], ISEG, size, "late.ckpt")
@@ -118,7 +110,7 @@ def test_what_cannot_be_matched_by_name_is_refused_and_leaves_the_network_as_it_
     with pytest.raises(DataError, match=r"late\.ckpt: holds a densenet3d_late_fusion network, this model is unet3d"):
         transfer_weights(target, checkpoint, ["T1", "T2"], ISEG, size, "late.ckpt", network_name="unet3d")
     kwargs, size = SMALL["unet3d"]
-    checkpoint = checkpoint_of(build_network("unet3d", in_channels=2, num_classes=4, **kwargs), "unet3d", kwargs,
+    checkpoint = network_checkpoint(build_network("unet3d", in_channels=2, num_classes=4, **kwargs), "unet3d", kwargs,
                                ["T1", "T2"], ISEG)
     wider = build_network("unet3d", in_channels=2, num_classes=4, base_features=8)
     with pytest.raises(DataError, match=r"its network \(unet3d, .*\) is not this one: encoder\.0\.0\.0\.weight has "
