@@ -57,11 +57,11 @@ from core.volumes import natural_key
 
 PROBABILITIES = "_probabilities"  # the probability maps predict.py may write beside the segmentations
 _SUFFIX = r"(?:[_-](?:seg|segm|label|labels|segmentation|gt|mask))?"
-# A flat ground-truth folder holds NIfTI label maps; a challenge folder (iSeg's Analyze files, with
-# the images beside the labels) is read by its DataModule instead.
-NIFTI = re.compile(rf"^(?P<stem>.+?){_SUFFIX}\.nii(?:\.gz)?$", re.IGNORECASE)
+# A flat ground-truth folder holds NIfTI (or FreeSurfer MGH) label maps; a challenge folder (iSeg's
+# Analyze files, with the images beside the labels) is read by its DataModule instead.
+NIFTI = re.compile(rf"^(?P<stem>.+?){_SUFFIX}\.(?:nii(?:\.gz)?|mgz|mgh)$", re.IGNORECASE)
 # Predictions may also be Analyze files (named like iSeg's labels).
-LABEL_FILE = re.compile(rf"^(?P<stem>.+?){_SUFFIX}\.(?:nii(?:\.gz)?|hdr)$", re.IGNORECASE)
+LABEL_FILE = re.compile(rf"^(?P<stem>.+?){_SUFFIX}\.(?:nii(?:\.gz)?|hdr|mgz|mgh)$", re.IGNORECASE)
 # The challenge layouts evaluate.py can read ground truth from (by their DataModule).
 LAYOUTS = {"iseg": "ISeg2017DataModule", "mrbrains18": "MRBrainS18DataModule",
            "mrbrains18_thesis": "MRBrainS18DataModule", **dict.fromkeys(BRATS_CONVENTIONS, "BraTSDataModule"),
@@ -174,7 +174,7 @@ def match_predictions(pred_dir: Path, truths: Mapping[str, Path],
         else:
             pairs[subject] = (path, Path(truths[subject]))
     if not pairs and not unknown:
-        raise EvaluationError(f"{pred_dir}: no prediction files (*.nii.gz, *.nii, *.hdr)")
+        raise EvaluationError(f"{pred_dir}: no prediction files (*.nii.gz, *.nii, *.hdr, *.mgz)")
     unpredicted = sorted(set(truths) - set(pairs), key=natural_key)
     return Matching(dict(sorted(pairs.items(), key=lambda item: natural_key(item[0]))), unpredicted, unknown)
 

@@ -120,6 +120,18 @@ class BadInputs:
 
 
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")  # read by SimpleITK (nnU-Net datasets use them too)
+# Read by nibabel: NIfTI, Analyze, and FreeSurfer's MGH (``.mgz`` is gzipped MGH: T1.mgz, aseg.mgz).
+NIBABEL_SUFFIXES = (".nii.gz", ".nii", ".hdr", ".img", ".mgz", ".mgh")
+IMAGE_SUFFIXES = (*NIBABEL_SUFFIXES, *ITK_SUFFIXES)
+_GZIPPED_SUFFIXES = (".gz", ".mgz")
+
+
+def image_stem(path: str | Path) -> str:
+    """A file's name without its image format's suffix (``subject-4-T1`` of ``subject-4-T1.hdr``,
+    ``T1`` of ``T1.mgz``); other names are returned whole."""
+    name = Path(path).name
+    suffix = next((s for s in IMAGE_SUFFIXES if name.lower().endswith(s)), "")
+    return name[: len(name) - len(suffix)]
 
 
 def is_itk_file(path: str | Path) -> bool:
@@ -153,7 +165,7 @@ def _load_itk(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_volume(path: Path, channel: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Load a 3D image (NIfTI, Analyze; NRRD and MetaImage through SimpleITK) as
+    """Load a 3D image (NIfTI, Analyze, FreeSurfer's MGH/MGZ; NRRD and MetaImage through SimpleITK) as
     ``(float32 array, 4x4 affine)``.
 
     ``channel`` picks one volume of a 4D file (the Decathlon stores modalities on the 4th
@@ -217,7 +229,8 @@ GZIP_MAX_RATIO = 1032  # deflate cannot expand data by more than about 1032:1
 def check_size(path: Path, image: nib.spatialimages.SpatialImage) -> None:
     """Refuse, before anything is allocated, a header whose shape x data type cannot fit in the
     file (a corrupt header claiming 4000^3 voxels would otherwise end in a bare MemoryError):
-    exactly for uncompressed files, by deflate's largest expansion ratio for ``.gz`` files."""
+    exactly for uncompressed files, by deflate's largest expansion ratio for gzipped ones (``.gz``,
+    FreeSurfer's ``.mgz``)."""
     header = image.header
     needed = int(np.prod(image.shape, dtype=np.float64)) * np.dtype(header.get_data_dtype()).itemsize
     data_file = Path(image.file_map["image"].filename or path)
@@ -225,7 +238,7 @@ def check_size(path: Path, image: nib.spatialimages.SpatialImage) -> None:
         return
     size = data_file.stat().st_size
     offset = int(getattr(image.dataobj, "offset", 0))  # where the voxels start in the data file
-    compressed = data_file.suffix.lower() == ".gz"
+    compressed = data_file.suffix.lower() in _GZIPPED_SUFFIXES
     if (compressed and needed > GZIP_MAX_RATIO * size) or (not compressed and needed > size - offset):
         shape = "x".join(str(n) for n in image.shape)
         raise DataError(f"{path}: cannot read the image: the header claims {shape} voxels of {header.get_data_dtype()} "

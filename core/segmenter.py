@@ -41,19 +41,12 @@ from core.checkpoint import (
 )
 from core.export import OUR_NAMES, OutputNames, PredictionFolder, Segmentation
 from core.inference import mean_over_flips, sliding_window_logits
-from core.io import BadInputs, DataError, DataWarning
+from core.io import BadInputs, DataError, DataWarning, image_stem
 from core.labels import LabelSpace
 from core.modality_profiles import ANY_CONTRAST, ModalityProfiles
 from core.volumes import PreprocessingSettings, Subject, Volume, load_subject
 from networks import build_network
 from networks.outputs import network_border
-
-
-def _stem(path: Path) -> str:
-    name = Path(path).name
-    for suffix in (".nii.gz", ".nii", ".hdr", ".img", ".mha", ".nrrd"):
-        name = name.removesuffix(suffix)
-    return name
 
 
 def subject_from_files(files: Sequence[str | Path], modalities: Sequence[str], source: str,
@@ -66,7 +59,7 @@ def subject_from_files(files: Sequence[str | Path], modalities: Sequence[str], s
         raise DataError(f"{source}: the model was trained on {len(modalities)} modalities {list(modalities)} "
                         f"(in this order); got {len(files)} files: {[str(f) for f in files]}")
     if subject_id is None:
-        stems = [_stem(f) for f in files]
+        stems = [image_stem(f) for f in files]
         shared = os.path.commonprefix(stems)
         if len(stems) > 1 and any(c in shared for c in "-_."):  # cut the shared part of the modality names
             shared = shared[: max(shared.rfind(c) for c in "-_.")]

@@ -221,6 +221,25 @@ def test_uncompressed_file_shorter_than_its_header_says(tmp_path: Path) -> None:
         load_volume(path)
 
 
+def test_an_mgz_header_claiming_more_voxels_than_it_can_hold_is_refused(tmp_path: Path) -> None:
+    """FreeSurfer's ``.mgz`` is gzipped: read by deflate's ratio (a whole one loads), and a header
+    claiming 4000^3 voxels is refused before anything is allocated."""
+    from core.io import load_volume
+
+    path = tmp_path / "T1.mgz"
+    data = np.zeros((30, 30, 30), np.float32)  # compresses about 1000:1
+    data[10:20, 10:20, 10:20] = 1.0
+    nib.save(nib.MGHImage(data, np.diag([-1.0, 1.0, 1.0, 1.0])), str(path))
+    loaded, affine = load_volume(path)
+    np.testing.assert_array_equal(loaded, data)
+    np.testing.assert_allclose(affine, nib.load(str(path)).affine)
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    raw[4:16] = np.array([4000, 4000, 4000], dtype=">i4").tobytes()  # MGH: version, then width, height, depth
+    path.write_bytes(gzip.compress(bytes(raw)))
+    with pytest.raises(DataError, match=r"T1\.mgz: cannot read the image: the header claims 4000x4000x4000 voxels"):
+        load_volume(path)
+
+
 def test_huge_intensities_are_normalised_not_lost(layout: Layout) -> None:
     """A float image scaled by 3e34 once overflowed the z-score (float32) into an all-background
     volume; statistics in float64 give the same normalised image as the unscaled one."""

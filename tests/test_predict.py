@@ -239,6 +239,47 @@ def test_subject_name_from_the_modality_files() -> None:
     assert name("in/subject-4-T1.hdr", "in/subject-4-T2.hdr") == "subject-4"
     assert name("BraTS20_Validation_001_t1.nii.gz", "BraTS20_Validation_001_t1ce.nii.gz") == "BraTS20_Validation_001"
     assert name("scan.nii.gz") == "scan"
+    assert name("sub-01/mri/orig.mgz") == "orig" and name("case_0000.nhdr", "case_0001.nhdr") == "case"
+
+
+def as_lia(image: nib.spatialimages.SpatialImage) -> nib.Nifti1Image:
+    """``image``'s voxels in FreeSurfer's conformed order (axes L, I, A), as float32."""
+    from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
+
+    image = nib.Nifti1Image(np.asarray(image.dataobj, dtype=np.float32).reshape(image.shape[:3]), image.affine)
+    return image.as_reoriented(ornt_transform(io_orientation(image.affine), axcodes2ornt("LIA")))
+
+
+def freesurfer_conformed(source: Path, out: Path) -> Path:
+    """``source`` stored as FreeSurfer stores a conformed scan: MGZ, voxel axes L, I, A."""
+    lia = as_lia(nib.load(str(source)))
+    nib.save(nib.MGHImage(np.asarray(lia.dataobj), lia.affine), str(out))
+    return out
+
+
+def test_freesurfer_mgz_scans_segment_as_their_nifti_twins_in_their_own_space(
+        checkpoint: Path, tiny_demo_dir: Path, tmp_path: Path) -> None:
+    """A subject's scans as FreeSurfer writes them (``T1.mgz``: gzipped MGH, voxel axes L, I, A) give the
+    segmentation of the same scans as shipped, stored in the MGZ's own voxel order and affine; a
+    flat folder of ``<subject>.mgz`` label maps is ground truth for ``evaluate.py``. (Once
+    refused as corrupt: the size check read ``.mgz`` as uncompressed.)"""
+    from evaluate import evaluate_folders
+
+    shipped = predict(checkpoint, [tiny_demo_dir / f"subject-4-{m}.hdr" for m in ("T1", "T2")], tmp_path / "hdr")
+    scans = [freesurfer_conformed(tiny_demo_dir / f"subject-4-{m}.hdr", tmp_path / f"{m}.mgz") for m in ("T1", "T2")]
+    assert scans[0].stat().st_size < np.prod(nib.load(str(scans[0])).shape) * 4  # gzipped: smaller than its voxels
+    (written,) = predict(checkpoint, scans, tmp_path / "mgz", subject_id="subject-4")
+    segmentation, reference = nib.load(str(written)), nib.load(str(shipped[0]))
+    assert nib.aff2axcodes(segmentation.affine) == ("L", "I", "A")
+    np.testing.assert_allclose(segmentation.affine, nib.load(str(scans[0])).affine, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(segmentation.dataobj), np.asarray(as_lia(reference).dataobj))
+    truth = tmp_path / "truth"
+    truth.mkdir()
+    label = nib.load(str(tiny_demo_dir / "subject-4-label.hdr"))
+    nib.save(nib.MGHImage(np.asarray(label.dataobj, dtype=np.uint8).reshape(label.shape[:3]), label.affine),
+             str(truth / "subject-4.mgz"))
+    by_mgz, by_challenge = (evaluate_folders(tmp_path / "hdr", gt, "iseg") for gt in (truth, tiny_demo_dir))
+    assert [r["dice"] for r in by_mgz] == [r["dice"] for r in by_challenge if r["subject"] == "subject-4"]
 
 
 def test_evaluate_on_predict_output_gives_the_dice_of_train_py_test(checkpoint: Path, tiny_demo_dir: Path,
