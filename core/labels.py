@@ -77,12 +77,16 @@ class LabelSpace:
         regions: optional ``(name, class indices)`` unions for region-based (sigmoid) training,
             ordered so that each region owns exactly one class no later region holds (its
             paint class; BraTS: WT, TC, ET).
+        unknown_values_hint: what to do about a label file holding values outside the map (the
+            dataset's remedy, e.g. the other BraTS convention), added to that error; not part of
+            the space (not compared, not stored).
     """
 
     class_names: tuple[str, ...]
     class_values: tuple[int, ...]
     value_to_class: Mapping[int, int]
     regions: tuple[tuple[str, tuple[int, ...]], ...] = field(default=())
+    unknown_values_hint: str = field(default="", compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.class_names) != len(self.class_values):
@@ -257,7 +261,9 @@ class LabelSpace:
         values = np.unique(rounded)
         unknown = sorted(set(values.tolist()) - set(self.value_to_class))
         if unknown:
-            raise DataError(f"{path}: label values {unknown} are not in the label map {sorted(self.value_to_class)}")
+            hint = f"; {self.unknown_values_hint}" if self.unknown_values_hint else ""
+            raise DataError(f"{path}: label values {unknown} are not in the label map "
+                            f"{sorted(self.value_to_class)}{hint}")
         offset = int(values.min())
         lookup = np.zeros(int(values.max()) - offset + 1, dtype=np.int16)
         for value, index in self.value_to_class.items():

@@ -5,6 +5,7 @@ metastases, post-treatment glioma)."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +25,12 @@ NAMINGS: dict[str, dict[str, str]] = {
 }
 # The label convention each naming comes with (what ``label_convention: auto`` takes).
 NAMING_CONVENTION = {"2018-2021": "brats", "2023+": "brats2023"}
+# What a label value outside a convention's map most likely means, said with that error.
+OTHER_CONVENTION_HINTS = {
+    "brats": "a 3 is BraTS 2023's enhancing tumour: label_convention: brats2023",
+    "brats2023": "a 4 is the resection cavity of BraTS 2024's post-treatment glioma, whose files are named as "
+                 "2023's: label_convention: brats_post_treatment",
+}
 _NIFTI = re.compile(r"\.nii(\.gz)?$", re.IGNORECASE)
 _SUFFIX_NAMING = {suffix: naming for naming, suffixes in NAMINGS.items() for suffix in suffixes.values()}
 # A case folder holds at least one file named <case>_<suffix> or <case>-<suffix> of either naming.
@@ -153,7 +160,9 @@ class BraTSDataModule(VolumeSegmentationDataModule):
     @property
     def label_space(self) -> LabelSpace:
         classes, regions = BRATS_CONVENTIONS[self.convention]
-        return regions if self.region_based else classes
+        space = regions if self.region_based else classes
+        hint = OTHER_CONVENTION_HINTS.get(self.convention)
+        return replace(space, unknown_values_hint=hint) if hint else space
 
     def find_subjects(self, folder: Path, require_labels: bool) -> list[Subject]:
         cases = self.cases(folder)

@@ -160,12 +160,18 @@ def test_brats_conventions_are_never_mixed_in_silence(tmp_path: Path) -> None:
     # Post-treatment cases are named as 2023's: read as 2023's, the cavity is a value outside the map.
     dm = BraTSDataModule(str(post_treatment), val_subjects=["BraTS-GLI-02000-100"], **SMALL)
     with pytest.raises(DataError, match=r"BraTS-GLI-02000-100-seg\.nii\.gz: label values \[4\] are not in the "
-                                         r"label map \[0, 1, 2, 3\]"):
+                                         r"label map \[0, 1, 2, 3\]; a 4 is the resection cavity of BraTS 2024's "
+                                         r"post-treatment glioma, .*: label_convention: brats_post_treatment$"):
         dm.setup("validate")
-    # A 2018-2021 convention given for 2023's names is said.
+    # A 2018-2021 convention given for 2023's names is said, and so are the values it cannot read.
     with pytest.warns(UserWarning, match="label_convention brats given for cases named as BraTS 2023 on names them "
                                          "\\(convention brats2023\\)"):
-        assert BraTSDataModule(str(post_treatment), label_convention="brats", **SMALL).label_space.class_values[-1] == 4
+        dm = BraTSDataModule(str(post_treatment), label_convention="brats", val_subjects=["BraTS-GLI-02000-100"],
+                             **SMALL)
+        assert dm.label_space.class_values[-1] == 4
+    with pytest.raises(DataError, match=r"label values \[3\] are not in the label map \[0, 1, 2, 4\]; a 3 is BraTS "
+                                         r"2023's enhancing tumour: label_convention: brats2023$"):
+        dm.setup("validate")
     # One folder with cases of both namings: their enhancing tumours differ (4 against 3).
     glioma = write_brats(tmp_path, 2023)
     write_brats_case(glioma, "BraTS2021_00009", seed=3)
