@@ -208,6 +208,17 @@ OUR_NAMES = OutputNames()
 CASE_NAMES = OutputNames(segmentation="{subject}.nii.gz", probabilities="{subject}_probabilities.nii.gz")
 
 
+def named_by_case(names: OutputNames, owner: str, option: str) -> OutputNames:
+    """``<case>.nii.gz`` in place of a folder's ``names`` (predict.py's ``--case-names``, train.py
+    predict's ``prediction_writer.case_names``); refused for names of another kind (a BIDS
+    derivative's, named by their entities), which ``owner`` writes."""
+    if names is CASE_NAMES:
+        return names
+    if type(names) is not OutputNames:
+        raise DataError(f"{owner} writes a BIDS derivative, named by its entities: {option} is for folders of files")
+    return CASE_NAMES
+
+
 class PredictionFolder:
     """Writes ``<subject>_seg.nii.gz`` (and ``<subject>_probabilities.nii.gz``) per subject
     (or the names a dataset's convention gives, :class:`OutputNames`),

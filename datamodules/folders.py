@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from core.export import CASE_NAMES, OUR_NAMES, OutputNames
+from core.export import OUR_NAMES, OutputNames, named_by_case
 from core.io import DataError
 from core.modality_profiles import ANY_CONTRAST
 from core.volumes import Subject
@@ -60,12 +60,7 @@ def output_names(record: Mapping[str, Any] | None, case_names: bool = False) -> 
     derivative, whose names are its entities."""
     cls = KNOWN_DATAMODULES.get(str((record or {}).get("class_path")))
     names = cls.output_names if cls is not None else OUR_NAMES
-    if case_names and names is not CASE_NAMES:
-        if type(names) is not OutputNames:
-            raise DataError(f"{cls.__name__ if cls else 'this model'} writes a BIDS derivative, named by its entities: "
-                            "--case-names is for folders of files")
-        return CASE_NAMES
-    return names
+    return named_by_case(names, cls.__name__ if cls else "this model", "--case-names") if case_names else names
 
 
 def subjects_in_folder(folder: str | Path, record: Mapping[str, Any] | None, modalities: Sequence[str],

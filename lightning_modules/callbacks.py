@@ -17,7 +17,7 @@ from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from core.checkpoint import WANDB_RUN_ID, recorded_path
-from core.export import OUR_NAMES, PredictionFolder, Segmentation
+from core.export import OUR_NAMES, PredictionFolder, Segmentation, named_by_case
 from core.figures import plt, save_comparison_png, save_learning_curves_png
 from core.geometry import voxel_spacing
 from core.io import DataWarning, OutputError, write_text_atomically
@@ -324,15 +324,18 @@ class SegmentationWriter(BasePredictionWriter):
             (linked to the model's ``flips`` by ``train.py``).
         probabilities: also write ``<subject>_probabilities.nii.gz`` (one volume per class or region).
         overwrite: replace earlier predictions of the same subjects (never any other file).
+        case_names: name each segmentation ``<case>.nii.gz`` (what BraTS takes as a submission),
+            as ``predict.py --case-names`` does; not for a BIDS derivative.
     """
 
     def __init__(self, output_dir: str | None = None, flips: bool = False, probabilities: bool = False,
-                 overwrite: bool = False) -> None:
+                 overwrite: bool = False, case_names: bool = False) -> None:
         super().__init__(write_interval="batch")
         self.output_dir = output_dir
         self.flips = flips
         self.probabilities = probabilities
         self.overwrite = overwrite
+        self.case_names = case_names
         self.folder: PredictionFolder | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -344,6 +347,8 @@ class SegmentationWriter(BasePredictionWriter):
         directory = Path(self.output_dir) if self.output_dir else _default_output_dir(trainer, "predictions")
         subjects = getattr(trainer.datamodule, "predict_subjects", [])  # ours know theirs; other loaders: none
         names = getattr(trainer.datamodule, "output_names", OUR_NAMES)  # the dataset's convention (nnU-Net's)
+        if self.case_names:
+            names = named_by_case(names, type(trainer.datamodule).__name__, "prediction_writer.case_names")
         self.folder = PredictionFolder.for_subjects(directory, subjects, pl_module.labels.num_outputs,
                                                     self.probabilities, self.overwrite, names)
 

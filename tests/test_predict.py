@@ -305,8 +305,9 @@ def test_evaluate_on_predict_output_gives_the_dice_of_train_py_test(checkpoint: 
 
 def test_case_names_for_a_submission(checkpoint: Path, tiny_demo_dir: Path, tmp_path: Path) -> None:
     """``--case-names``: ``<case>.nii.gz`` (what BraTS takes as a submission, nnU-Net's naming),
-    the same voxels as ``<case>_seg.nii.gz``, paired by evaluate.py alike; a BIDS derivative's
-    names are its entities, so there it is refused."""
+    the same voxels as ``<case>_seg.nii.gz``, paired by evaluate.py alike, and the same file from
+    ``train.py predict --prediction_writer.case_names``; a BIDS derivative's names are its
+    entities, so there it is refused."""
     from datamodules.folders import output_names
     from evaluate import evaluate_folders
 
@@ -315,11 +316,21 @@ def test_case_names_for_a_submission(checkpoint: Path, tiny_demo_dir: Path, tmp_
     (case,) = predict(checkpoint, files, tmp_path / "case", case_names=True)
     assert (ours.name, case.name) == ("subject-4_seg.nii.gz", "subject-4.nii.gz")
     np.testing.assert_array_equal(np.asarray(nib.load(str(case)).dataobj), np.asarray(nib.load(str(ours)).dataobj))
+    run_with(checkpoint, tiny_demo_dir, "predict", ["--prediction_writer.output_dir", str(tmp_path / "cli"),
+                                                     "--prediction_writer.case_names", "true"])
+    assert sorted(p.name for p in (tmp_path / "cli").glob("*.nii.gz")) == ["subject-4.nii.gz"]
+    np.testing.assert_array_equal(np.asarray(nib.load(str(tmp_path / "cli" / "subject-4.nii.gz")).dataobj),
+                                  np.asarray(nib.load(str(case)).dataobj))
     assert evaluate_folders(tmp_path / "case", tiny_demo_dir, "iseg") == evaluate_folders(tmp_path / "ours",
                                                                                         tiny_demo_dir, "iseg")
     with pytest.raises(DataError, match="BIDSDataModule writes a BIDS derivative, named by its entities: "
                                         "--case-names is for folders of files"):
         output_names({"class_path": "datamodules.BIDSDataModule"}, case_names=True)
+    from core.bids import BIDS_NAMES
+    from core.export import named_by_case
+
+    with pytest.raises(DataError, match="prediction_writer.case_names is for folders of files"):
+        named_by_case(BIDS_NAMES, "BIDSDataModule", "prediction_writer.case_names")
 
 
 def test_train_py_predict_writes_the_same_files_with_flips_and_probabilities(checkpoint: Path, tiny_demo_dir: Path,
