@@ -22,6 +22,7 @@ HYPER_PARAMETERS = "hyper_parameters"  # Lightning: the LightningModule's constr
 DATAMODULE_ARGS = "datamodule_hyper_parameters"  # Lightning: the DataModule's constructor arguments
 DATAMODULE_CLASS = "datamodule_class"  # ours: the DataModule's import path, to read new scans its way
 MODALITY_PROFILES = "modality_profiles"  # ours: intensity profile per training modality (core.modality_profiles)
+TRAINING_SPACING = "training_spacing"  # ours: the training volumes' voxel spacing range (core.training_spacing)
 RUN_RECORD = "run_record"  # ours: the run's full config, command and code version (train.py)
 WANDB_RUN_ID = "wandb_run_id"  # ours: the W&B run that wrote it, so resume and test log into that run
 LIGHTNING_VERSION = "pytorch-lightning_version"  # Lightning: the version that wrote it (its migrations)

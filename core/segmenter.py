@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from core.checkpoint import (
     MODALITY_PROFILES,
+    TRAINING_SPACING,
     datamodule_record,
     model_hparams,
     network_weights,
@@ -44,6 +45,7 @@ from core.inference import mean_over_flips, sliding_window_logits
 from core.io import BadInputs, DataError, DataWarning, image_stem
 from core.labels import LabelSpace
 from core.modality_profiles import ANY_CONTRAST, ModalityProfiles
+from core.training_spacing import TrainingSpacing
 from core.volumes import PreprocessingSettings, Subject, Volume, load_subject
 from networks import build_network
 from networks.outputs import network_border
@@ -94,7 +96,8 @@ class ScanSegmenter(ABC):
     """Scans -> segmentations, for anything that gives class or region probabilities of
     preprocessed volumes (:class:`Segmenter`, one network; :class:`Ensemble`, several).
 
-    Subclasses provide ``labels``, ``modalities``, ``preprocessing``, ``profiles``, ``source``,
+    Subclasses provide ``labels``, ``modalities``, ``preprocessing``, ``profiles``,
+    ``training_spacing``, ``source``,
     ``datamodule`` (the training DataModule's record, to read folders in its layout) and
     :meth:`probabilities`."""
 
@@ -102,6 +105,7 @@ class ScanSegmenter(ABC):
     modalities: tuple[str, ...]
     preprocessing: PreprocessingSettings
     profiles: ModalityProfiles | None
+    training_spacing: TrainingSpacing | None
     source: str
     datamodule: dict[str, Any] | None
 
@@ -137,18 +141,23 @@ class ScanSegmenter(ABC):
         """What the outputs' headers say of the model after the prediction mark."""
         return "any-contrast model" if self.any_contrast else ""
 
-    def check_modalities(self, image: np.ndarray, names: Sequence[str], subject_id: str) -> None:
-        """Warn (:class:`~core.io.DataWarning`, naming the files) when a preprocessed image's
-        channels look swapped or repeated against the training scans' profiles."""
+    def check_input(self, image: np.ndarray, affine: np.ndarray | None, names: Sequence[str], subject_id: str
+                    ) -> None:
+        """Warn (:class:`~core.io.DataWarning`, naming the subject and files) when a preprocessed
+        image's channels look swapped or repeated against the training scans' profiles, or its
+        grid's voxels differ from the training volumes'."""
         if self.profiles is not None:
             for problem in self.profiles.problems(image, [str(n) for n in names]):
                 warnings.warn(f"{subject_id}: {problem}; are the modalities in the order "
                               f"{', '.join(self.modalities)}?", DataWarning, stacklevel=2)
+        if self.training_spacing is not None and affine is not None and (
+                problem := self.training_spacing.problem(affine)):
+            warnings.warn(f"{subject_id}: {problem}", DataWarning, stacklevel=2)
 
     def segment_subject(self, subject: Subject, flips: bool = False, probabilities: bool = False) -> Segmentation:
         """Read, preprocess (as in training), check and segment one subject."""
         volume = load_subject(subject, None, self.preprocessing)
-        self.check_modalities(volume.image, subject.images, subject.subject_id)
+        self.check_input(volume.image, volume.affine, subject.images, subject.subject_id)
         return self.segment_volume(volume, flips, probabilities)
 
     def segment(self, files: Sequence[str | Path], flips: bool = False, subject_id: str | None = None
@@ -201,6 +210,8 @@ class Segmenter(ScanSegmenter):
             tells how folders in the training layout are read (``datamodules.subjects_in_folder``).
         profiles: the training scans' intensity profile per modality: inputs that look swapped
             or repeated get a warning (:mod:`core.modality_profiles`).
+        training_spacing: the training volumes' voxel spacing: a scan on a grid of another one
+            gets a warning (:mod:`core.training_spacing`).
     """
 
     network: nn.Module
@@ -213,6 +224,7 @@ class Segmenter(ScanSegmenter):
     source: str = "model"
     datamodule: dict[str, Any] | None = None
     profiles: ModalityProfiles | None = None
+    training_spacing: TrainingSpacing | None = None
     progress: bool = False  # a bar over each volume's windows (predict.py in a terminal)
     window_scale: int = 1  # windows this many times the checkpoint's per side (capped by the volume)
     precision: str = "32"  # "bf16": the network under bfloat16 autocast (core.inference.fast_bf16)
@@ -252,6 +264,7 @@ class Segmenter(ScanSegmenter):
             source=str(path),
             datamodule=datamodule,
             profiles=ModalityProfiles.from_dict(checkpoint.get(MODALITY_PROFILES)),
+            training_spacing=TrainingSpacing.from_dict(checkpoint.get(TRAINING_SPACING)),
             progress=progress,
             window_scale=int(hparams.get("window_scale") or 1 if window_scale is None else window_scale),
             precision=precision,
@@ -315,7 +328,7 @@ class Ensemble(ScanSegmenter):
                                     f"({value} vs {first[key]}); an ensemble averages models of one task")
         lead = self.members[0]
         self.labels, self.modalities, self.preprocessing = lead.labels, lead.modalities, lead.preprocessing
-        self.profiles, self.datamodule = lead.profiles, lead.datamodule
+        self.profiles, self.training_spacing, self.datamodule = lead.profiles, lead.training_spacing, lead.datamodule
         self.source = " + ".join(m.source for m in self.members)
 
     @classmethod

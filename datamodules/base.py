@@ -19,6 +19,7 @@ from core.intensity import simpleitk
 from core.io import BadInputs, DataError, DataWarning, check_present
 from core.labels import LabelSpace
 from core.modality_profiles import ANY_CONTRAST, ModalityProfiles
+from core.training_spacing import TrainingSpacing
 from core.volumes import PreprocessingSettings, Subject, Volume
 from datamodules.augmentation import build_augmentation
 from datamodules.cache import VolumeCache
@@ -176,6 +177,7 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
         self._volumes: dict[Subject, Volume] = {}  # labelled volumes, loaded once per process
         self._subjects: dict[str, Subject] | None = None
         self.modality_profiles: ModalityProfiles | None = None  # set by setup("fit"), saved in checkpoints
+        self.training_spacing: TrainingSpacing | None = None  # likewise
 
     # What the model needs to know (linked into SegmentationModule by train.py).
     @property
@@ -319,6 +321,7 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
             chosen = np.linspace(0, len(volumes) - 1, min(len(volumes), PROFILE_SUBJECTS)).round().astype(int)
             self.modality_profiles = None if self.generates_images else ModalityProfiles.from_images(
                 [volumes[i].image for i in chosen], self.modalities)  # any contrast: no profile to hold scans to
+            self.training_spacing = TrainingSpacing.of_affines(v.affine for v in volumes)
         if stage in ("fit", "validate"):
             self.val_set = VolumeDataset(self._load(split["val"]))
         if stage == "test":

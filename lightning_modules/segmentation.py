@@ -16,6 +16,7 @@ from core.checkpoint import (
     DATAMODULE_CLASS,
     MODALITY_PROFILES,
     RUN_RECORD,
+    TRAINING_SPACING,
     model_hparams,
     read_checkpoint,
     recorded_path,
@@ -24,6 +25,7 @@ from core.labels import LabelSpace
 from core.metrics import dice_per_structure
 from core.modality_profiles import ModalityProfiles
 from core.segmenter import Segmenter
+from core.training_spacing import TrainingSpacing
 from core.transfer import WeightTransfer, transfer_weights
 from lightning_modules.distributed import gather_by_subject
 from lightning_modules.losses import build_loss
@@ -132,6 +134,7 @@ class SegmentationModule(pl.LightningModule):
         self.deep_supervision_loss = DeepSupervisionLoss(self.loss_fn, weight_mode="exp")
         self.border = network_border(self.network)
         self.modality_profiles: ModalityProfiles | None = None  # the training scans', from the checkpoint
+        self.training_spacing: TrainingSpacing | None = None  # likewise
         self.run_record: dict[str, Any] | None = None  # the run's config, command and code (train.py sets it)
         # Per stage and subject: the loss and the hard-label Dice of each scored structure
         # (foreground class or region), by the formula of every table (core.metrics: a structure
@@ -159,6 +162,7 @@ class SegmentationModule(pl.LightningModule):
         return Segmenter(self.network, self.labels, tuple(hp.inference_roi_size or hp.roi_size),
                          tuple(hp.modalities or ()), sw_batch_size=hp.sw_batch_size, sw_overlap=hp.sw_overlap,
                          source=f"{type(self).__name__}({hp.network})", profiles=self.modality_profiles,
+                         training_spacing=self.training_spacing,
                          window_scale=hp.window_scale, precision=precision)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -283,8 +287,10 @@ class SegmentationModule(pl.LightningModule):
         :meth:`Segmenter.probabilities <core.segmenter.Segmenter.probabilities>`, ``predict.py``'s
         path (its input check, mirroring and precision)."""
         segmenter = self.segmenter
-        for subject, image in zip(batch["subject"], batch["image"], strict=True):
-            segmenter.check_modalities(image.cpu().numpy(), [f"input channel {i}" for i in range(len(image))], subject)
+        for i, (subject, image) in enumerate(zip(batch["subject"], batch["image"], strict=True)):
+            affine = batch["affine"][i].cpu().numpy() if "affine" in batch else None  # other loaders: no grid
+            segmenter.check_input(image.cpu().numpy(), affine, [f"input channel {c}" for c in range(len(image))],
+                                  subject)
         probs = segmenter.probabilities(batch["image"], flips=self.flips)
         grids = {key: batch[key] for key in ("affine", "original_affine", "original_shape") if key in batch}
         return {"subject": batch["subject"], "prediction": self.labels.classes_from_probabilities(probs)[:, 0],
@@ -293,18 +299,23 @@ class SegmentationModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Name the DataModule class beside its saved arguments (Lightning stores those as
         ``datamodule_hyper_parameters``), so predict.py can read new scans the same way; keep
-        the training scans' intensity profile per modality, to warn about swapped inputs."""
+        the training scans' intensity profile per modality and their voxel spacing, to warn about
+        swapped inputs and scans on other grids."""
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None:
             checkpoint[DATAMODULE_CLASS] = f"{type(datamodule).__module__}.{type(datamodule).__qualname__}"
         profiles = getattr(datamodule, "modality_profiles", None) or self.modality_profiles
         if profiles is not None:
             checkpoint[MODALITY_PROFILES] = profiles.to_dict()
+        spacing = getattr(datamodule, "training_spacing", None) or self.training_spacing
+        if spacing is not None:
+            checkpoint[TRAINING_SPACING] = spacing.to_dict()
         if self.run_record is not None:
             checkpoint[RUN_RECORD] = self.run_record
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.modality_profiles = ModalityProfiles.from_dict(checkpoint.get(MODALITY_PROFILES))
+        self.training_spacing = TrainingSpacing.from_dict(checkpoint.get(TRAINING_SPACING))
         self.run_record = self.run_record or checkpoint.get(RUN_RECORD)
 
     def configure_optimizers(self) -> Any:

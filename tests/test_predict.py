@@ -548,6 +548,36 @@ def test_train_py_predict_warns_about_swapped_modalities_too(checkpoint: Path, t
                                                        "--prediction_writer.output_dir", str(tmp_path / "out")])
 
 
+def test_a_scan_at_another_spacing_than_the_training_scans_gets_a_warning(checkpoint: Path, tiny_demo_dir: Path,
+                                                                         tmp_path: Path) -> None:
+    """The checkpoint keeps the training volumes' voxel spacing (the tiny demo's 6 mm); the same
+    subject at 3 mm, given to a model that did not resample (no ``target_spacing``), is segmented
+    with a warning that says by how much, through predict.py and train.py predict alike."""
+    from nibabel.processing import resample_to_output
+
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)["training_spacing"]
+    assert saved == {"low": [6.0, 6.0, 6.0], "high": [6.0, 6.0, 6.0]}
+    finer = tmp_path / "iSeg-2017-Testing"
+    finer.mkdir()
+    for modality in ("T1", "T2"):
+        image = nib.load(str(tiny_demo_dir / f"subject-4-{modality}.hdr"))
+        image = nib.Nifti1Image(np.asarray(image.dataobj, np.float32).reshape(image.shape[:3]), image.affine)
+        resampled = resample_to_output(image, voxel_sizes=(3.0, 3.0, 3.0), order=1)
+        nib.save(nib.AnalyzeImage(np.asarray(resampled.dataobj).astype(np.int16), resampled.affine),
+                 str(finer / f"subject-4-{modality}.hdr"))
+    expected = (r"subject-4: voxels of 3 x 3 x 3 mm on the network's grid, where the model was trained on 6 x 6 x 6 "
+                r"mm: it sees structures up to 2x larger in voxels than it learned them")
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        predict(checkpoint, [tiny_demo_dir / "subject-4-T1.hdr", tiny_demo_dir / "subject-4-T2.hdr"], tmp_path / "own")
+    assert data_warnings(record) == []
+    with pytest.warns(DataWarning, match=expected):
+        predict(checkpoint, [finer / "subject-4-T1.hdr", finer / "subject-4-T2.hdr"], tmp_path / "finer")
+    with pytest.warns(DataWarning, match=expected):
+        run_with(checkpoint, tiny_demo_dir, "predict", ["--data.init_args.predict_dir", str(finer),
+                                                       "--prediction_writer.output_dir", str(tmp_path / "cli")])
+
+
 @pytest.fixture(scope="module")
 def second_checkpoint(tiny_demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Another model of the same task (another seed): a second ensemble member."""
