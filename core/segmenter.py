@@ -174,7 +174,9 @@ class ScanSegmenter(ABC):
         files written. A subject with bad input does not stop the others: they are segmented and
         the folder's tables and log written, then the problems are raised together."""
         record = {**self.settings(), "flips": flips, "probabilities": probabilities,
-                  **({"resample_to_first": True} if self.preprocessing.resample_to_first else {})}
+                  **({"resample_to_first": True} if self.preprocessing.resample_to_first else {}),
+                  **({"target_spacing": list(self.preprocessing.target_spacing)}
+                     if self.preprocessing.target_spacing else {})}
         folder = PredictionFolder.for_subjects(output, subjects, self.labels.num_outputs, probabilities, overwrite,
                                                names, record=record)
         written, bad = [], BadInputs(len(subjects))

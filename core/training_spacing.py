@@ -41,6 +41,12 @@ class TrainingSpacing:
         spacings = np.stack([voxel_spacing(a) for a in affines])
         return cls(tuple(float(s) for s in spacings.min(axis=0)), tuple(float(s) for s in spacings.max(axis=0)))
 
+    @property
+    def typical(self) -> tuple[float, float, float]:
+        """The spacing to resample a scan to for this model: per axis the geometric mean of the
+        range's ends (the training spacing itself when the volumes shared one)."""
+        return tuple(round(float(np.sqrt(lo * hi)), 6) for lo, hi in zip(self.low, self.high, strict=True))
+
     def problem(self, affine: np.ndarray) -> str | None:
         """Why a volume on the grid ``affine`` is not what the model was trained on, or None."""
         spacing = voxel_spacing(affine)
@@ -53,7 +59,8 @@ class TrainingSpacing:
         size = f"{larger:.2g}x larger" if larger >= smaller else f"{smaller:.2g}x smaller"
         return (f"voxels of {_mm(spacing)} mm on the network's grid, where the model was trained on {trained} mm: "
                 f"it sees structures up to {size} in voxels than it learned them, and segments them worse (resample "
-                "the scan to the training spacing, or train with data.init_args.target_spacing)")
+                f"it to {_mm(self.typical)} mm: predict.py --resample-to-training-spacing, or data.init_args."
+                "target_spacing in train.py predict; or train with target_spacing)")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain lists (checkpoints hold tensors and plain types only)."""
