@@ -65,7 +65,8 @@ LABEL_FILE = re.compile(rf"^(?P<stem>.+?){_SUFFIX}\.(?:nii(?:\.gz)?|hdr|mgz|mgh)
 # The challenge layouts evaluate.py can read ground truth from (by their DataModule).
 LAYOUTS = {"iseg": "ISeg2017DataModule", "mrbrains18": "MRBrainS18DataModule",
            "mrbrains18_thesis": "MRBrainS18DataModule", **dict.fromkeys(BRATS_CONVENTIONS, "BraTSDataModule"),
-           "nnunet": "NnUNetDataModule"}  # an nnU-Net dataset folder: its labelsTr
+           "nnunet": "NnUNetDataModule",  # an nnU-Net dataset folder: its labelsTr
+           **dict.fromkeys(("freesurfer_tissues", "freesurfer_aseg"), "FreeSurferDataModule")}  # a SUBJECTS_DIR
 # What --dataset takes: a challenge's label space, --labels, or the ground truth's own description.
 DATASETS = sorted([*DATASET_LABELS, "labels", "dseg", "nnunet"])
 

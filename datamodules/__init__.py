@@ -6,6 +6,7 @@ from datamodules.base import VolumeSegmentationDataModule
 from datamodules.bids import BIDSDataModule
 from datamodules.brats import BraTSDataModule
 from datamodules.decathlon import DecathlonDataModule
+from datamodules.freesurfer import FreeSurferDataModule
 from datamodules.iseg import ISeg2017DataModule, ISeg2019DataModule
 from datamodules.mrbrains18 import MRBrainS18DataModule
 from datamodules.nifti import NiftiDataModule
@@ -17,6 +18,7 @@ __all__ = [
     "BraTSDataModule",
     "DataError",
     "DecathlonDataModule",
+    "FreeSurferDataModule",
     "ISeg2017DataModule",
     "ISeg2019DataModule",
     "LabelSpace",

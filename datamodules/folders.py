@@ -19,13 +19,14 @@ from datamodules.base import VolumeSegmentationDataModule
 from datamodules.bids import BIDSDataModule
 from datamodules.brats import BraTSDataModule
 from datamodules.decathlon import DecathlonDataModule
+from datamodules.freesurfer import FreeSurferDataModule
 from datamodules.iseg import ISeg2017DataModule, ISeg2019DataModule
 from datamodules.mrbrains18 import MRBrainS18DataModule
 from datamodules.nifti import NiftiDataModule
 from datamodules.nnunet import NnUNetDataModule
 
 _CLASSES = (ISeg2017DataModule, ISeg2019DataModule, MRBrainS18DataModule, BraTSDataModule, DecathlonDataModule,
-            NiftiDataModule, NnUNetDataModule, BIDSDataModule)
+            NiftiDataModule, NnUNetDataModule, BIDSDataModule, FreeSurferDataModule)
 # By the class path checkpoints record (``datamodules.iseg.ISeg2017DataModule``) and the shorter
 # one of the package (``datamodules.ISeg2017DataModule``).
 KNOWN_DATAMODULES: dict[str, type[VolumeSegmentationDataModule]] = {

@@ -270,3 +270,44 @@ def write_bids(root: Path, shape: Sequence[int] = (20, 20, 16)) -> Path:
             write_nifti(images_for(label, {1: 900, 2: 600, 3: 300}, n + 20), bids / anat / f"{stem}_T2w.nii.gz")
         write_nifti(label, manual / anat / f"{stem}_desc-tissue_dseg.nii.gz")
     return bids
+
+
+# FreeSurfer's conformed vox2ras: voxel axes towards Left, Inferior, Anterior, 1 mm.
+FREESURFER_AFFINE = np.array([[-1.0, 0, 0, 10], [0, 0, 1.0, -8], [0, -1.0, 0, 10], [0, 0, 0, 1]])
+# A few aseg structures per hemisphere (left, right): WM, cortex, lateral ventricle, thalamus, ventral DC.
+ASEG_LAYERS = ((24, 24, 0.95), (3, 42, 0.85), (2, 41, 0.6), (10, 49, 0.35), (28, 60, 0.25), (4, 43, 0.15))
+NORM_MEANS = {24: 30, 3: 75, 42: 75, 2: 110, 41: 110, 10: 90, 49: 90, 28: 100, 60: 100, 4: 20, 43: 20,
+              8: 70, 47: 70, 7: 105, 46: 105, 16: 100}
+
+
+def write_freesurfer(root: Path, subjects: Sequence[str] = ("sub-01", "sub-02", "sub-03", "sub-10"),
+                     shape: Sequence[int] = (20, 16, 20), volumes: Sequence[str] = ("norm", "T1")) -> Path:
+    """A SUBJECTS_DIR as recon-all leaves it: ``<subject>/mri/{norm,T1}.mgz`` (uint8) and
+    ``aseg.mgz`` (int32, FreeSurfer's values: the hemispheres split along the first voxel axis,
+    cerebellum and brain stem in the lowest planes), voxel axes L, I, A; ``surf/`` and
+    ``scripts/`` beside ``mri/``; a template subject ``fsaverage`` and a ``README`` at the top."""
+    for n, subject in enumerate([*subjects, "fsaverage"]):
+        aseg = blob_labels(shape, [(left, size) for left, _, size in ASEG_LAYERS], n).astype(np.int32)
+        right = np.arange(shape[0])[:, None, None] < shape[0] // 2  # axis 0 points left: low indices are right
+        for left, right_value, _ in ASEG_LAYERS:
+            aseg[(aseg == left) & right] = right_value
+        low = np.arange(shape[1])[None, :, None] >= shape[1] - 3  # axis 1 points inferior: the last planes
+        inside = aseg > 0
+        aseg[low & inside & right] = 47
+        aseg[low & inside & ~right] = 8
+        aseg[low & inside & (np.abs(np.arange(shape[0]) - shape[0] / 2 + 0.5) < 2)[:, None, None]] = 16
+        front = (np.arange(shape[2]) < shape[2] // 3)[None, None, :]
+        aseg[low & inside & (aseg == 8) & front] = 7
+        aseg[low & inside & (aseg == 47) & front] = 46
+        mri = root / subject / "mri"
+        mri.mkdir(parents=True)
+        nib.save(nib.MGHImage(aseg, FREESURFER_AFFINE), str(mri / "aseg.mgz"))
+        for i, volume in enumerate(volumes):
+            image = images_for(aseg, {v: m * (1 + 0.2 * i) for v, m in NORM_MEANS.items()}, 11 * n + i, np.float32)
+            conformed = np.clip(image, 0, 255).astype(np.uint8)  # recon-all's volumes are uint8
+            nib.save(nib.MGHImage(conformed, FREESURFER_AFFINE), str(mri / f"{volume}.mgz"))
+        for folder in ("surf", "scripts"):
+            (root / subject / folder).mkdir()
+        (root / subject / "scripts" / "recon-all.done").write_text("#END_TIME\n")
+    (root / "README").write_text("subjects processed with recon-all\n")
+    return root

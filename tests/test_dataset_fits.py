@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from layouts import write_brats, write_decathlon, write_mrbrains18, write_nifti_folder, write_nnunet
+from layouts import write_brats, write_decathlon, write_freesurfer, write_mrbrains18, write_nifti_folder, write_nnunet
 
 from train import run_cli
 
@@ -31,6 +31,7 @@ LAYOUTS: dict[str, tuple[Callable[[Path], Path], list[str]]] = {
     "decathlon": (write_decathlon, []),
     "nifti": (write_nifti_folder, []),
     "nnunet": (write_nnunet, []),
+    "freesurfer": (lambda r: write_freesurfer(r / "subjects"), []),
 }
 
 
@@ -73,6 +74,13 @@ def test_one_epoch_fit_on_each_layout(dataset: str, tmp_path: Path) -> None:
     if dataset == "brats":
         assert model.labels.structure_names == ["WT", "TC", "ET"]
         assert model.hparams.label_space["regions"] == {"WT": [1, 2, 3], "TC": [1, 3], "ET": [3]}
+    if dataset == "freesurfer":  # predict.py reads a SUBJECTS_DIR by the checkpoint's DataModule
+        from predict import predict
+
+        (written,) = predict(tmp_path / "checkpoints" / "last.ckpt", [data_dir], tmp_path / "out", subjects=["sub-10"])
+        image = nib.load(str(written))
+        assert written.name == "sub-10_seg.nii.gz" and nib.aff2axcodes(image.affine) == ("L", "I", "A")
+        assert set(np.unique(np.asarray(image.dataobj)).tolist()) <= {0, 2, 3, 24}
     if dataset == "nnunet":  # nnU-Net's region labels, painted back in regions_class_order
         assert model.labels.structure_names == ["whole tumor", "tumor core", "enhancing tumor"]
         assert model.hparams.label_space["regions"] == {"whole tumor": [1, 2, 3], "tumor core": [2, 3],
@@ -108,6 +116,34 @@ def test_predictions_go_back_to_the_scans_own_space(tmp_path: Path, year: int) -
     assert set(np.unique(np.asarray(source.dataobj))) == ({0, 1, 2, 4} if year == 2021 else {0, 1, 2, 3, 4})
     np.testing.assert_array_equal(written.affine, source.affine)
     np.testing.assert_array_equal(np.asarray(written.dataobj), np.asarray(source.dataobj))
+
+
+def test_a_freesurfer_tissue_map_goes_back_onto_the_conformed_grid_and_scores_against_aseg(tmp_path: Path) -> None:
+    """The ground truth's tissue classes written as a "prediction" of a SUBJECTS_DIR subject: on
+    the LIA grid of its ``.mgz`` in FreeSurfer's values (CSF 24, GM 3, WM 2), and ``evaluate.py
+    --dataset freesurfer_tissues`` scores it against the subject's ``aseg.mgz``: Dice 1 for each tissue."""
+    from core.export import PredictionFolder, Segmentation
+    from core.labels import IGNORE_INDEX
+    from datamodules import FreeSurferDataModule
+    from evaluate import evaluate_folders
+
+    root = write_freesurfer(tmp_path / "subjects")
+    dm = FreeSurferDataModule(str(root), val_subjects=["sub-03"], cache_dir=None)
+    dm.setup("validate")
+    item = dm.val_set[0]
+    classes = item["label"][0].numpy().copy()
+    classes[classes == IGNORE_INDEX] = 0  # ventral DC: no tissue to write
+    grids = {k: item[k].numpy() for k in ("affine", "original_affine", "original_shape")}
+    PredictionFolder(tmp_path / "out").write(Segmentation.from_network_grid("sub-03", classes, dm.label_space, **grids))
+    written = nib.load(str(tmp_path / "out" / "sub-03_seg.nii.gz"))
+    aseg = nib.load(str(root / "sub-03" / "mri" / "aseg.mgz"))
+    np.testing.assert_allclose(written.affine, aseg.affine)
+    values = np.asarray(aseg.dataobj)
+    assert np.all(np.asarray(written.dataobj)[np.isin(values, [3, 42, 10, 49])] == 3)
+    assert set(np.unique(np.asarray(written.dataobj)).tolist()) == {0, 2, 3, 24}
+    rows = evaluate_folders(tmp_path / "out", root, "freesurfer_tissues")
+    assert [(r["subject"], r["structure"], r["dice"]) for r in rows] == [
+        ("sub-03", tissue, 1.0) for tissue in ("CSF", "GM", "WM")]
 
 
 def test_logged_test_dice_is_the_mean_of_metrics_csv_on_a_case_without_enhancing_tumour(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from layouts import (
     write_brats_case,
     write_csv,
     write_decathlon,
+    write_freesurfer,
     write_mrbrains18,
     write_nifti_folder,
 )
@@ -21,6 +22,7 @@ from datamodules import (
     BraTSDataModule,
     DataError,
     DecathlonDataModule,
+    FreeSurferDataModule,
     ISeg2019DataModule,
     MRBrainS18DataModule,
     NiftiDataModule,
@@ -188,6 +190,64 @@ def test_brats_conventions_are_never_mixed_in_silence(tmp_path: Path) -> None:
         BraTSDataModule(str(post_treatment), label_convention="brats_post_treatment", **SMALL).subjects()
     with pytest.raises(ValueError, match="label_convention must be auto or one of"):
         BraTSDataModule(str(post_treatment), label_convention="brats2024", **SMALL)
+
+
+# FreeSurfer.
+
+# aseg value -> tissue class (0 background, 1 CSF, 2 GM, 3 WM), by hand for the structures the layout writes.
+ASEG_TISSUE = {0: 0, 24: 1, 4: 1, 43: 1, 3: 2, 42: 2, 10: 2, 49: 2, 8: 2, 47: 2, 2: 3, 41: 3, 7: 3, 46: 3, 16: 3,
+               28: IGNORE_INDEX, 60: IGNORE_INDEX}
+
+
+def test_a_freesurfer_subjects_dir_reads_its_volumes_and_aseg_as_tissues_or_structures(tmp_path: Path) -> None:
+    """Subjects are the folders with ``mri/`` (not ``fsaverage``, not files), in natural order; the
+    conformed LIA volumes come out in RAS; aseg's structures become CSF / GM / WM (ventral DC
+    ignored) or, with ``label_mode: aseg``, each a class of its own by FreeSurfer's name."""
+    from core.geometry import reorient_to_canonical
+
+    root = write_freesurfer(tmp_path / "subjects")
+    dm = FreeSurferDataModule(str(root), val_subjects=["sub-02"], **SMALL)
+    subjects = dm.subjects()
+    assert list(subjects) == ["sub-01", "sub-02", "sub-03", "sub-10"]
+    assert subjects["sub-02"].images == (root / "sub-02" / "mri" / "norm.mgz",)
+    assert subjects["sub-02"].label == root / "sub-02" / "mri" / "aseg.mgz"
+    assert dm.label_space.class_names == ("background", "CSF", "GM", "WM")
+    assert dm.label_space.class_values == (0, 24, 3, 2)  # written back as FreeSurfer names them
+    dm.setup("validate")
+    aseg = nib.load(str(root / "sub-02" / "mri" / "aseg.mgz"))
+    canonical, _ = reorient_to_canonical(np.asarray(aseg.dataobj), aseg.affine)
+    assert set(np.unique(canonical).tolist()) == set(ASEG_TISSUE)
+    expected = np.vectorize(ASEG_TISSUE.get)(canonical)
+    np.testing.assert_array_equal(dm.val_set[0]["label"][0].numpy(), expected)
+    structures = FreeSurferDataModule(str(root), label_mode="aseg", modalities=["norm", "T1"], val_subjects=["sub-02"],
+                                      **SMALL)
+    assert structures.label_space.num_classes == 46 and structures.in_channels == 2
+    structures.setup("validate")
+    names = structures.label_space.class_names
+    label = structures.val_set[0]["label"][0].numpy()
+    assert names[label[canonical == 60][0]] == "Right-VentralDC" and names[label[canonical == 3][0]] == (
+        "Left-Cerebral-Cortex")
+
+
+def test_a_freesurfer_subject_recon_all_left_unfinished_or_outside_aseg_is_named(tmp_path: Path) -> None:
+    root = write_freesurfer(tmp_path / "subjects")
+    with pytest.raises(DataError, match=r"sub-01/mri/FLAIR\.mgz: file not found \(subject sub-01 lacks this volume; "
+                                        r"did recon-all finish\?\)"):
+        FreeSurferDataModule(str(root), modalities=["norm", "FLAIR"], **SMALL).subjects()
+    (root / "sub-03" / "mri" / "aseg.mgz").unlink()
+    with pytest.raises(DataError, match=r"sub-03/mri/aseg\.mgz: file not found \(subject sub-03 has no aseg\.mgz"):
+        FreeSurferDataModule(str(root), **SMALL).subjects()
+    shutil.rmtree(root / "sub-03")
+    aseg = nib.load(str(root / "sub-02" / "mri" / "aseg.mgz"))
+    lesion = np.asarray(aseg.dataobj).copy()
+    lesion[lesion == 41] = 77  # WM hypointensities: still white matter
+    lesion[10, 8, 10] = 25  # Left-Lesion: in no standard map
+    nib.save(nib.MGHImage(lesion, aseg.affine), str(root / "sub-02" / "mri" / "aseg.mgz"))
+    with pytest.raises(DataError, match=r"sub-02/mri/aseg\.mgz: label values \[25\] are not in the label map .*; "
+                                        r"label_mode tissues groups aseg's 45 standard structures"):
+        FreeSurferDataModule(str(root), val_subjects=["sub-02"], **SMALL).setup("validate")
+    with pytest.raises(DataError, match="no FreeSurfer subjects found"):
+        FreeSurferDataModule(str(tmp_path), **SMALL).subjects()
 
 
 # Decathlon.
