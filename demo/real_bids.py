@@ -12,7 +12,10 @@ reorient to RAS+ and ``predict.py`` writes back. ``--fmriprep`` adds ``derivativ
 out as fMRIPrep writes its anatomical outputs (conformed to RAS, also for the LAS participants):
 ``desc-preproc_T1w`` with a ``space-MNI152NLin2009cAsym`` copy, the tissue map ``_dseg``
 (GM 1, WM 2, CSF 3, no table) and ``desc-aseg_dseg`` with ``desc-aseg_dseg.tsv`` (FreeSurfer's
-values for cerebral white matter 2, cortex 3 and lateral ventricle 4).
+values for cerebral white matter 2, cortex 3 and lateral ventricle 4). ``--freesurfer`` adds
+``derivatives/freesurfer``, a SUBJECTS_DIR as recon-all leaves it: ``<participant>/mri/norm.mgz``
+(uint8, white matter about 110) and ``aseg.mgz`` (CSF 24, cortex 3/42 and white matter 2/41 by
+hemisphere), conformed to voxel axes L, I, A (on the brain's box, not 256³), and ``fsaverage``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
 
 from core.io import atomic_path, write_text_atomically
 from demo.synthetic_iseg import LABEL_VALUES, icbm_reference
@@ -31,12 +35,35 @@ TISSUES = {1: "CSF", 2: "GM", 3: "WM"}  # dseg.tsv of the labels: the demo's iSe
 FMRIPREP_TISSUES = {1: 3, 2: 1, 3: 2}  # ours -> fMRIPrep's tissue map: GM 1, WM 2, CSF 3
 ASEG = {1: 4, 2: 3, 3: 2}  # ours -> FreeSurfer aseg: Left-Lateral-Ventricle 4, Left-Cerebral-Cortex 3, WM 2
 ASEG_NAMES = {2: "Left-Cerebral-White-Matter", 3: "Left-Cerebral-Cortex", 4: "Left-Lateral-Ventricle"}
+FREESURFER_ASEG = {1: (24, 24), 2: (3, 42), 3: (2, 41)}  # ours -> aseg (left, right hemisphere): CSF, cortex, WM
 
 
 def _save(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         nib.save(nib.Nifti1Image(array, affine), str(tmp))
+
+
+def _conformed(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    """``array`` saved as FreeSurfer saves a conformed volume: MGZ, voxel axes L, I, A."""
+    image = nib.Nifti1Image(array, affine)
+    image = image.as_reoriented(ornt_transform(io_orientation(affine), axcodes2ornt("LIA")))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        nib.save(nib.MGHImage(np.asarray(image.dataobj), image.affine), str(tmp))
+
+
+def _freesurfer_subject(folder: Path, image: np.ndarray, tissues: np.ndarray, affine: np.ndarray) -> None:
+    """recon-all's ``mri/norm.mgz`` and ``aseg.mgz`` of one participant (RAS ``affine``, so the
+    first half of the first axis is the left hemisphere)."""
+    left = (np.arange(tissues.shape[0]) < tissues.shape[0] / 2)[:, None, None]
+    aseg = np.zeros(tissues.shape, dtype=np.int32)
+    for ours, (on_left, on_right) in FREESURFER_ASEG.items():
+        aseg[(tissues == ours) & left] = on_left
+        aseg[(tissues == ours) & ~left] = on_right
+    norm = np.clip(image * (110.0 / image[tissues == 3].mean()), 0, 255).astype(np.uint8)
+    _conformed(norm, affine, folder / "mri" / "norm.mgz")
+    _conformed(aseg, affine, folder / "mri" / "aseg.mgz")
 
 
 def _mapped(labels: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
@@ -46,7 +73,8 @@ def _mapped(labels: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
     return out
 
 
-def build(out: Path, participants: int = 4, spacing: float = 1.0, seed: int = 0, fmriprep: bool = False) -> Path:
+def build(out: Path, participants: int = 4, spacing: float = 1.0, seed: int = 0, fmriprep: bool = False,
+          freesurfer: bool = False) -> Path:
     """Write the dataset into ``out`` (a new or empty folder) and return it."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
@@ -72,6 +100,8 @@ def build(out: Path, participants: int = 4, spacing: float = 1.0, seed: int = 0,
             _save(_mapped(tissues, FMRIPREP_TISSUES), affine, anat / f"{sub}_dseg.nii.gz")
             _save(_mapped(tissues, FMRIPREP_TISSUES), affine, anat / f"{sub}_space-MNI152NLin2009cAsym_dseg.nii.gz")
             _save(_mapped(tissues, ASEG), affine, anat / f"{sub}_desc-aseg_dseg.nii.gz")
+        if freesurfer:
+            _freesurfer_subject(out / "derivatives" / "freesurfer" / sub, image, tissues, affine)
         if number % 2 == 0:
             image, labels, grid = image[::-1].copy(), tissues[::-1].copy(), affine @ flip
         _save(image, grid, out / sub / "anat" / f"{sub}_T1w.nii.gz")
@@ -82,6 +112,8 @@ def build(out: Path, participants: int = 4, spacing: float = 1.0, seed: int = 0,
         {"Name": "tissues from the ICBM152 GM/WM maps", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
          "GeneratedBy": [{"Name": "demo.real_bids"}]}, indent=1))
     write_text_atomically(manual / "dseg.tsv", "index\tname\n" + "".join(f"{i}\t{n}\n" for i, n in TISSUES.items()))
+    if freesurfer:  # the template recon-all links into every SUBJECTS_DIR
+        _freesurfer_subject(out / "derivatives" / "freesurfer" / "fsaverage", t1, tissues, affine)
     if fmriprep:
         prep = out / "derivatives" / "fmriprep"
         write_text_atomically(prep / "dataset_description.json", json.dumps(
@@ -99,8 +131,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--spacing", type=float, default=1.0, help="voxel size in mm (1.0: a real scan's)")
     parser.add_argument("--fmriprep", action="store_true",
                         help="also derivatives/fmriprep, laid out as fMRIPrep writes its anatomical outputs")
+    parser.add_argument("--freesurfer", action="store_true",
+                        help="also derivatives/freesurfer: a SUBJECTS_DIR, each participant's norm.mgz, aseg.mgz")
     args = parser.parse_args(argv)
-    root = build(args.out, args.participants, args.spacing, fmriprep=args.fmriprep)
+    root = build(args.out, args.participants, args.spacing, fmriprep=args.fmriprep, freesurfer=args.freesurfer)
     shape = nib.load(next(root.glob("sub-01/anat/*_T1w.nii.gz"))).shape
     print(f"{root}: {args.participants} participants, T1w {shape} at {args.spacing} mm, labels in derivatives/manual")
 

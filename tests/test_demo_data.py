@@ -38,13 +38,13 @@ def test_demo_data_is_deterministic_and_cached(tmp_path: Path, tiny_demo_dir: Pa
 def test_the_real_size_bids_tree_reads_back_the_same_anatomy_in_either_orientation(tmp_path: Path) -> None:
     """``demo/real_bids.py`` (here at 4 mm): the ICBM T1 as BIDS participants, every second stored
     LAS; the BIDS DataModule reads both back on one RAS+ grid with the same tissue labels, from
-    the derivative's dseg.tsv; a folder that is not empty is refused."""
+    the derivative's dseg.tsv, and from FreeSurfer's aseg.mgz; a folder that is not empty is refused."""
     import pytest
 
-    from datamodules import BIDSDataModule
+    from datamodules import BIDSDataModule, FreeSurferDataModule
     from demo.real_bids import build
 
-    root = build(tmp_path / "bids", participants=2, spacing=4.0, fmriprep=True)
+    root = build(tmp_path / "bids", participants=2, spacing=4.0, fmriprep=True, freesurfer=True)
     first, second = (nib.load(str(root / f"sub-0{n}" / "anat" / f"sub-0{n}_T1w.nii.gz")) for n in (1, 2))
     assert nib.aff2axcodes(first.affine) == ("R", "A", "S") and nib.aff2axcodes(second.affine) == ("L", "A", "S")
     assert first.shape == (40, 49, 43) and first.get_data_dtype() == np.int16
@@ -72,5 +72,11 @@ def test_the_real_size_bids_tree_reads_back_the_same_anatomy_in_either_orientati
                           label_entities={"desc": "aseg"})
     assert aseg.label_space.class_names == ("background", "Left-Cerebral-White-Matter", "Left-Cerebral-Cortex",
                                             "Left-Lateral-Ventricle")
+    # FreeSurfer's SUBJECTS_DIR beside it (conformed LIA MGZ, fsaverage among the subjects): the same tissues.
+    freesurfer = FreeSurferDataModule(str(root / "derivatives" / "freesurfer"), cache_dir=None)
+    assert list(freesurfer.subjects()) == ["sub-01", "sub-02"]
+    assert nib.aff2axcodes(nib.load(str(freesurfer.subjects()["sub-02"].label)).affine) == ("L", "I", "A")
+    for ours, fs in zip(volumes, freesurfer._load(list(freesurfer.subjects().values())), strict=True):
+        np.testing.assert_array_equal(fs.label, ours.label)  # CSF 1, GM 2, WM 3 either way
     with pytest.raises(SystemExit, match="exists and is not empty"):
         build(root)
