@@ -60,7 +60,7 @@ class TrainingSpacing:
         return (f"voxels of {_mm(spacing)} mm on the network's grid, where the model was trained on {trained} mm: "
                 f"it sees structures up to {size} in voxels than it learned them, and segments them worse (resample "
                 f"it to {_mm(self.typical)} mm: predict.py --resample-to-training-spacing, or data.init_args."
-                "target_spacing in train.py predict; or train with target_spacing)")
+                "target_spacing in train.py; or train with target_spacing)")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain lists (checkpoints hold tensors and plain types only)."""

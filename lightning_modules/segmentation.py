@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +22,7 @@ from core.checkpoint import (
     read_checkpoint,
     recorded_path,
 )
+from core.io import DataWarning
 from core.labels import LabelSpace
 from core.metrics import dice_per_structure
 from core.modality_profiles import ModalityProfiles
@@ -135,6 +137,7 @@ class SegmentationModule(pl.LightningModule):
         self.border = network_border(self.network)
         self.modality_profiles: ModalityProfiles | None = None  # the training scans', from the checkpoint
         self.training_spacing: TrainingSpacing | None = None  # likewise
+        self._spacing_said: set[str] = set()  # subjects whose voxel spacing was warned about
         self.run_record: dict[str, Any] | None = None  # the run's config, command and code (train.py sets it)
         # Per stage and subject: the loss and the hard-label Dice of each scored structure
         # (foreground class or region), by the formula of every table (core.metrics: a structure
@@ -239,7 +242,20 @@ class SegmentationModule(pl.LightningModule):
                                f"{tuple(image.shape[2:])}; with border {b} it should be {expected}")
         return label[..., b:-b, b:-b, b:-b] if b else label
 
+    def _check_spacing(self, batch: dict[str, Any]) -> None:
+        """Warn once per subject whose grid's voxels differ from the training volumes' (the
+        checkpoint's record, or in a fit the DataModule's): its scores are not the model's."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        spacing = self.training_spacing or getattr(datamodule, "training_spacing", None)
+        if spacing is None or "affine" not in batch:
+            return
+        for subject, affine in zip(batch["subject"], batch["affine"], strict=True):
+            if subject not in self._spacing_said and (problem := spacing.problem(affine.cpu().numpy())):
+                self._spacing_said.add(subject)
+                warnings.warn(f"{subject}: {problem}", DataWarning, stacklevel=2)  # each process its own subjects
+
     def _evaluate_volume(self, batch: dict[str, Any], stage: str) -> dict[str, Any]:
+        self._check_spacing(batch)
         logits = self.predict_logits(batch["image"]).float()
         label = batch["label"].long()
         dice = dice_per_structure(*self.labels.dice_masks(logits, label))

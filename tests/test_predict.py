@@ -552,19 +552,21 @@ def test_a_scan_at_another_spacing_than_the_training_scans_gets_a_warning(checkp
                                                                          tmp_path: Path) -> None:
     """The checkpoint keeps the training volumes' voxel spacing (the tiny demo's 6 mm); the same
     subject at 3 mm, given to a model that did not resample (no ``target_spacing``), is segmented
-    with a warning that says by how much, through predict.py and train.py predict alike."""
+    with a warning that says by how much, through predict.py and train.py predict alike, and
+    ``train.py test`` says it of the subjects it scores."""
     from nibabel.processing import resample_to_output
 
     saved = torch.load(checkpoint, map_location="cpu", weights_only=True)["training_spacing"]
     assert saved == {"low": [6.0, 6.0, 6.0], "high": [6.0, 6.0, 6.0]}
     finer = tmp_path / "iSeg-2017-Testing"
     finer.mkdir()
-    for modality in ("T1", "T2"):
-        image = nib.load(str(tiny_demo_dir / f"subject-4-{modality}.hdr"))
+    for subject, modality in ((s, m) for s in ("subject-3", "subject-4") for m in ("T1", "T2", "label")):
+        image = nib.load(str(tiny_demo_dir / f"{subject}-{modality}.hdr"))
         image = nib.Nifti1Image(np.asarray(image.dataobj, np.float32).reshape(image.shape[:3]), image.affine)
-        resampled = resample_to_output(image, voxel_sizes=(3.0, 3.0, 3.0), order=1)
-        nib.save(nib.AnalyzeImage(np.asarray(resampled.dataobj).astype(np.int16), resampled.affine),
-                 str(finer / f"subject-4-{modality}.hdr"))
+        resampled = resample_to_output(image, voxel_sizes=(3.0, 3.0, 3.0), order=0 if modality == "label" else 1)
+        data = np.asarray(resampled.dataobj)
+        data = np.rint(data).astype(np.uint8) if modality == "label" else data.astype(np.int16)
+        nib.save(nib.AnalyzeImage(data, resampled.affine), str(finer / f"{subject}-{modality}.hdr"))
     expected = (r"subject-4: voxels of 3 x 3 x 3 mm on the network's grid, where the model was trained on 6 x 6 x 6 "
                 r"mm: it sees structures up to 2x larger in voxels than it learned them, and segments them worse "
                 r"\(resample it to 6 x 6 x 6 mm: predict.py --resample-to-training-spacing, ")
@@ -577,6 +579,9 @@ def test_a_scan_at_another_spacing_than_the_training_scans_gets_a_warning(checkp
     with pytest.warns(DataWarning, match=expected):
         run_with(checkpoint, tiny_demo_dir, "predict", ["--data.init_args.predict_dir", str(finer),
                                                        "--prediction_writer.output_dir", str(tmp_path / "cli")])
+    with pytest.warns(DataWarning, match=expected):
+        run_with(checkpoint, finer, "test", ["--test_report.output_dir", str(tmp_path / "test"),
+                                             "--test_report.save_png", "false"])
     # The remedy: resampled to 6 mm for the network, the segmentation back on the 3 mm grid, said in the log.
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
