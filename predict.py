@@ -76,8 +76,7 @@ def predict(checkpoint: Path | Sequence[Path], inputs: Sequence[Path], output: P
             save_probabilities: bool = False, subject_id: str | None = None, overwrite: bool = False,
             window_scale: int | None = None, precision: str = "32", contrast: str | None = None,
             subjects: Sequence[str] | None = None, shard: tuple[int, int] | None = None,
-            resample_to_first: bool = False, case_names: bool = False,
-            resample_to_training_spacing: bool = False) -> list[Path]:
+            resample_to_first: bool = False, case_names: bool = False) -> list[Path]:
     """Segment every subject of ``inputs`` with one checkpoint or the ensemble of several;
     returns the segmentation files written. For a folder: ``contrast``, with a model of any
     contrast, the modality of the folder's layout to segment (default: the one it was validated
@@ -86,19 +85,12 @@ def predict(checkpoint: Path | Sequence[Path], inputs: Sequence[Path], output: P
     SLURM array) segment a dataset between them into one folder. ``resample_to_first``: the other
     modalities (scans not co-registered onto one grid) resampled onto the first one's grid through
     the affines, whatever the checkpoint's preprocessing says. ``case_names``: each segmentation
-    named ``<case>.nii.gz`` (BraTS' submissions, nnU-Net's), not the dataset's own convention.
-    ``resample_to_training_spacing``: every scan resampled to the training volumes' voxel spacing
-    (a model trained without ``target_spacing`` given scans at another one), the segmentation back."""
+    named ``<case>.nii.gz`` (BraTS' submissions, nnU-Net's), not the dataset's own convention."""
     # A bar over the windows of each volume when run in a terminal.
     segmenter = load_segmenter(checkpoint, device, sw_overlap=sw_overlap, sw_batch_size=sw_batch_size,
                                window_scale=window_scale, progress=sys.stderr.isatty(), precision=precision)
     if resample_to_first:
         segmenter.preprocessing = replace(segmenter.preprocessing, resample_to_first=True)
-    if resample_to_training_spacing:
-        if segmenter.training_spacing is None:
-            raise DataError(f"{segmenter.source}: records no training spacing (written before checkpoints kept it); "
-                            "give the scans at the training scans' spacing")
-        segmenter.preprocessing = replace(segmenter.preprocessing, target_spacing=segmenter.training_spacing.typical)
     if len(inputs) == 1 and Path(inputs[0]).is_dir():
         chosen = subjects_in_folder(inputs[0], segmenter.datamodule, segmenter.modalities, segmenter.source,
                                     contrast, only=subjects)
@@ -161,9 +153,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--resample-to-first", action="store_true",
                         help="resample the other modalities onto the first one's grid through the affines (scans not "
                              "co-registered onto one grid); default: the checkpoint's preprocessing")
-    parser.add_argument("--resample-to-training-spacing", action="store_true",
-                        help="resample every scan to the training volumes' voxel spacing and the segmentation back "
-                             "(a model trained without target_spacing, given scans at another spacing)")
     parser.add_argument("--cpu-fast", action="store_true",
                         help="the CPU preset: no mirroring, overlap 0.25, windows x2, one window a pass, every core, "
                              "bf16 where the CPU has it")
@@ -182,8 +171,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                           sw_batch_size=args.sw_batch_size, flips=args.flips, save_probabilities=args.probabilities,
                           subject_id=args.subject, overwrite=args.overwrite, window_scale=args.window_scale,
                           precision=args.precision, contrast=args.contrast, subjects=args.subjects, shard=args.shard,
-                          resample_to_first=args.resample_to_first, case_names=args.case_names,
-                          resample_to_training_spacing=args.resample_to_training_spacing)
+                          resample_to_first=args.resample_to_first, case_names=args.case_names)
         if not written and args.shard:
             print(f"predict.py: shard {args.shard[0]}/{args.shard[1]} has no subjects (fewer than "
                   f"{args.shard[0] + 1} to share out); nothing written")

@@ -569,7 +569,7 @@ def test_a_scan_at_another_spacing_than_the_training_scans_gets_a_warning(checkp
         nib.save(nib.AnalyzeImage(data, resampled.affine), str(finer / f"{subject}-{modality}.hdr"))
     expected = (r"subject-4: voxels of 3 x 3 x 3 mm on the network's grid, where the model was trained on 6 x 6 x 6 "
                 r"mm: it sees structures up to 2x larger in voxels than it learned them, and segments them worse "
-                r"\(resample it to 6 x 6 x 6 mm: predict.py --resample-to-training-spacing, ")
+                r"\(a model trained on scans of this spacing")
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         predict(checkpoint, [tiny_demo_dir / "subject-4-T1.hdr", tiny_demo_dir / "subject-4-T2.hdr"], tmp_path / "own")
@@ -582,17 +582,23 @@ def test_a_scan_at_another_spacing_than_the_training_scans_gets_a_warning(checkp
     with pytest.warns(DataWarning, match=expected):
         run_with(checkpoint, finer, "test", ["--test_report.output_dir", str(tmp_path / "test"),
                                              "--test_report.save_png", "false"])
-    # The remedy: resampled to 6 mm for the network, the segmentation back on the 3 mm grid, said in the log.
+    # With target_spacing (a model whose grid every scan is resampled to) the 3 mm scan is seen at 6 mm: no
+    # warning, the segmentation back on the scan's grid, the spacing in the run's log.
+    from dataclasses import replace
+
+    from core.segmenter import Segmenter
+
+    segmenter = Segmenter.from_checkpoint(checkpoint, "cpu")
+    segmenter.preprocessing = replace(segmenter.preprocessing, target_spacing=(6.0, 6.0, 6.0))
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        main(["--checkpoint", str(checkpoint), "--input", *(str(finer / f"subject-4-{m}.hdr") for m in ("T1", "T2")),
-              "--output", str(tmp_path / "resampled"), "--resample-to-training-spacing"])
+        subject = segmenter.subject([finer / f"subject-4-{m}.hdr" for m in ("T1", "T2")])
+        (written,) = segmenter.segment_to_folder([subject], tmp_path / "resampled", progress=False)
     # (the modality check may flag a 6 mm scan blurred twice: the tiny volumes' histograms lose their shape)
     assert [m for m in data_warnings(record) if "voxels of" in m] == []
-    written = nib.load(str(tmp_path / "resampled" / "subject-4_seg.nii.gz"))
     scan = nib.load(str(finer / "subject-4-T1.hdr"))
-    assert written.shape == scan.shape[:3]
-    np.testing.assert_allclose(written.affine, scan.affine)
+    assert nib.load(str(written)).shape == scan.shape[:3]
+    np.testing.assert_allclose(nib.load(str(written)).affine, scan.affine)
     (run,) = [json.loads(line) for line in (tmp_path / "resampled" / "predictions.jsonl").read_text().splitlines()]
     assert run["target_spacing"] == [6.0, 6.0, 6.0]
 
