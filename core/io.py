@@ -126,6 +126,31 @@ IMAGE_SUFFIXES = (*NIBABEL_SUFFIXES, *ITK_SUFFIXES)
 _GZIPPED_SUFFIXES = (".gz", ".mgz")
 
 
+DICOM_REMEDY = "convert each series to NIfTI first (dcm2niix; for a BIDS dataset, dcm2bids or heudiconv)"
+
+
+def is_dicom(path: str | Path) -> bool:
+    """A DICOM file: ``DICM`` after the 128-byte preamble (DICOM Part 10), or named ``.dcm``/``.ima``."""
+    if Path(path).suffix.lower() in (".dcm", ".ima"):
+        return True
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
+def dicom_hint(folder: str | Path, limit: int = 200) -> str | None:
+    """What to do about a folder of DICOM series given where images are expected (its first
+    ``limit`` files looked at), or None when it holds none."""
+    folder = Path(folder)
+    files = (p for p in folder.rglob("*") if p.is_file())
+    for _, path in zip(range(limit), files, strict=False):
+        if is_dicom(path):
+            return f"it holds DICOM files ({path.relative_to(folder)}, ...): {DICOM_REMEDY}"
+    return None
+
+
 def image_stem(path: str | Path) -> str:
     """A file's name without its image format's suffix (``subject-4-T1`` of ``subject-4-T1.hdr``,
     ``T1`` of ``T1.mgz``); other names are returned whole."""
@@ -190,6 +215,9 @@ def load_volume(path: Path, channel: int | None = None) -> tuple[np.ndarray, np.
     except DataError:
         raise
     except Exception as error:  # nibabel and zlib raise many types for corrupt or truncated files
+        if is_dicom(path):
+            raise DataError(f"{path}: is a DICOM file, not one of the formats read here (NIfTI, Analyze, MGH, "
+                            f"NRRD, MetaImage): {DICOM_REMEDY}") from error
         raise DataError(f"{path}: cannot read the image ({type(error).__name__}: {error})") from error
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from core.export import OUR_NAMES, OutputNames
 from core.intensity import simpleitk
-from core.io import BadInputs, DataError, DataWarning, check_present
+from core.io import BadInputs, DataError, DataWarning, check_present, dicom_hint
 from core.labels import LabelSpace
 from core.modality_profiles import ANY_CONTRAST, ModalityProfiles
 from core.training_spacing import TrainingSpacing
@@ -219,7 +219,12 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
         together (a BIDS participant, ``sub-01``, stands for its sessions; a name that matches none
         is an error); every file of theirs checked readable before any work (an unfetched
         DataLad file is said as that), so the others may be missing."""
-        subjects = self.find_subjects(folder, require_labels)
+        try:
+            subjects = self.find_subjects(folder, require_labels)
+        except DataError as error:
+            if folder.is_dir() and (hint := dicom_hint(folder)):  # a scanner's export, not the layout
+                raise DataError(f"{error}; {hint}") from None
+            raise
         if only is not None:
             only = [self.subject_name(n) for n in only]
             units = {s.subject_id: self.split_unit(s.subject_id) for s in subjects}

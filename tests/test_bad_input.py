@@ -240,6 +240,29 @@ def test_an_mgz_header_claiming_more_voxels_than_it_can_hold_is_refused(tmp_path
         load_volume(path)
 
 
+def test_dicom_given_for_images_says_to_convert_it(tmp_path: Path) -> None:
+    """A scanner's DICOM export (Part 10 files, ``DICM`` after the preamble, named without a
+    suffix as many scanners write them) given as an image, or as a dataset folder, is said as
+    DICOM with the converters to use, not as an unknown file type or an empty folder."""
+    from core.io import load_volume
+    from datamodules import ISeg2017DataModule
+
+    series = tmp_path / "export" / "DICOM" / "S0001"
+    series.mkdir(parents=True)
+    for n in range(3):
+        (series / f"IM{n:04d}").write_bytes(b"\x00" * 128 + b"DICM" + b"\x02\x00\x00\x00UL\x04\x00" + bytes(64))
+    with pytest.raises(DataError, match=r"IM0000: is a DICOM file, not one of the formats read here \(NIfTI, Analyze, "
+                                        r"MGH, NRRD, MetaImage\): convert each series to NIfTI first \(dcm2niix"):
+        load_volume(series / "IM0000")
+    with pytest.raises(DataError, match=r"export: no iSeg subjects found .*; it holds DICOM files "
+                                        r"\(DICOM/S0001/IM000\d, \.\.\.\): convert each series to NIfTI first"):
+        ISeg2017DataModule(str(tmp_path / "export"), cache_dir=None).subjects()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"empty: no iSeg subjects found \(expected files like "
+                                        r"subject-1-T1\.hdr/\.img\)$"):
+        ISeg2017DataModule(str(tmp_path / "empty"), cache_dir=None).subjects()
+
+
 def test_huge_intensities_are_normalised_not_lost(layout: Layout) -> None:
     """A float image scaled by 3e34 once overflowed the z-score (float32) into an all-background
     volume; statistics in float64 give the same normalised image as the unscaled one."""
