@@ -194,7 +194,7 @@ def load_volume(path: Path, channel: int | None = None) -> tuple[np.ndarray, np.
     ``(float32 array, 4x4 affine)``.
 
     ``channel`` picks one volume of a 4D file (the Decathlon stores modalities on the 4th
-    axis). Without it, a trailing singleton 4th axis is dropped and anything else that is not
+    axis). Without it, trailing singleton axes (4th, 5th) are dropped and anything else that is not
     3D is an error, as are unreadable or truncated files and NaN or infinite voxels.
     """
     path = Path(path)
@@ -219,7 +219,7 @@ def load_volume(path: Path, channel: int | None = None) -> tuple[np.ndarray, np.
             raise DataError(f"{path}: is a DICOM file, not one of the formats read here (NIfTI, Analyze, MGH, "
                             f"NRRD, MetaImage): {DICOM_REMEDY}") from error
         raise DataError(f"{path}: cannot read the image ({type(error).__name__}: {error})") from error
-    if data.ndim == 4 and data.shape[3] == 1:
+    while data.ndim > 3 and data.shape[-1] == 1:  # (x, y, z, 1) or (x, y, z, 1, 1), as some converters write
         data = data[..., 0]
     if data.ndim != 3:
         raise DataError(f"{path}: expected a 3D volume, got shape {data.shape}")

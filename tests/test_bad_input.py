@@ -181,6 +181,17 @@ def test_4d_file_where_3d_is_expected(layout: Layout) -> None:
     expect(layout, layout.image, "expected a 3D volume, got shape")
 
 
+def test_trailing_singleton_axes_are_a_3d_volume(tmp_path: Path) -> None:
+    """(x, y, z, 1) and (x, y, z, 1, 1), as some converters store a 3D scan, read as the volume."""
+    from core.io import load_volume
+
+    data = np.arange(60, dtype=np.float32).reshape(3, 4, 5)
+    for shape in ((3, 4, 5, 1), (3, 4, 5, 1, 1)):
+        nib.save(nib.Nifti1Image(data.reshape(shape), np.eye(4)), str(tmp_path / "scan.nii.gz"))
+        assert nib.load(str(tmp_path / "scan.nii.gz")).shape == shape
+        np.testing.assert_array_equal(load_volume(tmp_path / "scan.nii.gz")[0], data)
+
+
 def test_truncated_gzip(layout: Layout) -> None:
     content = layout.image.read_bytes()
     assert content[:2] == b"\x1f\x8b"  # really gzip-compressed, as shipped
