@@ -19,14 +19,25 @@ _COLOURS = ["#00000000", "#1f77b4", "#2ca02c", "#ffdd00", "#d62728", "#9467bd", 
 
 
 PLANES = {"axial": 2, "coronal": 1, "sagittal": 0}  # the voxel axis each plane cuts, for RAS+ volumes
+# Fixed layouts (no second rendering pass to crop): room for the axis labels and titles of the
+# two learning-curve panels (11 x 4 inches), and for the panel titles and legend of the 3 x 2
+# slices of a comparison (8 x 12 inches).
+LEARNING_CURVE_MARGINS = {"left": 0.06, "right": 0.98, "bottom": 0.13, "top": 0.84, "wspace": 0.22}
+COMPARISON_MARGINS = {"left": 0.02, "right": 0.98, "bottom": 0.05, "top": 0.94, "hspace": 0.12, "wspace": 0.04}
 
 
-def _save(fig: plt.Figure, path: Path, title: str, dpi: int) -> Path:
+def _save(fig: plt.Figure, path: Path, title: str, dpi: int, margins: Mapping[str, float] | None = None) -> Path:
+    """Write ``fig`` atomically; with ``margins`` (``subplots_adjust``'s) the layout is fixed, else
+    cropped to what is drawn (``bbox_inches="tight"``: a second rendering pass, 0.09 s of the
+    learning curves' 0.24 s and 0.12 s of a comparison's 0.38 s, paid after every validation)."""
     fig.suptitle(title)
     path = Path(path)
+    if margins is not None:
+        fig.subplots_adjust(**margins)
     try:
         with atomic_path(path) as tmp:  # never a half-drawn picture under the final name
-            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
+            fig.savefig(tmp, dpi=dpi, bbox_inches=None if margins is not None else "tight",
+                        format=path.suffix.lstrip(".") or "png")
     finally:
         plt.close(fig)
     return path
@@ -74,7 +85,7 @@ def save_comparison_png(
             ax.axis("off")
     handles = [Patch(color=_COLOURS[i], label=n) for i, n in enumerate(class_names) if i > 0]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5), frameon=False)
-    return _save(fig, path, title, dpi=80)
+    return _save(fig, path, title, dpi=80, margins=COMPARISON_MARGINS)
 
 
 def save_learning_curves_png(history: Mapping[str, Sequence[tuple[int, float]]], path: Path, title: str = "") -> Path:
@@ -98,7 +109,7 @@ def save_learning_curves_png(history: Mapping[str, Sequence[tuple[int, float]]],
         if ax.lines:
             ax.legend(frameon=False)
         ax.grid(alpha=0.3)
-    return _save(fig, path, title, dpi=90)
+    return _save(fig, path, title, dpi=90, margins=LEARNING_CURVE_MARGINS)
 
 
 def save_score_boxplots(scores: Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]], path: Path,
