@@ -144,6 +144,17 @@ def test_a_freesurfer_tissue_map_goes_back_onto_the_conformed_grid_and_scores_ag
     rows = evaluate_folders(tmp_path / "out", root, "freesurfer_tissues")
     assert [(r["subject"], r["structure"], r["dice"]) for r in rows] == [
         ("sub-03", tissue, 1.0) for tissue in ("CSF", "GM", "WM")]
+    # label_mode aseg: every structure written back as its aseg value, scored by freesurfer_aseg.
+    structures = FreeSurferDataModule(str(root), val_subjects=["sub-03"], cache_dir=None, label_mode="aseg")
+    structures.setup("validate")
+    item = structures.val_set[0]
+    grids = {k: item[k].numpy() for k in ("affine", "original_affine", "original_shape")}
+    PredictionFolder(tmp_path / "aseg").write(Segmentation.from_network_grid(
+        "sub-03", item["label"][0].numpy(), structures.label_space, **grids))
+    np.testing.assert_array_equal(np.asarray(nib.load(str(tmp_path / "aseg" / "sub-03_seg.nii.gz")).dataobj), values)
+    rows = evaluate_folders(tmp_path / "aseg", root, "freesurfer_aseg")
+    assert len(rows) == 45 and {r["dice"] for r in rows} == {1.0}
+    assert {"Right-VentralDC", "Right-Thalamus", "Brain-Stem"} <= {r["structure"] for r in rows}
 
 
 def test_logged_test_dice_is_the_mean_of_metrics_csv_on_a_case_without_enhancing_tumour(tmp_path: Path) -> None:
