@@ -30,6 +30,12 @@ from datamodules.splits import SplitRule, make_split, read_splits_file
 PROFILE_SUBJECTS = 16  # training subjects (evenly spread) whose modality profiles go into checkpoints
 
 
+class NoSubjectsFound(DataError):
+    """A folder that holds none of a dataset's subjects in its layout (empty, another layout, a
+    scanner's DICOM export): :meth:`VolumeSegmentationDataModule.list_subjects` says which of
+    these it is where it can."""
+
+
 class VolumeSegmentationDataModule(pl.LightningDataModule):
     """Multi-modal 3D segmentation data: training on random patches, validation, test and
     prediction on whole volumes.
@@ -221,9 +227,9 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
         DataLad file is said as that), so the others may be missing."""
         try:
             subjects = self.find_subjects(folder, require_labels)
-        except DataError as error:
+        except NoSubjectsFound as error:
             if folder.is_dir() and (hint := dicom_hint(folder)):  # a scanner's export, not the layout
-                raise DataError(f"{error}; {hint}") from None
+                raise NoSubjectsFound(f"{error}; {hint}") from None
             raise
         if only is not None:
             only = [self.subject_name(n) for n in only]

@@ -18,7 +18,7 @@ from core.bids import BIDS_NAMES, ENTITIES, dseg_tables, read_dseg_tsv, unit_id,
 from core.io import DataError, DataWarning
 from core.labels import LabelSpace
 from core.volumes import Subject, natural_key
-from datamodules.base import VolumeSegmentationDataModule
+from datamodules.base import NoSubjectsFound, VolumeSegmentationDataModule
 
 FILE_KEYS = {name: key for key, name in ENTITIES.items()}
 _MODALITY = re.compile(r"^((?:[a-z]+-[a-zA-Z0-9]+_)*)([a-zA-Z0-9]+)$")
@@ -53,7 +53,7 @@ def _layout(root: Path, derivative: bool = False) -> Any:
         return BIDSLayout(str(root), validate=False, is_derivative=derivative,
                           indexer=BIDSLayoutIndexer(index_metadata=False))
     except Exception as error:  # pybids raises ValueError/BIDSValidationError for a missing description
-        raise DataError(f"{root}: not a BIDS {'derivatives ' if derivative else ''}dataset "
+        raise NoSubjectsFound(f"{root}: not a BIDS {'derivatives ' if derivative else ''}dataset "
                         f"({str(error).splitlines()[0]})") from error
 
 

@@ -15,7 +15,7 @@ from core.dataset_labels import BRATS_CONVENTIONS
 from core.io import DataError, DataWarning
 from core.labels import LabelSpace
 from core.volumes import Subject, natural_key
-from datamodules.base import VolumeSegmentationDataModule
+from datamodules.base import NoSubjectsFound, VolumeSegmentationDataModule
 
 # The file suffix of each modality under the two namings BraTS has shipped. The model's names stay
 # the same (a T1ce is a t1c), so a model trained on one release reads the other's folders.
@@ -61,9 +61,9 @@ def _segmentation_file(case: Path) -> Path | None:
     return candidates[0] if candidates else None
 
 
-def _no_cases(folder: Path) -> DataError:
-    return DataError(f"{folder}: no BraTS cases found (expected <case>/<case>_flair.nii.gz or, from 2023, "
-                     "<case>/<case>-t2f.nii.gz, ...)")
+def _no_cases(folder: Path) -> NoSubjectsFound:
+    return NoSubjectsFound(f"{folder}: no BraTS cases found (expected <case>/<case>_flair.nii.gz or, from 2023, "
+                           "<case>/<case>-t2f.nii.gz, ...)")
 
 
 def case_namings(folder: Path) -> dict[Path, str]:

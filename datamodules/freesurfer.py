@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from core.dataset_labels import FREESURFER_ASEG, FREESURFER_TISSUES
-from core.io import DataError, require_file
+from core.io import require_file
 from core.labels import LabelSpace
 from core.volumes import Subject, natural_key
-from datamodules.base import VolumeSegmentationDataModule
+from datamodules.base import NoSubjectsFound, VolumeSegmentationDataModule
 
 # Subjects FreeSurfer installs or links into a SUBJECTS_DIR: templates, never a dataset's subject.
 TEMPLATE_SUBJECTS = re.compile(r"^(fsaverage.*|cvs_avg35.*|V1_average|[lr]h\.EC_average|bert)$")
@@ -64,7 +64,7 @@ class FreeSurferDataModule(VolumeSegmentationDataModule):
         ids = sorted((p.name for p in folder.iterdir()
                       if (p / "mri").is_dir() and not TEMPLATE_SUBJECTS.match(p.name)), key=natural_key)
         if not ids:
-            raise DataError(f"{folder}: no FreeSurfer subjects found (expected <subject>/mri/"
+            raise NoSubjectsFound(f"{folder}: no FreeSurfer subjects found (expected <subject>/mri/"
                             f"{self.modalities[0]}.mgz; point data_dir at the SUBJECTS_DIR)")
         subjects = []
         for subject_id in ids:

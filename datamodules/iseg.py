@@ -6,9 +6,9 @@ import re
 from pathlib import Path
 
 from core.dataset_labels import ISEG
-from core.io import DataError, require_file
+from core.io import require_file
 from core.volumes import Subject, natural_key
-from datamodules.base import VolumeSegmentationDataModule
+from datamodules.base import NoSubjectsFound, VolumeSegmentationDataModule
 
 _FILE = re.compile(r"^subject-(\d+)-(\w+)\.hdr$")
 
@@ -34,7 +34,7 @@ class ISeg2017DataModule(VolumeSegmentationDataModule):
     def find_subjects(self, folder: Path, require_labels: bool) -> list[Subject]:
         numbers = sorted({m.group(1) for p in folder.iterdir() if (m := _FILE.match(p.name))}, key=natural_key)
         if not numbers:
-            raise DataError(f"{folder}: no iSeg subjects found (expected files like subject-1-T1.hdr/.img)")
+            raise NoSubjectsFound(f"{folder}: no iSeg subjects found (expected files like subject-1-T1.hdr/.img)")
         subjects = []
         for n in numbers:
             images = tuple(_analyze_pair(folder, f"subject-{n}-{m}") for m in self.modalities)

@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from core.dataset_labels import MRBRAINS18, MRBRAINS18_THESIS
-from core.io import DataError, require_file
+from core.io import require_file
 from core.labels import LabelSpace
 from core.volumes import Subject, natural_key
-from datamodules.base import VolumeSegmentationDataModule
+from datamodules.base import NoSubjectsFound, VolumeSegmentationDataModule
 
 MODALITY_FILES = {"T1": "reg_T1.nii.gz", "IR": "reg_IR.nii.gz", "FLAIR": "FLAIR.nii.gz"}
 
@@ -47,7 +47,7 @@ class MRBrainS18DataModule(VolumeSegmentationDataModule):
     def find_subjects(self, folder: Path, require_labels: bool) -> list[Subject]:
         ids = sorted((p.name for p in folder.iterdir() if p.is_dir() and (p / "pre").is_dir()), key=natural_key)
         if not ids:
-            raise DataError(f"{folder}: no MRBrainS18 subjects found (expected <id>/pre/FLAIR.nii.gz, "
+            raise NoSubjectsFound(f"{folder}: no MRBrainS18 subjects found (expected <id>/pre/FLAIR.nii.gz, "
                             f"<id>/segm.nii.gz; point data_dir at the 'training' folder)")
         subjects = []
         for subject_id in ids:

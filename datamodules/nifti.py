@@ -12,7 +12,7 @@ from typing import Any
 from core.io import DataError, require_file, unreadable
 from core.labels import LabelSpace
 from core.volumes import Subject, natural_key
-from datamodules.base import VolumeSegmentationDataModule
+from datamodules.base import NoSubjectsFound, VolumeSegmentationDataModule
 
 _FIELD = re.compile(r"\{(\w+)\}")
 
@@ -103,7 +103,7 @@ class NiftiDataModule(VolumeSegmentationDataModule):
                 found[_subject_id(match.groupdict(), names)] = match.groupdict()
         if not found:
             example = self.image_pattern.format(**{n: f"<{n}>" for n in names}, modality=self.modalities[0])
-            raise DataError(f"{folder}: no subjects found (expected files like {example})")
+            raise NoSubjectsFound(f"{folder}: no subjects found (expected files like {example})")
         subjects = []
         for subject_id in sorted(found, key=natural_key):
             fields = found[subject_id]

@@ -19,7 +19,7 @@ from core.io import ITK_SUFFIXES, DataError, require_file
 from core.labels import LabelSpace
 from core.nnunet import channel_modalities, nnunet_label_space, read_nnunet_description
 from core.volumes import Subject, natural_key
-from datamodules.base import VolumeSegmentationDataModule
+from datamodules.base import NoSubjectsFound, VolumeSegmentationDataModule
 
 FILE_ENDINGS = (".nii.gz", ".nii", *ITK_SUFFIXES)  # 3D formats nibabel or SimpleITK read
 NNUNET_NAMES = CASE_NAMES  # nnU-Net names its predictions <case>.nii.gz
@@ -87,7 +87,7 @@ class NnUNetDataModule(VolumeSegmentationDataModule):
             if match := case_file.match(path.name):
                 cases.setdefault(match["case"], set()).add(int(match["channel"]))
         if not cases:
-            raise DataError(f"{images}: no cases found (expected files like <case>_0000{ending})")
+            raise NoSubjectsFound(f"{images}: no cases found (expected files like <case>_0000{ending})")
         channels = [self.available_modalities.index(m) for m in self.modalities]
         subjects = []
         for case in sorted(cases, key=natural_key):

@@ -272,6 +272,13 @@ def test_dicom_given_for_images_says_to_convert_it(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"empty: no iSeg subjects found \(expected files like "
                                         r"subject-1-T1\.hdr/\.img\)$"):
         ISeg2017DataModule(str(tmp_path / "empty"), cache_dir=None).subjects()
+    # A dataset whose own problem is another (a subject without its T2) beside DICOM sources: that problem alone.
+    from conftest import write_iseg_subject
+
+    write_iseg_subject(tmp_path / "export", 1)
+    (tmp_path / "export" / "subject-1-T2.img").unlink()
+    with pytest.raises(DataError, match=r"subject-1-T2\.img: file not found[^;]*$"):
+        ISeg2017DataModule(str(tmp_path / "export"), cache_dir=None).subjects()
 
 
 def test_huge_intensities_are_normalised_not_lost(layout: Layout) -> None:
