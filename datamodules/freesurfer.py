@@ -31,8 +31,8 @@ class FreeSurferDataModule(VolumeSegmentationDataModule):
     as ``fsaverage`` left out), its volumes ``mri/<modality>.mgz`` as the modalities (``norm``:
     skull-stripped and intensity-normalised, what aseg is computed from; ``orig``, ``nu``,
     ``T1``, ``brain``; ``T2`` and ``FLAIR`` from ``-T2pial``/``-FLAIRpial`` runs) and
-    ``mri/<segmentation>.mgz`` as the label map. Volumes are conformed (256³ at 1 mm, voxel axes
-    L, I, A) and predictions are written back on that grid.
+    ``mri/<segmentation>.mgz`` as the label map. Volumes are conformed (256³ at 1 mm unless
+    recon-all ran with ``-cm``; voxel axes L, I, A) and predictions are written back on that grid.
 
     Args:
         segmentation: the label map's name under ``mri/``: ``aseg`` (default), ``aparc+aseg``,
