@@ -3,11 +3,12 @@
 Metrics per structure (a binary mask): Dice (DSC), the 95th-percentile Hausdorff distance
 (HD95, mm), the average symmetric surface distance (ASSD, mm), the absolute volume
 difference (AVD, % of the ground-truth volume) and the sensitivity (true-positive rate, the
-share of the ground truth found). Distances come from MONAI
-(``compute_hausdorff_distance(percentile=95)``, ``compute_average_surface_distance(symmetric=True)``)
-with the voxel spacing, so that our numbers are the ones others get from the same library:
-surfaces are the mask voxels removed by one binary erosion, HD95 is the larger of the two
-directed 95th percentiles, ASSD the mean of all surface distances in both directions.
+share of the ground truth found). Distances come from MONAI with the voxel spacing, so that our
+numbers are the ones others get from the same library: surfaces are the mask voxels removed by
+one binary erosion, HD95 is the larger of the two directed 95th percentiles
+(``compute_hausdorff_distance(percentile=95)``), ASSD the mean of all surface distances in both
+directions (``compute_average_surface_distance(symmetric=True)``); both from one computation of
+the surface distances (``get_edge_surface_distance``, which each of those functions runs anew).
 
 Empty masks (MONAI returns NaN/inf there, which would poison a mean):
 
@@ -41,7 +42,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
+from monai.metrics.utils import get_edge_surface_distance
 
 
 def _metric(column: str, title: str, digits: int) -> Any:
@@ -98,19 +99,17 @@ def volume_diagonal(shape: Sequence[int], spacing: Sequence[float]) -> float:
     return float(math.sqrt(sum((n * s) ** 2 for n, s in zip(shape, spacing, strict=True))))
 
 
-def _as_batch(mask: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None]
-
-
 def surface_distances(prediction: np.ndarray, truth: np.ndarray, spacing: Sequence[float]) -> tuple[float, float]:
-    """(HD95, ASSD) in mm of two non-empty binary masks, by MONAI."""
-    pred, gt = _as_batch(prediction), _as_batch(truth)
-    spacing = [float(s) for s in spacing]
+    """(HD95, ASSD) in mm of two non-empty binary masks, by MONAI: the surface distances in both
+    directions computed once (half the time of MONAI's two functions, each computing them), then
+    reduced as they reduce them."""
+    pred, gt = (torch.from_numpy(np.ascontiguousarray(m, dtype=np.float32)) for m in (prediction, truth))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # MONAI's deprecation notice, one per call
-        hd95 = compute_hausdorff_distance(pred, gt, include_background=True, percentile=95, spacing=spacing)
-        assd = compute_average_surface_distance(pred, gt, include_background=True, symmetric=True, spacing=spacing)
-    return float(hd95.item()), float(assd.item())
+        _, (to_truth, to_prediction), _ = get_edge_surface_distance(pred, gt, spacing=[float(s) for s in spacing],
+                                                                    symmetric=True)
+    hd95 = torch.max(torch.quantile(to_truth, 0.95), torch.quantile(to_prediction, 0.95))
+    return float(hd95), float(torch.cat([to_truth, to_prediction]).mean())
 
 
 def score_structure(prediction: np.ndarray, truth: np.ndarray, spacing: Sequence[float],
