@@ -39,7 +39,7 @@ from core.dataset_labels import BRATS_CONVENTIONS, DATASET_LABELS
 from core.export import NOT_LOGGED, predictions_by_run
 from core.geometry import grid_offset, reorient_like, voxel_spacing
 from core.io import BadInputs, DataError, DataWarning, check_size, one_line_warnings, write_text_atomically
-from core.labels import LabelSpace, whole_label_values
+from core.labels import LabelSpace, present_values, whole_label_values
 from core.lesions import LESION_COLUMNS, LESION_RULES, LesionRule, lesion_columns, lesion_table
 from core.lesions import lesion_rule as rule_of
 from core.metrics import (
@@ -303,7 +303,7 @@ def _score_pair(subject: str, prediction_path: Path, truth_path: Path, space: La
                      "apart" if same_shape else "")
             raise EvaluationError(f"{prediction_path} and {truth_path} have different affines{apart}")
     for path, labels in ((prediction_path, pred), (truth_path, truth)):
-        unknown = sorted(set(np.unique(labels).tolist()) - set(space.value_to_class))
+        unknown = sorted(set(present_values(labels)) - set(space.value_to_class))
         if unknown:
             raise EvaluationError(f"{path}: label values {unknown} are not in the {dataset} label map "
                                   f"{sorted(space.value_to_class)}{_other_convention(dataset, labels)}")
@@ -319,7 +319,7 @@ def _other_convention(dataset: str, labels: np.ndarray) -> str:
     under ``brats``), the ``--dataset`` whose values it holds."""
     if dataset not in BRATS_CONVENTIONS:
         return ""
-    values = set(np.unique(labels).tolist())
+    values = set(present_values(labels))
     fitting = [name for name, (classes, _) in BRATS_CONVENTIONS.items() if values <= set(classes.value_to_class)]
     return f" (its values are those of --dataset {' or '.join(fitting)})" if fitting else ""
 

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from core.labels import value_mask
 from core.metrics import dice_from_counts, surface_distances
 
 MISSED_HD95 = 374.0  # mm: BraTS' distance for a missed or spurious lesion
@@ -152,10 +153,10 @@ def lesion_columns(prediction: np.ndarray, truth: np.ndarray, spacing: Sequence[
     """Structure -> its :data:`LESION_COLUMNS` for one subject's label maps (the dataset's own
     values; ``structures`` and ``ignore`` as :func:`core.metrics.score_subject` takes them:
     voxels whose truth is ignored are in neither mask)."""
-    valid = ~np.isin(truth, list(ignore)) if len(ignore) else True
+    valid = ~value_mask(truth, ignore) if len(ignore) else True
     out = {}
     for name, values in structures.items():
-        scores = lesion_scores(np.isin(prediction, list(values)) & valid, np.isin(truth, list(values)) & valid,
+        scores = lesion_scores(value_mask(prediction, values) & valid, value_mask(truth, values) & valid,
                                spacing, rule)
         out[name] = {"lesion_dice": scores.dice, "lesion_hd95_mm": scores.hd95, "lesions": scores.lesions,
                      "detected": scores.detected, "missed": scores.missed, "false_positives": scores.false_positives}

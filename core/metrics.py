@@ -44,6 +44,8 @@ import numpy as np
 import torch
 from monai.metrics.utils import get_edge_surface_distance
 
+from core.labels import value_mask
+
 
 def _metric(column: str, title: str, digits: int) -> Any:
     """A score field and how it is shown: CSV column, table title, decimals in tables."""
@@ -148,8 +150,8 @@ def score_subject(prediction: np.ndarray, truth: np.ndarray, spacing: Sequence[f
     prediction, truth = np.asarray(prediction), np.asarray(truth)
     if prediction.shape != truth.shape:
         raise ValueError(f"prediction {prediction.shape} and truth {truth.shape} differ in shape")
-    valid = ~np.isin(truth, list(ignore)) if len(ignore) else None
-    return {name: score_structure(np.isin(prediction, list(values)), np.isin(truth, list(values)), spacing, valid)
+    valid = ~value_mask(truth, ignore) if len(ignore) else None
+    return {name: score_structure(value_mask(prediction, values), value_mask(truth, values), spacing, valid)
             for name, values in structures.items()}
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from core.io import DataError
-from core.labels import IGNORE_INDEX, LabelSpace
+from core.labels import IGNORE_INDEX, LabelSpace, present_values, value_mask
 
 
 def test_one_class_per_value_maps_iseg_values() -> None:
@@ -52,3 +52,18 @@ def test_inconsistent_maps_are_refused() -> None:
         LabelSpace.from_groups({"background": [0], "a": [1, 2], "b": [2]})
     with pytest.raises(ValueError, match=r"label values \[1\] are both classes and ignored"):
         LabelSpace.from_values({0: "background", 1: "a"}, ignore=[1])
+
+
+def test_present_values_and_value_masks_by_hand_and_as_numpy_finds_them() -> None:
+    """The counting and lookup-table paths (small non-negative integers) and numpy's (negative or
+    large values, floats) give what ``np.unique`` and ``np.isin`` give."""
+    labels = np.array([[[0, 4, 4], [2, 0, 250]]], dtype=np.uint8)
+    assert present_values(labels) == [0, 2, 4, 250]
+    np.testing.assert_array_equal(value_mask(labels, [4, 250, 999]), [[[False, True, True], [False, False, True]]])
+    assert present_values(np.zeros((0, 2, 2), np.int16)) == [] and not value_mask(np.zeros((0,), np.int16), [0]).any()
+    rng = np.random.default_rng(0)
+    for labels in (rng.integers(0, 60, (12, 10, 8)).astype(np.int16), rng.integers(-1, 5, (12, 10, 8)),
+                   rng.integers(0, 70000, (6, 5, 4)), rng.integers(0, 4, (6, 5, 4)).astype(np.float32)):
+        assert present_values(labels) == np.unique(labels).tolist()
+        for values in ([1, 3], [-1], [0, 65000, 69999]):
+            np.testing.assert_array_equal(value_mask(labels, values), np.isin(labels, values))
