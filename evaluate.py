@@ -67,6 +67,8 @@ LAYOUTS = {"iseg": "ISeg2017DataModule", "mrbrains18": "MRBrainS18DataModule",
            "mrbrains18_thesis": "MRBrainS18DataModule", **dict.fromkeys(BRATS_CONVENTIONS, "BraTSDataModule"),
            "nnunet": "NnUNetDataModule",  # an nnU-Net dataset folder: its labelsTr
            **dict.fromkeys(("freesurfer_tissues", "freesurfer_aseg"), "FreeSurferDataModule")}  # a SUBJECTS_DIR
+# What a layout is read with to find its ground truth alone: a SUBJECTS_DIR's label maps need no norm.mgz.
+LAYOUT_ARGS = dict.fromkeys(("freesurfer_tissues", "freesurfer_aseg"), {"modalities": ["aseg"]})
 # What --dataset takes: a challenge's label space, --labels, or the ground truth's own description.
 DATASETS = sorted([*DATASET_LABELS, "labels", "dseg", "nnunet"])
 
@@ -218,7 +220,8 @@ def truth_files(gt_dir: Path, dataset: str, gt_entities: Mapping[str, str | None
         raise EvaluationError(f"{gt_dir}: no NIfTI files at the top level (dataset {dataset!r} has no known layout)")
     import datamodules  # Lightning and the loaders: only needed to read the challenge layouts
 
-    subjects = getattr(datamodules, LAYOUTS[dataset])(str(gt_dir), cache_dir=None).subjects()
+    layout = getattr(datamodules, LAYOUTS[dataset])(str(gt_dir), cache_dir=None, **LAYOUT_ARGS.get(dataset, {}))
+    subjects = layout.subjects()
     return {sid: s.label for sid, s in subjects.items() if s.label is not None}
 
 

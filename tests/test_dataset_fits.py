@@ -121,7 +121,8 @@ def test_predictions_go_back_to_the_scans_own_space(tmp_path: Path, year: int) -
 def test_a_freesurfer_tissue_map_goes_back_onto_the_conformed_grid_and_scores_against_aseg(tmp_path: Path) -> None:
     """The ground truth's tissue classes written as a "prediction" of a SUBJECTS_DIR subject: on
     the LIA grid of its ``.mgz`` in FreeSurfer's values (CSF 24, GM 3, WM 2), and ``evaluate.py
-    --dataset freesurfer_tissues`` scores it against the subject's ``aseg.mgz``: Dice 1 for each tissue."""
+    --dataset freesurfer_tissues`` scores it against the subject's ``aseg.mgz`` (no volume needed):
+    Dice 1 for each tissue; the same in ``label_mode: aseg`` for its 45 structures."""
     from core.export import PredictionFolder, Segmentation
     from core.labels import IGNORE_INDEX
     from datamodules import FreeSurferDataModule
@@ -141,10 +142,7 @@ def test_a_freesurfer_tissue_map_goes_back_onto_the_conformed_grid_and_scores_ag
     values = np.asarray(aseg.dataobj)
     assert np.all(np.asarray(written.dataobj)[np.isin(values, [3, 42, 10, 49])] == 3)
     assert set(np.unique(np.asarray(written.dataobj)).tolist()) == {0, 2, 3, 24}
-    rows = evaluate_folders(tmp_path / "out", root, "freesurfer_tissues")
-    assert [(r["subject"], r["structure"], r["dice"]) for r in rows] == [
-        ("sub-03", tissue, 1.0) for tissue in ("CSF", "GM", "WM")]
-    # label_mode aseg: every structure written back as its aseg value, scored by freesurfer_aseg.
+    # label_mode aseg: every structure written back as its aseg value.
     structures = FreeSurferDataModule(str(root), val_subjects=["sub-03"], cache_dir=None, label_mode="aseg")
     structures.setup("validate")
     item = structures.val_set[0]
@@ -152,6 +150,11 @@ def test_a_freesurfer_tissue_map_goes_back_onto_the_conformed_grid_and_scores_ag
     PredictionFolder(tmp_path / "aseg").write(Segmentation.from_network_grid(
         "sub-03", item["label"][0].numpy(), structures.label_space, **grids))
     np.testing.assert_array_equal(np.asarray(nib.load(str(tmp_path / "aseg" / "sub-03_seg.nii.gz")).dataobj), values)
+    for subject in root.glob("sub-*"):  # scored against the label maps alone: no volume needed
+        (subject / "mri" / "norm.mgz").unlink()
+    rows = evaluate_folders(tmp_path / "out", root, "freesurfer_tissues")
+    assert [(r["subject"], r["structure"], r["dice"]) for r in rows] == [
+        ("sub-03", tissue, 1.0) for tissue in ("CSF", "GM", "WM")]
     rows = evaluate_folders(tmp_path / "aseg", root, "freesurfer_aseg")
     assert len(rows) == 45 and {r["dice"] for r in rows} == {1.0}
     assert {"Right-VentralDC", "Right-Thalamus", "Brain-Stem"} <= {r["structure"] for r in rows}
