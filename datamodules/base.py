@@ -93,6 +93,9 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
     available_modalities: tuple[str, ...] = ()
     label_values: dict[int, str] = {}
     output_names: OutputNames = OUR_NAMES  # how predictions are named (a dataset's own convention)
+    # Whether a folder without subjects has its subfolders searched for them (the folder above the
+    # dataset's); not for layouts found anywhere below the folder already (BraTS) or indexed whole (BIDS).
+    hints_subfolders = True
 
     def __init__(
         self,
@@ -220,6 +223,19 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
             raise DataError(f"{folder}: dataset folder not found (set data.init_args.{option} to the dataset's folder)")
         return self.list_subjects(folder, require_labels)
 
+    def _subfolder_hint(self, folder: Path, limit: int = 20) -> str | None:
+        """Where the subjects are when ``folder`` is the one above the dataset's (the archive's
+        top folder, ``iSeg-2017/`` for ``iSeg-2017/iSeg-2017-Training/``): the first of its first
+        ``limit`` subfolders in which this layout finds subjects, or None."""
+        for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))[:limit]:
+            try:
+                found = self.find_subjects(sub, require_labels=False)
+            except (DataError, OSError):
+                continue
+            if found:
+                return f"{sub} holds {len(found)} subjects of this layout: give that folder"
+        return None
+
     def list_subjects(self, folder: Path, require_labels: bool, only: Sequence[str] | None = None) -> list[Subject]:
         """:meth:`find_subjects`, or with ``only`` just those named, by id or by what a split keeps
         together (a BIDS participant, ``sub-01``, stands for its sessions; a name that matches none
@@ -228,7 +244,10 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
         try:
             subjects = self.find_subjects(folder, require_labels)
         except NoSubjectsFound as error:
-            if folder.is_dir() and (hint := dicom_hint(folder)):  # a scanner's export, not the layout
+            hint = None
+            if folder.is_dir():
+                hint = dicom_hint(folder) or (self._subfolder_hint(folder) if self.hints_subfolders else None)
+            if hint:  # a scanner's export, or the folder above the dataset's
                 raise NoSubjectsFound(f"{error}; {hint}") from None
             raise
         if only is not None:

@@ -111,6 +111,7 @@ class BIDSDataModule(VolumeSegmentationDataModule):
     """
 
     output_names = BIDS_NAMES
+    hints_subfolders = False  # pybids indexes a folder whole: a subfolder each would be slow
 
     def __init__(self, data_dir: str, modalities: Sequence[str] = ("T1w",), labels_dir: str | None = None,
                  label_entities: Mapping[str, str | None] | None = None,

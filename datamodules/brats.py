@@ -112,6 +112,7 @@ class BraTSDataModule(VolumeSegmentationDataModule):
     """
 
     available_modalities = tuple(NAMINGS["2018-2021"])  # the same names in both namings
+    hints_subfolders = False  # cases are found anywhere below data_dir
 
     def __init__(self, data_dir: str, region_based: bool = False,
                  label_convention: Literal["auto", "brats", "brats2023", "brats_post_treatment"] = "auto",

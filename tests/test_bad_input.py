@@ -272,9 +272,16 @@ def test_dicom_given_for_images_says_to_convert_it(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"empty: no iSeg subjects found \(expected files like "
                                         r"subject-1-T1\.hdr/\.img\)$"):
         ISeg2017DataModule(str(tmp_path / "empty"), cache_dir=None).subjects()
-    # A dataset whose own problem is another (a subject without its T2) beside DICOM sources: that problem alone.
+    # The folder above the dataset's (an archive's top folder): the subfolder that holds it is named.
     from conftest import write_iseg_subject
 
+    for n in (1, 2):
+        write_iseg_subject(tmp_path / "iSeg-2017" / "iSeg-2017-Training", n)
+    (tmp_path / "iSeg-2017" / "iSeg-2017-Testing").mkdir()
+    with pytest.raises(DataError, match=r"iSeg-2017: no iSeg subjects found \(.*\); .*iSeg-2017/iSeg-2017-Training "
+                                        r"holds 2 subjects of this layout: give that folder$"):
+        ISeg2017DataModule(str(tmp_path / "iSeg-2017"), cache_dir=None).subjects()
+    # A dataset whose own problem is another (a subject without its T2) beside DICOM sources: that problem alone.
     write_iseg_subject(tmp_path / "export", 1)
     (tmp_path / "export" / "subject-1-T2.img").unlink()
     with pytest.raises(DataError, match=r"subject-1-T2\.img: file not found[^;]*$"):
