@@ -54,7 +54,7 @@ def _layout(root: Path, derivative: bool = False) -> Any:
                           indexer=BIDSLayoutIndexer(index_metadata=False))
     except Exception as error:  # pybids raises ValueError/BIDSValidationError for a missing description
         raise NoSubjectsFound(f"{root}: not a BIDS {'derivatives ' if derivative else ''}dataset "
-                        f"({str(error).splitlines()[0]})") from error
+                              f"({str(error).splitlines()[0]})") from error
 
 
 _UNIT_FOLDER = re.compile(r"^sub-([a-zA-Z0-9]+)(?:/ses-([a-zA-Z0-9]+))?(?:/|$)")

@@ -65,7 +65,7 @@ class FreeSurferDataModule(VolumeSegmentationDataModule):
                       if (p / "mri").is_dir() and not TEMPLATE_SUBJECTS.match(p.name)), key=natural_key)
         if not ids:
             raise NoSubjectsFound(f"{folder}: no FreeSurfer subjects found (expected <subject>/mri/"
-                            f"{self.modalities[0]}.mgz; point data_dir at the SUBJECTS_DIR)")
+                                  f"{self.modalities[0]}.mgz; point data_dir at the SUBJECTS_DIR)")
         subjects = []
         for subject_id in ids:
             mri = folder / subject_id / "mri"

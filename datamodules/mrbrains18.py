@@ -48,7 +48,7 @@ class MRBrainS18DataModule(VolumeSegmentationDataModule):
         ids = sorted((p.name for p in folder.iterdir() if p.is_dir() and (p / "pre").is_dir()), key=natural_key)
         if not ids:
             raise NoSubjectsFound(f"{folder}: no MRBrainS18 subjects found (expected <id>/pre/FLAIR.nii.gz, "
-                            f"<id>/segm.nii.gz; point data_dir at the 'training' folder)")
+                                  f"<id>/segm.nii.gz; point data_dir at the 'training' folder)")
         subjects = []
         for subject_id in ids:
             root = folder / subject_id
