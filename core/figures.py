@@ -22,8 +22,10 @@ PLANES = {"axial": 2, "coronal": 1, "sagittal": 0}  # the voxel axis each plane 
 # Fixed layouts (no second rendering pass to crop): room for the axis labels and titles of the
 # two learning-curve panels (11 x 4 inches), and for the panel titles and legend of the 3 x 2
 # slices of a comparison (8 x 12 inches).
-LEARNING_CURVE_MARGINS = {"left": 0.06, "right": 0.98, "bottom": 0.13, "top": 0.84, "wspace": 0.22}
+LEARNING_CURVE_MARGINS = {"left": 0.08, "right": 0.98, "bottom": 0.13, "top": 0.84, "wspace": 0.24}
 COMPARISON_MARGINS = {"left": 0.02, "right": 0.98, "bottom": 0.05, "top": 0.94, "hspace": 0.12, "wspace": 0.04}
+LEGEND_COLUMNS = 5  # a comparison's legend: classes per row (up to two rows fit under the slices)
+MAX_LABELLED_CURVES = 10  # more structures than this (aseg's 45): drawn thin, only their mean named
 
 
 def _save(fig: plt.Figure, path: Path, title: str, dpi: int, margins: Mapping[str, float] | None = None) -> Path:
@@ -64,7 +66,8 @@ def save_comparison_png(
     DataModules produce); each plane's slice is the one with the most ground-truth foreground.
     Ignored voxels (negative labels) show no colour.
     """
-    cmap = ListedColormap(_COLOURS[: max(2, len(class_names))])
+    colours = class_colours(len(class_names))
+    cmap = ListedColormap(colours)
     # Grey levels from the brain's 1st-99th percentiles; the zero background shows black.
     brain = image[image != 0]
     low, high = np.percentile(brain, [1, 99]) if brain.size else (0.0, 1.0)
@@ -83,9 +86,29 @@ def save_comparison_png(
                       interpolation="nearest")
             ax.set_title(f"{name}, {plane} {index}")
             ax.axis("off")
-    handles = [Patch(color=_COLOURS[i], label=n) for i, n in enumerate(class_names) if i > 0]
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5), frameon=False)
+    handles = [Patch(color=colours[i], label=n) for i, n in enumerate(class_names) if i > 0]
+    if len(handles) > 2 * LEGEND_COLUMNS:  # aseg's 45 names: a small legend, the frame cropped around it
+        fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.04), ncol=4, frameon=False,
+                   fontsize="small")
+        fig.subplots_adjust(**{**COMPARISON_MARGINS, "bottom": 0.05})
+        return _save(fig, path, title, dpi=80)
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), LEGEND_COLUMNS), frameon=False)
     return _save(fig, path, title, dpi=80, margins=COMPARISON_MARGINS)
+
+
+def class_colours(count: int) -> list:
+    """A colour per class, background transparent: the fixed palette, or for more classes than it
+    has (aseg's 45 structures) as many from matplotlib's qualitative maps, none repeated."""
+    if count <= len(_COLOURS):
+        return _COLOURS[: max(2, count)]
+    import matplotlib as mpl
+    from matplotlib.colors import to_hex
+
+    used = {c.lower() for c in _COLOURS}
+    qualitative = [to_hex(c) for name in ("tab20", "tab20b", "tab20c") for c in mpl.colormaps[name].colors]
+    qualitative = [c for c in dict.fromkeys(qualitative) if c not in used]  # the 53 the palette lacks
+    extra = [qualitative[i % len(qualitative)] for i in range(count - len(_COLOURS))]
+    return [*_COLOURS, *extra]
 
 
 def save_learning_curves_png(history: Mapping[str, Sequence[tuple[int, float]]], path: Path, title: str = "") -> Path:
@@ -94,15 +117,20 @@ def save_learning_curves_png(history: Mapping[str, Sequence[tuple[int, float]]],
     ``history`` maps a metric name (``train/loss``, ``val/loss``, ``val/dice_<region>``,
     ``val/dice_mean``) to its ``(epoch, value)`` points."""
     fig, (losses, dice) = plt.subplots(1, 2, figsize=(11, 4))
+    structures = [n for n in history if "/dice_" in n and not n.endswith("_mean")]
+    named = len(structures) <= MAX_LABELLED_CURVES
     for name, points in sorted(history.items()):
         if not points:
             continue
         epochs, values = zip(*points, strict=True)
         if name.endswith("loss"):
             losses.plot(epochs, values, marker=".", label=name)
+        elif name.endswith("_mean"):
+            label = "mean" if named else f"mean of {len(structures)} structures (thin lines)"
+            dice.plot(epochs, values, marker=".", label=label, linewidth=2.5, color="black" if not named else None)
         elif "/dice_" in name:
-            dice.plot(epochs, values, marker=".", label=name.split("/dice_")[1],
-                      linewidth=2.5 if name.endswith("_mean") else 1.2)
+            dice.plot(epochs, values, marker="." if named else None, linewidth=1.2 if named else 0.6,
+                      alpha=1.0 if named else 0.5, label=name.split("/dice_")[1] if named else None)
     losses.set(xlabel="epoch", ylabel="loss", title="loss")
     dice.set(xlabel="epoch", ylabel="Dice (whole validation volumes)", title="validation Dice", ylim=(0, 1))
     for ax in (losses, dice):
