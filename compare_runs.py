@@ -82,11 +82,11 @@ class Run:
     def network(self) -> str:
         return str(self.settings.get(NETWORK_KEY, "?"))
 
-    def mean_dice(self, structure: str) -> float:
+    def mean_score(self, structure: str) -> float:
         """Mean over the subjects; for :data:`MEAN`, the mean of the structures' means (as the
         logged ``dice_mean``)."""
         if structure == MEAN:
-            return _nanmean([self.mean_dice(s) for s in self.scores if s != MEAN])
+            return _nanmean([self.mean_score(s) for s in self.scores if s != MEAN])
         return _nanmean(list(self.scores.get(structure, {}).values()))
 
 
@@ -278,7 +278,7 @@ def compare(paths: Sequence[Path], scores: Sequence[tuple[str, str | None, Path]
         for run in sorted(members, key=lambda r: str(r.folder)):
             name = str(run.folder.relative_to(root)) if run.folder.is_relative_to(root) else str(run.folder)
             values = {s: list(run.scores.get(s, {}).values()) for s in structures}
-            cells = [f"{run.mean_dice(s):.4f}{_interval(values[s])}" for s in structures]
+            cells = [f"{run.mean_score(s):.4f}{_interval(values[s])}" for s in structures]
             lines.append(f"| {name} | {run.network} | " + "".join(f"{_cell(run.settings.get(k))} | " for k in columns)
                          + " | ".join(cells) + " |")
             row = {"dataset": dataset, "run": name, "network": run.network,
@@ -286,7 +286,7 @@ def compare(paths: Sequence[Path], scores: Sequence[tuple[str, str | None, Path]
             for structure in structures:
                 values = list(run.scores.get(structure, {}).values())
                 low, high = bootstrap_ci(values)
-                row.update({f"{structure}_{metric}": run.mean_dice(structure), f"{structure}_ci_low": low,
+                row.update({f"{structure}_{metric}": run.mean_score(structure), f"{structure}_ci_low": low,
                             f"{structure}_ci_high": high, f"{structure}_subjects": len(values)})
             run_rows.append(row)
         groups: dict[str, list[Run]] = defaultdict(list)
@@ -296,14 +296,14 @@ def compare(paths: Sequence[Path], scores: Sequence[tuple[str, str | None, Path]
                   "subjects of the per-subject mean over runs].", "",
                   "| group | runs | " + " | ".join(structures) + " |", "|---" * (2 + len(structures)) + "|"]
         ranked = sorted(groups, key=lambda g: (-1 if higher_is_better else 1) * _nanmean(
-            [r.mean_dice(MEAN) for r in groups[g]]))  # the best first
+            [r.mean_score(MEAN) for r in groups[g]]))  # the best first
         for label in ranked:
             cells = []
             for structure in structures:
-                run_means = [r.mean_dice(structure) for r in groups[label]]
+                run_means = [r.mean_score(structure) for r in groups[label]]
                 subjects = list(group_scores(groups[label], structure).values())
                 cells.append(f"{_nanmean(run_means):.4f} ± {float(np.nanstd(run_means)):.4f}{_interval(subjects)}")
-            group_means[label][dataset] = _nanmean([r.mean_dice(MEAN) for r in groups[label]])
+            group_means[label][dataset] = _nanmean([r.mean_score(MEAN) for r in groups[label]])
             lines.append(f"| {label} | {len(groups[label])} | " + " | ".join(cells) + " |")
         boxplots[dataset] = {s: {g: list(group_scores(groups[g], s).values()) for g in ranked} for s in structures}
         tests = paired_tests(dataset, groups, ranked, structures)

@@ -38,18 +38,23 @@ from core.bids import derivative_files, dseg_tables, is_derivative, read_dseg_ts
 from core.dataset_labels import BRATS_CONVENTIONS, DATASET_LABELS
 from core.export import NOT_LOGGED, predictions_by_run
 from core.geometry import grid_offset, reorient_like, voxel_spacing
-from core.io import BadInputs, DataError, DataWarning, check_size, one_line_warnings, write_text_atomically
+from core.io import (
+    BadInputs,
+    DataError,
+    DataWarning,
+    check_size,
+    one_line_warnings,
+    without_singleton_axes,
+    write_text_atomically,
+)
 from core.labels import LabelSpace, present_values, whole_label_values
-from core.lesions import LESION_COLUMNS, LESION_RULES, LesionRule, lesion_columns, lesion_table
+from core.lesions import LESION_COLUMNS, LESION_RULES, LesionRule, lesion_table, score_columns, subject_rows
 from core.lesions import lesion_rule as rule_of
 from core.metrics import (
     COLUMNS,
-    ROW_COLUMNS,
     SCORE_FILES,
     csv_text,
     markdown_table,
-    score_rows,
-    score_subject,
     summarise,
 )
 from core.nnunet import nnunet_label_space, read_nnunet_description
@@ -62,13 +67,14 @@ _SUFFIX = r"(?:[_-](?:seg|segm|label|labels|segmentation|gt|mask))?"
 NIFTI = re.compile(rf"^(?P<stem>.+?){_SUFFIX}\.(?:nii(?:\.gz)?|mgz|mgh)$", re.IGNORECASE)
 # Predictions may also be Analyze files (named like iSeg's labels).
 LABEL_FILE = re.compile(rf"^(?P<stem>.+?){_SUFFIX}\.(?:nii(?:\.gz)?|hdr|mgz|mgh)$", re.IGNORECASE)
+FREESURFER_DATASETS = ("freesurfer_tissues", "freesurfer_aseg")  # a SUBJECTS_DIR scored by tissue or by structure
 # The challenge layouts evaluate.py can read ground truth from (by their DataModule).
 LAYOUTS = {"iseg": "ISeg2017DataModule", "mrbrains18": "MRBrainS18DataModule",
            "mrbrains18_thesis": "MRBrainS18DataModule", **dict.fromkeys(BRATS_CONVENTIONS, "BraTSDataModule"),
            "nnunet": "NnUNetDataModule",  # an nnU-Net dataset folder: its labelsTr
-           **dict.fromkeys(("freesurfer_tissues", "freesurfer_aseg"), "FreeSurferDataModule")}  # a SUBJECTS_DIR
+           **dict.fromkeys(FREESURFER_DATASETS, "FreeSurferDataModule")}  # a SUBJECTS_DIR
 # What a layout is read with to find its ground truth alone: a SUBJECTS_DIR's label maps need no norm.mgz.
-LAYOUT_ARGS = dict.fromkeys(("freesurfer_tissues", "freesurfer_aseg"), {"modalities": ["aseg"]})
+LAYOUT_ARGS = dict.fromkeys(FREESURFER_DATASETS, {"modalities": ["aseg"]})
 # What --dataset takes: a challenge's label space, --labels, or the ground truth's own description.
 DATASETS = sorted([*DATASET_LABELS, "labels", "dseg", "nnunet"])
 
@@ -249,8 +255,7 @@ def load_label(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
         raise EvaluationError(str(error)) from error
     except Exception as error:  # nibabel and zlib raise many types for corrupt or truncated files
         raise EvaluationError(f"{path}: cannot read the label map ({type(error).__name__}: {error})") from error
-    while data.ndim > 3 and data.shape[-1] == 1:
-        data = data[..., 0]
+    data = without_singleton_axes(data)
     if data.ndim != 3:
         raise EvaluationError(f"{path}: expected a 3D label map, got shape {data.shape}")
     try:
@@ -310,11 +315,7 @@ def _score_pair(subject: str, prediction_path: Path, truth_path: Path, space: La
         if unknown:
             raise EvaluationError(f"{path}: label values {unknown} are not in the {dataset} label map "
                                   f"{sorted(space.value_to_class)}{_other_convention(dataset, labels)}")
-    rows = score_rows(subject, score_subject(pred, truth, spacing, space.structure_values, space.ignored_values))
-    if lesion_rule is not None:
-        by_structure = lesion_columns(pred, truth, spacing, space.structure_values, lesion_rule, space.ignored_values)
-        rows = [{**row, **by_structure[row["structure"]]} for row in rows]
-    return rows
+    return subject_rows(subject, pred, truth, spacing, space.structure_values, space.ignored_values, lesion_rule)
 
 
 def _other_convention(dataset: str, labels: np.ndarray) -> str:
@@ -403,7 +404,7 @@ def write_outputs(rows: Sequence[dict], output: Path, provenance: str = "", lesi
     table = (markdown_table([s for s in summary if s["metric"] in COLUMNS.values()])
              + (f"\n{lesion_table(rows, lesion_rule)}" if lesions else "") + provenance)
     scores, summary_csv, summary_md = SCORE_FILES
-    write_text_atomically(output / scores, csv_text(rows, [*ROW_COLUMNS, *(LESION_COLUMNS if lesions else ())]))
+    write_text_atomically(output / scores, csv_text(rows, score_columns(lesions)))
     write_text_atomically(output / summary_csv, csv_text(summary, ["structure", "metric", "mean", "std", "n"]))
     write_text_atomically(output / summary_md, table)
     return table

@@ -28,7 +28,6 @@ from core.io import DataError, DataWarning, one_line_warnings, unused_path, writ
 from core.labels import LabelSpace
 from core.modality_profiles import ANY_CONTRAST
 from core.provenance import code_version
-from core.transfer import output_names
 from datamodules import VolumeSegmentationDataModule
 from lightning_modules import SegmentationModule
 from lightning_modules.callbacks import (
@@ -283,7 +282,7 @@ class SegmentationCLI(LightningCLI):
             raise DataError(f"{ckpt_path}: was trained on the modalities {theirs}, in that order; the data gives "
                             f"{ours} (data.init_args.modalities; to train on others, fine-tune: --model.pretrained)")
         their_labels, labels = LabelSpace.from_dict(stored["label_space"]), self.model.labels
-        described, given = output_names(their_labels), output_names(labels)
+        described, given = their_labels.output_names, labels.output_names
         if their_labels.num_outputs != labels.num_outputs or their_labels.region_based != labels.region_based:
             raise DataError(f"{ckpt_path}: was trained for {described}; the data here has {given} (evaluate it on "
                             "data of its classes, or fine-tune it: --model.pretrained)")

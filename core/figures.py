@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
+from matplotlib.colors import ListedColormap, to_hex  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from core.io import atomic_path  # noqa: E402
@@ -90,7 +91,7 @@ def save_comparison_png(
     if len(handles) > 2 * LEGEND_COLUMNS:  # aseg's 45 names: a small legend, the frame cropped around it
         fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.04), ncol=4, frameon=False,
                    fontsize="small")
-        fig.subplots_adjust(**{**COMPARISON_MARGINS, "bottom": 0.05})
+        fig.subplots_adjust(**COMPARISON_MARGINS)
         return _save(fig, path, title, dpi=80)
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), LEGEND_COLUMNS), frameon=False)
     return _save(fig, path, title, dpi=80, margins=COMPARISON_MARGINS)
@@ -101,14 +102,31 @@ def class_colours(count: int) -> list:
     has (aseg's 45 structures) as many from matplotlib's qualitative maps, none repeated."""
     if count <= len(_COLOURS):
         return _COLOURS[: max(2, count)]
-    import matplotlib as mpl
-    from matplotlib.colors import to_hex
-
     used = {c.lower() for c in _COLOURS}
-    qualitative = [to_hex(c) for name in ("tab20", "tab20b", "tab20c") for c in mpl.colormaps[name].colors]
+    qualitative = [to_hex(c) for name in ("tab20", "tab20b", "tab20c") for c in matplotlib.colormaps[name].colors]
     qualitative = [c for c in dict.fromkeys(qualitative) if c not in used]  # the 53 the palette lacks
     extra = [qualitative[i % len(qualitative)] for i in range(count - len(_COLOURS))]
     return [*_COLOURS, *extra]
+
+
+def curve_styles(history: Mapping[str, Sequence[tuple[int, float]]]) -> dict[str, dict[str, Any]]:
+    """How each learning curve of ``history`` is drawn (``plot``'s keywords; curves it does not
+    draw left out): losses and up to :data:`MAX_LABELLED_CURVES` structures each named, more (aseg's
+    45) thin and unnamed, with only their mean named."""
+    structures = [n for n in history if "/dice_" in n and not n.endswith("_mean")]
+    named = len(structures) <= MAX_LABELLED_CURVES
+    styles: dict[str, dict[str, Any]] = {}
+    for name in history:
+        if name.endswith("loss"):
+            styles[name] = {"marker": ".", "label": name}
+        elif name.endswith("_mean"):
+            styles[name] = {"marker": ".", "linewidth": 2.5, "label": "mean"} if named else {
+                "marker": ".", "linewidth": 2.5, "color": "black",
+                "label": f"mean of {len(structures)} structures (thin lines)"}
+        elif "/dice_" in name:
+            styles[name] = ({"marker": ".", "linewidth": 1.2, "label": name.split("/dice_")[1]} if named
+                            else {"linewidth": 0.6, "alpha": 0.5})
+    return styles
 
 
 def save_learning_curves_png(history: Mapping[str, Sequence[tuple[int, float]]], path: Path, title: str = "") -> Path:
@@ -117,20 +135,11 @@ def save_learning_curves_png(history: Mapping[str, Sequence[tuple[int, float]]],
     ``history`` maps a metric name (``train/loss``, ``val/loss``, ``val/dice_<region>``,
     ``val/dice_mean``) to its ``(epoch, value)`` points."""
     fig, (losses, dice) = plt.subplots(1, 2, figsize=(11, 4))
-    structures = [n for n in history if "/dice_" in n and not n.endswith("_mean")]
-    named = len(structures) <= MAX_LABELLED_CURVES
+    styles = curve_styles(history)
     for name, points in sorted(history.items()):
-        if not points:
-            continue
-        epochs, values = zip(*points, strict=True)
-        if name.endswith("loss"):
-            losses.plot(epochs, values, marker=".", label=name)
-        elif name.endswith("_mean"):
-            label = "mean" if named else f"mean of {len(structures)} structures (thin lines)"
-            dice.plot(epochs, values, marker=".", label=label, linewidth=2.5, color="black" if not named else None)
-        elif "/dice_" in name:
-            dice.plot(epochs, values, marker="." if named else None, linewidth=1.2 if named else 0.6,
-                      alpha=1.0 if named else 0.5, label=name.split("/dice_")[1] if named else None)
+        if points and name in styles:
+            epochs, values = zip(*points, strict=True)
+            (losses if name.endswith("loss") else dice).plot(epochs, values, **styles[name])
     losses.set(xlabel="epoch", ylabel="loss", title="loss")
     dice.set(xlabel="epoch", ylabel="Dice (whole validation volumes)", title="validation Dice", ylim=(0, 1))
     for ax in (losses, dice):

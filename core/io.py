@@ -189,6 +189,14 @@ def _load_itk(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data, affine
 
 
+def without_singleton_axes(data: np.ndarray) -> np.ndarray:
+    """``data`` without trailing singleton axes beyond the third: (x, y, z, 1) and (x, y, z, 1, 1),
+    as some converters store a 3D volume, are (x, y, z)."""
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    return data
+
+
 def load_volume(path: Path, channel: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Load a 3D image (NIfTI, Analyze, FreeSurfer's MGH/MGZ; NRRD and MetaImage through SimpleITK) as
     ``(float32 array, 4x4 affine)``.
@@ -219,8 +227,7 @@ def load_volume(path: Path, channel: int | None = None) -> tuple[np.ndarray, np.
             raise DataError(f"{path}: is a DICOM file, not one of the formats read here (NIfTI, Analyze, MGH, "
                             f"NRRD, MetaImage): {DICOM_REMEDY}") from error
         raise DataError(f"{path}: cannot read the image ({type(error).__name__}: {error})") from error
-    while data.ndim > 3 and data.shape[-1] == 1:  # (x, y, z, 1) or (x, y, z, 1, 1), as some converters write
-        data = data[..., 0]
+    data = without_singleton_axes(data)
     if data.ndim != 3:
         raise DataError(f"{path}: expected a 3D volume, got shape {data.shape}")
     check_finite(path, data)

@@ -31,8 +31,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from core.labels import value_mask
-from core.metrics import dice_from_counts, surface_distances
+from core.metrics import ROW_COLUMNS, dice_from_counts, score_structure, structure_masks, surface_distances
 
 MISSED_HD95 = 374.0  # mm: BraTS' distance for a missed or spurious lesion
 _COMPONENTS = ndimage.generate_binary_structure(3, 3)  # 26-connectivity
@@ -147,20 +146,27 @@ def lesion_scores(prediction: np.ndarray, truth: np.ndarray, spacing: Sequence[f
                         false_positives)
 
 
-def lesion_columns(prediction: np.ndarray, truth: np.ndarray, spacing: Sequence[float],
-                   structures: Mapping[str, Sequence[int]], rule: LesionRule, ignore: Sequence[int] = ()
-                   ) -> dict[str, dict[str, float]]:
-    """Structure -> its :data:`LESION_COLUMNS` for one subject's label maps (the dataset's own
-    values; ``structures`` and ``ignore`` as :func:`core.metrics.score_subject` takes them:
-    voxels whose truth is ignored are in neither mask)."""
-    valid = ~value_mask(truth, ignore) if len(ignore) else True
-    out = {}
-    for name, values in structures.items():
-        scores = lesion_scores(value_mask(prediction, values) & valid, value_mask(truth, values) & valid,
-                               spacing, rule)
-        out[name] = {"lesion_dice": scores.dice, "lesion_hd95_mm": scores.hd95, "lesions": scores.lesions,
-                     "detected": scores.detected, "missed": scores.missed, "false_positives": scores.false_positives}
-    return out
+def score_columns(lesion_wise: bool) -> list[str]:
+    """The columns of a table of :func:`subject_rows`."""
+    return [*ROW_COLUMNS, *(LESION_COLUMNS if lesion_wise else ())]
+
+
+def subject_rows(subject: str, prediction: np.ndarray, truth: np.ndarray, spacing: Sequence[float],
+                 structures: Mapping[str, Sequence[int]], ignore: Sequence[int] = (), rule: LesionRule | None = None
+                 ) -> list[dict[str, Any]]:
+    """One subject's rows of scores, a row per structure (:func:`score_columns`): the metric set
+    of :mod:`core.metrics` and, with ``rule``, the lesion-wise columns, from one pair of masks per
+    structure (:func:`core.metrics.structure_masks`: the dataset's own values, ``ignore``d truth
+    in neither mask). What ``evaluate.py`` and ``train.py test`` write alike."""
+    rows = []
+    for name, ours, theirs in structure_masks(prediction, truth, structures, ignore):
+        row = {"subject": subject, "structure": name, **score_structure(ours, theirs, spacing).as_row()}
+        if rule is not None:
+            lesions = lesion_scores(ours, theirs, spacing, rule)
+            row.update(lesion_dice=lesions.dice, lesion_hd95_mm=lesions.hd95, lesions=lesions.lesions,
+                       detected=lesions.detected, missed=lesions.missed, false_positives=lesions.false_positives)
+        rows.append(row)
+    return rows
 
 
 def lesion_table(rows: Sequence[Mapping[str, Any]], spec: str) -> str:

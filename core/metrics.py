@@ -36,7 +36,7 @@ import csv
 import io
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -140,25 +140,29 @@ def score_structure(prediction: np.ndarray, truth: np.ndarray, spacing: Sequence
     return StructureScores(dice=dice, hd95=hd95, assd=assd, avd=avd, sensitivity=sensitivity)
 
 
-def score_subject(prediction: np.ndarray, truth: np.ndarray, spacing: Sequence[float],
-                  structures: Mapping[str, Sequence[int]], ignore: Sequence[int] = ()) -> dict[str, StructureScores]:
-    """Scores per structure of one subject's label maps (the dataset's own values).
-
-    ``structures``: name -> the label values forming it (a class ``[10]``, a BraTS region
-    ``WT: [1, 2, 4]``). Voxels whose truth is in ``ignore`` count for nothing, whatever predicted.
-    """
+def structure_masks(prediction: np.ndarray, truth: np.ndarray, structures: Mapping[str, Sequence[int]],
+                    ignore: Sequence[int] = ()) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """``(name, predicted mask, true mask)`` of each structure of one subject's label maps (the
+    dataset's own values); ``structures``: name -> the label values forming it (a class ``[10]``,
+    a BraTS region ``WT: [1, 2, 4]``). Voxels whose truth is in ``ignore`` are in neither mask."""
     prediction, truth = np.asarray(prediction), np.asarray(truth)
     if prediction.shape != truth.shape:
         raise ValueError(f"prediction {prediction.shape} and truth {truth.shape} differ in shape")
     valid = ~value_mask(truth, ignore) if len(ignore) else None
-    return {name: score_structure(value_mask(prediction, values), value_mask(truth, values), spacing, valid)
-            for name, values in structures.items()}
+    for name, values in structures.items():
+        ours, theirs = value_mask(prediction, values), value_mask(truth, values)
+        yield (name, ours, theirs) if valid is None else (name, ours & valid, theirs & valid)
+
+
+def score_subject(prediction: np.ndarray, truth: np.ndarray, spacing: Sequence[float],
+                  structures: Mapping[str, Sequence[int]], ignore: Sequence[int] = ()) -> dict[str, StructureScores]:
+    """Scores per structure of one subject's label maps (see :func:`structure_masks`): voxels
+    whose truth is in ``ignore`` count for nothing, whatever predicted."""
+    return {name: score_structure(ours, theirs, spacing)
+            for name, ours, theirs in structure_masks(prediction, truth, structures, ignore)}
 
 
 # --- Tables of scores (one row per subject and structure) -----------------------------------
-def score_rows(subject: str, scores: Mapping[str, StructureScores]) -> list[dict[str, Any]]:
-    """Rows of :data:`ROW_COLUMNS` for one subject's scores."""
-    return [{"subject": subject, "structure": name, **s.as_row()} for name, s in scores.items()]
 
 
 def summarise(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> list[dict[str, Any]]:

@@ -39,11 +39,6 @@ from networks.outputs import as_training_output
 PROBE_SIZES = (16, 24, 32, 48, 64, 96, 128)  # cubes tried, smallest first, for the measuring passes
 
 
-def output_names(labels: LabelSpace) -> list[str]:
-    """The network's outputs by name: its regions (sigmoid training), else its classes."""
-    return [name for name, _ in labels.regions] if labels.region_based else list(labels.class_names)
-
-
 @dataclass(frozen=True)
 class WeightTransfer:
     """What a fine-tuned model took from its checkpoint."""
@@ -169,8 +164,8 @@ def transfer_weights(network: nn.Module, checkpoint: Mapping[str, Any], modaliti
                         f"fine-tuning needs the same network (--model.network {hparams.get('network')}, with its "
                         f"options {hparams.get('network_kwargs') or {}})")
     their_modalities = [str(m) for m in hparams.get("modalities") or []]
-    their_outputs = output_names(LabelSpace.from_dict(hparams["label_space"]))
-    modalities, ours = [str(m) for m in modalities], output_names(labels)
+    their_outputs = LabelSpace.from_dict(hparams["label_space"]).output_names
+    modalities, ours = [str(m) for m in modalities], labels.output_names
     if not modalities:
         raise DataError(f"{source}: this model names no modalities to match the checkpoint's {their_modalities} "
                         "(give the model its modalities)")
@@ -221,9 +216,9 @@ def transfer_weights(network: nn.Module, checkpoint: Mapping[str, Any], modaliti
         raise DataError(f"{source}: its network ({hparams.get('network')}, {hparams.get('network_kwargs') or {}}) "
                         f"is not this one: {'; '.join(problems[:3])}{'; ...' if len(problems) > 3 else ''} "
                         f"({len(problems)} tensors); fine-tuning needs the same network with the same options{hint}")
-    fresh = {k: v.clone() for k, v in state.items()}
+    fresh = {k: v.clone() for k, v in state.items()} if size is not None else None  # to roll back a refusal
     network.load_state_dict({**state, **loaded})
-    if size is not None and not _computes_the_same(network, hparams, weights, input_map, their_modalities,
+    if fresh is not None and not _computes_the_same(network, hparams, weights, input_map, their_modalities,
                                                     output_map, their_outputs, size):
         network.load_state_dict(fresh)
         raise DataError(f"{source}: {hparams.get('network')} reads its modalities or writes its outputs in layers "

@@ -22,7 +22,6 @@ from core.volumes import Subject, natural_key
 from datamodules.base import NoSubjectsFound, VolumeSegmentationDataModule
 
 FILE_ENDINGS = (".nii.gz", ".nii", *ITK_SUFFIXES)  # 3D formats nibabel or SimpleITK read
-NNUNET_NAMES = CASE_NAMES  # nnU-Net names its predictions <case>.nii.gz
 
 
 class NnUNetDataModule(VolumeSegmentationDataModule):
@@ -42,7 +41,7 @@ class NnUNetDataModule(VolumeSegmentationDataModule):
         **kwargs: everything :class:`VolumeSegmentationDataModule` takes.
     """
 
-    output_names = NNUNET_NAMES
+    output_names = CASE_NAMES  # nnU-Net names its predictions <case>.nii.gz
 
     def __init__(self, data_dir: str, modalities: Sequence[str] | None = None,
                  channel_names: Mapping[str, str] | None = None,

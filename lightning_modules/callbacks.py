@@ -22,8 +22,8 @@ from core.figures import plt, save_comparison_png, save_learning_curves_png
 from core.geometry import voxel_spacing
 from core.io import DataWarning, OutputError, write_text_atomically
 from core.labels import IGNORE_INDEX
-from core.lesions import LESION_COLUMNS, lesion_columns, lesion_rule, lesion_table
-from core.metrics import ROW_COLUMNS, csv_text, score_rows, score_subject, summarise, text_table
+from core.lesions import lesion_rule, lesion_table, score_columns, subject_rows
+from core.metrics import csv_text, summarise, text_table
 from lightning_modules.distributed import gather_by_subject
 
 
@@ -270,12 +270,8 @@ class TestReport(pl.Callback):
         labels = pl_module.labels
         prediction, truth = outputs["prediction"][0, 0].cpu().numpy(), batch["label"][0, 0].cpu().numpy()
         spacing = voxel_spacing(batch["affine"][0].cpu().numpy())
-        scores = score_subject(prediction, truth, spacing, labels.structure_classes, ignore=[IGNORE_INDEX])
-        rows = score_rows(subject, scores)
-        if self.lesion_rule is not None:
-            lesions = lesion_columns(prediction, truth, spacing, labels.structure_classes, self.lesion_rule,
-                                     ignore=[IGNORE_INDEX])
-            rows = [{**row, **lesions[row["structure"]]} for row in rows]
+        rows = subject_rows(subject, prediction, truth, spacing, labels.structure_classes, [IGNORE_INDEX],
+                            self.lesion_rule)
         self.subjects[subject] = (outputs["dice"].tolist(), rows)
         if self.save_png:  # every process draws its own subjects
             save_comparison_png(batch["image"][0, 0].float().cpu().numpy(), truth, prediction, labels.class_names,
@@ -290,7 +286,7 @@ class TestReport(pl.Callback):
         metrics = [row for _, rows in subjects.values() for row in rows]
         dice_rows = [{"subject": name, **dict(zip(structures, scores, strict=True))} for name, scores in dice]
         write_text_atomically(self.directory / "dice.csv", csv_text(dice_rows, ["subject", *structures]))
-        columns = [*ROW_COLUMNS, *(LESION_COLUMNS if self.lesion_wise else ())]
+        columns = score_columns(self.lesion_rule is not None)
         write_text_atomically(self.directory / "metrics.csv", csv_text(metrics, columns))
         table = [[row[c] for c in columns] for row in metrics]
         for logger in trainer.loggers:

@@ -6,7 +6,7 @@ import matplotlib.image as mpimg
 import numpy as np
 
 from core.dataset_labels import FREESURFER_ASEG, ISEG
-from core.figures import class_colours, save_comparison_png, save_learning_curves_png
+from core.figures import class_colours, curve_styles, save_comparison_png, save_learning_curves_png
 
 
 def test_a_comparison_is_its_fixed_frame_and_many_classes_get_distinct_colours_and_room(tmp_path: Path) -> None:
@@ -31,3 +31,8 @@ def test_learning_curves_are_their_fixed_frame_whatever_the_number_of_structures
         history[f"val/dice_s{n}"] = [(0, n / 50), (1, n / 45)]
     path = save_learning_curves_png(history, tmp_path / "curves.png", "unet3d")
     assert mpimg.imread(path).shape[:2] == (360, 990)  # 11 x 4 inches at 90 dpi
+    labels = {name: style.get("label") for name, style in curve_styles(history).items()}
+    assert labels["val/dice_mean"] == "mean of 45 structures (thin lines)" and labels["train/loss"] == "train/loss"
+    assert [n for n, label in labels.items() if label is None] == [f"val/dice_s{n}" for n in range(45)]
+    few = curve_styles({**{f"val/dice_s{n}": [(0, 0.5)] for n in range(3)}, "val/dice_mean": [(0, 0.5)]})
+    assert [style["label"] for style in few.values()] == ["s0", "s1", "s2", "mean"]
