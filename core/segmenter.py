@@ -92,6 +92,23 @@ def check_preprocessed(image: torch.Tensor, source: str = "model") -> None:
                     "which preprocesses them")
 
 
+def input_problems(image: np.ndarray, affine: np.ndarray | None, names: Sequence[str],
+                   profiles: ModalityProfiles | None, spacing: TrainingSpacing | None) -> list[str]:
+    """What sets a preprocessed image (M, ...) on the grid ``affine``, its channels read from
+    ``names``, apart from the training scans (their ``profiles`` and ``spacing``, either None when
+    not recorded): channels swapped or repeated, a background not at 0, voxels of another size.
+    Such an image is segmented worse without an error: prediction, validation and test say it."""
+    found = []
+    if profiles is not None:
+        names = [str(n) for n in names]
+        order = f"; are the modalities in the order {', '.join(profiles.modalities)}?"
+        found += [problem + order for problem in profiles.problems(image, names)]
+        found += profiles.background_problems(image, names)
+    if spacing is not None and affine is not None and (problem := spacing.problem(affine)):
+        found.append(problem)
+    return found
+
+
 class ScanSegmenter(ABC):
     """Scans -> segmentations, for anything that gives class or region probabilities of
     preprocessed volumes (:class:`Segmenter`, one network; :class:`Ensemble`, several).
@@ -143,15 +160,9 @@ class ScanSegmenter(ABC):
 
     def check_input(self, image: np.ndarray, affine: np.ndarray | None, names: Sequence[str], subject_id: str
                     ) -> None:
-        """Warn (:class:`~core.io.DataWarning`, naming the subject and files) when a preprocessed
-        image's channels look swapped or repeated against the training scans' profiles, or its
-        grid's voxels differ from the training volumes'."""
-        if self.profiles is not None:
-            for problem in self.profiles.problems(image, [str(n) for n in names]):
-                warnings.warn(f"{subject_id}: {problem}; are the modalities in the order "
-                              f"{', '.join(self.modalities)}?", DataWarning, stacklevel=2)
-        if self.training_spacing is not None and affine is not None and (
-                problem := self.training_spacing.problem(affine)):
+        """Warn (:class:`~core.io.DataWarning`, naming the subject and files) of each of the
+        :func:`input_problems` of a preprocessed image."""
+        for problem in input_problems(image, affine, names, self.profiles, self.training_spacing):
             warnings.warn(f"{subject_id}: {problem}", DataWarning, stacklevel=2)
 
     def segment_subject(self, subject: Subject, flips: bool = False, probabilities: bool = False) -> Segmentation:

@@ -26,7 +26,7 @@ from core.io import DataWarning
 from core.labels import LabelSpace
 from core.metrics import dice_per_structure
 from core.modality_profiles import ModalityProfiles
-from core.segmenter import Segmenter
+from core.segmenter import Segmenter, input_problems
 from core.training_spacing import TrainingSpacing
 from core.transfer import WeightTransfer, transfer_weights
 from lightning_modules.distributed import gather_by_subject
@@ -137,7 +137,7 @@ class SegmentationModule(pl.LightningModule):
         self.border = network_border(self.network)
         self.modality_profiles: ModalityProfiles | None = None  # the training scans', from the checkpoint
         self.training_spacing: TrainingSpacing | None = None  # likewise
-        self._spacing_said: set[str] = set()  # subjects whose voxel spacing was warned about
+        self._checked: set[str] = set()  # subjects checked against the training scans (_check_input)
         self.run_record: dict[str, Any] | None = None  # the run's config, command and code (train.py sets it)
         # Per stage and subject: the loss and the hard-label Dice of each scored structure
         # (foreground class or region), by the formula of every table (core.metrics: a structure
@@ -242,20 +242,26 @@ class SegmentationModule(pl.LightningModule):
                                f"{tuple(image.shape[2:])}; with border {b} it should be {expected}")
         return label[..., b:-b, b:-b, b:-b] if b else label
 
-    def _check_spacing(self, batch: dict[str, Any]) -> None:
-        """Warn once per subject whose grid's voxels differ from the training volumes' (the
-        checkpoint's record, or in a fit the DataModule's): its scores are not the model's."""
+    def _check_input(self, batch: dict[str, Any]) -> None:
+        """Warn once per subject of what sets it apart from the training scans (the checkpoint's
+        record, or in a fit the DataModule's; :func:`core.segmenter.input_problems`): its scores
+        are not the model's."""
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         spacing = self.training_spacing or getattr(datamodule, "training_spacing", None)
-        if spacing is None or "affine" not in batch:
+        profiles = self.modality_profiles or getattr(datamodule, "modality_profiles", None)
+        if spacing is None and profiles is None:
             return
-        for subject, affine in zip(batch["subject"], batch["affine"], strict=True):
-            if subject not in self._spacing_said and (problem := spacing.problem(affine.cpu().numpy())):
-                self._spacing_said.add(subject)
+        names = [f"input channel {c}" for c in range(batch["image"].shape[1])]  # as predict_step names them
+        for i, subject in enumerate(batch["subject"]):
+            if subject in self._checked:
+                continue
+            self._checked.add(subject)
+            affine = batch["affine"][i].cpu().numpy() if "affine" in batch else None
+            for problem in input_problems(batch["image"][i].float().cpu().numpy(), affine, names, profiles, spacing):
                 warnings.warn(f"{subject}: {problem}", DataWarning, stacklevel=2)  # each process its own subjects
 
     def _evaluate_volume(self, batch: dict[str, Any], stage: str) -> dict[str, Any]:
-        self._check_spacing(batch)
+        self._check_input(batch)
         logits = self.predict_logits(batch["image"]).float()
         label = batch["label"].long()
         dice = dice_per_structure(*self.labels.dice_masks(logits, label))

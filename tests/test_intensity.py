@@ -145,6 +145,38 @@ def test_modality_profiles_flag_swapped_and_repeated_channels_only() -> None:
     assert ModalityProfiles.from_dict({**profiles.to_dict(), "quantiles": [0.5]}) is None
 
 
+def test_a_channel_without_the_training_scans_zero_background_is_flagged() -> None:
+    """The profile keeps, per modality, the smallest fraction of zero voxels of a training scan;
+    a channel with less than a quarter of it is flagged, and only where the training scans had a
+    zero background (at least 5 % of their voxels)."""
+    from core.modality_profiles import ModalityProfiles, zero_fraction
+
+    def scan(zeros: int, seed: int = 0) -> np.ndarray:  # 2 channels of 1000 voxels, the first `zeros` at 0
+        image = 1 + np.random.default_rng(seed).random((2, 10, 10, 10))
+        image.reshape(2, -1)[:, :zeros] = 0
+        return image
+
+    assert zero_fraction(scan(400)[0]) == 0.4 and zero_fraction(np.zeros((0, 3))) == 0.0
+    profiles = ModalityProfiles.from_images([scan(600, 1), scan(400, 2), scan(500, 3)], ["T1", "T2"])
+    np.testing.assert_array_equal(profiles.zeros, [0.4, 0.4])
+    assert profiles.background_problems(scan(100), ["a.nii", "b.nii"]) == []  # a quarter of 0.4 is 0.1
+    ringing = scan(99)
+    ringing[1].reshape(-1)[:400] = 0  # the second channel keeps its background
+    (problem,) = profiles.background_problems(ringing, ["a.nii", "b.nii"])
+    assert problem.startswith("a.nii (given as T1) has 9.9% of its voxels at 0, the training scans at least 40% "
+                              "(a skull-stripped scan's background): its background is z-scored and segmented as if "
+                              "it were brain")
+    assert profiles.problems(ringing, ["a.nii", "b.nii"]) == []  # not a swap
+    restored = ModalityProfiles.from_dict(profiles.to_dict())
+    np.testing.assert_array_equal(restored.zeros, profiles.zeros)
+    assert restored.background_problems(ringing, ["a.nii", "b.nii"]) == [problem]
+    older = {k: v for k, v in profiles.to_dict().items() if k != "zeros"}  # a checkpoint from before
+    assert ModalityProfiles.from_dict(older).zeros is None
+    assert ModalityProfiles.from_dict(older).background_problems(ringing, ["a.nii", "b.nii"]) == []
+    whole_head = ModalityProfiles.from_images([scan(40, 1), scan(45, 2)], ["T1", "T2"])  # 4 %: not skull-stripped
+    assert whole_head.background_problems(scan(0), ["a.nii", "b.nii"]) == []
+
+
 def test_the_package_trains_without_simpleitk_and_n4_says_it_needs_it(monkeypatch: pytest.MonkeyPatch) -> None:
     """SimpleITK is optional: no module of ours imports it at import time (so the DataModules and
     train.py load without it), and asking for N4 where it is missing is one line naming the

@@ -548,6 +548,42 @@ def test_train_py_predict_warns_about_swapped_modalities_too(checkpoint: Path, t
                                                        "--prediction_writer.output_dir", str(tmp_path / "out")])
 
 
+def test_a_scan_whose_background_is_not_zero_gets_a_warning(checkpoint: Path, tiny_demo_dir: Path,
+                                                            tmp_path: Path) -> None:
+    """The checkpoint keeps how much of each training scan is exact zero (skull-stripped
+    background); a scan whose background holds small values (registration's interpolation
+    ringing) is segmented with a warning naming the file, through predict.py, train.py predict
+    and train.py test alike; the clean scan gets none (the swapped-modality test above)."""
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)["modality_profiles"]
+    assert len(saved["zeros"]) == 2 and min(saved["zeros"]) > 0.2
+    ringing = tmp_path / "iSeg-2017-Testing"
+    ringing.mkdir()
+    rng = np.random.default_rng(0)
+    for subject, modality in ((s, m) for s in ("subject-3", "subject-4") for m in ("T1", "T2", "label")):
+        image = nib.load(str(tiny_demo_dir / f"{subject}-{modality}.hdr"))
+        data = np.asarray(image.dataobj, np.float32).reshape(image.shape[:3])
+        if modality != "label":
+            background = data == 0
+            data[background] = rng.normal(0, 1e-3 * data[~background].mean(), background.sum())
+        nib.save(nib.AnalyzeImage(data.astype(np.uint8 if modality == "label" else np.float32), image.affine),
+                 str(ringing / f"{subject}-{modality}.hdr"))
+    t2 = ringing / "subject-4-T2.hdr"
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        predict(checkpoint, [ringing / "subject-4-T1.hdr", t2], tmp_path / "own")
+    t1_said, t2_said = data_warnings(record)
+    assert t2_said.startswith(f"subject-4: {t2} (given as T2) has 0.0% of its voxels at 0, the training scans at "
+                              f"least {min(saved['zeros']):.0%} (a skull-stripped scan's background)")
+    assert t2_said.endswith("or a threshold, where registration's interpolation left small values there)")
+    expected = r"subject-4: input channel 1 \(given as T2\) has 0\.0% of its voxels at 0"
+    with pytest.warns(DataWarning, match=expected):
+        run_with(checkpoint, tiny_demo_dir, "predict", ["--data.init_args.predict_dir", str(ringing),
+                                                       "--prediction_writer.output_dir", str(tmp_path / "cli")])
+    with pytest.warns(DataWarning, match=expected):
+        run_with(checkpoint, ringing, "test", ["--test_report.output_dir", str(tmp_path / "test"),
+                                               "--test_report.save_png", "false"])
+
+
 def test_a_scan_at_another_spacing_than_the_training_scans_gets_a_warning(checkpoint: Path, tiny_demo_dir: Path,
                                                                          tmp_path: Path) -> None:
     """The checkpoint keeps the training volumes' voxel spacing (the tiny demo's 6 mm); the same
