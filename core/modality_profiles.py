@@ -20,6 +20,7 @@ skull-stripped) is z-scored over the whole field of view and its background give
 as tissue: the demo model (CSF/GM/WM Dice 0.86 / 0.95 / 0.95 on its subject 9) scored
 0.001 / 0.29 / 0.82 on the same scans with noise of 0.13 % of the brain's mean in the background.
 So a channel with far fewer zero voxels than every training scan had gets a warning that says so.
+A model of any contrast (images made from label maps, background 0) keeps that share alone.
 """
 
 from __future__ import annotations
@@ -82,6 +83,15 @@ class ModalityProfiles:
         tolerance = np.max([np.diag(partial.distances_of(p)) for p in profiles], axis=0)
         zeros = np.min([[zero_fraction(channel) for channel in image] for image in images], axis=0)
         return cls(tuple(modalities), mean, spread, tolerance, zeros)
+
+    @classmethod
+    def of_generated_images(cls, labels: Iterable[np.ndarray]) -> ModalityProfiles:
+        """For a model trained on images made from label maps whose background (class 0) stays 0:
+        no intensity profile to hold a scan of any contrast to, only the share of zero voxels of
+        the training volumes' generated images (their class-0 voxels)."""
+        zeros = min(zero_fraction(label) for label in labels)
+        flat = np.zeros((1, len(QUANTILES)))
+        return cls((ANY_CONTRAST,), flat, np.full_like(flat, MIN_SPREAD), np.zeros(1), np.array([zeros]))
 
     def distances_of(self, profiles: np.ndarray) -> np.ndarray:
         """(channels, modalities): RMS distance, in training spreads, of each channel's profile

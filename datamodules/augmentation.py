@@ -675,6 +675,12 @@ class Augmentation:
         model then takes one channel of any contrast."""
         return any(isinstance(step, LabelsToImage) for step in self.steps)
 
+    @property
+    def zero_background(self) -> bool:
+        """Whether the images made from the label maps keep the background (class 0) at 0, as a
+        skull-stripped scan's: the model then expects scans with such a background."""
+        return any(isinstance(step, LabelsToImage) and step.background == "zero" for step in self.steps)
+
 
 def _options(cls: type) -> list[str]:
     return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]

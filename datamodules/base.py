@@ -349,8 +349,11 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
                 class_balanced_fraction=self.class_balanced_fraction,
                 augment=self.augment if self.augment_on == "loader" else None)
             chosen = np.linspace(0, len(volumes) - 1, min(len(volumes), PROFILE_SUBJECTS)).round().astype(int)
-            self.modality_profiles = None if self.generates_images else ModalityProfiles.from_images(
-                [volumes[i].image for i in chosen], self.modalities)  # any contrast: no profile to hold scans to
+            if not self.generates_images:
+                self.modality_profiles = ModalityProfiles.from_images([volumes[i].image for i in chosen],
+                                                                      self.modalities)
+            elif self.augment.zero_background:  # any contrast: no intensities to hold scans to, only a background
+                self.modality_profiles = ModalityProfiles.of_generated_images(volumes[i].label for i in chosen)
             self.training_spacing = TrainingSpacing.of_affines(v.affine for v in volumes)
         if stage in ("fit", "validate"):
             self.val_set = VolumeDataset(self._load(split["val"]))

@@ -1,6 +1,7 @@
 """Training images made from label maps (SynthSeg's generator): what one generated patch is,
 and a model trained so records, and is used as, a model of any single contrast."""
 
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.io import DataError
+from core.io import DataError, DataWarning
 from core.modality_profiles import ANY_CONTRAST
 from datamodules.augmentation import Augmentation, build_augmentation
 from datamodules.synthesis import LabelsToImage
@@ -140,10 +141,21 @@ def test_the_datamodule_takes_one_modality_and_records_any_contrast(tiny_demo_di
                             target_spacing=(6.0, 6.0, 6.0))
     assert dm.modality_names == [ANY_CONTRAST] and dm.in_channels == 1
     dm.setup("fit")
-    assert dm.modality_profiles is None  # no contrast's profile to hold scans to
+    # No contrast's profile to hold scans to: only the share of the generated images' zero background (class 0)
+    profiles = dm.modality_profiles
+    training = [v.label for v in dm._volumes.values() if v.subject_id != "subject-3"]
+    assert profiles.modalities == (ANY_CONTRAST,) and len(training) == 3
+    assert profiles.zeros.tolist() == [min(float(np.mean(label == 0)) for label in training)]
+    t1 = np.stack([v.image[0] for v in dm._volumes.values()])[:1]
+    assert profiles.problems(t1, ["t1.hdr"]) == [] and profiles.background_problems(t1, ["t1.hdr"]) == []
     item = dm.train_set[0]  # each access draws a new patch
     image, label = item["image"], item["label"]
     assert image.shape == (1, 16, 16, 16) and torch.all(image[0][label[0] == 0] == 0)
+    random = ISeg2017DataModule(str(tiny_demo_dir), modalities=["T1"], cache_dir=None, patch_size=(16, 16, 16),
+                                augmentation=[{"name": "labels_to_image", "background": "random"}],
+                                samples_per_volume=1, val_subjects=["subject-3"], target_spacing=(6.0, 6.0, 6.0))
+    random.setup("fit")
+    assert random.modality_profiles is None  # trained on random backgrounds: any background will do
 
 
 def test_a_model_trained_from_label_maps_segments_one_scan_of_any_contrast(tiny_demo_dir: Path, tmp_path: Path,
@@ -166,8 +178,11 @@ def test_a_model_trained_from_label_maps_segments_one_scan_of_any_contrast(tiny_
     fine, _ = resample_to_spacing(t2, affine, (3.0, 3.0, 3.0), order=1)
     write_analyze(fine.astype(np.int16), tmp_path / "subject-4-T2-3mm.hdr", zooms=(3.0, 3.0, 3.0))
     for scan in ("subject-4-T2.hdr", "subject-4-T1.hdr", tmp_path / "subject-4-T2-3mm.hdr"):
-        (written,) = predict.predict(tmp_path / "checkpoints" / "last.ckpt", [tiny_demo_dir / scan],
-                                     tmp_path / Path(scan).stem)
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            (written,) = predict.predict(tmp_path / "checkpoints" / "last.ckpt", [tiny_demo_dir / scan],
+                                         tmp_path / Path(scan).stem)
+        assert [str(w.message) for w in said if issubclass(w.category, DataWarning)] == []
         image = nib.load(written)
         assert image.shape == nib.load(tiny_demo_dir / scan).shape[:3]  # in the scan's own grid
         assert bytes(image.header["descrip"]).rstrip(b"\0").endswith(b"; any-contrast model")
@@ -178,3 +193,14 @@ def test_a_model_trained_from_label_maps_segments_one_scan_of_any_contrast(tiny_
     assert [p.name for p in written] == [f"subject-{n}_seg.nii.gz" for n in range(1, 5)]
     with pytest.raises(DataError, match=r"was trained on \['T1', 'T2'\], not on any contrast; --contrast"):
         predict.predict(trained_checkpoint, [tiny_demo_dir], tmp_path / "refused", contrast="T2")
+    # Its images were made with the background at 0: a scan whose background is not (here an offset) is said.
+    profiles = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu",
+                          weights_only=True)["modality_profiles"]
+    labels = [load_volume(tiny_demo_dir / f"subject-{n}-label.hdr")[0] for n in (1, 2)]  # the training subjects
+    assert profiles["modalities"] == [ANY_CONTRAST]
+    assert profiles["zeros"] == [pytest.approx(min(float(np.mean(label == 0)) for label in labels), abs=0.02)]
+    write_analyze((t2 + 20).astype(np.int16), tmp_path / "subject-4-T2-offset.hdr", zooms=(6.0, 6.0, 6.0))
+    with pytest.warns(DataWarning, match=r"subject-4-T2-offset\.hdr \(given as any-contrast\) has 0\.0% of its "
+                                         r"voxels at 0, the training scans at least \d+%"):
+        predict.predict(tmp_path / "checkpoints" / "last.ckpt", [tmp_path / "subject-4-T2-offset.hdr"],
+                        tmp_path / "offset")
