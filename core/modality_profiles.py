@@ -10,8 +10,11 @@ T2 a long bright one. On the demo subjects a scan's distance to its own modality
 
 A channel is flagged when it is far from its own modality's profile (beyond what the training
 subjects showed) and clearly closer to another's: swapped or repeated modalities get a warning
-that names the files; identical channels always do. Modalities whose histograms look alike
-(BraTS' T1 and T1ce) cannot be told apart this way and are not flagged.
+that names the files; identical channels always do. A channel far beyond every training scan
+and like no other modality (another contrast given to a model of one, a label map) is flagged
+as unlike them, where at least 5 training subjects give a spread to measure by. Modalities
+whose histograms look alike (BraTS' T1 and T1ce) cannot be told apart this way and are not
+flagged.
 
 The profile also keeps how much of each training scan is exact zero: the background of a
 skull-stripped scan, which normalisation leaves out and keeps at 0. A scan of such a model whose
@@ -36,6 +39,9 @@ QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
 MIN_SPREAD = 0.1  # z units: a floor under the training subjects' spread of each quantile
 CLOSER_BY = 1.5  # flag a channel another modality's profile explains this many times better
 MIN_DISTANCE = 1.5  # ... and only when it is at least this far (in spreads) from its own
+UNLIKE_BY = 3.0  # flag a channel this many times farther from its own profile than any training scan was
+MIN_UNLIKE = 4.0  # ... and at least this far (in spreads): unlike every training scan, like no other modality
+UNLIKE_SUBJECTS = 5  # ... and only where the profile has this many training subjects (a spread to measure by)
 PLANE_STRIDE = 4  # every 4th plane: the histogram's shape without reading the whole volume
 ZERO_BACKGROUND = 0.05  # training scans with at least this fraction of zero voxels have a zero background
 BACKGROUND_KEPT = 0.25  # flag a channel with fewer zero voxels than this share of the training scans' fewest
@@ -69,6 +75,7 @@ class ModalityProfiles:
     spread: np.ndarray  # (modalities, quantiles)
     tolerance: np.ndarray  # (modalities,)
     zeros: np.ndarray | None = None  # (modalities,): the smallest zero_fraction of a training scan; None: not kept
+    subjects: int = 0  # the training subjects profiled (0: not kept)
 
     @classmethod
     def from_images(cls, images: Iterable[np.ndarray], modalities: Sequence[str]) -> ModalityProfiles:
@@ -82,7 +89,7 @@ class ModalityProfiles:
         partial = cls(tuple(modalities), mean, spread, np.zeros(len(modalities)))
         tolerance = np.max([np.diag(partial.distances_of(p)) for p in profiles], axis=0)
         zeros = np.min([[zero_fraction(channel) for channel in image] for image in images], axis=0)
-        return cls(tuple(modalities), mean, spread, tolerance, zeros)
+        return cls(tuple(modalities), mean, spread, tolerance, zeros, len(images))
 
     @classmethod
     def of_generated_images(cls, labels: Iterable[np.ndarray]) -> ModalityProfiles:
@@ -105,8 +112,10 @@ class ModalityProfiles:
 
     def problems(self, image: np.ndarray, files: Sequence[str]) -> list[str]:
         """What looks wrong with the channels of a normalised image given as ``files`` (one per
-        modality, in order): identical channels, and channels that look like another modality."""
-        if len(image) != len(self.modalities):
+        modality, in order): identical channels, channels that look like another modality, and
+        channels unlike every training scan of theirs (another contrast, a label map; a channel
+        without the zero background is said by :meth:`background_problems` instead)."""
+        if len(image) != len(self.modalities) or self.modalities == (ANY_CONTRAST,):
             return []
         found = []
         for i in range(len(image)):
@@ -117,14 +126,26 @@ class ModalityProfiles:
         distance = self.distances(image)
         for i, own in enumerate(np.diag(distance)):
             others = [(distance[i, j], j) for j in range(len(self.modalities)) if j != i]
-            if not others:
-                continue
-            closest, j = min(others)
+            closest, j = min(others) if others else (np.inf, i)
             if own >= max(MIN_DISTANCE, CLOSER_BY * self.tolerance[i]) and closest * CLOSER_BY <= own:
                 found.append(f"{files[i]} (given as {self.modalities[i]}) has the intensities of "
                              f"{self.modalities[j]} (profile distance {closest:.1f} to {self.modalities[j]}, "
                              f"{own:.1f} to {self.modalities[i]}; training scans: at most {self.tolerance[i]:.1f})")
+            elif (self.subjects >= UNLIKE_SUBJECTS and own >= max(MIN_UNLIKE, UNLIKE_BY * self.tolerance[i])
+                  and self._background_lost(i, image[i]) is None):
+                found.append(f"{files[i]} (given as {self.modalities[i]}) has intensities unlike every training "
+                             f"scan's {self.modalities[i]} (profile distance {own:.1f}; training scans: at most "
+                             f"{self.tolerance[i]:.1f}): another contrast, a label map, or a scan preprocessed "
+                             "otherwise is segmented worse")
         return found
+
+    def _background_lost(self, i: int, channel: np.ndarray) -> float | None:
+        """The share of zero voxels of channel ``i`` where the training scans of its modality had a
+        zero background and it has lost it; None otherwise."""
+        if self.zeros is None:
+            return None
+        share, trained = zero_fraction(channel), float(self.zeros[i])
+        return share if trained >= ZERO_BACKGROUND and share < BACKGROUND_KEPT * trained else None
 
     def background_problems(self, image: np.ndarray, files: Sequence[str]) -> list[str]:
         """Channels of a normalised image (given as ``files``) without the zero background every
@@ -132,29 +153,31 @@ class ModalityProfiles:
         if self.zeros is None or len(image) != len(self.modalities):
             return []
         found = []
-        for channel, name, modality, trained in zip(image, files, self.modalities, self.zeros, strict=True):
-            share = zero_fraction(channel)
-            if trained >= ZERO_BACKGROUND and share < BACKGROUND_KEPT * trained:
+        for i, (channel, name, modality, trained) in enumerate(zip(image, files, self.modalities, self.zeros,
+                                                                   strict=True)):
+            if (share := self._background_lost(i, channel)) is not None:
                 found.append(f"{name} (given as {modality}) has {share:.1%} of its voxels at 0, the training scans at "
-                             f"least {trained:.0%} (a skull-stripped scan's background): its background is z-scored "
-                             "and segmented as if it were brain, and the tissue is segmented worse; set the voxels "
-                             "outside the brain to 0 as in the training scans (a brain mask: SynthStrip, HD-BET, "
-                             "FSL BET; or a threshold, where registration's interpolation left small values there)")
+                             f"least {trained:.0%} (a skull-stripped scan's background): a background that is not 0 "
+                             "(a scan not skull-stripped, interpolation ringing, an offset) is z-scored and segmented "
+                             "as if it were brain, and the tissue worse; set the voxels outside the brain to 0 as in "
+                             "the training scans (a brain mask: SynthStrip, HD-BET, FSL BET; or a threshold, where "
+                             "registration's interpolation left small values there)")
         return found
 
     def to_dict(self) -> dict[str, Any]:
         """Plain lists (checkpoints hold tensors and plain types only)."""
         return {"quantiles": list(QUANTILES), "modalities": list(self.modalities), "mean": self.mean.tolist(),
                 "spread": self.spread.tolist(), "tolerance": self.tolerance.tolist(),
-                **({} if self.zeros is None else {"zeros": self.zeros.tolist()})}
+                **({} if self.zeros is None else {"zeros": self.zeros.tolist()}), "subjects": self.subjects}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> ModalityProfiles | None:
         """None for checkpoints without profiles, or with profiles of other quantiles; checkpoints
-        written before the zero background was kept have no ``zeros``."""
+        written before the zero background was kept have no ``zeros`` nor ``subjects`` (no check of
+        either)."""
         if not data or tuple(data.get("quantiles", ())) != QUANTILES:
             return None
         zeros = data.get("zeros")
         return cls(tuple(data["modalities"]), np.asarray(data["mean"], dtype=np.float64),
                    np.asarray(data["spread"], dtype=np.float64), np.asarray(data["tolerance"], dtype=np.float64),
-                   None if zeros is None else np.asarray(zeros, dtype=np.float64))
+                   None if zeros is None else np.asarray(zeros, dtype=np.float64), int(data.get("subjects", 0)))

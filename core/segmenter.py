@@ -101,7 +101,7 @@ def input_problems(image: np.ndarray, affine: np.ndarray | None, names: Sequence
     found = []
     if profiles is not None:
         names = [str(n) for n in names]
-        order = f"; are the modalities in the order {', '.join(profiles.modalities)}?"
+        order = f"; are the modalities in the order {', '.join(profiles.modalities)}?" if len(image) > 1 else ""
         found += [problem + order for problem in profiles.problems(image, names)]
         found += profiles.background_problems(image, names)
     if spacing is not None and affine is not None and (problem := spacing.problem(affine)):

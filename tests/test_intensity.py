@@ -145,6 +145,33 @@ def test_modality_profiles_flag_swapped_and_repeated_channels_only() -> None:
     assert ModalityProfiles.from_dict({**profiles.to_dict(), "quantiles": [0.5]}) is None
 
 
+def test_a_channel_unlike_every_training_scan_of_its_modality_is_flagged() -> None:
+    """Three times farther from its own profile than any training scan (and at least 4 spreads),
+    like no other modality: flagged as unlike, in a model of one modality too; a new scan of the
+    training scans' distribution is not."""
+    from core.modality_profiles import ModalityProfiles
+
+    profiles = ModalityProfiles.from_images([skewed_subject(s) for s in range(5)], ["T1", "T2"])
+    labels = skewed_subject(7)
+    labels[1] = np.digitize(labels[1], [-1, 0, 1]).astype(np.float32) * 100 + 10  # a label map given as T2
+    (problem,) = profiles.problems(labels, ["a.nii", "seg.nii"])
+    own = profiles.distances(labels)[1, 1]
+    assert own >= max(4.0, 3 * profiles.tolerance[1]) and profiles.distances(labels)[1, 0] * 1.5 > own
+    assert problem == (f"seg.nii (given as T2) has intensities unlike every training scan's T2 (profile distance "
+                       f"{own:.1f}; training scans: at most {profiles.tolerance[1]:.1f}): another contrast, a label "
+                       "map, or a scan preprocessed otherwise is segmented worse")
+    t1_only = ModalityProfiles.from_images([skewed_subject(s)[:1] for s in range(5)], ["T1"])
+    assert t1_only.subjects == 5 and t1_only.problems(skewed_subject(7)[:1], ["t1.nii"]) == []
+    (problem,) = t1_only.problems(skewed_subject(7, (1,)), ["t2.nii"])  # a T2 given to a model of T1 alone
+    assert problem.startswith("t2.nii (given as T1) has intensities unlike every training scan's T1 (profile distance")
+    assert ModalityProfiles.from_dict(t1_only.to_dict()).problems(skewed_subject(7, (1,)), ["t2.nii"]) == [problem]
+    # Four training subjects measure no spread to call a scan unlike by, nor does a checkpoint from before
+    few = ModalityProfiles.from_images([skewed_subject(s)[:1] for s in range(4)], ["T1"])
+    assert few.subjects == 4 and few.problems(skewed_subject(7, (1,)), ["t2.nii"]) == []
+    older = {k: v for k, v in t1_only.to_dict().items() if k not in ("zeros", "subjects")}
+    assert ModalityProfiles.from_dict(older).problems(skewed_subject(7, (1,)), ["t2.nii"]) == []
+
+
 def test_a_channel_without_the_training_scans_zero_background_is_flagged() -> None:
     """The profile keeps, per modality, the smallest fraction of zero voxels of a training scan;
     a channel with less than a quarter of it is flagged, and only where the training scans had a
@@ -164,9 +191,10 @@ def test_a_channel_without_the_training_scans_zero_background_is_flagged() -> No
     ringing[1].reshape(-1)[:400] = 0  # the second channel keeps its background
     (problem,) = profiles.background_problems(ringing, ["a.nii", "b.nii"])
     assert problem.startswith("a.nii (given as T1) has 9.9% of its voxels at 0, the training scans at least 40% "
-                              "(a skull-stripped scan's background): its background is z-scored and segmented as if "
-                              "it were brain")
-    assert profiles.problems(ringing, ["a.nii", "b.nii"]) == []  # not a swap
+                              "(a skull-stripped scan's background): a background that is not 0 (a scan not "
+                              "skull-stripped, interpolation ringing, an offset) is z-scored and segmented as if it "
+                              "were brain")
+    assert profiles.problems(ringing, ["a.nii", "b.nii"]) == []  # said as a background, not as another contrast
     restored = ModalityProfiles.from_dict(profiles.to_dict())
     np.testing.assert_array_equal(restored.zeros, profiles.zeros)
     assert restored.background_problems(ringing, ["a.nii", "b.nii"]) == [problem]

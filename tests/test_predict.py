@@ -533,6 +533,22 @@ def test_swapped_or_repeated_modalities_get_a_warning_naming_the_files(checkpoin
         warnings.simplefilter("always")
         predict(checkpoint, [t1, t1], tmp_path / "twice", subject_id="subject-4")
     assert f"subject-4: {t1} (given as T1) and {t1} (given as T2) hold the same image" in data_warnings(record)[0]
+    # A label map given as T2 is unlike every training T2: said where the profile has the 5 training subjects
+    # it needs to measure a spread by (the tiny demo's has 2: recorded as 5 here), with the distance
+    label = tiny_demo_dir / "subject-4-label.hdr"
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        predict(checkpoint, [t1, label], tmp_path / "label", subject_id="subject-4")
+    assert saved["subjects"] == 2 and data_warnings(record) == []
+    five = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    five["modality_profiles"]["subjects"] = 5
+    torch.save(five, tmp_path / "five.ckpt")
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        predict(tmp_path / "five.ckpt", [t1, label], tmp_path / "label5", subject_id="subject-4")
+    (message,) = data_warnings(record)
+    assert message.startswith(f"subject-4: {label} (given as T2) has intensities unlike every training scan's T2 "
+                              "(profile distance ")
 
 
 def test_train_py_predict_warns_about_swapped_modalities_too(checkpoint: Path, tiny_demo_dir: Path,
