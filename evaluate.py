@@ -151,6 +151,49 @@ def label_space_for(dataset: str, labels: str | Mapping[int, str] | None = None,
     return DATASET_LABELS[dataset]
 
 
+def dseg_recoding(pred_dir: str | Path, gt_dir: str | Path, gt_entities: Mapping[str, str | None] | None = None,
+                  pred_entities: Mapping[str, str | None] | None = None) -> dict[int, int] | None:
+    """For ``--dataset dseg``: the prediction's values -> the ground truth's, where the prediction
+    is a BIDS derivative with a ``dseg.tsv`` of its own that numbers the structures otherwise (our
+    model of iSeg writes CSF 10, a manual derivative says CSF 1): BIDS names a dseg's structures in
+    its table, so they are matched by name (letter case aside). None where the tables agree, or
+    the prediction has none. Structures named on one side only are an error naming them: a model's
+    structure the truth cannot contradict, or one it cannot have found, would be scored wrongly."""
+    pred_dir = Path(pred_dir)
+    if not is_derivative(pred_dir):
+        return None
+    pred_table = next((t for t in dseg_tables(pred_dir, pred_entities) if t.is_file()), None)
+    gt_table = next((t for t in dseg_tables(Path(gt_dir), gt_entities) if t.is_file()), None)
+    if pred_table is None or gt_table is None:
+        return None
+    try:
+        predicted, truth = read_dseg_tsv(pred_table), read_dseg_tsv(gt_table)
+    except DataError as error:
+        raise EvaluationError(str(error)) from error
+    if predicted == truth:
+        return None
+    by_name = {name.casefold(): value for value, name in truth.items()}
+    unknown = [name for name in predicted.values() if name.casefold() not in by_name]
+    unfound = [name for name in truth.values() if name.casefold() not in {n.casefold() for n in predicted.values()}]
+    if unknown or unfound:
+        sides = [f"{pred_table} names {unknown} that {gt_table} does not"] * bool(unknown) + \
+            [f"{gt_table} names {unfound} that {pred_table} does not"] * bool(unfound)
+        raise EvaluationError(f"{'; '.join(sides)}: the structures of two BIDS derivatives are matched by the names "
+                              "in their dseg.tsv")
+    return {value: by_name[name.casefold()] for value, name in predicted.items()}
+
+
+def recoded(labels: np.ndarray, recoding: Mapping[int, int], path: Path) -> np.ndarray:
+    """A label map's values through ``recoding``; a value it lacks is an error naming the file."""
+    unknown = sorted(set(present_values(labels)) - set(recoding))
+    if unknown:
+        raise EvaluationError(f"{path}: label values {unknown} are not in its dseg.tsv {sorted(recoding)}")
+    out = np.zeros_like(labels)
+    for old, new in recoding.items():
+        out[labels == old] = new
+    return out
+
+
 def subject_of(name: str) -> str | None:
     """The subject id a label file's name carries: the name without its extension and a
     ``_seg`` / ``-label`` / ``_gt``... suffix (``case_001_seg.nii.gz``, ``case_001.nii.gz``)."""
@@ -278,25 +321,29 @@ def match_folders(pred_dir: str | Path, gt_dir: str | Path, dataset: str,
 
 
 def score_pairs(pairs: Mapping[str, tuple[Path, Path]], space: LabelSpace, dataset: str,
-                affine_tolerance: float = 1e-3, progress: bool | None = None, lesion_rule: LesionRule | None = None
-                ) -> list[dict]:
+                affine_tolerance: float = 1e-3, progress: bool | None = None, lesion_rule: LesionRule | None = None,
+                recoding: Mapping[int, int] | None = None) -> list[dict]:
     """One row per subject and structure (:data:`core.metrics.ROW_COLUMNS`; with ``lesion_rule``,
     also :data:`core.lesions.LESION_COLUMNS`);
     prediction and truth of different shape or affine, or with values outside the label map, are
-    errors naming them. ``progress``: a bar over the subjects (None: when writing to a terminal)."""
+    errors naming them. ``progress``: a bar over the subjects (None: when writing to a terminal).
+    ``recoding``: the predictions' values -> the truth's (:func:`dseg_recoding`)."""
     rows, bad = [], BadInputs(len(pairs), "pairs", kind=EvaluationError)  # every pair's problem, no table of the rest
     for subject, (prediction_path, truth_path) in tqdm(pairs.items(), desc="scoring", unit="subject",
                                                        disable=None if progress is None else not progress):
         rows += bad.attempt(lambda s=subject, p=prediction_path, t=truth_path:
-                            _score_pair(s, p, t, space, dataset, affine_tolerance, lesion_rule)) or []
+                            _score_pair(s, p, t, space, dataset, affine_tolerance, lesion_rule, recoding)) or []
     bad.raise_any()
     return rows
 
 
 def _score_pair(subject: str, prediction_path: Path, truth_path: Path, space: LabelSpace, dataset: str,
-                affine_tolerance: float, lesion_rule: LesionRule | None = None) -> list[dict]:
+                affine_tolerance: float, lesion_rule: LesionRule | None = None,
+                recoding: Mapping[int, int] | None = None) -> list[dict]:
     """The rows of one subject (see :func:`score_pairs`)."""
     pred, pred_affine, _ = load_label(prediction_path)
+    if recoding is not None:
+        pred = recoded(pred, recoding, prediction_path)
     truth, truth_affine, spacing = load_label(truth_path)
     if pred.shape != truth.shape or not np.allclose(pred_affine, truth_affine, atol=affine_tolerance):
         # The same grid stored in another voxel order (fMRIPrep's RAS beside a LAS scan): taken as it is.
@@ -359,7 +406,8 @@ def evaluate_matching(pred_dir: str | Path, gt_dir: str | Path, dataset: str,
     matching = match_folders(pred_dir, gt_dir, dataset, gt_entities, pred_entities)
     if require_all and (missing := missing_text(matching, pred_dir, gt_dir)):
         raise EvaluationError(missing.replace("\n", "; ") + " (--require-all)")
-    return score_pairs(matching.pairs, space, dataset, affine_tolerance, progress, rule), matching
+    recoding = dseg_recoding(pred_dir, gt_dir, gt_entities, pred_entities) if dataset == "dseg" else None
+    return score_pairs(matching.pairs, space, dataset, affine_tolerance, progress, rule, recoding), matching
 
 
 def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path, dataset: str,

@@ -41,7 +41,7 @@ from core.checkpoint import model_hparams, read_checkpoint
 from core.inference import PRECISIONS, fast_bf16
 from core.io import DataError, one_line_warnings
 from core.segmenter import load_segmenter
-from datamodules.folders import output_names, subjects_in_folder
+from datamodules.folders import as_bids, output_names, subjects_in_folder
 
 # The CPU preset (--cpu-fast): nnU-Net's most common complaint is 42 minutes a case on a CPU, 3
 # without mirroring. No mirroring (8x the work), less window overlap (0.25: each voxel in about
@@ -76,7 +76,8 @@ def predict(checkpoint: Path | Sequence[Path], inputs: Sequence[Path], output: P
             save_probabilities: bool = False, subject_id: str | None = None, overwrite: bool = False,
             window_scale: int | None = None, precision: str = "32", contrast: str | None = None,
             subjects: Sequence[str] | None = None, shard: tuple[int, int] | None = None,
-            resample_to_first: bool = False, case_names: bool = False) -> list[Path]:
+            resample_to_first: bool = False, case_names: bool = False,
+            bids_modalities: Sequence[str] | None = None) -> list[Path]:
     """Segment every subject of ``inputs`` with one checkpoint or the ensemble of several;
     returns the segmentation files written. For a folder: ``contrast``, with a model of any
     contrast, the modality of the folder's layout to segment (default: the one it was validated
@@ -85,24 +86,30 @@ def predict(checkpoint: Path | Sequence[Path], inputs: Sequence[Path], output: P
     SLURM array) segment a dataset between them into one folder. ``resample_to_first``: the other
     modalities (scans not co-registered onto one grid) resampled onto the first one's grid through
     the affines, whatever the checkpoint's preprocessing says. ``case_names``: each segmentation
-    named ``<case>.nii.gz`` (BraTS' submissions, nnU-Net's), not the dataset's own convention."""
+    named ``<case>.nii.gz`` (BraTS' submissions, nnU-Net's), not the dataset's own convention.
+    ``bids_modalities``: the folder is a BIDS dataset whatever the model was trained on, these
+    suffixes (``T1w``, ``acq-mprage_T1w``) standing for its modalities in order; the
+    segmentations are then a BIDS derivative."""
     # A bar over the windows of each volume when run in a terminal.
     segmenter = load_segmenter(checkpoint, device, sw_overlap=sw_overlap, sw_batch_size=sw_batch_size,
                                window_scale=window_scale, progress=sys.stderr.isatty(), precision=precision)
     if resample_to_first:
         segmenter.preprocessing = replace(segmenter.preprocessing, resample_to_first=True)
+    layout = segmenter.datamodule
     if len(inputs) == 1 and Path(inputs[0]).is_dir():
-        chosen = subjects_in_folder(inputs[0], segmenter.datamodule, segmenter.modalities, segmenter.source,
-                                    contrast, only=subjects)
+        chosen = subjects_in_folder(inputs[0], layout, segmenter.modalities, segmenter.source, contrast, only=subjects,
+                                    bids_modalities=bids_modalities)
+        if bids_modalities is not None:
+            layout = as_bids(layout, bids_modalities, segmenter.modalities, segmenter.source)
         if shard is not None:
             chosen = chosen[shard[0]::shard[1]]
-    elif subjects is not None or shard is not None:
-        raise DataError(f"{inputs[0]}: choosing subjects (--subjects, --shard) needs a dataset folder as --input, "
-                        "not one subject's files")
+    elif subjects is not None or shard is not None or bids_modalities is not None:
+        raise DataError(f"{inputs[0]}: choosing subjects (--subjects, --shard) or reading BIDS (--bids-modalities) "
+                        "needs a dataset folder as --input, not one subject's files")
     else:
         chosen = [segmenter.subject(inputs, subject_id)]
     return segmenter.segment_to_folder(chosen, output, flips=flips, probabilities=save_probabilities,
-                                       overwrite=overwrite, names=output_names(segmenter.datamodule, case_names))
+                                       overwrite=overwrite, names=output_names(layout, case_names))
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -132,6 +139,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                              "array --array=0-<N-1> with --shard $SLURM_ARRAY_TASK_ID/N, share one output folder")
     parser.add_argument("--contrast", help="a model of any contrast given a folder: the layout's modality to "
                         "segment (T2, FLAIR, a BIDS suffix such as T2w; default: the one it was validated on)")
+    parser.add_argument("--bids-modalities", nargs="+", metavar="SUFFIX",
+                        help="read --input as a BIDS dataset whatever the model was trained on: the BIDS suffixes "
+                             "(optionally after entities: T1w, acq-mprage_T1w) that stand for the model's modalities, "
+                             "in its order; writes a BIDS derivative")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--sw-overlap", "--overlap", type=float, dest="sw_overlap",
                         help="sliding-window overlap (default: the checkpoint's)")
@@ -171,7 +182,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                           sw_batch_size=args.sw_batch_size, flips=args.flips, save_probabilities=args.probabilities,
                           subject_id=args.subject, overwrite=args.overwrite, window_scale=args.window_scale,
                           precision=args.precision, contrast=args.contrast, subjects=args.subjects, shard=args.shard,
-                          resample_to_first=args.resample_to_first, case_names=args.case_names)
+                          resample_to_first=args.resample_to_first, case_names=args.case_names,
+                          bids_modalities=args.bids_modalities)
         if not written and args.shard:
             print(f"predict.py: shard {args.shard[0]}/{args.shard[1]} has no subjects (fewer than "
                   f"{args.shard[0] + 1} to share out); nothing written")

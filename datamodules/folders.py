@@ -15,8 +15,8 @@ from core.export import OUR_NAMES, OutputNames, named_by_case
 from core.io import DataError
 from core.modality_profiles import ANY_CONTRAST
 from core.volumes import Subject
-from datamodules.base import VolumeSegmentationDataModule
-from datamodules.bids import BIDSDataModule
+from datamodules.base import NoSubjectsFound, VolumeSegmentationDataModule
+from datamodules.bids import BIDSDataModule, parse_modality
 from datamodules.brats import BraTSDataModule
 from datamodules.decathlon import DecathlonDataModule
 from datamodules.freesurfer import FreeSurferDataModule
@@ -54,6 +54,33 @@ def datamodule_class(class_path: str | None, source: str) -> type[VolumeSegmenta
     return KNOWN_DATAMODULES[class_path]
 
 
+# What a BIDS dataset likely calls a modality of the challenges' layouts: only to suggest --bids-modalities.
+BIDS_SUFFIXES = {"T1": "T1w", "T2": "T2w", "FLAIR": "FLAIR", "PD": "PDw", "T1ce": "ce-gadolinium_T1w",
+                 "T1IR": "acq-ir_T1w", ANY_CONTRAST: "T1w"}
+BIDS_CLASS = f"{BIDSDataModule.__module__}.{BIDSDataModule.__qualname__}"
+
+
+def as_bids(record: Mapping[str, Any] | None, bids_modalities: Sequence[str], modalities: Sequence[str],
+            source: str) -> dict[str, Any]:
+    """The DataModule record that reads a BIDS dataset for a model trained on ``modalities`` in
+    any layout: ``bids_modalities`` (BIDS suffixes, optionally after entities: ``T1w``,
+    ``acq-mprage_T1w``) stand for them in order. A model trained on BIDS keeps its other layout
+    arguments (``image_entities``, ``run``); predictions are then written as a BIDS derivative."""
+    wanted = 1 if list(modalities) == [ANY_CONTRAST] else len(modalities)
+    if len(bids_modalities) != wanted:
+        raise DataError(f"--bids-modalities {' '.join(bids_modalities)}: {source} takes {wanted} modalities "
+                        f"({', '.join(modalities)}), one BIDS suffix for each in that order")
+    for spec in bids_modalities:
+        try:
+            parse_modality(spec)
+        except ValueError as error:
+            raise DataError(f"--bids-modalities: {error}") from error
+    record = record or {}
+    trained_on_bids = KNOWN_DATAMODULES.get(str(record.get("class_path"))) is BIDSDataModule
+    kept = dict(record.get("init_args") or {}) if trained_on_bids else {}
+    return {"class_path": BIDS_CLASS, "init_args": {**kept, "modalities": list(bids_modalities)}}
+
+
 def output_names(record: Mapping[str, Any] | None, case_names: bool = False) -> OutputNames:
     """How predictions of a checkpoint trained on ``record``'s DataModule are named: its dataset's
     convention (nnU-Net's ``<case>.nii.gz``), ours for anything else; with ``case_names``,
@@ -65,12 +92,20 @@ def output_names(record: Mapping[str, Any] | None, case_names: bool = False) -> 
 
 
 def subjects_in_folder(folder: str | Path, record: Mapping[str, Any] | None, modalities: Sequence[str],
-                       source: str, contrast: str | None = None, only: Sequence[str] | None = None) -> list[Subject]:
+                       source: str, contrast: str | None = None, only: Sequence[str] | None = None,
+                       bids_modalities: Sequence[str] | None = None) -> list[Subject]:
     """Every subject of ``folder``, read by the DataModule of ``record`` (a checkpoint's
     ``{"class_path", "init_args"}``), which must offer ``modalities`` in that order; a model of
     any contrast reads the layout's ``contrast`` (default: the modality it was validated on).
-    ``only``: just these subjects, by id or by what a split keeps together (a BIDS participant,
-    ``sub-01``, stands for its sessions); a name that matches none is an error."""
+    ``bids_modalities``: read it as a BIDS dataset whatever the model was trained on, these
+    suffixes standing for ``modalities`` (:func:`as_bids`). ``only``: just these subjects, by id or
+    by what a split keeps together (a BIDS participant, ``sub-01``, stands for its sessions); a
+    name that matches none is an error."""
+    if bids_modalities is not None:
+        if contrast is not None:
+            raise DataError("--contrast and --bids-modalities both say what to read; give one")
+        record = as_bids(record, bids_modalities, modalities, source)
+        modalities = [ANY_CONTRAST] if list(modalities) == [ANY_CONTRAST] else list(bids_modalities)
     if contrast is not None and list(modalities) != [ANY_CONTRAST]:
         raise DataError(f"{source}: was trained on {list(modalities)}, not on any contrast; --contrast is for models "
                         "trained from label maps")
@@ -92,4 +127,12 @@ def subjects_in_folder(folder: str | Path, record: Mapping[str, Any] | None, mod
     if not any_contrast and list(datamodule.modalities) != list(modalities):
         raise DataError(f"{folder}: offers modalities {list(datamodule.modalities)}, {source} was trained on "
                         f"{list(modalities)}")
-    return datamodule.list_subjects(folder, require_labels=False, only=only)
+    try:
+        return datamodule.list_subjects(folder, require_labels=False, only=only)
+    except NoSubjectsFound as error:
+        if cls is BIDSDataModule or not (folder / "dataset_description.json").is_file():
+            raise
+        suggested = " ".join(BIDS_SUFFIXES.get(m, f"<{m}>") for m in modalities)
+        raise NoSubjectsFound(f"{error}; it is a BIDS dataset: --bids-modalities names the BIDS suffixes that stand "
+                              f"for the model's {', '.join(modalities)} (e.g. --bids-modalities {suggested})"
+                              ) from error

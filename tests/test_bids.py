@@ -486,3 +486,77 @@ def test_every_derivative_image_says_which_input_files_it_came_from(tmp_path: Pa
     assert links == {"input": "../prep", "raw": "../.."}
     assert json.loads(BIDS_NAMES.describe_image([preprocessed, images[1]], new, links))["Sources"] == [
         "bids:input:sub-01/anat/sub-01_desc-preproc_T1w.nii.gz", "bids:raw:sub-01/anat/sub-01_FLAIR.nii.gz"]
+
+
+def test_a_model_of_another_layout_segments_a_bids_dataset_and_is_scored_by_structure_name(
+        trained_checkpoint: Path, tiny_demo_dir: Path, tmp_path: Path) -> None:
+    """The tiny iSeg model given a BIDS dataset of the same scans (T1w, T2w) with manual labels
+    numbered 1-3: said to need --bids-modalities; with them, a BIDS derivative whose
+    segmentations equal predict.py's on the files, in the model's values (CSF 10, GM 150, WM 250)
+    and its dseg.tsv; evaluate.py --dataset dseg matches the two derivatives' structures by name
+    and scores what --dataset iseg scores of the same files."""
+    import evaluate
+    import predict
+
+    bids = tmp_path / "bids"
+    manual = bids / "derivatives" / "manual"
+    for folder, name in ((bids, "raw"), (manual, "manual")):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "dataset_description.json").write_text(json.dumps(
+            {"Name": name, "BIDSVersion": "1.9.0", **({"DatasetType": "derivative"} if folder == manual else {})}))
+    (manual / "dseg.tsv").write_text("index\tname\n1\tcsf\n2\tGM\n3\tWM\n")  # letter case is not a name
+    for n in (3, 4):
+        for modality in ("T1", "T2"):
+            image = nib.load(tiny_demo_dir / f"subject-{n}-{modality}.hdr")
+            write_nifti(np.asarray(image.dataobj).reshape(image.shape[:3]),
+                        bids / f"sub-0{n}" / "anat" / f"sub-0{n}_{modality}w.nii.gz", image.affine)
+        label = nib.load(tiny_demo_dir / f"subject-{n}-label.hdr")
+        values = np.asarray(label.dataobj).reshape(label.shape[:3])
+        write_nifti(np.select([values == 10, values == 150, values == 250], [1, 2, 3], 0).astype(np.uint8),
+                    manual / f"sub-0{n}" / "anat" / f"sub-0{n}_dseg.nii.gz", label.affine)
+    with pytest.raises(DataError, match=r"no iSeg subjects found .*; it is a BIDS dataset: --bids-modalities names the "
+                                        r"BIDS suffixes that stand for the model's T1, T2 \(e\.g\. --bids-modalities "
+                                        r"T1w T2w\)"):
+        predict.predict(trained_checkpoint, [bids], tmp_path / "refused")
+    output = bids / "derivatives" / "brainseg"
+    written = predict.predict(trained_checkpoint, [bids], output, bids_modalities=["T1w", "T2w"])
+    assert [p.relative_to(output).as_posix() for p in written] == [
+        f"sub-0{n}/anat/sub-0{n}_space-orig_dseg.nii.gz" for n in (3, 4)]
+    assert read_dseg_tsv(output / "dseg.tsv") == {0: "background", 10: "CSF", 150: "GM", 250: "WM"}
+    sidecar = json.loads((output / "sub-04" / "anat" / "sub-04_space-orig_dseg.json").read_text())
+    assert sidecar["Sources"] == ["bids:raw:sub-04/anat/sub-04_T1w.nii.gz", "bids:raw:sub-04/anat/sub-04_T2w.nii.gz"]
+    iseg = tmp_path / "iseg"
+    for n in (3, 4):
+        (direct,) = predict.predict(trained_checkpoint, [tiny_demo_dir / f"subject-{n}-{m}.hdr" for m in ("T1", "T2")],
+                                    iseg)
+        np.testing.assert_array_equal(np.asarray(nib.load(written[n - 3]).dataobj),
+                                      np.asarray(nib.load(direct).dataobj))
+    by_name = evaluate.evaluate_folders(output, manual, "dseg")
+    truth = tmp_path / "truth"
+    truth.mkdir()
+    for n in (3, 4):  # the iSeg labels of the same subjects as NIfTI, scored by their values
+        label = nib.load(tiny_demo_dir / f"subject-{n}-label.hdr")
+        nib.save(nib.Nifti1Image(np.asarray(label.dataobj).reshape(label.shape[:3]), label.affine),
+                 truth / f"subject-{n}.nii.gz")
+    by_value = evaluate.evaluate_folders(iseg, truth, "iseg")
+    assert len(by_name) == len(by_value) == 6
+    for named, valued in zip(by_name, by_value, strict=True):
+        assert named["structure"].casefold() == valued["structure"].casefold()
+        for metric in ("dice", "avd_percent", "sensitivity"):
+            assert named[metric] == pytest.approx(valued[metric], abs=1e-12, nan_ok=True), metric
+    for n in (3, 4):  # the truth in the model's values, as a perfect model writes it: Dice 1 by name, every structure
+        label = nib.load(tiny_demo_dir / f"subject-{n}-label.hdr")
+        nib.save(nib.Nifti1Image(np.asarray(label.dataobj).reshape(label.shape[:3]), label.affine), written[n - 3])
+    assert [row["dice"] for row in evaluate.evaluate_folders(output, manual, "dseg")] == [1.0] * 6
+    (manual / "dseg.tsv").write_text("index\tname\n1\tCSF\n2\tGM\n3\tlesion\n")
+    with pytest.raises(evaluate.EvaluationError, match=r"brainseg/dseg\.tsv names \['WM'\] that .*manual/dseg\.tsv "
+                                                       r"does not; .*manual/dseg\.tsv names \['lesion'\] that "
+                                                       r".*brainseg/dseg\.tsv does not: the structures of two BIDS "
+                                                       r"derivatives are matched by the names in their dseg\.tsv"):
+        evaluate.evaluate_folders(output, manual, "dseg")
+    with pytest.raises(DataError, match=r"--bids-modalities T1w: .* takes 2 modalities \(T1, T2\), one BIDS suffix"):
+        predict.predict(trained_checkpoint, [bids], tmp_path / "one", bids_modalities=["T1w"])
+    with pytest.raises(DataError, match=r"--bids-modalities: modality 'T1w.nii': expected a BIDS suffix"):
+        predict.predict(trained_checkpoint, [bids], tmp_path / "bad", bids_modalities=["T1w.nii", "T2w"])
+    with pytest.raises(DataError, match=r"reading BIDS \(--bids-modalities\) needs a dataset folder"):
+        predict.predict(trained_checkpoint, list(written), tmp_path / "files", bids_modalities=["T1w", "T2w"])
