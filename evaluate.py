@@ -39,10 +39,13 @@ from core.dataset_labels import BRATS_CONVENTIONS, DATASET_LABELS
 from core.export import NOT_LOGGED, predictions_by_run
 from core.geometry import grid_offset, reorient_like, voxel_spacing
 from core.io import (
+    IMAGE_SUFFIXES,
     BadInputs,
     DataError,
     DataWarning,
     check_size,
+    is_itk_file,
+    load_volume,
     one_line_warnings,
     without_singleton_axes,
     write_text_atomically,
@@ -62,11 +65,19 @@ from core.volumes import natural_key
 
 PROBABILITIES = "_probabilities"  # the probability maps predict.py may write beside the segmentations
 _SUFFIX = r"(?:[_-](?:seg|segm|label|labels|segmentation|gt|mask))?"
-# A flat ground-truth folder holds NIfTI (or FreeSurfer MGH) label maps; a challenge folder (iSeg's
+
+
+def _label_file_pattern(suffixes: Sequence[str]) -> re.Pattern[str]:
+    """A label file's name in one of the image formats ``suffixes`` (:data:`core.io.IMAGE_SUFFIXES`),
+    its subject the stem without a ``_seg``-like suffix."""
+    return re.compile(rf"^(?P<stem>.+?){_SUFFIX}(?:{'|'.join(re.escape(s) for s in suffixes)})$", re.IGNORECASE)
+
+
+# A flat ground-truth folder holds label maps of any format but Analyze's; a challenge folder (iSeg's
 # Analyze files, with the images beside the labels) is read by its DataModule instead.
-NIFTI = re.compile(rf"^(?P<stem>.+?){_SUFFIX}\.(?:nii(?:\.gz)?|mgz|mgh)$", re.IGNORECASE)
-# Predictions may also be Analyze files (named like iSeg's labels).
-LABEL_FILE = re.compile(rf"^(?P<stem>.+?){_SUFFIX}\.(?:nii(?:\.gz)?|hdr|mgz|mgh)$", re.IGNORECASE)
+FLAT_TRUTH = _label_file_pattern([s for s in IMAGE_SUFFIXES if s not in (".hdr", ".img")])
+# Predictions may also be Analyze files (named like iSeg's labels), by their header.
+LABEL_FILE = _label_file_pattern([s for s in IMAGE_SUFFIXES if s != ".img"])
 FREESURFER_DATASETS = ("freesurfer_tissues", "freesurfer_aseg")  # a SUBJECTS_DIR scored by tissue or by structure
 # The challenge layouts evaluate.py can read ground truth from (by their DataModule).
 LAYOUTS = {"iseg": "ISeg2017DataModule", "mrbrains18": "MRBrainS18DataModule",
@@ -257,7 +268,7 @@ def truth_files(gt_dir: Path, dataset: str, gt_entities: Mapping[str, str | None
         return _derivative_maps(gt_dir, gt_entities, "--gt-entities")
     flat = {}
     for path in sorted(gt_dir.iterdir()):
-        match = NIFTI.match(path.name)
+        match = FLAT_TRUTH.match(path.name)
         if path.is_file() and match:
             if match["stem"] in flat:
                 raise EvaluationError(f"{gt_dir}: two ground-truth files for {match['stem']}: "
@@ -289,7 +300,15 @@ def _derivative_maps(folder: Path, entities: Mapping[str, str | None] | None, op
 
 def load_label(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
     """(integer label map (D, H, W), affine, spacing in mm) of one file; an unreadable,
-    truncated or implausible file is an error naming it (never a traceback from zlib)."""
+    truncated or implausible file is an error naming it (never a traceback from zlib). NRRD and
+    MetaImage files (nnU-Net datasets' ``file_ending`` may be ``.nrrd`` or ``.mha``) are read as
+    training reads them, through SimpleITK."""
+    if is_itk_file(path):
+        try:
+            data, affine = load_volume(Path(path))
+            return whole_label_values(data, path), affine, tuple(float(z) for z in voxel_spacing(affine))
+        except DataError as error:
+            raise EvaluationError(str(error)) from error
     try:
         image = nib.load(str(path))
         check_size(Path(path), image)

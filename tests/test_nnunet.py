@@ -3,12 +3,13 @@ NRRD cases, nnU-Net's prediction names; the demo converted to the format trains 
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
-from layouts import NNUNET_BRATS, write_nnunet
+from layouts import NNUNET_BRATS, write_image, write_nnunet
 
 from benchmarks.nnunet_dataset import main as export_to_nnunet
 from core.export import is_our_prediction
@@ -87,6 +88,38 @@ def test_nrrd_cases_read_as_their_nifti_twins(tmp_path: Path) -> None:
     np.testing.assert_allclose(b.image, a.image, atol=1e-5)
     np.testing.assert_array_equal(b.label, a.label)
     np.testing.assert_allclose(b.affine, a.affine, atol=1e-6)
+
+
+def test_nrrd_and_metaimage_label_maps_score_as_their_nifti_twins(tmp_path: Path) -> None:
+    """evaluate.py reads label maps as training reads them: an nnU-Net dataset of ``.nrrd`` cases
+    is the ground truth, ``.nrrd`` (or ``.mha``) predictions are scored, and a flat folder of
+    ``.mha`` label maps is one too; the same numbers as their NIfTI twins (the labels of a
+    dataset of ``.nii.gz`` cases, one voxel of each case's prediction changed)."""
+    import evaluate
+    from core.io import load_volume
+
+    nifti, nrrd = write_nnunet(tmp_path / "a"), write_nnunet(tmp_path / "b", file_ending=".nrrd")
+    as_nifti, as_itk, flat_mha = (tmp_path / name for name in ("pred_nii", "pred_itk", "flat_mha"))
+    for folder in (as_nifti, as_itk, flat_mha):
+        folder.mkdir()
+    for case in sorted(p.name[:-len(".nii.gz")] for p in (nifti / "labelsTr").iterdir()):
+        label, affine = load_volume(nifti / "labelsTr" / f"{case}.nii.gz")
+        changed = label.astype(np.uint8)
+        changed.flat[changed.size // 2] = (changed.flat[changed.size // 2] + 1) % 4  # another label's value there
+        nib.save(nib.Nifti1Image(changed, affine), as_nifti / f"{case}.nii.gz")
+        for path in (as_itk / f"{case}.nrrd", flat_mha / f"{case}.mha"):
+            written = write_image(changed if path.parent == as_itk else label.astype(np.uint8), path,
+                                  np.abs(np.diag(affine))[:3])
+            np.testing.assert_array_equal(load_volume(written)[0], changed if path.parent == as_itk else label)
+    reference = evaluate.evaluate_folders(as_nifti, nifti, "nnunet")
+    assert len(reference) == 12 and min(row["dice"] for row in reference) < 1
+    for pred, truth in ((as_nifti, nrrd), (as_itk, nrrd), (as_itk, nifti)):
+        rows = evaluate.evaluate_folders(pred, truth, "nnunet")
+        assert [(r["subject"], r["structure"], r["dice"], r["hd95_mm"]) for r in rows] == [
+            (r["subject"], r["structure"], r["dice"], r["hd95_mm"]) for r in reference], (pred.name, truth.name)
+    shutil.copy(nifti / "dataset.json", tmp_path / "dataset.json")  # the labels of the flat folder's parent
+    flat = evaluate.evaluate_folders(as_nifti, flat_mha, "nnunet")
+    assert [r["dice"] for r in flat] == [r["dice"] for r in reference]
 
 
 def test_a_missing_channel_a_label_without_image_and_a_wrong_count_are_named(tmp_path: Path) -> None:
