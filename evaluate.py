@@ -97,14 +97,7 @@ class EvaluationError(ValueError):
 def parse_labels(labels: str | Mapping[int, str]) -> LabelSpace:
     """``"0:background,1:lesion"`` (or a dict) -> a label space whose structures are the
     non-background values (background 0 is added when not named)."""
-    if isinstance(labels, str):
-        pairs = {}
-        for item in filter(None, (p.strip() for p in labels.split(","))):
-            value, sep, name = item.partition(":")
-            if not sep or not name.strip():
-                raise EvaluationError(f"--labels: expected value:name, got {item!r}")
-            pairs[int(value)] = name.strip()
-        labels = pairs
+    labels = label_names(labels)
     foreground = {int(v): str(n) for v, n in labels.items() if int(v) != 0 and str(n).lower() != "background"}
     if not foreground:
         raise EvaluationError("--labels names no non-background value")
@@ -162,35 +155,57 @@ def label_space_for(dataset: str, labels: str | Mapping[int, str] | None = None,
     return DATASET_LABELS[dataset]
 
 
-def dseg_recoding(pred_dir: str | Path, gt_dir: str | Path, gt_entities: Mapping[str, str | None] | None = None,
-                  pred_entities: Mapping[str, str | None] | None = None) -> dict[int, int] | None:
-    """For ``--dataset dseg``: the prediction's values -> the ground truth's, where the prediction
-    is a BIDS derivative with a ``dseg.tsv`` of its own that numbers the structures otherwise (our
-    model of iSeg writes CSF 10, a manual derivative says CSF 1): BIDS names a dseg's structures in
-    its table, so they are matched by name (letter case aside). None where the tables agree, or
-    the prediction has none. Structures named on one side only are an error naming them: a model's
-    structure the truth cannot contradict, or one it cannot have found, would be scored wrongly."""
-    pred_dir = Path(pred_dir)
-    if not is_derivative(pred_dir):
+def label_names(labels: str | Mapping[int, str], option: str = "--labels") -> dict[int, str]:
+    """``"0:background,1:lesion"`` (or a dict) -> value -> name; background 0 added when not named."""
+    if isinstance(labels, str):
+        pairs = {}
+        for item in filter(None, (p.strip() for p in labels.split(","))):
+            value, sep, name = item.partition(":")
+            if not sep or not name.strip() or not value.strip().lstrip("-").isdigit():
+                raise EvaluationError(f"{option}: expected value:name, got {item!r}")
+            pairs[int(value)] = name.strip()
+        labels = pairs
+    named = {int(v): str(n) for v, n in labels.items()}
+    return named if 0 in named or "background" in {n.casefold() for n in named.values()} else {0: "background", **named}
+
+
+def prediction_names(pred_dir: str | Path, dataset: str, pred_labels: str | Mapping[int, str] | None = None,
+                     pred_entities: Mapping[str, str | None] | None = None) -> tuple[dict[int, str], str] | None:
+    """What the predictions' values are called, and where that is said: ``--pred-labels`` (another
+    tool's segmentations: FSL FAST's ``1:CSF,2:GM,3:WM``), or for ``--dataset dseg`` the
+    ``dseg.tsv`` of a prediction that is a BIDS derivative; None when the predictions are taken in
+    the ground truth's values."""
+    if pred_labels is not None:
+        return label_names(pred_labels, "--pred-labels"), "--pred-labels"
+    if dataset != "dseg" or not is_derivative(Path(pred_dir)):
         return None
-    pred_table = next((t for t in dseg_tables(pred_dir, pred_entities) if t.is_file()), None)
-    gt_table = next((t for t in dseg_tables(Path(gt_dir), gt_entities) if t.is_file()), None)
-    if pred_table is None or gt_table is None:
+    table = next((t for t in dseg_tables(Path(pred_dir), pred_entities) if t.is_file()), None)
+    if table is None:
         return None
     try:
-        predicted, truth = read_dseg_tsv(pred_table), read_dseg_tsv(gt_table)
+        return read_dseg_tsv(table), str(table)
     except DataError as error:
         raise EvaluationError(str(error)) from error
-    if predicted == truth:
+
+
+def recoding_by_name(predicted: Mapping[int, str], source: str, space: LabelSpace, truth: str
+                     ) -> dict[int, int] | None:
+    """The predictions' values -> the ground truth's, matched by the names of their structures
+    (letter case aside): where two label maps number the same structures otherwise (a model of
+    iSeg writes CSF 10, a manual BIDS derivative says 1, FSL FAST 1 too). None where they agree.
+    A structure named on one side only is an error naming it: one the truth cannot contradict, or
+    one the prediction cannot have found, would be scored wrongly."""
+    named = dict(zip(space.class_values, space.class_names, strict=True))
+    if dict(predicted) == named:
         return None
-    by_name = {name.casefold(): value for value, name in truth.items()}
+    by_name = {name.casefold(): value for value, name in named.items()}
     unknown = [name for name in predicted.values() if name.casefold() not in by_name]
-    unfound = [name for name in truth.values() if name.casefold() not in {n.casefold() for n in predicted.values()}]
+    unfound = [name for name in named.values() if name.casefold() not in {n.casefold() for n in predicted.values()}]
     if unknown or unfound:
-        sides = [f"{pred_table} names {unknown} that {gt_table} does not"] * bool(unknown) + \
-            [f"{gt_table} names {unfound} that {pred_table} does not"] * bool(unfound)
-        raise EvaluationError(f"{'; '.join(sides)}: the structures of two BIDS derivatives are matched by the names "
-                              "in their dseg.tsv")
+        sides = [f"{source} names {unknown} that {truth} does not"] * bool(unknown) + \
+            [f"{truth} names {unfound} that {source} does not"] * bool(unfound)
+        raise EvaluationError(f"{'; '.join(sides)}: a prediction's structures are matched to the ground truth's by "
+                              "name")
     return {value: by_name[name.casefold()] for value, name in predicted.items()}
 
 
@@ -346,7 +361,7 @@ def score_pairs(pairs: Mapping[str, tuple[Path, Path]], space: LabelSpace, datas
     also :data:`core.lesions.LESION_COLUMNS`);
     prediction and truth of different shape or affine, or with values outside the label map, are
     errors naming them. ``progress``: a bar over the subjects (None: when writing to a terminal).
-    ``recoding``: the predictions' values -> the truth's (:func:`dseg_recoding`)."""
+    ``recoding``: the predictions' values -> the truth's (:func:`recoding_by_name`)."""
     rows, bad = [], BadInputs(len(pairs), "pairs", kind=EvaluationError)  # every pair's problem, no table of the rest
     for subject, (prediction_path, truth_path) in tqdm(pairs.items(), desc="scoring", unit="subject",
                                                        disable=None if progress is None else not progress):
@@ -409,14 +424,16 @@ def evaluate_matching(pred_dir: str | Path, gt_dir: str | Path, dataset: str,
                       labels: str | Mapping[int, str] | None = None, require_all: bool = False,
                       affine_tolerance: float = 1e-3, progress: bool | None = None,
                       gt_entities: Mapping[str, str | None] | None = None,
-                      pred_entities: Mapping[str, str | None] | None = None, lesion_rule: str | None = None
-                      ) -> tuple[list[dict], Matching]:
+                      pred_entities: Mapping[str, str | None] | None = None, lesion_rule: str | None = None,
+                      pred_labels: str | Mapping[int, str] | None = None) -> tuple[list[dict], Matching]:
     """Score every prediction of ``pred_dir`` that has a ground truth in ``gt_dir``: the rows
     (:func:`score_pairs`) and how the files were paired. Subjects on one side only are left out
     (an error with ``require_all``). ``gt_entities`` (``pred_entities``): which of a BIDS
     derivative's label maps is the ground truth (the prediction), by file-name keys (``None``:
     the entity absent). ``lesion_rule``: and the lesion-wise scores by that rule (a BraTS
-    challenge's, or ``DILATION:MIN_VOLUME``)."""
+    challenge's, or ``DILATION:MIN_VOLUME``). ``pred_labels``: the predictions' own values and
+    names (``"1:CSF,2:GM,3:WM"``), matched to the ground truth's by name (:func:`recoding_by_name`);
+    a BIDS derivative's ``dseg.tsv`` says them for ``--dataset dseg``."""
     try:
         rule = None if lesion_rule is None else rule_of(lesion_rule)
     except ValueError as error:
@@ -425,8 +442,16 @@ def evaluate_matching(pred_dir: str | Path, gt_dir: str | Path, dataset: str,
     matching = match_folders(pred_dir, gt_dir, dataset, gt_entities, pred_entities)
     if require_all and (missing := missing_text(matching, pred_dir, gt_dir)):
         raise EvaluationError(missing.replace("\n", "; ") + " (--require-all)")
-    recoding = dseg_recoding(pred_dir, gt_dir, gt_entities, pred_entities) if dataset == "dseg" else None
+    named = prediction_names(pred_dir, dataset, pred_labels, pred_entities)
+    recoding = None if named is None else recoding_by_name(*named, space, _truth_source(dataset, gt_dir, gt_entities))
     return score_pairs(matching.pairs, space, dataset, affine_tolerance, progress, rule, recoding), matching
+
+
+def _truth_source(dataset: str, gt_dir: str | Path, gt_entities: Mapping[str, str | None] | None) -> str:
+    """Where the ground truth's structure names come from, for the errors of a name match."""
+    if dataset == "dseg":
+        return str(next((t for t in dseg_tables(Path(gt_dir), gt_entities) if t.is_file()), Path(gt_dir) / "dseg.tsv"))
+    return "--labels" if dataset == "labels" else f"the {dataset} label map"
 
 
 def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path, dataset: str,
@@ -497,6 +522,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "dseg: those of the ground truth's dseg.tsv (BIDS); "
                              "nnunet: those of the dataset.json in --gt or its parent (labels, regions)")
     parser.add_argument("--labels", help="for --dataset labels: '0:background,1:lesion'")
+    parser.add_argument("--pred-labels", metavar="VALUE:NAME,...",
+                        help="the predictions' own values and names, matched to the ground truth's structures by "
+                             "name: another tool's segmentations (FSL FAST: '1:CSF,2:GM,3:WM'); a BIDS derivative "
+                             "given as --pred has them in its dseg.tsv")
     parser.add_argument("--lesion-wise", type=_lesion_spec, metavar="RULE",
                         help="also the lesion-wise Dice and HD95 by which BraTS ranks from 2023 on, with that "
                              f"challenge's rule ({', '.join(LESION_RULES)}), or DILATION:MIN_VOLUME (voxels, mm³: "
@@ -515,7 +544,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         rows, matching = evaluate_matching(args.pred, args.gt, args.dataset, args.labels, args.require_all,
                                            gt_entities=dict(args.gt_entities or ()),
-                                           pred_entities=dict(args.pred_entities or ()), lesion_rule=args.lesion_wise)
+                                           pred_entities=dict(args.pred_entities or ()), lesion_rule=args.lesion_wise,
+                                           pred_labels=args.pred_labels)
     except ValueError as error:  # EvaluationError, and the DataModules' DataError naming the bad file
         print(f"evaluate.py: error: {error}", file=sys.stderr)
         return 2

@@ -551,8 +551,8 @@ def test_a_model_of_another_layout_segments_a_bids_dataset_and_is_scored_by_stru
     (manual / "dseg.tsv").write_text("index\tname\n1\tCSF\n2\tGM\n3\tlesion\n")
     with pytest.raises(evaluate.EvaluationError, match=r"brainseg/dseg\.tsv names \['WM'\] that .*manual/dseg\.tsv "
                                                        r"does not; .*manual/dseg\.tsv names \['lesion'\] that "
-                                                       r".*brainseg/dseg\.tsv does not: the structures of two BIDS "
-                                                       r"derivatives are matched by the names in their dseg\.tsv"):
+                                                       r".*brainseg/dseg\.tsv does not: a prediction's structures "
+                                                       r"are matched to the ground truth's by name"):
         evaluate.evaluate_folders(output, manual, "dseg")
     with pytest.raises(DataError, match=r"--bids-modalities T1w: .* takes 2 modalities \(T1, T2\), one BIDS suffix"):
         predict.predict(trained_checkpoint, [bids], tmp_path / "one", bids_modalities=["T1w"])

@@ -213,6 +213,36 @@ def test_cli_end_to_end_writes_the_three_outputs(tmp_path: Path, capsys: pytest.
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary file left
 
 
+def test_another_tools_values_are_matched_to_the_datasets_structures_by_name(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--pred-labels``: FSL FAST's tissue map (CSF 1, GM 2, WM 3) scored against iSeg's ground
+    truth (CSF 10, GM 150, WM 250) gives the table of the same map in iSeg's values; a name the
+    ground truth lacks, or a structure the prediction does not name, is one line naming it."""
+    truth = sum(blob(seed).astype(np.uint8) for seed in (0, 2, 4))  # classes 0-3, nested blobs
+    prediction = sum(blob(seed).astype(np.uint8) for seed in (1, 2, 4))
+    iseg = np.array([0, 10, 150, 250], dtype=np.uint8)
+    write_pair(tmp_path / "fast", tmp_path / "gt", "subject-9", prediction, iseg[truth])
+    write_pair(tmp_path / "ours", tmp_path / "gt", "subject-9", iseg[prediction], iseg[truth])
+    assert evaluate.main(["--pred", str(tmp_path / "ours"), "--gt", str(tmp_path / "gt"), "--dataset", "iseg"]) == 0
+    assert evaluate.main(["--pred", str(tmp_path / "fast"), "--gt", str(tmp_path / "gt"), "--dataset", "iseg",
+                          "--pred-labels", "1:csf,2:GM,3:WM"]) == 0
+    ours, fast = (read_csv(tmp_path / name / "scores.csv") for name in ("ours", "fast"))
+    assert [r["structure"] for r in fast] == ["CSF", "GM", "WM"] and fast == ours
+    assert 0 < min(float(r["dice"]) for r in fast) and max(float(r["dice"]) for r in fast) < 1
+    capsys.readouterr()
+    assert evaluate.main(["--pred", str(tmp_path / "fast"), "--gt", str(tmp_path / "gt"), "--dataset", "iseg",
+                          "--pred-labels", "1:CSF,2:cortex,3:WM"]) == 2
+    assert capsys.readouterr().err == ("evaluate.py: error: --pred-labels names ['cortex'] that the iseg label map "
+                                       "does not; the iseg label map names ['GM'] that --pred-labels does not: a "
+                                       "prediction's structures are matched to the ground truth's by name\n")
+    assert evaluate.main(["--pred", str(tmp_path / "fast"), "--gt", str(tmp_path / "gt"), "--dataset", "iseg",
+                          "--pred-labels", "CSF,GM"]) == 2
+    assert capsys.readouterr().err == "evaluate.py: error: --pred-labels: expected value:name, got 'CSF'\n"
+    assert evaluate.main(["--pred", str(tmp_path / "fast"), "--gt", str(tmp_path / "gt"), "--dataset", "iseg",
+                          "--pred-labels", "1:CSF,2:GM"]) == 2  # WM is never predicted: not scored as missed
+    assert "names ['WM'] that --pred-labels does not" in capsys.readouterr().err
+
+
 def test_the_summary_names_the_runs_that_wrote_the_scored_files(tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     """``summary.md`` says which logged prediction run (checkpoints, settings) wrote the scored
