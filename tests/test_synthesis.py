@@ -193,6 +193,21 @@ def test_a_model_trained_from_label_maps_segments_one_scan_of_any_contrast(tiny_
     assert [p.name for p in written] == [f"subject-{n}_seg.nii.gz" for n in range(1, 5)]
     with pytest.raises(DataError, match=r"was trained on \['T1', 'T2'\], not on any contrast; --contrast"):
         predict.predict(trained_checkpoint, [tiny_demo_dir], tmp_path / "refused", contrast="T2")
+    # a BIDS dataset, though it was trained on iSeg's layout: the suffix to segment, as a derivative
+    bids = tmp_path / "bids"
+    (bids / "sub-04" / "anat").mkdir(parents=True)
+    (bids / "dataset_description.json").write_text('{"Name": "t2", "BIDSVersion": "1.9.0"}')
+    scan = nib.load(tiny_demo_dir / "subject-4-T2.hdr")
+    nib.save(nib.Nifti1Image(np.asarray(scan.dataobj).reshape(scan.shape[:3]), scan.affine),
+             bids / "sub-04" / "anat" / "sub-04_T2w.nii.gz")
+    (derivative,) = predict.predict(tmp_path / "checkpoints" / "last.ckpt", [bids], tmp_path / "bids_out",
+                                    bids_modalities=["T2w"])
+    assert derivative.relative_to(tmp_path / "bids_out").as_posix() == "sub-04/anat/sub-04_space-orig_dseg.nii.gz"
+    np.testing.assert_array_equal(np.asarray(nib.load(derivative).dataobj),
+                                  np.asarray(nib.load(tmp_path / "subject-4-T2" / "subject-4-T2_seg.nii.gz").dataobj))
+    with pytest.raises(DataError, match=r"--contrast and --bids-modalities both say what to read; give one"):
+        predict.predict(tmp_path / "checkpoints" / "last.ckpt", [bids], tmp_path / "both", contrast="T2",
+                        bids_modalities=["T2w"])
     # Its images were made with the background at 0: a scan whose background is not (here an offset) is said.
     profiles = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu",
                           weights_only=True)["modality_profiles"]
