@@ -163,7 +163,10 @@ def label_names(labels: str | Mapping[int, str], option: str = "--labels") -> di
             value, sep, name = item.partition(":")
             if not sep or not name.strip() or not value.strip().lstrip("-").isdigit():
                 raise EvaluationError(f"{option}: expected value:name, got {item!r}")
-            pairs[int(value)] = name.strip()
+            value, name = int(value), name.strip()
+            if value in pairs:
+                raise EvaluationError(f"{option}: value {value} is named twice ({pairs[value]}, {name})")
+            pairs[value] = name
         labels = pairs
     named = {int(v): str(n) for v, n in labels.items()}
     return named if 0 in named or "background" in {n.casefold() for n in named.values()} else {0: "background", **named}

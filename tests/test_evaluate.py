@@ -239,6 +239,9 @@ def test_another_tools_values_are_matched_to_the_datasets_structures_by_name(
                           "--pred-labels", "CSF,GM"]) == 2
     assert capsys.readouterr().err == "evaluate.py: error: --pred-labels: expected value:name, got 'CSF'\n"
     assert evaluate.main(["--pred", str(tmp_path / "fast"), "--gt", str(tmp_path / "gt"), "--dataset", "iseg",
+                          "--pred-labels", "1:CSF,1:GM,3:WM"]) == 2
+    assert capsys.readouterr().err == "evaluate.py: error: --pred-labels: value 1 is named twice (CSF, GM)\n"
+    assert evaluate.main(["--pred", str(tmp_path / "fast"), "--gt", str(tmp_path / "gt"), "--dataset", "iseg",
                           "--pred-labels", "1:CSF,2:GM"]) == 2  # WM is never predicted: not scored as missed
     assert "names ['WM'] that --pred-labels does not" in capsys.readouterr().err
 
