@@ -65,6 +65,31 @@ def intensity_profile(channel: np.ndarray) -> np.ndarray:
     return np.quantile(values.astype(np.float64), QUANTILES)
 
 
+def background_outliers(fractions: Mapping[str, Sequence[float]], modalities: Sequence[str], shown: int = 5
+                        ) -> list[str]:
+    """Of training subjects (id -> :func:`zero_fraction` of each channel), those whose channel has
+    lost the zero background most of the others have (below a quarter of their median, where that
+    median is at least 5 %), one line per modality: their background is normalised and trained on
+    as brain. Needs 3 subjects for a median to stand for the others."""
+    if len(fractions) < 3:
+        return []
+    ids = list(fractions)
+    table = np.asarray([list(fractions[i]) for i in ids], dtype=np.float64)
+    found = []
+    for channel, modality in enumerate(modalities):
+        typical = float(np.median(table[:, channel]))
+        odd = [f"{ids[k]} ({table[k, channel]:.1%})" for k in range(len(ids))
+               if typical >= ZERO_BACKGROUND and table[k, channel] < BACKGROUND_KEPT * typical]
+        if odd:
+            more = f" and {len(odd) - shown} more" if len(odd) > shown else ""
+            found.append(f"{len(odd)} of {len(ids)} training subjects have almost no {modality} voxels at 0, where "
+                         f"the others' median is {typical:.0%} (a skull-stripped scan's background): "
+                         f"{', '.join(odd[:shown])}{more}; their background is normalised and learned as brain (a "
+                         "scan not skull-stripped, interpolation ringing, an offset): set it to 0 as in the others, "
+                         "or leave them out")
+    return found
+
+
 @dataclass(frozen=True)
 class ModalityProfiles:
     """The training subjects' profile of each modality: mean and spread of each quantile, and

@@ -18,7 +18,7 @@ from core.export import OUR_NAMES, OutputNames
 from core.intensity import simpleitk
 from core.io import BadInputs, DataError, DataWarning, check_present, dicom_hint
 from core.labels import LabelSpace
-from core.modality_profiles import ANY_CONTRAST, ModalityProfiles
+from core.modality_profiles import ANY_CONTRAST, ModalityProfiles, background_outliers, zero_fraction
 from core.training_spacing import TrainingSpacing
 from core.volumes import PreprocessingSettings, Subject, Volume
 from datamodules.augmentation import build_augmentation
@@ -352,6 +352,9 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
             if not self.generates_images:
                 self.modality_profiles = ModalityProfiles.from_images([volumes[i].image for i in chosen],
                                                                       self.modalities)
+                fractions = {v.subject_id: [zero_fraction(channel) for channel in v.image] for v in volumes}
+                for problem in background_outliers(fractions, self.modalities):
+                    rank_zero_warn(f"{self.data_dir}: {problem}", category=DataWarning)
             elif self.augment.zero_background:  # any contrast: no intensities to hold scans to, only a background
                 self.modality_profiles = ModalityProfiles.of_generated_images(volumes[i].label for i in chosen)
             self.training_spacing = TrainingSpacing.of_affines(v.affine for v in volumes)

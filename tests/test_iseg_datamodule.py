@@ -1,4 +1,5 @@
 import shutil
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -216,3 +217,35 @@ def test_ids_are_strings_numbers_only_order_them(tmp_path: Path) -> None:
     assert list(subjects) == ["subject-1", "subject-02", "subject-2", "subject-3", "subject-10"]
     assert subjects["subject-02"].images[0] == folder / "subject-02-T1.hdr"
     assert subjects["subject-2"].images[0] == folder / "subject-2-T1.hdr"
+
+
+def test_training_subjects_without_the_others_zero_background_are_said_at_setup(iseg_dir: Path) -> None:
+    """Of the training subjects 1, 3, 4 (half their voxels 0), subject-3's T1 with small values in
+    its background (registration's ringing) is named, with its share and the others' median; its
+    T2 and a clean dataset get no warning."""
+    from core.io import DataWarning
+    from core.modality_profiles import background_outliers
+
+    assert background_outliers({"a": [0.5], "b": [0.4]}, ["T1"]) == []  # two subjects: no median to go by
+    assert background_outliers({"a": [0.5], "b": [0.4], "c": [0.1]}, ["T1"]) == []  # a quarter of 0.4 is 0.1
+    assert background_outliers({"a": [0.03], "b": [0.04], "c": [0.0]}, ["T1"]) == []  # no zero background
+    (line,) = background_outliers({f"s{n}": [0.5, 0.5] for n in range(8)} | {"odd": [0.02, 0.5]}, ["T1", "T2"],
+                                  shown=2)
+    assert line.startswith("1 of 9 training subjects have almost no T1 voxels at 0, where the others' median is 50% "
+                           "(a skull-stripped scan's background): odd (2.0%); their background is normalised")
+    many = background_outliers({f"s{n}": [0.5] for n in range(5)} | {f"odd{n}": [0.0] for n in range(4)}, ["T1"],
+                               shown=2)
+    assert many[0].split(": ")[1].startswith("odd0 (0.0%), odd1 (0.0%) and 2 more;")
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        make_dm(iseg_dir).setup("fit")
+    assert [w for w in said if issubclass(w.category, DataWarning)] == []
+    image = nib.load(iseg_dir / "subject-3-T1.hdr")
+    data = np.asarray(image.dataobj).astype(np.float32)
+    data[data == 0] = np.random.default_rng(0).normal(0, 0.5, int((data == 0).sum()))
+    write_analyze(data, iseg_dir / "subject-3-T1.hdr")
+    with pytest.warns(DataWarning, match=rf"^{iseg_dir}: 1 of 3 training subjects have almost no T1 voxels at 0, where "
+                                         r"the others' median is 50% \(a skull-stripped scan's background\): subject-3 "
+                                         r"\(0\.0%\); their background is normalised and learned as brain") as said:
+        make_dm(iseg_dir).setup("fit")
+    assert not [w for w in said if "T2 voxels" in str(w.message)]
