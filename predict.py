@@ -13,8 +13,9 @@ subject, and a line in ``predictions.jsonl``: when, with which checkpoints and s
 subjects, at which commit. A model trained on an nnU-Net dataset names them as nnU-Net does (``<case>.nii.gz``);
 one trained on a BIDS dataset writes a BIDS derivative (``sub-*/[ses-*/]anat/*_dseg.nii.gz``
 with JSON sidecars naming their input images, ``dseg.tsv``, ``dataset_description.json``,
-``volumes.tsv``, ``.bidsignore``). Every file is
-written under a temporary name and renamed.
+``volumes.tsv``, ``.bidsignore``); a model of any other layout reads a BIDS dataset with
+``--bids-modalities T1w T2w`` (the suffixes standing for its modalities) and writes the same
+derivative. Every file is written under a temporary name and renamed.
 
 Of a folder, ``--subjects`` picks some subjects (``sub-01`` or, as BIDS Apps'
 ``--participant_label`` takes it, ``01``: a BIDS participant's sessions) and
