@@ -216,7 +216,8 @@ def recoded(labels: np.ndarray, recoding: Mapping[int, int], path: Path) -> np.n
     """A label map's values through ``recoding``; a value it lacks is an error naming the file."""
     unknown = sorted(set(present_values(labels)) - set(recoding))
     if unknown:
-        raise EvaluationError(f"{path}: label values {unknown} are not in its dseg.tsv {sorted(recoding)}")
+        raise EvaluationError(f"{path}: label values {unknown} are not among the predictions' named values "
+                              f"{sorted(recoding)}")
     out = np.zeros_like(labels)
     for old, new in recoding.items():
         out[labels == old] = new

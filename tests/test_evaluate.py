@@ -244,6 +244,13 @@ def test_another_tools_values_are_matched_to_the_datasets_structures_by_name(
     assert evaluate.main(["--pred", str(tmp_path / "fast"), "--gt", str(tmp_path / "gt"), "--dataset", "iseg",
                           "--pred-labels", "1:CSF,2:GM"]) == 2  # WM is never predicted: not scored as missed
     assert "names ['WM'] that --pred-labels does not" in capsys.readouterr().err
+    extra = prediction.copy()
+    extra[0, 0, 0] = 7  # a value the tool's table does not name
+    write_pair(tmp_path / "fast", tmp_path / "gt", "subject-9", extra, iseg[truth])
+    assert evaluate.main(["--pred", str(tmp_path / "fast"), "--gt", str(tmp_path / "gt"), "--dataset", "iseg",
+                          "--pred-labels", "1:CSF,2:GM,3:WM"]) == 2
+    assert capsys.readouterr().err.endswith("subject-9_seg.nii.gz: label values [7] are not among the predictions' named "
+                                            "values [0, 1, 2, 3]\n")
 
 
 def test_the_summary_names_the_runs_that_wrote_the_scored_files(tmp_path: Path,
