@@ -244,12 +244,15 @@ def match_predictions(pred_dir: Path, truths: Mapping[str, Path],
                       pred_entities: Mapping[str, str | None] | None = None) -> Matching:
     """Pair each label file of ``pred_dir`` with its subject's ground truth, whatever the naming:
     ``<subject>_seg.nii.gz`` (ours), ``<subject>.nii.gz`` (nnU-Net's) or the ground truth's own
-    file name; of a BIDS derivative, the label maps with ``pred_entities``. Probability maps and
-    other files are passed over."""
+    file name; of a BIDS derivative, the label maps with ``pred_entities``; failing those, the
+    subject id followed by another tool's suffix (``subject-9_pveseg.nii.gz``), for a subject no
+    file names exactly. Probability maps and other files are passed over."""
     pairs: dict[str, tuple[Path, Path]] = {}
     unknown = []
-    for path, subject in _prediction_files(pred_dir, truths, pred_entities):
-        if subject is None:
+    files = _prediction_files(pred_dir, truths, pred_entities)
+    exact = {subject for _, subject, named_exactly in files if named_exactly}
+    for path, subject, named_exactly in files:
+        if subject is None or (not named_exactly and subject in exact):
             unknown.append(path)
         elif subject in pairs:
             raise EvaluationError(f"{pred_dir}: two predictions for {subject}: {pairs[subject][0].name}, {path.name}")
@@ -262,20 +265,30 @@ def match_predictions(pred_dir: Path, truths: Mapping[str, Path],
 
 
 def _prediction_files(pred_dir: Path, truths: Mapping[str, Path], pred_entities: Mapping[str, str | None] | None
-                      ) -> list[tuple[Path, str | None]]:
-    """Each label file of ``pred_dir`` with the subject of ``truths`` it names (None: none): a BIDS
-    derivative's ``*_dseg`` files (those with ``pred_entities``) by subject[_session], else the
-    folder's files by name."""
+                      ) -> list[tuple[Path, str | None, bool]]:
+    """Each label file of ``pred_dir`` with the subject of ``truths`` it names (None: none) and
+    whether it names it exactly: a BIDS derivative's ``*_dseg`` files (those with
+    ``pred_entities``) by subject[_session], else the folder's files by name, or by the subject id
+    and a suffix of another tool's (:func:`_named_subject`, not exactly)."""
     if is_derivative(pred_dir) or pred_entities:
-        return [(path, subject if subject in truths else None)
+        return [(path, subject if subject in truths else None, True)
                 for subject, path in _derivative_maps(pred_dir, pred_entities, "--pred-entities").items()]
     by_name = {Path(path).name: subject for subject, path in truths.items()}
     files = []
     for path in sorted(pred_dir.iterdir(), key=lambda p: natural_key(p.name)):
         stem = subject_of(path.name)
         if path.is_file() and stem is not None and not stem.endswith(PROBABILITIES):
-            files.append((path, by_name.get(path.name) or (stem if stem in truths else None)))
+            subject = by_name.get(path.name) or (stem if stem in truths else None)
+            files.append((path, subject, True) if subject else (path, _named_subject(stem, truths), False))
     return files
+
+
+def _named_subject(stem: str, truths: Mapping[str, Path]) -> str | None:
+    """The subject a file of another tool names by its id and a suffix of the tool's own after a
+    separator (FSL FAST's ``subject-9_pveseg``, SynthSeg's ``sub-01_synthseg``): the longest
+    such id, so that ``subject-10_...`` is never ``subject-1``'s."""
+    named = [subject for subject in truths if any(stem.startswith(subject + sep) for sep in "_-.")]
+    return max(named, key=len) if named else None
 
 
 def truth_files(gt_dir: Path, dataset: str, gt_entities: Mapping[str, str | None] | None = None
@@ -518,7 +531,7 @@ def _lesion_spec(spec: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pred", required=True, type=Path, help="folder of predictions: <subject>_seg.nii.gz, "
-                        "<subject>.nii.gz or the ground truth's file names")
+                        "<subject>.nii.gz, the ground truth's file names, or <subject>_<another tool's suffix>")
     parser.add_argument("--gt", required=True, type=Path, help="dataset folder or flat folder of label files")
     parser.add_argument("--dataset", required=True, choices=DATASETS,
                         help="whose structures to score; brats: BraTS 2018-2021 (enhancing tumour 4), brats2023: "

@@ -244,13 +244,29 @@ def test_another_tools_values_are_matched_to_the_datasets_structures_by_name(
     assert evaluate.main(["--pred", str(tmp_path / "fast"), "--gt", str(tmp_path / "gt"), "--dataset", "iseg",
                           "--pred-labels", "1:CSF,2:GM"]) == 2  # WM is never predicted: not scored as missed
     assert "names ['WM'] that --pred-labels does not" in capsys.readouterr().err
+    # Named as the tool names them: subject id, then its own suffix; subject-10's never subject-1's, and a file
+    # named exactly wins over one named so
+    fast_named, gt = tmp_path / "fast_named", tmp_path / "gt3"
+    for subject in ("subject-1", "subject-10", "subject-9"):
+        write_pair(tmp_path / "unused", gt, subject, prediction, iseg[truth])
+        write_nifti(prediction.astype(np.uint8), fast_named / f"{subject}_T1_pveseg.nii.gz", AFFINE)
+    write_nifti(prediction.astype(np.uint8), fast_named / "subject-9_seg.nii.gz", AFFINE)
+    matching = evaluate.match_folders(fast_named, gt, "iseg")
+    assert {s: p.name for s, (p, _) in matching.pairs.items()} == {
+        "subject-1": "subject-1_T1_pveseg.nii.gz", "subject-10": "subject-10_T1_pveseg.nii.gz",
+        "subject-9": "subject-9_seg.nii.gz"}
+    assert [p.name for p in matching.unknown] == ["subject-9_T1_pveseg.nii.gz"]
+    write_nifti(prediction.astype(np.uint8), fast_named / "subject-1_T2_pveseg.nii.gz", AFFINE)
+    with pytest.raises(evaluate.EvaluationError, match=r"two predictions for subject-1: subject-1_T1_pveseg\.nii\.gz, "
+                                                       r"subject-1_T2_pveseg\.nii\.gz"):
+        evaluate.match_folders(fast_named, gt, "iseg")
     extra = prediction.copy()
     extra[0, 0, 0] = 7  # a value the tool's table does not name
     write_pair(tmp_path / "fast", tmp_path / "gt", "subject-9", extra, iseg[truth])
     assert evaluate.main(["--pred", str(tmp_path / "fast"), "--gt", str(tmp_path / "gt"), "--dataset", "iseg",
                           "--pred-labels", "1:CSF,2:GM,3:WM"]) == 2
-    assert capsys.readouterr().err.endswith("subject-9_seg.nii.gz: label values [7] are not among the predictions' named "
-                                            "values [0, 1, 2, 3]\n")
+    assert capsys.readouterr().err.endswith("subject-9_seg.nii.gz: label values [7] are not among the predictions' "
+                                            "named values [0, 1, 2, 3]\n")
 
 
 def test_the_summary_names_the_runs_that_wrote_the_scored_files(tmp_path: Path,
