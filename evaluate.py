@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from core.bids import derivative_files, dseg_tables, is_derivative, read_dseg_tsv
 from core.dataset_labels import BRATS_CONVENTIONS, DATASET_LABELS
-from core.export import NOT_LOGGED, predictions_by_run
+from core.export import NOT_LOGGED, logged_input_problems, predictions_by_run
 from core.geometry import grid_offset, reorient_like, voxel_spacing
 from core.io import (
     IMAGE_SUFFIXES,
@@ -494,6 +494,11 @@ def provenance_text(pred_dir: Path, subjects: Sequence[str]) -> str:
         count = f"{len(ids)} subject{'s' * (len(ids) > 1)}"
         lines.append(f"\nPredictions of {count} not in the folder's log (written before it, or by another tool).\n"
                      if run == NOT_LOGGED else f"\nPredictions of {count} by {run}.\n")
+    flagged = logged_input_problems(pred_dir, subjects)
+    if flagged:
+        lines.append(f"\n{len(flagged)} of {len(subjects)} scored subjects were segmented from scans unlike the "
+                     "training scans (said at prediction; their scores are not the model's on scans like its own):\n")
+        lines += [f"- {subject}: {'; '.join(problems)}\n" for subject, problems in flagged.items()]
     return "".join(lines)
 
 

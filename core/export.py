@@ -56,7 +56,7 @@ def _marked(image: nib.Nifti1Image, note: str = "") -> nib.Nifti1Image:
 
 LOG_NAME = "predictions.jsonl"  # a line per prediction run, in every output folder
 NOT_LOGGED = "not logged"  # what wrote a file that no logged run wrote
-_NOT_SETTINGS = ("written_by", "time", "subjects", "code")
+_NOT_SETTINGS = ("written_by", "time", "subjects", "input_problems", "code")  # a run's log entry beyond its settings
 
 
 def prediction_runs(folder: str | Path) -> list[dict[str, Any]]:
@@ -89,17 +89,31 @@ def describe_run(run: Mapping[str, Any]) -> str:
     return f"{checkpoints} ({', '.join(f'{k} {v}' for k, v in shown.items())})" if shown else checkpoints
 
 
-def predictions_by_run(folder: str | Path, subjects: Sequence[str]) -> dict[str, list[str]]:
-    """Which run (:func:`describe_run`) wrote each of ``subjects``' files last, as run -> subjects;
-    :data:`NOT_LOGGED` for files no logged run wrote (older, or another tool's)."""
+def _last_runs(folder: str | Path) -> dict[str, Mapping[str, Any]]:
+    """Subject -> the logged run that wrote its files last."""
     last: dict[str, Mapping[str, Any]] = {}
     for run in prediction_runs(folder):
         for subject in run.get("subjects") or ():
             last[str(subject)] = run
+    return last
+
+
+def predictions_by_run(folder: str | Path, subjects: Sequence[str]) -> dict[str, list[str]]:
+    """Which run (:func:`describe_run`) wrote each of ``subjects``' files last, as run -> subjects;
+    :data:`NOT_LOGGED` for files no logged run wrote (older, or another tool's)."""
+    last = _last_runs(folder)
     groups: dict[str, list[str]] = {}
     for subject in subjects:
         groups.setdefault(describe_run(last[subject]) if subject in last else NOT_LOGGED, []).append(subject)
     return groups
+
+
+def logged_input_problems(folder: str | Path, subjects: Sequence[str]) -> dict[str, list[str]]:
+    """What the input check said of each of ``subjects`` whose files the last run that wrote them
+    logged so (a scan unlike the training scans: its score is not the model's on scans like its own)."""
+    last = _last_runs(folder)
+    return {subject: list(last[subject]["input_problems"][subject]) for subject in subjects
+            if subject in last and subject in (last[subject].get("input_problems") or {})}
 
 
 def is_our_log(path: Path) -> bool:
@@ -138,16 +152,18 @@ class Segmentation:
     labels: LabelSpace
     probabilities: np.ndarray | None = None
     note: str = ""  # said in the header after the mark, e.g. "any-contrast model"
+    problems: tuple[str, ...] = ()  # what the input check said of the scan (core.segmenter.input_problems)
 
     @classmethod
     def from_network_grid(cls, subject_id: str, classes: np.ndarray, labels: LabelSpace, affine: np.ndarray,
                           original_affine: np.ndarray | None = None, original_shape: Sequence[int] | None = None,
-                          probabilities: np.ndarray | None = None, note: str = "") -> Segmentation:
+                          probabilities: np.ndarray | None = None, note: str = "", problems: Sequence[str] = ()
+                          ) -> Segmentation:
         """Map a class map (and probabilities, linearly) from the network's grid back onto the scan's."""
         grid = {"affine": affine, "original_affine": original_affine, "original_shape": original_shape}
         scan_classes, scan_affine = to_scan_space(np.asarray(classes), **grid)
         maps = None if probabilities is None else to_scan_space(np.asarray(probabilities), **grid, order=1)[0]
-        return cls(subject_id, scan_classes, scan_affine, labels, maps, note)
+        return cls(subject_id, scan_classes, scan_affine, labels, maps, note, tuple(problems))
 
     def image(self) -> nib.Nifti1Image:
         """The segmentation in the dataset's own label values (e.g. 10/150/250 for iSeg),
@@ -256,6 +272,7 @@ class PredictionFolder:
         self.protected = {Path(p).resolve() for p in protect}
         self.sources = {subject: [Path(p) for p in files] for subject, files in (sources or {}).items()}
         self.record = dict(record or {})
+        self.input_problems: dict[str, list[str]] = {}  # subject -> what its input check said, for the log
         self.links = names.links([p for files in self.sources.values() for p in files], self.directory)
         self.created: set[Path] = set()
         self.volumes: list[dict[str, Any]] = []
@@ -333,6 +350,8 @@ class PredictionFolder:
             for path in paths[images:]:
                 write_text_atomically(path, text)
         self.created.update(paths)
+        if segmentation.problems:
+            self.input_problems[subject] = list(segmentation.problems)
         self.volumes.append({"subject": subject, **segmentation.volumes_ml()})
         self.volumes_labels = segmentation.labels
         return paths[0]
@@ -373,6 +392,7 @@ class PredictionFolder:
             return
         entry = {"written_by": PREDICTION_MARK.decode(), "time": datetime.now(UTC).isoformat(timespec="seconds"),
                  **self.record, "subjects": [str(row["subject"]) for row in self.volumes],
+                 **({"input_problems": self.input_problems} if self.input_problems else {}),
                  "code": code_version(REPOSITORY)}
         before = log.read_text(encoding="utf-8") if log.exists() else ""
         write_text_atomically(log, before + json.dumps(entry, default=str) + "\n")

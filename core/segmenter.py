@@ -139,14 +139,16 @@ class ScanSegmenter(ABC):
         """One subject from its modality files, in the model's modality order (see :func:`subject_from_files`)."""
         return subject_from_files(files, self.modalities, self.source, subject_id)
 
-    def segment_volume(self, volume: Volume, flips: bool = False, probabilities: bool = False) -> Segmentation:
-        """A preprocessed volume -> its segmentation on the scan's own grid."""
+    def segment_volume(self, volume: Volume, flips: bool = False, probabilities: bool = False,
+                       problems: Sequence[str] = ()) -> Segmentation:
+        """A preprocessed volume -> its segmentation on the scan's own grid (``problems``: what its
+        input check said, kept with it for the prediction log)."""
         image = torch.from_numpy(np.asarray(volume.image, dtype=np.float32))[None]
         probs = self.probabilities(image, flips)
         classes = self.labels.classes_from_probabilities(probs)[0, 0].cpu().numpy()
         return Segmentation.from_network_grid(
             volume.subject_id, classes, self.labels, volume.affine, volume.original_affine, volume.original_shape,
-            probs[0].cpu().numpy() if probabilities else None, note=self.note)
+            probs[0].cpu().numpy() if probabilities else None, note=self.note, problems=problems)
 
     @property
     def any_contrast(self) -> bool:
@@ -159,17 +161,19 @@ class ScanSegmenter(ABC):
         return "any-contrast model" if self.any_contrast else ""
 
     def check_input(self, image: np.ndarray, affine: np.ndarray | None, names: Sequence[str], subject_id: str
-                    ) -> None:
+                    ) -> list[str]:
         """Warn (:class:`~core.io.DataWarning`, naming the subject and files) of each of the
-        :func:`input_problems` of a preprocessed image."""
-        for problem in input_problems(image, affine, names, self.profiles, self.training_spacing):
+        :func:`input_problems` of a preprocessed image; returns them."""
+        problems = input_problems(image, affine, names, self.profiles, self.training_spacing)
+        for problem in problems:
             warnings.warn(f"{subject_id}: {problem}", DataWarning, stacklevel=2)
+        return problems
 
     def segment_subject(self, subject: Subject, flips: bool = False, probabilities: bool = False) -> Segmentation:
         """Read, preprocess (as in training), check and segment one subject."""
         volume = load_subject(subject, None, self.preprocessing)
-        self.check_input(volume.image, volume.affine, subject.images, subject.subject_id)
-        return self.segment_volume(volume, flips, probabilities)
+        problems = self.check_input(volume.image, volume.affine, subject.images, subject.subject_id)
+        return self.segment_volume(volume, flips, probabilities, problems)
 
     def segment(self, files: Sequence[str | Path], flips: bool = False, subject_id: str | None = None
                 ) -> nib.Nifti1Image:

@@ -364,7 +364,10 @@ class SegmentationWriter(BasePredictionWriter):
             probabilities = prediction["probabilities"][i].cpu().numpy() if self.probabilities else None
             segmentation = Segmentation.from_network_grid(subject, prediction["prediction"][i].cpu().numpy(),
                                                           pl_module.labels, probabilities=probabilities,
-                                                          note=pl_module.segmenter.note, **grids)
+                                                          note=pl_module.segmenter.note,
+                                                          problems=prediction["problems"][i] if "problems" in
+                                                          prediction else (),
+                                                          **grids)
             rank_zero_info(f"wrote {folder.write(segmentation)}")
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -309,14 +309,15 @@ class SegmentationModule(pl.LightningModule):
         :meth:`Segmenter.probabilities <core.segmenter.Segmenter.probabilities>`, ``predict.py``'s
         path (its input check, mirroring and precision)."""
         segmenter = self.segmenter
+        problems = []
         for i, (subject, image) in enumerate(zip(batch["subject"], batch["image"], strict=True)):
             affine = batch["affine"][i].cpu().numpy() if "affine" in batch else None  # other loaders: no grid
-            segmenter.check_input(image.cpu().numpy(), affine, [f"input channel {c}" for c in range(len(image))],
-                                  subject)
+            problems.append(segmenter.check_input(image.cpu().numpy(), affine,
+                                                  [f"input channel {c}" for c in range(len(image))], subject))
         probs = segmenter.probabilities(batch["image"], flips=self.flips)
         grids = {key: batch[key] for key in ("affine", "original_affine", "original_shape") if key in batch}
         return {"subject": batch["subject"], "prediction": self.labels.classes_from_probabilities(probs)[:, 0],
-                "probabilities": probs, **grids}
+                "probabilities": probs, "problems": problems, **grids}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Name the DataModule class beside its saved arguments (Lightning stores those as

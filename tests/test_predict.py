@@ -523,6 +523,7 @@ def test_swapped_or_repeated_modalities_get_a_warning_naming_the_files(checkpoin
         warnings.simplefilter("always")
         predict(checkpoint, [t1, t2], tmp_path / "right")
     assert data_warnings(record) == []
+    assert "input_problems" not in json.loads((tmp_path / "right" / "predictions.jsonl").read_text())
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         predict(checkpoint, [t2, t1], tmp_path / "swapped")
@@ -591,10 +592,25 @@ def test_a_scan_whose_background_is_not_zero_gets_a_warning(checkpoint: Path, ti
     assert t2_said.startswith(f"subject-4: {t2} (given as T2) has 0.0% of its voxels at 0, the training scans at "
                               f"least {min(saved['zeros']):.0%} (a skull-stripped scan's background)")
     assert t2_said.endswith("or a threshold, where registration's interpolation left small values there)")
+    # The log keeps what was said of each subject, and evaluate.py's summary says it of the scored ones
+    import evaluate
+
+    (run,) = [json.loads(line) for line in (tmp_path / "own" / "predictions.jsonl").read_text().splitlines()]
+    assert run["input_problems"] == {"subject-4": [t1_said.removeprefix("subject-4: "),
+                                                   t2_said.removeprefix("subject-4: ")]}
+    assert evaluate.main(["--pred", str(tmp_path / "own"), "--gt", str(tiny_demo_dir), "--dataset", "iseg"]) == 0
+    summary = (tmp_path / "own" / "summary.md").read_text()
+    assert ("\n1 of 1 scored subjects were segmented from scans unlike the training scans (said at prediction; their "
+            "scores are not the model's on scans like its own):\n- subject-4: " + t1_said.removeprefix("subject-4: ")
+            + "; " + t2_said.removeprefix("subject-4: ") + "\n") in summary
+    assert "input_problems" not in summary.split("unlike the training scans")[0]  # not a setting of the run
     expected = r"subject-4: input channel 1 \(given as T2\) has 0\.0% of its voxels at 0"
     with pytest.warns(DataWarning, match=expected):
         run_with(checkpoint, tiny_demo_dir, "predict", ["--data.init_args.predict_dir", str(ringing),
                                                        "--prediction_writer.output_dir", str(tmp_path / "cli")])
+    (run,) = [json.loads(line) for line in (tmp_path / "cli" / "predictions.jsonl").read_text().splitlines()]
+    assert sorted(run["input_problems"]) == ["subject-3", "subject-4"]
+    assert run["input_problems"]["subject-4"][1].startswith("input channel 1 (given as T2) has 0.0% of its voxels")
     with pytest.warns(DataWarning, match=expected):
         run_with(checkpoint, ringing, "test", ["--test_report.output_dir", str(tmp_path / "test"),
                                                "--test_report.save_png", "false"])
