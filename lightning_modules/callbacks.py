@@ -235,12 +235,16 @@ def format_dice_table(rows: Sequence[tuple[str, Sequence[float]]], regions: Sequ
     return "\n".join(lines)
 
 
+INPUT_PROBLEMS = "input_problems.csv"  # the test report's subjects whose scans the input check flagged
+
+
 class TestReport(pl.Callback):
     """After ``test``: prints the per-subject, per-structure Dice table, writes it as
     ``dice.csv``; writes ``metrics.csv`` with the metric set of :mod:`core.metrics` per
     subject and structure (the same code as ``evaluate.py``), logs that table to W&B or
     TensorBoard, and draws one ``<subject>.png`` (three planes, ground truth and prediction)
-    per subject.
+    per subject; ``input_problems.csv`` names the subjects tested on scans unlike the training
+    scans and what was said of them (:func:`core.segmenter.input_problems`).
 
     Args:
         output_dir: where to write; default ``test/`` beside the checkpoint's folder.
@@ -258,7 +262,8 @@ class TestReport(pl.Callback):
         self.save_png = save_png
         self.lesion_wise = lesion_wise
         self.lesion_rule = None if lesion_wise is None else lesion_rule(lesion_wise)  # refused now, not after the test
-        self.subjects: dict[str, tuple[list[float], list[dict[str, Any]]]] = {}  # subject -> (Dice, metric rows)
+        # subject -> (Dice, metric rows, what the input check said of its scans)
+        self.subjects: dict[str, tuple[list[float], list[dict[str, Any]], list[str]]] = {}
 
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.subjects = {}
@@ -272,7 +277,8 @@ class TestReport(pl.Callback):
         spacing = voxel_spacing(batch["affine"][0].cpu().numpy())
         rows = subject_rows(subject, prediction, truth, spacing, labels.structure_classes, [IGNORE_INDEX],
                             self.lesion_rule)
-        self.subjects[subject] = (outputs["dice"].tolist(), rows)
+        self.subjects[subject] = (outputs["dice"].tolist(), rows, list(getattr(pl_module, "input_problems", {})
+                                                                        .get(subject, ())))
         if self.save_png:  # every process draws its own subjects
             save_comparison_png(batch["image"][0, 0].float().cpu().numpy(), truth, prediction, labels.class_names,
                                 self.directory / f"{subject}.png", title=subject)
@@ -282,12 +288,17 @@ class TestReport(pl.Callback):
         if not trainer.is_global_zero or not subjects:
             return
         structures = pl_module.labels.structure_names
-        dice = [(name, scores) for name, (scores, _) in subjects.items()]
-        metrics = [row for _, rows in subjects.values() for row in rows]
+        dice = [(name, scores) for name, (scores, _, _) in subjects.items()]
+        metrics = [row for _, rows, _ in subjects.values() for row in rows]
+        flagged = {name: problems for name, (_, _, problems) in subjects.items() if problems}
         dice_rows = [{"subject": name, **dict(zip(structures, scores, strict=True))} for name, scores in dice]
         write_text_atomically(self.directory / "dice.csv", csv_text(dice_rows, ["subject", *structures]))
         columns = score_columns(self.lesion_rule is not None)
         write_text_atomically(self.directory / "metrics.csv", csv_text(metrics, columns))
+        if flagged:  # whose scores are not the model's on scans like its own, kept beside them
+            write_text_atomically(self.directory / INPUT_PROBLEMS, csv_text(
+                [{"subject": name, "problem": problem} for name, problems in flagged.items() for problem in problems],
+                ["subject", "problem"]))
         table = [[row[c] for c in columns] for row in metrics]
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
@@ -300,6 +311,8 @@ class TestReport(pl.Callback):
                        + format_dice_table(dice, structures)
                        + "\n\nmean per structure\n" + text_table(summarise(metrics))
                        + (f"\n\n{lesion_table(metrics, self.lesion_wise)}" if self.lesion_wise else "")
+                       + (f"\n{len(flagged)} of {len(subjects)} subjects were tested on scans unlike the training "
+                          f"scans ({', '.join(flagged)}): {INPUT_PROBLEMS}" if flagged else "")
                        + f"\nwritten to {self.directory}\n")
 
 

@@ -137,7 +137,7 @@ class SegmentationModule(pl.LightningModule):
         self.border = network_border(self.network)
         self.modality_profiles: ModalityProfiles | None = None  # the training scans', from the checkpoint
         self.training_spacing: TrainingSpacing | None = None  # likewise
-        self._checked: set[str] = set()  # subjects checked against the training scans (_check_input)
+        self.input_problems: dict[str, list[str]] = {}  # subject -> what _check_input said (empty: nothing)
         self.run_record: dict[str, Any] | None = None  # the run's config, command and code (train.py sets it)
         # Per stage and subject: the loss and the hard-label Dice of each scored structure
         # (foreground class or region), by the formula of every table (core.metrics: a structure
@@ -253,11 +253,12 @@ class SegmentationModule(pl.LightningModule):
             return
         names = [f"input channel {c}" for c in range(batch["image"].shape[1])]  # as predict_step names them
         for i, subject in enumerate(batch["subject"]):
-            if subject in self._checked:
+            if subject in self.input_problems:
                 continue
-            self._checked.add(subject)
             affine = batch["affine"][i].cpu().numpy() if "affine" in batch else None
-            for problem in input_problems(batch["image"][i].float().cpu().numpy(), affine, names, profiles, spacing):
+            image = batch["image"][i].float().cpu().numpy()
+            self.input_problems[subject] = input_problems(image, affine, names, profiles, spacing)
+            for problem in self.input_problems[subject]:
                 warnings.warn(f"{subject}: {problem}", DataWarning, stacklevel=2)  # each process its own subjects
 
     def _evaluate_volume(self, batch: dict[str, Any], stage: str) -> dict[str, Any]:

@@ -614,6 +614,10 @@ def test_a_scan_whose_background_is_not_zero_gets_a_warning(checkpoint: Path, ti
     with pytest.warns(DataWarning, match=expected):
         run_with(checkpoint, ringing, "test", ["--test_report.output_dir", str(tmp_path / "test"),
                                                "--test_report.save_png", "false"])
+    with open(tmp_path / "test" / "input_problems.csv") as handle:  # kept beside the scores they concern
+        rows = list(csv.DictReader(handle))
+    assert [(r["subject"], r["problem"][:57]) for r in rows] == [
+        ("subject-4", f"input channel {c} (given as T{c + 1}) has 0.0% of its voxels at 0") for c in (0, 1)]
 
 
 def test_a_scan_at_another_spacing_than_the_training_scans_gets_a_warning(checkpoint: Path, tiny_demo_dir: Path,
