@@ -78,7 +78,7 @@ def predict(checkpoint: Path | Sequence[Path], inputs: Sequence[Path], output: P
             window_scale: int | None = None, precision: str = "32", contrast: str | None = None,
             subjects: Sequence[str] | None = None, shard: tuple[int, int] | None = None,
             resample_to_first: bool = False, case_names: bool = False,
-            bids_modalities: Sequence[str] | None = None) -> list[Path]:
+            bids_modalities: Sequence[str] | None = None, continuing: bool = False) -> list[Path]:
     """Segment every subject of ``inputs`` with one checkpoint or the ensemble of several;
     returns the segmentation files written. For a folder: ``contrast``, with a model of any
     contrast, the modality of the folder's layout to segment (default: the one it was validated
@@ -90,7 +90,8 @@ def predict(checkpoint: Path | Sequence[Path], inputs: Sequence[Path], output: P
     named ``<case>.nii.gz`` (BraTS' submissions, nnU-Net's), not the dataset's own convention.
     ``bids_modalities``: the folder is a BIDS dataset whatever the model was trained on, these
     suffixes (``T1w``, ``acq-mprage_T1w``) standing for its modalities in order; the
-    segmentations are then a BIDS derivative."""
+    segmentations are then a BIDS derivative. ``continuing``: ``output`` holds an interrupted
+    run's segmentations; the subjects it wrote whole are kept, the others segmented."""
     # A bar over the windows of each volume when run in a terminal.
     segmenter = load_segmenter(checkpoint, device, sw_overlap=sw_overlap, sw_batch_size=sw_batch_size,
                                window_scale=window_scale, progress=sys.stderr.isatty(), precision=precision)
@@ -110,7 +111,8 @@ def predict(checkpoint: Path | Sequence[Path], inputs: Sequence[Path], output: P
     else:
         chosen = [segmenter.subject(inputs, subject_id)]
     return segmenter.segment_to_folder(chosen, output, flips=flips, probabilities=save_probabilities,
-                                       overwrite=overwrite, names=output_names(layout, case_names))
+                                       overwrite=overwrite, names=output_names(layout, case_names),
+                                       continuing=continuing)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -152,6 +154,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--probabilities", action="store_true", help="also write per-class probability maps")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace earlier predictions of the same subjects in --output (never any other file)")
+    parser.add_argument("--continue-prediction", action="store_true", dest="continuing",
+                        help="after an interrupted run into --output: keep the subjects it segmented whole, segment "
+                             "the others (as nnU-Net's --continue_prediction)")
     parser.add_argument("--window-scale", type=int,
                         help="sliding windows this many times the checkpoint's window per side (default: the "
                              "checkpoint's window_scale, 1 for checkpoints without one)")
@@ -184,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                           subject_id=args.subject, overwrite=args.overwrite, window_scale=args.window_scale,
                           precision=args.precision, contrast=args.contrast, subjects=args.subjects, shard=args.shard,
                           resample_to_first=args.resample_to_first, case_names=args.case_names,
-                          bids_modalities=args.bids_modalities)
+                          bids_modalities=args.bids_modalities, continuing=args.continuing)
         if not written and args.shard:
             print(f"predict.py: shard {args.shard[0]}/{args.shard[1]} has no subjects (fewer than "
                   f"{args.shard[0] + 1} to share out); nothing written")

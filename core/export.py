@@ -56,7 +56,8 @@ def _marked(image: nib.Nifti1Image, note: str = "") -> nib.Nifti1Image:
 
 LOG_NAME = "predictions.jsonl"  # a line per prediction run, in every output folder
 NOT_LOGGED = "not logged"  # what wrote a file that no logged run wrote
-_NOT_SETTINGS = ("written_by", "time", "subjects", "input_problems", "code")  # a run's log entry beyond its settings
+# A run's log entry beyond its settings.
+_NOT_SETTINGS = ("written_by", "time", "subjects", "kept", "input_problems", "code")
 
 
 def prediction_runs(folder: str | Path) -> list[dict[str, Any]]:
@@ -181,6 +182,12 @@ class Segmentation:
         """Millilitres per scored structure (class or region)."""
         return self.labels.volumes_ml(self.classes, self.affine)
 
+    @classmethod
+    def from_file(cls, subject_id: str, path: Path, labels: LabelSpace) -> Segmentation:
+        """A segmentation written earlier (its classes and grid, for its volumes)."""
+        image = nib.load(str(path))
+        return cls(subject_id, labels.encode(np.asarray(image.dataobj), path), np.asarray(image.affine, float), labels)
+
 
 @dataclass(frozen=True)
 class OutputNames:
@@ -273,6 +280,8 @@ class PredictionFolder:
         self.sources = {subject: [Path(p) for p in files] for subject, files in (sources or {}).items()}
         self.record = dict(record or {})
         self.input_problems: dict[str, list[str]] = {}  # subject -> what its input check said, for the log
+        self.finished: list[str] = []  # subjects an interrupted run wrote whole (for_subjects(continuing=True))
+        self.kept: list[str] = []  # ... whose files this run kept (keep)
         self.links = names.links([p for files in self.sources.values() for p in files], self.directory)
         self.created: set[Path] = set()
         self.volumes: list[dict[str, Any]] = []
@@ -281,14 +290,32 @@ class PredictionFolder:
     @classmethod
     def for_subjects(cls, directory: str | Path, subjects: Sequence[Subject], maps: int, probabilities: bool = False,
                      overwrite: bool = False, names: OutputNames = OUR_NAMES,
-                     record: Mapping[str, Any] | None = None) -> PredictionFolder:
+                     record: Mapping[str, Any] | None = None, continuing: bool = False) -> PredictionFolder:
         """The folder for segmenting ``subjects`` (their files protected) as ``record`` says
-        (checkpoints, settings), checked before any work; ``maps``: probability maps per subject."""
-        folder = cls(directory, probabilities, overwrite, protect=[f for s in subjects for f in s.files()],
-                     names=names, sources={s.subject_id: list(dict.fromkeys(s.images)) for s in subjects},
-                     record=record)
-        folder.check([s.subject_id for s in subjects], expected_bytes(subjects, maps if probabilities else 0))
+        (checkpoints, settings), checked before any work; ``maps``: probability maps per subject.
+        ``continuing``: an interrupted run's folder (nnU-Net's ``--continue_prediction``): the
+        subjects whose every output is there and ours are kept (:attr:`finished`), the others'
+        leftovers of ours replaced."""
+        folder = cls(directory, probabilities, overwrite or continuing,
+                     protect=[f for s in subjects for f in s.files()], names=names,
+                     sources={s.subject_id: list(dict.fromkeys(s.images)) for s in subjects}, record=record)
+        if continuing:
+            folder.finished = [s.subject_id for s in subjects if folder.is_finished(s.subject_id)]
+        rest = [s for s in subjects if s.subject_id not in folder.finished]
+        folder.check([s.subject_id for s in subjects], expected_bytes(rest, maps if probabilities else 0))
         return folder
+
+    def is_finished(self, subject_id: str) -> bool:
+        """Whether every output of ``subject_id`` is in the folder and a prediction of ours."""
+        return all(path.is_file() and is_our_prediction(path) for path in self.outputs(subject_id))
+
+    def keep(self, subject_id: str, labels: LabelSpace) -> None:
+        """Count a finished subject's earlier segmentation in this run's ``volumes.csv`` rows,
+        without writing it again (the log names it as kept, not as written by this run)."""
+        segmentation = Segmentation.from_file(subject_id, self.outputs(subject_id)[0], labels)
+        self.volumes.append({"subject": subject_id, **segmentation.volumes_ml()})
+        self.volumes_labels = labels
+        self.kept.append(subject_id)
 
     def outputs(self, subject_id: str) -> list[Path]:
         """The files :meth:`write` makes for ``subject_id``: its images, then their sidecars."""
@@ -303,6 +330,8 @@ class PredictionFolder:
         if repeated:
             raise DataError(f"{self.directory}: subject ids {repeated} occur twice; their outputs would collide")
         for subject_id in subject_ids:
+            if subject_id in self.finished:
+                continue
             for path in self.outputs(subject_id):
                 self._check_replaceable(path)
         log = self.directory / self.names.log
@@ -333,7 +362,8 @@ class PredictionFolder:
             raise DataError(f"{path}: exists and was not written by a prediction of this codebase; refusing to "
                             "replace it (choose another output folder)")
         if not self.overwrite:
-            raise DataError(f"{path}: exists (an earlier prediction); pass --overwrite to replace it")
+            raise DataError(f"{path}: exists (an earlier prediction); pass --overwrite to replace it (or, after an "
+                            "interrupted run, --continue-prediction to keep the subjects it wrote whole)")
 
     def write(self, segmentation: Segmentation) -> Path:
         subject = segmentation.subject_id
@@ -391,7 +421,9 @@ class PredictionFolder:
                           "predictions are written, this run is not logged", DataWarning, stacklevel=3)
             return
         entry = {"written_by": PREDICTION_MARK.decode(), "time": datetime.now(UTC).isoformat(timespec="seconds"),
-                 **self.record, "subjects": [str(row["subject"]) for row in self.volumes],
+                 **self.record,
+                 "subjects": [str(row["subject"]) for row in self.volumes if row["subject"] not in self.kept],
+                 **({"kept": self.kept} if self.kept else {}),
                  **({"input_problems": self.input_problems} if self.input_problems else {}),
                  "code": code_version(REPOSITORY)}
         before = log.read_text(encoding="utf-8") if log.exists() else ""

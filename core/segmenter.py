@@ -183,19 +183,27 @@ class ScanSegmenter(ABC):
 
     def segment_to_folder(self, subjects: Sequence[Subject], output: str | Path, flips: bool = False,
                           probabilities: bool = False, overwrite: bool = False, progress: bool = True,
-                          names: OutputNames = OUR_NAMES) -> list[Path]:
+                          names: OutputNames = OUR_NAMES, continuing: bool = False) -> list[Path]:
         """Segment ``subjects`` into ``output`` (see :class:`PredictionFolder`: nothing replaced
         that must not be, checked before any work), named by ``names``; returns the segmentation
         files written. A subject with bad input does not stop the others: they are segmented and
-        the folder's tables and log written, then the problems are raised together."""
+        the folder's tables and log written, then the problems are raised together.
+        ``continuing``: after an interrupted run, the subjects it wrote whole are kept, not
+        segmented again (their volumes still counted)."""
         record = {**self.settings(), "flips": flips, "probabilities": probabilities,
                   **({"resample_to_first": True} if self.preprocessing.resample_to_first else {}),
                   **({"target_spacing": list(self.preprocessing.target_spacing)}
                      if self.preprocessing.target_spacing else {})}
         folder = PredictionFolder.for_subjects(output, subjects, self.labels.num_outputs, probabilities, overwrite,
-                                               names, record=record)
-        written, bad = [], BadInputs(len(subjects))
-        bar = tqdm(subjects, desc="segmenting", unit="subject", disable=None if progress else True)
+                                               names, record=record, continuing=continuing)
+        for subject_id in folder.finished:
+            folder.keep(subject_id, self.labels)
+        if continuing and progress:
+            print(f"continuing in {output}: {len(folder.finished)} of {len(subjects)} subjects were segmented whole "
+                  "by an earlier run and are kept")
+        rest = [subject for subject in subjects if subject.subject_id not in folder.finished]
+        written, bad = [], BadInputs(len(rest))
+        bar = tqdm(rest, desc="segmenting", unit="subject", disable=None if progress else True)
         for subject in bar:
             bar.set_postfix_str(subject.subject_id)
             segmentation = bad.attempt(lambda s=subject: self.segment_subject(s, flips, probabilities))

@@ -34,6 +34,40 @@ def run_with(checkpoint: Path, data_dir: Path, subcommand: str, extra: list[str]
     run_cli(tiny_run_args(subcommand, data_dir, None, "--ckpt_path", str(checkpoint), *extra), save_config=False)
 
 
+def test_an_interrupted_folder_prediction_continues_where_it_stopped(checkpoint: Path, tiny_demo_dir: Path,
+                                                                    tmp_path: Path) -> None:
+    """``--continue-prediction`` (nnU-Net's ``--continue_prediction``): the subjects an
+    interrupted run wrote whole are kept, byte for byte, and counted in ``volumes.csv``; the
+    others are segmented, a leftover of ours replaced (a segmentation whose probabilities were
+    never written); a file that is not ours is still refused. Without it, the earlier outputs
+    are refused before any work."""
+    whole = tmp_path / "whole"
+    predict(checkpoint, [tiny_demo_dir], whole, subjects=["subject-3", "subject-4"], save_probabilities=True)
+    out = tmp_path / "out"
+    (kept,) = predict(checkpoint, [tiny_demo_dir], out, subjects=["subject-3"], save_probabilities=True)
+    (out / "predictions.jsonl").unlink()  # as a run killed before its end leaves the folder: no log, no table
+    (out / "volumes.csv").unlink()
+    before = kept.read_bytes()
+    (leftover,) = predict(checkpoint, [tiny_demo_dir], tmp_path / "other", subjects=["subject-4"])
+    leftover.rename(out / "subject-4_seg.nii.gz")  # segmentation written, probabilities not yet
+    with pytest.raises(DataError, match=r"subject-3_seg\.nii\.gz: exists \(an earlier prediction\); pass --overwrite "
+                                        r"to replace it \(or, after an interrupted run, --continue-prediction"):
+        predict(checkpoint, [tiny_demo_dir], out, subjects=["subject-3", "subject-4"], save_probabilities=True)
+    written = predict(checkpoint, [tiny_demo_dir], out, subjects=["subject-3", "subject-4"], save_probabilities=True,
+                      continuing=True)
+    assert written == [out / "subject-4_seg.nii.gz"] and kept.read_bytes() == before
+    assert (out / "subject-4_probabilities.nii.gz").is_file()
+    assert (out / "volumes.csv").read_text() == (whole / "volumes.csv").read_text()
+    (run,) = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert run["subjects"] == ["subject-4"] and run["kept"] == ["subject-3"]
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "subject-4_seg.nii.gz").write_bytes(whole.joinpath("subject-4_seg.nii.gz").read_bytes()[:100])
+    with pytest.raises(DataError, match=r"subject-4_seg\.nii\.gz: exists and was not written by a prediction of this "
+                                        r"codebase"):
+        predict(checkpoint, [tiny_demo_dir], foreign, subjects=["subject-4"], continuing=True)
+
+
 def test_folder_input_writes_every_subject_in_its_own_space(checkpoint: Path, tiny_demo_dir: Path,
                                                           tmp_path: Path) -> None:
     written = predict(checkpoint, [tiny_demo_dir], tmp_path / "out")
