@@ -332,10 +332,8 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         if stage == "predict":  # what to segment: known now, read one at a time when its turn comes
-            self.predict_subjects = (self.split()["test"] if self.predict_dir is None
-                                     else self._find(self.predict_dir, require_labels=False))
-            self.predict_set = VolumeDataset(ReadOnDemand(
-                self.predict_subjects, lambda subject: self.cache.load(subject, None, self.preprocessing)))
+            self.predict_only(self.split()["test"] if self.predict_dir is None
+                              else self._find(self.predict_dir, require_labels=False))
             return
         split = self.split()
         if stage == "fit":
@@ -362,6 +360,13 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
             self.val_set = VolumeDataset(self._load(split["val"]))
         if stage == "test":
             self.test_set = VolumeDataset(self._load(split["test"]))
+
+    def predict_only(self, subjects: Sequence[Subject]) -> None:
+        """Segment these subjects (those of ``setup("predict")``, or fewer: a continued prediction
+        leaves out the ones an interrupted run wrote whole), read one at a time when their turn comes."""
+        self.predict_subjects = list(subjects)
+        self.predict_set = VolumeDataset(ReadOnDemand(
+            self.predict_subjects, lambda subject: self.cache.load(subject, None, self.preprocessing)))
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """With ``augment_on: device``, the training batch is augmented here, on the model's

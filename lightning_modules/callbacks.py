@@ -335,14 +335,17 @@ class SegmentationWriter(BasePredictionWriter):
         overwrite: replace earlier predictions of the same subjects (never any other file).
         case_names: name each segmentation ``<case>.nii.gz`` (what BraTS takes as a submission),
             as ``predict.py --case-names`` does; not for a BIDS derivative.
+        continue_prediction: after an interrupted run into ``output_dir``, keep the subjects it
+            wrote whole and segment the others, as ``predict.py --continue-prediction`` does.
     """
 
     def __init__(self, output_dir: str | None = None, flips: bool = False, probabilities: bool = False,
-                 overwrite: bool = False, case_names: bool = False) -> None:
+                 overwrite: bool = False, case_names: bool = False, continue_prediction: bool = False) -> None:
         super().__init__(write_interval="batch")
         self.output_dir = output_dir
         self.flips = flips
         self.probabilities = probabilities
+        self.continue_prediction = continue_prediction
         self.overwrite = overwrite
         self.case_names = case_names
         self.folder: PredictionFolder | None = None
@@ -359,13 +362,20 @@ class SegmentationWriter(BasePredictionWriter):
         if self.case_names:
             names = named_by_case(names, type(trainer.datamodule).__name__, "prediction_writer.case_names")
         self.folder = PredictionFolder.for_subjects(directory, subjects, pl_module.labels.num_outputs,
-                                                    self.probabilities, self.overwrite, names)
+                                                    self.probabilities, self.overwrite, names,
+                                                    continuing=self.continue_prediction)
+        if self.folder.finished:  # not segmented again: the DataModule reads the others only
+            trainer.datamodule.predict_only([s for s in subjects if s.subject_id not in self.folder.finished])
+            rank_zero_info(f"continuing in {directory}: {len(self.folder.finished)} of {len(subjects)} subjects were "
+                           "segmented whole by an earlier run and are kept")
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.folder is not None:  # the checkpoint is known once it is restored, after setup
             checkpoint = recorded_path(trainer.ckpt_path) if trainer.ckpt_path else None
             self.folder.record = {**pl_module.segmenter.settings(), "checkpoint": checkpoint,
                                   "flips": bool(pl_module.flips), "probabilities": self.probabilities}
+            for subject_id in self.folder.finished:
+                self.folder.keep(subject_id, pl_module.labels)
 
     def write_on_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prediction: Any,
                            batch_indices: Sequence[int] | None, batch: Any, batch_idx: int,

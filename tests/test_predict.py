@@ -66,6 +66,17 @@ def test_an_interrupted_folder_prediction_continues_where_it_stopped(checkpoint:
     with pytest.raises(DataError, match=r"subject-4_seg\.nii\.gz: exists and was not written by a prediction of this "
                                         r"codebase"):
         predict(checkpoint, [tiny_demo_dir], foreign, subjects=["subject-4"], continuing=True)
+    # train.py predict alike: the DataModule reads only the subjects still to segment
+    cli = tmp_path / "cli"
+    (first,) = predict(checkpoint, [tiny_demo_dir], cli, subjects=["subject-3"])
+    before = first.read_bytes()
+    writer = ["--data.init_args.predict_dir", str(tiny_demo_dir), "--prediction_writer.output_dir", str(cli)]
+    with pytest.raises(DataError, match=r"subject-3_seg\.nii\.gz: exists \(an earlier prediction\)"):
+        run_with(checkpoint, tiny_demo_dir, "predict", writer)
+    run_with(checkpoint, tiny_demo_dir, "predict", [*writer, "--prediction_writer.continue_prediction", "true"])
+    runs = [json.loads(line) for line in (cli / "predictions.jsonl").read_text().splitlines()]
+    assert runs[-1]["subjects"] == ["subject-1", "subject-2", "subject-4"] and runs[-1]["kept"] == ["subject-3"]
+    assert first.read_bytes() == before and len(list(cli.glob("subject-*_seg.nii.gz"))) == 4
 
 
 def test_folder_input_writes_every_subject_in_its_own_space(checkpoint: Path, tiny_demo_dir: Path,
