@@ -46,7 +46,7 @@ import numpy as np
 from core.checkpoint import HYPER_PARAMETERS, RUN_RECORD, datamodule_record, read_checkpoint
 from core.figures import save_score_boxplots
 from core.io import DataError, write_text_atomically
-from core.metrics import csv_text
+from core.metrics import INPUT_PROBLEMS_CSV, csv_text
 from core.provenance import flatten
 from core.statistics import bootstrap_ci, holm, paired_wilcoxon
 
@@ -77,6 +77,7 @@ class Run:
     settings: dict[str, Any]  # dotted config keys -> values
     scores: dict[str, dict[str, float]] = field(default_factory=dict)  # structure -> subject -> score (DSC)
     external: bool = False  # scores of a method trained elsewhere (evaluate.py's scores.csv): no config
+    flagged: list[str] = field(default_factory=list)  # test subjects on scans unlike the training scans
 
     @property
     def network(self) -> str:
@@ -118,8 +119,12 @@ def load_run(report: Path, metric: str = "dice") -> Run:
     datamodule = datamodule_record(checkpoint)
     dataset = str(datamodule["class_path"] or "unknown").rsplit(".", 1)[-1].removesuffix("DataModule")
     mode = datamodule["init_args"].get("label_mode")
-    return _read_scores(Run(folder, f"{dataset} ({mode})" if mode else dataset, run_settings(checkpoint)), report,
-                        metric)
+    run = Run(folder, f"{dataset} ({mode})" if mode else dataset, run_settings(checkpoint))
+    problems = report.parent / INPUT_PROBLEMS_CSV  # written by the test report when its input check said something
+    if problems.is_file():
+        with open(problems, newline="") as handle:
+            run.flagged = list(dict.fromkeys(row["subject"] for row in csv.DictReader(handle)))
+    return _read_scores(run, report, metric)
 
 
 def _read_scores(run: Run, table: Path, metric: str = "dice") -> Run:
@@ -314,6 +319,13 @@ def compare(paths: Sequence[Path], scores: Sequence[tuple[str, str | None, Path]
                       "| A | B | structure | subjects | mean A − B | p | p (Holm) |", "|---" * 7 + "|"]
             lines += [f"| {t['a']} | {t['b']} | {t['structure']} | {t['subjects']} | {t['mean_difference']:+.4f} | "
                       f"{t['p']:.4g} | {t['p_holm']:.4g} |" for t in tests]
+        flagged = [run for run in members if run.flagged]
+        if flagged:
+            lines += ["", "Tested on scans unlike the training scans (the test's input check: modalities swapped, "
+                      "another contrast, a background not at 0, another voxel size; those scores are not the "
+                      f"models' on scans like their own; `test/{INPUT_PROBLEMS_CSV}` says what):", ""]
+            lines += [f"- {run.folder.relative_to(root) if run.folder.is_relative_to(root) else run.folder}: "
+                      f"{', '.join(run.flagged)}" for run in sorted(flagged, key=lambda r: str(r.folder))]
         lines.append("")
     datasets = sorted(by_dataset)
     lines += [f"## mean {title}, group x dataset", "", "| group | " + " | ".join(datasets) + " |",

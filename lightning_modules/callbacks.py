@@ -23,7 +23,7 @@ from core.geometry import voxel_spacing
 from core.io import DataWarning, OutputError, write_text_atomically
 from core.labels import IGNORE_INDEX
 from core.lesions import lesion_rule, lesion_table, score_columns, subject_rows
-from core.metrics import csv_text, summarise, text_table
+from core.metrics import INPUT_PROBLEMS_CSV, csv_text, summarise, text_table
 from lightning_modules.distributed import gather_by_subject
 
 
@@ -235,9 +235,6 @@ def format_dice_table(rows: Sequence[tuple[str, Sequence[float]]], regions: Sequ
     return "\n".join(lines)
 
 
-INPUT_PROBLEMS = "input_problems.csv"  # the test report's subjects whose scans the input check flagged
-
-
 class TestReport(pl.Callback):
     """After ``test``: prints the per-subject, per-structure Dice table, writes it as
     ``dice.csv``; writes ``metrics.csv`` with the metric set of :mod:`core.metrics` per
@@ -296,7 +293,7 @@ class TestReport(pl.Callback):
         columns = score_columns(self.lesion_rule is not None)
         write_text_atomically(self.directory / "metrics.csv", csv_text(metrics, columns))
         if flagged:  # whose scores are not the model's on scans like its own, kept beside them
-            write_text_atomically(self.directory / INPUT_PROBLEMS, csv_text(
+            write_text_atomically(self.directory / INPUT_PROBLEMS_CSV, csv_text(
                 [{"subject": name, "problem": problem} for name, problems in flagged.items() for problem in problems],
                 ["subject", "problem"]))
         table = [[row[c] for c in columns] for row in metrics]
@@ -312,7 +309,7 @@ class TestReport(pl.Callback):
                        + "\n\nmean per structure\n" + text_table(summarise(metrics))
                        + (f"\n\n{lesion_table(metrics, self.lesion_wise)}" if self.lesion_wise else "")
                        + (f"\n{len(flagged)} of {len(subjects)} subjects were tested on scans unlike the training "
-                          f"scans ({', '.join(flagged)}): {INPUT_PROBLEMS}" if flagged else "")
+                          f"scans ({', '.join(flagged)}): {INPUT_PROBLEMS_CSV}" if flagged else "")
                        + f"\nwritten to {self.directory}\n")
 
 

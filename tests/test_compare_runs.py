@@ -37,6 +37,8 @@ def test_thesis_table_from_runs(tmp_path: Path, capsys: pytest.CaptureFixture[st
              {"CSF": [0.7, 0.7], "GM": [0.8, 0.8], "WM": [0.9, float("nan")]})
     fake_run(tmp_path / "mrb" / "unet3d", "unet3d", "MRBrainS18DataModule", {"CSF": [0.6], "GM": [0.7], "WM": [0.8]},
              mode="thesis")
+    (tmp_path / "iseg" / "vnet" / "test" / "input_problems.csv").write_text(
+        "subject,problem\ns1,input channel 0 (given as T1) has 0.0% of its voxels at 0\n")
     table = compare([tmp_path]).markdown
     # Runs: the mean over subjects per structure with its bootstrap interval, then the mean of those.
     assert re.search(r"\| iseg/unet3d \| unet3d \| 0\.8500 \[0\.800, 0\.900\] \| 0\.8500 \[0\.850, 0\.850\] \| "
@@ -47,6 +49,10 @@ def test_thesis_table_from_runs(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "| unet3d | 1 | 0.8500 ± 0.0000 [0.800, 0.900] |" in table
     assert "| group | ISeg2017 | MRBrainS18 (thesis) |" in table
     assert "| unet3d | 0.8500 | 0.7000 |" in table and "| vnet | 0.8000 |  |" in table
+    # A run whose test said something of its inputs is named, with the subjects, under its dataset only
+    iseg, mrb = table.split("## MRBrainS18")[0], table.split("## MRBrainS18")[1]
+    assert "Tested on scans unlike the training scans (the test's input check" in iseg
+    assert "\n- iseg/vnet: s1\n" in iseg and "Tested on scans unlike" not in mrb
     main([str(tmp_path / "iseg" / "unet3d")])
     assert "| unet3d | 0.8500" in capsys.readouterr().out
     with pytest.raises(SystemExit):
