@@ -78,7 +78,8 @@ def predict(checkpoint: Path | Sequence[Path], inputs: Sequence[Path], output: P
             window_scale: int | None = None, precision: str = "32", contrast: str | None = None,
             subjects: Sequence[str] | None = None, shard: tuple[int, int] | None = None,
             resample_to_first: bool = False, case_names: bool = False,
-            bids_modalities: Sequence[str] | None = None, continuing: bool = False) -> list[Path]:
+            bids_modalities: Sequence[str] | None = None, continuing: bool = False,
+            brain_mask: Path | None = None) -> list[Path]:
     """Segment every subject of ``inputs`` with one checkpoint or the ensemble of several;
     returns the segmentation files written. For a folder: ``contrast``, with a model of any
     contrast, the modality of the folder's layout to segment (default: the one it was validated
@@ -91,7 +92,10 @@ def predict(checkpoint: Path | Sequence[Path], inputs: Sequence[Path], output: P
     ``bids_modalities``: the folder is a BIDS dataset whatever the model was trained on, these
     suffixes (``T1w``, ``acq-mprage_T1w``) standing for its modalities in order; the
     segmentations are then a BIDS derivative. ``continuing``: ``output`` holds an interrupted
-    run's segmentations; the subjects it wrote whole are kept, the others segmented."""
+    run's segmentations; the subjects it wrote whole are kept, the others segmented. ``brain_mask``:
+    with one subject's files, a mask whose outside is set to 0 in every scan first (scans not
+    skull-stripped, or with interpolation ringing around the brain, for a model of skull-stripped
+    scans)."""
     # A bar over the windows of each volume when run in a terminal.
     segmenter = load_segmenter(checkpoint, device, sw_overlap=sw_overlap, sw_batch_size=sw_batch_size,
                                window_scale=window_scale, progress=sys.stderr.isatty(), precision=precision)
@@ -105,11 +109,13 @@ def predict(checkpoint: Path | Sequence[Path], inputs: Sequence[Path], output: P
             layout = as_bids(layout, bids_modalities, segmenter.modalities, segmenter.source)
         if shard is not None:
             chosen = chosen[shard[0]::shard[1]]
+        if brain_mask is not None:
+            raise DataError(f"{brain_mask}: --brain-mask goes with one subject's files, not with a dataset folder")
     elif subjects is not None or shard is not None or bids_modalities is not None:
         raise DataError(f"{inputs[0]}: choosing subjects (--subjects, --shard) or reading BIDS (--bids-modalities) "
                         "needs a dataset folder as --input, not one subject's files")
     else:
-        chosen = [segmenter.subject(inputs, subject_id)]
+        chosen = [segmenter.subject(inputs, subject_id, brain_mask)]
     return segmenter.segment_to_folder(chosen, output, flips=flips, probabilities=save_probabilities,
                                        overwrite=overwrite, names=output_names(layout, case_names),
                                        continuing=continuing)
@@ -134,6 +140,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="one subject's modality files (checkpoint order) or a dataset folder")
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--subject", help="output name for modality-file input (default: the files' shared name)")
+    parser.add_argument("--brain-mask", type=Path, metavar="MASK",
+                        help="with one subject's files: a brain mask (non-zero inside; SynthStrip's, FSL BET's, "
+                             "fMRIPrep's desc-brain_mask) whose outside is set to 0 in every scan first, as a "
+                             "skull-stripped scan's background is")
     parser.add_argument("--subjects", "--participant_label", nargs="+", metavar="ID",
                         help="a folder's subjects to segment, by id (sub-01 stands for all its BIDS sessions; "
                              "as in BIDS Apps, the label alone, 01, does too)")
@@ -189,7 +199,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                           subject_id=args.subject, overwrite=args.overwrite, window_scale=args.window_scale,
                           precision=args.precision, contrast=args.contrast, subjects=args.subjects, shard=args.shard,
                           resample_to_first=args.resample_to_first, case_names=args.case_names,
-                          bids_modalities=args.bids_modalities, continuing=args.continuing)
+                          bids_modalities=args.bids_modalities, continuing=args.continuing,
+                          brain_mask=args.brain_mask)
         if not written and args.shard:
             print(f"predict.py: shard {args.shard[0]}/{args.shard[1]} has no subjects (fewer than "
                   f"{args.shard[0] + 1} to share out); nothing written")

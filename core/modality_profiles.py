@@ -185,8 +185,9 @@ class ModalityProfiles:
                              f"least {trained:.0%} (a skull-stripped scan's background): a background that is not 0 "
                              "(a scan not skull-stripped, interpolation ringing, an offset) is z-scored and segmented "
                              "as if it were brain, and the tissue worse; set the voxels outside the brain to 0 as in "
-                             "the training scans (a brain mask: SynthStrip, HD-BET, FSL BET; or a threshold, where "
-                             "registration's interpolation left small values there)")
+                             "the training scans (a brain mask, which predict.py --brain-mask applies: SynthStrip, "
+                             "HD-BET, FSL BET; or a threshold, where registration's interpolation left small values "
+                             "there)")
         return found
 
     def to_dict(self) -> dict[str, Any]:

@@ -52,10 +52,11 @@ from networks.outputs import network_border
 
 
 def subject_from_files(files: Sequence[str | Path], modalities: Sequence[str], source: str,
-                       subject_id: str | None = None) -> Subject:
+                       subject_id: str | None = None, brain_mask: str | Path | None = None) -> Subject:
     """One subject from its modality files, given in the model's modality order. Its id (the
     output's name) defaults to what the file names share, up to a separator
-    (``subject-4-T1.hdr`` + ``subject-4-T2.hdr`` -> ``subject-4``)."""
+    (``subject-4-T1.hdr`` + ``subject-4-T2.hdr`` -> ``subject-4``). ``brain_mask``: its outside set
+    to 0 in every image (:class:`~core.volumes.Subject`), for scans whose background is not."""
     files = [Path(f) for f in files]
     if modalities and len(files) != len(modalities):
         raise DataError(f"{source}: the model was trained on {len(modalities)} modalities {list(modalities)} "
@@ -66,7 +67,7 @@ def subject_from_files(files: Sequence[str | Path], modalities: Sequence[str], s
         if len(stems) > 1 and any(c in shared for c in "-_."):  # cut the shared part of the modality names
             shared = shared[: max(shared.rfind(c) for c in "-_.")]
         subject_id = shared.rstrip("-_.") or stems[0]
-    return Subject(subject_id, tuple(files))
+    return Subject(subject_id, tuple(files), brain_mask=None if brain_mask is None else Path(brain_mask))
 
 
 def check_preprocessed(image: torch.Tensor, source: str = "model") -> None:
@@ -135,9 +136,10 @@ class ScanSegmenter(ABC):
     def settings(self) -> dict[str, Any]:
         """How it segments (checkpoints, windows, precision), for the log of prediction runs."""
 
-    def subject(self, files: Sequence[str | Path], subject_id: str | None = None) -> Subject:
+    def subject(self, files: Sequence[str | Path], subject_id: str | None = None,
+                brain_mask: str | Path | None = None) -> Subject:
         """One subject from its modality files, in the model's modality order (see :func:`subject_from_files`)."""
-        return subject_from_files(files, self.modalities, self.source, subject_id)
+        return subject_from_files(files, self.modalities, self.source, subject_id, brain_mask)
 
     def segment_volume(self, volume: Volume, flips: bool = False, probabilities: bool = False,
                        problems: Sequence[str] = ()) -> Segmentation:
@@ -175,11 +177,12 @@ class ScanSegmenter(ABC):
         problems = self.check_input(volume.image, volume.affine, subject.images, subject.subject_id)
         return self.segment_volume(volume, flips, probabilities, problems)
 
-    def segment(self, files: Sequence[str | Path], flips: bool = False, subject_id: str | None = None
-                ) -> nib.Nifti1Image:
+    def segment(self, files: Sequence[str | Path], flips: bool = False, subject_id: str | None = None,
+                brain_mask: str | Path | None = None) -> nib.Nifti1Image:
         """One subject's modality files -> its segmentation as a NIfTI image in the scan's own
-        space and the dataset's label values (what ``predict.py`` writes)."""
-        return self.segment_subject(self.subject(files, subject_id), flips).image()
+        space and the dataset's label values (what ``predict.py`` writes); ``brain_mask``: the
+        voxels outside it set to 0 first, for scans whose background is not."""
+        return self.segment_subject(self.subject(files, subject_id, brain_mask), flips).image()
 
     def segment_to_folder(self, subjects: Sequence[Subject], output: str | Path, flips: bool = False,
                           probabilities: bool = False, overwrite: bool = False, progress: bool = True,

@@ -36,17 +36,21 @@ class Subject:
     """Where one subject's files are: one image per modality (in channel order), maybe a label.
 
     ``image_channels`` is set when modalities are volumes of 4D files (the Decathlon): the
-    4th-axis index of each image, which then may all be the same path.
+    4th-axis index of each image, which then may all be the same path. ``brain_mask``: a mask
+    (non-zero inside the brain) whose outside is set to 0 in every image before normalisation,
+    as a skull-stripped scan's background is (given at prediction, for scans that are not).
     """
 
     subject_id: str
     images: tuple[Path, ...]
     label: Path | None = None
     image_channels: tuple[int, ...] | None = None
+    brain_mask: Path | None = None
 
     def files(self) -> list[Path]:
         """Every source file (for cache keys), the ``.img`` half of Analyze pairs included."""
-        listed = [*dict.fromkeys(self.images), *([self.label] if self.label else [])]
+        listed = [*dict.fromkeys(self.images), *([self.label] if self.label else []),
+                  *([self.brain_mask] if self.brain_mask else [])]
         return [f for p in listed for f in ([p, p.with_suffix(".img")] if p.suffix == ".hdr" else [p])]
 
 
@@ -126,6 +130,12 @@ def load_subject(subject: Subject, label_space: LabelSpace | None, settings: Pre
         data, affine = load_volume(path, channel)
         stack.append(_onto_reference(path, data, affine, reference, settings, order=1))
     image = np.stack(stack)
+    if subject.brain_mask is not None:
+        mask_data, mask_affine = load_volume(subject.brain_mask)
+        inside = _onto_reference(subject.brain_mask, mask_data, mask_affine, reference, settings, order=0) != 0
+        if not inside.any():
+            raise DataError(f"{subject.brain_mask}: the brain mask is empty (no non-zero voxel)")
+        image[:, ~inside] = 0
     label = None
     if subject.label is not None and label_space is not None:
         raw, label_affine = load_volume(subject.label)

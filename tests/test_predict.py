@@ -637,6 +637,24 @@ def test_a_scan_whose_background_is_not_zero_gets_a_warning(checkpoint: Path, ti
     assert t2_said.startswith(f"subject-4: {t2} (given as T2) has 0.0% of its voxels at 0, the training scans at "
                               f"least {min(saved['zeros']):.0%} (a skull-stripped scan's background)")
     assert t2_said.endswith("or a threshold, where registration's interpolation left small values there)")
+    # Its brain mask given (the clean scan's non-zero voxels), the same scans segment as the clean ones, unflagged
+    clean = tmp_path / "clean"
+    (clean_seg,) = predict(checkpoint, [tiny_demo_dir / "subject-4-T1.hdr", tiny_demo_dir / "subject-4-T2.hdr"], clean)
+    source = nib.load(tiny_demo_dir / "subject-4-T1.hdr")
+    mask = tmp_path / "subject-4_mask.nii.gz"
+    nib.save(nib.Nifti1Image((np.asarray(source.dataobj).reshape(source.shape[:3]) != 0).astype(np.uint8),
+                             source.affine), mask)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        (masked,) = predict(checkpoint, [ringing / "subject-4-T1.hdr", t2], tmp_path / "masked", brain_mask=mask)
+    assert data_warnings(record) == []
+    np.testing.assert_array_equal(np.asarray(nib.load(masked).dataobj), np.asarray(nib.load(clean_seg).dataobj))
+    empty = tmp_path / "empty_mask.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros(source.shape[:3], np.uint8), source.affine), empty)
+    with pytest.raises(DataError, match=r"empty_mask\.nii\.gz: the brain mask is empty"):
+        predict(checkpoint, [ringing / "subject-4-T1.hdr", t2], tmp_path / "empty", brain_mask=empty)
+    with pytest.raises(DataError, match=r"--brain-mask goes with one subject's files, not with a dataset folder"):
+        predict(checkpoint, [ringing], tmp_path / "folder", brain_mask=mask)
     # The log keeps what was said of each subject, and evaluate.py's summary says it of the scored ones
     import evaluate
 
