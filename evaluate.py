@@ -50,7 +50,7 @@ from core.io import (
     without_singleton_axes,
     write_text_atomically,
 )
-from core.labels import LabelSpace, present_values, whole_label_values
+from core.labels import LabelSpace, present_values, remapped, whole_label_values
 from core.lesions import LESION_COLUMNS, LESION_RULES, LesionRule, lesion_table, score_columns, subject_rows
 from core.lesions import lesion_rule as rule_of
 from core.metrics import (
@@ -214,14 +214,12 @@ def recoding_by_name(predicted: Mapping[int, str], source: str, space: LabelSpac
 
 def recoded(labels: np.ndarray, recoding: Mapping[int, int], path: Path) -> np.ndarray:
     """A label map's values through ``recoding``; a value it lacks is an error naming the file."""
-    unknown = sorted(set(present_values(labels)) - set(recoding))
+    values = present_values(labels)
+    unknown = sorted(set(values) - set(recoding))
     if unknown:
         raise EvaluationError(f"{path}: label values {unknown} are not among the predictions' named values "
                               f"{sorted(recoding)}")
-    out = np.zeros_like(labels)
-    for old, new in recoding.items():
-        out[labels == old] = new
-    return out
+    return remapped(labels, recoding, values, dtype=labels.dtype)
 
 
 def subject_of(name: str) -> str | None:

@@ -42,7 +42,7 @@ from core.checkpoint import model_hparams, read_checkpoint
 from core.inference import PRECISIONS, fast_bf16
 from core.io import DataError, one_line_warnings
 from core.segmenter import load_segmenter
-from datamodules.folders import as_bids, output_names, subjects_in_folder
+from datamodules.folders import folder_layout, output_names, subjects_in_folder
 
 # The CPU preset (--cpu-fast): nnU-Net's most common complaint is 42 minutes a case on a CPU, 3
 # without mirroring. No mirroring (8x the work), less window overlap (0.25: each voxel in about
@@ -103,10 +103,8 @@ def predict(checkpoint: Path | Sequence[Path], inputs: Sequence[Path], output: P
         segmenter.preprocessing = replace(segmenter.preprocessing, resample_to_first=True)
     layout = segmenter.datamodule
     if len(inputs) == 1 and Path(inputs[0]).is_dir():
-        chosen = subjects_in_folder(inputs[0], layout, segmenter.modalities, segmenter.source, contrast, only=subjects,
-                                    bids_modalities=bids_modalities)
-        if bids_modalities is not None:
-            layout = as_bids(layout, bids_modalities, segmenter.modalities, segmenter.source)
+        layout, modalities = folder_layout(layout, segmenter.modalities, segmenter.source, contrast, bids_modalities)
+        chosen = subjects_in_folder(inputs[0], layout, modalities, segmenter.source, contrast, only=subjects)
         if shard is not None:
             chosen = chosen[shard[0]::shard[1]]
         if brain_mask is not None:

@@ -71,6 +71,20 @@ def present_values(labels: np.ndarray) -> list[int]:
     return np.unique(labels).tolist()
 
 
+def remapped(labels: np.ndarray, mapping: Mapping[int, int], values: Sequence[int], dtype: type = np.int16
+             ) -> np.ndarray:
+    """An integer label map's values through ``mapping``, by a lookup table over the range of
+    ``values`` (its present values, ascending, each a key of ``mapping``)."""
+    if not values:
+        return np.zeros(np.shape(labels), dtype=dtype)
+    offset, high = values[0], values[-1]
+    lookup = np.zeros(high - offset + 1, dtype=dtype)
+    for value, target in mapping.items():
+        if offset <= value <= high:
+            lookup[value - offset] = target
+    return lookup[np.asarray(labels) - offset]
+
+
 def value_mask(labels: np.ndarray, values: Sequence[int]) -> np.ndarray:
     """Where an integer label map holds one of ``values`` (``np.isin``), by a lookup table when
     the map's values are small non-negative integers (3x faster on a BraTS volume)."""
@@ -300,12 +314,7 @@ class LabelSpace:
             hint = f"; {self.unknown_values_hint}" if self.unknown_values_hint else ""
             raise DataError(f"{path}: label values {unknown} are not in the label map "
                             f"{sorted(self.value_to_class)}{hint}")
-        offset, high = values[0], values[-1]
-        lookup = np.zeros(high - offset + 1, dtype=np.int16)
-        for value, index in self.value_to_class.items():
-            if offset <= value <= high:
-                lookup[value - offset] = index
-        return lookup[rounded - offset]
+        return remapped(rounded, self.value_to_class, values)
 
     def decode(self, classes: np.ndarray) -> np.ndarray:
         """Class indices -> the dataset's own values (uint8 when they fit, else int16)."""

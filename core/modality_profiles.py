@@ -103,8 +103,10 @@ class ModalityProfiles:
     subjects: int = 0  # the training subjects profiled (0: not kept)
 
     @classmethod
-    def from_images(cls, images: Iterable[np.ndarray], modalities: Sequence[str]) -> ModalityProfiles:
-        """From normalised training images (channels in ``modalities`` order, each (M, ...))."""
+    def from_images(cls, images: Iterable[np.ndarray], modalities: Sequence[str],
+                    zero_fractions: Sequence[Sequence[float]] | None = None) -> ModalityProfiles:
+        """From normalised training images (channels in ``modalities`` order, each (M, ...));
+        ``zero_fractions``: their channels' :func:`zero_fraction`, where the caller has them."""
         images = list(images)
         profiles = np.stack([[intensity_profile(channel) for channel in image] for image in images])
         if profiles.shape[1] != len(modalities):
@@ -113,7 +115,9 @@ class ModalityProfiles:
         spread = np.maximum(profiles.std(axis=0), MIN_SPREAD)
         partial = cls(tuple(modalities), mean, spread, np.zeros(len(modalities)))
         tolerance = np.max([np.diag(partial.distances_of(p)) for p in profiles], axis=0)
-        zeros = np.min([[zero_fraction(channel) for channel in image] for image in images], axis=0)
+        if zero_fractions is None:
+            zero_fractions = [[zero_fraction(channel) for channel in image] for image in images]
+        zeros = np.min(np.asarray(zero_fractions, dtype=np.float64), axis=0)
         return cls(tuple(modalities), mean, spread, tolerance, zeros, len(images))
 
     @classmethod

@@ -348,9 +348,10 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
                 augment=self.augment if self.augment_on == "loader" else None)
             chosen = np.linspace(0, len(volumes) - 1, min(len(volumes), PROFILE_SUBJECTS)).round().astype(int)
             if not self.generates_images:
-                self.modality_profiles = ModalityProfiles.from_images([volumes[i].image for i in chosen],
-                                                                      self.modalities)
                 fractions = {v.subject_id: [zero_fraction(channel) for channel in v.image] for v in volumes}
+                self.modality_profiles = ModalityProfiles.from_images(
+                    [volumes[i].image for i in chosen], self.modalities,
+                    [fractions[volumes[i].subject_id] for i in chosen])
                 for problem in background_outliers(fractions, self.modalities):
                     rank_zero_warn(f"{self.data_dir}: {problem}", category=DataWarning)
             elif self.augment.zero_background:  # any contrast: no intensities to hold scans to, only a background

@@ -91,21 +91,27 @@ def output_names(record: Mapping[str, Any] | None, case_names: bool = False) -> 
     return named_by_case(names, cls.__name__ if cls else "this model", "--case-names") if case_names else names
 
 
+def folder_layout(record: Mapping[str, Any] | None, modalities: Sequence[str], source: str,
+                  contrast: str | None = None, bids_modalities: Sequence[str] | None = None
+                  ) -> tuple[Mapping[str, Any] | None, list[str]]:
+    """How a model trained on ``record``'s DataModule with ``modalities`` reads a folder: that
+    record and those modalities, or with ``bids_modalities`` a BIDS dataset's (:func:`as_bids`),
+    its suffixes the modalities the folder must offer (a model of any contrast: still any)."""
+    if bids_modalities is None:
+        return record, list(modalities)
+    if contrast is not None:
+        raise DataError("--contrast and --bids-modalities both say what to read; give one")
+    return (as_bids(record, bids_modalities, modalities, source),
+            [ANY_CONTRAST] if list(modalities) == [ANY_CONTRAST] else list(bids_modalities))
+
+
 def subjects_in_folder(folder: str | Path, record: Mapping[str, Any] | None, modalities: Sequence[str],
-                       source: str, contrast: str | None = None, only: Sequence[str] | None = None,
-                       bids_modalities: Sequence[str] | None = None) -> list[Subject]:
+                       source: str, contrast: str | None = None, only: Sequence[str] | None = None) -> list[Subject]:
     """Every subject of ``folder``, read by the DataModule of ``record`` (a checkpoint's
-    ``{"class_path", "init_args"}``), which must offer ``modalities`` in that order; a model of
-    any contrast reads the layout's ``contrast`` (default: the modality it was validated on).
-    ``bids_modalities``: read it as a BIDS dataset whatever the model was trained on, these
-    suffixes standing for ``modalities`` (:func:`as_bids`). ``only``: just these subjects, by id or
-    by what a split keeps together (a BIDS participant, ``sub-01``, stands for its sessions); a
-    name that matches none is an error."""
-    if bids_modalities is not None:
-        if contrast is not None:
-            raise DataError("--contrast and --bids-modalities both say what to read; give one")
-        record = as_bids(record, bids_modalities, modalities, source)
-        modalities = [ANY_CONTRAST] if list(modalities) == [ANY_CONTRAST] else list(bids_modalities)
+    ``{"class_path", "init_args"}``, or :func:`folder_layout`'s), which must offer ``modalities``
+    in that order; a model of any contrast reads the layout's ``contrast`` (default: the modality
+    it was validated on). ``only``: just these subjects, by id or by what a split keeps together
+    (a BIDS participant, ``sub-01``, stands for its sessions); a name that matches none is an error."""
     if contrast is not None and list(modalities) != [ANY_CONTRAST]:
         raise DataError(f"{source}: was trained on {list(modalities)}, not on any contrast; --contrast is for models "
                         "trained from label maps")
