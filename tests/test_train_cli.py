@@ -1,5 +1,6 @@
 """End to end through train.py's LightningCLI on a tiny synthetic demo set."""
 
+import copy
 import csv
 import json
 import re
@@ -10,6 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from core.io import DataError, DataWarning
 from lightning_modules import SegmentationModule
@@ -62,6 +64,33 @@ def test_checkpoints_record_the_run_config_command_and_code(trained: Path) -> No
     assert config["model"]["optimizer"]["class_path"] == "torch.optim.AdamW"
     assert record["command"][0] == "fit" and "--trainer.max_epochs" in record["command"]
     assert re.fullmatch(r"[0-9a-f]{40}", record["code"]["commit"]) and isinstance(record["code"]["dirty"], bool)
+
+
+def test_the_configs_dumped_without_validating_again_are_lightnings_validated_ones(
+        tiny_demo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model's saved hyperparameters (``_dump_config``) and the checkpoint's run record skip
+    the second validation and the YAML round trip: the same dicts as Lightning's way."""
+    from pytorch_lightning.cli import LightningCLI
+
+    dumps = {}
+
+    def both(self: SegmentationCLI) -> None:  # when the data is built: ours, then Lightning's
+        if not dumps:
+            ours(self)
+            dumps["ours"] = copy.deepcopy(self.config_dump)  # Lightning adds the links' values to it later
+            del self.config_dump
+            LightningCLI._dump_config(self)
+            dumps["lightning"] = copy.deepcopy(self.config_dump)
+
+    ours = SegmentationCLI._dump_config
+    monkeypatch.setattr(SegmentationCLI, "_dump_config", both)
+    monkeypatch.setattr(SegmentationCLI, "_run_subcommand", lambda self, subcommand: None)
+    built = run_cli(tiny_run_args("fit", tiny_demo_dir, tmp_path, "--trainer.max_epochs", "3"), save_config=False)
+    assert dumps["ours"] == dumps["lightning"] and dumps["ours"]["model"]["network_kwargs"] == {"base_features": 2}
+    assert dumps["ours"]["model"]["roi_size"] == [16, 16, 16]  # a link target, kept for the hyperparameters
+    assert built.model.hparams.in_channels == 2 and built.datamodule.hparams.patch_size == [16, 16, 16]
+    validated = yaml.safe_load(built._parser("fit").dump(built.config["fit"], skip_unset=False))
+    assert built.run_record()["config"] == validated and validated["trainer"]["max_epochs"] == 3
 
 
 def test_checkpoint_reload_gives_identical_predictions(trained: Path) -> None:
