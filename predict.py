@@ -92,7 +92,8 @@ def predict(checkpoint: Path | Sequence[Path], inputs: Sequence[Path], output: P
     ``bids_modalities``: the folder is a BIDS dataset whatever the model was trained on, these
     suffixes (``T1w``, ``acq-mprage_T1w``) standing for its modalities in order; the
     segmentations are then a BIDS derivative. ``continuing``: ``output`` holds an interrupted
-    run's segmentations; the subjects it wrote whole are kept, the others segmented. ``brain_mask``:
+    run's segmentations; the subjects it wrote whole with this model and these settings are
+    kept, the others segmented. ``brain_mask``:
     with one subject's files, a mask whose outside is set to 0 in every scan first (scans not
     skull-stripped, or with interpolation ringing around the brain, for a model of skull-stripped
     scans)."""
@@ -163,8 +164,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace earlier predictions of the same subjects in --output (never any other file)")
     parser.add_argument("--continue-prediction", action="store_true", dest="continuing",
-                        help="after an interrupted run into --output: keep the subjects it segmented whole, segment "
-                             "the others (as nnU-Net's --continue_prediction)")
+                        help="after an interrupted run into --output: keep the subjects it segmented whole with this "
+                             "model and these settings, segment the others (as nnU-Net's --continue_prediction)")
     parser.add_argument("--window-scale", type=int,
                         help="sliding windows this many times the checkpoint's window per side (default: the "
                              "checkpoint's window_scale, 1 for checkpoints without one)")

@@ -345,6 +345,10 @@ class SegmentationCLI(LightningCLI):
     def before_predict(self) -> None:
         self.check_windows(training=False)
         self.check_checkpoint_fits_data()
+        ckpt_path = self.config[self.subcommand].get("ckpt_path")
+        for callback in self.trainer.callbacks:  # known before setup: a continued run keeps only this model's files
+            if isinstance(callback, SegmentationWriter) and ckpt_path:
+                callback.checkpoint = str(ckpt_path)
 
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
         """Checkpoints (``--ckpt_path``, resume included) load with ``weights_only=True`` unless

@@ -7,6 +7,8 @@ the keys below. Every reader and writer names a key by its constant here, never 
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from collections.abc import Mapping, Sequence
 from importlib.metadata import version
 from pathlib import Path
@@ -50,6 +52,27 @@ def recorded_path(source: str | Path) -> str:
     relatively and absolutely is one model). What is not a file (a model in memory) stays as given."""
     path = Path(source)
     return str(path.resolve()) if path.is_file() else str(source)
+
+
+def checkpoint_identity(source: str | Path) -> dict[str, str]:
+    """How a prediction run names its model: the checkpoint's path (:func:`recorded_path`) and,
+    for a file, the SHA-256 of its bytes: the same weights wherever the file was moved or copied,
+    other weights when a file of that name was written again."""
+    path = Path(source)
+    if not path.is_file():
+        return {"checkpoint": str(source)}
+    stat = path.resolve().stat()
+    return {"checkpoint": recorded_path(path), "checkpoint_sha256": _sha256(str(path.resolve()), stat.st_size,
+                                                                             stat.st_mtime_ns)}
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:  # size and time: a file written again is read again
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -54,6 +54,54 @@ def _marked(image: nib.Nifti1Image, note: str = "") -> nib.Nifti1Image:
     return image
 
 
+STAMP_CODE = 6  # NIfTI header extension "comment": the model and settings an image was segmented with (JSON)
+# What a run's record holds that changes no voxel of its segmentations.
+_NOT_SHAPING = ("sw_batch_size", "probabilities")
+
+
+def output_identity(record: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What decides a run's segmentations: its model(s), by their bytes where they are files (the
+    path stands for a model only when no digest is known), and the settings that change voxels
+    (windows, overlap, mirroring, precision, resampling). None for a run that records nothing."""
+    def shaping(run: Mapping[str, Any]) -> dict[str, Any]:
+        kept = {k: v for k, v in run.items() if k not in _NOT_SHAPING and k not in _NOT_SETTINGS}
+        if "checkpoint_sha256" in kept:
+            kept.pop("checkpoint", None)
+        return kept
+
+    if not record:
+        return None
+    identity = shaping(record)
+    if "ensemble" in identity:
+        identity["ensemble"] = [shaping(member) for member in identity["ensemble"]]
+    return json.loads(json.dumps(identity, sort_keys=True, default=str))  # as it reads back from a file
+
+
+def _stamped(image: nib.Nifti1Image, identity: Mapping[str, Any] | None) -> nib.Nifti1Image:
+    if identity is not None:
+        text = json.dumps({"segmented_with": identity}, sort_keys=True)
+        image.header.extensions.append(nib.nifti1.Nifti1Extension(STAMP_CODE, text.encode()))
+    return image
+
+
+def stamp_of(path: str | Path) -> dict[str, Any] | None:
+    """The :func:`output_identity` a prediction image was written with; None for an image written
+    before images were stamped (or not by us)."""
+    try:
+        extensions = nib.load(str(path)).header.extensions
+    except Exception:  # not a NIfTI image, unreadable
+        return None
+    for extension in extensions:
+        if extension.get_code() == STAMP_CODE:
+            try:
+                content = json.loads(extension.get_content())
+            except ValueError:
+                continue
+            if isinstance(content, dict) and isinstance(content.get("segmented_with"), dict):
+                return content["segmented_with"]
+    return None
+
+
 LOG_NAME = "predictions.jsonl"  # a line per prediction run, in every output folder
 NOT_LOGGED = "not logged"  # what wrote a file that no logged run wrote
 # A run's log entry beyond its settings.
@@ -85,7 +133,7 @@ def run_checkpoints(run: Mapping[str, Any]) -> str:
 def describe_run(run: Mapping[str, Any]) -> str:
     """A logged run in a line: its checkpoint(s) and settings."""
     settings = {k: v for k, v in run.items() if k not in _NOT_SETTINGS}
-    shown = {k: v for k, v in settings.items() if k not in ("checkpoint", "ensemble")}
+    shown = {k: v for k, v in settings.items() if k not in ("checkpoint", "checkpoint_sha256", "ensemble")}
     checkpoints = run_checkpoints(settings) or "an unnamed model"
     return f"{checkpoints} ({', '.join(f'{k} {v}' for k, v in shown.items())})" if shown else checkpoints
 
@@ -166,17 +214,19 @@ class Segmentation:
         maps = None if probabilities is None else to_scan_space(np.asarray(probabilities), **grid, order=1)[0]
         return cls(subject_id, scan_classes, scan_affine, labels, maps, note, tuple(problems))
 
-    def image(self) -> nib.Nifti1Image:
+    def image(self, made_with: Mapping[str, Any] | None = None) -> nib.Nifti1Image:
         """The segmentation in the dataset's own label values (e.g. 10/150/250 for iSeg),
-        marked as a prediction of this codebase in its header (``descrip``)."""
-        return _marked(nib.Nifti1Image(self.labels.decode(self.classes), self.affine), self.note)
+        marked as a prediction of this codebase in its header (``descrip``) and stamped with
+        ``made_with`` (:func:`output_identity`: the model and settings) in a header extension."""
+        image = nib.Nifti1Image(self.labels.decode(self.classes), self.affine)
+        return _stamped(_marked(image, self.note), made_with)
 
-    def probability_image(self) -> nib.Nifti1Image:
+    def probability_image(self, made_with: Mapping[str, Any] | None = None) -> nib.Nifti1Image:
         """The probability maps as one 4D float32 image (classes or regions on the 4th axis)."""
         if self.probabilities is None:
             raise ValueError(f"{self.subject_id}: probabilities were not kept (pass probabilities=True)")
-        return _marked(nib.Nifti1Image(np.moveaxis(self.probabilities, 0, -1).astype(np.float32), self.affine),
-                       self.note)
+        image = nib.Nifti1Image(np.moveaxis(self.probabilities, 0, -1).astype(np.float32), self.affine)
+        return _stamped(_marked(image, self.note), made_with)
 
     def volumes_ml(self) -> dict[str, float]:
         """Millilitres per scored structure (class or region)."""
@@ -281,6 +331,7 @@ class PredictionFolder:
         self.record = dict(record or {})
         self.input_problems: dict[str, list[str]] = {}  # subject -> what its input check said, for the log
         self.finished: list[str] = []  # subjects an interrupted run wrote whole (for_subjects(continuing=True))
+        self.redone: list[str] = []  # ... whole, but with another model or settings: segmented again
         self.kept: list[str] = []  # ... whose files this run kept (keep)
         self.links = names.links([p for files in self.sources.values() for p in files], self.directory)
         self.created: set[Path] = set()
@@ -294,13 +345,16 @@ class PredictionFolder:
         """The folder for segmenting ``subjects`` (their files protected) as ``record`` says
         (checkpoints, settings), checked before any work; ``maps``: probability maps per subject.
         ``continuing``: an interrupted run's folder (nnU-Net's ``--continue_prediction``): the
-        subjects whose every output is there and ours are kept (:attr:`finished`), the others'
-        leftovers of ours replaced."""
+        subjects whose every output is there, ours and segmented with this ``record``'s model and
+        settings are kept (:attr:`finished`); the others' outputs of ours are replaced (those
+        segmented whole but otherwise: :attr:`redone`)."""
         folder = cls(directory, probabilities, overwrite or continuing,
                      protect=[f for s in subjects for f in s.files()], names=names,
                      sources={s.subject_id: list(dict.fromkeys(s.images)) for s in subjects}, record=record)
         if continuing:
-            folder.finished = [s.subject_id for s in subjects if folder.is_finished(s.subject_id)]
+            whole = [s.subject_id for s in subjects if folder.is_finished(s.subject_id)]
+            folder.finished = [s for s in whole if folder.segmented_alike(s)]
+            folder.redone = [s for s in whole if s not in folder.finished]
         rest = [s for s in subjects if s.subject_id not in folder.finished]
         folder.check([s.subject_id for s in subjects], expected_bytes(rest, maps if probabilities else 0))
         return folder
@@ -308,6 +362,21 @@ class PredictionFolder:
     def is_finished(self, subject_id: str) -> bool:
         """Whether every output of ``subject_id`` is in the folder and a prediction of ours."""
         return all(path.is_file() and is_our_prediction(path) for path in self.outputs(subject_id))
+
+    def segmented_alike(self, subject_id: str) -> bool:
+        """Whether ``subject_id``'s segmentation was made with this run's model and settings (as
+        far as known: an image from before stamps, or a run that records nothing, counts as alike)."""
+        identity, stamp = output_identity(self.record), stamp_of(self.outputs(subject_id)[0])
+        return identity is None or stamp is None or stamp == identity
+
+    def continuing_note(self, subjects: int) -> str:
+        """What continuing an interrupted run decided, for the console."""
+        note = (f"continuing in {self.directory}: {len(self.finished)} of {subjects} subjects were segmented whole by "
+                "an earlier run and are kept")
+        if self.redone:
+            note += (f"; {len(self.redone)} segmented with another model or other settings are segmented again: "
+                     f"{', '.join(self.redone)}")
+        return note
 
     def keep(self, subject_id: str, labels: LabelSpace) -> None:
         """Count a finished subject's earlier segmentation in this run's ``volumes.csv`` rows,
@@ -370,9 +439,10 @@ class PredictionFolder:
         paths = self.outputs(subject)
         for path in paths:
             self._check_replaceable(path)
-        save_nifti_atomically(segmentation.image(), paths[0])
+        identity = output_identity(self.record)
+        save_nifti_atomically(segmentation.image(identity), paths[0])
         if self.probabilities:
-            save_nifti_atomically(segmentation.probability_image(), paths[1])
+            save_nifti_atomically(segmentation.probability_image(identity), paths[1])
         images = len(self.names.files(subject, self.probabilities))
         if len(paths) > images:  # one sidecar per image: the same sources
             text = self.names.describe_image(self.sources.get(subject, ()), self.directory, self.links,

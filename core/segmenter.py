@@ -34,13 +34,13 @@ from tqdm.auto import tqdm
 from core.checkpoint import (
     MODALITY_PROFILES,
     TRAINING_SPACING,
+    checkpoint_identity,
     datamodule_record,
     model_hparams,
     network_weights,
     read_checkpoint,
-    recorded_path,
 )
-from core.export import OUR_NAMES, OutputNames, PredictionFolder, Segmentation
+from core.export import OUR_NAMES, OutputNames, PredictionFolder, Segmentation, output_identity
 from core.inference import mean_over_flips, sliding_window_logits
 from core.io import BadInputs, DataError, DataWarning, image_stem
 from core.labels import LabelSpace
@@ -182,7 +182,16 @@ class ScanSegmenter(ABC):
         """One subject's modality files -> its segmentation as a NIfTI image in the scan's own
         space and the dataset's label values (what ``predict.py`` writes); ``brain_mask``: the
         voxels outside it set to 0 first, for scans whose background is not."""
-        return self.segment_subject(self.subject(files, subject_id, brain_mask), flips).image()
+        made_with = output_identity(self.record(flips))
+        return self.segment_subject(self.subject(files, subject_id, brain_mask), flips).image(made_with)
+
+    def record(self, flips: bool = False, probabilities: bool = False) -> dict[str, Any]:
+        """How this segmenter segments: its checkpoint(s) and settings, as a prediction folder's
+        log records them and (the part that changes voxels) its images carry."""
+        return {**self.settings(), "flips": flips, "probabilities": probabilities,
+                **({"resample_to_first": True} if self.preprocessing.resample_to_first else {}),
+                **({"target_spacing": list(self.preprocessing.target_spacing)}
+                   if self.preprocessing.target_spacing else {})}
 
     def segment_to_folder(self, subjects: Sequence[Subject], output: str | Path, flips: bool = False,
                           probabilities: bool = False, overwrite: bool = False, progress: bool = True,
@@ -191,19 +200,14 @@ class ScanSegmenter(ABC):
         that must not be, checked before any work), named by ``names``; returns the segmentation
         files written. A subject with bad input does not stop the others: they are segmented and
         the folder's tables and log written, then the problems are raised together.
-        ``continuing``: after an interrupted run, the subjects it wrote whole are kept, not
-        segmented again (their volumes still counted)."""
-        record = {**self.settings(), "flips": flips, "probabilities": probabilities,
-                  **({"resample_to_first": True} if self.preprocessing.resample_to_first else {}),
-                  **({"target_spacing": list(self.preprocessing.target_spacing)}
-                     if self.preprocessing.target_spacing else {})}
+        ``continuing``: after an interrupted run, the subjects it wrote whole with this model and
+        these settings are kept, not segmented again (their volumes still counted)."""
         folder = PredictionFolder.for_subjects(output, subjects, self.labels.num_outputs, probabilities, overwrite,
-                                               names, record=record, continuing=continuing)
+                                               names, record=self.record(flips, probabilities), continuing=continuing)
         for subject_id in folder.finished:
             folder.keep(subject_id, self.labels)
         if continuing and progress:
-            print(f"continuing in {output}: {len(folder.finished)} of {len(subjects)} subjects were segmented whole "
-                  "by an earlier run and are kept")
+            print(folder.continuing_note(len(subjects)))
         rest = [subject for subject in subjects if subject.subject_id not in folder.finished]
         written, bad = [], BadInputs(len(rest))
         bar = tqdm(rest, desc="segmenting", unit="subject", disable=None if progress else True)
@@ -258,7 +262,7 @@ class Segmenter(ScanSegmenter):
     precision: str = "32"  # "bf16": the network under bfloat16 autocast (core.inference.fast_bf16)
 
     def settings(self) -> dict[str, Any]:
-        return {"checkpoint": recorded_path(self.source), "window": list(self.roi_size),
+        return {**checkpoint_identity(self.source), "window": list(self.roi_size),
                 "window_scale": self.window_scale, "sw_overlap": self.sw_overlap, "sw_batch_size": self.sw_batch_size,
                 "precision": self.precision}
 

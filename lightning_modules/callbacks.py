@@ -16,7 +16,7 @@ from pytorch_lightning.callbacks import BasePredictionWriter, LearningRateMonito
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
-from core.checkpoint import WANDB_RUN_ID, recorded_path
+from core.checkpoint import WANDB_RUN_ID, checkpoint_identity
 from core.export import OUR_NAMES, PredictionFolder, Segmentation, named_by_case
 from core.figures import plt, save_comparison_png, save_learning_curves_png
 from core.geometry import voxel_spacing
@@ -346,6 +346,7 @@ class SegmentationWriter(BasePredictionWriter):
         self.overwrite = overwrite
         self.case_names = case_names
         self.folder: PredictionFolder | None = None
+        self.checkpoint: str | None = None  # the checkpoint predicting (train.py sets it before setup)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """The output folder, checked as ``predict.py`` checks it, before any volume is read:
@@ -358,19 +359,23 @@ class SegmentationWriter(BasePredictionWriter):
         names = getattr(trainer.datamodule, "output_names", OUR_NAMES)  # the dataset's convention (nnU-Net's)
         if self.case_names:
             names = named_by_case(names, type(trainer.datamodule).__name__, "prediction_writer.case_names")
+        record = self._record(pl_module, self.checkpoint) if self.checkpoint else None  # else known at the start
         self.folder = PredictionFolder.for_subjects(directory, subjects, pl_module.labels.num_outputs,
-                                                    self.probabilities, self.overwrite, names,
+                                                    self.probabilities, self.overwrite, names, record=record,
                                                     continuing=self.continue_prediction)
         if self.folder.finished:  # not segmented again: the DataModule reads the others only
             trainer.datamodule.predict_only([s for s in subjects if s.subject_id not in self.folder.finished])
-            rank_zero_info(f"continuing in {directory}: {len(self.folder.finished)} of {len(subjects)} subjects were "
-                           "segmented whole by an earlier run and are kept")
+        if self.continue_prediction:
+            rank_zero_info(self.folder.continuing_note(len(subjects)))
+
+    def _record(self, pl_module: pl.LightningModule, checkpoint: str | None) -> dict[str, Any]:
+        identity = checkpoint_identity(checkpoint) if checkpoint else {"checkpoint": None}
+        return {**pl_module.segmenter.settings(), **identity, "flips": bool(pl_module.flips),
+                "probabilities": self.probabilities}
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.folder is not None:  # the checkpoint is known once it is restored, after setup
-            checkpoint = recorded_path(trainer.ckpt_path) if trainer.ckpt_path else None
-            self.folder.record = {**pl_module.segmenter.settings(), "checkpoint": checkpoint,
-                                  "flips": bool(pl_module.flips), "probabilities": self.probabilities}
+            self.folder.record = self._record(pl_module, trainer.ckpt_path or self.checkpoint)
             for subject_id in self.folder.finished:
                 self.folder.keep(subject_id, pl_module.labels)
 

@@ -79,6 +79,63 @@ def test_an_interrupted_folder_prediction_continues_where_it_stopped(checkpoint:
     assert first.read_bytes() == before and len(list(cli.glob("subject-*_seg.nii.gz"))) == 4
 
 
+def test_continuing_keeps_only_what_this_model_segmented_with_these_settings(
+        checkpoint: Path, tiny_demo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each image carries what made it (a NIfTI header extension: the checkpoint's SHA-256 and the
+    settings that change voxels). A continued run keeps a subject's files only when its own model
+    (a copy of the checkpoint elsewhere is the same model) and settings made them; files of other
+    weights or other windows are segmented again, and said; an image from before stamps is kept."""
+    import hashlib
+
+    from core.export import output_identity, stamp_of
+
+    out = tmp_path / "out"
+    (first,) = predict(checkpoint, [tiny_demo_dir], out, subjects=["subject-3"])
+    (run,) = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    assert run["checkpoint_sha256"] == digest and run["checkpoint"] == str(checkpoint.resolve())
+    assert stamp_of(first) == output_identity(run) and stamp_of(first)["checkpoint_sha256"] == digest
+    assert "checkpoint" not in stamp_of(first) and "sw_batch_size" not in stamp_of(first)  # the bytes name the model
+    copied = tmp_path / "moved" / "model.ckpt"
+    copied.parent.mkdir()
+    copied.write_bytes(checkpoint.read_bytes())
+    both = ["subject-3", "subject-4"]
+    capsys.readouterr()
+    assert predict(copied, [tiny_demo_dir], out, subjects=both, continuing=True) == [out / "subject-4_seg.nii.gz"]
+    assert "1 of 2 subjects were segmented whole by an earlier run and are kept\n" in capsys.readouterr().out
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    name = next(k for k in state["state_dict"] if k.endswith("weight"))
+    state["state_dict"][name] = state["state_dict"][name] + 0.5
+    retrained = tmp_path / "retrained.ckpt"
+    torch.save(state, retrained)
+    assert predict(retrained, [tiny_demo_dir], out, subjects=both, continuing=True) == [
+        out / "subject-3_seg.nii.gz", out / "subject-4_seg.nii.gz"]
+    assert ("0 of 2 subjects were segmented whole by an earlier run and are kept; 2 segmented with another model or "
+            "other settings are segmented again: subject-3, subject-4") in capsys.readouterr().out
+    assert stamp_of(out / "subject-3_seg.nii.gz")["checkpoint_sha256"] == hashlib.sha256(
+        retrained.read_bytes()).hexdigest()
+    assert stamp_of(out / "subject-4_seg.nii.gz")["window_scale"] == 2  # the demo recipe's
+    assert predict(retrained, [tiny_demo_dir], out, subjects=both, continuing=True, window_scale=1) == [
+        out / "subject-3_seg.nii.gz", out / "subject-4_seg.nii.gz"]  # other windows: other voxels, maybe
+    assert stamp_of(out / "subject-4_seg.nii.gz")["window_scale"] == 1
+    assert predict(retrained, [tiny_demo_dir], out, subjects=both, continuing=True, window_scale=1,
+                   sw_batch_size=1) == []  # the batch of windows changes no voxel
+    legacy = nib.load(str(out / "subject-4_seg.nii.gz"))
+    legacy.header.extensions.clear()
+    nib.save(legacy, str(out / "subject-4_seg.nii.gz"))  # as written before images were stamped
+    assert stamp_of(out / "subject-4_seg.nii.gz") is None
+    assert predict(checkpoint, [tiny_demo_dir], out, subjects=both, continuing=True) == [out / "subject-3_seg.nii.gz"]
+    # train.py predict alike: the DataModule reads only the subjects this checkpoint did not segment
+    writer = ["--data.init_args.predict_dir", str(tiny_demo_dir), "--prediction_writer.output_dir", str(out),
+              "--prediction_writer.continue_prediction", "true"]
+    run_with(retrained, tiny_demo_dir, "predict", [*writer, "--model.window_scale", "1"])
+    logged = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()][-1]
+    assert logged["subjects"] == ["subject-1", "subject-2", "subject-3"] and logged["kept"] == ["subject-4"]
+    assert stamp_of(out / "subject-3_seg.nii.gz") == output_identity(logged)
+    assert logged["checkpoint_sha256"] == hashlib.sha256(retrained.read_bytes()).hexdigest()
+    assert predict(retrained, [tiny_demo_dir], out, continuing=True, window_scale=1) == []  # one identity for both
+
+
 def test_folder_input_writes_every_subject_in_its_own_space(checkpoint: Path, tiny_demo_dir: Path,
                                                           tmp_path: Path) -> None:
     written = predict(checkpoint, [tiny_demo_dir], tmp_path / "out")
