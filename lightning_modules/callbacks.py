@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
+from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from core.checkpoint import WANDB_RUN_ID, checkpoint_identity
@@ -96,8 +97,8 @@ class LearningCurves(pl.Callback):
         self._flush_training_loss(trainer.current_epoch)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
-            return
+        if trainer.sanity_checking or not trainer.is_global_zero or trainer.state.fn != TrainerFn.FITTING:
+            return  # ``train.py validate`` of a checkpoint must not redraw its run's curves as one point
         self._flush_training_loss(trainer.current_epoch)
         for name, value in trainer.callback_metrics.items():
             if name.startswith("val/"):

@@ -188,17 +188,24 @@ def trained_run(tiny_demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     """One run folder shared by every test that only needs *a* trained model: a one-epoch fit of
     the tiny demo set (validation subject-3, test subject-4) with CSV logs under ``logs/``,
     ``checkpoints/{best,last}.ckpt``, learning curves and the cache. Tests must not change it:
-    a file one of them adds (a test report beside the checkpoint) fails the session's end."""
+    a file one of them adds (a test report beside the checkpoint) or writes again (the learning
+    curves, redrawn by a ``validate`` of the checkpoint) fails the session's end."""
     from train import run_cli
 
     run_dir = tmp_path_factory.mktemp("trained_run")
     run_cli(tiny_run_args("fit", tiny_demo_dir, run_dir, "--trainer.max_epochs", "1",
                           "--trainer.check_val_every_n_epoch", "1", "--trainer.log_every_n_steps", "1",
                           logger=csv_logger(run_dir)), save_config=False)
-    written = set(run_dir.rglob("*"))
+    def state() -> dict[Path, tuple[int, int] | None]:
+        return {p: (p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else None for p in run_dir.rglob("*")}
+
+    written = state()
     yield run_dir
-    added = sorted(str(p.relative_to(run_dir)) for p in set(run_dir.rglob("*")) - written)
+    now = state()
+    added = sorted(str(p.relative_to(run_dir)) for p in set(now) - set(written))
     assert not added, f"tests wrote into the shared trained run: {added}"
+    changed = sorted(str(p.relative_to(run_dir)) for p in written if now.get(p) != written[p])
+    assert not changed, f"tests changed or removed files of the shared trained run: {changed}"
 
 
 @pytest.fixture(scope="session")

@@ -93,6 +93,18 @@ def test_the_configs_dumped_without_validating_again_are_lightnings_validated_on
     assert built.run_record()["config"] == validated and validated["trainer"]["max_epochs"] == 3
 
 
+def test_validating_a_checkpoint_leaves_its_runs_learning_curves_as_they_are(trained: Path, tiny_demo_dir: Path
+                                                                              ) -> None:
+    """``train.py validate`` of a run's checkpoint once redrew that run's ``learning_curves.png``
+    and ``.json`` as its own single point, the training's curves lost."""
+    curves = {name: (trained / name).read_bytes() for name in ("learning_curves.png", "learning_curves.json")}
+    assert len(json.loads(curves["learning_curves.json"])["train/loss"]) == 1  # the fit's epoch
+    best = trained / "checkpoints" / "best.ckpt"
+    run = run_cli(tiny_run_args("validate", tiny_demo_dir, None, "--ckpt_path", str(best)), save_config=False)
+    assert 0.0 <= float(run.trainer.callback_metrics["val/dice_mean"]) <= 1.0
+    assert {name: (trained / name).read_bytes() for name in curves} == curves
+
+
 def test_checkpoint_reload_gives_identical_predictions(trained: Path) -> None:
     path = trained / "checkpoints" / "last.ckpt"
     first = SegmentationModule.load_from_checkpoint(path).eval()
