@@ -156,13 +156,16 @@ def slurm_job(tmp_path: Path, job_id: str, tiny_demo_dir: Path) -> tuple[dict, l
     return env, command
 
 
-def test_a_requeued_slurm_job_resumes_its_own_run_folder(tiny_demo_dir: Path, tmp_path: Path) -> None:
+def test_a_requeued_slurm_job_resumes_its_own_run_folder(tiny_demo_dir: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
     """configs/trainer/slurm.yaml under a (simulated) SLURM job: SIGUSR1 before the time limit makes
     Lightning save an hpc checkpoint (through the atomic writer, loadable with weights_only) and
     call ``scontrol requeue <job id>`` (a stand-in on PATH records the call). With ``{run}`` the
     job's run folder is named after the job and the command, the SLURM checkpoint goes into it
     (not into a folder shared with other runs), and the requeued job (same command,
-    ``SLURM_RESTART_COUNT=1``) resumes from that checkpoint in that folder."""
+    ``SLURM_RESTART_COUNT=1``, in this process: no second interpreter to start) resumes from that
+    checkpoint in that folder."""
     env, command = slurm_job(tmp_path, "4343", tiny_demo_dir)
     runs = tmp_path / "runs"
     command += ["--trainer.limit_train_batches", "3", "--checkpoint.dirpath", str(runs / "{run}" / "checkpoints")]
@@ -174,10 +177,13 @@ def test_a_requeued_slurm_job_resumes_its_own_run_folder(tiny_demo_dir: Path, tm
     assert torch.load(hpc, map_location="cpu", weights_only=True)["global_step"] == 1
     assert (tmp_path / "scontrol.txt").read_text().split() == ["requeue", "4343"]
     assert not list(run.glob(".*"))  # no temporary file left by the atomic writer
-    requeued = subprocess.run(command, cwd=ROOT, env={**env, "SLURM_RESTART_COUNT": "1"}, capture_output=True,
-                              text=True, timeout=600)
-    assert requeued.returncode == 0, requeued.stderr[-2000:]
-    assert f"run folder: {run} (also {runs / 'latest'}), resuming {hpc}" in requeued.stdout
+    for name, value in {**env, "SLURM_RESTART_COUNT": "1"}.items():
+        if os.environ.get(name) != value:
+            monkeypatch.setenv(name, value)
+    monkeypatch.chdir(ROOT)
+    capsys.readouterr()
+    run_cli(command[2:])  # command: python train.py ARGS
+    assert f"run folder: {run} (also {runs / 'latest'}), resuming {hpc}" in capsys.readouterr().out
     assert [p for p in runs.iterdir() if p.name != "latest"] == [run]  # no second run folder
     last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["global_step"] == 3
