@@ -313,7 +313,8 @@ class Runner:
         fit = ["fit", *self.common(cell), "--checkpoint.dirpath", str(folder / "checkpoints"),
                "--trainer.default_root_dir", str(folder)]
         test = ["test", *self.common(cell), "--ckpt_path", str(folder / "checkpoints" / "best.ckpt"),
-                "--test_report.output_dir", str(folder / "test"), "--trainer.default_root_dir", str(folder)]
+                "--test_report.output_dir", str(folder / "test"), "--test_report.overwrite", "true",  # the cell's own
+                "--trainer.default_root_dir", str(folder)]
         threads = None
         if self.launcher == "local" and not self.gpus and self.max_parallel > 1:
             threads = max(1, (os.cpu_count() or 1) // self.max_parallel)  # cells share the cores, not oversubscribe

@@ -18,10 +18,10 @@ from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from core.checkpoint import WANDB_RUN_ID, checkpoint_identity
-from core.export import OUR_NAMES, PredictionFolder, Segmentation, named_by_case
+from core.export import OUR_NAMES, PredictionFolder, Segmentation, named_by_case, output_identity
 from core.figures import plt, save_comparison_png, save_learning_curves_png
 from core.geometry import voxel_spacing
-from core.io import DataWarning, OutputError, write_text_atomically
+from core.io import DataError, DataWarning, OutputError, write_text_atomically
 from core.labels import IGNORE_INDEX
 from core.lesions import lesion_rule, lesion_table, score_columns, subject_rows
 from core.metrics import INPUT_PROBLEMS_CSV, csv_text, summarise, text_table
@@ -43,6 +43,10 @@ class OptionalLearningRateMonitor(LearningRateMonitor):
     def on_train_epoch_start(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
         if trainer.loggers:
             super().on_train_epoch_start(trainer, *args, **kwargs)
+
+
+EVALUATION_RECORD = "evaluation.json"  # in a test report's folder: the checkpoint, settings and subjects it scores
+REPORT_TABLES = ("metrics.csv", "dice.csv")  # a folder holding either holds a test report
 
 
 def _default_output_dir(trainer: pl.Trainer, name: str) -> Path:
@@ -244,6 +248,11 @@ class TestReport(pl.Callback):
     per subject; ``input_problems.csv`` names the subjects tested on scans unlike the training
     scans and what was said of them (:func:`core.segmenter.input_problems`).
 
+    ``evaluation.json`` records what the report scores (the checkpoint's SHA-256, the inference
+    settings, the data folder and its test subjects): a folder holding the report of another
+    evaluation (``best.ckpt`` tested, then ``last.ckpt``, or another dataset) is refused before
+    any subject is scored, never replaced; the same evaluation again replaces its own report.
+
     Args:
         output_dir: where to write; default ``test/`` beside the checkpoint's folder.
         save_png: whether to draw the pictures.
@@ -251,14 +260,17 @@ class TestReport(pl.Callback):
             that challenge's rule (``BraTS-GLI``, ... :data:`core.lesions.LESION_RULES`; or
             ``DILATION:MIN_VOLUME``), as ``evaluate.py --lesion-wise`` scores them: columns of
             ``metrics.csv`` and a table.
+        overwrite: replace the report of another evaluation in ``output_dir``.
     """
 
     __test__ = False  # a Lightning callback, not a pytest class
 
-    def __init__(self, output_dir: str | None = None, save_png: bool = True, lesion_wise: str | None = None) -> None:
+    def __init__(self, output_dir: str | None = None, save_png: bool = True, lesion_wise: str | None = None,
+                 overwrite: bool = False) -> None:
         self.output_dir = output_dir
         self.save_png = save_png
         self.lesion_wise = lesion_wise
+        self.overwrite = overwrite
         self.lesion_rule = None if lesion_wise is None else lesion_rule(lesion_wise)  # refused now, not after the test
         # subject -> (Dice, metric rows, what the input check said of its scans)
         self.subjects: dict[str, tuple[list[float], list[dict[str, Any]], list[str]]] = {}
@@ -266,6 +278,41 @@ class TestReport(pl.Callback):
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.subjects = {}
         self.directory = Path(self.output_dir) if self.output_dir else _default_output_dir(trainer, "test")
+        self.evaluation = self._evaluation(trainer, pl_module)
+        self.replaces = self._replaced_report()
+
+    def _evaluation(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        """What this test scores: model (by its bytes) and inference settings, data and subjects."""
+        checkpoint = checkpoint_identity(trainer.ckpt_path) if trainer.ckpt_path else {"checkpoint": None}
+        model = {**pl_module.segmenter.settings(), **checkpoint, "flips": bool(getattr(pl_module, "flips", False))}
+        datamodule = trainer.datamodule
+        split = datamodule.split_summary() if hasattr(datamodule, "split_summary") else {}
+        data = {"datamodule": type(datamodule).__name__, "data_dir": str(Path(split.get("data_dir", ".")).resolve())
+                if split else None, "test_subjects": split.get("test")}
+        evaluation = {"model": output_identity(model), "data": data, "lesion_wise": self.lesion_wise}
+        return json.loads(json.dumps(evaluation, default=str))  # as it reads back
+
+    def _replaced_report(self) -> bool:
+        """Whether the folder holds a report this test replaces: refused (a DataError, before any
+        subject is scored) when it is another evaluation's, unless ``overwrite``."""
+        if not any((self.directory / name).exists() for name in REPORT_TABLES):
+            return False
+        try:
+            earlier = json.loads((self.directory / EVALUATION_RECORD).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            earlier = None
+        if self.overwrite or earlier == self.evaluation:
+            return True
+        if not isinstance(earlier, dict):
+            what = "a test whose evaluation is not recorded (written before reports recorded theirs)"
+        else:
+            data = earlier.get("data") or {}
+            subjects = data.get("test_subjects")
+            count = len(subjects) if isinstance(subjects, list) else "?"
+            what = (f"another evaluation ({(earlier.get('model') or {}).get('checkpoint_sha256', '?')[:12]}... on "
+                    f"{count} test subject{'' if count == 1 else 's'} of {data.get('data_dir')})")
+        raise DataError(f"{self.directory}: holds the test report of {what}; refusing to replace it: choose another "
+                        "folder (--test_report.output_dir) or pass --test_report.overwrite true")
 
     def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                           batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -297,6 +344,9 @@ class TestReport(pl.Callback):
             write_text_atomically(self.directory / INPUT_PROBLEMS_CSV, csv_text(
                 [{"subject": name, "problem": problem} for name, problems in flagged.items() for problem in problems],
                 ["subject", "problem"]))
+        elif self.replaces:  # the replaced report's, not this one's
+            (self.directory / INPUT_PROBLEMS_CSV).unlink(missing_ok=True)
+        write_text_atomically(self.directory / EVALUATION_RECORD, json.dumps(self.evaluation, indent=1))
         table = [[row[c] for c in columns] for row in metrics]
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):

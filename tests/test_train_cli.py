@@ -117,6 +117,51 @@ def test_checkpoint_reload_gives_identical_predictions(trained: Path) -> None:
     assert all(torch.equal(state[k], v) for k, v in first.state_dict().items())
 
 
+def test_a_test_report_is_never_replaced_by_another_evaluations(trained: Path, tiny_demo_dir: Path,
+                                                                 tmp_path: Path) -> None:
+    """``evaluation.json`` says what a report scores; the same test again replaces its own report,
+    another evaluation into that folder (other subjects, another checkpoint, a report that does
+    not say) is one line before any subject is scored, unless ``--test_report.overwrite true``."""
+    import hashlib
+
+    best, out = trained / "checkpoints" / "best.ckpt", tmp_path / "report"
+
+    def test(*extra: str, subjects: str = "[subject-4]", checkpoint: Path = best) -> None:
+        run_cli(tiny_run_args("test", tiny_demo_dir, None, "--ckpt_path", str(checkpoint), "--test_report.output_dir",
+                              str(out), "--test_report.save_png", "false", *extra, test=subjects), save_config=False)
+
+    def report() -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+
+    test()
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    assert evaluation["model"]["checkpoint_sha256"] == hashlib.sha256(best.read_bytes()).hexdigest()
+    assert evaluation["data"]["test_subjects"] == ["subject-4"] and evaluation["model"]["window_scale"] == 2
+    assert evaluation["data"]["data_dir"] == str(tiny_demo_dir.resolve())
+    first = report()
+    test()  # the same evaluation again: its own report, the same figures
+    assert report() == first
+    other = tmp_path / "other.ckpt"
+    state = torch.load(best, map_location="cpu", weights_only=True)
+    name = next(k for k in state["state_dict"] if k.endswith("weight"))
+    state["state_dict"][name] = state["state_dict"][name] + 0.5
+    torch.save(state, other)
+    for extra, subjects, checkpoint in (((), "[subject-2]", best), ((), "[subject-4]", other),
+                                        (("--model.window_scale", "1"), "[subject-4]", best)):
+        refusal = (rf"{out}: holds the test report of another evaluation \([0-9a-f]{{12}}\.\.\. on 1 test subject of "
+                   r".*\); refusing to replace it: choose another folder \(--test_report.output_dir\) or pass "
+                   r"--test_report.overwrite true")
+        with pytest.raises(DataError, match=refusal):
+            test(*extra, subjects=subjects, checkpoint=checkpoint)
+        assert report() == first
+    test("--test_report.overwrite", "true", subjects="[subject-2]")
+    assert json.loads((out / "evaluation.json").read_text())["data"]["test_subjects"] == ["subject-2"]
+    assert (out / "dice.csv").read_text().splitlines()[1].startswith("subject-2,")
+    (out / "evaluation.json").unlink()  # a report written before reports recorded their evaluation
+    with pytest.raises(DataError, match="holds the test report of a test whose evaluation is not recorded"):
+        test(subjects="[subject-2]")
+
+
 def test_test_reports_dice_per_subject_and_draws_a_png(trained: Path, tiny_demo_dir: Path, tmp_path: Path) -> None:
     ckpt = trained / "checkpoints" / "best.ckpt"
     out = tmp_path / "report"
