@@ -23,12 +23,14 @@ structures each ``--dataset`` scores: :mod:`core.dataset_labels`.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -56,6 +58,7 @@ from core.lesions import lesion_rule as rule_of
 from core.metrics import (
     COLUMNS,
     SCORE_FILES,
+    SCORING_RECORD,
     csv_text,
     markdown_table,
     summarise,
@@ -440,7 +443,8 @@ def evaluate_matching(pred_dir: str | Path, gt_dir: str | Path, dataset: str,
                       affine_tolerance: float = 1e-3, progress: bool | None = None,
                       gt_entities: Mapping[str, str | None] | None = None,
                       pred_entities: Mapping[str, str | None] | None = None, lesion_rule: str | None = None,
-                      pred_labels: str | Mapping[int, str] | None = None) -> tuple[list[dict], Matching]:
+                      pred_labels: str | Mapping[int, str] | None = None,
+                      before_scoring: Callable[[], None] | None = None) -> tuple[list[dict], Matching]:
     """Score every prediction of ``pred_dir`` that has a ground truth in ``gt_dir``: the rows
     (:func:`score_pairs`) and how the files were paired. Subjects on one side only are left out
     (an error with ``require_all``). ``gt_entities`` (``pred_entities``): which of a BIDS
@@ -448,7 +452,8 @@ def evaluate_matching(pred_dir: str | Path, gt_dir: str | Path, dataset: str,
     the entity absent). ``lesion_rule``: and the lesion-wise scores by that rule (a BraTS
     challenge's, or ``DILATION:MIN_VOLUME``). ``pred_labels``: the predictions' own values and
     names (``"1:CSF,2:GM,3:WM"``), matched to the ground truth's by name (:func:`recoding_by_name`);
-    a BIDS derivative's ``dseg.tsv`` says them for ``--dataset dseg``."""
+    a BIDS derivative's ``dseg.tsv`` says them for ``--dataset dseg``. ``before_scoring``: called
+    once the inputs are checked, before any volume is scored (evaluate.py checks its output there)."""
     try:
         rule = None if lesion_rule is None else rule_of(lesion_rule)
     except ValueError as error:
@@ -459,6 +464,8 @@ def evaluate_matching(pred_dir: str | Path, gt_dir: str | Path, dataset: str,
         raise EvaluationError(missing.replace("\n", "; ") + " (--require-all)")
     named = prediction_names(pred_dir, dataset, pred_labels, pred_entities)
     recoding = None if named is None else recoding_by_name(*named, space, _truth_source(dataset, gt_dir, gt_entities))
+    if before_scoring is not None:
+        before_scoring()
     return score_pairs(matching.pairs, space, dataset, affine_tolerance, progress, rule, recoding), matching
 
 
@@ -506,6 +513,33 @@ def parse_entity(text: str) -> tuple[str, str | None]:
     if not equals or not re.fullmatch(r"[a-z]+", key) or not re.fullmatch(r"[a-zA-Z0-9]*", value):
         raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE with a BIDS entity key (desc=aseg, space=)")
     return key, value or None
+
+
+def scoring_record(args: argparse.Namespace) -> dict[str, Any]:
+    """What an evaluate.py run scores: the folders (absolute) and every option that changes a score."""
+    options = ("dataset", "labels", "pred_labels", "lesion_wise", "gt_entities", "pred_entities")
+    record = {"written_by": "evaluate.py", "pred": str(Path(args.pred).resolve()), "gt": str(Path(args.gt).resolve()),
+              **{name: getattr(args, name) for name in options}}
+    return json.loads(json.dumps(record))  # as it reads back
+
+
+def replaceable_scores(output: Path, record: Mapping[str, Any], overwrite: bool) -> str | None:
+    """Why the scores in ``output`` must not be replaced by ``record``'s, or None: another
+    evaluation's (other predictions, ground truth or options), or files of those names that
+    evaluate.py did not write; the same evaluation again replaces its own."""
+    present = [name for name in SCORE_FILES if (output / name).exists()]
+    if not present or overwrite:
+        return None
+    try:
+        earlier = json.loads((output / SCORING_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        earlier = None
+    if earlier == record:
+        return None
+    what = (f"the scores of another evaluation ({earlier.get('pred')} against {earlier.get('gt')})"
+            if isinstance(earlier, dict) and earlier.get("written_by") == "evaluate.py"
+            else f"{', '.join(present)}, not recorded as evaluate.py's")
+    return (f"{output}: holds {what}; refusing to replace them: choose another --output or pass --overwrite")
 
 
 def write_outputs(rows: Sequence[dict], output: Path, provenance: str = "", lesion_rule: str | None = None) -> str:
@@ -557,15 +591,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the same for the predictions, when --pred is a BIDS derivative holding several maps "
                              "per session (a pipeline's own, scored as a method)")
     parser.add_argument("--output", type=Path, help="where the results go (default: --pred)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the scores of another evaluation (or files of their names) in --output")
     parser.add_argument("--require-all", action="store_true",
                         help="a subject with ground truth but no prediction (or the reverse) is an error")
     args = parser.parse_args(argv)
     one_line_warnings("evaluate.py")
+    output, record = args.output or args.pred, scoring_record(args)
+
+    def check_output() -> None:  # once the inputs are known good, before any volume is scored
+        refusal = replaceable_scores(output, record, args.overwrite)
+        if refusal:
+            raise EvaluationError(refusal)
+
     try:
         rows, matching = evaluate_matching(args.pred, args.gt, args.dataset, args.labels, args.require_all,
                                            gt_entities=dict(args.gt_entities or ()),
                                            pred_entities=dict(args.pred_entities or ()), lesion_rule=args.lesion_wise,
-                                           pred_labels=args.pred_labels)
+                                           pred_labels=args.pred_labels, before_scoring=check_output)
     except ValueError as error:  # EvaluationError, and the DataModules' DataError naming the bad file
         print(f"evaluate.py: error: {error}", file=sys.stderr)
         return 2
@@ -574,9 +617,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"evaluate.py: error: no prediction in {args.pred} has ground truth in {args.gt}\n{missing}",
               file=sys.stderr)
         return 2
-    output = args.output or args.pred
     provenance = provenance_text(args.pred, list(matching.pairs))
     print(write_outputs(rows, output, provenance, args.lesion_wise), end="")
+    write_text_atomically(output / SCORING_RECORD, json.dumps(record, indent=1))
     scored = len(matching.pairs)
     print(f"scored {scored} subject{'s' * (scored != 1)}; written to {output}/{', '.join(SCORE_FILES)}")
     if missing:

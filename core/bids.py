@@ -17,7 +17,7 @@ from pathlib import Path
 from core.export import PREDICTION_MARK, REPOSITORY, OutputNames
 from core.io import DataError, DataWarning
 from core.labels import LabelSpace
-from core.metrics import SCORE_FILES
+from core.metrics import SCORE_FILES, SCORING_RECORD
 from core.provenance import code_version
 
 DERIVATIVE_NAME = "brain-mri-segmentation"
@@ -180,7 +180,7 @@ class BIDSOutputNames(OutputNames):
         description = {"Name": f"{DERIVATIVE_NAME} segmentations", "BIDSVersion": "1.9.0",
                        "DatasetType": "derivative", "GeneratedBy": [generated_by],
                        **({"DatasetLinks": dict(links)} if links else {})}
-        ignored = "".join(f"/{name}\n" for name in (self.volumes, self.log, *SCORE_FILES))  # gitignore syntax
+        ignored = "".join(f"/{name}\n" for name in (self.volumes, self.log, *SCORE_FILES, SCORING_RECORD))  # gitignore
         return {"dseg.tsv": table.getvalue(), "dataset_description.json": json.dumps(description, indent=2) + "\n",
                 ".bidsignore": ignored}
 

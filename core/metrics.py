@@ -77,6 +77,7 @@ TITLES = {f.metadata["column"]: f.metadata["title"] for f in fields(StructureSco
 DIGITS = {f.metadata["column"]: f.metadata["digits"] for f in fields(StructureScores)}
 ROW_COLUMNS = ("subject", "structure", *COLUMNS.values())  # one row per subject and structure
 SCORE_FILES = ("scores.csv", "summary.csv", "summary.md")  # what evaluate.py writes: rows, summary, its table
+SCORING_RECORD = "scoring.json"  # beside them: which predictions against which ground truth, scored how
 INPUT_PROBLEMS_CSV = "input_problems.csv"  # a test report's subjects whose scans the input check flagged
 
 

@@ -308,7 +308,8 @@ def test_derivative_names_and_sidecars() -> None:
     (generated,) = description["GeneratedBy"]
     assert generated["Name"] == "brain-mri-segmentation" and generated["Version"] == "0.2.0"
     assert generated["Description"].startswith("git commit ")
-    assert sidecars[".bidsignore"] == "/volumes.tsv\n/predictions.jsonl\n/scores.csv\n/summary.csv\n/summary.md\n"
+    assert sidecars[".bidsignore"] == ("/volumes.tsv\n/predictions.jsonl\n/scores.csv\n/summary.csv\n"
+                                     "/summary.md\n/scoring.json\n")
 
 
 def test_train_predict_as_a_derivative_and_evaluate_derivative_against_derivative(bids: Path,
@@ -385,7 +386,7 @@ def test_train_predict_as_a_derivative_and_evaluate_derivative_against_derivativ
     assert evaluate.main(["--pred", str(output), "--gt", str(bids / "derivatives" / "manual"),
                           "--dataset", "dseg"]) == 0
     tables = {p.name for p in output.iterdir() if p.is_file()} - {".bidsignore", "dataset_description.json", "dseg.tsv"}
-    assert tables == {"volumes.tsv", "predictions.jsonl", "scores.csv", "summary.csv", "summary.md"}
+    assert tables == {"volumes.tsv", "predictions.jsonl", "scores.csv", "summary.csv", "summary.md", "scoring.json"}
     assert {line.lstrip("/") for line in (output / ".bidsignore").read_text().split()} == tables
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import re
 import shutil
@@ -188,6 +189,39 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+def test_scores_are_never_replaced_by_another_evaluations(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``scoring.json`` says what the scores score; the same evaluation again replaces its own,
+    another (other ground truth, other options) or files of those names evaluate.py did not
+    write are one line and exit 2 before any file is read, unless ``--overwrite``."""
+    pred_dir, gt_dir, other_gt, out = (tmp_path / name for name in ("pred", "gt", "gt2", "out"))
+    truth = cube((4, 4, 4), 2).astype(np.uint8)
+    write_pair(pred_dir, gt_dir, "sub-02", truth, truth)
+    write_pair(tmp_path / "unused", other_gt, "sub-02", truth, cube((5, 4, 4), 2).astype(np.uint8))
+    args = ["--pred", str(pred_dir), "--dataset", "labels", "--labels", "0:background,1:lesion", "--output", str(out)]
+    assert evaluate.main([*args, "--gt", str(gt_dir)]) == 0
+    record = json.loads((out / "scoring.json").read_text())
+    assert record["gt"] == str(gt_dir.resolve()) and record["labels"] == "0:background,1:lesion"
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert evaluate.main([*args, "--gt", str(gt_dir)]) == 0  # the same evaluation: its own scores
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == first
+    capsys.readouterr()
+    assert evaluate.main([*args, "--gt", str(other_gt)]) == 2
+    assert capsys.readouterr().err == (f"evaluate.py: error: {out}: holds the scores of another evaluation "
+                                       f"({pred_dir.resolve()} against {gt_dir.resolve()}); refusing to replace them: "
+                                       "choose another --output or pass --overwrite\n")
+    assert evaluate.main([*args, "--gt", str(gt_dir), "--lesion-wise", "1:10"]) == 2  # another option, another score
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == first
+    assert evaluate.main([*args, "--gt", str(other_gt), "--overwrite"]) == 0
+    assert float(read_csv(out / "scores.csv")[0]["dice"]) == pytest.approx(0.5)  # against the cube shifted by 1
+    foreign = tmp_path / "theirs"
+    foreign.mkdir()
+    (foreign / "summary.md").write_text("a summary of another tool\n")
+    capsys.readouterr()
+    assert evaluate.main([*args[:-1], str(foreign), "--gt", str(gt_dir)]) == 2
+    assert "holds summary.md, not recorded as evaluate.py's; refusing to replace them" in capsys.readouterr().err
+    assert (foreign / "summary.md").read_text() == "a summary of another tool\n"
+
+
 def test_cli_end_to_end_writes_the_three_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pred_dir, gt_dir, out = tmp_path / "pred", tmp_path / "gt", tmp_path / "out"
     truth = cube((4, 4, 4), 2).astype(np.uint8)
@@ -264,7 +298,7 @@ def test_another_tools_values_are_matched_to_the_datasets_structures_by_name(
     extra[0, 0, 0] = 7  # a value the tool's table does not name
     write_pair(tmp_path / "fast", tmp_path / "gt", "subject-9", extra, iseg[truth])
     assert evaluate.main(["--pred", str(tmp_path / "fast"), "--gt", str(tmp_path / "gt"), "--dataset", "iseg",
-                          "--pred-labels", "1:CSF,2:GM,3:WM"]) == 2
+                          "--pred-labels", "1:CSF,2:GM,3:WM", "--overwrite"]) == 2  # (its scores of 1:csf,... there)
     assert capsys.readouterr().err.endswith("subject-9_seg.nii.gz: label values [7] are not among the predictions' "
                                             "named values [0, 1, 2, 3]\n")
 
