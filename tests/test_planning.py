@@ -101,6 +101,20 @@ def test_plan_py_on_the_demo_layout_writes_a_preset_that_trains(tiny_demo_dir: P
     patch = preset["data"]["init_args"]["patch_size"]
     assert all(p <= s for p, s in zip(patch, fingerprint["shapes"][0], strict=True))
     assert "# target spacing [6.0, 6.0, 6.0]" in capsys.readouterr().out
+    planned = out.read_text()
+    for output, extra, said in ((out, [], f"{out}: holds an earlier plan; pass --overwrite to replace it"),
+                                (tmp_path / "mine.yaml", ["--overwrite"], "exists and was not written by plan.py"),
+                                (tmp_path / "alone.yaml", [], "alone.fingerprint.json: exists without the plan")):
+        if output.name == "mine.yaml":
+            output.write_text("data: {}  # a preset of the user's\n")
+        if output.name == "alone.yaml":
+            output.with_suffix(".fingerprint.json").write_text("{}")
+        with pytest.raises(SystemExit) as stopped:  # before the dataset is read
+            main([*data, "--family", "dynunet", "--output", str(output), *extra])
+        assert stopped.value.code == 2 and said in capsys.readouterr().err
+    assert out.read_text() == planned and (tmp_path / "mine.yaml").read_text() == "data: {}  # a preset of the user's\n"
+    assert main([*data, "--family", "dynunet", "--gpu-memory", "8", "--output", str(out), "--overwrite"]) == 0
+    assert out.read_text() == planned  # the same plan again
     run = run_cli(["fit", *data, "--config", str(out), "--trainer.max_epochs", "1", "--trainer.limit_train_batches",
                    "1", "--trainer.limit_val_batches", "1", "--trainer.logger", "false",
                    "--trainer.enable_progress_bar", "false", "--checkpoint.dirpath", str(tmp_path / "ckpt")],
