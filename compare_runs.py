@@ -45,7 +45,7 @@ import numpy as np
 
 from core.checkpoint import HYPER_PARAMETERS, RUN_RECORD, datamodule_record, read_checkpoint
 from core.figures import save_score_boxplots
-from core.io import DataError, write_text_atomically
+from core.io import DataError, earlier_report, write_text_atomically
 from core.metrics import INPUT_PROBLEMS_CSV, csv_text
 from core.provenance import flatten
 from core.statistics import bootstrap_ci, holm, paired_wilcoxon
@@ -357,15 +357,20 @@ def paired_tests(dataset: str, groups: Mapping[str, Sequence[Run]], order: Seque
     return rows
 
 
+REPORTS = ("comparison.md", "comparison_runs.csv", "comparison_tests.csv", "comparison.png")  # write_reports writes
+COMPARISON_RECORD = "comparison.json"  # beside them (compare_runs.py): which runs and scores, by which metric
+
+
 def write_reports(comparison: Comparison, output: Path) -> list[Path]:
-    """``comparison.md``, ``comparison_runs.csv``, ``comparison_tests.csv``, ``comparison.png``."""
+    """The :data:`REPORTS`: the Markdown table, the runs' and the tests' CSV, the box plots."""
+    markdown, runs_csv, tests_csv, boxplots = REPORTS
     output.mkdir(parents=True, exist_ok=True)
     run_columns = list(dict.fromkeys(k for row in comparison.run_rows for k in row))
-    written = [write_text_atomically(output / "comparison.md", comparison.markdown),
-               write_text_atomically(output / "comparison_runs.csv", csv_text(comparison.run_rows, run_columns))]
+    written = [write_text_atomically(output / markdown, comparison.markdown),
+               write_text_atomically(output / runs_csv, csv_text(comparison.run_rows, run_columns))]
     test_columns = ["dataset", "a", "b", "structure", "subjects", "mean_difference", "p", "p_holm"]
-    written.append(write_text_atomically(output / "comparison_tests.csv", csv_text(comparison.test_rows, test_columns)))
-    written.append(save_score_boxplots(comparison.boxplots, output / "comparison.png",
+    written.append(write_text_atomically(output / tests_csv, csv_text(comparison.test_rows, test_columns)))
+    written.append(save_score_boxplots(comparison.boxplots, output / boxplots,
                                        title=f"{METRICS[comparison.metric][0]} per subject"))
     return written
 
@@ -380,10 +385,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--metric", choices=list(METRICS), default="dice",
                         help="the score compared: dice (default), hd95_mm, or lesion_dice and lesion_hd95_mm, the "
                              "lesion-wise scores BraTS ranks by")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace another comparison's reports (or files of their names) in --output")
     args = parser.parse_args(argv)
+    output = args.output or args.runs[0]
+    record = {"written_by": "compare_runs.py", "runs": [str(p.resolve()) for p in args.runs],
+              "scores": [[name, dataset, str(Path(folder).resolve())] for name, dataset, folder in args.scores],
+              "metric": args.metric}
     try:
         comparison = compare(args.runs, args.scores, args.metric)
-        written = write_reports(comparison, args.output or args.runs[0])
+        present, earlier = earlier_report(output, REPORTS, COMPARISON_RECORD)
+        if present and not args.overwrite and earlier != record:  # the inputs' own errors said first
+            what = (f"another comparison's reports (of {', '.join(earlier['runs'])})" if isinstance(earlier, dict)
+                    and earlier.get("written_by") == "compare_runs.py" else f"{', '.join(present)}, not recorded as "
+                    "compare_runs.py's")
+            raise DataError(f"{output}: holds {what}; refusing to replace them: choose another --output or pass "
+                            "--overwrite")
+        written = write_reports(comparison, output)
+        write_text_atomically(output / COMPARISON_RECORD, json.dumps(record, indent=1))
     except (DataError, FileNotFoundError) as error:
         parser.exit(2, f"compare_runs.py: error: {error}\n")
     print(comparison.markdown, end="")

@@ -46,6 +46,7 @@ from core.io import (
     DataError,
     DataWarning,
     check_size,
+    earlier_report,
     is_itk_file,
     load_volume,
     one_line_warnings,
@@ -527,14 +528,8 @@ def replaceable_scores(output: Path, record: Mapping[str, Any], overwrite: bool)
     """Why the scores in ``output`` must not be replaced by ``record``'s, or None: another
     evaluation's (other predictions, ground truth or options), or files of those names that
     evaluate.py did not write; the same evaluation again replaces its own."""
-    present = [name for name in SCORE_FILES if (output / name).exists()]
-    if not present or overwrite:
-        return None
-    try:
-        earlier = json.loads((output / SCORING_RECORD).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        earlier = None
-    if earlier == record:
+    present, earlier = earlier_report(output, SCORE_FILES, SCORING_RECORD)
+    if not present or overwrite or earlier == record:
         return None
     what = (f"the scores of another evaluation ({earlier.get('pred')} against {earlier.get('gt')})"
             if isinstance(earlier, dict) and earlier.get("written_by") == "evaluate.py"

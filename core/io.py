@@ -3,6 +3,7 @@ output atomically (temporary file in the destination folder, fsync, rename)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -10,7 +11,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import nibabel as nib
 import numpy as np
@@ -366,6 +367,22 @@ def unused_path(path: str | Path) -> Path:
         n += 1
         candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
     return candidate
+
+
+def earlier_report(folder: str | Path, tables: Sequence[str], record_name: str) -> tuple[list[str], Any]:
+    """Which of a report's ``tables`` a folder holds already, and the record written beside them
+    (``record_name``, JSON: what they score; None when absent or unreadable). A report replaces
+    an earlier one only when the records are equal (the same evaluation again) or when asked:
+    test reports, evaluate.py's scores and compare_runs.py's comparisons alike."""
+    folder = Path(folder)
+    present = [name for name in tables if (folder / name).exists()]
+    if not present:
+        return [], None
+    try:
+        record = json.loads((folder / record_name).read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        record = None
+    return present, record
 
 
 def write_text_atomically(path: str | Path, text: str) -> Path:

@@ -21,7 +21,7 @@ from core.checkpoint import WANDB_RUN_ID, checkpoint_identity
 from core.export import OUR_NAMES, PredictionFolder, Segmentation, named_by_case, output_identity
 from core.figures import plt, save_comparison_png, save_learning_curves_png
 from core.geometry import voxel_spacing
-from core.io import DataError, DataWarning, OutputError, write_text_atomically
+from core.io import DataError, DataWarning, OutputError, earlier_report, write_text_atomically
 from core.labels import IGNORE_INDEX
 from core.lesions import lesion_rule, lesion_table, score_columns, subject_rows
 from core.metrics import INPUT_PROBLEMS_CSV, csv_text, summarise, text_table
@@ -295,12 +295,9 @@ class TestReport(pl.Callback):
     def _replaced_report(self) -> bool:
         """Whether the folder holds a report this test replaces: refused (a DataError, before any
         subject is scored) when it is another evaluation's, unless ``overwrite``."""
-        if not any((self.directory / name).exists() for name in REPORT_TABLES):
+        present, earlier = earlier_report(self.directory, REPORT_TABLES, EVALUATION_RECORD)
+        if not present:
             return False
-        try:
-            earlier = json.loads((self.directory / EVALUATION_RECORD).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            earlier = None
         if self.overwrite or earlier == self.evaluation:
             return True
         if not isinstance(earlier, dict):

@@ -1,6 +1,7 @@
 """compare_runs.py: every run kept, groups over seeds, bootstrap intervals and paired tests."""
 
 import csv
+import json
 import re
 from pathlib import Path
 
@@ -110,6 +111,22 @@ def test_the_cli_writes_markdown_csv_and_box_plots(tmp_path: Path, capsys: pytes
         tests = list(csv.DictReader(handle))
     assert [(t["a"], t["b"], t["structure"]) for t in tests] == [("unet3d", "vnet", "GM"), ("unet3d", "vnet", "mean")]
     assert (out / "comparison.png").stat().st_size > 10_000
+    # comparison.json says what was compared: the same comparison again replaces its own reports,
+    # another (other runs, another metric) is refused, unless --overwrite.
+    assert json.loads((out / "comparison.json").read_text())["runs"] == [str(tmp_path.resolve())]
+    reports = {p.name: p.read_bytes() for p in out.iterdir()}
+    main([str(tmp_path), "--output", str(out)])
+    capsys.readouterr()
+    for other in ([str(tmp_path / "unet3d-0"), str(tmp_path / "vnet-0")], [str(tmp_path), "--metric", "hd95_mm"]):
+        with pytest.raises(SystemExit) as exited:
+            main([*other, "--output", str(out)])
+        assert exited.value.code == 2 and capsys.readouterr().err == (
+            f"compare_runs.py: error: {out}: holds another comparison's reports (of {tmp_path.resolve()}); refusing "
+            "to replace them: choose another --output or pass --overwrite\n")
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.suffix != ".png"} == {
+        k: v for k, v in reports.items() if not k.endswith(".png")}
+    main([str(tmp_path / "unet3d-0"), str(tmp_path / "vnet-0"), "--output", str(out), "--overwrite"])
+    assert len(json.loads((out / "comparison.json").read_text())["runs"]) == 2
 
 
 def test_a_networks_own_options_are_not_settings_unless_they_vary_within_it(tmp_path: Path) -> None:
