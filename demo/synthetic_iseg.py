@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
@@ -194,6 +195,22 @@ def write_analyze(array: np.ndarray, spacing: float, path: Path) -> None:
     nib.save(image, str(path))
 
 
+DEMO_FILE = re.compile(r"subject-\d+-(T1|T2|label)\.(hdr|img)|synthesis\.json")  # all a demo dataset holds
+
+
+def not_a_demo_dataset(folder: Path) -> str | None:
+    """What in ``folder`` a demo dataset never holds (its files named), or None: a folder this
+    script may replace."""
+    if not folder.is_dir():
+        return "not a folder"
+    others = sorted(p.name for p in folder.iterdir() if not DEMO_FILE.fullmatch(p.name))
+    if others:
+        return ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+    if any(folder.iterdir()) and not (folder / "synthesis.json").is_file():
+        return "no synthesis.json"
+    return None
+
+
 def build_dataset(out_dir: Path, settings: SynthesisSettings = SynthesisSettings()) -> Path:
     """Write ``subject-N-{T1,T2,label}.hdr/.img`` for N = 1..subjects into ``out_dir``.
 
@@ -206,6 +223,11 @@ def build_dataset(out_dir: Path, settings: SynthesisSettings = SynthesisSettings
     if stamp.is_file() and json.loads(stamp.read_text()) == asdict(settings):
         print(f"demo dataset: reusing {out_dir} ({settings.subjects} subjects)")
         return out_dir
+    if out_dir.exists():  # replaced below: only a demo dataset of other settings, nothing else ever
+        refusal = not_a_demo_dataset(out_dir)
+        if refusal:
+            raise SystemExit(f"{out_dir}: exists and is not a demo dataset of this script ({refusal}); refusing to "
+                             "replace it: choose a new folder for --out")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     template = prepare_template(settings.spacing)
     rng = np.random.default_rng(settings.seed)

@@ -35,6 +35,37 @@ def test_demo_data_is_deterministic_and_cached(tmp_path: Path, tiny_demo_dir: Pa
     assert (other / "subject-2-T1.img").read_bytes() != (again / "subject-2-T1.img").read_bytes()
 
 
+def test_demo_data_replaces_only_a_demo_dataset(tmp_path: Path, tiny_demo_dir: Path) -> None:
+    """Another demo dataset in ``--out`` is rebuilt; anything else there is refused untouched: a
+    real iSeg-2017 folder (the same file names, no synthesis.json), a folder with other files, a
+    file. (It used to be deleted whole, whatever it was.)"""
+    import shutil
+
+    import pytest
+
+    demo = tmp_path / "demo"
+    shutil.copytree(tiny_demo_dir, demo)
+    one = SynthesisSettings(subjects=1, seed=5, spacing=6.0)
+    build_dataset(demo, one)
+    assert sorted(p.name for p in demo.iterdir()) == ["subject-1-T1.hdr", "subject-1-T1.img", "subject-1-T2.hdr",
+                                                      "subject-1-T2.img", "subject-1-label.hdr",
+                                                      "subject-1-label.img", "synthesis.json"]
+    real = tmp_path / "iSeg-2017-Training"
+    shutil.copytree(tiny_demo_dir, real, ignore=shutil.ignore_patterns("synthesis.json"))
+    notes = tmp_path / "notes"
+    shutil.copytree(tiny_demo_dir, notes)
+    (notes / "README.txt").write_text("my notes")
+    afile = tmp_path / "a-file"
+    afile.write_text("x")
+    for folder, said in ((real, "no synthesis.json"), (notes, "README.txt"), (afile, "not a folder")):
+        before = sorted(folder.rglob("*")) if folder.is_dir() else [folder]
+        with pytest.raises(SystemExit, match=f"{folder}: exists and is not a demo dataset of this script "
+                                             rf"\({said}\); refusing to replace it"):
+            build_dataset(folder, one)
+        assert (sorted(folder.rglob("*")) if folder.is_dir() else [folder]) == before
+    assert (real / "subject-4-T1.img").read_bytes() == (tiny_demo_dir / "subject-4-T1.img").read_bytes()
+
+
 def test_the_real_size_bids_tree_reads_back_the_same_anatomy_in_either_orientation(tmp_path: Path) -> None:
     """``demo/real_bids.py`` (here at 4 mm): the ICBM T1 as BIDS participants, every second stored
     LAS; the BIDS DataModule reads both back on one RAS+ grid with the same tissue labels, from
