@@ -316,9 +316,10 @@ class SegmentationCLI(LightningCLI):
         folder = self.run_folder.folder
         if folder is not None and self.trainer.is_global_zero:
             folder.mkdir(parents=True, exist_ok=True)
-            link_latest(folder)
+            latest = folder.parent / "latest"
+            also = f" (also {latest})" if link_latest(folder) else f" ({latest} is not a link of ours: left as it is)"
             resumed = f", resuming {self.run_folder.resume_from}" if self.run_folder.resume_from else ""
-            print(f"run folder: {folder} (also {folder.parent / 'latest'}){resumed}", flush=True)
+            print(f"run folder: {folder}{also}{resumed}", flush=True)
 
     def _record_evaluation(self) -> None:
         """A W&B run evaluating a checkpoint names it, and the run that trained it when it is

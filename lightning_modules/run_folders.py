@@ -124,10 +124,14 @@ def choose_run_folder(dirpath: str | None, resume: str | None, command: Sequence
     return RunFolder(dirpath, folder, resume)
 
 
-def link_latest(run: Path) -> None:
-    """Point ``<run's folder>/latest`` at ``run`` (a relative symlink, replaced atomically)."""
+def link_latest(run: Path) -> bool:
+    """Point ``<run's folder>/latest`` at ``run`` (a relative symlink, replaced atomically);
+    False, touching nothing, where ``latest`` is something else (a file or folder of the user's)."""
     link = run.parent / "latest"
+    if link.exists() and not link.is_symlink():
+        return False
     tmp = run.parent / f".latest.{os.getpid()}"
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(run.name)
     os.replace(tmp, link)
+    return True

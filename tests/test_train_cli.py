@@ -452,6 +452,24 @@ def test_every_fit_gets_its_own_run_folder(tiny_demo_dir: Path, tmp_path: Path, 
     assert exit_code.value.code == 2 and "already holds the checkpoints of another run" in capsys.readouterr().err
 
 
+def test_latest_points_at_the_newest_run_and_never_replaces_a_file_or_folder_of_the_users(tmp_path: Path) -> None:
+    from lightning_modules.run_folders import link_latest
+
+    runs = tmp_path / "runs"
+    for name in ("a", "b"):
+        (runs / name).mkdir(parents=True)
+    assert link_latest(runs / "a") and (runs / "latest").resolve() == (runs / "a").resolve()
+    assert link_latest(runs / "b") and (runs / "latest").readlink() == Path("b")  # relative: the folder can move
+    for kind in ("file", "folder"):
+        other = tmp_path / kind
+        (other / "run").mkdir(parents=True)
+        mine = other / "latest"
+        mine.write_text("mine") if kind == "file" else mine.mkdir()
+        assert not link_latest(other / "run") and not mine.is_symlink()
+        assert (mine.read_text() == "mine") if kind == "file" else mine.is_dir()
+    assert sorted(p.name for p in runs.iterdir()) == ["a", "b", "latest"]  # no temporary link left
+
+
 @pytest.mark.parametrize("augment_on", ["loader", "device"])
 def test_the_nnunet_recipe_composes_with_a_data_config_and_trains(tiny_demo_dir: Path, tmp_path: Path,
                                                                    augment_on: str) -> None:
