@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 import shlex
@@ -289,9 +290,67 @@ class Runner:
     max_parallel: int = 1
     gpus: list[int] = field(default_factory=list)
     retry_failed: bool = False
+    rerun_changed: bool = False
 
     def folder(self, cell: Cell) -> Path:
         return self.output / cell.name
+
+    def settings(self, cell: Cell) -> dict[str, Any]:
+        """What the study file decides of a cell, as its record keeps it: the arguments (its own
+        folder written ``<cell>``, so a study folder may move; study.py's own command line aside,
+        a choice of each submission) and each config file by its content."""
+        folder = str(self.folder(cell))
+        args = self.common(cell)
+        args = args[:len(args) - len(self.extra)]
+        configs = {}
+        for config in cell.configs:
+            path = Path(config) if Path(config).is_absolute() else ROOT / config
+            configs[config] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+        return {"args": [a.replace(folder, "<cell>") for a in args], "configs": configs}
+
+    def changed(self, cells: Sequence[Cell]) -> dict[str, str]:
+        """Cell -> what differs, for the cells whose folder holds a run of other settings than the
+        study gives now (an edited study file or config); cells never submitted, or recorded
+        before records kept settings, are not."""
+        changes = {}
+        for cell in cells:
+            earlier = read_record(self.folder(cell)).get("settings")
+            now = self.settings(cell)
+            if earlier is None or earlier == now:
+                continue
+            edited = sorted(c for c in {*earlier.get("configs", {}), *now["configs"]}
+                            if earlier.get("configs", {}).get(c) != now["configs"].get(c))
+            gone = [a for a in earlier.get("args", []) if a not in now["args"]]
+            new = [a for a in now["args"] if a not in earlier.get("args", [])]
+            said = [f"{c} edited" for c in edited] + ([f"arguments {gone[:2]} -> {new[:2]}"] if gone or new else [])
+            changes[cell.name] = "; ".join(said) or "arguments reordered"
+        return changes
+
+    def set_aside(self, cells: Sequence[Cell], changes: Mapping[str, str]) -> None:
+        """Refuse, before any work, cells run with other settings; with ``rerun_changed`` move
+        their folders to ``<study>.replaced/<time>/`` (never deleted, out of the study's way)."""
+        changed = [c for c in cells if c.name in changes]
+        if not changed:
+            return
+        listed = "; ".join(f"{c.name}: {changes[c.name]}" for c in changed[:3]) + (" ..." if len(changed) > 3 else "")
+        if not self.rerun_changed:
+            count = f"{len(changed)} cells were" if len(changed) > 1 else "1 cell was"
+            raise DataError(f"{self.output}: {count} run with other settings than the study gives now ({listed}); "
+                            "choose another --output, or pass --rerun-changed to run them again (their folders "
+                            f"moved to {self.output}.replaced/)")
+        live = [c.name for c in changed if current_state(self.folder(c), read_record(self.folder(c)),
+                                                         scheduler_states([read_record(self.folder(c))])) in ACTIVE]
+        if live:
+            raise DataError(f"cells {live} run with other settings are still running; wait for them or cancel them")
+        aside = Path(f"{self.output}.replaced") / time.strftime("%Y%m%d-%H%M%S")
+        for cell in changed:
+            target = aside / cell.name
+            if self.dry_run:
+                print(f"{cell.name}: run with other settings ({changes[cell.name]}); would move to {target}")
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.folder(cell).rename(target)
+            print(f"{cell.name}: run with other settings ({changes[cell.name]}); moved to {target}", flush=True)
 
     def common(self, cell: Cell) -> list[str]:
         """The flags shared by the cell's fit and test."""
@@ -358,6 +417,7 @@ class Runner:
         Returns one record per cell."""
         if self.launcher == "slurm" and not self.dry_run:
             check_slurm_commands()  # before any file is written
+        self.set_aside(cells, self.changed(cells))
         chosen = self.to_run(cells)
         if self.dry_run:
             for cell in chosen:
@@ -427,7 +487,7 @@ class Runner:
                 jobs.append(executor.submit(self.job(cell)))
         for cell, job in zip(cells, jobs, strict=True):
             write_record(self.folder(cell), state="submitted", launcher="slurm", job_id=str(job.job_id),
-                         log=str(job.paths.stderr), submitted=time.time(), error=None)
+                         log=str(job.paths.stderr), submitted=time.time(), error=None, settings=self.settings(cell))
         array = str(jobs[0].job_id).split("_")[0]
         print(f"submitted {len(jobs)} cells as SLURM job array {array} (at most "
               f"{min(len(jobs), executor.parameters.get('array_parallelism', 256))} at a time); "
@@ -469,7 +529,8 @@ class Runner:
                                            visible_gpus=() if slot is None else (slot,))
                 job = executor.submit(self.job(cell))
                 write_record(self.folder(cell), state="submitted", launcher="local", job_id=str(job.job_id),
-                             host=socket.gethostname(), log=str(job.paths.stderr), submitted=time.time(), error=None)
+                             host=socket.gethostname(), log=str(job.paths.stderr), submitted=time.time(), error=None,
+                             settings=self.settings(cell))
                 where = "" if slot is None else f" on GPU {slot}"
                 print(f"{cell.name}: started{where} (job {job.job_id}, log {job.paths.stderr})", flush=True)
                 running[job] = (cell, slot)
@@ -614,6 +675,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--gpus", help="local: GPU indices as nvidia-smi numbers them, e.g. 0,1,2,3: one cell "
                                        "per GPU, never two on one")
     parser.add_argument("--retry-failed", action="store_true", help="run the cells that failed earlier again")
+    parser.add_argument("--rerun-changed", action="store_true",
+                        help="run again the cells run with other settings than the study now gives (an edited study "
+                             "file or config), their folders moved to <output>.replaced/")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the commands (and with --launcher slurm the job array's script), run nothing")
     args, extra = parser.parse_known_args(argv)
@@ -637,7 +701,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"study.py: error: {error}\n")
     output = args.output or ROOT / "runs" / "studies" / (study.name + ("-smoke" if args.smoke else ""))
     runner = Runner(study, output, smoke=args.smoke, dry_run=args.dry_run, extra=list(extra), launcher=args.launcher,
-                    max_parallel=max_parallel, gpus=gpus[:max_parallel], retry_failed=args.retry_failed)
+                    max_parallel=max_parallel, gpus=gpus[:max_parallel], retry_failed=args.retry_failed,
+                    rerun_changed=args.rerun_changed)
     start = time.perf_counter()
     try:
         runner.run(cells)

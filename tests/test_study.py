@@ -2,6 +2,7 @@
 and collect, and the GPU study preset."""
 
 import csv
+import hashlib
 import json
 import os
 import shutil
@@ -19,6 +20,8 @@ from scripts import standin_slurm
 from study import SMOKE, Runner, Study, main
 
 from conftest import tiny_run_args
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def write_study(path: Path, data_dir: Path, **extra: object) -> Path:
@@ -92,6 +95,8 @@ def test_a_smoke_study_runs_its_cells_two_at_a_time_and_compares_them(tiny_demo_
     status = json.loads((out / "study.json").read_text())
     assert [c["state"] for c in status["cells"]] == ["done", "done"] and status["smoke"] is True
     records = [read_record(out / "demo" / network / "seed0") for network in ("unet3d", "segresnet")]
+    demo = hashlib.sha256((ROOT / "configs" / "demo.yaml").read_bytes()).hexdigest()
+    assert [r["settings"]["configs"]["configs/demo.yaml"] for r in records] == [demo, demo]  # kept at submission
     assert len({r["job_id"] for r in records}) == 2 and {r["launcher"] for r in records} == {"local"}
     assert max(r["started"] for r in records) < min(r["ended"] for r in records)  # the two ran at the same time
     for network, record in zip(("unet3d", "segresnet"), records, strict=True):
@@ -132,6 +137,49 @@ def test_failed_cells_run_again_only_when_asked_and_a_live_job_keeps_its_cell(
         busy = runner.job(cells[1])()
     assert busy == {"cell": cells[1].name, "state": "busy"}
     assert read_record(held)["state"] == "running"
+
+
+def test_cells_run_with_other_settings_are_refused_or_set_aside_and_run_again_when_asked(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A cell keeps the settings it was submitted with (arguments, each config by its content).
+    The study file or a config edited since, run into the same folder: refused before any work,
+    naming the cells and what differs; ``--rerun-changed`` moves their folders to
+    ``<study>.replaced/<time>/`` (never deleted, out of the study's way) and runs them again."""
+    config = tmp_path / "recipe.yaml"
+    shutil.copy(ROOT / "configs" / "demo.yaml", config)
+    path = write_study(tmp_path / "s.yaml", tmp_path, seeds=[0], configs=[str(config)])
+    study = Study.from_file(path)
+    (cell,) = study.cells(networks=["unet3d"])
+    out = tmp_path / "out"
+    runner = Runner(study, out)
+    folder = runner.folder(cell)
+    write_record(folder, state="done", launcher="local", settings=runner.settings(cell))
+    (folder / "test").mkdir()
+    (folder / "test" / "metrics.csv").write_text("subject,structure,dice\nsubject-4,CSF,0.5\n")
+    assert runner.changed([cell]) == {}
+    edited = [{"networks": ["unet3d"], "args": {"model.optimizer.init_args.lr": 0.01}}]
+    study = Study.from_file(write_study(tmp_path / "s.yaml", tmp_path, seeds=[0], configs=[str(config)],
+                                       overrides=edited))
+    (cell,) = study.cells(networks=["unet3d"])
+    assert Runner(study, out).changed([cell]) == {
+        cell.name: "arguments [] -> ['--model.optimizer.init_args.lr', '0.01']"}
+    config.write_text(config.read_text().replace("max_epochs: 12", "max_epochs: 20"))
+    runner = Runner(study, out)
+    assert runner.changed([cell]) == {cell.name: f"{config} edited; arguments [] -> "
+                                                 "['--model.optimizer.init_args.lr', '0.01']"}
+    with pytest.raises(DataError, match=rf"{out}: 1 cell was run with other settings than the study gives now "
+                                        rf"\(demo/unet3d/seed0: {config} edited; .*\); choose another --output, or "
+                                        r"pass --rerun-changed to run them again"):
+        runner.run([cell])
+    assert read_record(folder)["state"] == "done"  # nothing touched
+    runner.rerun_changed = runner.dry_run = True
+    assert runner.run([cell]) == [] and folder.is_dir()
+    assert "would move to" in capsys.readouterr().out
+    runner.dry_run = False
+    runner.set_aside([cell], runner.changed([cell]))
+    (moved,) = (tmp_path / "out.replaced").glob("*/demo/unet3d/seed0")
+    assert not folder.exists() and (moved / "test" / "metrics.csv").is_file()
+    assert runner.to_run([cell]) == [cell]  # a fresh cell now
 
 
 def test_collect_marks_a_partial_comparison(tiny_demo_dir: Path, trained_run: Path, tmp_path: Path,
