@@ -34,6 +34,15 @@ def share_the_cores_between_workers() -> None:
 share_the_cores_between_workers()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """In a pytest-xdist worker, Lightning's ``PossibleUserWarning`` hints (about the tiny test
+    fits' batch counts and loaders) are not recorded: the controller rebuilds every recorded
+    warning from its class, and importing Lightning's warning module there took 4.7 s of the
+    two cores, beside the workers. The workers import Lightning anyway."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        config.addinivalue_line("filterwarnings", "ignore::lightning_fabric.utilities.warnings.PossibleUserWarning")
+
+
 @pytest.hookimpl(trylast=True)  # after pytest's own ordering by shared fixtures; the sort is stable
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The ``slow`` tests (processes of their own, 15-25 s each) run first: pytest-xdist hands each
