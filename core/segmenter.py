@@ -93,13 +93,34 @@ def check_preprocessed(image: torch.Tensor, source: str = "model") -> None:
                     "which preprocesses them")
 
 
+THIN_BY = 4  # an axis with fewer voxels than a quarter of the training patch's is a slab, not a volume
+
+
+def thin_axes_problem(shape: Sequence[int], window: Sequence[int]) -> str | None:
+    """Why a volume of ``shape`` (on the network's grid) is too thin for a network trained on
+    ``window`` patches (a single slice, a slab of a few), or None; 2D networks (a window of 1
+    along an axis) are never."""
+    thin = [(axis, int(size), int(side)) for axis, (size, side) in enumerate(zip(shape, window, strict=True))
+            if size * THIN_BY < side]
+    if not thin:
+        return None
+    said = ", ".join(f"{size} voxel{'s' * (size != 1)} along axis {axis}" for axis, size, _ in thin)
+    patch = "x".join(str(int(side)) for side in window)
+    return (f"{said} on the network's grid, where the model was trained on {patch} patches: a single slice or "
+            "a thin slab lacks the 3D context the network learned and is segmented worse; give the whole volume")
+
+
 def input_problems(image: np.ndarray, affine: np.ndarray | None, names: Sequence[str],
-                   profiles: ModalityProfiles | None, spacing: TrainingSpacing | None) -> list[str]:
+                   profiles: ModalityProfiles | None, spacing: TrainingSpacing | None,
+                   window: Sequence[int] | None = None) -> list[str]:
     """What sets a preprocessed image (M, ...) on the grid ``affine``, its channels read from
     ``names``, apart from the training scans (their ``profiles`` and ``spacing``, either None when
-    not recorded): channels swapped or repeated, a background not at 0, voxels of another size.
-    Such an image is segmented worse without an error: prediction, validation and test say it."""
+    not recorded, and the training ``window``): channels swapped or repeated, a background not at
+    0, voxels of another size, a slice or slab where volumes were learned. Such an image is
+    segmented worse without an error: prediction, validation and test say it."""
     found = []
+    if window is not None and (problem := thin_axes_problem(image.shape[1:], window)):
+        found.append(problem)
     if profiles is not None:
         names = [str(n) for n in names]
         order = f"; are the modalities in the order {', '.join(profiles.modalities)}?" if len(image) > 1 else ""
@@ -131,6 +152,12 @@ class ScanSegmenter(ABC):
     def probabilities(self, image: torch.Tensor, flips: bool = False) -> torch.Tensor:
         """Class (softmax) or region (sigmoid) probabilities (B, C, ...) of preprocessed volumes
         (B, M, ...); with ``flips``, the mean over the 8 mirrorings."""
+
+    @property
+    @abstractmethod
+    def training_window(self) -> tuple[int, ...]:
+        """The checkpoint's window (the smallest of an ensemble's, axis by axis): the patches
+        learned on, or the inference window the model was given for them."""
 
     @abstractmethod
     def settings(self) -> dict[str, Any]:
@@ -166,7 +193,8 @@ class ScanSegmenter(ABC):
                     ) -> list[str]:
         """Warn (:class:`~core.io.DataWarning`, naming the subject and files) of each of the
         :func:`input_problems` of a preprocessed image; returns them."""
-        problems = input_problems(image, affine, names, self.profiles, self.training_spacing)
+        problems = input_problems(image, affine, names, self.profiles, self.training_spacing,
+                                  self.training_window)
         for problem in problems:
             warnings.warn(f"{subject_id}: {problem}", DataWarning, stacklevel=2)
         return problems
@@ -260,6 +288,10 @@ class Segmenter(ScanSegmenter):
     progress: bool = False  # a bar over each volume's windows (predict.py in a terminal)
     window_scale: int = 1  # windows this many times the checkpoint's per side (capped by the volume)
     precision: str = "32"  # "bf16": the network under bfloat16 autocast (core.inference.fast_bf16)
+
+    @property
+    def training_window(self) -> tuple[int, ...]:
+        return tuple(self.roi_size)
 
     def settings(self) -> dict[str, Any]:
         return {**checkpoint_identity(self.source), "window": list(self.roi_size),
@@ -369,6 +401,10 @@ class Ensemble(ScanSegmenter):
                          window_scale: int | None = None, progress: bool = False, precision: str = "32") -> Ensemble:
         return cls(tuple(Segmenter.from_checkpoint(p, device, sw_overlap, sw_batch_size, window_scale, progress,
                                                    precision) for p in paths))
+
+    @property
+    def training_window(self) -> tuple[int, ...]:
+        return tuple(min(sizes) for sizes in zip(*(m.training_window for m in self.members), strict=True))
 
     def settings(self) -> dict[str, Any]:
         return {"ensemble": [member.settings() for member in self.members]}

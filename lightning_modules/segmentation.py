@@ -249,7 +249,8 @@ class SegmentationModule(pl.LightningModule):
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         spacing = self.training_spacing or getattr(datamodule, "training_spacing", None)
         profiles = self.modality_profiles or getattr(datamodule, "modality_profiles", None)
-        if spacing is None and profiles is None:
+        window = tuple(self.hparams.roi_size) if self.hparams.get("roi_size") else None  # the training patch
+        if spacing is None and profiles is None and window is None:
             return
         names = [f"input channel {c}" for c in range(batch["image"].shape[1])]  # as predict_step names them
         for i, subject in enumerate(batch["subject"]):
@@ -257,7 +258,7 @@ class SegmentationModule(pl.LightningModule):
                 continue
             affine = batch["affine"][i].cpu().numpy() if "affine" in batch else None
             image = batch["image"][i].float().cpu().numpy()
-            self.input_problems[subject] = input_problems(image, affine, names, profiles, spacing)
+            self.input_problems[subject] = input_problems(image, affine, names, profiles, spacing, window)
             for problem in self.input_problems[subject]:
                 warnings.warn(f"{subject}: {problem}", DataWarning, stacklevel=2)  # each process its own subjects
 
