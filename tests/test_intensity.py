@@ -176,7 +176,7 @@ def test_a_channel_without_the_training_scans_zero_background_is_flagged() -> No
     """The profile keeps, per modality, the smallest fraction of zero voxels of a training scan;
     a channel with less than a quarter of it is flagged, and only where the training scans had a
     zero background (at least 5 % of their voxels)."""
-    from core.modality_profiles import ModalityProfiles, zero_fraction
+    from core.modality_profiles import ModalityProfiles, has_background_frame, zero_fraction
 
     def scan(zeros: int, seed: int = 0) -> np.ndarray:  # 2 channels of 1000 voxels, the first `zeros` at 0
         image = 1 + np.random.default_rng(seed).random((2, 10, 10, 10))
@@ -188,7 +188,12 @@ def test_a_channel_without_the_training_scans_zero_background_is_flagged() -> No
     np.testing.assert_array_equal(profiles.zeros, [0.4, 0.4])
     assert profiles.background_problems(scan(100), ["a.nii", "b.nii"]) == []  # a quarter of 0.4 is 0.1
     ringing = scan(99)
+    shell = np.ones((10, 10, 10), dtype=bool)
+    shell[2:-2, 2:-2, 2:-2] = False  # the field of view's frame around the "brain"
+    ringing[0][shell] = 1e-3 * (0.5 + np.random.default_rng(4).random(shell.sum()))  # interpolation ringing there
+    ringing[0].reshape(-1)[:99] = 0  # but for 99 voxels (of the frame's first face): 9.9 % at 0
     ringing[1].reshape(-1)[:400] = 0  # the second channel keeps its background
+    assert not has_background_frame(scan(99)[0]) and has_background_frame(ringing[0])  # noise to the edge: no frame
     (problem,) = profiles.background_problems(ringing, ["a.nii", "b.nii"])
     assert problem.startswith("a.nii (given as T1) has 9.9% of its voxels at 0, the training scans at least 40% "
                               "(a skull-stripped scan's background): a background that is not 0 (a scan not "

@@ -733,6 +733,24 @@ def test_a_scan_whose_background_is_not_zero_gets_a_warning(checkpoint: Path, ti
         (masked,) = predict(checkpoint, [ringing / "subject-4-T1.hdr", t2], tmp_path / "masked", brain_mask=mask)
     assert data_warnings(record) == []
     np.testing.assert_array_equal(np.asarray(nib.load(masked).dataobj), np.asarray(nib.load(clean_seg).dataobj))
+    # A crop inside the brain has no background to lose: its faces are tissue, not flat (demo subject 9's
+    # 16³ and 32³ crops were flagged before, their ringing and offset scans still are)
+    from core.modality_profiles import has_background_frame
+
+    inside = []
+    for name in ("subject-4-T1.hdr", "subject-4-T2.hdr"):
+        scan = nib.load(str(ringing / name))
+        data = np.asarray(scan.dataobj, np.float32).reshape(scan.shape[:3])
+        brain = np.argwhere(np.asarray(nib.load(str(tiny_demo_dir / name)).dataobj).reshape(scan.shape[:3]) > 0)
+        centre = (brain.min(0) + brain.max(0)) // 2
+        crop = data[tuple(slice(c - 4, c + 4) for c in centre)]
+        assert has_background_frame(data) and not has_background_frame(crop)
+        inside.append(tmp_path / f"inside-{name.replace('.hdr', '.nii.gz')}")
+        nib.save(nib.Nifti1Image(crop, scan.affine), str(inside[-1]))
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        predict(checkpoint, inside, tmp_path / "inside")
+    assert not [w for w in data_warnings(record) if "of its voxels at 0" in w]
     empty = tmp_path / "empty_mask.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros(source.shape[:3], np.uint8), source.affine), empty)
     with pytest.raises(DataError, match=r"empty_mask\.nii\.gz: the brain mask is empty"):
