@@ -396,13 +396,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         comparison = compare(args.runs, args.scores, args.metric)
         present, earlier = earlier_report(output, REPORTS, COMPARISON_RECORD)
         if present and not args.overwrite and earlier != record:  # the inputs' own errors said first
-            what = (f"another comparison's reports (of {', '.join(earlier['runs'])})" if isinstance(earlier, dict)
-                    and earlier.get("written_by") == "compare_runs.py" else f"{', '.join(present)}, not recorded as "
-                    "compare_runs.py's")
+            ours = isinstance(earlier, dict) and earlier.get("written_by") == "compare_runs.py"
+            what = (f"another comparison's reports (of {', '.join(earlier.get('runs', []))})" if ours
+                    else f"{', '.join(present)}, not recorded as compare_runs.py's")
             raise DataError(f"{output}: holds {what}; refusing to replace them: choose another --output or pass "
                             "--overwrite")
+        output.mkdir(parents=True, exist_ok=True)
+        write_text_atomically(output / COMPARISON_RECORD, json.dumps(record, indent=1))  # first, as evaluate.py
         written = write_reports(comparison, output)
-        write_text_atomically(output / COMPARISON_RECORD, json.dumps(record, indent=1))
     except (DataError, FileNotFoundError) as error:
         parser.exit(2, f"compare_runs.py: error: {error}\n")
     print(comparison.markdown, end="")

@@ -613,8 +613,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     provenance = provenance_text(args.pred, list(matching.pairs))
+    write_text_atomically(output / SCORING_RECORD, json.dumps(record, indent=1))  # first: tables cut short stay its
     print(write_outputs(rows, output, provenance, args.lesion_wise), end="")
-    write_text_atomically(output / SCORING_RECORD, json.dumps(record, indent=1))
     scored = len(matching.pairs)
     print(f"scored {scored} subject{'s' * (scored != 1)}; written to {output}/{', '.join(SCORE_FILES)}")
     if missing:

@@ -304,7 +304,7 @@ class Runner:
         args = args[:len(args) - len(self.extra)]
         configs = {}
         for config in cell.configs:
-            path = Path(config) if Path(config).is_absolute() else ROOT / config
+            path = Path(config) if Path(config).is_file() else ROOT / config  # as given, or a path in the repository
             configs[config] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
         return {"args": [a.replace(folder, "<cell>") for a in args], "configs": configs}
 

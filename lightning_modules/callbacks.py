@@ -334,6 +334,7 @@ class TestReport(pl.Callback):
         metrics = [row for _, rows, _ in subjects.values() for row in rows]
         flagged = {name: problems for name, (_, _, problems) in subjects.items() if problems}
         dice_rows = [{"subject": name, **dict(zip(structures, scores, strict=True))} for name, scores in dice]
+        write_text_atomically(self.directory / EVALUATION_RECORD, json.dumps(self.evaluation, indent=1))  # first
         write_text_atomically(self.directory / "dice.csv", csv_text(dice_rows, ["subject", *structures]))
         columns = score_columns(self.lesion_rule is not None)
         write_text_atomically(self.directory / "metrics.csv", csv_text(metrics, columns))
@@ -343,7 +344,6 @@ class TestReport(pl.Callback):
                 ["subject", "problem"]))
         elif self.replaces:  # the replaced report's, not this one's
             (self.directory / INPUT_PROBLEMS_CSV).unlink(missing_ok=True)
-        write_text_atomically(self.directory / EVALUATION_RECORD, json.dumps(self.evaluation, indent=1))
         table = [[row[c] for c in columns] for row in metrics]
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
