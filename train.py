@@ -342,13 +342,19 @@ class SegmentationCLI(LightningCLI):
         self.check_windows(training=False)
         self.check_checkpoint_fits_data()
         self._record_evaluation()
+        self._tell_callbacks_the_checkpoint(TestReport)
 
     def before_predict(self) -> None:
         self.check_windows(training=False)
         self.check_checkpoint_fits_data()
+        self._tell_callbacks_the_checkpoint(SegmentationWriter)  # a continued run keeps only this model's files
+
+    def _tell_callbacks_the_checkpoint(self, kind: type) -> None:
+        """The checkpoint evaluated, known to the ``kind`` callbacks before setup (the Trainer
+        knows it only once it is restored): their output folders are checked before any work."""
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
-        for callback in self.trainer.callbacks:  # known before setup: a continued run keeps only this model's files
-            if isinstance(callback, SegmentationWriter) and ckpt_path:
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, kind) and ckpt_path:
                 callback.checkpoint = str(ckpt_path)
 
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:

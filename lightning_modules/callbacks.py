@@ -49,10 +49,12 @@ EVALUATION_RECORD = "evaluation.json"  # in a test report's folder: the checkpoi
 REPORT_TABLES = ("metrics.csv", "dice.csv")  # a folder holding either holds a test report
 
 
-def _default_output_dir(trainer: pl.Trainer, name: str) -> Path:
-    """``<run>/<name>`` next to the evaluated checkpoint's folder, else under the root dir."""
-    if trainer.ckpt_path:
-        return Path(trainer.ckpt_path).resolve().parent.parent / name
+def _default_output_dir(trainer: pl.Trainer, name: str, checkpoint: str | None = None) -> Path:
+    """``<run>/<name>`` next to the evaluated checkpoint's folder (``checkpoint``, else the
+    trainer's), else under the root dir."""
+    checkpoint = checkpoint or trainer.ckpt_path
+    if checkpoint:
+        return Path(checkpoint).resolve().parent.parent / name
     return Path(trainer.default_root_dir) / name
 
 
@@ -271,19 +273,31 @@ class TestReport(pl.Callback):
         self.save_png = save_png
         self.lesion_wise = lesion_wise
         self.overwrite = overwrite
+        self.checkpoint: str | None = None  # the checkpoint tested (train.py sets it: its folder checked at setup)
+        self.directory: Path | None = None
         self.lesion_rule = None if lesion_wise is None else lesion_rule(lesion_wise)  # refused now, not after the test
         # subject -> (Dice, metric rows, what the input check said of its scans)
         self.subjects: dict[str, tuple[list[float], list[dict[str, Any]], list[str]]] = {}
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.directory = None
+        if stage == "test" and self.checkpoint:  # known before the checkpoint is restored: checked before testing
+            self._prepare(trainer, pl_module, self.checkpoint)
+
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.subjects = {}
-        self.directory = Path(self.output_dir) if self.output_dir else _default_output_dir(trainer, "test")
-        self.evaluation = self._evaluation(trainer, pl_module)
+        if self.directory is None:  # a Trainer of one's own: the checkpoint is known once restored
+            self._prepare(trainer, pl_module, trainer.ckpt_path)
+
+    def _prepare(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: str | None) -> None:
+        self.directory = Path(self.output_dir) if self.output_dir else _default_output_dir(trainer, "test", checkpoint)
+        self.evaluation = self._evaluation(trainer, pl_module, checkpoint)
         self.replaces = self._replaced_report()
 
-    def _evaluation(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+    def _evaluation(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint_path: str | None
+                    ) -> dict[str, Any]:
         """What this test scores: model (by its bytes) and inference settings, data and subjects."""
-        checkpoint = checkpoint_identity(trainer.ckpt_path) if trainer.ckpt_path else {"checkpoint": None}
+        checkpoint = checkpoint_identity(checkpoint_path) if checkpoint_path else {"checkpoint": None}
         model = {**pl_module.segmenter.settings(), **checkpoint, "flips": bool(getattr(pl_module, "flips", False))}
         datamodule = trainer.datamodule
         split = datamodule.split_summary() if hasattr(datamodule, "split_summary") else {}
