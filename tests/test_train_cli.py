@@ -162,6 +162,27 @@ def test_a_test_report_is_never_replaced_by_another_evaluations(trained: Path, t
         test(subjects="[subject-2]")
 
 
+def test_a_trainer_of_ones_own_checks_the_report_folder_once_the_checkpoint_is_restored(
+        trained: Path, tiny_demo_dir: Path, tmp_path: Path) -> None:
+    """Without train.py telling it the checkpoint, TestReport learns it from the Trainer once
+    restored, at the test epoch's start: the same record, the same refusal."""
+    import hashlib
+
+    from lightning_modules.callbacks import TestReport
+
+    out, best, last = tmp_path / "report", trained / "checkpoints" / "best.ckpt", trained / "checkpoints" / "last.ckpt"
+    built = run_cli(tiny_run_args("test", tiny_demo_dir, None, "--test_report.output_dir", str(out),
+                                  "--test_report.save_png", "false")[1:], save_config=False, run=False)
+    (report,) = [c for c in built.trainer.callbacks if isinstance(c, TestReport)]
+    assert report.checkpoint is None
+    built.trainer.test(built.model, datamodule=built.datamodule, ckpt_path=str(best))
+    record = json.loads((out / "evaluation.json").read_text())
+    assert record["model"]["checkpoint_sha256"] == hashlib.sha256(best.read_bytes()).hexdigest()
+    assert hashlib.sha256(last.read_bytes()).digest() != hashlib.sha256(best.read_bytes()).digest()
+    with pytest.raises(DataError, match=f"{out}: holds the test report of another evaluation"):
+        built.trainer.test(built.model, datamodule=built.datamodule, ckpt_path=str(last))
+
+
 def test_test_reports_dice_per_subject_and_draws_a_png(trained: Path, tiny_demo_dir: Path, tmp_path: Path) -> None:
     ckpt = trained / "checkpoints" / "best.ckpt"
     out = tmp_path / "report"
