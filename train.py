@@ -353,8 +353,10 @@ class SegmentationCLI(LightningCLI):
         """The checkpoint evaluated, known to the ``kind`` callbacks before setup (the Trainer
         knows it only once it is restored): their output folders are checked before any work."""
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
+        if not ckpt_path or not Path(ckpt_path).is_file():  # Lightning's "best"/"last"/"hpc": known once restored
+            return
         for callback in self.trainer.callbacks:
-            if isinstance(callback, kind) and ckpt_path:
+            if isinstance(callback, kind):
                 callback.checkpoint = str(ckpt_path)
 
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
