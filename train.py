@@ -241,9 +241,14 @@ class SegmentationCLI(LightningCLI):
                 config.checkpoint.dirpath = run.checkpoint_dir
             if run.folder is not None and config.trainer.get("default_root_dir") is None:
                 config.trainer.default_root_dir = str(run.folder)  # Lightning's SLURM checkpoints go there too
-        elif config.get("checkpoint") is not None and "{run}" in str(config.checkpoint.dirpath or ""):
-            # validate/test/predict save nothing: the evaluated checkpoint's folder, not a template
-            config.checkpoint.dirpath = str(Path(config.ckpt_path).parent) if config.get("ckpt_path") else None
+        else:
+            if config.get("checkpoint") is not None and "{run}" in str(config.checkpoint.dirpath or ""):
+                # validate/test/predict save nothing: the evaluated checkpoint's folder, not a template
+                config.checkpoint.dirpath = str(Path(config.ckpt_path).parent) if config.get("ckpt_path") else None
+            ckpt_path = config.get("ckpt_path")
+            if ckpt_path and Path(ckpt_path).is_file() and config.trainer.get("default_root_dir") is None:
+                # the evaluated run's folder, where its reports go: not the current folder (a saved config)
+                config.trainer.default_root_dir = str(Path(ckpt_path).resolve().parent.parent)
         if self.subcommand:
             configure_wandb(config, self.subcommand, self.resumed.get(WANDB_RUN_ID))
 

@@ -183,6 +183,27 @@ def test_a_trainer_of_ones_own_checks_the_report_folder_once_the_checkpoint_is_r
         built.trainer.test(built.model, datamodule=built.datamodule, ckpt_path=str(last))
 
 
+def test_an_evaluation_without_a_logger_saves_its_config_in_the_evaluated_run_not_the_current_folder(
+        tiny_demo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``train.py validate/test --trainer.logger false`` saved ``<stage>-config.yaml`` into the
+    folder it was started from (a repository's root collected them); now beside the evaluated
+    checkpoint's run, never over an earlier one."""
+    run = tmp_path / "run"
+    cli("fit", tiny_demo_dir, run, "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "0")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    args = [a if a != "configs/demo.yaml" else str(Path(__file__).resolve().parents[1] / a)
+            for a in tiny_run_args("validate", tiny_demo_dir, None, "--ckpt_path", str(checkpoint))]
+    monkeypatch.chdir(elsewhere)
+    for _ in range(2):
+        run_cli(args)
+    assert list(elsewhere.iterdir()) == []
+    saved = sorted(p.name for p in run.glob("validate-config*.yaml"))
+    assert saved == ["validate-config-2.yaml", "validate-config.yaml"]
+    assert f"ckpt_path: {checkpoint}" in (run / "validate-config.yaml").read_text()
+
+
 def test_test_reports_dice_per_subject_and_draws_a_png(trained: Path, tiny_demo_dir: Path, tmp_path: Path) -> None:
     ckpt = trained / "checkpoints" / "best.ckpt"
     out = tmp_path / "report"
