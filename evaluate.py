@@ -534,7 +534,7 @@ def replaceable_scores(output: Path, record: Mapping[str, Any], overwrite: bool)
     what = (f"the scores of another evaluation ({earlier.get('pred')} against {earlier.get('gt')})"
             if isinstance(earlier, dict) and earlier.get("written_by") == "evaluate.py"
             else f"{', '.join(present)}, not recorded as evaluate.py's")
-    return (f"{output}: holds {what}; refusing to replace them: choose another --output or pass --overwrite")
+    return f"{output}: holds {what}; refusing to replace them: choose another --output or pass --overwrite"
 
 
 def write_outputs(rows: Sequence[dict], output: Path, provenance: str = "", lesion_rule: str | None = None) -> str:

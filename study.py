@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import os
 import shlex
@@ -50,7 +49,7 @@ from typing import Any
 
 import yaml
 
-from core.io import DataError, write_text_atomically
+from core.io import DataError, file_sha256, write_text_atomically
 from core.study_state import (
     ACTIVE,
     CellBusy,
@@ -305,7 +304,7 @@ class Runner:
         configs = {}
         for config in cell.configs:
             path = Path(config) if Path(config).is_file() else ROOT / config  # as given, or a path in the repository
-            configs[config] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+            configs[config] = file_sha256(path) if path.is_file() else None  # read once for all cells
         return {"args": [a.replace(folder, "<cell>") for a in args], "configs": configs}
 
     def changed(self, cells: Sequence[Cell]) -> dict[str, str]:

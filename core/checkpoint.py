@@ -7,8 +7,6 @@ the keys below. Every reader and writer names a key by its constant here, never 
 
 from __future__ import annotations
 
-import functools
-import hashlib
 from collections.abc import Mapping, Sequence
 from importlib.metadata import version
 from pathlib import Path
@@ -16,7 +14,7 @@ from typing import Any
 
 import torch
 
-from core.io import DataError, atomic_path
+from core.io import DataError, atomic_path, file_sha256
 from core.labels import LabelSpace
 
 STATE_DICT = "state_dict"  # Lightning: the module's tensors (the network's under "network.")
@@ -61,18 +59,7 @@ def checkpoint_identity(source: str | Path) -> dict[str, str]:
     path = Path(source)
     if not path.is_file():
         return {"checkpoint": str(source)}
-    stat = path.resolve().stat()
-    return {"checkpoint": recorded_path(path), "checkpoint_sha256": _sha256(str(path.resolve()), stat.st_size,
-                                                                             stat.st_mtime_ns)}
-
-
-@functools.lru_cache(maxsize=32)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:  # size and time: a file written again is read again
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return {"checkpoint": recorded_path(path), "checkpoint_sha256": file_sha256(path)}
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -3,6 +3,8 @@ output atomically (temporary file in the destination folder, fsync, rename)."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import shutil
@@ -367,6 +369,22 @@ def unused_path(path: str | Path) -> Path:
         n += 1
         candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
     return candidate
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, read once per process while its size and time stay the same
+    (a checkpoint of hundreds of MB is named by it in every log line and image of a run)."""
+    stat = Path(path).resolve().stat()
+    return _sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:  # size and time: a file written again is read again
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def earlier_report(folder: str | Path, tables: Sequence[str], record_name: str) -> tuple[list[str], Any]:
