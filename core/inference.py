@@ -61,14 +61,51 @@ def fast_bf16(device: str | torch.device) -> bool:
     GPUs with bf16 (Ampere on) and CPUs whose oneDNN has bf16 instructions (AVX512-BF16, AMX).
     Elsewhere bf16 is emulated and slower than float32."""
     device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cuda":  # Ampere (compute capability 8.0) on; torch's default check admits emulation
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type != "cpu":
         return False
     capabilities = torch.cpu.get_capabilities()
     if "avx2" in capabilities:  # x86: the instructions themselves (oneDNN's own check admits emulation on AVX512)
         return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # ARM: its bf16 extension
+
+
+def fast_fp16(device: str | torch.device) -> bool:
+    """Whether float16 runs natively here: CUDA GPUs (tensor cores from Volta on) and CPUs with
+    AVX512-FP16 or AMX-FP16. Elsewhere float16 autocast on a CPU is emulated."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available()
+    capabilities = torch.cpu.get_capabilities() if device.type == "cpu" else {}
+    return bool(capabilities.get("avx512_fp16") or capabilities.get("amx_fp16"))
+
+
+def half_type(precision: object) -> str | None:
+    """``"bf16"`` or ``"16"`` for a half precision as Lightning or ``predict.py`` name it
+    (``bf16-mixed``, ``16-true``, ``"bf16"``, ``16``...), None for float32 or float64."""
+    name = str(precision)
+    if name.startswith("bf16"):
+        return "bf16"
+    return "16" if name in ("16", "16-mixed", "16-true") else None
+
+
+def emulated_precision(device: str | torch.device, precision: object) -> str | None:
+    """Why ``precision`` would crawl on ``device``, or None: a half precision this hardware only
+    emulates (a training step of the demo's U-Net on an AVX2 CPU: 108 s in bf16 or float16 autocast
+    against 0.7 s in float32). Said before any work, so that a GPU preset run on the wrong machine,
+    or a bf16 preset on a pre-Ampere GPU, is not found out hours later."""
+    device, half = torch.device(device), half_type(precision)
+    if half is None or device.type not in ("cpu", "cuda"):
+        return None
+    if half == "bf16" and not fast_bf16(device):
+        hardware = ("this GPU (no native bfloat16 before compute capability 8.0, Ampere)" if device.type == "cuda"
+                    else "this CPU (no AVX512-BF16 or AMX)")
+        return f"precision {precision}: bfloat16 is emulated on {hardware}, many times slower than float32"
+    if half == "16" and not fast_fp16(device):
+        return (f"precision {precision}: float16 is emulated on this CPU (no AVX512-FP16 or AMX-FP16), many times "
+                "slower than float32")
+    return None
 
 
 def mean_over_flips(predict: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor,

@@ -41,7 +41,7 @@ from core.checkpoint import (
     read_checkpoint,
 )
 from core.export import OUR_NAMES, OutputNames, PredictionFolder, Segmentation, output_identity
-from core.inference import mean_over_flips, sliding_window_logits
+from core.inference import emulated_precision, mean_over_flips, sliding_window_logits
 from core.io import BadInputs, DataError, DataWarning, image_stem
 from core.labels import LabelSpace
 from core.modality_profiles import ANY_CONTRAST, ModalityProfiles
@@ -317,6 +317,9 @@ class Segmenter(ScanSegmenter):
             reason = str(error).splitlines()[0]
             raise DataError(f"{path}: weights do not fit {hparams['network']} ({reason})") from error
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        problem = emulated_precision(device, precision)
+        if problem:
+            warnings.warn(f"{problem}; segment in float32 (predict.py --precision 32)", DataWarning, stacklevel=2)
         datamodule = datamodule_record(checkpoint)
         return cls(
             network=network.to(device).eval(), labels=labels,

@@ -1,5 +1,5 @@
 """Lightning's Trainer, with batch limits that the command line can give as integers and a
-precision default that follows the hardware."""
+precision default that follows the hardware (and a word when a given precision does not)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.precision.precision import _PRECISION_INPUT
+from pytorch_lightning.utilities import rank_zero_warn
 
-from core.inference import fast_bf16
+from core.inference import emulated_precision, fast_bf16
+from core.io import DataWarning
 
 BatchLimit = int | float | None
 
@@ -24,9 +26,22 @@ def default_precision(accelerator: Any = "auto") -> str:
     return "bf16-mixed" if on_cpu and fast_bf16("cpu") else "32-true"
 
 
+def precision_advice(device: torch.device, precision: str) -> str | None:
+    """What to say of a half ``precision`` that ``device`` only emulates, with the precision that
+    runs natively there (float16 with loss scaling on a GPU, float32 on a CPU); None when it is
+    native or no half precision."""
+    problem = emulated_precision(device, precision)
+    if problem is None:
+        return None
+    remedy = ("float16 with loss scaling: --trainer.precision 16-mixed" if device.type == "cuda"
+              else "float32: --trainer.precision 32-true")
+    return f"{problem}; train in {remedy}"
+
+
 class Trainer(pl.Trainer):
     """``pytorch_lightning.Trainer`` whose ``limit_*_batches`` are typed ``int | float``, and
-    whose ``precision``, unless given, is :func:`default_precision`.
+    whose ``precision``, unless given, is :func:`default_precision`; a half precision the device
+    only emulates (a GPU preset's ``bf16-mixed`` on an AVX2 CPU or a V100) is said at once.
 
     Lightning declares the limits ``float | int``, so LightningCLI parsed
     ``--trainer.limit_val_batches 1`` as 1.0, *all* batches, where Lightning reads an int as a
@@ -41,3 +56,6 @@ class Trainer(pl.Trainer):
         super().__init__(*args, limit_train_batches=limit_train_batches, limit_val_batches=limit_val_batches,
                          limit_test_batches=limit_test_batches, limit_predict_batches=limit_predict_batches,
                          precision=precision, **kwargs)
+        advice = precision_advice(self.strategy.root_device, self.precision)
+        if advice:
+            rank_zero_warn(advice, category=DataWarning)

@@ -938,12 +938,23 @@ def test_bf16_prediction_runs_the_network_in_bfloat16_and_keeps_float32_outputs(
     """``--precision bf16`` (and ``--cpu-fast`` on a CPU with native bf16): the convolutions run
     in bfloat16, the windows are blended and the probabilities returned in float32, close to the
     float32 prediction."""
+    from core import inference
     from core.inference import fast_bf16
+    from core.io import DataWarning
     from core.segmenter import Segmenter
     from core.volumes import load_subject
 
     full = Segmenter.from_checkpoint(checkpoint, "cpu")
-    half = Segmenter.from_checkpoint(checkpoint, "cpu", precision="bf16")
+    with monkeypatch.context() as patch:  # where bf16 is emulated (an AVX2 CPU), it is said at once
+        patch.setattr(inference.torch.cpu, "get_capabilities", lambda: {"avx2": True})
+        with pytest.warns(DataWarning, match=r"^precision bf16: bfloat16 is emulated on this CPU \(no AVX512-BF16 or "
+                                             r"AMX\), many times slower than float32; segment in float32 "
+                                             r"\(predict\.py --precision 32\)$"):
+            Segmenter.from_checkpoint(checkpoint, "cpu", precision="bf16")
+        patch.setattr(inference.torch.cpu, "get_capabilities", lambda: {"avx2": True, "avx512_bf16": True})
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DataWarning)
+            half = Segmenter.from_checkpoint(checkpoint, "cpu", precision="bf16")
     seen: list[torch.dtype] = []
     half.network.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
     subject = full.subject([str(tiny_demo_dir / f"subject-4-{m}.hdr") for m in ("T1", "T2")])

@@ -700,6 +700,57 @@ def test_fast_bf16_means_the_instructions_not_onednn_emulation(monkeypatch: pyte
         assert inference.fast_bf16("cpu") is native, capabilities
 
 
+def test_a_half_precision_the_hardware_emulates_is_said_before_any_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bf16 or float16 autocast where the device only emulates it (a GPU preset on an AVX2 CPU: the
+    demo's training step about 150x slower than float32; bf16 on a V100 or T4) is one warning when
+    the Trainer is built, with the precision that runs natively there; native ones say nothing."""
+    import lightning_modules.trainer as trainer
+    from core import inference
+    from core.io import DataWarning
+
+    emulated = inference.emulated_precision
+    for capabilities, problems in (({"avx2": True}, {"bf16-mixed", "bf16-true", "16-mixed", "16-true", "bf16", "16"}),
+                                   ({"avx2": True, "avx512_bf16": True}, {"16-mixed", "16-true", "16"}),
+                                   ({"avx2": True, "amx_bf16": True, "amx_fp16": True}, set()),
+                                   ({"avx2": True, "avx512_fp16": True}, {"bf16-mixed", "bf16-true", "bf16"})):
+        monkeypatch.setattr(inference.torch.cpu, "get_capabilities", lambda c=capabilities: c)
+        said = {p for p in ("bf16-mixed", "bf16-true", "16-mixed", "16-true", "bf16", "16", "32-true", "32", "64-true")
+                if emulated("cpu", p)}
+        assert said == problems, capabilities
+    monkeypatch.setattr(inference.torch.cpu, "get_capabilities", lambda: {"avx2": True})
+    assert emulated("cpu", "bf16-mixed") == ("precision bf16-mixed: bfloat16 is emulated on this CPU (no AVX512-BF16 "
+                                             "or AMX), many times slower than float32")
+    assert "float16 is emulated on this CPU (no AVX512-FP16 or AMX-FP16)" in emulated("cpu", "16-mixed")
+    assert emulated("meta", "bf16-mixed") is None
+    with pytest.warns(DataWarning, match=r"^precision bf16-mixed: bfloat16 is emulated on this CPU .*; train in "
+                                         r"float32: --trainer\.precision 32-true$"):
+        built = trainer.Trainer(precision="bf16-mixed", accelerator="cpu", logger=False, enable_checkpointing=False)
+    assert built.precision == "bf16-mixed"  # said, not changed: the user chose it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        trainer.Trainer(precision="32-true", accelerator="cpu", logger=False, enable_checkpointing=False)
+        monkeypatch.setattr(inference.torch.cpu, "get_capabilities", lambda: {"avx2": True, "amx_bf16": True})
+        trainer.Trainer(precision="bf16-mixed", accelerator="cpu", logger=False, enable_checkpointing=False)
+
+    # A pre-Ampere GPU (V100, T4): torch's own check counts emulation as support; ours does not.
+    asked: list[bool] = []
+
+    def is_bf16_supported(including_emulation: bool = True) -> bool:
+        asked.append(including_emulation)
+        return including_emulation  # what a V100 answers
+
+    monkeypatch.setattr(inference.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(inference.torch.cuda, "is_bf16_supported", is_bf16_supported)
+    assert inference.fast_bf16("cuda") is False and asked == [False]
+    assert emulated("cuda", "bf16-mixed") == ("precision bf16-mixed: bfloat16 is emulated on this GPU (no native "
+                                              "bfloat16 before compute capability 8.0, Ampere), many times slower "
+                                              "than float32")
+    assert emulated("cuda", "16-mixed") is None and emulated("cuda:1", "32-true") is None
+    assert trainer.precision_advice(torch.device("cuda", 0), "bf16-mixed").endswith(
+        "; train in float16 with loss scaling: --trainer.precision 16-mixed")
+    assert trainer.precision_advice(torch.device("cuda", 0), "16-mixed") is None
+
+
 def test_a_compiled_network_trains_with_deep_supervision_and_saves_the_same_checkpoint_keys(
         tiny_demo_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """``model.compile_network`` (here the ``eager`` backend: dynamo's tracing without code
