@@ -49,6 +49,7 @@ from core.io import DataError, earlier_report, write_text_atomically
 from core.metrics import INPUT_PROBLEMS_CSV, csv_text
 from core.provenance import flatten
 from core.statistics import bootstrap_ci, holm, paired_wilcoxon
+from core.study_state import SET_ASIDE_SUFFIX
 
 REPLICATE_KEYS = ("seed_everything", "data.init_args.fold")  # runs differing only here form a group
 NETWORK_KEY = "model.network"
@@ -91,13 +92,17 @@ class Run:
         return _nanmean(list(self.scores.get(structure, {}).values()))
 
 
-def find_reports(paths: Sequence[Path]) -> list[Path]:
-    """Every ``test/metrics.csv`` at or below ``paths``."""
-    reports = []
-    for path in paths:
-        direct = Path(path) / "test" / "metrics.csv"
-        reports += [direct] if direct.is_file() else sorted(Path(path).rglob("test/metrics.csv"))
-    return reports
+def find_reports(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
+    """Every ``test/metrics.csv`` at or below ``paths``, and apart those that ``study.py
+    --rerun-changed`` set aside below a ``<study>.replaced/`` folder (runs of a study's old
+    definition, compared only when a path inside that folder is given)."""
+    reports, set_aside = [], []
+    for path in map(Path, paths):
+        direct = path / "test" / "metrics.csv"
+        for report in [direct] if direct.is_file() else sorted(path.rglob("test/metrics.csv")):
+            inside = report.relative_to(path).parts[:-3]  # the folders between path and the run
+            (set_aside if any(part.endswith(SET_ASIDE_SUFFIX) for part in inside) else reports).append(report)
+    return reports, set_aside
 
 
 def run_settings(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
@@ -254,9 +259,11 @@ def compare(paths: Sequence[Path], scores: Sequence[tuple[str, str | None, Path]
     if metric not in METRICS:
         raise DataError(f"metric {metric!r}: choose from {list(METRICS)}")
     title, higher_is_better = METRICS[metric]
-    runs = [load_run(report, metric) for report in find_reports(paths)]
+    reports, set_aside = find_reports(paths)
+    runs = [load_run(report, metric) for report in reports]
     if not runs:
-        raise DataError(f"no test/metrics.csv under {[str(p) for p in paths]}: run train.py test first")
+        aside = f" (only {len(set_aside)} set aside below *{SET_ASIDE_SUFFIX}/ folders)" if set_aside else ""
+        raise DataError(f"no test/metrics.csv under {[str(p) for p in paths]}{aside}: run train.py test first")
     runs += [load_scores(name, dataset, table, runs, metric) for name, dataset, table in scores]
     by_dataset: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
@@ -333,6 +340,11 @@ def compare(paths: Sequence[Path], scores: Sequence[tuple[str, str | None, Path]
     for label in sorted(group_means):
         cells = [f"{group_means[label][d]:.4f}" if d in group_means[label] else "" for d in datasets]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if set_aside:
+        folders = sorted({str(next(f for f in r.parents if f.name.endswith(SET_ASIDE_SUFFIX))) for r in set_aside})
+        runs_were = "1 run" if len(set_aside) == 1 else f"{len(set_aside)} runs"
+        lines += ["", f"Left out: {runs_were} that `study.py --rerun-changed` set aside, run with a study's earlier "
+                  f"settings (below {', '.join(folders)}; give such a folder to compare them)."]
     return Comparison("\n".join(lines) + "\n", run_rows, test_rows, boxplots, metric)
 
 

@@ -52,6 +52,7 @@ import yaml
 from core.io import DataError, file_sha256, write_text_atomically
 from core.study_state import (
     ACTIVE,
+    SET_ASIDE_SUFFIX,
     CellBusy,
     cell_lock,
     current_state,
@@ -336,12 +337,12 @@ class Runner:
             count = f"{len(changed)} cells were" if len(changed) > 1 else "1 cell was"
             raise DataError(f"{self.output}: {count} run with other settings than the study gives now ({listed}); "
                             "choose another --output, or pass --rerun-changed to run them again (their folders "
-                            f"moved to {self.output}.replaced/)")
+                            f"moved to {self.output}{SET_ASIDE_SUFFIX}/)")
         live = [c.name for c in changed if current_state(self.folder(c), read_record(self.folder(c)),
                                                          scheduler_states([read_record(self.folder(c))])) in ACTIVE]
         if live:
             raise DataError(f"cells {live} run with other settings are still running; wait for them or cancel them")
-        aside = Path(f"{self.output}.replaced") / time.strftime("%Y%m%d-%H%M%S")
+        aside = Path(f"{self.output}{SET_ASIDE_SUFFIX}") / time.strftime("%Y%m%d-%H%M%S")
         for cell in changed:
             target = aside / cell.name
             if self.dry_run:

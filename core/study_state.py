@@ -24,6 +24,9 @@ from typing import Any
 from core.io import write_text_atomically
 
 RECORD = "cell.json"
+# study.py --rerun-changed moves the folders of cells run with other settings to
+# ``<study>.replaced/<time>/``: kept, but out of every comparison of runs found below a folder.
+SET_ASIDE_SUFFIX = ".replaced"
 LOCK = ".cell.lock"
 ACTIVE = ("submitted", "running")
 # sacct states of a job that may still run the cell (anything else has ended).

@@ -11,6 +11,7 @@ import torch
 from scipy import stats
 
 from compare_runs import compare, main
+from core.io import DataError
 
 
 def fake_run(folder: Path, network: str, datamodule: str, dice: dict[str, list[float]],
@@ -93,6 +94,27 @@ def test_seeds_are_kept_grouped_and_compared_subject_by_subject(tmp_path: Path) 
     assert wm["mean_difference"] == pytest.approx((unet_mean - vnet_mean).mean())
     assert wm["p_holm"] == pytest.approx(wm["p"])  # one pair: nothing to adjust
     assert "| unet3d | vnet | WM | 6 | +" in table
+
+
+def test_runs_a_study_set_aside_are_left_out_of_a_comparison_of_its_parent_and_said(tmp_path: Path) -> None:
+    """``study.py --rerun-changed`` moves cells of a study's old definition to
+    ``<study>.replaced/<time>/``: comparing the folder above the study finds them, and leaves them
+    out with a line saying so; given explicitly, such a folder is compared as any other."""
+    fake_run(tmp_path / "thesis" / "unet3d", "unet3d", "ISeg2017DataModule", {"GM": [0.9, 0.8]},
+             config=config("unet3d", 0))
+    old = tmp_path / "thesis.replaced" / "20261205-120000"
+    fake_run(old / "unet3d", "unet3d", "ISeg2017DataModule", {"GM": [0.1, 0.2]}, config=config("unet3d", 0, lr=0.1))
+    comparison = compare([tmp_path])
+    assert [row["run"] for row in comparison.run_rows] == ["thesis/unet3d"]
+    assert comparison.markdown.rstrip().endswith(
+        f"Left out: 1 run that `study.py --rerun-changed` set aside, run with a study's earlier settings (below "
+        f"{tmp_path / 'thesis.replaced'}; give such a folder to compare them).")
+    assert [row["run"] for row in compare([old]).run_rows] == ["unet3d"]
+    assert "Left out" not in compare([old]).markdown and "Left out" not in compare([tmp_path / "thesis"]).markdown
+    fake_run(tmp_path / "only" / "s.replaced" / "t" / "r", "vnet", "ISeg2017DataModule", {"GM": [0.5]})
+    with pytest.raises(DataError, match=r"no test/metrics\.csv under .* \(only 1 set aside below \*\.replaced/ "
+                                        r"folders\): run train\.py test first"):
+        compare([tmp_path / "only"])
 
 
 def test_the_cli_writes_markdown_csv_and_box_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
