@@ -212,6 +212,8 @@ class Segmentation:
         grid = {"affine": affine, "original_affine": original_affine, "original_shape": original_shape}
         scan_classes, scan_affine = to_scan_space(np.asarray(classes), **grid)
         maps = None if probabilities is None else to_scan_space(np.asarray(probabilities), **grid, order=1)[0]
+        if maps is not None and not labels.region_based:
+            maps[0][maps.sum(axis=0) == 0] = 1.0  # outside the predicted grid (a crop's box): background, surely
         return cls(subject_id, scan_classes, scan_affine, labels, maps, note, tuple(problems))
 
     def image(self, made_with: Mapping[str, Any] | None = None) -> nib.Nifti1Image:

@@ -77,6 +77,10 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
             scan's own grid).
         n4_bias_correction: N4 bias-field correction (SimpleITK) per modality; slow, cached.
         clip_percentiles: clip each modality to these percentiles of its brain voxels.
+        crop_to_nonzero: cut each volume to the box of its non-zero (or labelled) voxels after
+            resampling, as nnU-Net does: a skull-stripped BraTS scan keeps about 40 % of its
+            voxels, and training, validation, the cache and prediction work on that box only
+            (predictions are written back on the whole scan, background outside the box).
         augmentation: training augmentations, e.g. ``[{name: flip}, {name: elastic}]``
             (see ``datamodules/augmentation.py`` and ``configs/augmentation/``).
         augment_on: where they run: ``loader`` (each patch in the DataLoader workers, on the
@@ -125,6 +129,7 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
         target_spacing: tuple[float, float, float] | None = None,
         n4_bias_correction: bool = False,
         clip_percentiles: tuple[float, float] | None = None,
+        crop_to_nonzero: bool = False,
         augmentation: list[dict[str, Any]] | None = None,
         augment_on: Literal["loader", "device"] = "loader",
         cache_dir: str | None = "cache",
@@ -165,6 +170,7 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
             target_spacing=None if target_spacing is None else tuple(float(s) for s in target_spacing),
             n4_bias_correction=n4_bias_correction,
             clip_percentiles=None if clip_percentiles is None else tuple(float(p) for p in clip_percentiles),
+            crop_to_nonzero=crop_to_nonzero,
         )
         if n4_bias_correction:
             simpleitk()  # an optional dependency: say now, not at the first subject, if it is missing
