@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from core.io import DataError, require_file, unreadable
+from core.io import IMAGE_SUFFIXES, DataError, require_file, unreadable
 from core.labels import LabelSpace
 from core.volumes import Subject, natural_key
 from datamodules.base import NoSubjectsFound, VolumeSegmentationDataModule
@@ -103,7 +103,8 @@ class NiftiDataModule(VolumeSegmentationDataModule):
                 found[_subject_id(match.groupdict(), names)] = match.groupdict()
         if not found:
             example = self.image_pattern.format(**{n: f"<{n}>" for n in names}, modality=self.modalities[0])
-            raise NoSubjectsFound(f"{folder}: no subjects found (expected files like {example})")
+            raise NoSubjectsFound(f"{folder}: no subjects found (expected files like {example})"
+                                  + self._pattern_hint(folder))
         subjects = []
         for subject_id in sorted(found, key=natural_key):
             fields = found[subject_id]
@@ -115,6 +116,25 @@ class NiftiDataModule(VolumeSegmentationDataModule):
                 require_file(label, f"subject {subject_id} has no label map")
             subjects.append(Subject(subject_id, images, label))
         return subjects
+
+    def _pattern_hint(self, folder: Path) -> str:
+        """What a folder the patterns find nothing in holds instead: the patterns with the file
+        ending its images have (``.nii`` where ``.nii.gz`` was asked: nibabel reads either), or a
+        few of its image files, so that a name that differs (``T1w`` for ``T1``) shows."""
+        images = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                        if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
+        asked = next((s for s in sorted(IMAGE_SUFFIXES, key=len, reverse=True)
+                      if self.image_pattern.lower().endswith(s)), None)
+        for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True) if asked else ():
+            image_pattern = self.image_pattern[: -len(asked)] + suffix
+            if suffix != asked and any(_pattern_regex(image_pattern, self.modalities[0]).match(i) for i in images):
+                label_pattern = (self.label_pattern[: -len(asked)] + suffix
+                                 if self.label_pattern.lower().endswith(asked) else self.label_pattern)
+                return (f"; its images end in {suffix}: --data.init_args.image_pattern '{image_pattern}' "
+                        f"--data.init_args.label_pattern '{label_pattern}'")
+        if not images:
+            return "; it holds no image files"
+        return f"; it holds {len(images)} image files, e.g. {', '.join(images[:3])}"
 
     def _from_csv(self, path: Path, require_labels: bool) -> list[Subject]:
         with open(path, newline="") as handle:

@@ -334,6 +334,31 @@ def test_nifti_multi_site_layout(tmp_path: Path) -> None:
         NiftiDataModule(str(sites), modalities=["T1"], labels=LABELS, image_pattern="{site}/{subject}/{modality}.nii")
 
 
+def test_a_nifti_folder_the_patterns_miss_says_what_it_holds(tmp_path: Path) -> None:
+    """Uncompressed ``.nii`` under the default ``.nii.gz`` patterns: the patterns that find them,
+    ready to paste; a modality named otherwise (``T1w`` for ``T1``): some of the files there."""
+    nested = write_nifti_folder(tmp_path / "nested")
+    plain = tmp_path / "plain"
+    for path in sorted(nested.rglob("*.nii.gz")):
+        (plain / path.parent.name).mkdir(parents=True, exist_ok=True)
+        nib.save(nib.load(path), plain / path.parent.name / path.name.replace(".nii.gz", ".nii"))
+    with pytest.raises(DataError, match=r"plain: no subjects found \(expected files like <subject>/FLAIR\.nii\.gz\); "
+                                        r"its images end in \.nii: --data\.init_args\.image_pattern "
+                                        r"'\{subject\}/\{modality\}\.nii' --data\.init_args\.label_pattern "
+                                        r"'\{subject\}/label\.nii'$"):
+        NiftiDataModule(str(plain), modalities=["FLAIR", "T1"], labels=LABELS, cache_dir=None).subjects()
+    found = NiftiDataModule(str(plain), modalities=["FLAIR", "T1"], labels=LABELS, cache_dir=None,
+                            image_pattern="{subject}/{modality}.nii", label_pattern="{subject}/label.nii").subjects()
+    assert list(found) == ["sub-01", "sub-02", "sub-03", "sub-10"]  # the suggested patterns work
+    with pytest.raises(DataError, match=r"nested: no subjects found \(expected files like <subject>/T1w\.nii\.gz\); "
+                                        r"it holds 12 image files, e\.g\. sub-01/FLAIR\.nii\.gz, sub-01/T1\.nii\.gz, "
+                                        r"sub-01/label\.nii\.gz$"):
+        NiftiDataModule(str(nested), modalities=["T1w"], labels=LABELS, cache_dir=None).subjects()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"it holds no image files$"):
+        NiftiDataModule(str(tmp_path / "empty"), modalities=["T1"], labels=LABELS, cache_dir=None).subjects()
+
+
 def test_nifti_regions_and_ignored_labels(tmp_path: Path) -> None:
     folder = write_nifti_folder(tmp_path)
     dm = NiftiDataModule(str(folder), modalities=["T1"], labels={0: "background", 1: "tissue"}, ignore_labels=[2],
