@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from core.bids import derivative_files, dseg_tables, is_derivative, read_dseg_tsv
 from core.dataset_labels import BRATS_CONVENTIONS, DATASET_LABELS
 from core.export import NOT_LOGGED, logged_input_problems, predictions_by_run
+from core.file_patterns import files_by_pattern
 from core.geometry import grid_offset, reorient_like, voxel_spacing
 from core.io import (
     IMAGE_SUFFIXES,
@@ -293,11 +294,17 @@ def _named_subject(stem: str, truths: Mapping[str, Path]) -> str | None:
     return max(named, key=len) if named else None
 
 
-def truth_files(gt_dir: Path, dataset: str, gt_entities: Mapping[str, str | None] | None = None
-                ) -> dict[str, Path]:
-    """Subject id -> ground-truth file: a BIDS derivative's ``*_dseg`` files by subject[_session]
-    (those with ``gt_entities``), top-level NIfTI files named by subject, else the dataset's own
-    layout found by its DataModule."""
+def truth_files(gt_dir: Path, dataset: str, gt_entities: Mapping[str, str | None] | None = None,
+                gt_pattern: str | None = None) -> dict[str, Path]:
+    """Subject id -> ground-truth file: the files ``gt_pattern`` names (a NIfTI dataset's
+    ``label_pattern``, ``{subject}/label.nii.gz``), a BIDS derivative's ``*_dseg`` files by
+    subject[_session] (those with ``gt_entities``), top-level NIfTI files named by subject, else
+    the dataset's own layout found by its DataModule."""
+    if gt_pattern:
+        try:
+            return files_by_pattern(gt_dir, gt_pattern)
+        except ValueError as error:  # DataError, or a pattern without {subject}
+            raise EvaluationError(f"--gt-pattern: {error}") from error
     if is_derivative(gt_dir) or gt_entities:
         return _derivative_maps(gt_dir, gt_entities, "--gt-entities")
     flat = {}
@@ -311,7 +318,9 @@ def truth_files(gt_dir: Path, dataset: str, gt_entities: Mapping[str, str | None
     if flat:
         return flat
     if dataset not in LAYOUTS:
-        raise EvaluationError(f"{gt_dir}: no NIfTI files at the top level (dataset {dataset!r} has no known layout)")
+        raise EvaluationError(f"{gt_dir}: no NIfTI files at the top level (dataset {dataset!r} has no known layout); "
+                              "for a folder per subject give the files' pattern, as the NIfTI DataModule's "
+                              "label_pattern: --gt-pattern '{subject}/label.nii.gz'")
     import datamodules  # Lightning and the loaders: only needed to read the challenge layouts
 
     layout = getattr(datamodules, LAYOUTS[dataset])(str(gt_dir), cache_dir=None, **LAYOUT_ARGS.get(dataset, {}))
@@ -363,14 +372,14 @@ def load_label(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
 
 def match_folders(pred_dir: str | Path, gt_dir: str | Path, dataset: str,
                   gt_entities: Mapping[str, str | None] | None = None,
-                  pred_entities: Mapping[str, str | None] | None = None) -> Matching:
+                  pred_entities: Mapping[str, str | None] | None = None, gt_pattern: str | None = None) -> Matching:
     """Predictions of ``pred_dir`` paired with the ground truth of ``gt_dir`` (see
     :func:`match_predictions`)."""
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     for folder in (pred_dir, gt_dir):
         if not folder.is_dir():
             raise EvaluationError(f"{folder}: not a folder")
-    return match_predictions(pred_dir, truth_files(gt_dir, dataset, gt_entities), pred_entities)
+    return match_predictions(pred_dir, truth_files(gt_dir, dataset, gt_entities, gt_pattern), pred_entities)
 
 
 def score_pairs(pairs: Mapping[str, tuple[Path, Path]], space: LabelSpace, dataset: str,
@@ -445,7 +454,8 @@ def evaluate_matching(pred_dir: str | Path, gt_dir: str | Path, dataset: str,
                       gt_entities: Mapping[str, str | None] | None = None,
                       pred_entities: Mapping[str, str | None] | None = None, lesion_rule: str | None = None,
                       pred_labels: str | Mapping[int, str] | None = None,
-                      before_scoring: Callable[[], None] | None = None) -> tuple[list[dict], Matching]:
+                      before_scoring: Callable[[], None] | None = None, gt_pattern: str | None = None
+                      ) -> tuple[list[dict], Matching]:
     """Score every prediction of ``pred_dir`` that has a ground truth in ``gt_dir``: the rows
     (:func:`score_pairs`) and how the files were paired. Subjects on one side only are left out
     (an error with ``require_all``). ``gt_entities`` (``pred_entities``): which of a BIDS
@@ -454,13 +464,14 @@ def evaluate_matching(pred_dir: str | Path, gt_dir: str | Path, dataset: str,
     challenge's, or ``DILATION:MIN_VOLUME``). ``pred_labels``: the predictions' own values and
     names (``"1:CSF,2:GM,3:WM"``), matched to the ground truth's by name (:func:`recoding_by_name`);
     a BIDS derivative's ``dseg.tsv`` says them for ``--dataset dseg``. ``before_scoring``: called
-    once the inputs are checked, before any volume is scored (evaluate.py checks its output there)."""
+    once the inputs are checked, before any volume is scored (evaluate.py checks its output there).
+    ``gt_pattern``: the ground truth's files by a pattern (:func:`truth_files`)."""
     try:
         rule = None if lesion_rule is None else rule_of(lesion_rule)
     except ValueError as error:
         raise EvaluationError(str(error)) from error
     space = label_space_for(dataset, labels, gt_dir, gt_entities)
-    matching = match_folders(pred_dir, gt_dir, dataset, gt_entities, pred_entities)
+    matching = match_folders(pred_dir, gt_dir, dataset, gt_entities, pred_entities, gt_pattern)
     if require_all and (missing := missing_text(matching, pred_dir, gt_dir)):
         raise EvaluationError(missing.replace("\n", "; ") + " (--require-all)")
     named = prediction_names(pred_dir, dataset, pred_labels, pred_entities)
@@ -518,7 +529,7 @@ def parse_entity(text: str) -> tuple[str, str | None]:
 
 def scoring_record(args: argparse.Namespace) -> dict[str, Any]:
     """What an evaluate.py run scores: the folders (absolute) and every option that changes a score."""
-    options = ("dataset", "labels", "pred_labels", "lesion_wise", "gt_entities", "pred_entities")
+    options = ("dataset", "labels", "pred_labels", "lesion_wise", "gt_entities", "pred_entities", "gt_pattern")
     record = {"written_by": "evaluate.py", "pred": str(Path(args.pred).resolve()), "gt": str(Path(args.gt).resolve()),
               **{name: getattr(args, name) for name in options}}
     return json.loads(json.dumps(record))  # as it reads back
@@ -579,6 +590,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="also the lesion-wise Dice and HD95 by which BraTS ranks from 2023 on, with that "
                              f"challenge's rule ({', '.join(LESION_RULES)}), or DILATION:MIN_VOLUME (voxels, mm³: "
                              "1:10) for lesions of other kinds")
+    parser.add_argument("--gt-pattern", metavar="PATTERN",
+                        help="the ground-truth files below --gt by a pattern, as the NIfTI DataModule's "
+                             "label_pattern: '{subject}/label.nii.gz', '{site}/{subject}/seg.nii.gz' (ids "
+                             "siteA_patient01, as training named them)")
     parser.add_argument("--gt-entities", nargs="+", type=parse_entity, metavar="KEY=VALUE",
                         help="which of a BIDS derivative's label maps is the ground truth, by entities: "
                              "desc=aseg (fMRIPrep's aseg), space= (the entity absent)")
@@ -603,7 +618,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows, matching = evaluate_matching(args.pred, args.gt, args.dataset, args.labels, args.require_all,
                                            gt_entities=dict(args.gt_entities or ()),
                                            pred_entities=dict(args.pred_entities or ()), lesion_rule=args.lesion_wise,
-                                           pred_labels=args.pred_labels, before_scoring=check_output)
+                                           pred_labels=args.pred_labels, before_scoring=check_output,
+                                           gt_pattern=args.gt_pattern)
     except ValueError as error:  # EvaluationError, and the DataModules' DataError naming the bad file
         print(f"evaluate.py: error: {error}", file=sys.stderr)
         return 2

@@ -3,47 +3,16 @@
 from __future__ import annotations
 
 import csv
-import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from core.file_patterns import matches, pattern_fields, pattern_regex
 from core.io import IMAGE_SUFFIXES, DataError, require_file, unreadable
 from core.labels import LabelSpace
-from core.volumes import Subject, natural_key
+from core.volumes import Subject
 from datamodules.base import NoSubjectsFound, VolumeSegmentationDataModule
-
-_FIELD = re.compile(r"\{(\w+)\}")
-
-
-def _fields(pattern: str) -> list[str]:
-    """The placeholders of a file pattern other than ``{modality}``, in order of first use."""
-    return list(dict.fromkeys(f for f in _FIELD.findall(pattern) if f != "modality"))
-
-
-def _pattern_regex(pattern: str, modality: str) -> re.Pattern[str]:
-    """``{site}/{subject}/{modality}.nii.gz`` with the modality filled in, as a regex capturing
-    every other placeholder (one folder or file-name part each; repeats must agree)."""
-    if "{subject}" not in pattern:
-        raise ValueError(f"file pattern {pattern!r} must contain {{subject}}")
-    seen: set[str] = set()
-    regex = []
-    for i, part in enumerate(_FIELD.split(pattern)):
-        if i % 2 == 0:
-            regex.append(re.escape(part))
-        elif part == "modality":
-            regex.append(re.escape(modality))
-        else:
-            regex.append(f"(?P={part})" if part in seen else f"(?P<{part}>[^/]+)")
-            seen.add(part)
-    return re.compile(f"^{''.join(regex)}$")
-
-
-def _subject_id(fields: dict[str, str], names: Sequence[str]) -> str:
-    """``{subject}`` alone names the subject; with more placeholders (``{site}``), their values
-    joined by ``_`` in pattern order (``siteA_patient01``), so ids stay unique across sites."""
-    return fields["subject"] if list(names) == ["subject"] else "_".join(fields[n] for n in names)
 
 
 class NiftiDataModule(VolumeSegmentationDataModule):
@@ -76,9 +45,9 @@ class NiftiDataModule(VolumeSegmentationDataModule):
             raise ValueError("NiftiDataModule needs the modality names (modalities: [T1, FLAIR, ...])")
         if "{modality}" not in image_pattern:
             raise ValueError(f"image_pattern {image_pattern!r} must contain {{modality}}")
-        if set(_fields(label_pattern)) != set(_fields(image_pattern)):
+        if set(pattern_fields(label_pattern)) != set(pattern_fields(image_pattern)):
             raise ValueError(f"label_pattern {label_pattern!r} must use the placeholders of image_pattern "
-                             f"{image_pattern!r} ({', '.join(_fields(image_pattern))}) and no other")
+                             f"{image_pattern!r} ({', '.join(pattern_fields(image_pattern))}) and no other")
         self.available_modalities = tuple(modalities)
         self.image_pattern = image_pattern
         self.label_pattern = label_pattern
@@ -95,19 +64,14 @@ class NiftiDataModule(VolumeSegmentationDataModule):
             return self._from_csv(folder, require_labels)
         if not folder.is_dir():
             raise DataError(f"{folder}: neither a folder nor a .csv file")
-        first = _pattern_regex(self.image_pattern, self.modalities[0])
-        names = _fields(self.image_pattern)
-        found = {}
-        for path in folder.rglob("*"):
-            if match := first.match(path.relative_to(folder).as_posix()):
-                found[_subject_id(match.groupdict(), names)] = match.groupdict()
+        found = matches(folder, self.image_pattern, self.modalities[0])
+        names = pattern_fields(self.image_pattern)
         if not found:
             example = self.image_pattern.format(**{n: f"<{n}>" for n in names}, modality=self.modalities[0])
             raise NoSubjectsFound(f"{folder}: no subjects found (expected files like {example})"
                                   + self._pattern_hint(folder))
         subjects = []
-        for subject_id in sorted(found, key=natural_key):
-            fields = found[subject_id]
+        for subject_id, fields in found.items():
             images = tuple(folder / self.image_pattern.format(**fields, modality=m) for m in self.modalities)
             for path in images:
                 require_file(path, f"subject {subject_id} lacks this modality")
@@ -127,7 +91,7 @@ class NiftiDataModule(VolumeSegmentationDataModule):
                       if self.image_pattern.lower().endswith(s)), None)
         for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True) if asked else ():
             image_pattern = self.image_pattern[: -len(asked)] + suffix
-            if suffix != asked and any(_pattern_regex(image_pattern, self.modalities[0]).match(i) for i in images):
+            if suffix != asked and any(pattern_regex(image_pattern, self.modalities[0]).match(i) for i in images):
                 label_pattern = (self.label_pattern[: -len(asked)] + suffix
                                  if self.label_pattern.lower().endswith(asked) else self.label_pattern)
                 return (f"; its images end in {suffix}: --data.init_args.image_pattern '{image_pattern}' "

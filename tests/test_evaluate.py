@@ -14,7 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from layouts import BRATS_AFFINE, MRBRAINS_ZOOMS, write_brats, write_mrbrains18, write_nifti
+from layouts import BRATS_AFFINE, MRBRAINS_ZOOMS, write_brats, write_mrbrains18, write_nifti, write_nifti_folder
 from monai.metrics import compute_average_surface_distance, compute_dice, compute_hausdorff_distance
 from scipy import ndimage
 
@@ -371,6 +371,36 @@ def test_a_truncated_prediction_is_an_error_naming_it(tmp_path: Path, capsys: py
     path.write_bytes(path.read_bytes()[:60])
     assert evaluate.main(["--pred", str(pred_dir), "--gt", str(gt_dir), "--dataset", "labels", "--labels", "1:x"]) == 2
     assert re.search(r"error: .*s1_seg\.nii\.gz: cannot read the label map", capsys.readouterr().err)
+
+
+def test_the_ground_truth_of_a_nifti_dataset_found_by_its_label_pattern(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A folder per subject (``sub-01/label.nii.gz``), or per site and patient, as the NIfTI
+    DataModule reads it: ``--gt-pattern`` finds its labels under the ids training gave them
+    (``siteA_sub-01``); without it the error says the option."""
+    nested = write_nifti_folder(tmp_path / "nested")
+    sites = tmp_path / "sites"
+    for site, subject in (("siteA", "sub-01"), ("siteB", "sub-01"), ("siteB", "sub-10")):
+        shutil.copytree(nested / subject, sites / site / subject)
+    pred_dir = tmp_path / "pred"
+    pred_dir.mkdir()
+    for name, source in (("siteA_sub-01", nested / "sub-01"), ("siteB_sub-10", nested / "sub-10")):
+        shutil.copy(source / "label.nii.gz", pred_dir / f"{name}_seg.nii.gz")  # perfect predictions
+    shutil.copy(nested / "sub-03" / "label.nii.gz", pred_dir / "siteB_sub-01_seg.nii.gz")  # another subject's
+    rows = evaluate.evaluate_matching(pred_dir, sites, "labels", "0:background,1:tissue,2:lesion",
+                                      gt_pattern="{site}/{subject}/label.nii.gz")[0]
+    dice = {(r["subject"], r["structure"]): r["dice"] for r in rows}
+    assert dice[("siteA_sub-01", "lesion")] == dice[("siteB_sub-10", "tissue")] == 1.0
+    assert dice[("siteB_sub-01", "lesion")] < 1.0 and len(dice) == 6
+    args = ["--pred", str(pred_dir), "--gt", str(sites), "--dataset", "labels", "--labels", "1:tissue,2:lesion"]
+    assert evaluate.main(args) == 2
+    assert ("no NIfTI files at the top level (dataset 'labels' has no known layout); for a folder per subject give "
+            "the files' pattern, as the NIfTI DataModule's label_pattern: --gt-pattern '{subject}/label.nii.gz'"
+            in capsys.readouterr().err)
+    assert evaluate.main([*args, "--gt-pattern", "{site}/{subject}/seg.nii.gz"]) == 2
+    assert f"--gt-pattern: {sites}: no files named like <site>/<subject>/seg.nii.gz" in capsys.readouterr().err
+    assert evaluate.main([*args, "--gt-pattern", "{site}/{subject}/label.nii.gz"]) == 0
+    assert json.loads((pred_dir / "scoring.json").read_text())["gt_pattern"] == "{site}/{subject}/label.nii.gz"
 
 
 def test_nan_avd_is_left_out_of_the_mean(tmp_path: Path) -> None:
