@@ -156,8 +156,9 @@ class ScanSegmenter(ABC):
     @property
     @abstractmethod
     def training_window(self) -> tuple[int, ...]:
-        """The checkpoint's window (the smallest of an ensemble's, axis by axis): the patches
-        learned on, or the inference window the model was given for them."""
+        """The patches the checkpoint learned on (the smallest of an ensemble's, axis by axis),
+        whatever inference window it was given: what the thin-slab check compares a volume with,
+        as validation and test do."""
 
     @abstractmethod
     def settings(self) -> dict[str, Any]:
@@ -288,10 +289,11 @@ class Segmenter(ScanSegmenter):
     progress: bool = False  # a bar over each volume's windows (predict.py in a terminal)
     window_scale: int = 1  # windows this many times the checkpoint's per side (capped by the volume)
     precision: str = "32"  # "bf16": the network under bfloat16 autocast (core.inference.fast_bf16)
+    patch_size: tuple[int, ...] | None = None  # the training patch, where roi_size is another window
 
     @property
     def training_window(self) -> tuple[int, ...]:
-        return tuple(self.roi_size)
+        return tuple(self.patch_size or self.roi_size)
 
     def settings(self) -> dict[str, Any]:
         return {**checkpoint_identity(self.source), "window": list(self.roi_size),
@@ -335,6 +337,7 @@ class Segmenter(ScanSegmenter):
             progress=progress,
             window_scale=int(hparams.get("window_scale") or 1 if window_scale is None else window_scale),
             precision=precision,
+            patch_size=tuple(int(r) for r in hparams["roi_size"]),
         )
 
     @property

@@ -166,7 +166,7 @@ class SegmentationModule(pl.LightningModule):
                          tuple(hp.modalities or ()), sw_batch_size=hp.sw_batch_size, sw_overlap=hp.sw_overlap,
                          source=f"{type(self).__name__}({hp.network})", profiles=self.modality_profiles,
                          training_spacing=self.training_spacing,
-                         window_scale=hp.window_scale, precision=precision)
+                         window_scale=hp.window_scale, precision=precision, patch_size=tuple(hp.roi_size))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.network(image)

@@ -1,6 +1,7 @@
 """predict.py: a checkpoint and new scans in, segmentations in the scans' own space out."""
 
 import csv
+import dataclasses
 import gzip
 import json
 import os
@@ -692,6 +693,15 @@ def test_a_single_slice_or_a_thin_slab_gets_a_warning(checkpoint: Path, tiny_dem
         said = [w for w in data_warnings(record) if "along axis" in w]
         assert said == ([f"slab1: {thin_axes_problem((40, 40, 1), (16, 16, 16))}"] if slices == 1 else [])
         assert nib.load(str(written)).shape[2] == slices  # segmented all the same, in the scan's own space
+    # The rule compares with the patches trained on, never with an inference window the checkpoint was
+    # given (a DenseNet's 64^3): as validation and test do.
+    from core.segmenter import Segmenter
+
+    segmenter = Segmenter.from_checkpoint(checkpoint, "cpu")
+    assert segmenter.training_window == (16, 16, 16)
+    wider = dataclasses.replace(segmenter, roi_size=(64, 64, 64))
+    assert wider.training_window == (16, 16, 16)
+    assert dataclasses.replace(wider, patch_size=None).training_window == (64, 64, 64)  # one built without it: its window
 
 
 def test_a_scan_whose_background_is_not_zero_gets_a_warning(checkpoint: Path, tiny_demo_dir: Path,
