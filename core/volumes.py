@@ -140,9 +140,9 @@ def crop_to_nonzero(image: np.ndarray, label: np.ndarray | None, affine: np.ndar
                     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """``image`` and ``label`` cut to :func:`nonzero_box`, and the affine of the cut grid (its
     origin moved to the box's first voxel). Only voxels that are 0 in every channel and
-    unlabelled go: a skull-stripped BraTS scan keeps about 40 % of its 240x240x155 voxels, and
-    every epoch, validation and prediction works on the box. Predictions go back to the scan's
-    grid by the affines, exactly (an integer shift), background outside the box."""
+    unlabelled go: the box of a skull-stripped brain (ICBM152's) is 46 % of a BraTS 240x240x155
+    grid, and every epoch, validation and prediction works on the box. Predictions go back to
+    the scan's grid by the affines, exactly (an integer shift), background outside the box."""
     box = nonzero_box(image, label)
     start = np.array([s.start or 0 for s in box], dtype=np.float64)
     cropped_affine = np.array(affine, dtype=np.float64, copy=True)

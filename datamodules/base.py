@@ -78,8 +78,8 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
         n4_bias_correction: N4 bias-field correction (SimpleITK) per modality; slow, cached.
         clip_percentiles: clip each modality to these percentiles of its brain voxels.
         crop_to_nonzero: cut each volume to the box of its non-zero (or labelled) voxels after
-            resampling, as nnU-Net does: a skull-stripped BraTS scan keeps about 40 % of its
-            voxels, and training, validation, the cache and prediction work on that box only
+            resampling, as nnU-Net does (a skull-stripped brain's box is about 46 % of a BraTS
+            grid): training, validation, the cache and prediction work on that box only
             (predictions are written back on the whole scan, background outside the box).
         augmentation: training augmentations, e.g. ``[{name: flip}, {name: elastic}]``
             (see ``datamodules/augmentation.py`` and ``configs/augmentation/``).

@@ -701,7 +701,7 @@ def test_a_single_slice_or_a_thin_slab_gets_a_warning(checkpoint: Path, tiny_dem
     assert segmenter.training_window == (16, 16, 16)
     wider = dataclasses.replace(segmenter, roi_size=(64, 64, 64))
     assert wider.training_window == (16, 16, 16)
-    assert dataclasses.replace(wider, patch_size=None).training_window == (64, 64, 64)  # one built without it: its window
+    assert dataclasses.replace(wider, patch_size=None).training_window == (64, 64, 64)  # built without: its window
 
 
 def test_a_scan_whose_background_is_not_zero_gets_a_warning(checkpoint: Path, tiny_demo_dir: Path,
