@@ -54,7 +54,7 @@ from core.io import (
     without_singleton_axes,
     write_text_atomically,
 )
-from core.labels import LabelSpace, present_values, remapped, whole_label_values
+from core.labels import LabelSpace, present_values, remapped, value_mask, whole_label_values
 from core.lesions import LESION_COLUMNS, LESION_RULES, LesionRule, lesion_table, score_columns, subject_rows
 from core.lesions import lesion_rule as rule_of
 from core.metrics import (
@@ -66,6 +66,7 @@ from core.metrics import (
     summarise,
 )
 from core.nnunet import nnunet_label_space, read_nnunet_description
+from core.postprocessing import largest_component_gains
 from core.volumes import natural_key
 
 PROBABILITIES = "_probabilities"  # the probability maps predict.py may write beside the segmentations
@@ -241,6 +242,7 @@ class Matching:
     pairs: dict[str, tuple[Path, Path]]  # subject -> (prediction, ground truth)
     unpredicted: list[str]  # subjects with ground truth but no prediction
     unknown: list[Path]  # prediction files that name no subject of the ground truth
+    keep_largest_gains: str = ""  # with evaluate_matching(keep_largest=True): the table of :func:`keep_largest_gains`
 
 
 def match_predictions(pred_dir: Path, truths: Mapping[str, Path],
@@ -403,6 +405,14 @@ def _score_pair(subject: str, prediction_path: Path, truth_path: Path, space: La
                 affine_tolerance: float, lesion_rule: LesionRule | None = None,
                 recoding: Mapping[int, int] | None = None) -> list[dict]:
     """The rows of one subject (see :func:`score_pairs`)."""
+    pred, truth, spacing = load_pair(prediction_path, truth_path, space, dataset, affine_tolerance, recoding)
+    return subject_rows(subject, pred, truth, spacing, space.structure_values, space.ignored_values, lesion_rule)
+
+
+def load_pair(prediction_path: Path, truth_path: Path, space: LabelSpace, dataset: str, affine_tolerance: float,
+              recoding: Mapping[int, int] | None = None) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """A prediction and its ground truth on one grid, in the truth's values, and the spacing;
+    grids or values that do not fit are errors naming the files."""
     pred, pred_affine, _ = load_label(prediction_path)
     if recoding is not None:
         pred = recoded(pred, recoding, prediction_path)
@@ -424,7 +434,41 @@ def _score_pair(subject: str, prediction_path: Path, truth_path: Path, space: La
         if unknown:
             raise EvaluationError(f"{path}: label values {unknown} are not in the {dataset} label map "
                                   f"{sorted(space.value_to_class)}{_other_convention(dataset, labels)}")
-    return subject_rows(subject, pred, truth, spacing, space.structure_values, space.ignored_values, lesion_rule)
+    return pred, truth, spacing
+
+
+def class_structures(space: LabelSpace, dataset: str) -> dict[str, list[int]]:
+    """The scored structures (name -> values) when none overlaps another, as classes; regions
+    (BraTS' WT holding TC) are refused: keeping a largest component judges classes."""
+    structures = space.structure_values
+    values = [v for members in structures.values() for v in members]
+    if len(values) != len(set(values)):
+        raise EvaluationError(f"--keep-largest-gains: the {dataset} structures overlap (regions: "
+                              f"{list(structures)}); it judges structures of classes")
+    return structures
+
+
+def keep_largest_gains(pairs: Mapping[str, tuple[Path, Path]], space: LabelSpace, dataset: str,
+                       affine_tolerance: float = 1e-3, recoding: Mapping[int, int] | None = None) -> str:
+    """Whether keeping only the largest connected component of each structure (and of the whole
+    foreground) raises its mean Dice on these pairs, as a table and the ``predict.py
+    --keep-largest`` of those that gain (nnU-Net decides its postprocessing so, on held-out
+    predictions). For structures of classes; overlapping regions (BraTS') are refused."""
+    structures = class_structures(space, dataset)
+    background = min(v for v, c in space.value_to_class.items() if c == 0)
+    loaded = []
+    for prediction_path, truth_path in pairs.values():
+        pred, truth, _ = load_pair(prediction_path, truth_path, space, dataset, affine_tolerance, recoding)
+        ignored = value_mask(truth, space.ignored_values)  # count for nothing, as in the scores
+        loaded.append((np.where(ignored, background, pred), np.where(ignored, background, truth)))
+    gains = largest_component_gains(loaded, structures, background)
+    lines = [f"Largest connected component only (26-connected), mean Dice over {len(loaded)} subjects, each "
+             "structure alone:", "", "| structure | as predicted | largest only | gain |", "|---|---:|---:|---:|"]
+    lines += [f"| {name} | {before:.4f} | {after:.4f} | {after - before:+.4f} |"
+              for name, (before, after) in gains.items()]
+    gaining = [name for name, (before, after) in gains.items() if after > before]
+    lines += ["", f"gains: predict.py --keep-largest {' '.join(gaining)}" if gaining else "gains: none"]
+    return "\n".join(lines) + "\n"
 
 
 def _other_convention(dataset: str, labels: np.ndarray) -> str:
@@ -454,8 +498,8 @@ def evaluate_matching(pred_dir: str | Path, gt_dir: str | Path, dataset: str,
                       gt_entities: Mapping[str, str | None] | None = None,
                       pred_entities: Mapping[str, str | None] | None = None, lesion_rule: str | None = None,
                       pred_labels: str | Mapping[int, str] | None = None,
-                      before_scoring: Callable[[], None] | None = None, gt_pattern: str | None = None
-                      ) -> tuple[list[dict], Matching]:
+                      before_scoring: Callable[[], None] | None = None, gt_pattern: str | None = None,
+                      keep_largest: bool = False) -> tuple[list[dict], Matching]:
     """Score every prediction of ``pred_dir`` that has a ground truth in ``gt_dir``: the rows
     (:func:`score_pairs`) and how the files were paired. Subjects on one side only are left out
     (an error with ``require_all``). ``gt_entities`` (``pred_entities``): which of a BIDS
@@ -465,12 +509,15 @@ def evaluate_matching(pred_dir: str | Path, gt_dir: str | Path, dataset: str,
     names (``"1:CSF,2:GM,3:WM"``), matched to the ground truth's by name (:func:`recoding_by_name`);
     a BIDS derivative's ``dseg.tsv`` says them for ``--dataset dseg``. ``before_scoring``: called
     once the inputs are checked, before any volume is scored (evaluate.py checks its output there).
-    ``gt_pattern``: the ground truth's files by a pattern (:func:`truth_files`)."""
+    ``gt_pattern``: the ground truth's files by a pattern (:func:`truth_files`). ``keep_largest``:
+    and whether keeping each structure's largest component gains (``matching.keep_largest_gains``)."""
     try:
         rule = None if lesion_rule is None else rule_of(lesion_rule)
     except ValueError as error:
         raise EvaluationError(str(error)) from error
     space = label_space_for(dataset, labels, gt_dir, gt_entities)
+    if keep_largest:
+        class_structures(space, dataset)
     matching = match_folders(pred_dir, gt_dir, dataset, gt_entities, pred_entities, gt_pattern)
     if require_all and (missing := missing_text(matching, pred_dir, gt_dir)):
         raise EvaluationError(missing.replace("\n", "; ") + " (--require-all)")
@@ -478,7 +525,10 @@ def evaluate_matching(pred_dir: str | Path, gt_dir: str | Path, dataset: str,
     recoding = None if named is None else recoding_by_name(*named, space, _truth_source(dataset, gt_dir, gt_entities))
     if before_scoring is not None:
         before_scoring()
-    return score_pairs(matching.pairs, space, dataset, affine_tolerance, progress, rule, recoding), matching
+    rows = score_pairs(matching.pairs, space, dataset, affine_tolerance, progress, rule, recoding)
+    if keep_largest and matching.pairs:
+        matching.keep_largest_gains = keep_largest_gains(matching.pairs, space, dataset, affine_tolerance, recoding)
+    return rows, matching
 
 
 def _truth_source(dataset: str, gt_dir: str | Path, gt_entities: Mapping[str, str | None] | None) -> str:
@@ -594,6 +644,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the ground-truth files below --gt by a pattern, as the NIfTI DataModule's "
                              "label_pattern: '{subject}/label.nii.gz', '{site}/{subject}/seg.nii.gz' (ids "
                              "siteA_patient01, as training named them)")
+    parser.add_argument("--keep-largest-gains", action="store_true",
+                        help="also say, per structure, whether keeping only its largest connected component raises "
+                             "its mean Dice on these subjects (run on validation subjects; predict.py "
+                             "--keep-largest applies the ones that gain)")
     parser.add_argument("--gt-entities", nargs="+", type=parse_entity, metavar="KEY=VALUE",
                         help="which of a BIDS derivative's label maps is the ground truth, by entities: "
                              "desc=aseg (fMRIPrep's aseg), space= (the entity absent)")
@@ -619,7 +673,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                            gt_entities=dict(args.gt_entities or ()),
                                            pred_entities=dict(args.pred_entities or ()), lesion_rule=args.lesion_wise,
                                            pred_labels=args.pred_labels, before_scoring=check_output,
-                                           gt_pattern=args.gt_pattern)
+                                           gt_pattern=args.gt_pattern, keep_largest=args.keep_largest_gains)
     except ValueError as error:  # EvaluationError, and the DataModules' DataError naming the bad file
         print(f"evaluate.py: error: {error}", file=sys.stderr)
         return 2
@@ -633,6 +687,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(write_outputs(rows, output, provenance, args.lesion_wise), end="")
     scored = len(matching.pairs)
     print(f"scored {scored} subject{'s' * (scored != 1)}; written to {output}/{', '.join(SCORE_FILES)}")
+    if matching.keep_largest_gains:
+        print("\n" + matching.keep_largest_gains, end="")
     if missing:
         print(missing)
     return 0

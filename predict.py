@@ -79,7 +79,7 @@ def predict(checkpoint: Path | Sequence[Path], inputs: Sequence[Path], output: P
             subjects: Sequence[str] | None = None, shard: tuple[int, int] | None = None,
             resample_to_first: bool = False, case_names: bool = False,
             bids_modalities: Sequence[str] | None = None, continuing: bool = False,
-            brain_mask: Path | None = None) -> list[Path]:
+            brain_mask: Path | None = None, keep_largest: Sequence[str] = ()) -> list[Path]:
     """Segment every subject of ``inputs`` with one checkpoint or the ensemble of several;
     returns the segmentation files written. For a folder: ``contrast``, with a model of any
     contrast, the modality of the folder's layout to segment (default: the one it was validated
@@ -96,12 +96,16 @@ def predict(checkpoint: Path | Sequence[Path], inputs: Sequence[Path], output: P
     kept, the others segmented. ``brain_mask``:
     with one subject's files, a mask whose outside is set to 0 in every scan first (scans not
     skull-stripped, or with interpolation ringing around the brain, for a model of skull-stripped
-    scans)."""
+    scans). ``keep_largest``: structures (class names, or ``foreground``) cut to their largest
+    connected component (nnU-Net's postprocessing; ``evaluate.py --keep-largest-gains`` says which
+    gain)."""
     # A bar over the windows of each volume when run in a terminal.
     segmenter = load_segmenter(checkpoint, device, sw_overlap=sw_overlap, sw_batch_size=sw_batch_size,
                                window_scale=window_scale, progress=sys.stderr.isatty(), precision=precision)
     if resample_to_first:
         segmenter.preprocessing = replace(segmenter.preprocessing, resample_to_first=True)
+    if keep_largest:
+        segmenter.keep_largest_of(keep_largest)
     layout = segmenter.datamodule
     if len(inputs) == 1 and Path(inputs[0]).is_dir():
         layout, modalities = folder_layout(layout, segmenter.modalities, segmenter.source, contrast, bids_modalities)
@@ -179,6 +183,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--resample-to-first", action="store_true",
                         help="resample the other modalities onto the first one's grid through the affines (scans not "
                              "co-registered onto one grid); default: the checkpoint's preprocessing")
+    parser.add_argument("--keep-largest", nargs="+", default=(), metavar="STRUCTURE",
+                        help="keep only the largest connected component of these structures (class names, or "
+                             "foreground for all as one): nnU-Net's postprocessing, for those that evaluate.py "
+                             "--keep-largest-gains found it helps on validation subjects")
     parser.add_argument("--cpu-fast", action="store_true",
                         help="the CPU preset: no mirroring, overlap 0.25, windows x2, one window a pass, every core, "
                              "bf16 where the CPU has it")
@@ -199,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                           precision=args.precision, contrast=args.contrast, subjects=args.subjects, shard=args.shard,
                           resample_to_first=args.resample_to_first, case_names=args.case_names,
                           bids_modalities=args.bids_modalities, continuing=args.continuing,
-                          brain_mask=args.brain_mask)
+                          brain_mask=args.brain_mask, keep_largest=args.keep_largest)
         if not written and args.shard:
             print(f"predict.py: shard {args.shard[0]}/{args.shard[1]} has no subjects (fewer than "
                   f"{args.shard[0] + 1} to share out); nothing written")

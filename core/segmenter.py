@@ -45,6 +45,7 @@ from core.inference import emulated_precision, mean_over_flips, sliding_window_l
 from core.io import BadInputs, DataError, DataWarning, image_stem
 from core.labels import LabelSpace
 from core.modality_profiles import ANY_CONTRAST, ModalityProfiles
+from core.postprocessing import class_groups, keep_largest
 from core.training_spacing import TrainingSpacing
 from core.volumes import PreprocessingSettings, Subject, Volume, load_subject
 from networks import build_network
@@ -147,6 +148,15 @@ class ScanSegmenter(ABC):
     training_spacing: TrainingSpacing | None
     source: str
     datamodule: dict[str, Any] | None
+    keep_largest: tuple[str, ...] = ()  # structures cut to their largest component (:meth:`keep_largest_of`)
+
+    def keep_largest_of(self, names: Sequence[str]) -> None:
+        """From now on keep only the largest connected component of these structures (class
+        names, or ``foreground`` for all as one) in every segmentation: nnU-Net's
+        postprocessing, for the structures ``evaluate.py --keep-largest-gains`` found it helps
+        (:mod:`core.postprocessing`). Checked against the label space now."""
+        class_groups(self.labels, names)
+        self.keep_largest = tuple(names)
 
     @abstractmethod
     def probabilities(self, image: torch.Tensor, flips: bool = False) -> torch.Tensor:
@@ -176,6 +186,8 @@ class ScanSegmenter(ABC):
         image = torch.from_numpy(np.asarray(volume.image, dtype=np.float32))[None]
         probs = self.probabilities(image, flips)
         classes = self.labels.classes_from_probabilities(probs)[0, 0].cpu().numpy()
+        if self.keep_largest:  # the probabilities stay the network's, as nnU-Net keeps them
+            classes = keep_largest(classes, class_groups(self.labels, self.keep_largest))
         return Segmentation.from_network_grid(
             volume.subject_id, classes, self.labels, volume.affine, volume.original_affine, volume.original_shape,
             probs[0].cpu().numpy() if probabilities else None, note=self.note, problems=problems)
@@ -218,6 +230,7 @@ class ScanSegmenter(ABC):
         """How this segmenter segments: its checkpoint(s) and settings, as a prediction folder's
         log records them and (the part that changes voxels) its images carry."""
         return {**self.settings(), "flips": flips, "probabilities": probabilities,
+                **({"keep_largest": list(self.keep_largest)} if self.keep_largest else {}),
                 **({"resample_to_first": True} if self.preprocessing.resample_to_first else {}),
                 **({"target_spacing": list(self.preprocessing.target_spacing)}
                    if self.preprocessing.target_spacing else {})}
