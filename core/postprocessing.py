@@ -46,6 +46,8 @@ def keep_largest(labels: np.ndarray, groups: Sequence[Sequence[int]], background
 def class_groups(space: LabelSpace, names: Sequence[str]) -> list[list[int]]:
     """The class indices of each named structure of a class model (:data:`FOREGROUND`: every
     foreground class as one); an unknown name, or a model of regions, is one line naming it."""
+    if not names:
+        return []
     if space.region_based:
         raise DataError(f"--keep-largest applies to class maps; this model predicts regions "
                         f"({', '.join(space.output_names)})")

@@ -25,6 +25,7 @@ from core.io import DataError, DataWarning, OutputError, earlier_report, write_t
 from core.labels import IGNORE_INDEX
 from core.lesions import lesion_rule, lesion_table, score_columns, subject_rows
 from core.metrics import INPUT_PROBLEMS_CSV, csv_text, summarise, text_table
+from core.postprocessing import class_groups, keep_largest
 from lightning_modules.distributed import gather_by_subject
 
 
@@ -396,10 +397,14 @@ class SegmentationWriter(BasePredictionWriter):
             as ``predict.py --case-names`` does; not for a BIDS derivative.
         continue_prediction: after an interrupted run into ``output_dir``, keep the subjects it
             wrote whole and segment the others, as ``predict.py --continue-prediction`` does.
+        keep_largest: structures (class names, or ``foreground``) cut to their largest connected
+            component, as ``predict.py --keep-largest`` does (``evaluate.py --keep-largest-gains``
+            says which gain).
     """
 
     def __init__(self, output_dir: str | None = None, flips: bool = False, probabilities: bool = False,
-                 overwrite: bool = False, case_names: bool = False, continue_prediction: bool = False) -> None:
+                 overwrite: bool = False, case_names: bool = False, continue_prediction: bool = False,
+                 keep_largest: list[str] | None = None) -> None:
         super().__init__(write_interval="batch")
         self.output_dir = output_dir
         self.flips = flips
@@ -407,6 +412,7 @@ class SegmentationWriter(BasePredictionWriter):
         self.continue_prediction = continue_prediction
         self.overwrite = overwrite
         self.case_names = case_names
+        self.keep_largest = list(keep_largest or [])
         self.folder: PredictionFolder | None = None
         self.checkpoint: str | None = None  # the checkpoint predicting (train.py sets it before setup)
 
@@ -416,6 +422,7 @@ class SegmentationWriter(BasePredictionWriter):
         without ``overwrite``), a folder that can be written with room for the outputs."""
         if stage != "predict":
             return
+        class_groups(pl_module.labels, self.keep_largest)  # a name the model lacks: said before any work
         directory = Path(self.output_dir) if self.output_dir else _default_output_dir(trainer, "predictions")
         subjects = getattr(trainer.datamodule, "predict_subjects", [])  # ours know theirs; other loaders: none
         names = getattr(trainer.datamodule, "output_names", OUR_NAMES)  # the dataset's convention (nnU-Net's)
@@ -433,7 +440,8 @@ class SegmentationWriter(BasePredictionWriter):
     def _record(self, pl_module: pl.LightningModule, checkpoint: str | None) -> dict[str, Any]:
         identity = checkpoint_identity(checkpoint) if checkpoint else {"checkpoint": None}
         return {**pl_module.segmenter.settings(), **identity, "flips": bool(pl_module.flips),
-                "probabilities": self.probabilities}
+                "probabilities": self.probabilities,
+                **({"keep_largest": self.keep_largest} if self.keep_largest else {})}
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.folder is not None:  # the checkpoint is known once it is restored, after setup
@@ -445,11 +453,13 @@ class SegmentationWriter(BasePredictionWriter):
                            batch_indices: Sequence[int] | None, batch: Any, batch_idx: int,
                            dataloader_idx: int) -> None:
         folder = self.folder
+        groups = class_groups(pl_module.labels, self.keep_largest)
         for i, subject in enumerate(prediction["subject"]):
             grids = {k: prediction[k][i].cpu().numpy() for k in ("affine", "original_affine", "original_shape")
                      if k in prediction}
             probabilities = prediction["probabilities"][i].cpu().numpy() if self.probabilities else None
-            segmentation = Segmentation.from_network_grid(subject, prediction["prediction"][i].cpu().numpy(),
+            classes = keep_largest(prediction["prediction"][i].cpu().numpy(), groups)
+            segmentation = Segmentation.from_network_grid(subject, classes,
                                                           pl_module.labels, probabilities=probabilities,
                                                           note=pl_module.segmenter.note,
                                                           problems=prediction["problems"][i] if "problems" in

@@ -50,6 +50,7 @@ def test_structures_are_named_by_class_or_foreground_and_regions_refused() -> No
         {"WT": [1, 2, 4], "TC": [1, 4], "ET": [4]})
     with pytest.raises(DataError, match=r"applies to class maps; this model predicts regions \(WT, TC, ET\)"):
         class_groups(regions, ["WT"])
+    assert class_groups(regions, []) == []  # nothing asked: nothing to refuse
 
 
 def test_gains_are_the_mean_dice_before_and_after_by_hand() -> None:
@@ -115,6 +116,24 @@ def test_predict_keeps_the_largest_component_and_records_it(checkpoint: Path, ti
               "--keep-largest", "white"])
     assert stopped.value.code == 2 and "--keep-largest: unknown structures ['white']" in capsys.readouterr().err
     assert not (tmp_path / "never").exists()
+
+    # train.py predict: the same segmentation and the same stamp; a name the model lacks before any work
+    from train import run_cli
+
+    from conftest import tiny_run_args
+
+    def train_py_predict(output: Path, names: str) -> None:
+        run_cli(tiny_run_args("predict", tiny_demo_dir, None, "--ckpt_path", str(checkpoint),
+                              "--prediction_writer.output_dir", str(output),
+                              "--prediction_writer.keep_largest", names), save_config=False)
+
+    train_py_predict(tmp_path / "cli", "[WM, foreground]")
+    cli = tmp_path / "cli" / "subject-4_seg.nii.gz"
+    np.testing.assert_array_equal(np.asarray(nib.load(cli).dataobj), kept)
+    assert stamp_of(cli) == stamp_of(tmp_path / "kept" / "subject-4_seg.nii.gz")
+    with pytest.raises(DataError, match=r"--keep-largest: unknown structures \['white'\]"):
+        train_py_predict(tmp_path / "cli-never", "[white]")
+    assert not (tmp_path / "cli-never").exists()
 
 
 @pytest.fixture
