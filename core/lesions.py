@@ -152,15 +152,17 @@ def score_columns(lesion_wise: bool) -> list[str]:
 
 
 def subject_rows(subject: str, prediction: np.ndarray, truth: np.ndarray, spacing: Sequence[float],
-                 structures: Mapping[str, Sequence[int]], ignore: Sequence[int] = (), rule: LesionRule | None = None
-                 ) -> list[dict[str, Any]]:
+                 structures: Mapping[str, Sequence[int]], ignore: Sequence[int] = (), rule: LesionRule | None = None,
+                 diagonal: float | None = None) -> list[dict[str, Any]]:
     """One subject's rows of scores, a row per structure (:func:`score_columns`): the metric set
     of :mod:`core.metrics` and, with ``rule``, the lesion-wise columns, from one pair of masks per
     structure (:func:`core.metrics.structure_masks`: the dataset's own values, ``ignore``d truth
-    in neither mask). What ``evaluate.py`` and ``train.py test`` write alike."""
+    in neither mask). What ``evaluate.py`` and ``train.py test`` write alike (``diagonal``: see
+    :func:`core.metrics.score_structure`)."""
     rows = []
     for name, ours, theirs in structure_masks(prediction, truth, structures, ignore):
-        row = {"subject": subject, "structure": name, **score_structure(ours, theirs, spacing).as_row()}
+        row = {"subject": subject, "structure": name,
+               **score_structure(ours, theirs, spacing, diagonal=diagonal).as_row()}
         if rule is not None:
             lesions = lesion_scores(ours, theirs, spacing, rule)
             row.update(lesion_dice=lesions.dice, lesion_hd95_mm=lesions.hd95, lesions=lesions.lesions,

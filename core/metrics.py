@@ -117,9 +117,11 @@ def surface_distances(prediction: np.ndarray, truth: np.ndarray, spacing: Sequen
 
 
 def score_structure(prediction: np.ndarray, truth: np.ndarray, spacing: Sequence[float],
-                    valid: np.ndarray | None = None) -> StructureScores:
+                    valid: np.ndarray | None = None, diagonal: float | None = None) -> StructureScores:
     """Scores of one structure from binary masks (D, H, W); voxels where ``valid`` is False
-    are removed from both masks first. Empty masks follow the module's conventions."""
+    are removed from both masks first. Empty masks follow the module's conventions; the distance
+    a missing or spurious structure scores is ``diagonal`` (mm), by default the masks' volume's
+    (a test on volumes cropped to the brain passes the scan's, as ``evaluate.py`` scores it)."""
     prediction = np.asarray(prediction, dtype=bool)
     truth = np.asarray(truth, dtype=bool)
     if prediction.shape != truth.shape or prediction.ndim != 3 or len(spacing) != 3:
@@ -136,7 +138,7 @@ def score_structure(prediction: np.ndarray, truth: np.ndarray, spacing: Sequence
     dice = dice_from_counts(overlap, n_pred, n_truth)
     sensitivity = math.nan if n_truth == 0 else overlap / n_truth
     if n_pred == 0 or n_truth == 0:
-        diagonal = volume_diagonal(truth.shape, spacing)
+        diagonal = volume_diagonal(truth.shape, spacing) if diagonal is None else float(diagonal)
         return StructureScores(dice=dice, hd95=diagonal, assd=diagonal, avd=avd, sensitivity=sensitivity)
     hd95, assd = surface_distances(prediction, truth, spacing)
     return StructureScores(dice=dice, hd95=hd95, assd=assd, avd=avd, sensitivity=sensitivity)

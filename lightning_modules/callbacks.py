@@ -24,7 +24,7 @@ from core.geometry import voxel_spacing
 from core.io import DataError, DataWarning, OutputError, earlier_report, write_text_atomically
 from core.labels import IGNORE_INDEX
 from core.lesions import lesion_rule, lesion_table, score_columns, subject_rows
-from core.metrics import INPUT_PROBLEMS_CSV, csv_text, summarise, text_table
+from core.metrics import INPUT_PROBLEMS_CSV, csv_text, summarise, text_table, volume_diagonal
 from core.postprocessing import class_groups, keep_largest
 from lightning_modules.distributed import gather_by_subject
 
@@ -332,8 +332,12 @@ class TestReport(pl.Callback):
         labels = pl_module.labels
         prediction, truth = outputs["prediction"][0, 0].cpu().numpy(), batch["label"][0, 0].cpu().numpy()
         spacing = voxel_spacing(batch["affine"][0].cpu().numpy())
+        diagonal = None  # a missing structure scores the scan's diagonal, as evaluate.py does, whatever the crop
+        if "original_shape" in batch and "original_affine" in batch:
+            diagonal = volume_diagonal(batch["original_shape"][0].tolist(),
+                                       voxel_spacing(batch["original_affine"][0].cpu().numpy()))
         rows = subject_rows(subject, prediction, truth, spacing, labels.structure_classes, [IGNORE_INDEX],
-                            self.lesion_rule)
+                            self.lesion_rule, diagonal=diagonal)
         self.subjects[subject] = (outputs["dice"].tolist(), rows, list(getattr(pl_module, "input_problems", {})
                                                                         .get(subject, ())))
         if self.save_png:  # every process draws its own subjects

@@ -199,3 +199,20 @@ def test_logged_test_dice_is_the_mean_of_metrics_csv_on_a_case_without_enhancing
     assert all(r["lesions"] == "1" for r in rows if r["structure"] == "WT")
     (no_et,) = [r for r in rows if r["subject"] == "Brats19_2013_0_1" and r["structure"] == "ET"]
     assert no_et["lesions"] == "0" and float(no_et["lesion_dice"]) == (1.0 if no_et["false_positives"] == "0" else 0.0)
+    # The preset crops every case to its brain's box; the report still scores as evaluate.py does on the
+    # whole scan, every metric (a structure on one side only: the scan's diagonal, not the box's).
+    import evaluate
+    from core.metrics import volume_diagonal
+    from predict import predict
+
+    case = folder / "HGG" / "Brats19_2013_0_1"
+    files = [case / f"Brats19_2013_0_1_{m}.nii.gz" for m in ("t1", "t1ce", "t2", "flair")]
+    predict(tmp_path / "checkpoints" / "last.ckpt", files, tmp_path / "pred")
+    rows = [r for r in rows if r["subject"] == "Brats19_2013_0_1"]
+    scored = evaluate.evaluate_folders(tmp_path / "pred", folder, "brats")
+    assert [r["structure"] for r in scored] == [r["structure"] for r in rows] == ["WT", "TC", "ET"]
+    for ours, theirs in zip(rows, scored, strict=True):
+        for column in ("dice", "hd95_mm", "assd_mm", "avd_percent", "sensitivity"):
+            assert float(ours[column]) == pytest.approx(theirs[column], abs=1e-4, nan_ok=True), (ours, column)
+    one_sided = volume_diagonal(seg.shape, seg.header.get_zooms())
+    assert float(no_et["hd95_mm"]) == (pytest.approx(one_sided) if float(no_et["dice"]) == 0.0 else 0.0)
