@@ -70,7 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         datamodule = cli.datamodule
         split = datamodule.split()
         subjects = [*split["train"], *split["val"]]
-        fp = fingerprint(subjects, datamodule.label_space, datamodule.modality_names)
+        fp = fingerprint(subjects, datamodule.label_space, datamodule.modality_names,
+                         crop_to_nonzero=datamodule.preprocessing.crop_to_nonzero)
         plan = plan_training(fp, args.family, args.gpu_memory, datamodule.in_channels,
                              datamodule.label_space.num_outputs, args.precision)
     except DataError as error:

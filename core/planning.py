@@ -34,7 +34,7 @@ from torch import nn
 from core.geometry import voxel_spacing
 from core.io import load_volume
 from core.labels import LabelSpace
-from core.volumes import Subject
+from core.volumes import Subject, nonzero_box
 from networks import build_network
 
 ANISOTROPY_RATIO = 3.0  # nnU-Net: an axis this much coarser than the others is "anisotropic"
@@ -59,9 +59,10 @@ class Fingerprint:
     subjects: list[str]
     modalities: list[str]
     spacings: list[list[float]]  # per subject, mm, RAS+ axis order
-    shapes: list[list[int]]  # per subject, voxels, RAS+ axis order
+    shapes: list[list[int]]  # per subject, voxels, RAS+ axis order (of the non-zero box when ``cropped``)
     intensities: dict[str, dict[str, float]]  # modality -> foreground mean, std, median, 0.5/99.5 percentiles
     class_fractions: dict[str, float]  # class -> share of the labelled voxels
+    cropped: bool = False  # shapes of the boxes training crops to (crop_to_nonzero), as nnU-Net measures its
 
     @property
     def median_spacing(self) -> np.ndarray:
@@ -81,10 +82,12 @@ def _canonical_axes(affine: np.ndarray) -> np.ndarray:
 
 
 def fingerprint(subjects: Sequence[Subject], label_space: LabelSpace, modalities: Sequence[str],
-                seed: int = 0) -> Fingerprint:
+                seed: int = 0, crop_to_nonzero: bool = False) -> Fingerprint:
     """Spacings and shapes (in RAS+ axis order), foreground intensity statistics per modality
     (up to :data:`SAMPLE_PER_SUBJECT` voxels a subject, seeded) and class frequencies of the
-    labelled ``subjects``, read from their files as they are (no resampling, no normalisation)."""
+    labelled ``subjects``, read from their files as they are (no resampling, no normalisation).
+    ``crop_to_nonzero``: the shapes are those of the boxes of non-zero or labelled voxels that
+    training with that setting crops to, so that a patch is planned for what it will see."""
     if not subjects:
         raise ValueError("a fingerprint needs at least one labelled subject")
     rng = np.random.default_rng(seed)
@@ -96,7 +99,7 @@ def fingerprint(subjects: Sequence[Subject], label_space: LabelSpace, modalities
         classes = label_space.encode(label_data, subject.label)
         order = _canonical_axes(label_affine)
         spacings.append([float(s) for s in voxel_spacing(label_affine)[order]])
-        shapes.append([int(n) for n in np.asarray(classes.shape)[order]])
+        occupied = classes != 0 if crop_to_nonzero else None
         valid = classes[classes >= 0]
         counts += np.bincount(valid.ravel(), minlength=label_space.num_classes)[: label_space.num_classes]
         foreground = classes > 0
@@ -104,9 +107,15 @@ def fingerprint(subjects: Sequence[Subject], label_space: LabelSpace, modalities
         for modality, path, channel in zip(modalities, subject.images, channels, strict=True):
             image, _ = load_volume(path, channel)
             values = image[foreground] if image.shape == foreground.shape else image[image != 0]
+            if occupied is not None and image.shape == occupied.shape:
+                occupied |= image != 0
             if values.size:
                 take = min(values.size, SAMPLE_PER_SUBJECT)
                 samples[modality].append(rng.choice(values, size=take, replace=False))
+        measured = classes.shape if occupied is None else [len(range(*box.indices(n))) for box, n in
+                                                              zip(nonzero_box(occupied[None]), classes.shape,
+                                                                  strict=True)]
+        shapes.append([int(n) for n in np.asarray(measured)[order]])
     intensities = {}
     for modality, parts in samples.items():
         values = np.concatenate(parts).astype(np.float64) if parts else np.zeros(1)
@@ -118,7 +127,8 @@ def fingerprint(subjects: Sequence[Subject], label_space: LabelSpace, modalities
     return Fingerprint(subjects=[s.subject_id for s in subjects], modalities=list(modalities),
                        spacings=spacings, shapes=shapes, intensities=intensities,
                        class_fractions={n: float(c) / total for n, c in zip(label_space.class_names, counts,
-                                                                             strict=True)})
+                                                                             strict=True)},
+                       cropped=crop_to_nonzero)
 
 
 def target_spacing(spacings: Sequence[Sequence[float]], shapes: Sequence[Sequence[int]]) -> tuple[list[float], str]:
@@ -315,7 +325,8 @@ def describe_fingerprint(fp: Fingerprint) -> list[str]:
     spacing, shape = fp.median_spacing, fp.median_shape
     low, high = (np.round(f(fp.spacings, axis=0), 3).tolist() for f in (np.min, np.max))
     lines = [f"{len(fp.subjects)} subjects; median spacing {np.round(spacing, 3).tolist()} mm (min {low}, max {high}); "
-             f"median shape {shape.astype(int).tolist()}"]
+             f"median shape {shape.astype(int).tolist()}" + (" (of the non-zero boxes training crops to)"
+                                                             if fp.cropped else "")]
     for modality, stats in fp.intensities.items():
         lines.append(f"{modality}: foreground mean {stats['mean']:.4g}, std {stats['std']:.4g}, "
                      f"0.5-99.5 % {stats['percentile_00_5']:.4g} .. {stats['percentile_99_5']:.4g}")

@@ -10,6 +10,7 @@ import pytest
 
 from core.export import Segmentation
 from core.labels import LabelSpace
+from core.planning import describe_fingerprint, fingerprint
 from core.volumes import PreprocessingSettings, Subject, crop_to_nonzero, load_subject, nonzero_box
 from datamodules.cache import cache_key
 
@@ -84,6 +85,18 @@ def test_a_cropped_subject_is_the_uncropped_one_cut_and_goes_back_onto_the_scan_
     region_maps = Segmentation.from_network_grid("s", cropped.label, regions, cropped.affine, cropped.original_affine,
                                                  cropped.original_shape, probabilities=sigmoids).probabilities
     np.testing.assert_array_equal(region_maps[0], label > 0)  # a region's outside stays 0
+
+
+def test_plan_py_measures_the_boxes_training_crops_to(tmp_path: Path) -> None:
+    """With ``crop_to_nonzero`` the fingerprint's shapes are the boxes (nnU-Net measures after its
+    crop), so that a patch is planned for what training sees; without it, the scans' grids."""
+    subject, _ = write_subject(tmp_path / "data")
+    cropped = fingerprint([subject], LABELS, ["T1", "T2"], crop_to_nonzero=True)
+    assert cropped.shapes == [[14, 17, 11]] and cropped.cropped  # RAS order: the LAS x axis is still axis 0
+    assert "(of the non-zero boxes training crops to)" in describe_fingerprint(cropped)[0]
+    whole = fingerprint([subject], LABELS, ["T1", "T2"])
+    assert whole.shapes == [list(SHAPE)] and not whole.cropped
+    assert whole.intensities == cropped.intensities and whole.class_fractions == cropped.class_fractions
 
 
 def test_the_option_keys_the_cache_and_is_read_back_from_a_checkpoint() -> None:

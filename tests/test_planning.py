@@ -138,3 +138,4 @@ def test_plan_py_on_the_mrbrains_and_brats_layouts(tmp_path: Path, capsys: pytes
     printed = capsys.readouterr().out
     assert "classes: background" in printed and "T1ce: foreground mean" in printed
     assert yaml.safe_load(printed)["data"]["init_args"]["batch_size"] >= 2
+    assert "(of the non-zero boxes training crops to)" in printed  # the BraTS preset crops
