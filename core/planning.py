@@ -62,7 +62,7 @@ class Fingerprint:
     shapes: list[list[int]]  # per subject, voxels, RAS+ axis order (of the non-zero box when ``cropped``)
     intensities: dict[str, dict[str, float]]  # modality -> foreground mean, std, median, 0.5/99.5 percentiles
     class_fractions: dict[str, float]  # class -> share of the labelled voxels
-    cropped: bool = False  # shapes of the boxes training crops to (crop_to_nonzero), as nnU-Net measures its
+    cropped: bool = False  # the shapes are of the boxes training crops to (crop_to_nonzero), as nnU-Net's
 
     @property
     def median_spacing(self) -> np.ndarray:

@@ -18,6 +18,7 @@ from scipy import ndimage
 
 from core.io import DataError
 from core.labels import LabelSpace
+from core.metrics import dice_from_counts
 
 FOREGROUND = "foreground"  # every foreground class as one structure (nnU-Net's first candidate)
 _26_CONNECTED = np.ones((3, 3, 3), dtype=bool)
@@ -60,9 +61,8 @@ def class_groups(space: LabelSpace, names: Sequence[str]) -> list[list[int]]:
 
 
 def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
-    """Dice of two binary masks, 1 when both are empty."""
-    total = int(prediction.sum()) + int(truth.sum())
-    return 1.0 if total == 0 else 2.0 * int((prediction & truth).sum()) / total
+    """Dice of two binary masks, by the scorer's formula (1 when both are empty)."""
+    return float(dice_from_counts(int((prediction & truth).sum()), int(prediction.sum()), int(truth.sum())))
 
 
 def largest_component_gains(pairs: Sequence[tuple[np.ndarray, np.ndarray]], structures: Mapping[str, Sequence[int]],
