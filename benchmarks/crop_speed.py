@@ -7,8 +7,8 @@ trained without it, one after the other.
 The cases are the real ICBM152 brain (nilearn's template, skull-stripped, 1 mm) placed in a BraTS
 grid as the SRI24 atlas places a brain, with four contrasts made from its T1 and an ellipsoid
 tumour (oedema, core, enhancing rim). Each model is the demo's U-Net trained for one step through
-``train.py`` with ``configs/datasets/brats.yaml`` (which crops) or the same with
-``--data.init_args.crop_to_nonzero false``: prediction time does not depend on the weights. The
+``train.py`` with ``configs/datasets/brats.yaml`` and ``--data.init_args.crop_to_nonzero true``
+or ``false``: prediction time does not depend on the weights. The
 figures are the whole command (start-up, reading, preprocessing, windows, writing) and the share
 of the grid the crop keeps.
 """

@@ -177,6 +177,7 @@ def test_logged_test_dice_is_the_mean_of_metrics_csv_on_a_case_without_enhancing
               "--data.init_args.cache_dir", "null",
               "--data.init_args.val_fraction", "null", "--data.init_args.val_subjects", "[Brats19_2013_2_1]",
               "--data.init_args.test_subjects", "[Brats19_2013_0_1, Brats19_2013_1_1]",
+              "--data.init_args.crop_to_nonzero", "true",
               "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
               "--trainer.default_root_dir", str(tmp_path)]
     run_cli(["fit", *common, "--model.network_kwargs", "{base_features: 2}", "--trainer.max_epochs", "1",
@@ -199,7 +200,7 @@ def test_logged_test_dice_is_the_mean_of_metrics_csv_on_a_case_without_enhancing
     assert all(r["lesions"] == "1" for r in rows if r["structure"] == "WT")
     (no_et,) = [r for r in rows if r["subject"] == "Brats19_2013_0_1" and r["structure"] == "ET"]
     assert no_et["lesions"] == "0" and float(no_et["lesion_dice"]) == (1.0 if no_et["false_positives"] == "0" else 0.0)
-    # The preset crops every case to its brain's box; the report still scores as evaluate.py does on the
+    # Every case cut to its brain's box (crop_to_nonzero); the report still scores as evaluate.py does on the
     # whole scan, every metric (a structure on one side only: the scan's diagonal, not the box's).
     import evaluate
     from core.metrics import volume_diagonal

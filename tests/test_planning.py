@@ -134,8 +134,9 @@ def test_plan_py_on_the_mrbrains_and_brats_layouts(tmp_path: Path, capsys: pytes
     assert f"median spacing {[round(z, 3) for z in MRBRAINS_ZOOMS]}" in printed
     brats = write_brats(tmp_path / "brats", 2021)
     assert main(["--config", "configs/datasets/brats.yaml", "--data.init_args.data_dir", str(brats),
-                 "--data.init_args.cache_dir", "null", "--family", "dynunet", "--gpu-memory", "80"]) == 0
+                 "--data.init_args.cache_dir", "null", "--data.init_args.crop_to_nonzero", "true",
+                 "--family", "dynunet", "--gpu-memory", "80"]) == 0
     printed = capsys.readouterr().out
     assert "classes: background" in printed and "T1ce: foreground mean" in printed
     assert yaml.safe_load(printed)["data"]["init_args"]["batch_size"] >= 2
-    assert "(of the non-zero boxes training crops to)" in printed  # the BraTS preset crops
+    assert "(of the non-zero boxes training crops to)" in printed  # planned for the boxes training sees
