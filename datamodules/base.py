@@ -351,7 +351,8 @@ class VolumeSegmentationDataModule(pl.LightningDataModule):
                 length=None if self.iterations_per_epoch is None else self.iterations_per_epoch * self.batch_size,
                 min_foreground_voxels=self.min_foreground_voxels,
                 class_balanced_fraction=self.class_balanced_fraction,
-                augment=self.augment if self.augment_on == "loader" else None)
+                augment=self.augment if self.augment_on == "loader" else None,
+                overhang=self.preprocessing.crop_to_nonzero)
             chosen = np.linspace(0, len(volumes) - 1, min(len(volumes), PROFILE_SUBJECTS)).round().astype(int)
             if not self.generates_images:
                 fractions = {v.subject_id: [zero_fraction(channel) for channel in v.image] for v in volumes}

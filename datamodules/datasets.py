@@ -17,12 +17,14 @@ Augment = Callable[[torch.Tensor, torch.Tensor, np.random.Generator], tuple[torc
 class PatchDataset(Dataset):
     """``samples_per_volume`` random patches per volume and epoch, each cropped from the
     (possibly memory-mapped) volume and augmented when ``augment`` is given. With ``length``,
-    an epoch is that many patches instead, the volumes taking turns."""
+    an epoch is that many patches instead, the volumes taking turns. ``overhang``: patches may
+    hang over the volume by half their size on every side (volumes cropped to their brain's box,
+    so that the empty space beyond it is still seen)."""
 
     def __init__(self, volumes: Sequence[Volume], patch_size: Sequence[int], samples_per_volume: int,
                  sampling: str = "foreground", min_foreground_voxels: int = 1,
                  class_balanced_fraction: float = 0.33, augment: Augment | None = None,
-                 length: int | None = None) -> None:
+                 length: int | None = None, overhang: bool = False) -> None:
         if samples_per_volume < 1:
             raise ValueError(f"samples_per_volume must be >= 1, got {samples_per_volume}")
         missing = [v.subject_id for v in volumes if v.label is None]
@@ -33,9 +35,10 @@ class PatchDataset(Dataset):
         self.samples_per_volume = samples_per_volume
         self.length = length
         self.augment = augment
+        overhangs = tuple(p // 2 for p in self.patch_size) if overhang else (0, 0, 0)
         self.samplers = [
             build_sampler(sampling, v.label, self.patch_size, min_foreground_voxels=min_foreground_voxels,
-                          class_balanced_fraction=class_balanced_fraction, name=v.subject_id)
+                          class_balanced_fraction=class_balanced_fraction, name=v.subject_id, overhang=overhangs)
             for v in self.volumes
         ]
 

@@ -2,8 +2,11 @@
 
 Corners live on the volume zero-padded at the end up to at least the patch size, so patches
 larger than the volume work (their outside is background); ``crop_patch`` does that padding
-per patch instead of copying whole volumes. No rule loops until it finds a patch it likes,
-so sampling always terminates.
+per patch instead of copying whole volumes. With an ``overhang`` (volumes cropped to their
+brain's box: half a patch, as nnU-Net lets patches hang over a cropped case), the volume is
+also padded by it at both ends, so that patches see the empty space beyond the box as they
+would beyond the brain of the whole scan; corners are then negative down to ``-overhang``. No
+rule loops until it finds a patch it likes, so sampling always terminates.
 
 - ``foreground`` (the thesis' rule): uniform over the patch positions that hold at least
   ``min_foreground_voxels`` labelled voxels, found exactly from a summed-area table.
@@ -36,11 +39,15 @@ def pad_to_patch(array: np.ndarray, patch_size: Sequence[int]) -> np.ndarray:
 
 
 def crop_patch(array: np.ndarray, corner: Sequence[int], patch_size: Sequence[int]) -> np.ndarray:
-    """The patch at ``corner`` of the last three axes, zero where it runs past the end.
+    """The patch at ``corner`` of the last three axes (negative: starting before the volume),
+    zero where it runs past either end.
 
     Reads only the patch (from a memory-mapped array, only its pages)."""
-    window = tuple(slice(c, c + p) for c, p in zip(corner, patch_size, strict=True))
+    window = tuple(slice(max(c, 0), max(c + p, 0)) for c, p in zip(corner, patch_size, strict=True))
     patch = np.asarray(array[(Ellipsis, *window)])
+    before = [max(-c, 0) for c in corner]
+    if any(before):
+        patch = np.pad(patch, [(0, 0)] * (patch.ndim - 3) + [(b, 0) for b in before])
     if patch.shape[-3:] != tuple(patch_size):
         patch = pad_to_patch(patch, patch_size)
     return np.ascontiguousarray(patch)
@@ -78,9 +85,11 @@ class ForegroundPatchSampler:
     """Draws patch corners uniformly among the positions whose patch holds foreground."""
 
     def __init__(self, label: np.ndarray, patch_size: Sequence[int], min_foreground_voxels: int = 1,
-                 name: str = "volume") -> None:
+                 name: str = "volume", overhang: Sequence[int] = (0, 0, 0)) -> None:
         self.patch_size = tuple(int(p) for p in patch_size)
-        counts = foreground_counts(pad_to_patch(np.asarray(label) > 0, self.patch_size), self.patch_size)
+        self.overhang = tuple(int(o) for o in overhang)
+        foreground = np.pad(np.asarray(label) > 0, [(o, o) for o in self.overhang])
+        counts = foreground_counts(pad_to_patch(foreground, self.patch_size), self.patch_size)
         self.grid_shape = counts.shape
         valid = counts >= min_foreground_voxels
         if not valid.any():
@@ -99,7 +108,7 @@ class ForegroundPatchSampler:
     def sample(self, rng: np.random.Generator) -> tuple[int, int, int]:
         """Corner (z, y, x) of one patch, uniform over the valid positions."""
         flat = self.positions[rng.integers(len(self.positions))]
-        return tuple(int(i) for i in np.unravel_index(flat, self.grid_shape))
+        return tuple(int(i) - o for i, o in zip(np.unravel_index(flat, self.grid_shape), self.overhang, strict=True))
 
 
 class ClassBalancedPatchSampler:
@@ -111,14 +120,16 @@ class ClassBalancedPatchSampler:
     """
 
     def __init__(self, label: np.ndarray, patch_size: Sequence[int], fraction: float = 0.33,
-                 max_locations: int = 10_000, name: str = "volume") -> None:
+                 max_locations: int = 10_000, name: str = "volume", overhang: Sequence[int] = (0, 0, 0)) -> None:
         if not 0.0 <= fraction <= 1.0:
             raise ValueError(f"class_balanced_fraction must be within [0, 1], got {fraction}")
         self.patch_size = tuple(int(p) for p in patch_size)
         self.fraction = fraction
+        self.overhang = tuple(int(o) for o in overhang)
         label = np.asarray(label)
         self.volume_shape = label.shape
-        self.grid_shape = tuple(s - p + 1 for s, p in zip(padded_shape(label.shape, self.patch_size),
+        with_overhang = tuple(s + 2 * o for s, o in zip(label.shape, self.overhang, strict=True))
+        self.grid_shape = tuple(s - p + 1 for s, p in zip(padded_shape(with_overhang, self.patch_size),
                                                            self.patch_size, strict=True))
         pick = np.random.default_rng(0)
         self.locations: dict[int, np.ndarray] = {}
@@ -143,19 +154,19 @@ class ClassBalancedPatchSampler:
         if self.locations and rng.random() < self.fraction:
             flat = self.locations[self.classes[rng.integers(len(self.classes))]]
             centre = np.unravel_index(flat[rng.integers(len(flat))], self.volume_shape)
-            return tuple(int(np.clip(c - p // 2, 0, g - 1))
-                         for c, p, g in zip(centre, self.patch_size, self.grid_shape, strict=True))
-        return tuple(int(rng.integers(g)) for g in self.grid_shape)
+            return tuple(int(np.clip(c - p // 2, -o, g - 1 - o))
+                         for c, p, g, o in zip(centre, self.patch_size, self.grid_shape, self.overhang, strict=True))
+        return tuple(int(rng.integers(g)) - o for g, o in zip(self.grid_shape, self.overhang, strict=True))
 
 
 def build_sampler(rule: str, label: np.ndarray, patch_size: Sequence[int], *, min_foreground_voxels: int = 1,
-                  class_balanced_fraction: float = 0.33, name: str = "volume"
+                  class_balanced_fraction: float = 0.33, name: str = "volume", overhang: Sequence[int] = (0, 0, 0)
                   ) -> ForegroundPatchSampler | ClassBalancedPatchSampler:
-    """The sampler for a rule named in ``SAMPLING_RULES``."""
+    """The sampler for a rule named in ``SAMPLING_RULES`` (``overhang``: see the module)."""
     if rule == "foreground":
-        return ForegroundPatchSampler(label, patch_size, min_foreground_voxels, name=name)
+        return ForegroundPatchSampler(label, patch_size, min_foreground_voxels, name=name, overhang=overhang)
     if rule == "class_balanced":
-        return ClassBalancedPatchSampler(label, patch_size, class_balanced_fraction, name=name)
+        return ClassBalancedPatchSampler(label, patch_size, class_balanced_fraction, name=name, overhang=overhang)
     raise ValueError(f"unknown sampling rule {rule!r}; choose one of {SAMPLING_RULES}")
 
 

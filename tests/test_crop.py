@@ -99,6 +99,22 @@ def test_plan_py_measures_the_boxes_training_crops_to(tmp_path: Path) -> None:
     assert whole.intensities == cropped.intensities and whole.class_fractions == cropped.class_fractions
 
 
+def test_training_patches_of_cropped_volumes_hang_over_the_box(tmp_path: Path) -> None:
+    """A DataModule that crops lets its patches hang over the box by half a patch (nnU-Net's
+    sampling of cropped cases); one that does not, keeps them inside, as before."""
+    from datamodules import NiftiDataModule
+
+    write_subject(tmp_path / "data")
+    for crop, overhang in ((True, (4, 4, 4)), (False, (0, 0, 0))):
+        dm = NiftiDataModule(str(tmp_path / "data"), modalities=["T1", "T2"], labels={0: "bg", 10: "CSF", 150: "GM",
+                                                                                     250: "WM"},
+                             image_pattern="{subject}-{modality}.nii.gz", label_pattern="{subject}-label.nii.gz",
+                             patch_size=(8, 8, 8), cache_dir=None, crop_to_nonzero=crop)
+        dm.setup("fit")
+        assert dm.train_set.samplers[0].overhang == overhang
+        assert dm.train_set.volumes[0].image.shape[1:] == ((14, 17, 11) if crop else SHAPE)
+
+
 def test_the_option_keys_the_cache_and_is_read_back_from_a_checkpoint() -> None:
     """Off, settings describe themselves as before it existed (caches made then stay valid); on,
     the cache key changes, and a checkpoint's DataModule arguments carry it to prediction."""

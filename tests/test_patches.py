@@ -119,3 +119,29 @@ def test_build_sampler_names_the_rules() -> None:
     assert isinstance(build_sampler("class_balanced", label, (2, 2, 2)), ClassBalancedPatchSampler)
     with pytest.raises(ValueError, match="unknown sampling rule 'random'"):
         build_sampler("random", label, (2, 2, 2))
+
+
+def test_patches_hang_over_a_cropped_volume_by_half_a_patch_and_see_the_space_beyond() -> None:
+    """``overhang`` (volumes cropped to their brain's box): corners reach ``-overhang`` and patches
+    end up to ``overhang`` past the volume, zero there; a foreground patch still holds foreground.
+    Without it the cropped FreeSurfer demo learned later (validation Dice after 2 epochs 0.602,
+    0.483, 0.376 for seeds 0-2 against 0.801, 0.544, 0.568 uncropped; with it 0.787, 0.607, 0.550)."""
+    volume = np.arange(1, 6 * 7 * 8 + 1, dtype=np.int64).reshape(6, 7, 8)
+    patch = crop_patch(volume, (-2, 3, -1), (4, 4, 4))
+    assert patch.shape == (4, 4, 4) and not patch[:2].any() and not patch[:, :, :1].any()
+    np.testing.assert_array_equal(patch[2:, :, 1:], volume[0:2, 3:7, 0:3])
+    label = np.zeros((10, 12, 9), dtype=np.int16)
+    label[4, 5, 3] = 1
+    rng = np.random.default_rng(0)
+    sampler = ForegroundPatchSampler(label, (4, 4, 4), overhang=(2, 2, 2))
+    corners = np.array([sampler.sample(rng) for _ in range(400)])
+    assert corners.min(axis=0).tolist() == [1, 2, 0] and corners.max(axis=0).tolist() == [4, 5, 3]  # all that hold it
+    assert all(crop_patch(label, c, (4, 4, 4)).sum() == 1 for c in corners)
+    uniform = ClassBalancedPatchSampler(label, (4, 4, 4), fraction=0.0, overhang=(2, 2, 2))
+    corners = np.array([uniform.sample(rng) for _ in range(3000)])
+    assert corners.min(axis=0).tolist() == [-2, -2, -2]
+    assert corners.max(axis=0).tolist() == [10 + 2 - 4, 12 + 2 - 4, 9 + 2 - 4]  # ends overhang by 2 at most
+    centred = ClassBalancedPatchSampler(label, (4, 4, 4), fraction=1.0, overhang=(2, 2, 2))
+    assert centred.sample(rng) == (4 - 2, 5 - 2, 3 - 2)
+    plain = ForegroundPatchSampler(label, (4, 4, 4))  # no overhang: corners inside, as always
+    assert min(min(plain.sample(rng)) for _ in range(200)) >= 0
