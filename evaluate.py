@@ -66,7 +66,7 @@ from core.metrics import (
     summarise,
 )
 from core.nnunet import nnunet_label_space, read_nnunet_description
-from core.postprocessing import largest_component_gains
+from core.postprocessing import LargestComponentGains
 from core.volumes import natural_key
 
 PROBABILITIES = "_probabilities"  # the probability maps predict.py may write beside the segmentations
@@ -242,7 +242,7 @@ class Matching:
     pairs: dict[str, tuple[Path, Path]]  # subject -> (prediction, ground truth)
     unpredicted: list[str]  # subjects with ground truth but no prediction
     unknown: list[Path]  # prediction files that name no subject of the ground truth
-    keep_largest_gains: str = ""  # with evaluate_matching(keep_largest=True): the table of :func:`keep_largest_gains`
+    keep_largest_gains: str = ""  # with evaluate_matching(keep_largest=True): the table of :func:`gains_table`
 
 
 def match_predictions(pred_dir: Path, truths: Mapping[str, Path],
@@ -386,26 +386,31 @@ def match_folders(pred_dir: str | Path, gt_dir: str | Path, dataset: str,
 
 def score_pairs(pairs: Mapping[str, tuple[Path, Path]], space: LabelSpace, dataset: str,
                 affine_tolerance: float = 1e-3, progress: bool | None = None, lesion_rule: LesionRule | None = None,
-                recoding: Mapping[int, int] | None = None) -> list[dict]:
+                recoding: Mapping[int, int] | None = None, gains: LargestComponentGains | None = None) -> list[dict]:
     """One row per subject and structure (:data:`core.metrics.ROW_COLUMNS`; with ``lesion_rule``,
     also :data:`core.lesions.LESION_COLUMNS`);
     prediction and truth of different shape or affine, or with values outside the label map, are
     errors naming them. ``progress``: a bar over the subjects (None: when writing to a terminal).
-    ``recoding``: the predictions' values -> the truth's (:func:`recoding_by_name`)."""
+    ``recoding``: the predictions' values -> the truth's (:func:`recoding_by_name`). ``gains``:
+    each pair is also added to it (:func:`largest_component_gains`), in the same reading."""
     rows, bad = [], BadInputs(len(pairs), "pairs", kind=EvaluationError)  # every pair's problem, no table of the rest
     for subject, (prediction_path, truth_path) in tqdm(pairs.items(), desc="scoring", unit="subject",
                                                        disable=None if progress is None else not progress):
         rows += bad.attempt(lambda s=subject, p=prediction_path, t=truth_path:
-                            _score_pair(s, p, t, space, dataset, affine_tolerance, lesion_rule, recoding)) or []
+                            _score_pair(s, p, t, space, dataset, affine_tolerance, lesion_rule, recoding,
+                                        gains)) or []
     bad.raise_any()
     return rows
 
 
 def _score_pair(subject: str, prediction_path: Path, truth_path: Path, space: LabelSpace, dataset: str,
                 affine_tolerance: float, lesion_rule: LesionRule | None = None,
-                recoding: Mapping[int, int] | None = None) -> list[dict]:
+                recoding: Mapping[int, int] | None = None, gains: LargestComponentGains | None = None) -> list[dict]:
     """The rows of one subject (see :func:`score_pairs`)."""
     pred, truth, spacing = load_pair(prediction_path, truth_path, space, dataset, affine_tolerance, recoding)
+    if gains is not None:
+        ignored = value_mask(truth, space.ignored_values)  # count for nothing, as in the scores
+        gains.add(np.where(ignored, gains.background, pred), np.where(ignored, gains.background, truth))
     return subject_rows(subject, pred, truth, spacing, space.structure_values, space.ignored_values, lesion_rule)
 
 
@@ -437,36 +442,29 @@ def load_pair(prediction_path: Path, truth_path: Path, space: LabelSpace, datase
     return pred, truth, spacing
 
 
-def class_structures(space: LabelSpace, dataset: str) -> dict[str, list[int]]:
-    """The scored structures (name -> values) when none overlaps another, as classes; regions
-    (BraTS' WT holding TC) are refused: keeping a largest component judges classes."""
+def largest_component_gains(space: LabelSpace, dataset: str) -> LargestComponentGains:
+    """What ``--keep-largest-gains`` adds each scored pair to: the scored structures as classes
+    and the background value; structures that overlap (BraTS' regions, WT holding TC) are refused
+    before any volume is scored, since keeping a largest component judges classes."""
     structures = space.structure_values
     values = [v for members in structures.values() for v in members]
     if len(values) != len(set(values)):
         raise EvaluationError(f"--keep-largest-gains: the {dataset} structures overlap (regions: "
                               f"{list(structures)}); it judges structures of classes")
-    return structures
+    return LargestComponentGains(structures, background=min(v for v, c in space.value_to_class.items() if c == 0))
 
 
-def keep_largest_gains(pairs: Mapping[str, tuple[Path, Path]], space: LabelSpace, dataset: str,
-                       affine_tolerance: float = 1e-3, recoding: Mapping[int, int] | None = None) -> str:
+def gains_table(gains: LargestComponentGains) -> str:
     """Whether keeping only the largest connected component of each structure (and of the whole
-    foreground) raises its mean Dice on these pairs, as a table and the ``predict.py
+    foreground) raised its mean Dice on the scored pairs, as a table and the ``predict.py
     --keep-largest`` of those that gain (nnU-Net decides its postprocessing so, on held-out
-    predictions). For structures of classes; overlapping regions (BraTS') are refused."""
-    structures = class_structures(space, dataset)
-    background = min(v for v, c in space.value_to_class.items() if c == 0)
-    loaded = []
-    for prediction_path, truth_path in pairs.values():
-        pred, truth, _ = load_pair(prediction_path, truth_path, space, dataset, affine_tolerance, recoding)
-        ignored = value_mask(truth, space.ignored_values)  # count for nothing, as in the scores
-        loaded.append((np.where(ignored, background, pred), np.where(ignored, background, truth)))
-    gains = largest_component_gains(loaded, structures, background)
-    lines = [f"Largest connected component only (26-connected), mean Dice over {len(loaded)} subjects, each "
+    predictions)."""
+    means = gains.means()
+    lines = [f"Largest connected component only (26-connected), mean Dice over {gains.pairs} subjects, each "
              "structure alone:", "", "| structure | as predicted | largest only | gain |", "|---|---:|---:|---:|"]
     lines += [f"| {name} | {before:.4f} | {after:.4f} | {after - before:+.4f} |"
-              for name, (before, after) in gains.items()]
-    gaining = [name for name, (before, after) in gains.items() if after > before]
+              for name, (before, after) in means.items()]
+    gaining = [name for name, (before, after) in means.items() if after > before]
     lines += ["", f"gains: predict.py --keep-largest {' '.join(gaining)}" if gaining else "gains: none"]
     return "\n".join(lines) + "\n"
 
@@ -516,8 +514,7 @@ def evaluate_matching(pred_dir: str | Path, gt_dir: str | Path, dataset: str,
     except ValueError as error:
         raise EvaluationError(str(error)) from error
     space = label_space_for(dataset, labels, gt_dir, gt_entities)
-    if keep_largest:
-        class_structures(space, dataset)
+    gains = largest_component_gains(space, dataset) if keep_largest else None
     matching = match_folders(pred_dir, gt_dir, dataset, gt_entities, pred_entities, gt_pattern)
     if require_all and (missing := missing_text(matching, pred_dir, gt_dir)):
         raise EvaluationError(missing.replace("\n", "; ") + " (--require-all)")
@@ -525,9 +522,9 @@ def evaluate_matching(pred_dir: str | Path, gt_dir: str | Path, dataset: str,
     recoding = None if named is None else recoding_by_name(*named, space, _truth_source(dataset, gt_dir, gt_entities))
     if before_scoring is not None:
         before_scoring()
-    rows = score_pairs(matching.pairs, space, dataset, affine_tolerance, progress, rule, recoding)
-    if keep_largest and matching.pairs:
-        matching.keep_largest_gains = keep_largest_gains(matching.pairs, space, dataset, affine_tolerance, recoding)
+    rows = score_pairs(matching.pairs, space, dataset, affine_tolerance, progress, rule, recoding, gains)
+    if gains is not None and gains.pairs:
+        matching.keep_largest_gains = gains_table(gains)
     return rows, matching
 
 

@@ -11,7 +11,7 @@ helps is an empirical question per structure and dataset (a tumour may have seve
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -65,22 +65,42 @@ def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
     return float(dice_from_counts(int((prediction & truth).sum()), int(prediction.sum()), int(truth.sum())))
 
 
-def largest_component_gains(pairs: Sequence[tuple[np.ndarray, np.ndarray]], structures: Mapping[str, Sequence[int]],
-                            background: int = 0) -> dict[str, tuple[float, float]]:
-    """For each structure (name -> its label values, in the maps' own values), its mean Dice over
-    the ``(prediction, truth)`` pairs as predicted and with only its largest component kept
-    (:data:`FOREGROUND`: the union of every structure's values as one)."""
-    candidates = {FOREGROUND: sorted({v for values in structures.values() for v in values}), **structures}
-    gains = {}
-    for name, values in candidates.items():
-        before, after = [], []
-        for prediction, truth in pairs:
-            kept = keep_largest(prediction, [values], background)
-            for scored, into in ((prediction, before), (kept, after)):
-                if name == FOREGROUND:  # the mean over the structures, as nnU-Net judges its first candidate
-                    into.append(float(np.mean([dice(np.isin(scored, v), np.isin(truth, v))
-                                                for v in structures.values()])))
+class LargestComponentGains:
+    """Each structure's mean Dice as predicted and with only its largest component kept
+    (:data:`FOREGROUND`: every structure's values as one, judged by the mean over the structures,
+    as nnU-Net judges its first candidate), over ``(prediction, truth)`` pairs added one at a
+    time, so that a dataset's label maps are never all in memory at once. ``structures``: name ->
+    its label values, in the maps' own values."""
+
+    def __init__(self, structures: Mapping[str, Sequence[int]], background: int = 0) -> None:
+        self.structures = {name: list(values) for name, values in structures.items()}
+        self.candidates = {FOREGROUND: sorted({v for values in self.structures.values() for v in values}),
+                           **self.structures}
+        self.background = background
+        self.sums = {name: [0.0, 0.0] for name in self.candidates}
+        self.pairs = 0
+
+    def add(self, prediction: np.ndarray, truth: np.ndarray) -> None:
+        truths = {name: np.isin(truth, values) for name, values in self.structures.items()}
+        for name, values in self.candidates.items():
+            kept = keep_largest(prediction, [values], self.background)
+            for i, scored in enumerate((prediction, kept)):
+                if name == FOREGROUND:
+                    score = float(np.mean([dice(np.isin(scored, v), truths[n]) for n, v in self.structures.items()]))
                 else:
-                    into.append(dice(np.isin(scored, values), np.isin(truth, values)))
-        gains[name] = (float(np.mean(before)), float(np.mean(after)))
-    return gains
+                    score = dice(np.isin(scored, values), truths[name])
+                self.sums[name][i] += score
+        self.pairs += 1
+
+    def means(self) -> dict[str, tuple[float, float]]:
+        """Structure -> (mean Dice as predicted, with its largest component only)."""
+        return {name: (before / self.pairs, after / self.pairs) for name, (before, after) in self.sums.items()}
+
+
+def largest_component_gains(pairs: Iterable[tuple[np.ndarray, np.ndarray]], structures: Mapping[str, Sequence[int]],
+                            background: int = 0) -> dict[str, tuple[float, float]]:
+    """:class:`LargestComponentGains` of ``pairs``."""
+    gains = LargestComponentGains(structures, background)
+    for prediction, truth in pairs:
+        gains.add(prediction, truth)
+    return gains.means()

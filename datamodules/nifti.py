@@ -87,9 +87,9 @@ class NiftiDataModule(VolumeSegmentationDataModule):
         few of its image files, so that a name that differs (``T1w`` for ``T1``) shows."""
         images = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
                         if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
-        asked = next((s for s in sorted(IMAGE_SUFFIXES, key=len, reverse=True)
-                      if self.image_pattern.lower().endswith(s)), None)
-        for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True) if asked else ():
+        longest_first = sorted(IMAGE_SUFFIXES, key=len, reverse=True)  # .nii.gz before .nii
+        asked = next((s for s in longest_first if self.image_pattern.lower().endswith(s)), None)
+        for suffix in longest_first if asked else ():
             image_pattern = self.image_pattern[: -len(asked)] + suffix
             if suffix != asked and any(pattern_regex(image_pattern, self.modalities[0]).match(i) for i in images):
                 label_pattern = (self.label_pattern[: -len(asked)] + suffix

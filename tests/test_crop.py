@@ -127,14 +127,14 @@ def test_the_option_keys_the_cache_and_is_read_back_from_a_checkpoint() -> None:
     assert not PreprocessingSettings.from_hparams({}).crop_to_nonzero
 
 
-def test_a_model_segments_a_cropped_scan_back_onto_the_whole_grid(checkpoint: Path, tiny_demo_dir: Path,
+def test_a_model_segments_a_cropped_scan_back_onto_the_whole_grid(trained_checkpoint: Path, tiny_demo_dir: Path,
                                                                    tmp_path: Path) -> None:
     """The same checkpoint with the crop on: a segmentation of the scan's shape and affine, the
     background value outside the box, and nearly the uncropped segmentation inside it (the windows
     sit elsewhere, so not voxel for voxel)."""
     from core.segmenter import Segmenter
 
-    segmenter = Segmenter.from_checkpoint(checkpoint, "cpu")
+    segmenter = Segmenter.from_checkpoint(trained_checkpoint, "cpu")
     files = [str(tiny_demo_dir / f"subject-4-{m}.hdr") for m in ("T1", "T2")]
     scan = nib.load(files[0])
     padded = tmp_path / "padded"  # the subject in a larger field of view of zeros, as BraTS scans are
@@ -152,8 +152,3 @@ def test_a_model_segments_a_cropped_scan_back_onto_the_whole_grid(checkpoint: Pa
     assert not written[:6].any() and not written[-6:].any() and not written[:, :, :6].any()
     agreement = float((written == np.asarray(uncropped.dataobj)).mean())
     assert agreement > 0.95, agreement
-
-
-@pytest.fixture
-def checkpoint(trained_checkpoint: Path) -> Path:
-    return trained_checkpoint

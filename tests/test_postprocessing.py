@@ -92,7 +92,7 @@ def test_evaluate_says_which_structures_gain(tmp_path: Path, capsys: pytest.Capt
         evaluate.evaluate_matching(pred_dir, gt_dir, "brats", keep_largest=True)
 
 
-def test_predict_keeps_the_largest_component_and_records_it(checkpoint: Path, tiny_demo_dir: Path,
+def test_predict_keeps_the_largest_component_and_records_it(trained_checkpoint: Path, tiny_demo_dir: Path,
                                                             tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``predict.py --keep-largest WM foreground``: the segmentation is the plain one with the
     component rule applied (in the dataset's values), its log and stamp say so (a continued run
@@ -101,8 +101,8 @@ def test_predict_keeps_the_largest_component_and_records_it(checkpoint: Path, ti
     from predict import main
 
     files = [str(tiny_demo_dir / f"subject-4-{m}.hdr") for m in ("T1", "T2")]
-    main(["--checkpoint", str(checkpoint), "--input", *files, "--output", str(tmp_path / "plain")])
-    main(["--checkpoint", str(checkpoint), "--input", *files, "--output", str(tmp_path / "kept"),
+    main(["--checkpoint", str(trained_checkpoint), "--input", *files, "--output", str(tmp_path / "plain")])
+    main(["--checkpoint", str(trained_checkpoint), "--input", *files, "--output", str(tmp_path / "kept"),
           "--keep-largest", "WM", "foreground"])
     plain = np.asarray(nib.load(tmp_path / "plain" / "subject-4_seg.nii.gz").dataobj)
     kept = np.asarray(nib.load(tmp_path / "kept" / "subject-4_seg.nii.gz").dataobj)
@@ -112,7 +112,7 @@ def test_predict_keeps_the_largest_component_and_records_it(checkpoint: Path, ti
     assert stamp_of(tmp_path / "kept" / "subject-4_seg.nii.gz")["keep_largest"] == ["WM", "foreground"]
     assert "keep_largest" not in stamp_of(tmp_path / "plain" / "subject-4_seg.nii.gz")
     with pytest.raises(SystemExit) as stopped:
-        main(["--checkpoint", str(checkpoint), "--input", *files, "--output", str(tmp_path / "never"),
+        main(["--checkpoint", str(trained_checkpoint), "--input", *files, "--output", str(tmp_path / "never"),
               "--keep-largest", "white"])
     assert stopped.value.code == 2 and "--keep-largest: unknown structures ['white']" in capsys.readouterr().err
     assert not (tmp_path / "never").exists()
@@ -123,7 +123,7 @@ def test_predict_keeps_the_largest_component_and_records_it(checkpoint: Path, ti
     from conftest import tiny_run_args
 
     def train_py_predict(output: Path, names: str) -> None:
-        run_cli(tiny_run_args("predict", tiny_demo_dir, None, "--ckpt_path", str(checkpoint),
+        run_cli(tiny_run_args("predict", tiny_demo_dir, None, "--ckpt_path", str(trained_checkpoint),
                               "--prediction_writer.output_dir", str(output),
                               "--prediction_writer.keep_largest", names), save_config=False)
 
@@ -134,8 +134,3 @@ def test_predict_keeps_the_largest_component_and_records_it(checkpoint: Path, ti
     with pytest.raises(DataError, match=r"--keep-largest: unknown structures \['white'\]"):
         train_py_predict(tmp_path / "cli-never", "[white]")
     assert not (tmp_path / "cli-never").exists()
-
-
-@pytest.fixture
-def checkpoint(trained_checkpoint: Path) -> Path:
-    return trained_checkpoint
