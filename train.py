@@ -435,9 +435,11 @@ class SegmentationCLI(LightningCLI):
 INFERENCE_OPTIONS = ("inference_roi_size", "window_scale", "sw_batch_size", "sw_overlap", "channels_last",
                      "compile_network")
 """Model options that change how a trained network is run, not its weights: given ones win over a checkpoint's."""
-NOT_FROM_CHECKPOINTS = ("roi_size", "in_channels", "modalities", "label_space", "flips", "optimizer", "lr_scheduler")
+NOT_FROM_CHECKPOINTS = ("roi_size", "in_channels", "modalities", "label_space", "flips", "inference_precision",
+                        "optimizer", "lr_scheduler")
 """Model options the data fills in (the patch, channels, modalities, labels), the prediction writer's
-``flips``, and the optimiser and schedule (in the run's config, not in checkpoints)."""
+``flips``, the evaluation's ``inference_precision``, and the optimiser and schedule (in the run's
+config, not in checkpoints)."""
 
 
 def _plain(value: Any) -> Any:

@@ -108,6 +108,15 @@ def emulated_precision(device: str | torch.device, precision: object) -> str | N
     return None
 
 
+def autocast_at(device_type: str, precision: str) -> torch.autocast:
+    """The autocast state of an inference ``precision`` (``"32"`` or ``"bf16"``), whatever is
+    active around it: ``"32"`` turns off an enclosing autocast (a Trainer's ``bf16-mixed``), so
+    that a volume scores the same in ``train.py test`` as in ``predict.py``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def mean_over_flips(predict: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor,
                          flips: bool = False, precision: str = "32") -> torch.Tensor:
     """``predict(image)``, or with ``flips`` the mean of ``predict`` over the 8 mirrorings of
@@ -117,11 +126,8 @@ def mean_over_flips(predict: Callable[[torch.Tensor], torch.Tensor], image: torc
     ``no_grad``, as nnU-Net's predictor). ``precision="bf16"``: the network runs under bfloat16
     autocast (about 1.9x faster on a CPU with native bf16, see :func:`fast_bf16`); the windows are
     still blended and the mirrorings summed in float32."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     total = None
-    with torch.inference_mode(), torch.autocast(image.device.type, dtype=torch.bfloat16,
-                                                enabled=precision == "bf16"):
+    with torch.inference_mode(), autocast_at(image.device.type, precision):
         for dims in FLIPS if flips else [()]:
             flipped = torch.flip(image, dims) if dims else image
             out = predict(flipped).float()

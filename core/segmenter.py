@@ -41,7 +41,7 @@ from core.checkpoint import (
     read_checkpoint,
 )
 from core.export import OUR_NAMES, OutputNames, PredictionFolder, Segmentation, output_identity
-from core.inference import emulated_precision, mean_over_flips, sliding_window_logits
+from core.inference import autocast_at, emulated_precision, mean_over_flips, sliding_window_logits
 from core.io import BadInputs, DataError, DataWarning, image_stem
 from core.labels import LabelSpace
 from core.modality_profiles import ANY_CONTRAST, ModalityProfiles
@@ -367,11 +367,13 @@ class Segmenter(ScanSegmenter):
         return tuple(min(r * self.window_scale, -(-int(n) // r) * r) for r, n in zip(self.roi_size, shape, strict=True))
 
     def logits(self, image: torch.Tensor) -> torch.Tensor:
-        """Logits (B, C, ...) of preprocessed whole volumes (B, M, ...) by sliding windows."""
-        return sliding_window_logits(self.network, image, self.window(image.shape[2:]), self.sw_batch_size,
-                                     self.sw_overlap,
-                                     border=network_border(self.network), name=type(self.network).__name__,
-                                     progress=self.progress)
+        """Logits (B, C, ...) of preprocessed whole volumes (B, M, ...) by sliding windows, at
+        this segmenter's precision whatever autocast surrounds it (a Trainer's)."""
+        with autocast_at(image.device.type, self.precision):
+            return sliding_window_logits(self.network, image, self.window(image.shape[2:]), self.sw_batch_size,
+                                         self.sw_overlap,
+                                         border=network_border(self.network), name=type(self.network).__name__,
+                                         progress=self.progress)
 
     def probabilities(self, image: torch.Tensor, flips: bool = False) -> torch.Tensor:
         """Class (softmax) or region (sigmoid) probabilities (B, C, ...) of preprocessed volumes;

@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 from monai.losses import DeepSupervisionLoss
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from core.checkpoint import (
     DATAMODULE_CLASS,
@@ -22,6 +22,7 @@ from core.checkpoint import (
     read_checkpoint,
     recorded_path,
 )
+from core.inference import PRECISIONS, emulated_precision
 from core.io import DataWarning
 from core.labels import LabelSpace
 from core.metrics import dice_per_structure
@@ -83,6 +84,12 @@ class SegmentationModule(pl.LightningModule):
         flips: in ``predict``, average the probabilities over the 8 mirrorings
             (test-time augmentation). An inference choice, not stored in checkpoints;
             ``train.py`` links it to ``--prediction_writer.flips``.
+        inference_precision: the precision of validation, test and predict on whole volumes:
+            ``"32"`` (float32, the default, whatever precision trains: the CPU's ``bf16-mixed``
+            default included, so that ``train.py test`` scores what ``predict.py`` and
+            ``evaluate.py`` score, to the digit) or ``"bf16"`` (bfloat16 autocast: faster
+            whole-volume validation on a GPU; ``predict.py --precision bf16`` then agrees). An
+            inference choice, not stored in checkpoints.
         pretrained: fine-tune: start fitting from this checkpoint's network weights (a checkpoint
             of this codebase, same network and options; read with ``weights_only=True``). Input
             channels are matched by modality and outputs by class or region name, so the data may
@@ -116,18 +123,21 @@ class SegmentationModule(pl.LightningModule):
         sw_batch_size: int = 2,
         sw_overlap: float = 0.5,
         flips: bool = False,
+        inference_precision: Literal["32", "bf16"] = "32",
         pretrained: str | None = None,
     ) -> None:
         super().__init__()
+        if inference_precision not in PRECISIONS:
+            raise ValueError(f"inference_precision must be one of {', '.join(PRECISIONS)}, got {inference_precision!r}")
         self.labels = LabelSpace.from_dict(label_space) if label_space else LabelSpace.generic(2)
         # The optimiser and schedule are callables (classes with their arguments): recorded in the
         # run's config by LightningCLI, not in checkpoints, which hold tensors and plain types only.
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "flips"])
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "flips", "inference_precision"])
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self.hparams["label_space"] = self.labels.to_dict()  # always stored whole, the default too
         self.hparams["pretrained"] = recorded_path(pretrained) if pretrained else None  # which file, for good
         self._pretrained_loaded = False
-        self.flips = flips
+        self.flips, self.inference_precision = flips, inference_precision
         self.network = build_network(network, channels_last=channels_last, in_channels=in_channels,
                                      num_classes=self.labels.num_outputs, **(network_kwargs or {}))
         self._compiled = self._timing_first_step = False  # torch.compile: done, its first step to time
@@ -160,13 +170,12 @@ class SegmentationModule(pl.LightningModule):
         """This model's network as a :class:`~core.segmenter.Segmenter` (window settings from
         the hyperparameters): the inference path ``predict.py`` takes too."""
         hp = self.hparams
-        trainer = self._trainer
-        precision = "bf16" if trainer is not None and "bf16" in str(trainer.precision) else "32"
         return Segmenter(self.network, self.labels, tuple(hp.inference_roi_size or hp.roi_size),
                          tuple(hp.modalities or ()), sw_batch_size=hp.sw_batch_size, sw_overlap=hp.sw_overlap,
                          source=f"{type(self).__name__}({hp.network})", profiles=self.modality_profiles,
                          training_spacing=self.training_spacing,
-                         window_scale=hp.window_scale, precision=precision, patch_size=tuple(hp.roi_size))
+                         window_scale=hp.window_scale, precision=self.inference_precision,
+                         patch_size=tuple(hp.roi_size))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.network(image)
@@ -200,6 +209,14 @@ class SegmentationModule(pl.LightningModule):
         self._pretrained_loaded = True
         rank_zero_info(transfer.summary())
         return transfer
+
+    def setup(self, stage: str) -> None:
+        """Say at once when whole volumes would be evaluated in a precision this device only
+        emulates (``inference_precision: bf16`` on an AVX2 CPU)."""
+        problem = emulated_precision(self.trainer.strategy.root_device, self.inference_precision)
+        if problem:
+            rank_zero_warn(f"model.inference_{problem}; evaluate in float32: --model.inference_precision 32",
+                           category=DataWarning)
 
     def on_fit_start(self) -> None:
         if self.trainer.ckpt_path is None:  # a resumed fit has its own weights

@@ -404,6 +404,16 @@ def test_evaluate_on_predict_output_gives_the_dice_of_train_py_test(checkpoint: 
     assert provenance_text(tmp_path / "pred", ["subject-4"]) == (
         f"\nPredictions of 1 subject by {checkpoint} (window [16, 16, 16], window_scale 2, sw_overlap 0.5, "
         "sw_batch_size 4, precision 32, flips False, probabilities False).\n")
+    # A Trainer in bf16-mixed (the CPU's default where bf16 is native) still scores whole volumes
+    # in float32, as predict.py does: the same Dice to the digit, and its report says float32.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "precision bf16-mixed: bfloat16 is emulated", DataWarning)  # an AVX2 CPU
+        run_with(checkpoint, tiny_demo_dir, "test", ["--trainer.precision", "bf16-mixed", "--test_report.output_dir",
+                                                      str(tmp_path / "bf16"), "--test_report.save_png", "false"])
+    with open(tmp_path / "bf16" / "dice.csv") as handle:
+        (under_bf16,) = list(csv.DictReader(handle))
+    assert {s: under_bf16[s] for s in scores} == {s: tested[s] for s in scores}
+    assert json.loads((tmp_path / "bf16" / "evaluation.json").read_text())["model"]["precision"] == "32"
 
 
 def test_case_names_for_a_submission(checkpoint: Path, tiny_demo_dir: Path, tmp_path: Path) -> None:

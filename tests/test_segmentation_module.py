@@ -74,6 +74,51 @@ def test_losses_are_low_for_confident_correct_logits(name: str) -> None:
         build_loss("focal")
 
 
+def test_whole_volumes_are_evaluated_in_float32_whatever_autocast_surrounds_them() -> None:
+    """A Trainer's ``bf16-mixed`` (the CPU's default where bf16 is native) wraps validation and
+    test in bfloat16 autocast; whole volumes are still run in float32, as ``predict.py`` runs
+    them, unless ``inference_precision="bf16"`` asks for bfloat16."""
+    module = small_module().eval()
+    volume = torch.randn(1, 2, 13, 10, 19)
+    seen: list[torch.dtype] = []
+    module.network.register_forward_hook(lambda net, args, out: seen.append(out.dtype))
+    with torch.no_grad():
+        plain = module.predict_logits(volume)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            under_autocast = module.predict_logits(volume)
+        assert set(seen) == {torch.float32} and torch.equal(plain, under_autocast)
+        assert module.segmenter.settings()["precision"] == "32"
+        seen.clear()
+        module.inference_precision = "bf16"
+        half = module.predict_logits(volume)
+    assert set(seen) == {torch.bfloat16} and module.segmenter.settings()["precision"] == "bf16"
+    assert not torch.equal(half.float(), plain) and float((half.float() - plain).abs().max()) < 0.1
+    assert "inference_precision" not in module.hparams  # an inference choice, as flips
+    with pytest.raises(ValueError, match="inference_precision must be one of 32, bf16, got '16'"):
+        small_module(inference_precision="16")
+
+
+def test_evaluating_in_a_precision_the_cpu_only_emulates_is_said_when_the_run_starts(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from core import inference
+    from lightning_modules.trainer import Trainer
+
+    module = small_module(inference_precision="bf16")
+    module.trainer = Trainer(accelerator="cpu", precision="32-true", logger=False, enable_checkpointing=False)
+    monkeypatch.setattr(inference.torch.cpu, "get_capabilities", lambda: {"avx2": True})
+    with pytest.warns(DataWarning, match=r"^model\.inference_precision bf16: bfloat16 is emulated on this CPU \(no "
+                                         r"AVX512-BF16 or AMX\), many times slower than float32; evaluate in float32: "
+                                         r"--model\.inference_precision 32$"):
+        module.setup("validate")
+    float32 = small_module()
+    float32.trainer = module.trainer
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        float32.setup("validate")  # float32: nothing to say
+        monkeypatch.setattr(inference.torch.cpu, "get_capabilities", lambda: {"avx2": True, "avx512_bf16": True})
+        module.setup("validate")  # native bf16: nothing to say
+
+
 def test_sliding_window_covers_volumes_of_any_size() -> None:
     module = small_module().eval()
     with torch.no_grad():
