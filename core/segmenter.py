@@ -21,7 +21,7 @@ import os
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -389,7 +389,15 @@ def _describe(segmenter: Segmenter) -> dict[str, Any]:
     """What members of an ensemble must share: the input channels, the classes and how scans
     are prepared for the network."""
     return {"modalities": list(segmenter.modalities), "label space": segmenter.labels.to_dict(),
-            "preprocessing": segmenter.preprocessing.describe()}
+            "preprocessing": asdict(segmenter.preprocessing)}
+
+
+def _differences(this: Any, that: Any) -> str:
+    """What differs between two descriptions: the differing entries of two dicts, else both."""
+    if isinstance(this, dict) and isinstance(that, dict):
+        return "; ".join(f"{key} {this.get(key)!r} vs {that.get(key)!r}" for key in sorted(set(this) | set(that))
+                         if this.get(key) != that.get(key))
+    return f"{this} vs {that}"
 
 
 @dataclass
@@ -410,7 +418,7 @@ class Ensemble(ScanSegmenter):
             for key, value in _describe(member).items():
                 if value != first[key]:
                     raise DataError(f"{member.source}: its {key} differs from {self.members[0].source}'s "
-                                    f"({value} vs {first[key]}); an ensemble averages models of one task")
+                                    f"({_differences(value, first[key])}); an ensemble averages models of one task")
         lead = self.members[0]
         self.labels, self.modalities, self.preprocessing = lead.labels, lead.modalities, lead.preprocessing
         self.profiles, self.training_spacing, self.datamodule = lead.profiles, lead.training_spacing, lead.datamodule

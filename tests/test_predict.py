@@ -894,20 +894,24 @@ def test_an_ensemble_averages_its_members_probabilities(checkpoint: Path, second
     assert [member["checkpoint"] for member in logged["ensemble"]] == [str(checkpoint), str(second_checkpoint)]
 
 
-@pytest.mark.parametrize(("key", "value", "what"), [
-    ("modalities", ["T2", "T1"], "modalities"),
+@pytest.mark.parametrize(("key", "value", "what", "difference"), [
+    ("modalities", ["T2", "T1"], "modalities", r"\['T2', 'T1'\] vs \['T1', 'T2'\]"),
     ("label_space", {"classes": {"background": 0, "A": 1, "B": 2, "C": 3},  # 4 classes, but not iSeg's
-                     "value_to_class": {"0": 0, "1": 1, "2": 2, "3": 3}}, "label space"),
+                     "value_to_class": {"0": 0, "1": 1, "2": 2, "3": 3}}, "label space",
+     r"classes \{'background': 0, 'A': 1, .*\} vs \{'background': 0, 'CSF': 10, .*; value_to_class .*"),
+    ("crop_to_nonzero", True, "preprocessing", r"crop_to_nonzero True vs False"),  # only what differs
 ])
 def test_an_ensemble_refuses_members_of_another_task(checkpoint: Path, tmp_path: Path, key: str, value: object,
-                                                     what: str) -> None:
+                                                     what: str, difference: str) -> None:
+    from core.checkpoint import DATAMODULE_ARGS
     from core.segmenter import load_segmenter
 
     other = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    other["hyper_parameters"][key] = value
+    other[DATAMODULE_ARGS if key == "crop_to_nonzero" else "hyper_parameters"][key] = value
     path = tmp_path / "other.ckpt"
     torch.save(other, path)
-    with pytest.raises(DataError, match=rf"{path}: its {what} differs from {checkpoint}'s"):
+    with pytest.raises(DataError, match=rf"^{path}: its {what} differs from {checkpoint}'s \({difference}\); an "
+                                        "ensemble averages models of one task$"):
         load_segmenter([checkpoint, path], "cpu")
 
 
