@@ -40,7 +40,7 @@ from lightning_modules.callbacks import (
 )
 from lightning_modules.loggers import MONITORED, HParamsMetric
 from lightning_modules.presets import CONFIG_DIR, SUBCOMMANDS, check_command_line
-from lightning_modules.run_folders import RunFolder, choose_run_folder, link_latest
+from lightning_modules.run_folders import RunFolder, choose_run_folder, latest_target, link_latest, take_back_run
 from lightning_modules.trainer import Trainer
 from networks import check_network_options
 from networks.checks import input_size_problem
@@ -320,11 +320,27 @@ class SegmentationCLI(LightningCLI):
             self.model.load_pretrained()
         folder = self.run_folder.folder
         if folder is not None and self.trainer.is_global_zero:
+            self._latest_before = latest_target(folder.parent)  # given back if the fit writes nothing
             folder.mkdir(parents=True, exist_ok=True)
             latest = folder.parent / "latest"
             also = f" (also {latest})" if link_latest(folder) else f" ({latest} is not a link of ours: left as it is)"
             resumed = f", resuming {self.run_folder.resume_from}" if self.run_folder.resume_from else ""
             print(f"run folder: {folder}{also}{resumed}", flush=True)
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        """Lightning's, and after a fit that failed before its first checkpoint, its run folder
+        taken back (:func:`~lightning_modules.run_folders.take_back_run`): ``latest`` keeps
+        naming the last run that trained."""
+        try:
+            super()._run_subcommand(subcommand)
+        except BaseException:
+            folder = self.run_folder.folder
+            if subcommand == "fit" and folder is not None and hasattr(self, "_latest_before"):
+                if take_back_run(folder, self._latest_before):
+                    before = self._latest_before
+                    latest = f"{folder.parent / 'latest'} -> {before}" if before else "no latest link"
+                    print(f"run folder: {folder} taken back, the fit wrote no checkpoint ({latest})", flush=True)
+            raise
 
     def _record_evaluation(self) -> None:
         """A W&B run evaluating a checkpoint names it, and the run that trained it when it is

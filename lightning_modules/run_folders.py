@@ -135,3 +135,31 @@ def link_latest(run: Path) -> bool:
     tmp.symlink_to(run.name)
     os.replace(tmp, link)
     return True
+
+
+def latest_target(parent: Path) -> str | None:
+    """Where ``<parent>/latest`` points now (None: no such link of ours)."""
+    link = Path(parent) / "latest"
+    return os.readlink(link) if link.is_symlink() else None
+
+
+def take_back_run(run: Path, previous: str | None) -> bool:
+    """After a fit that failed before writing any checkpoint (bad data, a refused setting): point
+    ``latest`` back at ``previous`` (no link when there was none) if it still points at ``run``,
+    and remove ``run``'s folder when nothing was written into it (empty folders only), so that
+    ``<runs>/latest/checkpoints/best.ckpt`` still names the last run that trained. False, touching
+    nothing, when the run wrote a checkpoint."""
+    if any(Path(run).rglob("*.ckpt")):
+        return False
+    if latest_target(run.parent) == run.name:
+        if previous is None:
+            (run.parent / "latest").unlink()
+        else:
+            tmp = run.parent / f".latest.{os.getpid()}"
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(previous)
+            os.replace(tmp, run.parent / "latest")
+    for folder in sorted((p for p in [run, *Path(run).rglob("*")] if p.is_dir()), key=lambda p: -len(p.parts)):
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    return True

@@ -492,6 +492,18 @@ def test_every_fit_gets_its_own_run_folder(tiny_demo_dir: Path, tmp_path: Path, 
     with pytest.raises(SystemExit) as exit_code:
         run_cli(explicit, save_config=False)
     assert exit_code.value.code == 2 and "already holds the checkpoints of another run" in capsys.readouterr().err
+    # A fit that fails before its first checkpoint (no data here) takes its run folder back:
+    # latest still names the last run that trained.
+    (tmp_path / "empty").mkdir()
+    trained_last = (runs / "latest").resolve()
+    assert trained_last == Path(first).parent.resolve()  # the resumed run
+    with pytest.raises(DataError, match="no iSeg subjects found"):
+        run_cli([*args, "--data.init_args.data_dir", str(tmp_path / "empty")], save_config=False)
+    assert sorted(p.name for p in runs.iterdir()) == sorted([Path(first).parent.name, Path(second).parent.name,
+                                                              "latest"])
+    assert (runs / "latest").resolve() == trained_last
+    assert re.search(r"run folder: \S+ taken back, the fit wrote no checkpoint \(\S+latest -> "
+                     + re.escape(trained_last.name) + r"\)", capsys.readouterr().out)
 
 
 def test_latest_points_at_the_newest_run_and_never_replaces_a_file_or_folder_of_the_users(tmp_path: Path) -> None:
@@ -510,6 +522,30 @@ def test_latest_points_at_the_newest_run_and_never_replaces_a_file_or_folder_of_
         assert not link_latest(other / "run") and not mine.is_symlink()
         assert (mine.read_text() == "mine") if kind == "file" else mine.is_dir()
     assert sorted(p.name for p in runs.iterdir()) == ["a", "b", "latest"]  # no temporary link left
+
+
+def test_a_run_that_wrote_no_checkpoint_is_taken_back(tmp_path: Path) -> None:
+    """``latest`` goes back to the run before (or away, when there was none) and the failed run's
+    folder goes if it is empty; what it wrote is kept, and a run with a checkpoint is not touched."""
+    from lightning_modules.run_folders import latest_target, link_latest, take_back_run
+
+    runs = tmp_path / "runs"
+    (runs / "trained" / "checkpoints").mkdir(parents=True)
+    (runs / "trained" / "checkpoints" / "best.ckpt").write_bytes(b"weights")
+    (runs / "failed" / "checkpoints").mkdir(parents=True)
+    link_latest(runs / "failed")
+    assert take_back_run(runs / "failed", None) and not (runs / "latest").is_symlink()
+    assert sorted(p.name for p in runs.iterdir()) == ["trained"]  # its empty folders removed
+    link_latest(runs / "trained")
+    before = latest_target(runs)
+    (runs / "configured").mkdir()
+    (runs / "configured" / "fit-config.yaml").write_text("what it was asked")
+    link_latest(runs / "configured")
+    assert take_back_run(runs / "configured", before) and latest_target(runs) == "trained"
+    assert (runs / "configured" / "fit-config.yaml").read_text() == "what it was asked"  # kept
+    link_latest(runs / "configured")
+    assert not take_back_run(runs / "trained", "configured")  # it has a checkpoint: nothing changes
+    assert latest_target(runs) == "configured" and (runs / "trained" / "checkpoints" / "best.ckpt").exists()
 
 
 @pytest.mark.parametrize("augment_on", ["loader", "device"])
