@@ -38,7 +38,7 @@ from lightning_modules.callbacks import (
     TestReport,
     ValidationImages,
 )
-from lightning_modules.loggers import MONITORED, HParamsMetric
+from lightning_modules.loggers import MONITORED, HParamsMetric, RunLogger
 from lightning_modules.presets import CONFIG_DIR, SUBCOMMANDS, check_command_line
 from lightning_modules.run_folders import RunFolder, choose_run_folder, latest_target, link_latest, take_back_run
 from lightning_modules.trainer import Trainer
@@ -333,8 +333,13 @@ class SegmentationCLI(LightningCLI):
         naming the last run that trained."""
         try:
             super()._run_subcommand(subcommand)
-        except BaseException:
+        except BaseException as error:
             folder = self.run_folder.folder
+            trained = subcommand == "fit" and self.trainer.global_step > 0
+            if isinstance(error, DataError) and not trained:  # refused: its W&B run holds nothing
+                for logger in self.trainer.loggers:
+                    if isinstance(logger, RunLogger):
+                        logger.discard()
             if subcommand == "fit" and folder is not None and hasattr(self, "_latest_before"):
                 if take_back_run(folder, self._latest_before):
                     before = self._latest_before

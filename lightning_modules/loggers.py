@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import numbers
+import os
+import shutil
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -43,6 +46,24 @@ class RunLogger(WandbLogger):
         self.evaluate_in_fit_run = evaluate_in_fit_run
         self._best: float | None = None
         self._defined: set[str] = set()
+
+    def discard(self) -> bool:
+        """Finish and delete this process's offline run, without W&B's word on syncing it: for a
+        command refused before any work (``train.py`` on a :class:`~core.io.DataError`), whose
+        run holds nothing, so that nothing is left to sync or to mistake for an evaluation. An
+        online run, or none started, is left as it is (False)."""
+        run = self._experiment
+        if run is None or not getattr(run, "offline", False):
+            return False
+        folder = Path(run.dir).parent  # <save_dir>/wandb/offline-run-<time>-<id>
+        run._settings.silent = True  # W&B's footer would name the folder removed below
+        run.finish(exit_code=2)
+        self._experiment = None
+        shutil.rmtree(folder, ignore_errors=True)
+        for link in folder.parent.iterdir():  # W&B's latest-run and debug-log links into it
+            if link.is_symlink() and Path(os.readlink(link)).parts[:1] == (folder.name,):
+                link.unlink()
+        return True
 
     @property
     def job_type(self) -> str | None:

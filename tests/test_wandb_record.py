@@ -84,3 +84,25 @@ def test_an_evaluation_can_have_a_run_of_its_own_linked_to_the_trained_one(
     own = read_offline_run(folder)
     assert own["id"] != fit["id"] and own["job_type"] == "validate"
     assert own["config"]["evaluates_run"] == fit["id"]
+
+
+def test_a_refused_evaluation_leaves_no_run_to_sync(fit_and_test: tuple[dict, dict, Path], tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """``train.py test`` refused before any work (no subjects where it was pointed; Lightning has
+    started the W&B run by then): no offline run is left that would add an empty evaluation to the
+    trained run when synced, and W&B's advice to sync it is not printed after the error."""
+    from core.io import DataError
+
+    root = fit_and_test[2]
+    (tmp_path / "empty").mkdir()
+    wandb.finish()
+    try:
+        with pytest.raises(DataError, match="no iSeg subjects found"):
+            run_cli(wandb_args("test", tmp_path / "empty", tmp_path / "runs", "--ckpt_path",
+                               str(root / "checkpoints" / "best.ckpt"), "--test_report.save_png", "false"))
+    finally:
+        wandb.finish()
+    said = capsys.readouterr().err
+    assert "offline-run-" in said and "wandb sync" not in said  # W&B had started it (its first lines say where)
+    assert list((tmp_path / "runs" / "wandb").iterdir()) == []  # the run and W&B's links into it are gone
+    assert len(list((root / "runs" / "wandb").glob("offline-run-*"))) == 2  # the fit's and the test's, untouched
