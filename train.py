@@ -488,9 +488,11 @@ _LITLOGGER_TIP = _DropMessages("litlogger")  # one instance: adding it again cha
 
 def quiet_benign_messages() -> None:
     """Silence what every run printed but nobody can act on: Lightning's advertisement for its
-    cloud logger, a deprecation inside Lightning's own pytree helper, W&B looking for a git
-    repository in the run folder (the commit is in the run's config, from ``core.provenance``)."""
+    cloud logger, a deprecation inside Lightning's own pytree helper, the model summary's note that
+    it sizes a bf16-mixed model in 32 bits (every bf16 fit), W&B looking for a git repository in the
+    run folder (the commit is in the run's config, from ``core.provenance``)."""
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    warnings.filterwarnings("ignore", message=r"Precision bf16-mixed is not supported by the model summary")
     for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
         logging.getLogger(name).addFilter(_LITLOGGER_TIP)
     os.environ.setdefault("WANDB_DISABLE_GIT", "true")

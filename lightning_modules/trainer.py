@@ -8,7 +8,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.precision.precision import _PRECISION_INPUT
-from pytorch_lightning.utilities import rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from core.inference import emulated_precision, fast_bf16
 from core.io import DataWarning
@@ -52,7 +52,8 @@ class Trainer(pl.Trainer):
     def __init__(self, *args: Any, limit_train_batches: BatchLimit = None, limit_val_batches: BatchLimit = None,
                  limit_test_batches: BatchLimit = None, limit_predict_batches: BatchLimit = None,
                  precision: _PRECISION_INPUT | None = None, **kwargs: Any) -> None:
-        if precision is None:
+        chosen = precision is None
+        if chosen:
             precision = default_precision(kwargs.get("accelerator", "auto"))
         super().__init__(*args, limit_train_batches=limit_train_batches, limit_val_batches=limit_val_batches,
                          limit_test_batches=limit_test_batches, limit_predict_batches=limit_predict_batches,
@@ -60,3 +61,7 @@ class Trainer(pl.Trainer):
         advice = precision_advice(self.strategy.root_device, self.precision)
         if advice:
             rank_zero_warn(advice, category=DataWarning)
+        if chosen and self.precision == "bf16-mixed":  # said, so that a float32 run is one flag away
+            rank_zero_info("trainer.precision bf16-mixed: this CPU runs bfloat16 natively (AVX512-BF16 or AMX); "
+                           "whole volumes are still evaluated in float32; "
+                           "--trainer.precision 32-true trains in float32")

@@ -721,8 +721,14 @@ def test_the_default_precision_follows_the_hardware(monkeypatch: pytest.MonkeyPa
         assert trainer.default_precision() == trainer.default_precision("cpu") == expected
         assert trainer.default_precision("gpu") == "32-true"
     monkeypatch.setattr(trainer, "fast_bf16", lambda device: True)
+    said: list[str] = []
+    monkeypatch.setattr(trainer, "rank_zero_info", said.append)
     assert trainer.Trainer(logger=False, enable_checkpointing=False).precision == "bf16-mixed"
+    assert said == ["trainer.precision bf16-mixed: this CPU runs bfloat16 natively (AVX512-BF16 or AMX); whole "
+                    "volumes are still evaluated in float32; --trainer.precision 32-true trains in float32"]
     assert trainer.Trainer(precision="32-true", logger=False, enable_checkpointing=False).precision == "32-true"
+    assert trainer.Trainer(precision="bf16-mixed", logger=False, enable_checkpointing=False).precision == "bf16-mixed"
+    assert len(said) == 1  # a precision given is not explained
 
 
 def test_fast_bf16_means_the_instructions_not_onednn_emulation(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -806,3 +812,18 @@ def test_a_compiled_network_trains_with_deep_supervision_and_saves_the_same_chec
     assert checkpoint["state_dict"].keys() == plain.state_dict().keys()
     reloaded = SegmentationModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     assert reloaded.hparams.compile_network == "eager" and not reloaded._compiled  # compiled again only to fit
+
+
+def test_messages_nobody_can_act_on_are_not_printed() -> None:
+    """Lightning's model-summary note on every bf16-mixed fit, its pytree deprecation: silenced;
+    any other warning still shown."""
+    from train import quiet_benign_messages
+
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        quiet_benign_messages()
+        warnings.warn("Precision bf16-mixed is not supported by the model summary.  Estimated model size in MB "
+                      "will not be accurate. Using 32 bits instead.", UserWarning, stacklevel=1)
+        warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated", UserWarning, stacklevel=1)
+        warnings.warn("something a user must see", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in shown] == ["something a user must see"]
