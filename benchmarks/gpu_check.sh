@@ -3,7 +3,7 @@
 # included, and a call at most 10, so the checks come in calls that fit, the most needed first,
 # every section in a time box:
 #   bash benchmarks/gpu_check.sh                 # call 1 = first: env speed augment (at most ~7.5 min)
-#   bash benchmarks/gpu_check.sh cpu_bf16        # call 2, at once while the machine is warm (at most 4 min)
+#   bash benchmarks/gpu_check.sh cpu_bf16        # optional (measured on a 2-core Xeon with AMX, 2026-12-05; at most 4 min)
 #   bash benchmarks/gpu_check.sh study           # a later session: the GPU study (at most 9.5 min)
 #   bash benchmarks/gpu_check.sh full_speed / precision / contrast   # and the remaining tables
 # Run from the repository root; the tables go to $OUT (or /tmp), written as they are printed, so a
