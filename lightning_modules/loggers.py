@@ -56,6 +56,8 @@ class RunLogger(WandbLogger):
         if run is None or not getattr(run, "offline", False):
             return False
         folder = Path(run.dir).parent  # <save_dir>/wandb/offline-run-<time>-<id>
+        if not folder.name.startswith("offline-run-"):  # not W&B's offline layout: nothing removed
+            return False
         run._settings.silent = True  # W&B's footer would name the folder removed below
         run.finish(exit_code=2)
         self._experiment = None
