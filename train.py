@@ -328,24 +328,31 @@ class SegmentationCLI(LightningCLI):
             print(f"run folder: {folder}{also}{resumed}", flush=True)
 
     def _run_subcommand(self, subcommand: str) -> None:
-        """Lightning's, and after a fit that failed before its first checkpoint, its run folder
-        taken back (:func:`~lightning_modules.run_folders.take_back_run`): ``latest`` keeps
-        naming the last run that trained."""
+        """Lightning's, and after a failure what the command started and nothing filled: the W&B
+        run of a command refused before any training step (:meth:`RunLogger.discard`), and the
+        run folder of a fit that wrote no checkpoint (:func:`~lightning_modules.run_folders.take_back_run`:
+        ``latest`` keeps naming the last run that trained). The error itself is raised as it was."""
         try:
             super()._run_subcommand(subcommand)
         except BaseException as error:
-            folder = self.run_folder.folder
-            trained = subcommand == "fit" and self.trainer.global_step > 0
-            if isinstance(error, DataError) and not trained:  # refused: its W&B run holds nothing
-                for logger in self.trainer.loggers:
-                    if isinstance(logger, RunLogger):
-                        logger.discard()
-            if subcommand == "fit" and folder is not None and hasattr(self, "_latest_before"):
-                if take_back_run(folder, self._latest_before):
-                    before = self._latest_before
-                    latest = f"{folder.parent / 'latest'} -> {before}" if before else "no latest link"
-                    print(f"run folder: {folder} taken back, the fit wrote no checkpoint ({latest})", flush=True)
+            try:
+                self._tidy_after(subcommand, error)
+            except Exception as problem:  # never in place of the error the user must see
+                print(f"train.py: note: could not tidy up after the error ({problem})", file=sys.stderr)
             raise
+
+    def _tidy_after(self, subcommand: str, error: BaseException) -> None:
+        folder = self.run_folder.folder
+        trained = subcommand == "fit" and self.trainer.global_step > 0
+        if isinstance(error, DataError) and not trained:  # refused: its W&B run holds nothing
+            for logger in self.trainer.loggers:
+                if isinstance(logger, RunLogger):
+                    logger.discard()
+        if subcommand == "fit" and folder is not None and hasattr(self, "_latest_before"):
+            if take_back_run(folder, self._latest_before):
+                before = self._latest_before
+                latest = f"{folder.parent / 'latest'} -> {before}" if before else "no latest link"
+                print(f"run folder: {folder} taken back, the fit wrote no checkpoint ({latest})", flush=True)
 
     def _record_evaluation(self) -> None:
         """A W&B run evaluating a checkpoint names it, and the run that trained it when it is

@@ -827,3 +827,20 @@ def test_messages_nobody_can_act_on_are_not_printed() -> None:
         warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated", UserWarning, stacklevel=1)
         warnings.warn("something a user must see", UserWarning, stacklevel=1)
     assert [str(w.message) for w in shown] == ["something a user must see"]
+
+
+def test_tidying_up_after_a_failure_never_hides_the_failure(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import train
+
+    def cannot(*args: object) -> bool:
+        raise OSError("Read-only file system")
+
+    monkeypatch.setattr(train, "take_back_run", cannot)
+    monkeypatch.delenv("BRAINSEG_RUN_ID", raising=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no iSeg subjects found"):
+        run_cli(["fit", "--config", "configs/demo.yaml", "--data.init_args.data_dir", str(tmp_path / "empty"),
+                 "--trainer.logger", "false", "--checkpoint.dirpath", str(tmp_path / "runs" / "{run}" / "checkpoints")],
+                save_config=False)
+    assert "train.py: note: could not tidy up after the error (Read-only file system)" in capsys.readouterr().err
