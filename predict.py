@@ -36,13 +36,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from core.checkpoint import model_hparams, read_checkpoint
-from core.inference import PRECISIONS, fast_bf16
 from core.io import DataError, one_line_warnings
-from core.segmenter import load_segmenter
-from datamodules.folders import folder_layout, output_names, subjects_in_folder
+
+# torch, MONAI, the Segmenter and the folder layouts (Lightning, through datamodules) are imported
+# where they are used, after the command line is read: --help and a mistyped option answer at
+# once instead of after 3-5 s of imports.
 
 # The CPU preset (--cpu-fast): nnU-Net's most common complaint is 42 minutes a case on a CPU, 3
 # without mirroring. No mirroring (8x the work), less window overlap (0.25: each voxel in about
@@ -54,6 +52,8 @@ CPU_FAST = {"flips": False, "sw_overlap": 0.25, "window_scale": 2, "sw_batch_siz
 
 def cpu_fast_precision() -> str:
     """The preset's precision on this CPU: bf16 where it is native, else float32."""
+    from core.inference import fast_bf16
+
     return "bf16" if fast_bf16("cpu") else "32"
 
 
@@ -69,6 +69,8 @@ def cpu_fast(sw_overlap: float | None = None, sw_batch_size: int | None = None, 
 
 def stored_window_scale(checkpoints: Sequence[Path]) -> int:
     """The largest ``window_scale`` the checkpoints were saved with (1 for those without one)."""
+    from core.checkpoint import model_hparams, read_checkpoint
+
     return max(int(model_hparams(read_checkpoint(path)).get("window_scale") or 1) for path in checkpoints)
 
 
@@ -99,6 +101,9 @@ def predict(checkpoint: Path | Sequence[Path], inputs: Sequence[Path], output: P
     scans). ``keep_largest``: structures (class names, or ``foreground``) cut to their largest
     connected component (nnU-Net's postprocessing; ``evaluate.py --keep-largest-gains`` says which
     gain)."""
+    from core.segmenter import load_segmenter
+    from datamodules.folders import folder_layout, output_names, subjects_in_folder
+
     # A bar over the windows of each volume when run in a terminal.
     segmenter = load_segmenter(checkpoint, device, sw_overlap=sw_overlap, sw_batch_size=sw_batch_size,
                                window_scale=window_scale, progress=sys.stderr.isatty(), precision=precision)
@@ -159,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="read --input as a BIDS dataset whatever the model was trained on: the BIDS suffixes "
                              "(optionally after entities: T1w, acq-mprage_T1w) that stand for the model's modalities, "
                              "in its order; writes a BIDS derivative")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", help="cuda, cuda:1, cpu, ... (default: cuda where there is a GPU, else cpu)")
     parser.add_argument("--sw-overlap", "--overlap", type=float, dest="sw_overlap",
                         help="sliding-window overlap (default: the checkpoint's)")
     parser.add_argument("--sw-batch-size", type=int, help="windows per forward pass (default: the checkpoint's)")
@@ -174,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="sliding windows this many times the checkpoint's window per side (default: the "
                              "checkpoint's window_scale, 1 for checkpoints without one)")
     parser.add_argument("--threads", type=int, help="CPU threads for inference (default: torch's)")
-    parser.add_argument("--precision", choices=PRECISIONS,
+    parser.add_argument("--precision", metavar="{32,bf16}",
                         help="bf16: the network under bfloat16 autocast (GPUs from Ampere on, CPUs with AVX512-BF16); "
                              "default 32")
     parser.add_argument("--case-names", action="store_true",
@@ -191,6 +196,13 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="the CPU preset: no mirroring, overlap 0.25, windows x2, one window a pass, every core, "
                              "bf16 where the CPU has it")
     args = parser.parse_args(argv)
+    import torch
+
+    from core.inference import PRECISIONS
+
+    if args.precision is not None and args.precision not in PRECISIONS:
+        parser.error(f"argument --precision: invalid choice: {args.precision!r} (choose from {', '.join(PRECISIONS)})")
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     one_line_warnings("predict.py")
     try:
         if args.cpu_fast:

@@ -63,6 +63,20 @@ def test_no_import_cycles_between_modules() -> None:
 
 
 @pytest.mark.slow  # a Python process of its own
+def test_predict_py_answers_help_before_importing_torch() -> None:
+    """``predict.py --help`` (and a mistyped option) answers at once: torch, MONAI, the networks
+    and Lightning are imported after the command line is read (4.7 s of imports before, 0.16 s now
+    on a 2-core Xeon)."""
+    out = subprocess.run([sys.executable, "-X", "importtime", "predict.py", "--help"], cwd=ROOT,
+                         capture_output=True, text=True, check=True)
+    assert "--checkpoint CHECKPOINT" in out.stdout and "--precision {32,bf16}" in out.stdout
+    loaded = {line.rsplit("|", 1)[1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
+    assert "core.io" in loaded
+    roots = {name.split(".")[0] for name in loaded}
+    assert not roots & {"torch", "monai", "pytorch_lightning", "lightning", "networks", "datamodules"}
+
+
+@pytest.mark.slow  # a Python process of its own
 def test_scoring_loads_no_lightning() -> None:
     """``evaluate.py --help`` (numpy metrics) imports neither Lightning nor a network."""
     out = subprocess.run([sys.executable, "-X", "importtime", "evaluate.py", "--help"], cwd=ROOT,

@@ -989,6 +989,10 @@ def test_bf16_prediction_runs_the_network_in_bfloat16_and_keeps_float32_outputs(
     assert float((got.argmax(1) == expected.argmax(1)).float().mean()) > 0.99
     with pytest.raises(ValueError, match="precision must be one of 32, bf16, got 'fp8'"):
         Segmenter.from_checkpoint(checkpoint, "cpu", precision="fp8").probabilities(image)
+    with pytest.raises(SystemExit) as exit_info:  # predict.py says it before reading anything
+        main(["--checkpoint", str(checkpoint), "--input", "x.nii.gz", "--output", str(tmp_path / "o"),
+              "--precision", "fp8"])
+    assert exit_info.value.code == 2 and not (tmp_path / "o").exists()
     assert fast_bf16("cpu") == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and fast_bf16("meta") is False
     files = [str(tiny_demo_dir / f"subject-4-{m}.hdr") for m in ("T1", "T2")]
     main(["--checkpoint", str(checkpoint), "--input", *files, "--output", str(tmp_path / "bf16"), "--precision",
