@@ -112,9 +112,7 @@ def fingerprint(subjects: Sequence[Subject], label_space: LabelSpace, modalities
             if values.size:
                 take = min(values.size, SAMPLE_PER_SUBJECT)
                 samples[modality].append(rng.choice(values, size=take, replace=False))
-        measured = classes.shape if occupied is None else [len(range(*box.indices(n))) for box, n in
-                                                              zip(nonzero_box(occupied[None]), classes.shape,
-                                                                  strict=True)]
+        measured = classes.shape if occupied is None else occupied[nonzero_box(occupied[None])].shape
         shapes.append([int(n) for n in np.asarray(measured)[order]])
     intensities = {}
     for modality, parts in samples.items():

@@ -11,7 +11,7 @@ helps is an empirical question per structure and dataset (a tumour may have seve
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -96,11 +96,3 @@ class LargestComponentGains:
         """Structure -> (mean Dice as predicted, with its largest component only)."""
         return {name: (before / self.pairs, after / self.pairs) for name, (before, after) in self.sums.items()}
 
-
-def largest_component_gains(pairs: Iterable[tuple[np.ndarray, np.ndarray]], structures: Mapping[str, Sequence[int]],
-                            background: int = 0) -> dict[str, tuple[float, float]]:
-    """:class:`LargestComponentGains` of ``pairs``."""
-    gains = LargestComponentGains(structures, background)
-    for prediction, truth in pairs:
-        gains.add(prediction, truth)
-    return gains.means()

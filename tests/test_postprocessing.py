@@ -12,13 +12,7 @@ from layouts import write_nifti
 import evaluate
 from core.io import DataError
 from core.labels import LabelSpace
-from core.postprocessing import (
-    FOREGROUND,
-    class_groups,
-    keep_largest,
-    largest_component,
-    largest_component_gains,
-)
+from core.postprocessing import FOREGROUND, LargestComponentGains, class_groups, keep_largest, largest_component
 
 ISEG = LabelSpace.from_values({0: "background", 10: "CSF", 150: "GM", 250: "WM"})
 
@@ -61,7 +55,9 @@ def test_gains_are_the_mean_dice_before_and_after_by_hand() -> None:
     prediction[0, 11, 0] = 250  # a stray WM voxel
     prediction[8:10, 8:10, 8:10] = 0
     prediction[8, 8, 8] = prediction[9, 9, 9] = prediction[8, 9, 8] = 10  # CSF: 3 voxels, two pieces (26: one)
-    gains = largest_component_gains([(prediction, truth)], {"CSF": [10], "GM": [150], "WM": [250]})
+    adding = LargestComponentGains({"CSF": [10], "GM": [150], "WM": [250]})
+    adding.add(prediction, truth)
+    gains = adding.means()
     assert gains["WM"] == pytest.approx((2 * 64 / 129, 1.0))
     assert gains["CSF"] == pytest.approx((2 * 3 / 11, 2 * 3 / 11))  # diagonal neighbours: one component
     assert gains["GM"] == (1.0, 1.0)  # empty in both: 1
