@@ -98,11 +98,12 @@ def predict(checkpoint: Path | Sequence[Path], inputs: Sequence[Path], output: P
     kept, the others segmented. ``brain_mask``:
     with one subject's files, a mask whose outside is set to 0 in every scan first (scans not
     skull-stripped, or with interpolation ringing around the brain, for a model of skull-stripped
-    scans). ``keep_largest``: structures (class names, or ``foreground``) cut to their largest
-    connected component (nnU-Net's postprocessing; ``evaluate.py --keep-largest-gains`` says which
-    gain)."""
+    scans); with a BIDS dataset, the derivatives pipeline holding each session's mask
+    (``*_desc-brain_mask``: fMRIPrep's, SynthStrip's). ``keep_largest``: structures (class names,
+    or ``foreground``) cut to their largest connected component (nnU-Net's postprocessing;
+    ``evaluate.py --keep-largest-gains`` says which gain)."""
     from core.segmenter import load_segmenter
-    from datamodules.folders import folder_layout, output_names, subjects_in_folder
+    from datamodules.folders import folder_layout, output_names, subjects_in_folder, with_brain_masks
 
     # A bar over the windows of each volume when run in a terminal.
     segmenter = load_segmenter(checkpoint, device, sw_overlap=sw_overlap, sw_batch_size=sw_batch_size,
@@ -114,11 +115,11 @@ def predict(checkpoint: Path | Sequence[Path], inputs: Sequence[Path], output: P
     layout = segmenter.datamodule
     if len(inputs) == 1 and Path(inputs[0]).is_dir():
         layout, modalities = folder_layout(layout, segmenter.modalities, segmenter.source, contrast, bids_modalities)
+        if brain_mask is not None:
+            layout = with_brain_masks(layout, brain_mask, segmenter.source)
         chosen = subjects_in_folder(inputs[0], layout, modalities, segmenter.source, contrast, only=subjects)
         if shard is not None:
             chosen = chosen[shard[0]::shard[1]]
-        if brain_mask is not None:
-            raise DataError(f"{brain_mask}: --brain-mask goes with one subject's files, not with a dataset folder")
     elif subjects is not None or shard is not None or bids_modalities is not None:
         raise DataError(f"{inputs[0]}: choosing subjects (--subjects, --shard) or reading BIDS (--bids-modalities) "
                         "needs a dataset folder as --input, not one subject's files")
@@ -151,7 +152,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--brain-mask", type=Path, metavar="MASK",
                         help="with one subject's files: a brain mask (non-zero inside; SynthStrip's, FSL BET's, "
                              "fMRIPrep's desc-brain_mask) whose outside is set to 0 in every scan first, as a "
-                             "skull-stripped scan's background is")
+                             "skull-stripped scan's background is; with a BIDS dataset: the derivatives folder "
+                             "holding each session's sub-*_desc-brain_mask.nii.gz")
     parser.add_argument("--subjects", "--participant_label", nargs="+", metavar="ID",
                         help="a folder's subjects to segment, by id (sub-01 stands for all its BIDS sessions; "
                              "as in BIDS Apps, the label alone, 01, does too)")

@@ -21,7 +21,8 @@ from core.metrics import SCORE_FILES, SCORING_RECORD
 from core.provenance import code_version
 
 DERIVATIVE_NAME = "brain-mri-segmentation"
-_DSEG = re.compile(r"^(sub-[a-zA-Z0-9]+)(?:_(ses-[a-zA-Z0-9]+))?(?:_[a-z]+-[a-zA-Z0-9]+)*_dseg\.nii(?:\.gz)?$")
+_UNIT_FILE = r"^(sub-[a-zA-Z0-9]+)(?:_(ses-[a-zA-Z0-9]+))?(?:_[a-z]+-[a-zA-Z0-9]+)*_{suffix}\.nii(?:\.gz)?$"
+BRAIN_MASK_ENTITIES = {"desc": "brain", "space": None}  # fMRIPrep's native-space mask, SynthStrip's as BIDS names it
 
 
 def unit_id(subject: str, session: str | None) -> str:
@@ -205,14 +206,17 @@ def file_entities(name: str) -> dict[str, str]:
     return {key: value for key, value in pairs.items() if key not in ("sub", "ses")}
 
 
-def derivative_files(folder: Path, entities: Mapping[str, str | None] | None = None) -> dict[str, Path]:
-    """``sub-01_ses-1`` -> its ``*_dseg.nii[.gz]`` in a derivative folder, among those with
-    ``entities`` (file-name keys; ``None``: the entity absent), as a pipeline with several label
-    maps per session needs (fMRIPrep's ``{"desc": "aseg"}``); two for one session are an error
-    naming both."""
+def derivative_files(folder: Path, entities: Mapping[str, str | None] | None = None,
+                     suffix: str = "dseg") -> dict[str, Path]:
+    """``sub-01_ses-1`` -> its ``*_<suffix>.nii[.gz]`` in a derivative folder (``dseg``: label
+    maps; ``mask``: brain masks), among those with ``entities`` (file-name keys; ``None``: the
+    entity absent), as a pipeline with several per session needs (fMRIPrep's ``{"desc": "aseg"}``);
+    two for one session are an error naming both. A file without a session is keyed ``sub-01``."""
+    pattern = re.compile(_UNIT_FILE.format(suffix=re.escape(suffix)))
+    what = "label maps" if suffix == "dseg" else f"{suffix} files"
     found: dict[str, Path] = {}
-    for path in sorted(Path(folder).glob("sub-*/**/*_dseg.nii*")):
-        match = _DSEG.match(path.name)
+    for path in sorted(Path(folder).glob(f"sub-*/**/*_{suffix}.nii*")):
+        match = pattern.match(path.name)
         if not match:
             continue
         carried = file_entities(path.name)
@@ -220,7 +224,7 @@ def derivative_files(folder: Path, entities: Mapping[str, str | None] | None = N
             continue
         subject_id = match[1] + (f"_{match[2]}" if match[2] else "")
         if subject_id in found:
-            raise DataError(f"{folder}: two label maps for {subject_id}: {found[subject_id].name}, {path.name}")
+            raise DataError(f"{folder}: two {what} for {subject_id}: {found[subject_id].name}, {path.name}")
         found[subject_id] = path
     return found
 

@@ -312,12 +312,12 @@ class PredictionFolder:
     work (:meth:`check`); a write that fails all the same (a disk filled meanwhile) is an
     :class:`~core.io.OutputError` naming the file, and leaves no partial file.
 
-    ``sources``: each subject's input images, for names whose images have sidecars saying what
-    they were computed from (a BIDS derivative's ``Sources``). ``record``: how this run segments
-    (checkpoints and settings), named in those sidecars too; :meth:`close` appends it, with the
-    time, the subjects written and the code's commit, as one line to the folder's
-    ``predictions.jsonl`` (nnU-Net keeps its prediction arguments beside its outputs too), so
-    every file can be traced to the run that wrote it.
+    ``sources``: each subject's input files (its images and brain mask), for names whose images
+    have sidecars saying what they were computed from (a BIDS derivative's ``Sources``). ``record``:
+    how this run segments (checkpoints and settings), named in those sidecars too; :meth:`close`
+    appends it, with the time, the subjects written and the code's commit, as one line to the
+    folder's ``predictions.jsonl`` (nnU-Net keeps its prediction arguments beside its outputs too),
+    so every file can be traced to the run that wrote it.
     """
 
     def __init__(self, directory: str | Path, probabilities: bool = False, overwrite: bool = False,
@@ -352,7 +352,8 @@ class PredictionFolder:
         segmented whole but otherwise: :attr:`redone`)."""
         folder = cls(directory, probabilities, overwrite or continuing,
                      protect=[f for s in subjects for f in s.files()], names=names,
-                     sources={s.subject_id: list(dict.fromkeys(s.images)) for s in subjects}, record=record)
+                     sources={s.subject_id: list(dict.fromkeys([*s.images, *([s.brain_mask] if s.brain_mask else [])]))
+                              for s in subjects}, record=record)
         if continuing:
             whole = [s.subject_id for s in subjects if folder.is_finished(s.subject_id)]
             folder.finished = [s for s in whole if folder.segmented_alike(s)]

@@ -1,5 +1,6 @@
 """BIDS datasets, read with pybids: images by suffix and entities, label maps from a derivatives
-pipeline's ``*_dseg`` files and its ``dseg.tsv``, predictions written as a BIDS derivative.
+pipeline's ``*_dseg`` files and its ``dseg.tsv``, brain masks (for scans that are not skull-
+stripped) from another's ``*_desc-brain_mask`` files, predictions written as a BIDS derivative.
 
 A training unit is one session of one participant (``sub-01_ses-1``; ``sub-01`` without
 sessions); splits keep a participant's sessions together.
@@ -14,7 +15,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from core.bids import BIDS_NAMES, ENTITIES, dseg_tables, read_dseg_tsv, unit_id, unit_parts
+from core.bids import (
+    BIDS_NAMES,
+    BRAIN_MASK_ENTITIES,
+    ENTITIES,
+    derivative_files,
+    dseg_tables,
+    read_dseg_tsv,
+    unit_id,
+    unit_parts,
+)
 from core.io import DataError, DataWarning
 from core.labels import LabelSpace
 from core.volumes import Subject, natural_key
@@ -107,6 +117,15 @@ class BIDSDataModule(VolumeSegmentationDataModule):
             skipped with a one-line warning.
         run: which of several runs of a modality to use, ``last`` (a repeat after a failed scan)
             or ``first``; said in a warning whenever it decides.
+        masks_dir: a derivatives pipeline with a brain mask per session (``*_desc-brain_mask``:
+            fMRIPrep's, or SynthStrip's / HD-BET's saved under BIDS names), relative to
+            ``data_dir`` (``derivatives/fmriprep``) or absolute: every image is set to 0 outside
+            it before normalisation, as a skull-stripped scan's background is. A mask without a
+            session (``sub-01_desc-brain_mask``) serves each of the participant's sessions; a
+            session without one is skipped with a one-line reason (an error with ``require_all``).
+        mask_entities: the entities that pick the mask (file-name keys; ``null``: absent);
+            default ``{desc: brain, space: null}``, the native-space mask among fMRIPrep's
+            ``space-MNI...`` copies.
         **kwargs: everything :class:`VolumeSegmentationDataModule` takes.
     """
 
@@ -117,7 +136,8 @@ class BIDSDataModule(VolumeSegmentationDataModule):
                  label_entities: Mapping[str, str | None] | None = None,
                  regions: Mapping[str, Sequence[int]] | None = None, require_all: bool = False,
                  run: Literal["first", "last"] = "last", labels: Mapping[int, str] | None = None,
-                 image_entities: Mapping[str, str | None] | None = None, **kwargs: Any) -> None:
+                 image_entities: Mapping[str, str | None] | None = None, masks_dir: str | None = None,
+                 mask_entities: Mapping[str, str | None] | None = None, **kwargs: Any) -> None:
         for spec in modalities:
             parse_modality(spec)
         if run not in ("first", "last"):
@@ -128,6 +148,8 @@ class BIDSDataModule(VolumeSegmentationDataModule):
         self._labels = {int(value): str(name) for value, name in labels.items()} if labels else None
         self.image_entities = {ENTITIES.get(k, k): v for k, v in (image_entities or {}).items()}
         self.require_all, self.run = require_all, run
+        self.masks_dir = None if masks_dir is None else Path(data_dir) / masks_dir
+        self.mask_entities = dict(BRAIN_MASK_ENTITIES if mask_entities is None else mask_entities)
         self._regions = dict(regions) if regions else None
         self._label_space: LabelSpace | None = None
         super().__init__(data_dir, modalities=modalities, **kwargs)
@@ -172,6 +194,7 @@ class BIDSDataModule(VolumeSegmentationDataModule):
         if require_labels:
             labels = _by_session(_layout(self._required_labels_dir(), derivative=True).get(
                 suffix="dseg", extension=IMAGE_EXTENSIONS, return_type="object", **self.label_entities))
+        masks = self._brain_masks()
         subjects, skipped = [], []
         for subject, sessions in _units(layout).items():
             for session in sessions:
@@ -180,19 +203,50 @@ class BIDSDataModule(VolumeSegmentationDataModule):
                 chosen = [self._one(self._matching(found, spec), name, spec) for spec in self.modalities]
                 missing = [spec for spec, path in zip(self.modalities, chosen, strict=True) if path is None]
                 label = self._one(labels.get((subject, session), []), name, "dseg") if labels is not None else None
-                if missing or (labels is not None and label is None):
-                    what = f"no {', '.join(missing)} image" if missing else f"no *_dseg label map in {self.labels_dir}"
+                mask = None if masks is None else self._mask_of(masks, subject, session, len(sessions))
+                if missing or (labels is not None and label is None) or (masks is not None and mask is None):
+                    what = (f"no {', '.join(missing)} image" if missing
+                            else f"no *_dseg label map in {self.labels_dir}" if labels is not None and label is None
+                            else self._no_mask(subject, masks))
                     skipped.append(f"{name}: {what}")
                     continue
-                subjects.append(Subject(name, tuple(chosen), label))
+                subjects.append(Subject(name, tuple(chosen), label, brain_mask=mask))
         if skipped and self.require_all:
             raise DataError(f"{folder}: {skipped[0]} (require_all is set; {len(skipped)} sessions lack a file)")
         for reason in skipped:
             warnings.warn(f"{folder}: skipping {reason}", DataWarning, stacklevel=2)
         if not subjects:
             raise DataError(f"{folder}: no session has every modality {list(self.modalities)}"
-                            + (" and a label map" if labels is not None else ""))
+                            + (" and a label map" if labels is not None else "")
+                            + (" and a brain mask" if masks is not None else ""))
         return subjects
+
+    def _brain_masks(self) -> dict[str, Path] | None:
+        """``sub-01_ses-1`` (or ``sub-01`` for every session) -> its mask in ``masks_dir``."""
+        if self.masks_dir is None:
+            return None
+        if not self.masks_dir.is_dir():
+            raise DataError(f"{self.masks_dir}: folder not found (masks_dir: the derivatives pipeline with each "
+                            f"session's brain mask, {self._mask_pattern()})")
+        return derivative_files(self.masks_dir, self.mask_entities, suffix="mask")
+
+    @staticmethod
+    def _mask_of(masks: Mapping[str, Path], subject: str, session: str | None, sessions: int) -> Path | None:
+        """The session's own mask, else the participant's when it has no other session (a mask
+        made for a template of several sessions fits none of them: the head moves between them)."""
+        own = masks.get(unit_id(subject, session))
+        return own if own is not None or sessions > 1 else masks.get(unit_id(subject, None))
+
+    def _no_mask(self, subject: str, masks: Mapping[str, Path]) -> str:
+        found = f"no brain mask ({self._mask_pattern()}) in {self.masks_dir}"
+        if (shared := masks.get(unit_id(subject, None))) is not None:
+            found += (f": only {shared.name}, made for all of sub-{subject}'s sessions, which lie apart (the head "
+                      "moves between them); give each session a mask of its own")
+        return found
+
+    def _mask_pattern(self) -> str:
+        wanted = "".join(f"_{key}-{value}" for key, value in self.mask_entities.items() if value is not None)
+        return f"sub-*{wanted}_mask.nii.gz"
 
     def _matching(self, files: list[Any], spec: str) -> list[Any]:
         """The session's images of ``spec``: its suffix, and its entities and ``image_entities``

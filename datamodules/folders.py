@@ -7,6 +7,7 @@ path, and importing whatever a file names would let a checkpoint run code.
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,24 @@ def as_bids(record: Mapping[str, Any] | None, bids_modalities: Sequence[str], mo
     trained_on_bids = KNOWN_DATAMODULES.get(str(record.get("class_path"))) is BIDSDataModule
     kept = dict(record.get("init_args") or {}) if trained_on_bids else {}
     return {"class_path": BIDS_CLASS, "init_args": {**kept, "modalities": list(bids_modalities)}}
+
+
+def with_brain_masks(record: Mapping[str, Any] | None, masks: Path, source: str) -> dict[str, Any]:
+    """``record`` (a BIDS dataset's, :func:`folder_layout`'s) reading each session's brain mask
+    from the derivatives pipeline ``masks`` too (``masks_dir``): ``predict.py --brain-mask`` for a
+    dataset folder of scans that are not skull-stripped."""
+    record = dict(record or {})
+    cls = KNOWN_DATAMODULES.get(str(record.get("class_path")))
+    if cls is not BIDSDataModule:
+        layout = f"reads {cls.__name__} folders" if cls else "records no DataModule"
+        raise DataError(f"{masks}: --brain-mask with a dataset folder names the derivatives pipeline of a BIDS "
+                        f"dataset's brain masks (sub-*_desc-brain_mask.nii.gz), but {source} {layout} "
+                        "(--bids-modalities reads the folder as BIDS); in another layout give one subject's files "
+                        "and its mask")
+    if Path(masks).is_file():
+        raise DataError(f"{masks}: a file; with a dataset folder, --brain-mask names the derivatives pipeline folder "
+                        "that holds each session's mask (sub-*_desc-brain_mask.nii.gz)")
+    return {**record, "init_args": {**(record.get("init_args") or {}), "masks_dir": os.path.abspath(masks)}}
 
 
 def output_names(record: Mapping[str, Any] | None, case_names: bool = False) -> OutputNames:

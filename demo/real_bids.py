@@ -10,9 +10,10 @@ of the pipeline on real sizes and orientations, not a benchmark of accuracy: eve
 participant is stored left-right flipped (LAS, as many scanners write), which the DataModules
 reorient to RAS+ and ``predict.py`` writes back. ``--fmriprep`` adds ``derivatives/fmriprep`` laid
 out as fMRIPrep writes its anatomical outputs (conformed to RAS, also for the LAS participants):
-``desc-preproc_T1w`` with a ``space-MNI152NLin2009cAsym`` copy, the tissue map ``_dseg``
-(GM 1, WM 2, CSF 3, no table) and ``desc-aseg_dseg`` with ``desc-aseg_dseg.tsv`` (FreeSurfer's
-values for cerebral white matter 2, cortex 3 and lateral ventricle 4). ``--freesurfer`` adds
+``desc-preproc_T1w`` and the brain mask ``desc-brain_mask``, each with a ``space-MNI152NLin2009cAsym``
+copy, the tissue map ``_dseg`` (GM 1, WM 2, CSF 3, no table) and ``desc-aseg_dseg`` with
+``desc-aseg_dseg.tsv`` (FreeSurfer's values for cerebral white matter 2, cortex 3 and lateral
+ventricle 4). ``--freesurfer`` adds
 ``derivatives/freesurfer``, a SUBJECTS_DIR as recon-all leaves it: ``<participant>/mri/norm.mgz``
 (uint8, white matter about 110) and ``aseg.mgz`` (CSF 24, cortex 3/42 and white matter 2/41 by
 hemisphere), conformed to voxel axes L, I, A (on the brain's box, not 256³), and ``fsaverage``.
@@ -100,6 +101,8 @@ def build(out: Path, participants: int = 4, spacing: float = 1.0, seed: int = 0,
             _save(_mapped(tissues, FMRIPREP_TISSUES), affine, anat / f"{sub}_dseg.nii.gz")
             _save(_mapped(tissues, FMRIPREP_TISSUES), affine, anat / f"{sub}_space-MNI152NLin2009cAsym_dseg.nii.gz")
             _save(_mapped(tissues, ASEG), affine, anat / f"{sub}_desc-aseg_dseg.nii.gz")
+            for name in (f"{sub}_desc-brain_mask", f"{sub}_space-MNI152NLin2009cAsym_desc-brain_mask"):
+                _save((tissues > 0).astype(np.uint8), affine, anat / f"{name}.nii.gz")
         if freesurfer:
             _freesurfer_subject(out / "derivatives" / "freesurfer" / sub, image, tissues, affine)
         if number % 2 == 0:

@@ -13,6 +13,7 @@ from layouts import BIDS_TISSUES, write_bids, write_nifti
 
 from core.bids import BIDS_NAMES, derivative_files, read_dseg_tsv, unit_parts
 from core.io import DataError, DataWarning
+from core.volumes import Volume, load_subject
 from datamodules import BIDSDataModule
 from datamodules.bids import parse_modality
 
@@ -561,3 +562,149 @@ def test_a_model_of_another_layout_segments_a_bids_dataset_and_is_scored_by_stru
         predict.predict(trained_checkpoint, [bids], tmp_path / "bad", bids_modalities=["T1w.nii", "T2w"])
     with pytest.raises(DataError, match=r"reading BIDS \(--bids-modalities\) needs a dataset folder"):
         predict.predict(trained_checkpoint, list(written), tmp_path / "files", bids_modalities=["T1w", "T2w"])
+
+
+def with_skull(bids: Path, sessions: list[str], masks: Path, subject_level: tuple[str, ...] = ()) -> None:
+    """Every image of ``sessions`` given a non-zero outside (a scan that is not skull-stripped: a
+    shell of 500 and noise of 40) and its brain (where the label is) written to ``masks`` as
+    ``*_desc-brain_mask.nii.gz``, session-level, or participant-level for ``subject_level``."""
+    (masks / "dataset_description.json").parent.mkdir(parents=True, exist_ok=True)
+    (masks / "dataset_description.json").write_text(json.dumps(
+        {"Name": "synthstrip", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
+         "GeneratedBy": [{"Name": "SynthStrip"}]}))
+    rng = np.random.default_rng(0)
+    for name in sessions:
+        subject, session = unit_parts(name)
+        anat = f"sub-{subject}/ses-{session}/anat"
+        label = bids / "derivatives" / "manual" / anat / f"{name}_desc-tissue_dseg.nii.gz"
+        brain = np.asarray(nib.load(label).dataobj) > 0
+        for image in (bids / anat).glob("*_T?w.nii.gz"):
+            data = np.asarray(nib.load(image).dataobj).astype(np.int16)
+            data[~brain] = 500 + rng.integers(0, 40, int((~brain).sum()))
+            write_nifti(data, image)
+        folder, stem = ((f"sub-{subject}/anat", f"sub-{subject}") if subject in subject_level
+                        else (f"sub-{subject}/ses-{session}/anat", name))
+        write_nifti(brain.astype(np.uint8), masks / folder / f"{stem}_desc-brain_mask.nii.gz")
+
+
+def preprocessed(datamodule: BIDSDataModule, name: str) -> Volume:
+    return load_subject(datamodule.subjects()[name], datamodule.label_space, datamodule.preprocessing)
+
+
+def test_brain_masks_from_a_derivative_blank_the_outside_of_scans_not_skull_stripped(tmp_path: Path) -> None:
+    """masks_dir: each session's ``*_desc-brain_mask`` (the native one among fMRIPrep-style
+    ``space-MNI`` copies) sets the image to 0 outside the brain before normalisation: the volumes
+    equal those of the skull-stripped scans. A participant-level mask serves its one session,
+    never several; a session without a mask is skipped with the reason (an error with
+    require_all); a pipeline folder that is not there is one line."""
+    stripped = write_bids(tmp_path / "stripped")
+    bids = write_bids(tmp_path / "raw")
+    masks = bids / "derivatives" / "synthstrip"
+    with_skull(bids, ["sub-01_ses-1", "sub-01_ses-2", "sub-03_ses-1", "sub-04_ses-1", "sub-05_ses-1"], masks,
+               subject_level=("01", "04"))
+    (masks / "sub-05").rename(tmp_path / "sub-05-mask")  # sub-05: no mask
+    write_nifti(np.ones((5, 5, 5), np.uint8),
+                masks / "sub-03/ses-1/anat/sub-03_ses-1_space-MNI152NLin2009cAsym_desc-brain_mask.nii.gz")
+    with pytest.warns(DataWarning) as caught:
+        subjects = dm(bids, masks_dir="derivatives/synthstrip").subjects()
+    assert list(subjects) == ["sub-03_ses-1", "sub-04_ses-1"]
+    assert subjects["sub-03_ses-1"].brain_mask == masks / "sub-03/ses-1/anat/sub-03_ses-1_desc-brain_mask.nii.gz"
+    assert subjects["sub-04_ses-1"].brain_mask == masks / "sub-04/anat/sub-04_desc-brain_mask.nii.gz"
+    messages = [str(w.message) for w in caught]
+    pattern = f"no brain mask (sub-*_desc-brain_mask.nii.gz) in {masks}"
+    assert f"{bids}: skipping sub-05_ses-1: {pattern}" in messages
+    for session in ("sub-01_ses-1", "sub-01_ses-2"):
+        assert (f"{bids}: skipping {session}: {pattern}: only sub-01_desc-brain_mask.nii.gz, made for all of sub-01's "
+                "sessions, which lie apart (the head moves between them); give each session a mask of its own"
+                ) in messages
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        for name in ("sub-03_ses-1", "sub-04_ses-1"):
+            masked = preprocessed(dm(bids, masks_dir=str(masks)), name)  # an absolute masks_dir: the same
+            unmasked, plain = preprocessed(dm(bids), name), preprocessed(dm(stripped), name)
+            np.testing.assert_array_equal(masked.image, plain.image)
+            np.testing.assert_array_equal(masked.label, plain.label)
+            assert (unmasked.image != 0).mean() == 1.0 and (masked.image == 0).mean() > 0.3
+        with pytest.raises(DataError, match=r"sub-03_ses-1_space-MNI152NLin2009cAsym_desc-brain_mask\.nii\.gz: shape "
+                                            r"\(5, 5, 5\) differs from sub-03_ses-1_run-2_T1w\.nii\.gz"):
+            preprocessed(dm(bids, masks_dir="derivatives/synthstrip",
+                            mask_entities={"desc": "brain", "space": "MNI152NLin2009cAsym"}), "sub-03_ses-1")
+    with pytest.warns(DataWarning, match="2 runs of T1w"), pytest.raises(
+            DataError, match=r"sub-01_ses-1: no brain mask \(sub-\*_desc-brain_mask\.nii\.gz\) in .*synthstrip: only "
+                             r".* \(require_all is set; 4 sessions lack a file\)"):
+        dm(bids, masks_dir="derivatives/synthstrip", require_all=True).subjects()
+    from datamodules.folders import layout_arguments  # how a checkpoint's predictions find the masks again
+
+    saved = {"masks_dir": "derivatives/synthstrip", "mask_entities": {"desc": "brain"}, "batch_size": 2}
+    assert layout_arguments(BIDSDataModule, saved) == {"masks_dir": "derivatives/synthstrip",
+                                                       "mask_entities": {"desc": "brain"}}
+    with pytest.raises(DataError, match=rf"{bids}/derivatives/bet: folder not found \(masks_dir: the "
+                                        r"derivatives pipeline with each session's brain mask, "
+                                        r"sub-\*_desc-brain_mask\.nii\.gz\)"):
+        dm(bids, masks_dir="derivatives/bet").subjects()
+
+
+def test_predict_py_masks_each_session_of_a_bids_dataset_from_a_derivative(
+        trained_checkpoint: Path, tiny_demo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The tiny iSeg model (trained on skull-stripped scans) given a BIDS dataset of the same
+    scans with a skull around the brain: without masks each scan is warned about and segmented
+    otherwise; with ``--brain-mask`` naming the derivatives pipeline of masks, the segmentations
+    equal those of the skull-stripped files, and each sidecar names its mask among its sources.
+    A mask file for a folder, or a mask pipeline for a layout other than BIDS, is one line."""
+    import predict
+
+    bids, masks = tmp_path / "bids", tmp_path / "bids" / "derivatives" / "synthstrip"
+    for folder, extra in ((bids, {}), (masks, {"DatasetType": "derivative"})):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "dataset_description.json").write_text(json.dumps({"Name": folder.name, "BIDSVersion": "1.9.0",
+                                                                     **extra}))
+    rng = np.random.default_rng(1)
+    for n in (3, 4):
+        images = {m: nib.load(tiny_demo_dir / f"subject-{n}-{m}.hdr") for m in ("T1", "T2")}
+        arrays = {m: np.asarray(i.dataobj).reshape(i.shape[:3]) for m, i in images.items()}
+        brain = (arrays["T1"] != 0) | (arrays["T2"] != 0)
+        for modality, data in arrays.items():
+            skull = data.copy()
+            skull[~brain] = 300 + rng.integers(0, 50, int((~brain).sum()))
+            write_nifti(skull, bids / f"sub-0{n}" / "anat" / f"sub-0{n}_{modality}w.nii.gz", images["T1"].affine)
+        write_nifti(brain.astype(np.uint8), masks / f"sub-0{n}" / "anat" / f"sub-0{n}_desc-brain_mask.nii.gz",
+                    images["T1"].affine)
+    with pytest.warns(DataWarning, match=r"sub-03: .*sub-03_T1w\.nii\.gz \(given as T1\) has 0\.0% of its voxels at 0"):
+        unmasked = predict.predict(trained_checkpoint, [bids], tmp_path / "unmasked", bids_modalities=["T1w", "T2w"],
+                                   save_probabilities=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)  # a masked scan has the background the model was trained with
+        written = predict.predict(trained_checkpoint, [bids], bids / "derivatives" / "brainseg",
+                                  bids_modalities=["T1w", "T2w"], brain_mask=masks, save_probabilities=True)
+    assert [p.relative_to(bids).as_posix() for p in written] == [
+        f"derivatives/brainseg/sub-0{n}/anat/sub-0{n}_space-orig_dseg.nii.gz" for n in (3, 4)]
+    for n, masked, plain in zip((3, 4), written, unmasked, strict=True):
+        (direct,) = predict.predict(trained_checkpoint, [tiny_demo_dir / f"subject-{n}-{m}.hdr" for m in ("T1", "T2")],
+                                    tmp_path / "stripped", save_probabilities=True)
+        np.testing.assert_array_equal(np.asarray(nib.load(masked).dataobj), np.asarray(nib.load(direct).dataobj))
+        # the probabilities (the tiny model's segmentation is all background either way)
+        masked, plain = (nib.load(str(p).replace("_dseg", "_probseg")).get_fdata() for p in (masked, plain))
+        stripped = nib.load(direct.with_name(f"subject-{n}_probabilities.nii.gz")).get_fdata()
+        np.testing.assert_array_equal(masked, stripped)
+        assert np.abs(plain - stripped).max() > 1e-3  # a barely trained model: near-uniform probabilities
+    sidecar = json.loads(written[1].with_name("sub-04_space-orig_dseg.json").read_text())
+    assert sidecar["Sources"] == ["bids:raw:sub-04/anat/sub-04_T1w.nii.gz", "bids:raw:sub-04/anat/sub-04_T2w.nii.gz",
+                                  "bids:input:sub-04/anat/sub-04_desc-brain_mask.nii.gz"]
+    description = json.loads((bids / "derivatives" / "brainseg" / "dataset_description.json").read_text())
+    assert description["DatasetLinks"] == {"raw": "../..", "input": "../synthstrip"}
+    with pytest.raises(DataError, match=r"sub-03_desc-brain_mask\.nii\.gz: a file; with a dataset folder, --brain-mask "
+                                        r"names the derivatives pipeline folder"):
+        predict.predict(trained_checkpoint, [bids], tmp_path / "file", bids_modalities=["T1w", "T2w"],
+                        brain_mask=masks / "sub-03" / "anat" / "sub-03_desc-brain_mask.nii.gz")
+    with pytest.raises(DataError, match=r"synthstrip: --brain-mask with a dataset folder names the derivatives "
+                                        r"pipeline of a BIDS dataset's brain masks .*, but .* reads "
+                                        r"ISeg2017DataModule folders"):
+        predict.predict(trained_checkpoint, [tiny_demo_dir], tmp_path / "iseg", brain_mask=masks)
+    with pytest.raises(SystemExit) as stopped:
+        predict.main(["--checkpoint", str(trained_checkpoint), "--input", str(bids), "--output", str(tmp_path / "x"),
+                      "--bids-modalities", "T1w", "T2w", "--brain-mask", str(tmp_path / "bet")])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"predict.py: error: {tmp_path}/bet: folder not found (masks_dir: the derivatives pipeline with each "
+        "session's brain mask, sub-*_desc-brain_mask.nii.gz)")
+    assert not (tmp_path / "x").exists()

@@ -99,6 +99,14 @@ def test_the_real_size_bids_tree_reads_back_the_same_anatomy_in_either_orientati
     theirs = prep._load(list(prep.subjects().values()))
     for ours, fmriprep in zip(volumes, theirs, strict=True):  # ours CSF 1, GM 2, WM 3; fMRIPrep's GM 1, WM 2, CSF 3
         np.testing.assert_array_equal(fmriprep.label, np.array([0, 3, 1, 2])[ours.label])
+    # fMRIPrep's native-space brain mask (RAS) among its MNI copies, on the RAS and the LAS participant.
+    masked = BIDSDataModule(str(root), modalities=["T1w"], labels_dir="derivatives/manual", cache_dir=None,
+                            masks_dir="derivatives/fmriprep", val_subjects=["sub-02"])
+    assert [s.brain_mask.name for s in masked.subjects().values()] == [f"sub-0{n}_desc-brain_mask.nii.gz"
+                                                                       for n in (1, 2)]
+    for volume in masked._load(list(masked.subjects().values())):
+        image, inside = volume.image[0], volume.label > 0
+        assert (image[~inside] == 0).all() and (image[inside] != 0).mean() > 0.99  # the LAS scan's mask not flipped
     aseg = BIDSDataModule(str(root), modalities=["T1w"], labels_dir="derivatives/fmriprep", cache_dir=None,
                           label_entities={"desc": "aseg"})
     assert aseg.label_space.class_names == ("background", "Left-Cerebral-White-Matter", "Left-Cerebral-Cortex",

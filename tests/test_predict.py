@@ -775,7 +775,10 @@ def test_a_scan_whose_background_is_not_zero_gets_a_warning(checkpoint: Path, ti
     nib.save(nib.Nifti1Image(np.zeros(source.shape[:3], np.uint8), source.affine), empty)
     with pytest.raises(DataError, match=r"empty_mask\.nii\.gz: the brain mask is empty"):
         predict(checkpoint, [ringing / "subject-4-T1.hdr", t2], tmp_path / "empty", brain_mask=empty)
-    with pytest.raises(DataError, match=r"--brain-mask goes with one subject's files, not with a dataset folder"):
+    with pytest.raises(DataError, match=r"subject-4_mask\.nii\.gz: --brain-mask with a dataset folder names the "
+                                        r"derivatives pipeline of a BIDS dataset's brain masks .* reads "
+                                        r"ISeg2017DataModule folders .*; in another layout give one subject's files "
+                                        r"and its mask"):
         predict(checkpoint, [ringing], tmp_path / "folder", brain_mask=mask)
     # The log keeps what was said of each subject, and evaluate.py's summary says it of the scored ones
     import evaluate
