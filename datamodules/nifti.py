@@ -26,31 +26,37 @@ class NiftiDataModule(VolumeSegmentationDataModule):
     reads a flat folder. Any other placeholder is one more folder or name part, e.g.
     ``{site}/{subject}/{modality}.nii.gz`` for a multi-site layout (``siteA/patient01/T1.nii.gz``);
     the subject id then joins the parts: ``siteA_patient01``. CSV: ``data_dir`` is a ``.csv``
-    file with a ``subject`` column, one column per modality and a ``label`` column; relative
-    paths are relative to the CSV.
+    file with a ``subject`` column, one column per modality and a ``label`` column (and a
+    ``mask`` column for brain masks); relative paths are relative to the CSV.
 
     Args:
         modalities: the modality names (the CSV's columns / the pattern's ``{modality}``).
         labels: label value -> class name, background first, e.g. ``{0: background, 1: lesion}``.
         ignore_labels: label values counted in no loss and no metric.
         regions: optional ``name -> label values`` for region-based (sigmoid) training.
+        mask_pattern: scans that are not skull-stripped: each subject's brain mask (SynthStrip's,
+            HD-BET's, BET's; non-zero inside), ``{subject}/brain_mask.nii.gz``, with the
+            placeholders of ``image_pattern``; every image is set to 0 outside it before
+            normalisation, as a skull-stripped scan's background is (a CSV: its ``mask`` column).
         **kwargs: everything :class:`VolumeSegmentationDataModule` takes.
     """
 
     def __init__(self, data_dir: str, modalities: Sequence[str], labels: Mapping[int, str],
                  ignore_labels: Sequence[int] = (), regions: Mapping[str, Sequence[int]] | None = None,
                  image_pattern: str = "{subject}/{modality}.nii.gz", label_pattern: str = "{subject}/label.nii.gz",
-                 **kwargs: Any) -> None:
+                 mask_pattern: str | None = None, **kwargs: Any) -> None:
         if not modalities:
             raise ValueError("NiftiDataModule needs the modality names (modalities: [T1, FLAIR, ...])")
         if "{modality}" not in image_pattern:
             raise ValueError(f"image_pattern {image_pattern!r} must contain {{modality}}")
-        if set(pattern_fields(label_pattern)) != set(pattern_fields(image_pattern)):
-            raise ValueError(f"label_pattern {label_pattern!r} must use the placeholders of image_pattern "
-                             f"{image_pattern!r} ({', '.join(pattern_fields(image_pattern))}) and no other")
+        for name, pattern in (("label_pattern", label_pattern), ("mask_pattern", mask_pattern)):
+            if pattern is not None and set(pattern_fields(pattern)) != set(pattern_fields(image_pattern)):
+                raise ValueError(f"{name} {pattern!r} must use the placeholders of image_pattern "
+                                 f"{image_pattern!r} ({', '.join(pattern_fields(image_pattern))}) and no other")
         self.available_modalities = tuple(modalities)
         self.image_pattern = image_pattern
         self.label_pattern = label_pattern
+        self.mask_pattern = mask_pattern
         label_space = LabelSpace.from_values(labels, ignore=ignore_labels)
         self._label_space = label_space.with_regions(regions) if regions else label_space
         super().__init__(data_dir, modalities=modalities, **kwargs)
@@ -78,7 +84,10 @@ class NiftiDataModule(VolumeSegmentationDataModule):
             label = folder / self.label_pattern.format(**fields) if require_labels else None
             if label is not None:
                 require_file(label, f"subject {subject_id} has no label map")
-            subjects.append(Subject(subject_id, images, label))
+            mask = folder / self.mask_pattern.format(**fields) if self.mask_pattern else None
+            if mask is not None:
+                require_file(mask, f"subject {subject_id} has no brain mask (mask_pattern {self.mask_pattern!r})")
+            subjects.append(Subject(subject_id, images, label, brain_mask=mask))
         return subjects
 
     def _pattern_hint(self, folder: Path) -> str:
@@ -113,10 +122,11 @@ class NiftiDataModule(VolumeSegmentationDataModule):
         for line, row in enumerate(rows, start=2):
             images = tuple(root / row[m] for m in self.modalities)
             label = root / row["label"] if require_labels else None
-            for file in [*images, *([label] if label else [])]:
+            mask = root / row["mask"] if row.get("mask") else None  # an empty cell: a scan already stripped
+            for file in [*images, *([label] if label else []), *([mask] if mask else [])]:
                 if (reason := unreadable(file)) is not None:
                     raise DataError(f"{path}, line {line}: {file}: {reason}")
-            subjects.append(Subject(row["subject"], images, label))
+            subjects.append(Subject(row["subject"], images, label, brain_mask=mask))
         counts = Counter(s.subject_id for s in subjects)
         duplicated = sorted(name for name, count in counts.items() if count > 1)
         if duplicated:

@@ -309,6 +309,52 @@ def test_nifti_folder_flat_and_csv_layouts_agree(tmp_path: Path) -> None:
     assert np.corrcoef(items[0]["image"][0].numpy()[brain], flair[brain])[0, 1] > 0.999  # channel 0 = FLAIR
 
 
+def test_nifti_scans_not_skull_stripped_are_masked_by_mask_pattern_or_a_csv_column(tmp_path: Path) -> None:
+    """``mask_pattern`` (a CSV's ``mask`` column, an empty cell for a scan already stripped):
+    each subject's brain mask sets its images to 0 outside before normalisation, so a folder of
+    scans with a head around the brain gives the volumes of the stripped scans; a missing mask
+    is one line naming the file and the subject."""
+    from core.volumes import load_subject
+
+    stripped = write_nifti_folder(tmp_path / "stripped")
+    heads = write_nifti_folder(tmp_path / "heads")
+    rng = np.random.default_rng(0)
+    for subject in ("sub-01", "sub-02", "sub-03", "sub-10"):
+        brain = raw(heads / subject / "label.nii.gz") > 0
+        for modality in ("T1", "FLAIR"):
+            image = nib.load(str(heads / subject / f"{modality}.nii.gz"))
+            data = np.asarray(image.dataobj).copy()
+            data[~brain] = 250 + rng.integers(0, 60, int((~brain).sum()))  # skull, scalp, noise
+            nib.save(nib.Nifti1Image(data, image.affine), str(heads / subject / f"{modality}.nii.gz"))
+        nib.save(nib.Nifti1Image(brain.astype(np.uint8), image.affine), str(heads / subject / "brain_mask.nii.gz"))
+    table = write_csv(tmp_path, heads)
+    rows = table.read_text().splitlines()
+    table.write_text("\n".join([rows[0] + ",mask", *(f"{row},heads/{row.split(',')[0]}/brain_mask.nii.gz"
+                                                     for row in rows[1:])]) + "\n")
+    kwargs = {"modalities": ["T1", "FLAIR"], "labels": LABELS, **SMALL}
+    masked = NiftiDataModule(str(heads), mask_pattern="{subject}/brain_mask.nii.gz", **kwargs)
+    listed = NiftiDataModule(str(table), **kwargs)
+    assert masked.subjects()["sub-02"].brain_mask == heads / "sub-02" / "brain_mask.nii.gz"
+    assert listed.subjects()["sub-02"].brain_mask == heads / "sub-02" / "brain_mask.nii.gz"
+    plain, unmasked = NiftiDataModule(str(stripped), **kwargs), NiftiDataModule(str(heads), **kwargs)
+    for subject in ("sub-02", "sub-10"):
+        reference = load_subject(plain.subjects()[subject], plain.label_space, plain.preprocessing)
+        for dm in (masked, listed):
+            volume = load_subject(dm.subjects()[subject], dm.label_space, dm.preprocessing)
+            np.testing.assert_array_equal(volume.image, reference.image)
+        as_is = load_subject(unmasked.subjects()[subject], unmasked.label_space, unmasked.preprocessing)
+        assert (as_is.image != 0).all() and (reference.image == 0).mean() > 0.2
+    table.write_text(table.read_text().replace("heads/sub-03/brain_mask.nii.gz", ""))  # sub-03 given stripped
+    assert NiftiDataModule(str(table), **kwargs).subjects()["sub-03"].brain_mask is None
+    (heads / "sub-10" / "brain_mask.nii.gz").unlink()
+    with pytest.raises(DataError, match=r"sub-10/brain_mask\.nii\.gz: file not found \(subject sub-10 has no brain "
+                                        r"mask \(mask_pattern '\{subject\}/brain_mask\.nii\.gz'\)\)"):
+        NiftiDataModule(str(heads), mask_pattern="{subject}/brain_mask.nii.gz", **kwargs).subjects()
+    with pytest.raises(ValueError, match=r"mask_pattern '\{subject\}_\{site\}_mask\.nii\.gz' must use the "
+                                         r"placeholders of image_pattern"):
+        NiftiDataModule(str(heads), mask_pattern="{subject}_{site}_mask.nii.gz", **kwargs)
+
+
 def test_nifti_multi_site_layout(tmp_path: Path) -> None:
     """``<site>/<patient>/<modality>.nii.gz``: a config with ``{site}/{subject}/...`` patterns, no
     code. Ids join site and patient, so the same patient name at two sites stays two subjects."""
