@@ -59,10 +59,16 @@ STAMP_CODE = 6  # NIfTI header extension "comment": the model and settings an im
 _NOT_SHAPING = ("sw_batch_size", "probabilities")
 
 
+def with_brain_masks(record: Mapping[str, Any], masked: bool) -> dict[str, Any]:
+    """A run's ``record`` saying whether its scans were masked first (``brain_masks: true``): a
+    setting that changes voxels, so a run continued without the masks segments them again."""
+    return {**record, **({"brain_masks": True} if masked else {})}
+
+
 def output_identity(record: Mapping[str, Any]) -> dict[str, Any] | None:
     """What decides a run's segmentations: its model(s), by their bytes where they are files (the
     path stands for a model only when no digest is known), and the settings that change voxels
-    (windows, overlap, mirroring, precision, resampling). None for a run that records nothing."""
+    (windows, overlap, mirroring, precision, resampling, brain masks). None for a run that records nothing."""
     def shaping(run: Mapping[str, Any]) -> dict[str, Any]:
         kept = {k: v for k, v in run.items() if k not in _NOT_SHAPING and k not in _NOT_SETTINGS}
         if "checkpoint_sha256" in kept:
@@ -323,14 +329,15 @@ class PredictionFolder:
     def __init__(self, directory: str | Path, probabilities: bool = False, overwrite: bool = False,
                  protect: Sequence[str | Path] = (), names: OutputNames = OUR_NAMES,
                  sources: Mapping[str, Sequence[Path]] | None = None,
-                 record: Mapping[str, Any] | None = None) -> None:
+                 record: Mapping[str, Any] | None = None, masked: bool = False) -> None:
         self.directory = Path(directory)
+        self.masked = masked
         self.names = names
         self.probabilities = probabilities
         self.overwrite = overwrite
         self.protected = {Path(p).resolve() for p in protect}
         self.sources = {subject: [Path(p) for p in files] for subject, files in (sources or {}).items()}
-        self.record = dict(record or {})
+        self.record = record or {}
         self.input_problems: dict[str, list[str]] = {}  # subject -> what its input check said, for the log
         self.finished: list[str] = []  # subjects an interrupted run wrote whole (for_subjects(continuing=True))
         self.redone: list[str] = []  # ... whole, but with another model or settings: segmented again
@@ -353,7 +360,7 @@ class PredictionFolder:
         folder = cls(directory, probabilities, overwrite or continuing,
                      protect=[f for s in subjects for f in s.files()], names=names,
                      sources={s.subject_id: list(dict.fromkeys([*s.images, *([s.brain_mask] if s.brain_mask else [])]))
-                              for s in subjects}, record=record)
+                              for s in subjects}, record=record, masked=any(s.brain_mask for s in subjects))
         if continuing:
             whole = [s.subject_id for s in subjects if folder.is_finished(s.subject_id)]
             folder.finished = [s for s in whole if folder.segmented_alike(s)]
@@ -365,6 +372,15 @@ class PredictionFolder:
     def is_finished(self, subject_id: str) -> bool:
         """Whether every output of ``subject_id`` is in the folder and a prediction of ours."""
         return all(path.is_file() and is_our_prediction(path) for path in self.outputs(subject_id))
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """How this run segments (:func:`with_brain_masks` where its scans were masked)."""
+        return self._record
+
+    @record.setter
+    def record(self, value: Mapping[str, Any]) -> None:
+        self._record = with_brain_masks(value, self.masked)
 
     def segmented_alike(self, subject_id: str) -> bool:
         """Whether ``subject_id``'s segmentation was made with this run's model and settings (as

@@ -40,7 +40,7 @@ from core.checkpoint import (
     network_weights,
     read_checkpoint,
 )
-from core.export import OUR_NAMES, OutputNames, PredictionFolder, Segmentation, output_identity
+from core.export import OUR_NAMES, OutputNames, PredictionFolder, Segmentation, output_identity, with_brain_masks
 from core.inference import autocast_at, emulated_precision, mean_over_flips, sliding_window_logits
 from core.io import BadInputs, DataError, DataWarning, image_stem
 from core.labels import LabelSpace
@@ -223,7 +223,7 @@ class ScanSegmenter(ABC):
         """One subject's modality files -> its segmentation as a NIfTI image in the scan's own
         space and the dataset's label values (what ``predict.py`` writes); ``brain_mask``: the
         voxels outside it set to 0 first, for scans whose background is not."""
-        made_with = output_identity(self.record(flips))
+        made_with = output_identity(with_brain_masks(self.record(flips), brain_mask is not None))
         return self.segment_subject(self.subject(files, subject_id, brain_mask), flips).image(made_with)
 
     def record(self, flips: bool = False, probabilities: bool = False) -> dict[str, Any]:

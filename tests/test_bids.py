@@ -12,6 +12,7 @@ import pytest
 from layouts import BIDS_TISSUES, write_bids, write_nifti
 
 from core.bids import BIDS_NAMES, derivative_files, read_dseg_tsv, unit_parts
+from core.export import stamp_of
 from core.io import DataError, DataWarning
 from core.volumes import Volume, load_subject
 from datamodules import BIDSDataModule
@@ -687,6 +688,19 @@ def test_predict_py_masks_each_session_of_a_bids_dataset_from_a_derivative(
         stripped = nib.load(direct.with_name(f"subject-{n}_probabilities.nii.gz")).get_fdata()
         np.testing.assert_array_equal(masked, stripped)
         assert np.abs(plain - stripped).max() > 1e-3  # a barely trained model: near-uniform probabilities
+    output = bids / "derivatives" / "brainseg"  # masking changes voxels: a run continued without it redoes all
+    (logged,) = [json.loads(line) for line in (output / "predictions.jsonl").read_text().splitlines()]
+    assert logged["brain_masks"] is True and stamp_of(written[0])["brain_masks"] is True
+    assert "brain_masks" not in stamp_of(unmasked[0])
+    assert predict.predict(trained_checkpoint, [bids], output, bids_modalities=["T1w", "T2w"], brain_mask=masks,
+                           save_probabilities=True, continuing=True) == []
+    with pytest.warns(DataWarning, match="has 0.0% of its voxels at 0"):
+        assert predict.predict(trained_checkpoint, [bids], output, bids_modalities=["T1w", "T2w"],
+                               save_probabilities=True, continuing=True) == written
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        assert predict.predict(trained_checkpoint, [bids], output, bids_modalities=["T1w", "T2w"], brain_mask=masks,
+                               save_probabilities=True, continuing=True) == written
     sidecar = json.loads(written[1].with_name("sub-04_space-orig_dseg.json").read_text())
     assert sidecar["Sources"] == ["bids:raw:sub-04/anat/sub-04_T1w.nii.gz", "bids:raw:sub-04/anat/sub-04_T2w.nii.gz",
                                   "bids:input:sub-04/anat/sub-04_desc-brain_mask.nii.gz"]

@@ -753,6 +753,14 @@ def test_a_scan_whose_background_is_not_zero_gets_a_warning(checkpoint: Path, ti
         (masked,) = predict(checkpoint, [ringing / "subject-4-T1.hdr", t2], tmp_path / "masked", brain_mask=mask)
     assert data_warnings(record) == []
     np.testing.assert_array_equal(np.asarray(nib.load(masked).dataobj), np.asarray(nib.load(clean_seg).dataobj))
+    from core.export import stamp_of
+    from core.segmenter import Segmenter
+
+    in_memory = Segmenter.from_checkpoint(checkpoint).segment([ringing / "subject-4-T1.hdr", t2], brain_mask=mask)
+    np.testing.assert_array_equal(np.asarray(in_memory.dataobj), np.asarray(nib.load(clean_seg).dataobj))
+    assert stamp_of(masked)["brain_masks"] is True and "brain_masks" not in stamp_of(clean_seg)  # what made them
+    in_memory.to_filename(tmp_path / "in_memory.nii.gz")
+    assert stamp_of(tmp_path / "in_memory.nii.gz") == stamp_of(masked)
     # A crop inside the brain has no background to lose: its faces are tissue, not flat (demo subject 9's
     # 16³ and 32³ crops were flagged before, their ringing and offset scans still are)
     from core.modality_profiles import has_background_frame
