@@ -7,6 +7,11 @@ from its GM/WM maps and mask exactly as the demo's, ``demo.synthetic_iseg.icbm_r
     python -m benchmarks.contrast_agnostic --out runs/contrast            # 12 epochs each, as the demo
     python -m benchmarks.contrast_agnostic --out /tmp/c --epochs 1        # a quick look
 
+A fourth kind of scan tells a model that has not learned its own training images from one
+whose training images are unlike real scans: images the recipe's generator makes from the
+test subjects' label maps (three seeded draws each, every one a new random contrast), scored
+like the others.
+
 Prints the Dice per tissue of every model x scan, the WM volume error on ICBM, the fits'
 wall times and the device, as a Markdown table. Runs one thing at a time: the timings are
 only comparable on an otherwise idle machine.
@@ -65,6 +70,32 @@ def dice(prediction: Path, truth: Path) -> tuple[list[float], float]:
     return [scores[t].dice for t in TISSUES], float(error)
 
 
+def generated_scans(data: Path, out: Path, spacing: float, draws: int = 3) -> list[tuple[Path, Path]]:
+    """(image, label) pairs: ``draws`` images per test subject made by the recipe's generator
+    (``labels_to_image`` of ``configs/recipes/synthseg.yaml``, seeds 0, 1, ...) from its label
+    map alone, background 0 and brain intensities shifted to be positive, as a scan is stored."""
+    import yaml
+
+    from datamodules.synthesis import LabelsToImage
+    from demo.synthetic_iseg import write_analyze
+
+    steps = yaml.safe_load(Path("configs/recipes/synthseg.yaml").read_text())["data"]["init_args"]["augmentation"]
+    options = next(step for step in steps if step["name"] == "labels_to_image")
+    generator = LabelsToImage(**{k: v for k, v in options.items() if k != "name"})
+    out.mkdir(parents=True, exist_ok=True)
+    pairs = []
+    for subject in TEST_SUBJECTS:
+        truth = data / f"{subject}-label.hdr"
+        classes = torch.from_numpy(ISEG.encode(load_volume(truth)[0], truth)[None]).long()
+        for draw in range(draws):
+            image, _ = generator(torch.zeros(classes.shape), classes, np.random.default_rng(draw))
+            brain = classes[0].numpy() > 0
+            scan = np.where(brain, 100 * (image[0].numpy() - image[0].numpy()[brain].min()) + 1, 0)
+            write_analyze(scan.astype(np.int16), spacing, out / f"{subject}-generated{draw}.hdr")
+            pairs.append((out / f"{subject}-generated{draw}.hdr", truth))
+    return pairs
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("data/demo/iSeg-2017-Training"))
@@ -87,6 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     scans = {f"demo {c}": [(args.data / f"{s}-{c}.hdr", args.data / f"{s}-label.hdr") for s in TEST_SUBJECTS]
              for c in ("T1", "T2")}
     scans["ICBM152 T1 (real)"] = [(icbm / "icbm-T1.hdr", icbm / "icbm-label.hdr")]
+    scans["generated from the test labels"] = generated_scans(args.data, args.out / "generated", settings.spacing)
     rows, fits = [], {}
     for name, extra in MODELS.items():
         checkpoint, seconds = fit(name, extra, args.out, args.epochs, args.data, args.accelerator)

@@ -121,7 +121,7 @@ class BIDSDataModule(VolumeSegmentationDataModule):
             fMRIPrep's, or SynthStrip's / HD-BET's saved under BIDS names), relative to
             ``data_dir`` (``derivatives/fmriprep``) or absolute: every image is set to 0 outside
             it before normalisation, as a skull-stripped scan's background is. A mask without a
-            session (``sub-01_desc-brain_mask``) serves each of the participant's sessions; a
+            session (``sub-01_desc-brain_mask``) serves a participant with one session only; a
             session without one is skipped with a one-line reason (an error with ``require_all``).
         mask_entities: the entities that pick the mask (file-name keys; ``null``: absent);
             default ``{desc: brain, space: null}``, the native-space mask among fMRIPrep's

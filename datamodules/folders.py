@@ -82,7 +82,7 @@ def as_bids(record: Mapping[str, Any] | None, bids_modalities: Sequence[str], mo
     return {"class_path": BIDS_CLASS, "init_args": {**kept, "modalities": list(bids_modalities)}}
 
 
-def with_brain_masks(record: Mapping[str, Any] | None, masks: Path, source: str) -> dict[str, Any]:
+def with_masks_dir(record: Mapping[str, Any] | None, masks: Path, source: str) -> dict[str, Any]:
     """``record`` (a BIDS dataset's, :func:`folder_layout`'s) reading each session's brain mask
     from the derivatives pipeline ``masks`` too (``masks_dir``): ``predict.py --brain-mask`` for a
     dataset folder of scans that are not skull-stripped."""
