@@ -112,8 +112,8 @@ def predict(checkpoint: Path | Sequence[Path], inputs: Sequence[Path], output: P
         segmenter.preprocessing = replace(segmenter.preprocessing, resample_to_first=True)
     if keep_largest:
         segmenter.keep_largest_of(keep_largest)
-    layout = segmenter.datamodule
-    if len(inputs) == 1 and Path(inputs[0]).is_dir():
+    layout, folder = segmenter.datamodule, len(inputs) == 1 and Path(inputs[0]).is_dir()
+    if folder:
         layout, modalities = folder_layout(layout, segmenter.modalities, segmenter.source, contrast, bids_modalities)
         if brain_mask is not None:
             layout = with_masks_dir(layout, brain_mask, segmenter.source)
@@ -126,7 +126,8 @@ def predict(checkpoint: Path | Sequence[Path], inputs: Sequence[Path], output: P
     else:
         chosen = [segmenter.subject(inputs, subject_id, brain_mask)]
     return segmenter.segment_to_folder(chosen, output, flips=flips, probabilities=save_probabilities,
-                                       overwrite=overwrite, names=output_names(layout, case_names),
+                                       overwrite=overwrite,
+                                       names=output_names(layout, case_names, folder and segmenter.any_contrast),
                                        continuing=continuing)
 
 

@@ -11,7 +11,7 @@ import os
 import re
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from core.export import PREDICTION_MARK, REPOSITORY, OutputNames
@@ -117,6 +117,15 @@ class BIDSOutputNames(OutputNames):
     segmentation: str = "{folder}/{subject}_space-orig_dseg.nii.gz"
     probabilities: str = "{folder}/{subject}_space-orig_probseg.nii.gz"
     volumes: str = "volumes.tsv"
+
+    def of_contrast(self, contrast: str) -> BIDSOutputNames:
+        """The names of a model of any contrast segmenting the ``contrast`` images (a BIDS
+        suffix, maybe after entities): ``..._space-orig_desc-T2w_dseg.nii.gz``, so that the
+        segmentations of a session's T1w and T2w lie side by side (``evaluate.py
+        --pred-entities desc=T2w`` picks one)."""
+        desc = re.sub(r"[^a-zA-Z0-9]", "", contrast)  # a BIDS label: alphanumeric
+        return replace(self, segmentation=f"{{folder}}/{{subject}}_space-orig_desc-{desc}_dseg.nii.gz",
+                       probabilities=f"{{folder}}/{{subject}}_space-orig_desc-{desc}_probseg.nii.gz")
 
     def files(self, subject_id: str, probabilities: bool = False) -> list[str]:
         subject, session = unit_parts(subject_id)

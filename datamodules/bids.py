@@ -153,6 +153,8 @@ class BIDSDataModule(VolumeSegmentationDataModule):
         self._regions = dict(regions) if regions else None
         self._label_space: LabelSpace | None = None
         super().__init__(data_dir, modalities=modalities, **kwargs)
+        if self.generates_images:  # a model of any contrast: its segmentations named by the contrast read
+            self.output_names = BIDS_NAMES.of_contrast(self.modalities[0])
 
     @property
     def label_space(self) -> LabelSpace:

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from core.bids import BIDSOutputNames
 from core.export import OUR_NAMES, OutputNames, named_by_case
 from core.io import DataError
 from core.modality_profiles import ANY_CONTRAST
@@ -100,14 +101,20 @@ def with_masks_dir(record: Mapping[str, Any] | None, masks: Path, source: str) -
     return {**record, "init_args": {**(record.get("init_args") or {}), "masks_dir": os.path.abspath(masks)}}
 
 
-def output_names(record: Mapping[str, Any] | None, case_names: bool = False) -> OutputNames:
+def output_names(record: Mapping[str, Any] | None, case_names: bool = False,
+                 any_contrast: bool = False) -> OutputNames:
     """How predictions of a checkpoint trained on ``record``'s DataModule are named: its dataset's
     convention (nnU-Net's ``<case>.nii.gz``), ours for anything else; with ``case_names``,
     ``<case>.nii.gz`` whatever the dataset (what BraTS takes as a submission), except for a BIDS
-    derivative, whose names are its entities."""
+    derivative, whose names are its entities, and a model of ``any_contrast``'s the contrast it
+    reads (``record``'s one modality): ``_desc-T2w_dseg``."""
     cls = KNOWN_DATAMODULES.get(str((record or {}).get("class_path")))
     names = cls.output_names if cls is not None else OUR_NAMES
-    return named_by_case(names, cls.__name__ if cls else "this model", "--case-names") if case_names else names
+    if case_names:
+        names = named_by_case(names, cls.__name__ if cls else "this model", "--case-names")
+    if any_contrast and isinstance(names, BIDSOutputNames):
+        names = names.of_contrast(str(((record or {}).get("init_args") or {})["modalities"][0]))
+    return names
 
 
 def folder_layout(record: Mapping[str, Any] | None, modalities: Sequence[str], source: str,
@@ -117,6 +124,9 @@ def folder_layout(record: Mapping[str, Any] | None, modalities: Sequence[str], s
     record and those modalities, or with ``bids_modalities`` a BIDS dataset's (:func:`as_bids`),
     its suffixes the modalities the folder must offer (a model of any contrast: still any)."""
     if bids_modalities is None:
+        if contrast is not None and list(modalities) == [ANY_CONTRAST] and record:  # the contrast read, by name
+            read = {**(record.get("init_args") or {}), "modalities": [contrast]}
+            return {**record, "init_args": read}, [ANY_CONTRAST]
         return record, list(modalities)
     if contrast is not None:
         raise DataError("--contrast and --bids-modalities both say what to read; give one")

@@ -408,12 +408,38 @@ def test_a_model_of_any_contrast_segments_a_bids_tree_by_the_suffix_asked_for(bi
                  "--trainer.max_epochs", "1", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
                  "--trainer.precision", "32-true", "--trainer.default_root_dir", str(tmp_path),
                  "--checkpoint.dirpath", str(tmp_path / "checkpoints")], save_config=False)
+    checkpoint, output = tmp_path / "checkpoints" / "last.ckpt", tmp_path / "derivative"
     with pytest.warns(DataWarning, match="skipping sub-02_ses-1: no T2w image"):
-        written = predict.predict(tmp_path / "checkpoints" / "last.ckpt", [bids], tmp_path / "t2", contrast="T2w")
-    assert [p.relative_to(tmp_path / "t2").as_posix() for p in written] == [
-        f"{s.replace('_', '/')}/anat/{s}_space-orig_dseg.nii.gz" for s in SESSIONS]
+        written = predict.predict(checkpoint, [bids], output, contrast="T2w")
+    assert [p.relative_to(output).as_posix() for p in written] == [
+        f"{s.replace('_', '/')}/anat/{s}_space-orig_desc-T2w_dseg.nii.gz" for s in SESSIONS]
     header = nib.load(written[0]).header
     assert bytes(header["descrip"]).rstrip(b"\0").endswith(b"; any-contrast model")
+    # The T1w images (the contrast it was validated on) into the same derivative: beside, not over, the T2w's
+    with pytest.warns(DataWarning, match="2 runs of T1w"):
+        t1 = predict.predict(checkpoint, [bids], output, subjects=["sub-01", "sub-02"])
+    assert [p.relative_to(output).as_posix() for p in t1] == [
+        f"{s.replace('_', '/')}/anat/{s}_space-orig_desc-T1w_dseg.nii.gz"
+        for s in ("sub-01_ses-1", "sub-01_ses-2", "sub-02_ses-1")]
+    assert all(p.is_file() for p in written)
+    with pytest.warns(DataWarning, match="skipping sub-01_ses-1: no run-1_T1w image"):  # entities: alphanumeric
+        (first_run,) = predict.predict(checkpoint, [bids], tmp_path / "other", bids_modalities=["run-1_T1w"])
+    assert first_run.name == "sub-03_ses-1_space-orig_desc-run1T1w_dseg.nii.gz"
+    assert set(derivative_files(output, {"desc": "T2w"})) == set(SESSIONS)
+    with pytest.raises(DataError, match=r"two label maps for sub-01_ses-1: sub-01_ses-1_space-orig_desc-T1w_dseg"):
+        derivative_files(output)
+    # train.py predict names them alike
+    with pytest.warns(DataWarning):
+        run_cli(["predict", "--config", "configs/datasets/bids.yaml", "--config", "configs/recipes/synthseg.yaml",
+                 "--data.init_args.data_dir", str(bids), "--data.init_args.modalities", "[T2w]",
+                 "--data.init_args.target_spacing", "[1.0, 1.0, 1.0]", "--data.init_args.test_subjects", "[sub-04]",
+                 "--data.init_args.cache_dir", "null", "--data.init_args.num_workers", "0",
+                 "--model.network_kwargs", "{base_features: 2}", "--trainer.logger", "false",
+                 "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path),
+                 "--ckpt_path", str(checkpoint), "--prediction_writer.output_dir", str(tmp_path / "by_train_py")],
+                save_config=False)
+    assert [p.relative_to(tmp_path / "by_train_py").as_posix() for p in (tmp_path / "by_train_py").rglob("*.nii.gz")
+            ] == ["sub-04/ses-1/anat/sub-04_ses-1_space-orig_desc-T2w_dseg.nii.gz"]
 
 
 def test_every_derivative_image_says_which_input_files_it_came_from(tmp_path: Path) -> None:

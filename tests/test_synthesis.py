@@ -202,7 +202,8 @@ def test_a_model_trained_from_label_maps_segments_one_scan_of_any_contrast(tiny_
              bids / "sub-04" / "anat" / "sub-04_T2w.nii.gz")
     (derivative,) = predict.predict(tmp_path / "checkpoints" / "last.ckpt", [bids], tmp_path / "bids_out",
                                     bids_modalities=["T2w"])
-    assert derivative.relative_to(tmp_path / "bids_out").as_posix() == "sub-04/anat/sub-04_space-orig_dseg.nii.gz"
+    assert derivative.relative_to(tmp_path / "bids_out").as_posix() == (
+        "sub-04/anat/sub-04_space-orig_desc-T2w_dseg.nii.gz")  # named by the contrast read
     np.testing.assert_array_equal(np.asarray(nib.load(derivative).dataobj),
                                   np.asarray(nib.load(tmp_path / "subject-4-T2" / "subject-4-T2_seg.nii.gz").dataobj))
     with pytest.raises(DataError, match=r"--contrast and --bids-modalities both say what to read; give one"):
