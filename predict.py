@@ -81,7 +81,7 @@ def predict(checkpoint: Path | Sequence[Path], inputs: Sequence[Path], output: P
             subjects: Sequence[str] | None = None, shard: tuple[int, int] | None = None,
             resample_to_first: bool = False, case_names: bool = False,
             bids_modalities: Sequence[str] | None = None, continuing: bool = False,
-            brain_mask: Path | None = None, keep_largest: Sequence[str] = ()) -> list[Path]:
+            brain_mask: Path | str | None = None, keep_largest: Sequence[str] = ()) -> list[Path]:
     """Segment every subject of ``inputs`` with one checkpoint or the ensemble of several;
     returns the segmentation files written. For a folder: ``contrast``, with a model of any
     contrast, the modality of the folder's layout to segment (default: the one it was validated
@@ -99,11 +99,12 @@ def predict(checkpoint: Path | Sequence[Path], inputs: Sequence[Path], output: P
     with one subject's files, a mask whose outside is set to 0 in every scan first (scans not
     skull-stripped, or with interpolation ringing around the brain, for a model of skull-stripped
     scans); with a BIDS dataset, the derivatives pipeline holding each session's mask
-    (``*_desc-brain_mask``: fMRIPrep's, SynthStrip's). ``keep_largest``: structures (class names,
+    (``*_desc-brain_mask``: fMRIPrep's, SynthStrip's); with a NIfTI folder, the masks' pattern
+    (``{subject}/brain_mask.nii.gz``). ``keep_largest``: structures (class names,
     or ``foreground``) cut to their largest connected component (nnU-Net's postprocessing;
     ``evaluate.py --keep-largest-gains`` says which gain)."""
     from core.segmenter import load_segmenter
-    from datamodules.folders import folder_layout, output_names, subjects_in_folder, with_masks_dir
+    from datamodules.folders import folder_layout, output_names, subjects_in_folder, with_brain_masks_of
 
     # A bar over the windows of each volume when run in a terminal.
     segmenter = load_segmenter(checkpoint, device, sw_overlap=sw_overlap, sw_batch_size=sw_batch_size,
@@ -116,7 +117,7 @@ def predict(checkpoint: Path | Sequence[Path], inputs: Sequence[Path], output: P
     if folder:
         layout, modalities = folder_layout(layout, segmenter.modalities, segmenter.source, contrast, bids_modalities)
         if brain_mask is not None:
-            layout = with_masks_dir(layout, brain_mask, segmenter.source)
+            layout = with_brain_masks_of(layout, brain_mask, segmenter.source)
         chosen = subjects_in_folder(inputs[0], layout, modalities, segmenter.source, contrast, only=subjects)
         if shard is not None:
             chosen = chosen[shard[0]::shard[1]]
@@ -154,7 +155,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="with one subject's files: a brain mask (non-zero inside; SynthStrip's, FSL BET's, "
                              "fMRIPrep's desc-brain_mask) whose outside is set to 0 in every scan first, as a "
                              "skull-stripped scan's background is; with a BIDS dataset: the derivatives folder "
-                             "holding each session's sub-*_desc-brain_mask.nii.gz")
+                             "holding each session's sub-*_desc-brain_mask.nii.gz; with a NIfTI folder: the masks' "
+                             "pattern, '{subject}/brain_mask.nii.gz'")
     parser.add_argument("--subjects", "--participant_label", nargs="+", metavar="ID",
                         help="a folder's subjects to segment, by id (sub-01 stands for all its BIDS sessions; "
                              "as in BIDS Apps, the label alone, 01, does too)")

@@ -83,22 +83,26 @@ def as_bids(record: Mapping[str, Any] | None, bids_modalities: Sequence[str], mo
     return {"class_path": BIDS_CLASS, "init_args": {**kept, "modalities": list(bids_modalities)}}
 
 
-def with_masks_dir(record: Mapping[str, Any] | None, masks: Path, source: str) -> dict[str, Any]:
-    """``record`` (a BIDS dataset's, :func:`folder_layout`'s) reading each session's brain mask
-    from the derivatives pipeline ``masks`` too (``masks_dir``): ``predict.py --brain-mask`` for a
-    dataset folder of scans that are not skull-stripped."""
+def with_brain_masks_of(record: Mapping[str, Any] | None, masks: Path | str, source: str) -> dict[str, Any]:
+    """``record`` (:func:`folder_layout`'s) reading each subject's brain mask too, for a dataset
+    folder of scans that are not skull-stripped (``predict.py --brain-mask``): a BIDS dataset's
+    from the derivatives pipeline ``masks`` (``masks_dir``), a NIfTI folder's by the pattern
+    ``masks`` (``mask_pattern``, ``{subject}/brain_mask.nii.gz``)."""
     record = dict(record or {})
     cls = KNOWN_DATAMODULES.get(str(record.get("class_path")))
+    init_args = dict(record.get("init_args") or {})
+    if cls is NiftiDataModule and "{" in str(masks):
+        return {**record, "init_args": {**init_args, "mask_pattern": str(masks)}}
     if cls is not BIDSDataModule:
         layout = f"reads {cls.__name__} folders" if cls else "records no DataModule"
         raise DataError(f"{masks}: --brain-mask with a dataset folder names the derivatives pipeline of a BIDS "
-                        f"dataset's brain masks (sub-*_desc-brain_mask.nii.gz), but {source} {layout} "
-                        "(--bids-modalities reads the folder as BIDS); in another layout give one subject's files "
-                        "and its mask")
+                        f"dataset's brain masks (sub-*_desc-brain_mask.nii.gz), or a NIfTI folder's mask pattern "
+                        f"('{{subject}}/brain_mask.nii.gz'), but {source} {layout} (--bids-modalities reads the "
+                        "folder as BIDS); in another layout give one subject's files and its mask")
     if Path(masks).is_file():
         raise DataError(f"{masks}: a file; with a dataset folder, --brain-mask names the derivatives pipeline folder "
                         "that holds each session's mask (sub-*_desc-brain_mask.nii.gz)")
-    return {**record, "init_args": {**(record.get("init_args") or {}), "masks_dir": os.path.abspath(masks)}}
+    return {**record, "init_args": {**init_args, "masks_dir": os.path.abspath(masks)}}
 
 
 def output_names(record: Mapping[str, Any] | None, case_names: bool = False,

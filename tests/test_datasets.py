@@ -344,6 +344,20 @@ def test_nifti_scans_not_skull_stripped_are_masked_by_mask_pattern_or_a_csv_colu
             np.testing.assert_array_equal(volume.image, reference.image)
         as_is = load_subject(unmasked.subjects()[subject], unmasked.label_space, unmasked.preprocessing)
         assert (as_is.image != 0).all() and (reference.image == 0).mean() > 0.2
+    # predict.py --brain-mask '{subject}/brain_mask.nii.gz' on a folder, for a model of NIfTI folders
+    from datamodules.folders import subjects_in_folder, with_brain_masks_of
+
+    record = {"class_path": "datamodules.nifti.NiftiDataModule",
+              "init_args": {"modalities": ["T1", "FLAIR"], "labels": LABELS, "patch_size": [8, 8, 8]}}
+    layout = with_brain_masks_of(record, "{subject}/brain_mask.nii.gz", "model.ckpt")
+    assert layout["init_args"]["mask_pattern"] == "{subject}/brain_mask.nii.gz"
+    chosen = subjects_in_folder(heads, layout, ["T1", "FLAIR"], "model.ckpt", only=["sub-02"])
+    assert [s.brain_mask for s in chosen] == [heads / "sub-02" / "brain_mask.nii.gz"]
+    iseg = {"class_path": "datamodules.iseg.ISeg2017DataModule", "init_args": {"modalities": ["T1", "T2"]}}
+    with pytest.raises(DataError, match=r"\{subject\}_mask\.nii\.gz: --brain-mask with a dataset folder names the "
+                                        r"derivatives pipeline of a BIDS dataset's brain masks .*, or a NIfTI folder's "
+                                        r"mask pattern .*, but model\.ckpt reads ISeg2017DataModule folders"):
+        with_brain_masks_of(iseg, "{subject}_mask.nii.gz", "model.ckpt")
     table.write_text(table.read_text().replace("heads/sub-03/brain_mask.nii.gz", ""))  # sub-03 given stripped
     assert NiftiDataModule(str(table), **kwargs).subjects()["sub-03"].brain_mask is None
     (heads / "sub-10" / "brain_mask.nii.gz").unlink()
