@@ -220,11 +220,14 @@ def derivative_files(folder: Path, entities: Mapping[str, str | None] | None = N
     """``sub-01_ses-1`` -> its ``*_<suffix>.nii[.gz]`` in a derivative folder (``dseg``: label
     maps; ``mask``: brain masks), among those with ``entities`` (file-name keys; ``None``: the
     entity absent), as a pipeline with several per session needs (fMRIPrep's ``{"desc": "aseg"}``);
-    two for one session are an error naming both. A file without a session is keyed ``sub-01``."""
+    two for one session are an error naming both. A file without a session is keyed ``sub-01``.
+    Only ``anat/`` folders are read (fMRIPrep's ``func/`` holds BOLD-space masks of the same name)."""
     pattern = re.compile(_UNIT_FILE.format(suffix=re.escape(suffix)))
     what = "label maps" if suffix == "dseg" else f"{suffix} files"
     found: dict[str, Path] = {}
-    for path in sorted(Path(folder).glob(f"sub-*/**/*_{suffix}.nii*")):
+    anatomical = [path for where in ("sub-*/anat", "sub-*/ses-*/anat")  # not func/, fMRIPrep's BOLD-space ones
+                  for path in Path(folder).glob(f"{where}/*_{suffix}.nii*")]
+    for path in sorted(anatomical):
         match = pattern.match(path.name)
         if not match:
             continue

@@ -195,7 +195,8 @@ class BIDSDataModule(VolumeSegmentationDataModule):
         labels = None
         if require_labels:
             labels = _by_session(_layout(self._required_labels_dir(), derivative=True).get(
-                suffix="dseg", extension=IMAGE_EXTENSIONS, return_type="object", **self.label_entities))
+                suffix="dseg", datatype="anat", extension=IMAGE_EXTENSIONS, return_type="object",
+                **self.label_entities))
         masks = self._brain_masks()
         subjects, skipped = [], []
         for subject, sessions in _units(layout).items():

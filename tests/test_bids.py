@@ -632,6 +632,10 @@ def test_brain_masks_from_a_derivative_blank_the_outside_of_scans_not_skull_stri
     (masks / "sub-05").rename(tmp_path / "sub-05-mask")  # sub-05: no mask
     write_nifti(np.ones((5, 5, 5), np.uint8),
                 masks / "sub-03/ses-1/anat/sub-03_ses-1_space-MNI152NLin2009cAsym_desc-brain_mask.nii.gz")
+    for folder in (masks, bids / "derivatives" / "manual"):  # fMRIPrep's BOLD-space ones, named alike: not anatomy
+        for suffix in ("desc-brain_mask", "desc-tissue_dseg"):
+            write_nifti(np.ones((5, 5, 5), np.uint8),
+                        folder / f"sub-03/ses-1/func/sub-03_ses-1_task-rest_{suffix}.nii.gz")
     with pytest.warns(DataWarning) as caught:
         subjects = dm(bids, masks_dir="derivatives/synthstrip").subjects()
     assert list(subjects) == ["sub-03_ses-1", "sub-04_ses-1"]
