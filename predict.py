@@ -104,7 +104,13 @@ def predict(checkpoint: Path | Sequence[Path], inputs: Sequence[Path], output: P
     or ``foreground``) cut to their largest connected component (nnU-Net's postprocessing;
     ``evaluate.py --keep-largest-gains`` says which gain)."""
     from core.segmenter import load_segmenter
-    from datamodules.folders import folder_layout, output_names, subjects_in_folder, with_brain_masks_of
+    from datamodules.folders import (
+        folder_layout,
+        output_names,
+        subjects_in_folder,
+        with_brain_masks_of,
+        without_missing_masks,
+    )
 
     # A bar over the windows of each volume when run in a terminal.
     segmenter = load_segmenter(checkpoint, device, sw_overlap=sw_overlap, sw_batch_size=sw_batch_size,
@@ -116,8 +122,8 @@ def predict(checkpoint: Path | Sequence[Path], inputs: Sequence[Path], output: P
     layout, folder = segmenter.datamodule, len(inputs) == 1 and Path(inputs[0]).is_dir()
     if folder:
         layout, modalities = folder_layout(layout, segmenter.modalities, segmenter.source, contrast, bids_modalities)
-        if brain_mask is not None:
-            layout = with_brain_masks_of(layout, brain_mask, segmenter.source)
+        layout = (with_brain_masks_of(layout, brain_mask, segmenter.source) if brain_mask is not None
+                  else without_missing_masks(layout, inputs[0]))
         chosen = subjects_in_folder(inputs[0], layout, modalities, segmenter.source, contrast, only=subjects)
         if shard is not None:
             chosen = chosen[shard[0]::shard[1]]

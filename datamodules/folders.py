@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import inspect
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from core.bids import BIDSOutputNames
 from core.export import OUR_NAMES, OutputNames, named_by_case
-from core.io import DataError
+from core.io import DataError, DataWarning
 from core.modality_profiles import ANY_CONTRAST
 from core.volumes import Subject
 from datamodules.base import NoSubjectsFound, VolumeSegmentationDataModule
@@ -103,6 +104,26 @@ def with_brain_masks_of(record: Mapping[str, Any] | None, masks: Path | str, sou
         raise DataError(f"{masks}: a file; with a dataset folder, --brain-mask names the derivatives pipeline folder "
                         "that holds each session's mask (sub-*_desc-brain_mask.nii.gz)")
     return {**record, "init_args": {**init_args, "masks_dir": os.path.abspath(masks)}}
+
+
+def without_missing_masks(record: Mapping[str, Any] | None, folder: Path) -> Mapping[str, Any] | None:
+    """``record`` as a checkpoint saved it, less the brain masks' pipeline (``masks_dir``) of a
+    model trained on BIDS scans with masks where ``folder`` lacks it (a dataset of skull-stripped
+    scans, or masks elsewhere: ``--brain-mask``), said in a warning. A folder that has it is read
+    with its masks, as the training folder was; a pipeline given as an absolute path is the
+    training dataset's own, used for that dataset only (never another's subjects of the same id)."""
+    init_args = dict((record or {}).get("init_args") or {})
+    masks = init_args.get("masks_dir")
+    if masks is None:
+        return record
+    trained_here = bool(init_args.get("data_dir")) and Path(init_args["data_dir"]).resolve() == Path(folder).resolve()
+    if (trained_here or not Path(masks).is_absolute()) and (Path(folder) / masks).is_dir():
+        return record
+    where = Path(folder) / masks if not Path(masks).is_absolute() else f"{folder}'s brain masks"
+    warnings.warn(f"{where}: not found; the model was trained on scans masked by their brain masks (masks_dir "
+                  f"{masks}), and these are segmented as they are (--brain-mask names the pipeline of their masks)",
+                  DataWarning, stacklevel=2)
+    return {**(record or {}), "init_args": {k: v for k, v in init_args.items() if k != "masks_dir"}}
 
 
 def output_names(record: Mapping[str, Any] | None, case_names: bool = False,

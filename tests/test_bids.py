@@ -664,7 +664,18 @@ def test_brain_masks_from_a_derivative_blank_the_outside_of_scans_not_skull_stri
             DataError, match=r"sub-01_ses-1: no brain mask \(sub-\*_desc-brain_mask\.nii\.gz\) in .*synthstrip: only "
                              r".* \(require_all is set; 4 sessions lack a file\)"):
         dm(bids, masks_dir="derivatives/synthstrip", require_all=True).subjects()
-    from datamodules.folders import layout_arguments  # how a checkpoint's predictions find the masks again
+    from datamodules.folders import layout_arguments, without_missing_masks  # a checkpoint's masks at prediction
+
+    record = {"class_path": "datamodules.bids.BIDSDataModule",
+              "init_args": {"data_dir": str(bids), "masks_dir": "derivatives/synthstrip"}}
+    assert without_missing_masks(record, bids) == record  # the same pipeline in the folder: its masks
+    with pytest.warns(DataWarning, match=r"stripped/bids/derivatives/synthstrip: not found; the model was trained on "
+                                         r"scans masked .* these are segmented as they are \(--brain-mask"):
+        assert without_missing_masks(record, stripped)["init_args"] == {"data_dir": str(bids)}
+    absolute = {**record, "init_args": {"data_dir": str(bids), "masks_dir": str(masks)}}
+    assert without_missing_masks(absolute, bids) == absolute  # the training dataset's own pipeline
+    with pytest.warns(DataWarning, match=r"stripped/bids's brain masks: not found"):  # never another dataset's
+        assert "masks_dir" not in without_missing_masks(absolute, stripped)["init_args"]
 
     saved = {"masks_dir": "derivatives/synthstrip", "mask_entities": {"desc": "brain"}, "batch_size": 2}
     assert layout_arguments(BIDSDataModule, saved) == {"masks_dir": "derivatives/synthstrip",

@@ -119,3 +119,16 @@ def test_the_real_size_bids_tree_reads_back_the_same_anatomy_in_either_orientati
         np.testing.assert_array_equal(fs.label, ours.label)  # CSF 1, GM 2, WM 3 either way
     with pytest.raises(SystemExit, match="exists and is not empty"):
         build(root)
+    # The same participants not skull-stripped, with their masks: the masked volumes are the stripped ones.
+    raw = build(tmp_path / "raw", participants=2, spacing=4.0, unstripped=True)
+    for n in (1, 2):
+        scan = nib.load(str(raw / f"sub-0{n}" / "anat" / f"sub-0{n}_T1w.nii.gz"))
+        assert (np.asarray(scan.dataobj) > 0).mean() > 0.9  # a head around the brain, noise in the air
+    unmasked = BIDSDataModule(str(raw), modalities=["T1w"], labels_dir="derivatives/manual", cache_dir=None,
+                              val_subjects=["sub-02"])
+    masked = BIDSDataModule(str(raw), modalities=["T1w"], labels_dir="derivatives/manual", cache_dir=None,
+                            masks_dir="derivatives/synthstrip", val_subjects=["sub-02"])
+    for ours, theirs, stripped in zip(masked._load(list(masked.subjects().values())),
+                                      unmasked._load(list(unmasked.subjects().values())), volumes, strict=True):
+        np.testing.assert_array_equal(ours.image, stripped.image)
+        assert not np.array_equal(theirs.image, stripped.image)
