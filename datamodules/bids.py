@@ -225,7 +225,7 @@ class BIDSDataModule(VolumeSegmentationDataModule):
         return subjects
 
     def _brain_masks(self) -> dict[str, Path] | None:
-        """``sub-01_ses-1`` (or ``sub-01`` for every session) -> its mask in ``masks_dir``."""
+        """``sub-01_ses-1`` (``sub-01``: a participant-level mask) -> its mask in ``masks_dir``."""
         if self.masks_dir is None:
             return None
         if not self.masks_dir.is_dir():

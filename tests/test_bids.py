@@ -394,20 +394,23 @@ def test_train_predict_as_a_derivative_and_evaluate_derivative_against_derivativ
 
 def test_a_model_of_any_contrast_segments_a_bids_tree_by_the_suffix_asked_for(bids: Path, tmp_path: Path) -> None:
     """Trained from the label maps (validated on T1w), predict.py segments the tree's T2w images
-    (``--contrast T2w``) into the same derivative layout; sub-02, which has no T2w, is skipped."""
+    (``--contrast T2w``) into the same derivative layout, named by the contrast read; sub-02,
+    which has no T2w, is skipped. Its T1w segmentations lie beside them, and train.py predict
+    names them alike."""
     import predict
     from train import run_cli
 
+    common = ["--config", "configs/datasets/bids.yaml", "--config", "configs/recipes/synthseg.yaml",
+              "--data.init_args.data_dir", str(bids), "--data.init_args.target_spacing", "[1.0, 1.0, 1.0]",
+              "--data.init_args.cache_dir", "null", "--data.init_args.num_workers", "0",
+              "--model.network_kwargs", "{base_features: 2}", "--trainer.logger", "false",
+              "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path)]
     with pytest.warns(DataWarning):
-        run_cli(["fit", "--config", "configs/datasets/bids.yaml", "--config", "configs/recipes/synthseg.yaml",
-                 "--data.init_args.data_dir", str(bids), "--data.init_args.modalities", "[T1w]",
-                 "--data.init_args.target_spacing", "[1.0, 1.0, 1.0]", "--data.init_args.val_subjects", "[sub-04]",
+        run_cli(["fit", *common, "--data.init_args.modalities", "[T1w]", "--data.init_args.val_subjects", "[sub-04]",
                  "--data.init_args.val_fraction", "0", "--data.init_args.patch_size", "[16, 16, 16]",
-                 "--data.init_args.samples_per_volume", "1", "--data.init_args.num_workers", "0",
-                 "--data.init_args.cache_dir", "null", "--model.network_kwargs", "{base_features: 2}",
-                 "--trainer.max_epochs", "1", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
-                 "--trainer.precision", "32-true", "--trainer.default_root_dir", str(tmp_path),
-                 "--checkpoint.dirpath", str(tmp_path / "checkpoints")], save_config=False)
+                 "--data.init_args.samples_per_volume", "1", "--trainer.max_epochs", "1",
+                 "--trainer.precision", "32-true", "--checkpoint.dirpath", str(tmp_path / "checkpoints")],
+                save_config=False)
     checkpoint, output = tmp_path / "checkpoints" / "last.ckpt", tmp_path / "derivative"
     with pytest.warns(DataWarning, match="skipping sub-02_ses-1: no T2w image"):
         written = predict.predict(checkpoint, [bids], output, contrast="T2w")
@@ -428,16 +431,10 @@ def test_a_model_of_any_contrast_segments_a_bids_tree_by_the_suffix_asked_for(bi
     assert set(derivative_files(output, {"desc": "T2w"})) == set(SESSIONS)
     with pytest.raises(DataError, match=r"two label maps for sub-01_ses-1: sub-01_ses-1_space-orig_desc-T1w_dseg"):
         derivative_files(output)
-    # train.py predict names them alike
-    with pytest.warns(DataWarning):
-        run_cli(["predict", "--config", "configs/datasets/bids.yaml", "--config", "configs/recipes/synthseg.yaml",
-                 "--data.init_args.data_dir", str(bids), "--data.init_args.modalities", "[T2w]",
-                 "--data.init_args.target_spacing", "[1.0, 1.0, 1.0]", "--data.init_args.test_subjects", "[sub-04]",
-                 "--data.init_args.cache_dir", "null", "--data.init_args.num_workers", "0",
-                 "--model.network_kwargs", "{base_features: 2}", "--trainer.logger", "false",
-                 "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path),
-                 "--ckpt_path", str(checkpoint), "--prediction_writer.output_dir", str(tmp_path / "by_train_py")],
-                save_config=False)
+    with pytest.warns(DataWarning):  # train.py predict names them alike
+        run_cli(["predict", *common, "--data.init_args.modalities", "[T2w]", "--data.init_args.test_subjects",
+                 "[sub-04]", "--ckpt_path", str(checkpoint), "--prediction_writer.output_dir",
+                 str(tmp_path / "by_train_py")], save_config=False)
     assert [p.relative_to(tmp_path / "by_train_py").as_posix() for p in (tmp_path / "by_train_py").rglob("*.nii.gz")
             ] == ["sub-04/ses-1/anat/sub-04_ses-1_space-orig_desc-T2w_dseg.nii.gz"]
 
