@@ -69,7 +69,9 @@ def test_demo_data_replaces_only_a_demo_dataset(tmp_path: Path, tiny_demo_dir: P
 def test_the_real_size_bids_tree_reads_back_the_same_anatomy_in_either_orientation(tmp_path: Path) -> None:
     """``demo/real_bids.py`` (here at 4 mm): the ICBM T1 as BIDS participants, every second stored
     LAS; the BIDS DataModule reads both back on one RAS+ grid with the same tissue labels, from
-    the derivative's dseg.tsv, and from FreeSurfer's aseg.mgz; a folder that is not empty is refused."""
+    the derivative's dseg.tsv, and from FreeSurfer's aseg.mgz; fMRIPrep's brain masks keep the brain
+    of either, and ``--unstripped``'s masks give back the stripped scans' voxels; a folder that is
+    not empty is refused."""
     import pytest
 
     from datamodules import BIDSDataModule, FreeSurferDataModule
