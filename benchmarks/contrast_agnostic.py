@@ -6,6 +6,7 @@ from its GM/WM maps and mask exactly as the demo's, ``demo.synthetic_iseg.icbm_r
 
     python -m benchmarks.contrast_agnostic --out runs/contrast            # 12 epochs each, as the demo
     python -m benchmarks.contrast_agnostic --out /tmp/c --epochs 1        # a quick look
+    python -m benchmarks.contrast_agnostic --out /tmp/w --models label --base-features 16   # a wider label-map model
 
 A fourth kind of scan tells a model that has not learned its own training images from one
 whose training images are unlike real scans: images the recipe's generator makes from the
@@ -102,6 +103,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="a new folder for the runs and predictions")
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--accelerator", default="cpu")
+    parser.add_argument("--base-features", type=int, help="the U-Net's width (the demo's: 8); larger for a "
+                        "model that must learn every contrast")
+    parser.add_argument("--models", nargs="+", choices=[name.split()[0] for name in MODELS],
+                        default=[name.split()[0] for name in MODELS], help="which of the two to train")
     args = parser.parse_args(argv)
     if args.out.exists() and any(args.out.iterdir()):
         parser.error(f"{args.out}: exists and is not empty; choose a new folder")
@@ -120,7 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     scans["ICBM152 T1 (real)"] = [(icbm / "icbm-T1.hdr", icbm / "icbm-label.hdr")]
     scans["generated from the test labels"] = generated_scans(args.data, args.out / "generated", settings.spacing)
     rows, fits = [], {}
-    for name, extra in MODELS.items():
+    width = [] if args.base_features is None else ["--model.network_kwargs", f"{{base_features: {args.base_features}}}"]
+    for name, extra in ((n, [*e, *width]) for n, e in MODELS.items() if n.split()[0] in args.models):
         checkpoint, seconds = fit(name, extra, args.out, args.epochs, args.data, args.accelerator)
         fits[name] = seconds
         for scan, pairs in scans.items():
