@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -107,23 +108,30 @@ def with_brain_masks_of(record: Mapping[str, Any] | None, masks: Path | str, sou
 
 
 def without_missing_masks(record: Mapping[str, Any] | None, folder: Path) -> Mapping[str, Any] | None:
-    """``record`` as a checkpoint saved it, less the brain masks' pipeline (``masks_dir``) of a
-    model trained on BIDS scans with masks where ``folder`` lacks it (a dataset of skull-stripped
-    scans, or masks elsewhere: ``--brain-mask``), said in a warning. A folder that has it is read
-    with its masks, as the training folder was; a pipeline given as an absolute path is the
-    training dataset's own, used for that dataset only (never another's subjects of the same id)."""
+    """``record`` as a checkpoint saved it, less the brain masks of a model trained with them
+    (a BIDS ``masks_dir``, a NIfTI ``mask_pattern``) where ``folder`` has none of them (a dataset
+    of skull-stripped scans, or masks elsewhere: ``--brain-mask``), said in a warning. A folder
+    that has them is read with its masks, as the training folder was; a BIDS pipeline given as
+    an absolute path is the training dataset's own, used for that dataset only (never another's
+    subjects of the same ids)."""
     init_args = dict((record or {}).get("init_args") or {})
-    masks = init_args.get("masks_dir")
-    if masks is None:
+    masks, pattern = init_args.get("masks_dir"), init_args.get("mask_pattern")
+    if masks is not None:
+        key, value = "masks_dir", masks
+        here = bool(init_args.get("data_dir")) and Path(init_args["data_dir"]).resolve() == Path(folder).resolve()
+        if (here or not Path(masks).is_absolute()) and (Path(folder) / masks).is_dir():
+            return record
+        missing = f"{Path(folder) / masks}: not found" if not Path(masks).is_absolute() else f"{folder}: not {masks}"
+    elif pattern is not None:
+        key, value = "mask_pattern", pattern
+        if any(Path(folder).glob(re.sub(r"\{[^}]*\}", "*", pattern))):
+            return record
+        missing = f"{folder}: no file like {pattern}"
+    else:
         return record
-    trained_here = bool(init_args.get("data_dir")) and Path(init_args["data_dir"]).resolve() == Path(folder).resolve()
-    if (trained_here or not Path(masks).is_absolute()) and (Path(folder) / masks).is_dir():
-        return record
-    where = Path(folder) / masks if not Path(masks).is_absolute() else f"{folder}'s brain masks"
-    warnings.warn(f"{where}: not found; the model was trained on scans masked by their brain masks (masks_dir "
-                  f"{masks}), and these are segmented as they are (--brain-mask names the pipeline of their masks)",
-                  DataWarning, stacklevel=2)
-    return {**(record or {}), "init_args": {k: v for k, v in init_args.items() if k != "masks_dir"}}
+    warnings.warn(f"{missing}; the model was trained on scans masked by their brain masks ({key} {value}), and these "
+                  "are segmented as they are (--brain-mask names their masks)", DataWarning, stacklevel=2)
+    return {**(record or {}), "init_args": {k: v for k, v in init_args.items() if k != key}}
 
 
 def output_names(record: Mapping[str, Any] | None, case_names: bool = False,

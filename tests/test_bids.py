@@ -667,11 +667,13 @@ def test_brain_masks_from_a_derivative_blank_the_outside_of_scans_not_skull_stri
               "init_args": {"data_dir": str(bids), "masks_dir": "derivatives/synthstrip"}}
     assert without_missing_masks(record, bids) == record  # the same pipeline in the folder: its masks
     with pytest.warns(DataWarning, match=r"stripped/bids/derivatives/synthstrip: not found; the model was trained on "
-                                         r"scans masked .* these are segmented as they are \(--brain-mask"):
+                                         r"scans masked .* \(masks_dir derivatives/synthstrip\), and these are "
+                                         r"segmented as they are \(--brain-mask names their masks\)"):
         assert without_missing_masks(record, stripped)["init_args"] == {"data_dir": str(bids)}
     absolute = {**record, "init_args": {"data_dir": str(bids), "masks_dir": str(masks)}}
     assert without_missing_masks(absolute, bids) == absolute  # the training dataset's own pipeline
-    with pytest.warns(DataWarning, match=r"stripped/bids's brain masks: not found"):  # never another dataset's
+    with pytest.warns(DataWarning, match=r"stripped/bids: not .*/raw/bids/derivatives/synthstrip; the model was "
+                                         r"trained on scans masked"):  # never another dataset's
         assert "masks_dir" not in without_missing_masks(absolute, stripped)["init_args"]
 
     saved = {"masks_dir": "derivatives/synthstrip", "mask_entities": {"desc": "brain"}, "batch_size": 2}

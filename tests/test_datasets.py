@@ -353,6 +353,13 @@ def test_nifti_scans_not_skull_stripped_are_masked_by_mask_pattern_or_a_csv_colu
     assert layout["init_args"]["mask_pattern"] == "{subject}/brain_mask.nii.gz"
     chosen = subjects_in_folder(heads, layout, ["T1", "FLAIR"], "model.ckpt", only=["sub-02"])
     assert [s.brain_mask for s in chosen] == [heads / "sub-02" / "brain_mask.nii.gz"]
+    from core.io import DataWarning
+    from datamodules.folders import without_missing_masks  # a model trained with masks given a folder of none
+
+    assert without_missing_masks(layout, heads) == layout
+    with pytest.warns(DataWarning, match=r"stripped: no file like \{subject\}/brain_mask\.nii\.gz; the model was "
+                                         r"trained on scans masked by their brain masks \(mask_pattern"):
+        assert "mask_pattern" not in without_missing_masks(layout, stripped)["init_args"]
     iseg = {"class_path": "datamodules.iseg.ISeg2017DataModule", "init_args": {"modalities": ["T1", "T2"]}}
     with pytest.raises(DataError, match=r"\{subject\}_mask\.nii\.gz: --brain-mask with a dataset folder names the "
                                         r"derivatives pipeline of a BIDS dataset's brain masks .*, or a NIfTI folder's "
