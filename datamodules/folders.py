@@ -121,7 +121,8 @@ def without_missing_masks(record: Mapping[str, Any] | None, folder: Path) -> Map
         here = bool(init_args.get("data_dir")) and Path(init_args["data_dir"]).resolve() == Path(folder).resolve()
         if (here or not Path(masks).is_absolute()) and (Path(folder) / masks).is_dir():
             return record
-        missing = f"{Path(folder) / masks}: not found" if not Path(masks).is_absolute() else f"{folder}: not {masks}"
+        missing = (f"{Path(folder) / masks}: not found" if not Path(masks).is_absolute()
+                   else f"{folder}: not the training dataset, whose masks are {masks}")
     elif pattern is not None:
         key, value = "mask_pattern", pattern
         if any(Path(folder).glob(re.sub(r"\{[^}]*\}", "*", pattern))):
