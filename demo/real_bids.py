@@ -79,7 +79,7 @@ def _mapped(labels: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
     return out
 
 
-def _with_head(image: np.ndarray, brain: np.ndarray, spacing: float, rng: np.random.Generator) -> np.ndarray:
+def with_head(image: np.ndarray, brain: np.ndarray, spacing: float, rng: np.random.Generator) -> np.ndarray:
     """``image`` (zero outside ``brain``) as a scan that is not skull-stripped: 4 mm of dark bone,
     then 4 mm of bright scalp around the brain, noise in the air (synthetic, not anatomy)."""
     level = float(np.median(image[brain]))
@@ -129,7 +129,7 @@ def build(out: Path, participants: int = 4, spacing: float = 1.0, seed: int = 0,
             _freesurfer_subject(out / "derivatives" / "freesurfer" / sub, image, tissues, affine)
         mask = brain.astype(np.uint8)
         if unstripped:
-            image = _with_head(image, brain, spacing, head_rng)
+            image = with_head(image, brain, spacing, head_rng)
         if number % 2 == 0:
             image, labels, mask, grid = image[::-1].copy(), tissues[::-1].copy(), mask[::-1].copy(), affine @ flip
         _save(image, grid, out / sub / "anat" / f"{sub}_T1w.nii.gz")
