@@ -19,6 +19,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from core.io import save_nifti_atomically
+
 TISSUES = {1: "CSF", 2: "GM", 3: "WM"}
 SUBJECTS = (9, 10)
 
@@ -52,8 +54,7 @@ def build(data: Path, out: Path, spacing: float = 2.0) -> Path:
 
 
 def _save(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(array, affine), str(path))
+    save_nifti_atomically(nib.Nifti1Image(array, affine), path)  # its folder made too
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -34,7 +34,7 @@ import numpy as np
 from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
 from scipy import ndimage
 
-from core.io import atomic_path, write_text_atomically
+from core.io import atomic_path, save_nifti_atomically, write_text_atomically
 from demo.synthetic_iseg import LABEL_VALUES, icbm_reference
 
 TISSUES = {1: "CSF", 2: "GM", 3: "WM"}  # dseg.tsv of the labels: the demo's iSeg values 10, 150, 250 in order
@@ -45,9 +45,7 @@ FREESURFER_ASEG = {1: (24, 24), 2: (3, 42), 3: (2, 41)}  # ours -> aseg (left, r
 
 
 def _save(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        nib.save(nib.Nifti1Image(array, affine), str(tmp))
+    save_nifti_atomically(nib.Nifti1Image(array, affine), path)
 
 
 def _conformed(array: np.ndarray, affine: np.ndarray, path: Path) -> None:

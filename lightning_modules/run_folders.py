@@ -130,11 +130,16 @@ def link_latest(run: Path) -> bool:
     link = run.parent / "latest"
     if link.exists() and not link.is_symlink():
         return False
-    tmp = run.parent / f".latest.{os.getpid()}"
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(run.name)
-    os.replace(tmp, link)
+    _point_latest(run.parent, run.name)
     return True
+
+
+def _point_latest(parent: Path, target: str) -> None:
+    """``<parent>/latest`` -> ``target`` (relative), replaced atomically: never missing meanwhile."""
+    tmp = parent / f".latest.{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target)
+    os.replace(tmp, parent / "latest")
 
 
 def latest_target(parent: Path) -> str | None:
@@ -155,10 +160,7 @@ def take_back_run(run: Path, previous: str | None) -> bool:
         if previous is None:
             (run.parent / "latest").unlink()
         else:
-            tmp = run.parent / f".latest.{os.getpid()}"
-            tmp.unlink(missing_ok=True)
-            tmp.symlink_to(previous)
-            os.replace(tmp, run.parent / "latest")
+            _point_latest(run.parent, previous)
     for folder in sorted((p for p in [run, *Path(run).rglob("*")] if p.is_dir()), key=lambda p: -len(p.parts)):
         if not any(folder.iterdir()):
             folder.rmdir()
